@@ -1,0 +1,176 @@
+//! The table of connected clients behind CLIENT LIST / CLIENT INFO and the INFO clients section.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use hashbrown::HashMap;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::core::ConnId;
+
+#[derive(Debug)]
+pub struct ClientEntry {
+    pub id: ConnId,
+    pub addr: SocketAddr,
+    pub local_addr: SocketAddr,
+    pub created: Instant,
+    state: Mutex<ClientState>,
+    control: Mutex<Option<Control>>,
+    control_sent: Notify,
+}
+
+/// Orders from other clients (CLIENT KILL / CLIENT UNBLOCK) to a connection task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Kill,
+    /// End a blocked LOCK.WAIT as if it timed out (`false`) or with an UNBLOCKED error (`true`).
+    Unblock {
+        error: bool,
+    },
+}
+
+/// What a connection updates about itself as it runs.
+#[derive(Debug, Clone)]
+pub struct ClientState {
+    pub name: Option<Bytes>,
+    pub lib_name: Option<Bytes>,
+    pub lib_ver: Option<Bytes>,
+    pub last_command: String,
+    pub last_active: Instant,
+    /// The key of the LOCK.WAIT it is blocked in.
+    pub blocked_on: Option<Bytes>,
+    pub resp: u8,
+}
+
+impl ClientEntry {
+    /// Kill always wins over a pending unblock.
+    pub fn send_control(&self, control: Control) {
+        let mut pending = self.control.lock();
+        if *pending != Some(Control::Kill) {
+            *pending = Some(control);
+        }
+        drop(pending);
+        self.control_sent.notify_one();
+    }
+
+    /// Waits for an order from another client.
+    pub async fn next_control(&self) -> Control {
+        loop {
+            if let Some(control) = self.control.lock().take() {
+                return control;
+            }
+            self.control_sent.notified().await;
+        }
+    }
+
+    /// Forgets an unblock aimed at a wait that has already ended, keeping a kill.
+    pub fn clear_unblock(&self) {
+        let mut pending = self.control.lock();
+        if matches!(*pending, Some(Control::Unblock { .. })) {
+            *pending = None;
+        }
+    }
+
+    pub fn is_blocked(&self) -> bool {
+        self.state.lock().blocked_on.is_some()
+    }
+
+    pub fn update<R>(&self, change: impl FnOnce(&mut ClientState) -> R) -> R {
+        change(&mut self.state.lock())
+    }
+
+    pub fn snapshot(&self) -> ClientState {
+        self.state.lock().clone()
+    }
+
+    /// One line in Redis's CLIENT LIST format (fields clients and tools parse), plus `lock=` with the
+    /// key a blocked LOCK.WAIT waits on.
+    pub fn info_line(&self, now: Instant) -> String {
+        let state = self.snapshot();
+        let text =
+            |value: &Option<Bytes>| value.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+        let flags = if state.blocked_on.is_some() { "b" } else { "N" };
+        let mut line = String::with_capacity(256);
+        let _ = write!(
+            line,
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 \
+             qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} \
+             user=default redir=-1 resp={} lib-name={} lib-ver={} lock={}",
+            self.id,
+            self.addr,
+            self.local_addr,
+            text(&state.name),
+            now.saturating_duration_since(self.created).as_secs(),
+            now.saturating_duration_since(state.last_active).as_secs(),
+            flags,
+            if state.last_command.is_empty() { "NULL" } else { &state.last_command },
+            state.resp,
+            text(&state.lib_name),
+            text(&state.lib_ver),
+            text(&state.blocked_on),
+        );
+        line
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ClientRegistry {
+    last_id: AtomicU64,
+    clients: Mutex<HashMap<ConnId, Arc<ClientEntry>>>,
+}
+
+impl ClientRegistry {
+    pub fn register(&self, addr: SocketAddr, local_addr: SocketAddr) -> Arc<ClientEntry> {
+        let id = self.last_id.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let id = ConnId::new(id).unwrap_or(ConnId::MAX);
+        let now = Instant::now();
+        let entry = Arc::new(ClientEntry {
+            id,
+            addr,
+            local_addr,
+            created: now,
+            state: Mutex::new(ClientState {
+                name: None,
+                lib_name: None,
+                lib_ver: None,
+                last_command: String::new(),
+                last_active: now,
+                blocked_on: None,
+                resp: 2,
+            }),
+            control: Mutex::new(None),
+            control_sent: Notify::new(),
+        });
+        self.clients.lock().insert(id, Arc::clone(&entry));
+        entry
+    }
+
+    pub fn unregister(&self, id: ConnId) {
+        self.clients.lock().remove(&id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<ClientEntry>> {
+        let id = ConnId::new(id)?;
+        self.clients.lock().get(&id).cloned()
+    }
+
+    /// Every client, oldest first.
+    pub fn all(&self) -> Vec<Arc<ClientEntry>> {
+        let mut clients: Vec<_> = self.clients.lock().values().cloned().collect();
+        clients.sort_by_key(|entry| entry.id);
+        clients
+    }
+}

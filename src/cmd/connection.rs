@@ -1,0 +1,411 @@
+//! Connection commands that standard clients send when they connect or manage themselves:
+//! PING, ECHO, HELLO, AUTH, SELECT, QUIT, RESET and the CLIENT family.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::Action;
+use super::parse::{eq_ignore_case, parse_i64};
+use super::table::CommandSpec;
+use crate::clients::Control;
+use crate::codec::Protocol;
+use crate::errors;
+use crate::reply::Reply;
+use crate::server::Shared;
+use crate::session::Session;
+
+/// The Redis version baton answers as, for clients that gate features on it.
+pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionCommand {
+    Ping(Option<Bytes>),
+    Echo(Bytes),
+    Hello { protocol: Option<Protocol>, auth: Option<(Bytes, Bytes)>, name: Option<Bytes> },
+    Auth { user: Option<Bytes>, password: Bytes },
+    Select(i64),
+    Quit,
+    Reset,
+    Client(ClientCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCommand {
+    Id,
+    SetName(Bytes),
+    GetName,
+    SetInfo {
+        lib_name: bool,
+        value: Bytes,
+    },
+    Info,
+    List {
+        ids: Option<Vec<u64>>,
+        normal_only: bool,
+    },
+    Kill {
+        filter: KillFilter,
+        skip_me: bool,
+        legacy: bool,
+    },
+    Unblock {
+        id: u64,
+        error: bool,
+    },
+    /// CLIENT NO-EVICT / NO-TOUCH: accepted for compatibility; nothing is evicted or touched here.
+    Flag,
+    Help,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KillFilter {
+    pub id: Option<u64>,
+    pub addr: Option<Bytes>,
+}
+
+fn syntax() -> Reply {
+    Reply::error(errors::SYNTAX)
+}
+
+impl ConnectionCommand {
+    /// None when `spec` is not a connection command.
+    pub fn parse(spec: &CommandSpec, args: &[Bytes]) -> Result<Option<ConnectionCommand>, Reply> {
+        let command = match (spec.container, spec.name) {
+            ("", "ping") => ConnectionCommand::Ping(args.get(1).cloned()),
+            ("", "echo") => ConnectionCommand::Echo(args[1].clone()),
+            ("", "hello") => parse_hello(args)?,
+            ("", "auth") => match args {
+                [_, password] => ConnectionCommand::Auth { user: None, password: password.clone() },
+                [_, user, password] => ConnectionCommand::Auth { user: Some(user.clone()), password: password.clone() },
+                _ => return Err(syntax()),
+            },
+            ("", "select") => {
+                ConnectionCommand::Select(parse_i64(&args[1]).ok_or_else(|| Reply::error(errors::NOT_AN_INTEGER))?)
+            }
+            ("", "quit") => ConnectionCommand::Quit,
+            ("", "reset") => ConnectionCommand::Reset,
+            ("client", sub) => ConnectionCommand::Client(parse_client(sub, args)?),
+            _ => return Ok(None),
+        };
+        Ok(Some(command))
+    }
+
+    pub fn execute(self, session: &mut Session, shared: &Shared) -> Action {
+        let reply = match self {
+            ConnectionCommand::Ping(None) => Reply::Status("PONG".into()),
+            ConnectionCommand::Ping(Some(message)) | ConnectionCommand::Echo(message) => Reply::Bulk(message),
+            ConnectionCommand::Hello { protocol, auth, name } => hello(session, shared, protocol, auth, name),
+            ConnectionCommand::Auth { user, password } => match check_password(shared, user.as_deref(), &password) {
+                Ok(()) => {
+                    session.authenticated = true;
+                    Reply::ok()
+                }
+                Err(reply) => reply,
+            },
+            ConnectionCommand::Select(0) => Reply::ok(),
+            ConnectionCommand::Select(_) => Reply::error(errors::DB_OUT_OF_RANGE),
+            ConnectionCommand::Quit => return Action::Close(Reply::ok()),
+            ConnectionCommand::Reset => {
+                session.reset(shared);
+                Reply::Status("RESET".into())
+            }
+            ConnectionCommand::Client(command) => client(command, session, shared),
+        };
+        Action::Reply(reply)
+    }
+}
+
+fn parse_hello(args: &[Bytes]) -> Result<ConnectionCommand, Reply> {
+    let mut protocol = None;
+    let mut auth = None;
+    let mut name = None;
+    if let Some(version) = args.get(1) {
+        protocol = Some(match parse_i64(version) {
+            Some(2) => Protocol::Resp2,
+            Some(3) => Protocol::Resp3,
+            Some(_) => return Err(Reply::error(errors::NOPROTO)),
+            None => return Err(Reply::error(errors::HELLO_PROTOVER_NOT_INTEGER)),
+        });
+    }
+    let mut rest = args.iter().skip(2);
+    while let Some(option) = rest.next() {
+        if eq_ignore_case(option, "AUTH") {
+            match (rest.next(), rest.next()) {
+                (Some(user), Some(password)) => auth = Some((user.clone(), password.clone())),
+                _ => return Err(Reply::error(errors::hello_option(option))),
+            }
+        } else if eq_ignore_case(option, "SETNAME") {
+            match rest.next() {
+                Some(value) => name = Some(value.clone()),
+                None => return Err(Reply::error(errors::hello_option(option))),
+            }
+        } else {
+            return Err(Reply::error(errors::hello_option(option)));
+        }
+    }
+    Ok(ConnectionCommand::Hello { protocol, auth, name })
+}
+
+/// Redis semantics: with no password set, the default user accepts any password; otherwise the
+/// user must be `default` and the password must match (compared in constant time).
+fn check_password(shared: &Shared, user: Option<&[u8]>, password: &[u8]) -> Result<(), Reply> {
+    let default_user = user.is_none_or(|user| user == b"default");
+    match &shared.config.requirepass {
+        None if user.is_none() => Err(Reply::error(errors::AUTH_NOT_CONFIGURED)),
+        None if default_user => Ok(()),
+        Some(expected) if default_user && constant_time_eq(expected.as_bytes(), password) => Ok(()),
+        _ => Err(Reply::error(errors::WRONGPASS)),
+    }
+}
+
+/// Compares without an early exit, so the time taken does not reveal how much of a guess matched.
+fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
+    let mut difference = expected.len() ^ given.len();
+    for (index, &byte) in expected.iter().enumerate() {
+        difference |= usize::from(byte ^ given.get(index).copied().unwrap_or(!byte));
+    }
+    difference == 0
+}
+
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|&byte| (b'!'..=b'~').contains(&byte))
+}
+
+fn hello(
+    session: &mut Session,
+    shared: &Shared,
+    protocol: Option<Protocol>,
+    auth: Option<(Bytes, Bytes)>,
+    name: Option<Bytes>,
+) -> Reply {
+    if let Some((user, password)) = &auth {
+        if let Err(reply) = check_password(shared, Some(user), password) {
+            return reply;
+        }
+        session.authenticated = true;
+    }
+    if !session.authenticated {
+        return Reply::error(errors::HELLO_NOAUTH);
+    }
+    if name.as_ref().is_some_and(|name| !valid_client_name(name)) {
+        return Reply::error(errors::CLIENT_NAME_SPACES);
+    }
+    if let Some(protocol) = protocol {
+        session.protocol = protocol;
+    }
+    let resp = match session.protocol {
+        Protocol::Resp2 => 2,
+        Protocol::Resp3 => 3,
+    };
+    session.entry.update(|state| {
+        state.resp = resp;
+        if let Some(name) = name {
+            state.name = (!name.is_empty()).then_some(name);
+        }
+    });
+    let field = Reply::bulk_static;
+    Reply::Map(vec![
+        (field("server"), field("redis")),
+        (field("version"), field(REDIS_COMPAT_VERSION)),
+        (field("proto"), Reply::Int(i64::from(resp))),
+        (field("id"), Reply::Int(id_int(session.id().get()))),
+        (field("mode"), field("standalone")),
+        (field("role"), field("master")),
+        (field("modules"), Reply::Array(Vec::new())),
+        (field("baton_version"), field(env!("CARGO_PKG_VERSION"))),
+    ])
+}
+
+fn id_int(id: u64) -> i64 {
+    i64::try_from(id).unwrap_or(i64::MAX)
+}
+
+fn parse_client(sub: &str, args: &[Bytes]) -> Result<ClientCommand, Reply> {
+    let command = match sub {
+        "id" => ClientCommand::Id,
+        "setname" => ClientCommand::SetName(args[2].clone()),
+        "getname" => ClientCommand::GetName,
+        "setinfo" => {
+            let lib_name = if eq_ignore_case(&args[2], "LIB-NAME") {
+                true
+            } else if eq_ignore_case(&args[2], "LIB-VER") {
+                false
+            } else {
+                return Err(Reply::error(errors::unrecognized_option(&args[2])));
+            };
+            ClientCommand::SetInfo { lib_name, value: args[3].clone() }
+        }
+        "info" => ClientCommand::Info,
+        "list" => parse_client_list(&args[2..])?,
+        "kill" => parse_client_kill(&args[2..])?,
+        "unblock" => {
+            let id = parse_i64(&args[2]).and_then(|id| u64::try_from(id).ok());
+            let id = id.ok_or_else(|| Reply::error(errors::NOT_AN_INTEGER))?;
+            let error = match args.get(3) {
+                None => false,
+                Some(mode) if eq_ignore_case(mode, "TIMEOUT") => false,
+                Some(mode) if eq_ignore_case(mode, "ERROR") => true,
+                Some(_) => return Err(Reply::error(errors::UNBLOCK_MODE)),
+            };
+            if args.len() > 4 {
+                return Err(syntax());
+            }
+            ClientCommand::Unblock { id, error }
+        }
+        "no-evict" | "no-touch" => {
+            if !(eq_ignore_case(&args[2], "ON") || eq_ignore_case(&args[2], "OFF")) {
+                return Err(syntax());
+            }
+            ClientCommand::Flag
+        }
+        "help" => ClientCommand::Help,
+        _ => return Err(syntax()),
+    };
+    Ok(command)
+}
+
+fn parse_client_list(args: &[Bytes]) -> Result<ClientCommand, Reply> {
+    let mut ids = None;
+    let mut normal_only = true;
+    let mut rest = args.iter();
+    while let Some(option) = rest.next() {
+        if eq_ignore_case(option, "TYPE") {
+            let kind = rest.next().ok_or_else(syntax)?;
+            normal_only = eq_ignore_case(kind, "NORMAL");
+            if !normal_only && !["MASTER", "REPLICA", "PUBSUB", "SLAVE"].iter().any(|k| eq_ignore_case(kind, k)) {
+                return Err(Reply::error(errors::unknown_client_type(kind)));
+            }
+        } else if eq_ignore_case(option, "ID") {
+            let mut list = Vec::new();
+            for id in rest.by_ref() {
+                list.push(
+                    parse_i64(id)
+                        .and_then(|id| u64::try_from(id).ok())
+                        .ok_or_else(|| Reply::error(errors::INVALID_CLIENT_ID))?,
+                );
+            }
+            if list.is_empty() {
+                return Err(syntax());
+            }
+            ids = Some(list);
+        } else {
+            return Err(syntax());
+        }
+    }
+    Ok(ClientCommand::List { ids, normal_only })
+}
+
+fn parse_client_kill(args: &[Bytes]) -> Result<ClientCommand, Reply> {
+    if let [addr] = args {
+        let filter = KillFilter { addr: Some(addr.clone()), ..KillFilter::default() };
+        return Ok(ClientCommand::Kill { filter, skip_me: false, legacy: true });
+    }
+    let mut filter = KillFilter::default();
+    let mut skip_me = true;
+    let mut rest = args.iter();
+    while let Some(option) = rest.next() {
+        let value = rest.next().ok_or_else(syntax)?;
+        if eq_ignore_case(option, "ID") {
+            let id = parse_i64(value).and_then(|id| u64::try_from(id).ok());
+            filter.id = Some(id.ok_or_else(|| Reply::error(errors::INVALID_CLIENT_ID))?);
+        } else if eq_ignore_case(option, "ADDR") {
+            filter.addr = Some(value.clone());
+        } else if eq_ignore_case(option, "SKIPME") {
+            skip_me = if eq_ignore_case(value, "YES") {
+                true
+            } else if eq_ignore_case(value, "NO") {
+                false
+            } else {
+                return Err(syntax());
+            };
+        } else {
+            return Err(syntax());
+        }
+    }
+    if filter == KillFilter::default() {
+        return Err(syntax());
+    }
+    Ok(ClientCommand::Kill { filter, skip_me, legacy: false })
+}
+
+fn client(command: ClientCommand, session: &mut Session, shared: &Shared) -> Reply {
+    match command {
+        ClientCommand::Id => Reply::Int(id_int(session.id().get())),
+        ClientCommand::SetName(name) => {
+            if !valid_client_name(&name) {
+                return Reply::error(errors::CLIENT_NAME_SPACES);
+            }
+            session.entry.update(|state| state.name = (!name.is_empty()).then_some(name));
+            Reply::ok()
+        }
+        ClientCommand::GetName => Reply::bulk_or_nil(session.entry.snapshot().name),
+        ClientCommand::SetInfo { lib_name, value } => {
+            if !valid_client_name(&value) {
+                return Reply::error(errors::CLIENT_INFO_SPACES);
+            }
+            session.entry.update(
+                |state| {
+                    if lib_name { state.lib_name = Some(value) } else { state.lib_ver = Some(value) }
+                },
+            );
+            Reply::ok()
+        }
+        ClientCommand::Info => Reply::bulk(format!("{}\n", session.entry.info_line(Instant::now()))),
+        ClientCommand::List { ids, normal_only } => {
+            let now = Instant::now();
+            let mut text = String::new();
+            if normal_only {
+                for entry in shared.clients.all() {
+                    if ids.as_ref().is_none_or(|ids| ids.contains(&entry.id.get())) {
+                        text.push_str(&entry.info_line(now));
+                        text.push('\n');
+                    }
+                }
+            }
+            Reply::bulk(text)
+        }
+        ClientCommand::Kill { filter, skip_me, legacy } => {
+            let mut killed = 0;
+            for entry in shared.clients.all() {
+                let id_matches = filter.id.is_none_or(|id| id == entry.id.get());
+                let addr_matches = filter.addr.as_ref().is_none_or(|addr| **addr == *entry.addr.to_string().as_bytes());
+                if id_matches && addr_matches && !(skip_me && entry.id == session.id()) {
+                    entry.send_control(Control::Kill);
+                    killed += 1;
+                }
+            }
+            match (legacy, killed) {
+                (true, 0) => Reply::error(errors::NO_SUCH_CLIENT),
+                (true, _) => Reply::ok(),
+                (false, n) => Reply::Int(n),
+            }
+        }
+        ClientCommand::Unblock { id, error } => match shared.clients.get(id) {
+            Some(entry) if entry.is_blocked() => {
+                entry.send_control(Control::Unblock { error });
+                Reply::Int(1)
+            }
+            _ => Reply::Int(0),
+        },
+        ClientCommand::Flag => Reply::ok(),
+        ClientCommand::Help => Reply::Array(
+            [
+                "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "ID -- Return the ID of the current connection.",
+                "INFO -- Return information about the current client connection.",
+                "LIST [TYPE normal] [ID id ...] -- Return information about client connections.",
+                "GETNAME -- Return the name of the current connection.",
+                "SETNAME <name> -- Assign the name <name> to the current connection.",
+                "SETINFO <LIB-NAME|LIB-VER> <value> -- Set client library name or version.",
+                "KILL <ip:port> | KILL [ID <id>] [ADDR <ip:port>] [SKIPME yes|no] -- Kill connections.",
+                "UNBLOCK <clientid> [TIMEOUT|ERROR] -- End a blocked LOCK.WAIT of the client.",
+                "NO-EVICT|NO-TOUCH <ON|OFF> -- Accepted for compatibility.",
+                "HELP -- Print this help.",
+            ]
+            .into_iter()
+            .map(|line| Reply::Status(line.into()))
+            .collect(),
+        ),
+    }
+}

@@ -1,0 +1,237 @@
+//! Server commands for tools and monitoring: INFO, COMMAND, DBSIZE, CONFIG GET.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::connection::REDIS_COMPAT_VERSION;
+use super::table::{self, CommandSpec};
+use crate::errors;
+use crate::reply::Reply;
+use crate::server::Shared;
+use crate::session::Session;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerCommand {
+    Info(Vec<Bytes>),
+    DbSize,
+    CommandAll,
+    CommandCount,
+    CommandInfo(Vec<Bytes>),
+    CommandDocs(Vec<Bytes>),
+    CommandList,
+    CommandHelp,
+    ConfigGet(Vec<Bytes>),
+    ConfigUnsupported,
+}
+
+impl ServerCommand {
+    pub fn parse(spec: &CommandSpec, mut args: Vec<Bytes>) -> Result<ServerCommand, Reply> {
+        let rest = |args: &mut Vec<Bytes>, skip: usize| args.split_off(skip.min(args.len()));
+        let command = match (spec.container, spec.name) {
+            ("", "info") => ServerCommand::Info(rest(&mut args, 1)),
+            ("", "dbsize") => ServerCommand::DbSize,
+            ("", "command") => ServerCommand::CommandAll,
+            ("command", "count") => ServerCommand::CommandCount,
+            ("command", "info") => ServerCommand::CommandInfo(rest(&mut args, 2)),
+            ("command", "docs") => ServerCommand::CommandDocs(rest(&mut args, 2)),
+            ("command", "list") => ServerCommand::CommandList,
+            ("command", "help") => ServerCommand::CommandHelp,
+            ("config", "get") => ServerCommand::ConfigGet(rest(&mut args, 2)),
+            ("config", "set" | "resetstat") => ServerCommand::ConfigUnsupported,
+            _ => {
+                return Err(Reply::error(errors::unknown_command(spec.name.as_bytes(), &[])));
+            }
+        };
+        Ok(command)
+    }
+
+    pub fn execute(self, _session: &mut Session, shared: &Shared) -> Reply {
+        match self {
+            ServerCommand::Info(sections) => Reply::bulk(info_text(shared, &sections)),
+            ServerCommand::DbSize => Reply::Int(i64::try_from(shared.core.key_count()).unwrap_or(i64::MAX)),
+            ServerCommand::CommandAll => table::command_info_all(),
+            ServerCommand::CommandCount => table::command_count(),
+            ServerCommand::CommandInfo(names) => table::command_info(&names),
+            ServerCommand::CommandDocs(names) => table::command_docs(&names),
+            ServerCommand::CommandList => table::command_list(),
+            ServerCommand::CommandHelp => Reply::Array(
+                [
+                    "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                    "(no subcommand) -- Return details about all commands.",
+                    "COUNT -- Return the total number of commands.",
+                    "DOCS [<command-name> ...] -- Return documentation details about commands.",
+                    "INFO [<command-name> ...] -- Return details about the given commands.",
+                    "LIST -- Return a list of all commands.",
+                    "HELP -- Print this help.",
+                ]
+                .into_iter()
+                .map(|line| Reply::Status(line.into()))
+                .collect(),
+            ),
+            ServerCommand::ConfigGet(patterns) => config_get(shared, &patterns),
+            ServerCommand::ConfigUnsupported => Reply::error(errors::CONFIG_SET_UNSUPPORTED),
+        }
+    }
+}
+
+/// The parameters tools commonly ask for, answered from the running configuration.
+fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
+    let config = &shared.config;
+    vec![
+        ("bind", config.bind.to_string()),
+        ("port", shared.local_addr.port().to_string()),
+        ("maxclients", config.maxclients.to_string()),
+        ("timeout", "0".to_owned()),
+        ("databases", "1".to_owned()),
+        ("save", String::new()),
+        ("appendonly", "no".to_owned()),
+        ("protected-mode", "no".to_owned()),
+        ("proto-max-bulk-len", config.max_bulk_bytes.to_string()),
+        ("client-query-buffer-limit", config.max_query_buffer_bytes.to_string()),
+        ("lease-ms", config.lease_ms.to_string()),
+        ("max-lease-ms", config.max_lease_ms.to_string()),
+        ("release-on-disconnect", if config.release_on_disconnect.enabled() { "yes" } else { "no" }.to_owned()),
+        ("shards", shared.core.shard_count().to_string()),
+        ("max-key-bytes", config.max_key_bytes.to_string()),
+        ("max-result-bytes", config.max_result_bytes.to_string()),
+    ]
+}
+
+fn config_get(shared: &Shared, patterns: &[Bytes]) -> Reply {
+    let pairs = config_values(shared)
+        .into_iter()
+        .filter(|(name, _)| patterns.iter().any(|pattern| glob_match(pattern, name.as_bytes())))
+        .map(|(name, value)| (Reply::bulk_static(name), Reply::bulk(value)))
+        .collect();
+    Reply::Map(pairs)
+}
+
+/// Case-insensitive glob with `*` and `?`, as CONFIG GET patterns use.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                backtrack = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c.eq_ignore_ascii_case(&text[t]) => {
+                p += 1;
+                t += 1;
+            }
+            _ => match backtrack {
+                Some((star, matched)) => {
+                    p = star + 1;
+                    t = matched + 1;
+                    backtrack = Some((star, matched + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
+}
+
+fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
+    let everything = sections.is_empty()
+        || sections
+            .iter()
+            .any(|s| ["all", "default", "everything"].iter().any(|w| s.eq_ignore_ascii_case(w.as_bytes())));
+    let wanted = |name: &str| everything || sections.iter().any(|s| s.eq_ignore_ascii_case(name.as_bytes()));
+    let mut text = String::with_capacity(2048);
+    let mut section = |name: &str, title: &str, fields: Vec<(&str, String)>| {
+        if !wanted(name) {
+            return;
+        }
+        if !text.is_empty() {
+            text.push_str("\r\n");
+        }
+        let _ = write!(text, "# {title}\r\n");
+        for (field, value) in fields {
+            let _ = write!(text, "{field}:{value}\r\n");
+        }
+    };
+    let uptime = shared.started.elapsed().as_secs();
+    section(
+        "server",
+        "Server",
+        vec![
+            ("redis_version", REDIS_COMPAT_VERSION.to_owned()),
+            ("baton_version", env!("CARGO_PKG_VERSION").to_owned()),
+            ("redis_mode", "standalone".to_owned()),
+            ("os", std::env::consts::OS.to_owned()),
+            ("arch_bits", (usize::BITS).to_string()),
+            ("process_id", std::process::id().to_string()),
+            ("tcp_port", shared.local_addr.port().to_string()),
+            ("uptime_in_seconds", uptime.to_string()),
+            ("uptime_in_days", (uptime / 86_400).to_string()),
+        ],
+    );
+    let stats = &shared.stats;
+    section(
+        "clients",
+        "Clients",
+        vec![
+            ("connected_clients", shared.clients.len().to_string()),
+            ("blocked_clients", stats.blocked_clients.load(Ordering::Relaxed).to_string()),
+            ("maxclients", shared.config.maxclients.to_string()),
+        ],
+    );
+    section("persistence", "Persistence", vec![("loading", "0".to_owned()), ("aof_enabled", "0".to_owned())]);
+    section(
+        "stats",
+        "Stats",
+        vec![
+            ("total_connections_received", stats.total_connections_received.load(Ordering::Relaxed).to_string()),
+            ("total_commands_processed", stats.total_commands_processed.load(Ordering::Relaxed).to_string()),
+            ("rejected_connections", stats.rejected_connections.load(Ordering::Relaxed).to_string()),
+        ],
+    );
+    section("replication", "Replication", vec![("role", "master".to_owned()), ("connected_slaves", "0".to_owned())]);
+    let core = shared.core.stats();
+    section(
+        "locks",
+        "Locks",
+        vec![
+            ("lock_grants", core.grants.to_string()),
+            ("lock_handoffs", core.handoffs.to_string()),
+            ("lock_successes", core.successes.to_string()),
+            ("lock_failures", core.failures.to_string()),
+            ("lock_lease_expiries", core.lease_expiries.to_string()),
+            ("lock_disconnect_releases", core.disconnect_releases.to_string()),
+            ("lock_done_answers", core.done_answers.to_string()),
+            ("locks_held", core.held_keys.to_string()),
+            ("lock_waiters", core.waiters.to_string()),
+            ("lock_blocked_waiters", core.blocked_waiters.to_string()),
+            ("lock_keys", core.keys.to_string()),
+            ("lock_shards", shared.core.shard_count().to_string()),
+        ],
+    );
+    let keyspace = if core.keys > 0 {
+        vec![("db0", format!("keys={},expires={},avg_ttl=0", core.keys, core.keys))]
+    } else {
+        Vec::new()
+    };
+    section("keyspace", "Keyspace", keyspace);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn glob_matches_like_redis_config_get() {
+        assert!(glob_match(b"*", b"maxclients"));
+        assert!(glob_match(b"max*", b"maxclients"));
+        assert!(glob_match(b"MAXCLIENTS", b"maxclients"));
+        assert!(glob_match(b"t?meout", b"timeout"));
+        assert!(glob_match(b"*lease*", b"max-lease-ms"));
+        assert!(!glob_match(b"max", b"maxclients"));
+        assert!(!glob_match(b"*x", b"maxclients"));
+        assert!(!glob_match(b"", b"port"));
+    }
+}

@@ -1,0 +1,101 @@
+//! Command-line configuration. Every limit a client can run into is a flag here, with a default
+//! that suits the image-pull use case (short keys, small results, thousands of waiters).
+
+use std::net::IpAddr;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum YesNo {
+    Yes,
+    No,
+}
+
+impl YesNo {
+    pub fn enabled(self) -> bool {
+        self == YesNo::Yes
+    }
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "baton",
+    version,
+    about = "A lock server speaking the Redis protocol: one node does the work, the others wait and are told the outcome.",
+    long_about = "baton serves LOCK.TRY / LOCK.WAIT / LOCK.UNLOCK / LOCK.EXTEND / LOCK.CANCEL / LOCK.INFO over \
+RESP2 and RESP3, so redis-cli and any Redis client library can use it. When the holder reports SUCCESS every \
+waiter is told DONE at once; on FAILURE (or lease expiry, or the holder's connection closing) the lock passes \
+straight to the head of the FIFO queue.\n\nLogs go to stderr; set RUST_LOG (e.g. RUST_LOG=baton=debug) to \
+choose what is logged."
+)]
+pub struct Config {
+    /// Address to listen on. Binding to a non-loopback address exposes the server to the network.
+    #[arg(long, default_value = "127.0.0.1", env = "BATON_BIND")]
+    pub bind: IpAddr,
+
+    /// TCP port to listen on; 0 picks a free port (printed in the log).
+    #[arg(long, default_value_t = 6390, env = "BATON_PORT")]
+    pub port: u16,
+
+    /// Lease in milliseconds given to a holder (and to a queued owner's place) when a call has no PX.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_ms: u64,
+
+    /// Upper bound on any lease, KEEP or EXTEND in milliseconds; larger requests are capped to it.
+    #[arg(long, default_value_t = 86_400_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_lease_ms: u64,
+
+    /// When the connection on which the holder last acquired, waited or extended closes, treat it
+    /// as FAILURE and hand the lock to the next waiter. `no` keeps pure lease semantics.
+    #[arg(long, value_enum, default_value_t = YesNo::Yes)]
+    pub release_on_disconnect: YesNo,
+
+    /// Number of lock-table shards (rounded up to a power of two). Default: 4 per CPU core.
+    #[arg(long)]
+    pub shards: Option<usize>,
+
+    /// Require clients to AUTH with this password (the Redis `requirepass` semantics).
+    #[arg(long, env = "BATON_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<String>,
+
+    /// Maximum number of simultaneous client connections; further ones are refused with an error.
+    #[arg(long, default_value_t = 10_000)]
+    pub maxclients: usize,
+
+    /// Maximum size of a key or an owner id, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub max_key_bytes: usize,
+
+    /// Maximum size of a RESULT or REASON passed to LOCK.UNLOCK, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_result_bytes: usize,
+
+    /// Maximum size of any single bulk argument of a request, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_bulk_bytes: usize,
+
+    /// Maximum number of arguments in one request.
+    #[arg(long, default_value_t = 1024)]
+    pub max_args: usize,
+
+    /// Maximum length of an inline (telnet-style) command line, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_inline_bytes: usize,
+
+    /// Maximum bytes of a not-yet-complete request buffered per connection, and of requests
+    /// queued behind a blocked LOCK.WAIT; a client over it is disconnected.
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    pub max_query_buffer_bytes: usize,
+}
+
+impl Config {
+    /// Defaults as if started with no flags; tests use it and adjust fields.
+    pub fn default_for_tests() -> Config {
+        Config::parse_from(["baton", "--port", "0"])
+    }
+
+    pub fn shard_count(&self) -> usize {
+        let wanted = self.shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get() * 4));
+        wanted.clamp(1, 1 << 16).next_power_of_two()
+    }
+}

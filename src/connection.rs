@@ -1,0 +1,286 @@
+//! One task per client: read requests, execute them in order, write replies in batches.
+//!
+//! Replies to pipelined requests are written in one go when no further complete request is
+//! buffered. A blocked LOCK.WAIT stops execution of the requests behind it (Redis semantics), but
+//! the socket keeps being read so that a close is noticed at once and the waiter leaves the queue.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot::error::RecvError;
+use tokio_util::codec::Framed;
+use tracing::{debug, warn};
+
+use crate::clients::{ClientEntry, Control};
+use crate::cmd::{self, Action, Command};
+use crate::codec::{CodecError, Limits, Request, RespCodec};
+use crate::core::{WaitOutcome, WaitTicket};
+use crate::errors;
+use crate::reply::Reply;
+use crate::server::Shared;
+use crate::session::Session;
+
+type Input = Option<Result<Request, CodecError>>;
+
+struct Connection {
+    framed: Framed<TcpStream, RespCodec>,
+    session: Session,
+    shared: Arc<Shared>,
+    /// Requests read while a LOCK.WAIT blocked, to run once it is answered.
+    deferred: VecDeque<Input>,
+    deferred_bytes: usize,
+}
+
+/// Why the connection loop ended.
+enum Exit {
+    ClientClosed,
+    Quit,
+    Killed,
+    Shutdown,
+    ProtocolError(String),
+    Io(std::io::Error),
+}
+
+impl From<CodecError> for Exit {
+    fn from(error: CodecError) -> Exit {
+        match error {
+            CodecError::Io(error) => Exit::Io(error),
+            CodecError::Protocol(message) => Exit::ProtocolError(message.into_owned()),
+        }
+    }
+}
+
+pub async fn serve(socket: TcpStream, shared: Arc<Shared>, entry: Arc<ClientEntry>) {
+    let config = &shared.config;
+    let limits = Limits {
+        max_args: config.max_args,
+        max_bulk_bytes: config.max_bulk_bytes,
+        max_inline_bytes: config.max_inline_bytes,
+        max_buffer_bytes: config.max_query_buffer_bytes,
+    };
+    let addr = entry.addr;
+    let id = entry.id;
+    debug!(id, %addr, "client connected");
+    let mut connection = Connection {
+        framed: Framed::new(socket, RespCodec::new(limits)),
+        session: Session::new(entry, &shared),
+        shared: Arc::clone(&shared),
+        deferred: VecDeque::new(),
+        deferred_bytes: 0,
+    };
+    let exit = connection.run().await;
+    let _ = connection.flush().await;
+    connection.session.release_all(&shared);
+    shared.clients.unregister(id);
+    match exit {
+        Exit::ClientClosed | Exit::Quit | Exit::Shutdown => {
+            debug!(id, %addr, "client disconnected")
+        }
+        Exit::Killed => debug!(id, %addr, "client killed"),
+        Exit::ProtocolError(message) => {
+            warn!(id, %addr, error = %message, "closing connection after protocol error")
+        }
+        Exit::Io(error) => debug!(id, %addr, %error, "connection error"),
+    }
+}
+
+impl Connection {
+    async fn run(&mut self) -> Exit {
+        loop {
+            let input = match self.deferred.pop_front() {
+                Some(input) => {
+                    self.deferred_bytes = 0;
+                    input
+                }
+                None => match self.framed.next().now_or_never() {
+                    Some(input) => input,
+                    None => match self.next_input_after_flush().await {
+                        Ok(input) => input,
+                        Err(exit) => return exit,
+                    },
+                },
+            };
+            let request = match input {
+                None => return Exit::ClientClosed,
+                Some(Err(CodecError::Io(error))) => return Exit::Io(error),
+                Some(Err(CodecError::Protocol(message))) => {
+                    let _ = self.framed.feed(Reply::error(message.clone())).await;
+                    return Exit::ProtocolError(message.into_owned());
+                }
+                Some(Ok(request)) => request,
+            };
+            if let Err(exit) = self.handle(request).await {
+                return exit;
+            }
+        }
+    }
+
+    /// Nothing more is buffered: send what we have, then wait for input or an order.
+    async fn next_input_after_flush(&mut self) -> Result<Input, Exit> {
+        self.flush().await?;
+        tokio::select! {
+            input = self.framed.next() => Ok(input),
+            control = self.session.entry.next_control() => match control {
+                Control::Kill => Err(Exit::Killed),
+                // Not blocked: nothing to end.
+                Control::Unblock { .. } => Ok(self.framed.next().await),
+            },
+            () = self.shared.shutdown.cancelled() => Err(Exit::Shutdown),
+        }
+    }
+
+    /// Queues a reply; the codec's buffer is written out when it grows large or on flush.
+    async fn send(&mut self, reply: Reply) -> Result<(), Exit> {
+        self.framed.feed(reply).await.map_err(Exit::from)
+    }
+
+    async fn flush(&mut self) -> Result<(), Exit> {
+        SinkExt::<Reply>::flush(&mut self.framed).await.map_err(Exit::from)
+    }
+
+    async fn handle(&mut self, request: Request) -> Result<(), Exit> {
+        let shared = Arc::clone(&self.shared);
+        shared.stats.total_commands_processed.fetch_add(1, Ordering::Relaxed);
+        let spec = match cmd::resolve(&request.args) {
+            Ok(spec) => spec,
+            Err(reply) => return self.send(reply).await,
+        };
+        self.session.entry.update(|state| {
+            state.last_command.clear();
+            if !spec.container.is_empty() {
+                state.last_command.push_str(spec.container);
+                state.last_command.push('|');
+            }
+            state.last_command.push_str(spec.name);
+            state.last_active = std::time::Instant::now();
+        });
+        if !self.session.authenticated && !cmd::allowed_unauthenticated(spec) {
+            return self.send(Reply::error(errors::NOAUTH)).await;
+        }
+        let command = match Command::parse(spec, request.args, &shared) {
+            Ok(command) => command,
+            Err(reply) => return self.send(reply).await,
+        };
+        let action = command.execute(&mut self.session, &shared);
+        self.framed.codec_mut().set_protocol(self.session.protocol);
+        match action {
+            Action::Reply(reply) => self.send(reply).await,
+            Action::Close(reply) => {
+                self.send(reply).await?;
+                Err(Exit::Quit)
+            }
+            Action::Block { ticket, timeout } => {
+                let reply = self.block(ticket, timeout).await?;
+                self.send(reply).await
+            }
+        }
+    }
+
+    /// Waits for a blocked LOCK.WAIT's answer while watching the socket, the timeout, shutdown
+    /// and CLIENT KILL / UNBLOCK. Every way out that is not an answer hands the ticket back to
+    /// the core, which settles any race with a grant under the shard lock.
+    async fn block(&mut self, mut ticket: WaitTicket, timeout: Option<Duration>) -> Result<Reply, Exit> {
+        if let Err(exit) = self.flush().await {
+            self.shared.core.wait_abandoned(ticket, self.shared.clock.now_ms());
+            return Err(exit);
+        }
+        let shared = Arc::clone(&self.shared);
+        let entry = Arc::clone(&self.session.entry);
+        entry.clear_unblock();
+        entry.update(|state| state.blocked_on = Some(bytes::Bytes::copy_from_slice(ticket.key())));
+        shared.stats.blocked_clients.fetch_add(1, Ordering::Relaxed);
+        let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+        let key = bytes::Bytes::copy_from_slice(ticket.key());
+
+        enum Wake {
+            Answer(Result<WaitOutcome, RecvError>),
+            TimedOut,
+            Input(Input),
+            Control(Control),
+            Shutdown,
+        }
+        let outcome = loop {
+            let wake = tokio::select! {
+                biased;
+                answer = &mut ticket.receiver => Wake::Answer(answer),
+                () = sleep_until(deadline) => Wake::TimedOut,
+                control = entry.next_control() => Wake::Control(control),
+                () = shared.shutdown.cancelled() => Wake::Shutdown,
+                input = self.framed.next() => Wake::Input(input),
+            };
+            let now = shared.clock.now_ms();
+            match wake {
+                Wake::Answer(Ok(outcome)) => {
+                    break Ok(Reply::from(outcome_noting_grant(&mut self.session, &shared, &key, outcome)));
+                }
+                // The owner was cancelled out of the queue (LOCK.CANCEL): it ends like a timeout.
+                Wake::Answer(Err(_)) => break Ok(Reply::NilArray),
+                Wake::TimedOut | Wake::Control(Control::Unblock { error: false }) => {
+                    break Ok(match shared.core.wait_timed_out(ticket, now) {
+                        Some(outcome) => Reply::from(outcome_noting_grant(&mut self.session, &shared, &key, outcome)),
+                        None => Reply::NilArray,
+                    });
+                }
+                Wake::Control(Control::Unblock { error: true }) => {
+                    break Ok(match shared.core.wait_timed_out(ticket, now) {
+                        Some(outcome) => Reply::from(outcome_noting_grant(&mut self.session, &shared, &key, outcome)),
+                        None => Reply::error(errors::UNBLOCKED),
+                    });
+                }
+                Wake::Control(Control::Kill) => {
+                    shared.core.wait_abandoned(ticket, now);
+                    break Err(Exit::Killed);
+                }
+                Wake::Shutdown => {
+                    shared.core.wait_abandoned(ticket, now);
+                    break Ok(Reply::error(errors::SHUTTING_DOWN));
+                }
+                Wake::Input(input @ Some(Ok(_))) => {
+                    if let Some(Ok(request)) = &input {
+                        self.deferred_bytes += request.args.iter().map(|arg| arg.len() + 16).sum::<usize>();
+                    }
+                    if self.deferred_bytes > shared.config.max_query_buffer_bytes {
+                        shared.core.wait_abandoned(ticket, now);
+                        let _ = self.framed.feed(Reply::error(errors::PROTO_QUERY_BUFFER)).await;
+                        break Err(Exit::ProtocolError(errors::PROTO_QUERY_BUFFER.to_owned()));
+                    }
+                    self.deferred.push_back(input);
+                }
+                // Closed, broken, or garbage: the waiter leaves; a protocol error is still answered
+                // after the wait's reply, in order.
+                Wake::Input(input) => {
+                    shared.core.wait_abandoned(ticket, now);
+                    match input {
+                        Some(Err(CodecError::Protocol(message))) => {
+                            let _ = self.framed.feed(Reply::error(message.clone())).await;
+                            break Err(Exit::ProtocolError(message.into_owned()));
+                        }
+                        Some(Err(CodecError::Io(error))) => break Err(Exit::Io(error)),
+                        _ => break Err(Exit::ClientClosed),
+                    }
+                }
+            }
+        };
+        entry.update(|state| state.blocked_on = None);
+        shared.stats.blocked_clients.fetch_sub(1, Ordering::Relaxed);
+        outcome
+    }
+}
+
+fn outcome_noting_grant(session: &mut Session, shared: &Shared, key: &[u8], outcome: WaitOutcome) -> WaitOutcome {
+    if matches!(outcome, WaitOutcome::Acquired { .. }) {
+        session.note_held(key, shared);
+    }
+    outcome
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,140 @@
+//! What the core answers. The network layer turns these into replies in one place (`reply.rs`).
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+/// The record of a SUCCESS, shared by every waiter it is delivered to.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Completion {
+    pub finisher: Arc<[u8]>,
+    pub result: Option<Arc<[u8]>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TryOutcome {
+    Acquired {
+        token: u64,
+    },
+    /// 1 = next in line.
+    Queued {
+        position: usize,
+    },
+    Busy {
+        holder: Arc<[u8]>,
+    },
+    Done(Arc<Completion>),
+}
+
+/// What a blocked (or immediately answered) LOCK.WAIT learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitOutcome {
+    Acquired { token: u64 },
+    Done(Arc<Completion>),
+}
+
+/// A blocked LOCK.WAIT. The connection awaits `receiver`; if it stops waiting (timeout,
+/// disconnect, shutdown) it must hand the ticket back to the core, which settles the race with
+/// a grant under the shard lock.
+#[derive(Debug)]
+pub struct WaitTicket {
+    pub(crate) key: Arc<[u8]>,
+    pub(crate) wait_id: u64,
+    pub receiver: oneshot::Receiver<WaitOutcome>,
+}
+
+impl WaitTicket {
+    pub fn key(&self) -> &Arc<[u8]> {
+        &self.key
+    }
+}
+
+#[derive(Debug)]
+pub enum WaitStart {
+    Ready(WaitOutcome),
+    Blocked(WaitTicket),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnlockOutcome {
+    /// SUCCESS: this many queued owners were told DONE (blocked ones at once, the others on their
+    /// next TRY/WAIT).
+    Succeeded {
+        waiters_told: usize,
+    },
+    /// FAILURE: the lock went to the head of the queue.
+    HandedOff,
+    /// FAILURE with nobody waiting: the key is free.
+    Released,
+    NotLocked,
+    NotHolder,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtendOutcome {
+    Extended,
+    NotLocked,
+    NotHolder,
+}
+
+/// How the holder reports the end of its work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Success { result: Option<Arc<[u8]>>, keep_ms: u64 },
+    Failure { reason: Option<Arc<[u8]>> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LockStateName {
+    #[default]
+    Free,
+    Held,
+    Done,
+}
+
+impl LockStateName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockStateName::Free => "free",
+            LockStateName::Held => "held",
+            LockStateName::Done => "done",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderInfo {
+    pub owner: Arc<[u8]>,
+    pub token: u64,
+    pub lease_remaining_ms: u64,
+}
+
+/// A snapshot for LOCK.INFO.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyInfo {
+    pub state: LockStateName,
+    pub holder: Option<HolderInfo>,
+    /// Owners in line, head first.
+    pub queue: Vec<Arc<[u8]>>,
+    /// How many of them are blocked in LOCK.WAIT right now.
+    pub blocked: usize,
+    /// The remembered completion (KEEP) and how long it is kept still.
+    pub completion: Option<(Arc<Completion>, u64)>,
+    pub last_failure: Option<Arc<[u8]>>,
+}
+
+/// Counters and gauges for INFO.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    pub grants: u64,
+    pub handoffs: u64,
+    pub successes: u64,
+    pub failures: u64,
+    pub lease_expiries: u64,
+    pub disconnect_releases: u64,
+    pub done_answers: u64,
+    pub keys: u64,
+    pub held_keys: u64,
+    pub waiters: u64,
+    pub blocked_waiters: u64,
+}

@@ -1,0 +1,103 @@
+//! Every error text a client can see. Where Redis has an error for the same situation the text is
+//! Redis's own, byte for byte, because client libraries and scripts match on it.
+
+pub const NOLOCK: &str = "NOLOCK the lock is not held (never acquired, released, or its lease ran out)";
+pub const NOTHOLDER: &str = "NOTHOLDER the lock is held under another owner or token (a stale token after the lease ran out, or another owner's lock)";
+
+pub const NOAUTH: &str = "NOAUTH Authentication required.";
+pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+pub const AUTH_NOT_CONFIGURED: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
+pub const NOPROTO: &str = "NOPROTO unsupported protocol version";
+pub const SYNTAX: &str = "ERR syntax error";
+pub const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
+pub const TIMEOUT_INVALID: &str = "ERR timeout is not an integer or out of range";
+pub const TIMEOUT_NEGATIVE: &str = "ERR timeout is negative";
+pub const DB_OUT_OF_RANGE: &str = "ERR DB index is out of range";
+pub const MAX_CLIENTS: &str = "ERR max number of clients reached";
+pub const SHUTTING_DOWN: &str = "ERR server is shutting down";
+pub const CLIENT_NAME_SPACES: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
+pub const NO_SUCH_CLIENT: &str = "ERR No such client";
+pub const HELLO_PROTOVER_NOT_INTEGER: &str = "ERR Protocol version is not an integer or out of range";
+pub const HELLO_NOAUTH: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
+pub const CLIENT_INFO_SPACES: &str = "ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.";
+pub const UNBLOCK_MODE: &str = "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR";
+pub const INVALID_CLIENT_ID: &str = "ERR Invalid client ID";
+pub const CONFIG_SET_UNSUPPORTED: &str = "ERR CONFIG SET is not supported: restart baton with the matching --flag";
+pub const UNBLOCKED: &str = "UNBLOCKED client unblocked via CLIENT UNBLOCK";
+
+pub const PROTO_INVALID_MULTIBULK_LEN: &str = "ERR Protocol error: invalid multibulk length";
+pub const PROTO_INVALID_BULK_LEN: &str = "ERR Protocol error: invalid bulk length";
+pub const PROTO_TOO_BIG_MBULK_COUNT: &str = "ERR Protocol error: too big mbulk count string";
+pub const PROTO_TOO_BIG_BULK_COUNT: &str = "ERR Protocol error: too big bulk count string";
+pub const PROTO_TOO_BIG_INLINE: &str = "ERR Protocol error: too big inline request";
+pub const PROTO_UNBALANCED_QUOTES: &str = "ERR Protocol error: unbalanced quotes in request";
+pub const PROTO_QUERY_BUFFER: &str = "ERR Protocol error: query buffer limit exceeded";
+
+pub fn proto_expected_dollar(got: u8) -> String {
+    format!("ERR Protocol error: expected '$', got '{}'", char::from(got))
+}
+
+/// Redis quotes at most the first few arguments, each cut to 128 bytes.
+pub fn unknown_command(name: &[u8], args: &[bytes::Bytes]) -> String {
+    let mut text = format!("ERR unknown command '{}', with args beginning with: ", printable(name, 128));
+    for arg in args.iter().take(16) {
+        text.push('\'');
+        text.push_str(&printable(arg, 128));
+        text.push_str("' ");
+    }
+    text
+}
+
+pub fn unknown_subcommand(command: &str, sub: &[u8]) -> String {
+    format!("ERR unknown subcommand '{}'. Try {} HELP.", printable(sub, 128), command.to_ascii_uppercase())
+}
+
+pub fn hello_option(option: &[u8]) -> String {
+    format!("ERR Syntax error in HELLO option '{}'", printable(option, 128))
+}
+
+pub fn unrecognized_option(option: &[u8]) -> String {
+    format!("ERR Unrecognized option '{}'", printable(option, 128))
+}
+
+pub fn unknown_client_type(kind: &[u8]) -> String {
+    format!("ERR Unknown client type '{}'", printable(kind, 128))
+}
+
+pub fn wrong_arity(command: &str) -> String {
+    format!("ERR wrong number of arguments for '{command}' command")
+}
+
+pub fn invalid_expire(command: &str) -> String {
+    format!("ERR invalid expire time in '{command}' command")
+}
+
+pub fn too_long(what: &str, limit: usize) -> String {
+    format!("ERR {what} is longer than the limit of {limit} bytes")
+}
+
+pub fn empty_argument(what: &str) -> String {
+    format!("ERR {what} must not be empty")
+}
+
+pub fn invalid_token() -> &'static str {
+    "ERR token must be a positive integer"
+}
+
+/// Error texts must stay on one line and stay readable, whatever bytes a client sent.
+fn printable(data: &[u8], max: usize) -> String {
+    let cut = &data[..data.len().min(max)];
+    String::from_utf8_lossy(cut).chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_command_matches_redis_layout() {
+        let args = [bytes::Bytes::from_static(b"a"), bytes::Bytes::from_static(b"b\r\nc")];
+        assert_eq!(unknown_command(b"foo", &args), "ERR unknown command 'foo', with args beginning with: 'a' 'b  c' ");
+        assert_eq!(unknown_command(b"foo", &[]), "ERR unknown command 'foo', with args beginning with: ");
+    }
+}
