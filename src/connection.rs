@@ -30,8 +30,8 @@ struct Connection {
     framed: Framed<TcpStream, RespCodec>,
     session: Session,
     shared: Arc<Shared>,
-    /// Requests read while a LOCK.WAIT blocked, to run once it is answered.
-    deferred: VecDeque<Input>,
+    /// Requests read while a LOCK.WAIT blocked, to run once it is answered, with their sizes.
+    deferred: VecDeque<(Input, usize)>,
     deferred_bytes: usize,
 }
 
@@ -92,8 +92,8 @@ impl Connection {
     async fn run(&mut self) -> Exit {
         loop {
             let input = match self.deferred.pop_front() {
-                Some(input) => {
-                    self.deferred_bytes = 0;
+                Some((input, size)) => {
+                    self.deferred_bytes -= size;
                     input
                 }
                 None => match self.framed.next().now_or_never() {
@@ -122,14 +122,16 @@ impl Connection {
     /// Nothing more is buffered: send what we have, then wait for input or an order.
     async fn next_input_after_flush(&mut self) -> Result<Input, Exit> {
         self.flush().await?;
-        tokio::select! {
-            input = self.framed.next() => Ok(input),
-            control = self.session.entry.next_control() => match control {
-                Control::Kill => Err(Exit::Killed),
-                // Not blocked: nothing to end.
-                Control::Unblock { .. } => Ok(self.framed.next().await),
-            },
-            () = self.shared.shutdown.cancelled() => Err(Exit::Shutdown),
+        loop {
+            tokio::select! {
+                input = self.framed.next() => return Ok(input),
+                control = self.session.entry.next_control() => match control {
+                    Control::Kill => return Err(Exit::Killed),
+                    // Not blocked: nothing to end.
+                    Control::Unblock { .. } => {}
+                },
+                () = self.shared.shutdown.cancelled() => return Err(Exit::Shutdown),
+            }
         }
     }
 
@@ -239,16 +241,16 @@ impl Connection {
                     shared.core.wait_abandoned(ticket, now);
                     break Ok(Reply::error(errors::SHUTTING_DOWN));
                 }
-                Wake::Input(input @ Some(Ok(_))) => {
-                    if let Some(Ok(request)) = &input {
-                        self.deferred_bytes += request.args.iter().map(|arg| arg.len() + 16).sum::<usize>();
-                    }
+                Wake::Input(Some(Ok(request))) => {
+                    // Counted like the query buffer: argument bytes plus their framing.
+                    let size = request.args.iter().map(|arg| arg.len() + 16).sum::<usize>();
+                    self.deferred_bytes += size;
                     if self.deferred_bytes > shared.config.max_query_buffer_bytes {
                         shared.core.wait_abandoned(ticket, now);
                         let _ = self.framed.feed(Reply::error(errors::PROTO_QUERY_BUFFER)).await;
                         break Err(Exit::ProtocolError(errors::PROTO_QUERY_BUFFER.to_owned()));
                     }
-                    self.deferred.push_back(input);
+                    self.deferred.push_back((Some(Ok(request)), size));
                 }
                 // Closed, broken, or garbage: the waiter leaves; a protocol error is still answered
                 // after the wait's reply, in order.

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::Action;
 use super::parse::{eq_ignore_case, parse_i64};
+use super::server::help_lines;
 use super::table::CommandSpec;
 use crate::clients::Control;
 use crate::codec::Protocol;
@@ -389,23 +390,18 @@ fn client(command: ClientCommand, session: &mut Session, shared: &Shared) -> Rep
             _ => Reply::Int(0),
         },
         ClientCommand::Flag => Reply::ok(),
-        ClientCommand::Help => Reply::Array(
-            [
-                "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "ID -- Return the ID of the current connection.",
-                "INFO -- Return information about the current client connection.",
-                "LIST [TYPE normal] [ID id ...] -- Return information about client connections.",
-                "GETNAME -- Return the name of the current connection.",
-                "SETNAME <name> -- Assign the name <name> to the current connection.",
-                "SETINFO <LIB-NAME|LIB-VER> <value> -- Set client library name or version.",
-                "KILL <ip:port> | KILL [ID <id>] [ADDR <ip:port>] [SKIPME yes|no] -- Kill connections.",
-                "UNBLOCK <clientid> [TIMEOUT|ERROR] -- End a blocked LOCK.WAIT of the client.",
-                "NO-EVICT|NO-TOUCH <ON|OFF> -- Accepted for compatibility.",
-                "HELP -- Print this help.",
-            ]
-            .into_iter()
-            .map(|line| Reply::Status(line.into()))
-            .collect(),
-        ),
+        ClientCommand::Help => help_lines(&[
+            "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "ID -- Return the ID of the current connection.",
+            "INFO -- Return information about the current client connection.",
+            "LIST [TYPE normal] [ID id ...] -- Return information about client connections.",
+            "GETNAME -- Return the name of the current connection.",
+            "SETNAME <name> -- Assign the name <name> to the current connection.",
+            "SETINFO <LIB-NAME|LIB-VER> <value> -- Set client library name or version.",
+            "KILL <ip:port> | KILL [ID <id>] [ADDR <ip:port>] [SKIPME yes|no] -- Kill connections.",
+            "UNBLOCK <clientid> [TIMEOUT|ERROR] -- End a blocked LOCK.WAIT of the client.",
+            "NO-EVICT|NO-TOUCH <ON|OFF> -- Accepted for compatibility.",
+            "HELP -- Print this help.",
+        ]),
     }
 }

@@ -24,6 +24,7 @@ pub enum ServerCommand {
     CommandHelp,
     ConfigGet(Vec<Bytes>),
     ConfigUnsupported,
+    ConfigHelp,
 }
 
 impl ServerCommand {
@@ -40,6 +41,7 @@ impl ServerCommand {
             ("command", "help") => ServerCommand::CommandHelp,
             ("config", "get") => ServerCommand::ConfigGet(rest(&mut args, 2)),
             ("config", "set" | "resetstat") => ServerCommand::ConfigUnsupported,
+            ("config", "help") => ServerCommand::ConfigHelp,
             _ => {
                 return Err(Reply::error(errors::unknown_command(spec.name.as_bytes(), &[])));
             }
@@ -56,24 +58,29 @@ impl ServerCommand {
             ServerCommand::CommandInfo(names) => table::command_info(&names),
             ServerCommand::CommandDocs(names) => table::command_docs(&names),
             ServerCommand::CommandList => table::command_list(),
-            ServerCommand::CommandHelp => Reply::Array(
-                [
-                    "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                    "(no subcommand) -- Return details about all commands.",
-                    "COUNT -- Return the total number of commands.",
-                    "DOCS [<command-name> ...] -- Return documentation details about commands.",
-                    "INFO [<command-name> ...] -- Return details about the given commands.",
-                    "LIST -- Return a list of all commands.",
-                    "HELP -- Print this help.",
-                ]
-                .into_iter()
-                .map(|line| Reply::Status(line.into()))
-                .collect(),
-            ),
+            ServerCommand::CommandHelp => help_lines(&[
+                "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "(no subcommand) -- Return details about all commands.",
+                "COUNT -- Return the total number of commands.",
+                "DOCS [<command-name> ...] -- Return documentation details about commands.",
+                "INFO [<command-name> ...] -- Return details about the given commands.",
+                "LIST -- Return a list of all commands.",
+                "HELP -- Print this help.",
+            ]),
+            ServerCommand::ConfigHelp => help_lines(&[
+                "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "GET <pattern> -- Return parameters matching the glob-like <pattern> and their values.",
+                "SET, RESETSTAT -- Not supported: baton is configured by command-line flags.",
+                "HELP -- Print this help.",
+            ]),
             ServerCommand::ConfigGet(patterns) => config_get(shared, &patterns),
             ServerCommand::ConfigUnsupported => Reply::error(errors::CONFIG_SET_UNSUPPORTED),
         }
     }
+}
+
+pub fn help_lines(lines: &[&'static str]) -> Reply {
+    Reply::Array(lines.iter().map(|line| Reply::Status((*line).into())).collect())
 }
 
 /// The parameters tools commonly ask for, answered from the running configuration.
