@@ -17,6 +17,12 @@ impl YesNo {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "baton",
@@ -86,6 +92,19 @@ pub struct Config {
     /// queued behind a blocked LOCK.WAIT; a client over it is disconnected.
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     pub max_query_buffer_bytes: usize,
+
+    /// Disconnect a client whose unread replies stop draining for this many milliseconds (a
+    /// client that never reads would otherwise pin its connection's buffers forever).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub output_stall_timeout_ms: u64,
+
+    /// Serve Prometheus metrics over HTTP at this address (e.g. 127.0.0.1:9390); off by default.
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl Config {

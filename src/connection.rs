@@ -33,6 +33,7 @@ struct Connection {
     /// Requests read while a LOCK.WAIT blocked, to run once it is answered, with their sizes.
     deferred: VecDeque<(Input, usize)>,
     deferred_bytes: usize,
+    write_stall: Duration,
 }
 
 /// Why the connection loop ended.
@@ -41,6 +42,8 @@ enum Exit {
     Quit,
     Killed,
     Shutdown,
+    /// The client stopped reading its replies.
+    OutputStalled,
     ProtocolError(String),
     Io(std::io::Error),
 }
@@ -71,9 +74,12 @@ pub async fn serve(socket: TcpStream, shared: Arc<Shared>, entry: Arc<ClientEntr
         shared: Arc::clone(&shared),
         deferred: VecDeque::new(),
         deferred_bytes: 0,
+        write_stall: Duration::from_millis(shared.config.output_stall_timeout_ms),
     };
     let exit = connection.run().await;
-    let _ = connection.flush().await;
+    if !matches!(exit, Exit::OutputStalled) {
+        let _ = connection.flush().await;
+    }
     connection.session.release_all(&shared);
     shared.clients.unregister(id);
     match exit {
@@ -81,6 +87,7 @@ pub async fn serve(socket: TcpStream, shared: Arc<Shared>, entry: Arc<ClientEntr
             debug!(id, %addr, "client disconnected")
         }
         Exit::Killed => debug!(id, %addr, "client killed"),
+        Exit::OutputStalled => warn!(id, %addr, "closing connection: client stopped reading its replies"),
         Exit::ProtocolError(message) => {
             warn!(id, %addr, error = %message, "closing connection after protocol error")
         }
@@ -136,12 +143,23 @@ impl Connection {
     }
 
     /// Queues a reply; the codec's buffer is written out when it grows large or on flush.
+    /// Queues a reply. At most the codec's backpressure boundary is buffered here; beyond it this
+    /// waits for the client to read, and a client that stops reading for the stall timeout is
+    /// disconnected instead of holding the task forever.
     async fn send(&mut self, reply: Reply) -> Result<(), Exit> {
-        self.framed.feed(reply).await.map_err(Exit::from)
+        let stall = self.write_stall;
+        match tokio::time::timeout(stall, self.framed.feed(reply)).await {
+            Ok(result) => result.map_err(Exit::from),
+            Err(_) => Err(Exit::OutputStalled),
+        }
     }
 
     async fn flush(&mut self) -> Result<(), Exit> {
-        SinkExt::<Reply>::flush(&mut self.framed).await.map_err(Exit::from)
+        let stall = self.write_stall;
+        match tokio::time::timeout(stall, SinkExt::<Reply>::flush(&mut self.framed)).await {
+            Ok(result) => result.map_err(Exit::from),
+            Err(_) => Err(Exit::OutputStalled),
+        }
     }
 
     async fn handle(&mut self, request: Request) -> Result<(), Exit> {
@@ -176,8 +194,15 @@ impl Connection {
                 Err(Exit::Quit)
             }
             Action::Block { ticket, timeout } => {
+                let granted_at = ticket.granted_at_cell();
                 let reply = self.block(ticket, timeout).await?;
-                self.send(reply).await
+                self.send(reply).await?;
+                // The waiter's answer goes out at once, whatever else is buffered.
+                self.flush().await?;
+                if let Some(granted_at) = granted_at.get() {
+                    shared.metrics.record_handoff(granted_at.elapsed());
+                }
+                Ok(())
             }
         }
     }

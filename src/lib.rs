@@ -12,6 +12,7 @@ pub mod config;
 pub mod connection;
 pub mod core;
 pub mod errors;
+pub mod metrics;
 pub mod reply;
 pub mod server;
 pub mod session;

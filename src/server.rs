@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::connection;
 use crate::core::{Clock, CoreSettings, LockCore, token_seed};
 use crate::errors;
+use crate::metrics::{self, Metrics};
 
 /// Server-wide counters for INFO.
 #[derive(Debug, Default)]
@@ -39,6 +40,7 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     pub started: Instant,
     pub local_addr: SocketAddr,
+    pub metrics: Metrics,
 }
 
 pub struct Server {
@@ -68,6 +70,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             started: Instant::now(),
             local_addr,
+            metrics: Metrics::new(),
         });
         Ok(Server { listener, shared })
     }
@@ -93,6 +96,10 @@ impl Server {
         );
         let tasks = TaskTracker::new();
         tasks.spawn(reap_leases(Arc::clone(&shared)));
+        tasks.spawn(metrics::sample_ops(Arc::clone(&shared)));
+        if let Some(addr) = shared.config.metrics_addr {
+            tasks.spawn(metrics::serve_prometheus(Arc::clone(&shared), addr));
+        }
         tokio::pin!(signal);
         loop {
             tokio::select! {

@@ -194,11 +194,13 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
         vec![
             ("total_connections_received", stats.total_connections_received.load(Ordering::Relaxed).to_string()),
             ("total_commands_processed", stats.total_commands_processed.load(Ordering::Relaxed).to_string()),
+            ("instantaneous_ops_per_sec", shared.metrics.instantaneous_ops_per_sec().to_string()),
             ("rejected_connections", stats.rejected_connections.load(Ordering::Relaxed).to_string()),
         ],
     );
     section("replication", "Replication", vec![("role", "master".to_owned()), ("connected_slaves", "0".to_owned())]);
     let core = shared.core.stats();
+    let latency = shared.metrics.handoff_latency();
     section(
         "locks",
         "Locks",
@@ -215,6 +217,11 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
             ("lock_blocked_waiters", core.blocked_waiters.to_string()),
             ("lock_keys", core.keys.to_string()),
             ("lock_shards", shared.core.shard_count().to_string()),
+            ("lock_handoff_latency_samples", latency.count.to_string()),
+            ("lock_handoff_latency_p50_usec", latency.p50_us.to_string()),
+            ("lock_handoff_latency_p99_usec", latency.p99_us.to_string()),
+            ("lock_handoff_latency_p999_usec", latency.p999_us.to_string()),
+            ("lock_handoff_latency_max_usec", latency.max_us.to_string()),
         ],
     );
     let keyspace = if core.keys > 0 {

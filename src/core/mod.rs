@@ -215,7 +215,12 @@ impl LockCore {
         self.on_shard(request.key, |shard| {
             shard.with_key(request.key, now, |state, key, ctx| match state.wait(key, claim, ctx, now) {
                 Ok(outcome) => WaitStart::Ready(outcome),
-                Err((wait_id, receiver)) => WaitStart::Blocked(WaitTicket { key: Arc::clone(key), wait_id, receiver }),
+                Err(blocked) => WaitStart::Blocked(WaitTicket {
+                    key: Arc::clone(key),
+                    wait_id: blocked.wait_id,
+                    receiver: blocked.receiver,
+                    granted_at: blocked.granted_at,
+                }),
             })
         })
     }

@@ -1,6 +1,7 @@
 //! What the core answers. The network layer turns these into replies in one place (`reply.rs`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -41,11 +42,17 @@ pub struct WaitTicket {
     pub(crate) key: Arc<[u8]>,
     pub(crate) wait_id: u64,
     pub receiver: oneshot::Receiver<WaitOutcome>,
+    pub(crate) granted_at: Arc<OnceLock<Instant>>,
 }
 
 impl WaitTicket {
     pub fn key(&self) -> &Arc<[u8]> {
         &self.key
+    }
+
+    /// Filled in when a grant is sent to this wait; hand-off latency is measured from there.
+    pub fn granted_at_cell(&self) -> Arc<OnceLock<Instant>> {
+        Arc::clone(&self.granted_at)
     }
 }
 

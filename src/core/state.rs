@@ -4,7 +4,8 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -72,6 +73,8 @@ struct Blocker {
     wait_id: u64,
     conn: ConnId,
     sender: oneshot::Sender<WaitOutcome>,
+    /// Set when a grant is sent, so the connection can measure hand-off latency.
+    granted_at: Arc<OnceLock<Instant>>,
 }
 
 #[derive(Debug)]
@@ -121,6 +124,13 @@ pub(crate) struct LockState {
     /// The deadline of this key's live entry in the shard's timer heap; 0 when it has none.
     pub timer_at: u64,
     extra: Option<Box<Extra>>,
+}
+
+/// The parts of a wait ticket the state hands out.
+pub(crate) struct BlockedWait {
+    pub wait_id: u64,
+    pub receiver: oneshot::Receiver<WaitOutcome>,
+    pub granted_at: Arc<OnceLock<Instant>>,
 }
 
 /// Arguments shared by TRY and WAIT.
@@ -281,7 +291,7 @@ impl LockState {
         claim: Claim<'_>,
         ctx: &mut ShardCtx,
         now: u64,
-    ) -> Result<WaitOutcome, (u64, oneshot::Receiver<WaitOutcome>)> {
+    ) -> Result<WaitOutcome, BlockedWait> {
         if let Some(outcome) = self.immediate(key, claim, ctx, now) {
             return Ok(outcome);
         }
@@ -289,8 +299,10 @@ impl LockState {
         let wait_id = ctx.next_wait_id;
         ctx.next_wait_id += 1;
         let (sender, receiver) = oneshot::channel();
-        self.extra().queue[index].blockers.push(Blocker { wait_id, conn: claim.conn, sender });
-        Err((wait_id, receiver))
+        let granted_at = Arc::new(OnceLock::new());
+        let blocker = Blocker { wait_id, conn: claim.conn, sender, granted_at: Arc::clone(&granted_at) };
+        self.extra().queue[index].blockers.push(blocker);
+        Err(BlockedWait { wait_id, receiver, granted_at })
     }
 
     /// Removes a blocked WAIT that gave up. Returns false when it was no longer blocked, i.e. it
@@ -335,10 +347,12 @@ impl LockState {
             }
             // The token grant() will take; sent first so we learn whether anyone is listening.
             let token = ctx.next_token;
+            let sent_at = Instant::now();
             let mut delivered_to = None;
             for blocker in waiter.blockers {
-                if blocker.sender.send(WaitOutcome::Acquired { token }).is_ok() && delivered_to.is_none() {
-                    delivered_to = Some(blocker.conn);
+                if blocker.sender.send(WaitOutcome::Acquired { token }).is_ok() {
+                    let _ = blocker.granted_at.set(sent_at);
+                    delivered_to = delivered_to.or(Some(blocker.conn));
                 }
             }
             if let Some(conn) = delivered_to {
