@@ -102,6 +102,27 @@ pub struct Config {
     #[arg(long)]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// Also accept TLS connections on this port (needs --tls-cert-file and --tls-key-file).
+    #[arg(long)]
+    pub tls_port: Option<u16>,
+
+    /// PEM file with the server certificate (and its chain) for --tls-port.
+    #[arg(long)]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+
+    /// PEM file with the private key of --tls-cert-file.
+    #[arg(long)]
+    pub tls_key_file: Option<std::path::PathBuf>,
+
+    /// PEM file with CA certificates: TLS clients must then present a certificate signed by one.
+    #[arg(long)]
+    pub tls_ca_cert_file: Option<std::path::PathBuf>,
+
+    /// Redis's protected mode: with no --requirepass, serve only clients connecting from a loopback
+    /// address and refuse others with an explanation. `no` serves everyone.
+    #[arg(long, value_enum, default_value_t = YesNo::Yes)]
+    pub protected_mode: YesNo,
+
     /// Log line format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

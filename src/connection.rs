@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot::error::RecvError;
 use tokio_util::codec::Framed;
 use tracing::{debug, warn};
@@ -26,8 +26,8 @@ use crate::session::Session;
 
 type Input = Option<Result<Request, CodecError>>;
 
-struct Connection {
-    framed: Framed<TcpStream, RespCodec>,
+struct Connection<S> {
+    framed: Framed<S, RespCodec>,
     session: Session,
     shared: Arc<Shared>,
     /// Requests read while a LOCK.WAIT blocked, to run once it is answered, with their sizes.
@@ -57,7 +57,10 @@ impl From<CodecError> for Exit {
     }
 }
 
-pub async fn serve(socket: TcpStream, shared: Arc<Shared>, entry: Arc<ClientEntry>) {
+pub async fn serve<S>(socket: S, shared: Arc<Shared>, entry: Arc<ClientEntry>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let config = &shared.config;
     let limits = Limits {
         max_args: config.max_args,
@@ -95,7 +98,7 @@ pub async fn serve(socket: TcpStream, shared: Arc<Shared>, entry: Arc<ClientEntr
     }
 }
 
-impl Connection {
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn run(&mut self) -> Exit {
         loop {
             let input = match self.deferred.pop_front() {

@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod reply;
 pub mod server;
 pub mod session;
+pub mod tls;

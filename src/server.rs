@@ -3,16 +3,17 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::clients::ClientRegistry;
 use crate::config::Config;
@@ -20,6 +21,7 @@ use crate::connection;
 use crate::core::{Clock, CoreSettings, LockCore, token_seed};
 use crate::errors;
 use crate::metrics::{self, Metrics};
+use crate::tls;
 
 /// Server-wide counters for INFO.
 #[derive(Debug, Default)]
@@ -45,12 +47,19 @@ pub struct Shared {
 
 pub struct Server {
     listener: TcpListener,
+    tls: Option<(TcpListener, TlsAcceptor)>,
     shared: Arc<Shared>,
 }
 
 impl Server {
     pub async fn bind(config: Config) -> io::Result<Server> {
+        let acceptor =
+            tls::acceptor(&config).map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
         let listener = TcpListener::bind((config.bind, config.port)).await?;
+        let tls = match (acceptor, config.tls_port) {
+            (Some(acceptor), Some(port)) => Some((TcpListener::bind((config.bind, port)).await?, acceptor)),
+            _ => None,
+        };
         let local_addr = listener.local_addr()?;
         let core = LockCore::new(
             CoreSettings {
@@ -72,11 +81,16 @@ impl Server {
             local_addr,
             metrics: Metrics::new(),
         });
-        Ok(Server { listener, shared })
+        Ok(Server { listener, tls, shared })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// The address of the TLS listener, when `--tls-port` is set.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// Cancelling this token stops the server as a signal would.
@@ -86,14 +100,23 @@ impl Server {
 
     /// Serves until `signal` resolves or the shutdown token is cancelled.
     pub async fn run(self, signal: impl Future<Output = ()>) -> io::Result<()> {
-        let Server { listener, shared } = self;
+        let tls_addr = self.tls_local_addr();
+        let Server { listener, tls, shared } = self;
         info!(
             addr = %shared.local_addr,
+            tls_addr = ?tls_addr,
             shards = shared.core.shard_count(),
             lease_ms = shared.config.lease_ms,
             release_on_disconnect = shared.core.settings().release_on_disconnect,
+            protected_mode = shared.config.protected_mode.enabled(),
             "baton ready to accept connections"
         );
+        if !shared.config.bind.is_loopback() && shared.config.requirepass.is_none() {
+            warn!(
+                bind = %shared.config.bind,
+                "listening beyond loopback without --requirepass; protected mode refuses remote clients unless --protected-mode no"
+            );
+        }
         let tasks = TaskTracker::new();
         tasks.spawn(reap_leases(Arc::clone(&shared)));
         tasks.spawn(metrics::sample_ops(Arc::clone(&shared)));
@@ -102,21 +125,24 @@ impl Server {
         }
         tokio::pin!(signal);
         loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((socket, addr)) => accept(&shared, &tasks, socket, addr).await,
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    Err(error) => {
-                        warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
+            let (accepted, acceptor) = tokio::select! {
+                accepted = listener.accept() => (accepted, None),
+                (accepted, acceptor) = accept_tls(tls.as_ref()) => (accepted, Some(acceptor)),
                 () = &mut signal => break,
                 () = shared.shutdown.cancelled() => break,
+            };
+            match accepted {
+                Ok((socket, addr)) => admit(&shared, &tasks, socket, addr, acceptor),
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(error) => {
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         }
         info!("shutting down: answering blocked waiters and closing connections");
         drop(listener);
+        drop(tls);
         shared.shutdown.cancel();
         tasks.close();
         if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {
@@ -127,20 +153,82 @@ impl Server {
     }
 }
 
-async fn accept(shared: &Arc<Shared>, tasks: &TaskTracker, mut socket: TcpStream, addr: SocketAddr) {
+async fn accept_tls(tls: Option<&(TcpListener, TlsAcceptor)>) -> (io::Result<(TcpStream, SocketAddr)>, TlsAcceptor) {
+    match tls {
+        Some((listener, acceptor)) => (listener.accept().await, acceptor.clone()),
+        None => std::future::pending().await,
+    }
+}
+
+/// Redis's protected mode: without a password only loopback clients are served.
+fn protected_mode_refuses(config: &Config, peer: IpAddr) -> bool {
+    let loopback = match peer {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    };
+    config.protected_mode.enabled() && config.requirepass.is_none() && !loopback
+}
+
+fn admit(shared: &Arc<Shared>, tasks: &TaskTracker, socket: TcpStream, addr: SocketAddr, tls: Option<TlsAcceptor>) {
     shared.stats.total_connections_received.fetch_add(1, Ordering::Relaxed);
-    if shared.clients.len() >= shared.config.maxclients {
-        shared.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+    let refusal = if shared.clients.len() >= shared.config.maxclients {
         warn!(%addr, maxclients = shared.config.maxclients, "connection refused: max number of clients reached");
-        // Best effort, like Redis: the client may already be gone.
-        let reply = format!("-{}\r\n", errors::MAX_CLIENTS);
-        let _ = tokio::time::timeout(Duration::from_millis(100), socket.write_all(reply.as_bytes())).await;
+        Some(errors::MAX_CLIENTS)
+    } else if protected_mode_refuses(&shared.config, addr.ip()) {
+        warn!(%addr, "connection refused: protected mode (no --requirepass) serves loopback clients only");
+        Some(errors::DENIED_PROTECTED_MODE)
+    } else {
+        None
+    };
+    let _ = socket.set_nodelay(true);
+    let shared = Arc::clone(shared);
+    if let Some(reason) = refusal {
+        shared.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+        tasks.spawn(async move {
+            let reply = format!("-{reason}\r\n");
+            // Best effort, like Redis: the client may already be gone.
+            let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+                match tls {
+                    Some(acceptor) => {
+                        let mut stream = acceptor.accept(socket).await?;
+                        stream.write_all(reply.as_bytes()).await?;
+                        stream.shutdown().await
+                    }
+                    None => {
+                        let mut socket = socket;
+                        socket.write_all(reply.as_bytes()).await
+                    }
+                }
+            })
+            .await;
+        });
         return;
     }
-    let _ = socket.set_nodelay(true);
     let entry = shared.clients.register(addr, shared.local_addr);
-    tasks.spawn(connection::serve(socket, Arc::clone(shared), entry));
+    match tls {
+        None => {
+            tasks.spawn(connection::serve(socket, shared, entry));
+        }
+        Some(acceptor) => {
+            tasks.spawn(async move {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                    Ok(Ok(stream)) => connection::serve(stream, shared, entry).await,
+                    Ok(Err(error)) => {
+                        debug!(%addr, %error, "TLS handshake failed");
+                        shared.clients.unregister(entry.id);
+                    }
+                    Err(_) => {
+                        debug!(%addr, "TLS handshake timed out");
+                        shared.clients.unregister(entry.id);
+                    }
+                }
+            });
+        }
+    }
 }
+
+const REFUSAL_TIMEOUT: Duration = Duration::from_millis(500);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One task for every lease in the server: sleeps until the earliest deadline (or until told a
 /// sooner one exists) and lets the core expire what is due.
@@ -160,9 +248,30 @@ async fn reap_leases(shared: Arc<Shared>) {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protected_mode_serves_loopback_only_without_a_password() {
+        let mut config = Config::default_for_tests();
+        let remote: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(protected_mode_refuses(&config, remote));
+        for local in ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
+            assert!(!protected_mode_refuses(&config, local.parse().unwrap()), "{local}");
+        }
+        config.requirepass = Some("secret".to_owned());
+        assert!(!protected_mode_refuses(&config, remote));
+        config.requirepass = None;
+        config.protected_mode = crate::config::YesNo::No;
+        assert!(!protected_mode_refuses(&config, remote));
+    }
+}
+
 /// A server on its own runtime task, for tests and embedding.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    pub tls_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<io::Result<()>>,
 }
@@ -171,9 +280,10 @@ impl RunningServer {
     pub async fn start(config: Config) -> io::Result<RunningServer> {
         let server = Server::bind(config).await?;
         let addr = server.local_addr();
+        let tls_addr = server.tls_local_addr();
         let shutdown = server.shutdown_token();
         let handle = tokio::spawn(server.run(std::future::pending()));
-        Ok(RunningServer { addr, shutdown, handle })
+        Ok(RunningServer { addr, tls_addr, shutdown, handle })
     }
 
     /// Stops the server and waits until it has closed every connection.
