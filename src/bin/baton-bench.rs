@@ -215,7 +215,8 @@ async fn run(command: Command) -> Res<()> {
             Ok(())
         }
         Command::Contended { common, clients, keys, duration, warmup, wait_timeout_ms, failure_pct } => {
-            let settings = ContendedSettings { clients, keys: keys.max(1), duration, warmup, wait_timeout_ms, failure_pct };
+            let settings =
+                ContendedSettings { clients, keys: keys.max(1), duration, warmup, wait_timeout_ms, failure_pct };
             contended(&common, settings).await
         }
         Command::Memory { common, pid, keys, connections, batch } => {
@@ -688,13 +689,9 @@ async fn cycle_conn(
         }
         for (key, token) in keys.iter().zip(&tokens) {
             match target {
-                Target::Baton => conn.cmd(&[
-                    b"LOCK.UNLOCK",
-                    key.as_bytes(),
-                    owner.as_bytes(),
-                    token.as_bytes(),
-                    b"SUCCESS",
-                ]),
+                Target::Baton => {
+                    conn.cmd(&[b"LOCK.UNLOCK", key.as_bytes(), owner.as_bytes(), token.as_bytes(), b"SUCCESS"])
+                }
                 Target::Redis => conn.cmd(&[b"EVALSHA", &sha, b"1", key.as_bytes(), owner.as_bytes()]),
             }
         }
@@ -979,7 +976,8 @@ async fn fanout(common: &Common, count: usize, rounds: usize, pid: Option<u32>) 
         futures_util::stream::iter(conns.iter_mut())
             .map(|conn| async move {
                 let reply = conn.call(&[b"SUBSCRIBE", key]).await?;
-                if !matches!(&reply, Resp::Array(items) if items.first().is_some_and(|item| item.bulk_is("subscribe"))) {
+                if !matches!(&reply, Resp::Array(items) if items.first().is_some_and(|item| item.bulk_is("subscribe")))
+                {
                     return fail(format!("SUBSCRIBE answered {reply}"));
                 }
                 Ok::<(), BoxError>(())
@@ -1062,8 +1060,22 @@ async fn fanout(common: &Common, count: usize, rounds: usize, pid: Option<u32>) 
         let workload = format!("W6 memory, {count} waiters (baton: LOCK.WAIT; Redis: SUBSCRIBE)");
         let per = |from: u64| (blocked.saturating_sub(from) * 1024) as f64 / count as f64;
         note(format!("{target} RSS: before {before} kB, {count} idle conns {idle} kB, waiting {blocked} kB"));
-        emit("w6.waiter.total", target, per(before), Better::Lower, &workload, "RSS growth per waiter incl. connection (B)");
-        emit("w6.waiter.wait", target, per(idle), Better::Lower, &workload, "RSS growth per waiter over an idle connection (B)");
+        emit(
+            "w6.waiter.total",
+            target,
+            per(before),
+            Better::Lower,
+            &workload,
+            "RSS growth per waiter incl. connection (B)",
+        );
+        emit(
+            "w6.waiter.wait",
+            target,
+            per(idle),
+            Better::Lower,
+            &workload,
+            "RSS growth per waiter over an idle connection (B)",
+        );
     }
     Ok(())
 }
@@ -1127,6 +1139,7 @@ enum Answer {
 #[derive(Clone, Copy)]
 struct WaitRecord {
     key: u32,
+    owner: u64,
     sent_start: u64,
     sent_end: u64,
     answer: Answer,
@@ -1182,12 +1195,15 @@ async fn contended(common: &Common, settings: ContendedSettings) -> Res<()> {
     let start = now_ns();
     let measure_from = start + secs_ns(settings.warmup);
     let end = measure_from + secs_ns(settings.duration);
+    let observer = tokio::spawn(observe_queues(Conn::open(common).await?, target, settings.keys, end));
     let mut set = JoinSet::new();
     for (client, (cmd, sub)) in clients.into_iter().enumerate() {
-        let run = ContendedClient { client, settings, measure_from, end, cmd, sub, sha: sha.clone().unwrap_or_default() };
+        let run =
+            ContendedClient { client, settings, measure_from, end, cmd, sub, sha: sha.clone().unwrap_or_default() };
         set.spawn(run.run());
     }
     let outs = join_all(set).await?;
+    let snapshots = observer.await??;
     let mut hist = new_hist();
     let (mut ops, mut acquired, mut done, mut timeouts, mut max_wait) = (0, 0, 0, 0, 0);
     let mut records = Vec::new();
@@ -1214,56 +1230,210 @@ async fn contended(common: &Common, settings: ContendedSettings) -> Res<()> {
     emit("w5.wait.p50", target, quantile_us(&hist, 0.5), Better::Lower, &workload, "wait p50 (µs)");
     emit("w5.wait.p99", target, quantile_us(&hist, 0.99), Better::Lower, &workload, "wait p99 (µs)");
     emit("w5.wait.max", target, max_wait as f64 / 1e6, Better::Lower, &workload, "max wait (ms)");
-    emit("w5.done", target, done as f64 / (acquired + done).max(1) as f64 * 100.0, Better::None, &workload, "answered DONE (%)");
+    emit(
+        "w5.done",
+        target,
+        done as f64 / (acquired + done).max(1) as f64 * 100.0,
+        Better::None,
+        &workload,
+        "answered DONE (%)",
+    );
     emit("w5.timeouts", target, timeouts as f64, Better::Lower, &workload, "waits timed out");
     if target == Target::Baton {
-        let (strict, spaced, checked) = fifo_violations(&records, &grants);
-        note(format!("FIFO check over {checked} answered waits"));
-        emit("w5.fifo", target, strict as f64, Better::Lower, &workload, "FIFO violations (send order)");
-        emit("w5.fifo1ms", target, spaced as f64, Better::Lower, &workload, "FIFO violations (sends ≥ 1 ms apart)");
+        let epochs = resolve_epochs(&records, &grants);
+        let (violations, checked) = fifo_against_snapshots(&epochs, &snapshots);
+        let (strict, spaced) = send_order_inversions(&epochs);
+        note(format!(
+            "FIFO: {violations} violations over {checked} queue snapshots ({} answered waits); answered out of \
+             client send order: {strict} (any gap), {spaced} (sends ≥ 1 ms apart)",
+            epochs.len()
+        ));
+        emit(
+            "w5.fifo",
+            target,
+            violations as f64,
+            Better::Lower,
+            &workload,
+            "FIFO violations (vs LOCK.INFO queue order)",
+        );
+        emit(
+            "w5.fifo.send1ms",
+            target,
+            spaced as f64,
+            Better::None,
+            &workload,
+            "answered out of client send order, sends ≥ 1 ms apart",
+        );
     }
     Ok(())
 }
 
-/// Counts waits answered out of FIFO order. Each answer has a place in the key's history: a grant
-/// at its token, a DONE just after the grant of the holder that succeeded. If A's WAIT was fully
-/// sent before B's started (by more than a gap), A must not be answered later than B. Returns
-/// (violations with no gap, violations with sends ≥ 1 ms apart, waits checked).
-fn fifo_violations(records: &[WaitRecord], grants: &HashMap<u64, u64>) -> (u64, u64, usize) {
-    let mut by_key: HashMap<u32, Vec<(u64, u64, (u64, u8))>> = HashMap::new();
-    for record in records {
-        let epoch = match record.answer {
-            Answer::Granted(token) => (token, 0),
-            Answer::DoneBy(owner) => match grants.get(&owner) {
-                Some(token) => (*token, 1),
-                None => continue,
-            },
-        };
-        by_key.entry(record.key).or_default().push((record.sent_start, record.sent_end, epoch));
+/// Where each answered wait falls in its key's history: a grant at its token, a DONE just after
+/// the grant of the holder that succeeded. Within a key these order every answer.
+#[derive(Clone, Copy)]
+struct Epoched {
+    key: u32,
+    owner: u64,
+    sent_start: u64,
+    sent_end: u64,
+    epoch: (u64, u8),
+}
+
+fn resolve_epochs(records: &[WaitRecord], grants: &HashMap<u64, u64>) -> Vec<Epoched> {
+    records
+        .iter()
+        .filter_map(|record| {
+            let epoch = match record.answer {
+                Answer::Granted(token) => (token, 0),
+                Answer::DoneBy(owner) => (*grants.get(&owner)?, 1),
+            };
+            Some(Epoched {
+                key: record.key,
+                owner: record.owner,
+                sent_start: record.sent_start,
+                sent_end: record.sent_end,
+                epoch,
+            })
+        })
+        .collect()
+}
+
+fn by_key(epochs: &[Epoched]) -> HashMap<u32, Vec<Epoched>> {
+    let mut by_key: HashMap<u32, Vec<Epoched>> = HashMap::new();
+    for epoched in epochs {
+        by_key.entry(epoched.key).or_default().push(*epoched);
     }
-    let checked = by_key.values().map(Vec::len).sum();
-    let count = |gap: u64| {
-        let mut violations = 0;
-        for waits in by_key.values() {
-            let mut by_start = waits.clone();
-            by_start.sort_unstable_by_key(|wait| wait.0);
-            let mut by_end = waits.clone();
-            by_end.sort_unstable_by_key(|wait| wait.1);
-            let mut next = 0;
-            let mut latest: Option<(u64, u8)> = None;
-            for wait in &by_start {
-                while next < by_end.len() && by_end[next].1 + gap < wait.0 {
-                    latest = latest.max(Some(by_end[next].2));
-                    next += 1;
-                }
-                if latest.is_some_and(|latest| wait.2 < latest) {
-                    violations += 1;
+    by_key
+}
+
+/// The exact FIFO check. A LOCK.INFO snapshot shows the queue in the server's order; the owners
+/// in it must be answered in that order (grants in queue order, or DONE together), and no wait
+/// sent after the snapshot arrived may be answered before any of them. Returns (distinct waits
+/// answered out of order, snapshots checked).
+fn fifo_against_snapshots(epochs: &[Epoched], snapshots: &[QueueSnapshot]) -> (usize, usize) {
+    let mut keys = by_key(epochs);
+    let mut suffix_min: HashMap<u32, Vec<(u64, u8)>> = HashMap::new();
+    for (key, waits) in keys.iter_mut() {
+        waits.sort_unstable_by_key(|wait| wait.sent_start);
+        let mut mins = vec![(u64::MAX, u8::MAX); waits.len() + 1];
+        for index in (0..waits.len()).rev() {
+            mins[index] = mins[index + 1].min(waits[index].epoch);
+        }
+        suffix_min.insert(*key, mins);
+    }
+    let owner_epoch: HashMap<u64, (u64, u8)> = epochs.iter().map(|wait| (wait.owner, wait.epoch)).collect();
+    let mut out_of_order = std::collections::HashSet::new();
+    let mut checked = 0;
+    for snapshot in snapshots {
+        let (Some(waits), Some(mins)) = (keys.get(&snapshot.key), suffix_min.get(&snapshot.key)) else {
+            continue;
+        };
+        checked += 1;
+        let mut latest: Option<(u64, u8)> = None;
+        for owner in &snapshot.queue {
+            let Some(epoch) = owner_epoch.get(owner) else {
+                continue;
+            };
+            if latest.is_some_and(|latest| *epoch < latest) {
+                out_of_order.insert(*owner);
+            }
+            latest = latest.max(Some(*epoch));
+        }
+        let Some(latest) = latest else {
+            continue;
+        };
+        let first_new = waits.partition_point(|wait| wait.sent_start <= snapshot.at);
+        if mins[first_new] < latest {
+            for wait in &waits[first_new..] {
+                if wait.epoch < latest {
+                    out_of_order.insert(wait.owner);
                 }
             }
         }
-        violations
+    }
+    (out_of_order.len(), checked)
+}
+
+/// The client-side view: if A's WAIT was fully sent before B's started (by more than a gap), was A
+/// answered later than B? Not a FIFO test by itself: on a busy machine the server may read B's
+/// socket before A's. Returns (inversions with any gap, with sends ≥ 1 ms apart).
+fn send_order_inversions(epochs: &[Epoched]) -> (u64, u64) {
+    let keys = by_key(epochs);
+    let count = |gap: u64| {
+        let mut inversions = 0;
+        for waits in keys.values() {
+            let mut by_start = waits.clone();
+            by_start.sort_unstable_by_key(|wait| wait.sent_start);
+            let mut by_end = waits.clone();
+            by_end.sort_unstable_by_key(|wait| wait.sent_end);
+            let mut next = 0;
+            let mut latest: Option<(u64, u8)> = None;
+            for wait in &by_start {
+                while next < by_end.len() && by_end[next].sent_end + gap < wait.sent_start {
+                    latest = latest.max(Some(by_end[next].epoch));
+                    next += 1;
+                }
+                if latest.is_some_and(|latest| wait.epoch < latest) {
+                    inversions += 1;
+                }
+            }
+        }
+        inversions
     };
-    (count(0), count(1_000_000), checked)
+    (count(0), count(1_000_000))
+}
+
+struct QueueSnapshot {
+    key: u32,
+    /// now_ns() when the reply arrived: the state it shows existed before then.
+    at: u64,
+    queue: Vec<u64>,
+}
+
+/// Every 5 ms, reads every key's queue with LOCK.INFO (baton) until `end`. Against Redis it sends
+/// the same number of GETs, so both servers carry the same observer load.
+async fn observe_queues(mut conn: Conn, target: Target, keys: usize, end: u64) -> Res<Vec<QueueSnapshot>> {
+    let names: Vec<String> = (0..keys).map(|key| format!("contended:{key}")).collect();
+    let mut snapshots = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    while now_ns() < end {
+        tick.tick().await;
+        for name in &names {
+            match target {
+                Target::Baton => conn.cmd(&[b"LOCK.INFO", name.as_bytes()]),
+                Target::Redis => conn.cmd(&[b"GET", name.as_bytes()]),
+            }
+        }
+        conn.flush().await?;
+        for key in 0..keys {
+            let reply = conn.read().await?;
+            let at = now_ns();
+            if target == Target::Redis {
+                continue;
+            }
+            let Resp::Array(items) = &reply else {
+                return fail(format!("LOCK.INFO answered {reply}"));
+            };
+            let queue = items
+                .chunks(2)
+                .find(|pair| pair.len() == 2 && pair[0].bulk_is("queue"))
+                .map(|pair| match &pair[1] {
+                    Resp::Array(owners) => owners
+                        .iter()
+                        .filter_map(|owner| match owner {
+                            Resp::Bulk(name) => parse_owner(name),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                })
+                .unwrap_or_default();
+            if !queue.is_empty() {
+                snapshots.push(QueueSnapshot { key: key as u32, at, queue });
+            }
+        }
+    }
+    Ok(snapshots)
 }
 
 struct ContendedClient {
@@ -1359,7 +1529,7 @@ impl ContendedClient {
                     }
                 }
                 if self.sub.is_none() {
-                    out.records.push(WaitRecord { key: key_index, sent_start, sent_end, answer });
+                    out.records.push(WaitRecord { key: key_index, owner: id, sent_start, sent_end, answer });
                 }
             }
         }
@@ -1576,12 +1746,7 @@ fn table(files: &[PathBuf]) -> Res<()> {
         };
         let workload = if row.workload == last_workload { "" } else { row.workload.as_str() };
         last_workload = &row.workload;
-        println!(
-            "| {workload} | {}{arrow} | {} | {} | {ratio} |",
-            row.metric,
-            number(row.baton),
-            number(row.redis)
-        );
+        println!("| {workload} | {}{arrow} | {} | {} | {ratio} |", row.metric, number(row.baton), number(row.redis));
     }
     println!();
     println!("↑ higher is better, ↓ lower is better. Redis runs the equivalent recipe described for each workload.");

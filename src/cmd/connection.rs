@@ -65,6 +65,12 @@ pub struct KillFilter {
     pub addr: Option<Bytes>,
 }
 
+/// The argument at `index`; the command table's arity check makes it present, and a syntax
+/// error stands in should the two ever disagree.
+fn arg(args: &[Bytes], index: usize) -> Result<&Bytes, Reply> {
+    args.get(index).ok_or_else(syntax)
+}
+
 fn syntax() -> Reply {
     Reply::error(errors::SYNTAX)
 }
@@ -74,7 +80,7 @@ impl ConnectionCommand {
     pub fn parse(spec: &CommandSpec, args: &[Bytes]) -> Result<Option<ConnectionCommand>, Reply> {
         let command = match (spec.container, spec.name) {
             ("", "ping") => ConnectionCommand::Ping(args.get(1).cloned()),
-            ("", "echo") => ConnectionCommand::Echo(args[1].clone()),
+            ("", "echo") => ConnectionCommand::Echo(arg(args, 1)?.clone()),
             ("", "hello") => parse_hello(args)?,
             ("", "auth") => match args {
                 [_, password] => ConnectionCommand::Auth { user: None, password: password.clone() },
@@ -82,7 +88,7 @@ impl ConnectionCommand {
                 _ => return Err(syntax()),
             },
             ("", "select") => {
-                ConnectionCommand::Select(parse_i64(&args[1]).ok_or_else(|| Reply::error(errors::NOT_AN_INTEGER))?)
+                ConnectionCommand::Select(parse_i64(arg(args, 1)?).ok_or_else(|| Reply::error(errors::NOT_AN_INTEGER))?)
             }
             ("", "quit") => ConnectionCommand::Quit,
             ("", "reset") => ConnectionCommand::Reset,
@@ -225,23 +231,23 @@ fn id_int(id: u64) -> i64 {
 fn parse_client(sub: &str, args: &[Bytes]) -> Result<ClientCommand, Reply> {
     let command = match sub {
         "id" => ClientCommand::Id,
-        "setname" => ClientCommand::SetName(args[2].clone()),
+        "setname" => ClientCommand::SetName(arg(args, 2)?.clone()),
         "getname" => ClientCommand::GetName,
         "setinfo" => {
-            let lib_name = if eq_ignore_case(&args[2], "LIB-NAME") {
+            let lib_name = if eq_ignore_case(arg(args, 2)?, "LIB-NAME") {
                 true
-            } else if eq_ignore_case(&args[2], "LIB-VER") {
+            } else if eq_ignore_case(arg(args, 2)?, "LIB-VER") {
                 false
             } else {
-                return Err(Reply::error(errors::unrecognized_option(&args[2])));
+                return Err(Reply::error(errors::unrecognized_option(arg(args, 2)?)));
             };
-            ClientCommand::SetInfo { lib_name, value: args[3].clone() }
+            ClientCommand::SetInfo { lib_name, value: arg(args, 3)?.clone() }
         }
         "info" => ClientCommand::Info,
-        "list" => parse_client_list(&args[2..])?,
-        "kill" => parse_client_kill(&args[2..])?,
+        "list" => parse_client_list(args.get(2..).unwrap_or_default())?,
+        "kill" => parse_client_kill(args.get(2..).unwrap_or_default())?,
         "unblock" => {
-            let id = parse_i64(&args[2]).and_then(|id| u64::try_from(id).ok());
+            let id = parse_i64(arg(args, 2)?).and_then(|id| u64::try_from(id).ok());
             let id = id.ok_or_else(|| Reply::error(errors::NOT_AN_INTEGER))?;
             let error = match args.get(3) {
                 None => false,
@@ -255,7 +261,7 @@ fn parse_client(sub: &str, args: &[Bytes]) -> Result<ClientCommand, Reply> {
             ClientCommand::Unblock { id, error }
         }
         "no-evict" | "no-touch" => {
-            if !(eq_ignore_case(&args[2], "ON") || eq_ignore_case(&args[2], "OFF")) {
+            if !(eq_ignore_case(arg(args, 2)?, "ON") || eq_ignore_case(arg(args, 2)?, "OFF")) {
                 return Err(syntax());
             }
             ClientCommand::Flag
