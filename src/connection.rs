@@ -280,8 +280,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                     self.deferred.push_back((Some(Ok(request)), size));
                 }
-                // Closed, broken, or garbage: the waiter leaves; a protocol error is still answered
-                // after the wait's reply, in order.
+                // Closed, broken, or garbage: the waiter leaves the queue. Garbage is answered with
+                // the protocol error (the wait itself gets no reply) and the connection closes.
                 Wake::Input(input) => {
                     shared.core.wait_abandoned(ticket, now);
                     match input {
@@ -303,7 +303,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
 fn outcome_noting_grant(session: &mut Session, shared: &Shared, key: &[u8], outcome: WaitOutcome) -> WaitOutcome {
     if matches!(outcome, WaitOutcome::Acquired { .. }) {
-        session.note_held(key, shared);
+        session.note_bound(key, shared);
     }
     outcome
 }

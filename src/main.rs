@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use baton::config::{Config, LogFormat};
@@ -9,7 +10,8 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let config = Config::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let colours = std::io::stderr().is_terminal();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours);
     match config.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
@@ -25,7 +27,7 @@ fn main() -> ExitCode {
         let server = match Server::bind(config.clone()).await {
             Ok(server) => server,
             Err(err) => {
-                error!(bind = %config.bind, port = config.port, error = %err, "cannot listen");
+                error!(bind = %config.bind, port = config.port, error = %err, "cannot start the server");
                 return ExitCode::FAILURE;
             }
         };

@@ -84,6 +84,13 @@ impl Metrics {
         ops.last_at = now;
     }
 
+    pub fn reset(&self) {
+        self.handoff_us.lock().reset();
+        let mut ops = self.ops.lock();
+        ops.per_sec = [0; OPS_SAMPLES];
+        ops.last_total = 0;
+    }
+
     pub fn instantaneous_ops_per_sec(&self) -> u64 {
         let ops = self.ops.lock();
         ops.per_sec.iter().sum::<u64>() / OPS_SAMPLES as u64

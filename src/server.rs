@@ -45,6 +45,21 @@ pub struct Shared {
     pub metrics: Metrics,
 }
 
+impl Shared {
+    /// CONFIG RESETSTAT: counters and latency figures start again from zero.
+    pub fn reset_stats(&self) {
+        for counter in [
+            &self.stats.total_connections_received,
+            &self.stats.total_commands_processed,
+            &self.stats.rejected_connections,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        self.core.reset_counters();
+        self.metrics.reset();
+    }
+}
+
 pub struct Server {
     listener: TcpListener,
     tls: Option<(TcpListener, TlsAcceptor)>,

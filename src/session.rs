@@ -15,8 +15,9 @@ pub struct Session {
     pub entry: Arc<ClientEntry>,
     pub protocol: Protocol,
     pub authenticated: bool,
-    /// Keys this connection acquired, waited for or extended; pruned of locks it no longer holds.
-    held: HashSet<Bytes>,
+    /// Keys this connection tried, waited for or extended: the locks its close may have to
+    /// release. Pruned of keys it is no longer bound to.
+    bound: HashSet<Bytes>,
     prune_at: usize,
 }
 
@@ -26,7 +27,7 @@ impl Session {
             entry,
             protocol: Protocol::Resp2,
             authenticated: shared.config.requirepass.is_none(),
-            held: HashSet::new(),
+            bound: HashSet::new(),
             prune_at: 64,
         }
     }
@@ -35,25 +36,29 @@ impl Session {
         self.entry.id
     }
 
-    /// Remembers that this connection now holds `key`. The set is pruned as it grows so a
-    /// long-lived connection that takes many keys stays bounded by what it still holds.
-    pub fn note_held(&mut self, key: &[u8], shared: &Shared) {
-        if self.held.contains(key) {
+    /// Remembers that a lock on `key` may be bound to this connection (it holds it, or is queued
+    /// for it). The set is pruned as it grows, so a long-lived connection that touches many keys
+    /// stays bounded by what it is still bound to.
+    pub fn note_bound(&mut self, key: &[u8], shared: &Shared) {
+        if self.bound.contains(key) {
             return;
         }
-        self.held.insert(Bytes::copy_from_slice(key));
-        if self.held.len() >= self.prune_at {
+        self.bound.insert(Bytes::copy_from_slice(key));
+        if self.bound.len() >= self.prune_at {
             let conn = self.id();
-            self.held.retain(|key| shared.core.held_by_conn(key, conn));
-            self.prune_at = (self.held.len() * 2).max(64);
+            self.bound.retain(|key| shared.core.bound_to_conn(key, conn));
+            self.prune_at = (self.bound.len() * 2).max(64);
         }
     }
 
-    /// The connection is closing: locks it still holds fail over (with release-on-disconnect).
+    /// The connection is closing: locks it still holds fail over (with release-on-disconnect),
+    /// unless the whole server is stopping, when nobody is left to hand them to.
     pub fn release_all(&mut self, shared: &Shared) {
-        let now = shared.clock.now_ms();
-        shared.core.release_connection(self.id(), self.held.iter().map(|key| key.as_ref()), now);
-        self.held.clear();
+        if !shared.shutdown.is_cancelled() {
+            let now = shared.clock.now_ms();
+            shared.core.release_connection(self.id(), self.bound.iter().map(|key| key.as_ref()), now);
+        }
+        self.bound.clear();
     }
 
     /// RESET: back to a fresh connection's state.

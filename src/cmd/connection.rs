@@ -79,6 +79,7 @@ impl ConnectionCommand {
     /// None when `spec` is not a connection command.
     pub fn parse(spec: &CommandSpec, args: &[Bytes]) -> Result<Option<ConnectionCommand>, Reply> {
         let command = match (spec.container, spec.name) {
+            ("", "ping") if args.len() > 2 => return Err(Reply::error(errors::wrong_arity("ping"))),
             ("", "ping") => ConnectionCommand::Ping(args.get(1).cloned()),
             ("", "echo") => ConnectionCommand::Echo(arg(args, 1)?.clone()),
             ("", "hello") => parse_hello(args)?,

@@ -106,19 +106,20 @@ fn lock_action(command: LockCommand, session: &mut Session, shared: &Shared) -> 
     let reply = match command {
         LockCommand::Try(request) => {
             let outcome = request.apply(core, conn, now);
-            if matches!(outcome, TryOutcome::Acquired { .. }) {
-                session.note_held(&request.key, shared);
+            if matches!(outcome, TryOutcome::Acquired { .. } | TryOutcome::Queued { .. }) {
+                session.note_bound(&request.key, shared);
             }
             Reply::from(outcome)
         }
         LockCommand::Wait(request) => match request.apply(core, conn, now) {
             WaitStart::Ready(outcome) => {
                 if matches!(outcome, WaitOutcome::Acquired { .. }) {
-                    session.note_held(&request.key, shared);
+                    session.note_bound(&request.key, shared);
                 }
                 Reply::from(outcome)
             }
             WaitStart::Blocked(ticket) => {
+                session.note_bound(&request.key, shared);
                 return Action::Block { ticket, timeout: request.timeout };
             }
         },
@@ -126,7 +127,7 @@ fn lock_action(command: LockCommand, session: &mut Session, shared: &Shared) -> 
         LockCommand::Extend(request) => {
             let outcome = core.extend(&request.key, &request.owner, request.token, request.lease_ms, conn, now);
             if outcome == ExtendOutcome::Extended {
-                session.note_held(&request.key, shared);
+                session.note_bound(&request.key, shared);
             }
             Reply::from(outcome)
         }

@@ -20,11 +20,39 @@ pub enum ServerCommand {
     CommandCount,
     CommandInfo(Vec<Bytes>),
     CommandDocs(Vec<Bytes>),
-    CommandList,
+    CommandList(Option<ListFilter>),
     CommandHelp,
     ConfigGet(Vec<Bytes>),
     ConfigUnsupported,
+    ConfigResetStat,
     ConfigHelp,
+}
+
+/// COMMAND LIST FILTERBY: baton has no modules, so MODULE matches nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListFilter {
+    Module(Bytes),
+    AclCategory(Bytes),
+    Pattern(Bytes),
+}
+
+fn parse_list_filter(args: &[Bytes]) -> Result<Option<ListFilter>, Reply> {
+    match args {
+        [] => Ok(None),
+        [filterby, kind, value] if filterby.eq_ignore_ascii_case(b"FILTERBY") => {
+            let value = value.clone();
+            if kind.eq_ignore_ascii_case(b"MODULE") {
+                Ok(Some(ListFilter::Module(value)))
+            } else if kind.eq_ignore_ascii_case(b"ACLCAT") {
+                Ok(Some(ListFilter::AclCategory(value)))
+            } else if kind.eq_ignore_ascii_case(b"PATTERN") {
+                Ok(Some(ListFilter::Pattern(value)))
+            } else {
+                Err(Reply::error(errors::SYNTAX))
+            }
+        }
+        _ => Err(Reply::error(errors::SYNTAX)),
+    }
 }
 
 impl ServerCommand {
@@ -37,10 +65,11 @@ impl ServerCommand {
             ("command", "count") => ServerCommand::CommandCount,
             ("command", "info") => ServerCommand::CommandInfo(rest(&mut args, 2)),
             ("command", "docs") => ServerCommand::CommandDocs(rest(&mut args, 2)),
-            ("command", "list") => ServerCommand::CommandList,
+            ("command", "list") => ServerCommand::CommandList(parse_list_filter(&rest(&mut args, 2))?),
             ("command", "help") => ServerCommand::CommandHelp,
             ("config", "get") => ServerCommand::ConfigGet(rest(&mut args, 2)),
-            ("config", "set" | "resetstat") => ServerCommand::ConfigUnsupported,
+            ("config", "set") => ServerCommand::ConfigUnsupported,
+            ("config", "resetstat") => ServerCommand::ConfigResetStat,
             ("config", "help") => ServerCommand::ConfigHelp,
             _ => {
                 return Err(Reply::error(errors::unknown_command(spec.name.as_bytes(), &[])));
@@ -57,7 +86,15 @@ impl ServerCommand {
             ServerCommand::CommandCount => table::command_count(),
             ServerCommand::CommandInfo(names) => table::command_info(&names),
             ServerCommand::CommandDocs(names) => table::command_docs(&names),
-            ServerCommand::CommandList => table::command_list(),
+            ServerCommand::CommandList(filter) => table::command_list(|spec| match &filter {
+                None => true,
+                Some(ListFilter::Module(_)) => false,
+                Some(ListFilter::AclCategory(category)) => spec
+                    .acl_categories
+                    .iter()
+                    .any(|own| own.trim_start_matches('@').as_bytes().eq_ignore_ascii_case(category)),
+                Some(ListFilter::Pattern(pattern)) => glob_match(pattern, spec.full_name().as_bytes()),
+            }),
             ServerCommand::CommandHelp => help_lines(&[
                 "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
                 "(no subcommand) -- Return details about all commands.",
@@ -70,11 +107,16 @@ impl ServerCommand {
             ServerCommand::ConfigHelp => help_lines(&[
                 "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
                 "GET <pattern> -- Return parameters matching the glob-like <pattern> and their values.",
-                "SET, RESETSTAT -- Not supported: baton is configured by command-line flags.",
+                "RESETSTAT -- Reset the counters reported by INFO and the metrics endpoint.",
+                "SET -- Not supported: baton is configured by command-line flags.",
                 "HELP -- Print this help.",
             ]),
             ServerCommand::ConfigGet(patterns) => config_get(shared, &patterns),
             ServerCommand::ConfigUnsupported => Reply::error(errors::CONFIG_SET_UNSUPPORTED),
+            ServerCommand::ConfigResetStat => {
+                shared.reset_stats();
+                Reply::ok()
+            }
         }
     }
 }
@@ -94,7 +136,7 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
         ("databases", "1".to_owned()),
         ("save", String::new()),
         ("appendonly", "no".to_owned()),
-        ("protected-mode", "no".to_owned()),
+        ("protected-mode", if config.protected_mode.enabled() { "yes" } else { "no" }.to_owned()),
         ("proto-max-bulk-len", config.max_bulk_bytes.to_string()),
         ("client-query-buffer-limit", config.max_query_buffer_bytes.to_string()),
         ("lease-ms", config.lease_ms.to_string()),

@@ -511,14 +511,7 @@ const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
         arity: 4,
         since: "7.2.0",
         summary: "Sets information specific to the client or connection.",
-        args: &[oneof(
-            "attr",
-            &[
-                string("libname").tok("lib-name"),
-                string("libver").tok("lib-ver"),
-                string("libinstancename").tok("lib-instance-name"),
-            ],
-        )],
+        args: &[oneof("attr", &[string("libname").tok("lib-name"), string("libver").tok("lib-ver")])],
         ..CLIENT_SUB
     },
     CommandSpec {
@@ -846,11 +839,12 @@ pub fn command_docs(names: &[Bytes]) -> Reply {
 }
 
 /// `COMMAND LIST`: every command's name, subcommands included as `container|sub` like Redis.
-pub fn command_list() -> Reply {
+pub fn command_list(keep: impl Fn(&CommandSpec) -> bool) -> Reply {
     let mut names = Vec::with_capacity(COMMANDS.len() + COMMANDS.iter().map(|c| c.subcommands.len()).sum::<usize>());
-    for spec in COMMANDS {
-        names.push(Reply::bulk_static(spec.name));
-        names.extend(spec.subcommands.iter().map(|sub| Reply::bulk(sub.full_name())));
+    for spec in COMMANDS.iter().flat_map(|spec| std::iter::once(spec).chain(spec.subcommands)) {
+        if keep(spec) {
+            names.push(Reply::bulk(spec.full_name()));
+        }
     }
     Reply::Array(names)
 }
@@ -1096,7 +1090,7 @@ mod tests {
         assert_eq!(command_count(), Reply::Int(COMMANDS.len() as i64));
         let Reply::Array(all) = command_info_all() else { panic!() };
         assert_eq!(all.len(), COMMANDS.len());
-        let Reply::Array(list) = command_list() else { panic!() };
+        let Reply::Array(list) = command_list(|_| true) else { panic!() };
         let subs: usize = COMMANDS.iter().map(|c| c.subcommands.len()).sum();
         assert_eq!(list.len(), COMMANDS.len() + subs);
         assert!(list.contains(&Reply::bulk_static("lock.try")));

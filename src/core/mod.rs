@@ -285,9 +285,9 @@ impl LockCore {
         self.on_shard(key, |shard| shard.with_existing(key, now, |state, _, _| state.info(now)))
     }
 
-    /// Whether `conn` is the connection of the current holder of `key`.
-    pub fn held_by_conn(&self, key: &[u8], conn: ConnId) -> bool {
-        self.on_shard(key, |shard| shard.keys.get(key).is_some_and(|state| state.held_by_conn(conn)))
+    /// Whether `conn` holds `key` or is the connection a grant of `key` would bind to.
+    pub fn bound_to_conn(&self, key: &[u8], conn: ConnId) -> bool {
+        self.on_shard(key, |shard| shard.keys.get(key).is_some_and(|state| state.bound_to_conn(conn)))
     }
 
     /// A connection closed: every lock it holds (among `keys`, the ones it acquired, waited for or
@@ -350,6 +350,13 @@ impl LockCore {
             }
         }
         total
+    }
+
+    /// Zeroes the event counters (the gauges are computed, so they stay).
+    pub fn reset_counters(&self) {
+        for shard in self.shards.iter() {
+            shard.lock().ctx.stats = CoreStats::default();
+        }
     }
 
     /// Number of keys with any state (held, queued, or remembering a completion).

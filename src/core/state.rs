@@ -84,8 +84,11 @@ struct Waiter {
     lease_ms: u64,
     /// When an owner with no blocked WAIT loses its place. Ignored while it is blocked.
     expires_at: u64,
-    /// Blocked LOCK.WAIT calls of this owner (normally zero or one).
+    /// Blocked LOCK.WAIT calls of this owner (normally zero or one), oldest first.
     blockers: Vec<Blocker>,
+    /// The connection of the owner's last TRY or WAIT: the one a grant binds to when the owner is
+    /// not blocked at hand-off time.
+    conn: ConnId,
 }
 
 impl Waiter {
@@ -255,6 +258,7 @@ impl LockState {
                     lease_ms: claim.lease_ms,
                     expires_at: 0,
                     blockers: Vec::new(),
+                    conn: claim.conn,
                 });
                 queue.len() - 1
             }
@@ -262,6 +266,7 @@ impl LockState {
         let waiter = &mut queue[index];
         waiter.lease_ms = claim.lease_ms;
         waiter.expires_at = now.saturating_add(claim.lease_ms);
+        waiter.conn = claim.conn;
         index
     }
 
@@ -320,7 +325,8 @@ impl LockState {
             return false;
         };
         let waiter = &mut extra.queue[index];
-        waiter.blockers.swap_remove(at);
+        // Keep the order: the newest blocker is the one a grant binds to.
+        waiter.blockers.remove(at);
         if waiter.blockers.is_empty() {
             if leave_queue {
                 extra.queue.remove(index);
@@ -340,19 +346,21 @@ impl LockState {
                     continue;
                 }
                 // Not blocked right now but still holding its place: it learns ACQUIRED on its
-                // next TRY or WAIT.
-                let holder = NewHolder { owner: waiter.owner, lease_ms: waiter.lease_ms, conn: None };
+                // next TRY or WAIT, and the grant is bound to the connection it last used.
+                let holder = NewHolder { owner: waiter.owner, lease_ms: waiter.lease_ms, conn: Some(waiter.conn) };
                 self.grant(key, holder, true, ctx, now);
                 return true;
             }
             // The token grant() will take; sent first so we learn whether anyone is listening.
             let token = ctx.next_token;
             let sent_at = Instant::now();
+            // Every blocked call of the owner is told; the lock binds to the newest one that was
+            // still listening, the connection the owner waited on last.
             let mut delivered_to = None;
             for blocker in waiter.blockers {
                 if blocker.sender.send(WaitOutcome::Acquired { token }).is_ok() {
                     let _ = blocker.granted_at.set(sent_at);
-                    delivered_to = delivered_to.or(Some(blocker.conn));
+                    delivered_to = Some(blocker.conn);
                 }
             }
             if let Some(conn) = delivered_to {
@@ -496,6 +504,11 @@ impl LockState {
 
     pub fn held_by_conn(&self, conn: ConnId) -> bool {
         self.holder.as_ref().is_some_and(|holder| holder.conn == Some(conn))
+    }
+
+    /// Whether a close of `conn` may matter for this key: it holds it, or a grant may bind to it.
+    pub fn bound_to_conn(&self, conn: ConnId) -> bool {
+        self.held_by_conn(conn) || self.queue().any(|waiter| waiter.conn == conn)
     }
 
     /// A FAILURE on behalf of a holder that can no longer report: its connection closed, or the

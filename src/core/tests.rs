@@ -337,3 +337,30 @@ fn churn_does_not_grow_the_timer_heap_without_bound() {
     let heap_total: usize = core.shards.iter().map(|shard| shard.lock().timers.len()).sum();
     assert!(heap_total <= 4 * (2 + 1024), "heap holds {heap_total} entries");
 }
+
+#[test]
+fn head_granted_after_its_wait_timed_out_is_bound_to_the_connection_it_waited_on() {
+    let core = core();
+    let token = acquired(core.try_lock(req("k", "a", 1), false, 0));
+    let b = blocked(core.wait(req("k", "b", 5), 0));
+    assert_eq!(core.wait_timed_out(b, 10), None);
+    assert_eq!(core.unlock(b"k", b"a", token, failure(), 20), UnlockOutcome::HandedOff);
+    assert!(core.bound_to_conn(b"k", conn(5)));
+    core.release_connection(conn(5), [&b"k"[..]], 30);
+    assert_eq!(core.info(b"k", 30).map(|info| info.state), None, "released and forgotten");
+}
+
+#[test]
+fn owner_waiting_on_two_connections_is_bound_to_the_newest() {
+    let core = core();
+    let token = acquired(core.try_lock(req("k", "a", 1), false, 0));
+    let mut older = blocked(core.wait(req("k", "x", 2), 0));
+    let mut newer = blocked(core.wait(req("k", "x", 3), 1));
+    core.unlock(b"k", b"a", token, failure(), 2);
+    let granted = |ticket: &mut WaitTicket| matches!(ticket.receiver.try_recv(), Ok(WaitOutcome::Acquired { .. }));
+    assert!(granted(&mut older) && granted(&mut newer), "both calls of the owner are told");
+    core.release_connection(conn(2), [&b"k"[..]], 3);
+    assert_eq!(core.info(b"k", 3).unwrap().state, LockStateName::Held, "the older connection is not the binding one");
+    core.release_connection(conn(3), [&b"k"[..]], 3);
+    assert_eq!(core.info(b"k", 3).map(|info| info.state), None);
+}
