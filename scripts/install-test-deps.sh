@@ -1,11 +1,48 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a fresh Debian machine: redis-cli (redis-tools).
-# Safe to run again; skips what is already there.
+# Installs what the test suite needs on a fresh Debian machine, skipping what is already there:
+# - redis-cli and redis-benchmark (redis-tools), tmux for the interactive redis-cli test;
+# - redis-py 8, pytest and pytest-asyncio for tests/clients/*.py;
+# - ioredis for tests/clients/node (npm ci from its package-lock.json).
+# Safe to run again.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-if ! command -v redis-cli >/dev/null 2>&1; then
-    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+
+packages=()
+{ command -v redis-cli && command -v redis-benchmark; } >/dev/null 2>&1 || packages+=(redis-tools)
+command -v tmux >/dev/null 2>&1 || packages+=(tmux)
+command -v python3 >/dev/null 2>&1 || packages+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
+{ command -v node && command -v npm; } >/dev/null 2>&1 || packages+=(nodejs npm)
+if [ ${#packages[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-tools >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
+
+python_ok() {
+    python3 - <<'EOF' 2>/dev/null
+import pytest, pytest_asyncio, redis
+assert int(redis.__version__.split(".")[0]) == 8
+EOF
+}
+if ! python_ok; then
+    pip_flags=(--quiet --disable-pip-version-check --root-user-action=ignore)
+    # A system Python under Debian's PEP 668 marker refuses plain pip installs.
+    if python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+        pip_flags+=(--break-system-packages)
+    fi
+    python3 -m pip install "${pip_flags[@]}" 'redis>=8,<9' 'pytest>=8' 'pytest-asyncio>=0.24'
+    python_ok
+fi
+
+node_dir=tests/clients/node
+if [ ! -d "$node_dir/node_modules/ioredis" ] || [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; then
+    (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 redis-cli --version
+redis-benchmark --version
+tmux -V
+python3 -c 'import redis, pytest; print("redis-py", redis.__version__, "/ pytest", pytest.__version__)'
+echo "node $(node --version) / ioredis $(node -p 'require("./'"$node_dir"'/node_modules/ioredis/package.json").version')"

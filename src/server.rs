@@ -263,26 +263,6 @@ async fn reap_leases(shared: Arc<Shared>) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn protected_mode_serves_loopback_only_without_a_password() {
-        let mut config = Config::default_for_tests();
-        let remote: IpAddr = "192.0.2.7".parse().unwrap();
-        assert!(protected_mode_refuses(&config, remote));
-        for local in ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
-            assert!(!protected_mode_refuses(&config, local.parse().unwrap()), "{local}");
-        }
-        config.requirepass = Some("secret".to_owned());
-        assert!(!protected_mode_refuses(&config, remote));
-        config.requirepass = None;
-        config.protected_mode = crate::config::YesNo::No;
-        assert!(!protected_mode_refuses(&config, remote));
-    }
-}
-
 /// A server on its own runtime task, for tests and embedding.
 pub struct RunningServer {
     pub addr: SocketAddr,
@@ -305,5 +285,25 @@ impl RunningServer {
     pub async fn stop(self) -> io::Result<()> {
         self.shutdown.cancel();
         self.handle.await.map_err(io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protected_mode_serves_loopback_only_without_a_password() {
+        let mut config = Config::default_for_tests();
+        let remote: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(protected_mode_refuses(&config, remote));
+        for local in ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
+            assert!(!protected_mode_refuses(&config, local.parse().unwrap()), "{local}");
+        }
+        config.requirepass = Some("secret".to_owned());
+        assert!(!protected_mode_refuses(&config, remote));
+        config.requirepass = None;
+        config.protected_mode = crate::config::YesNo::No;
+        assert!(!protected_mode_refuses(&config, remote));
     }
 }

@@ -1,0 +1,304 @@
+"""redis-py (sync and asyncio, RESP2 and RESP3) against baton with no special settings."""
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from conftest import HOST, as_dict, wait_until
+
+PROTOCOLS = [2, 3]
+
+# redis-py retries ConnectionError (AuthenticationError is one) and TimeoutError three times with
+# backoff by default; the tests that expect those errors turn that off to stay fast.
+NO_RETRY = Retry(NoBackoff(), 0)
+
+
+def test_redis_py_version():
+    assert int(redis.__version__.split(".")[0]) >= 8, redis.__version__
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_lock_replies(server, protocol):
+    a = server.redis(protocol=protocol)
+    b = server.redis(protocol=protocol)
+    key = f"py:replies:{protocol}"
+
+    acquired = a.execute_command("LOCK.TRY", key, "a", "PX", 5000)
+    assert acquired[0] == b"ACQUIRED" and isinstance(acquired[1], int) and acquired[1] > 0, acquired
+    token = acquired[1]
+    assert a.execute_command("LOCK.TRY", key, "a", "PX", 5000) == [b"ACQUIRED", token], "own lock, same token"
+    assert b.execute_command("LOCK.TRY", key, "b") == [b"QUEUED", 1]
+    assert b.execute_command("LOCK.TRY", key, "c", "NOQUEUE") == [b"BUSY", b"a"]
+    assert b.execute_command("LOCK.WAIT", key, "d", 100) is None, "a WAIT that times out is nil"
+
+    info = as_dict(b.execute_command("LOCK.INFO", key))
+    assert (info["state"], info["holder"], info["token"]) == (b"held", b"a", token)
+    assert info["queue"] == [b"b", b"d"] and info["waiters"] == 2 and info["blocked"] == 0
+    assert 0 < info["lease_ms"] <= 5000
+    assert info["finisher"] is None and info["result"] is None
+
+    assert a.execute_command("LOCK.EXTEND", key, "a", token, 10_000) == 1
+    assert 5000 < as_dict(a.execute_command("LOCK.INFO", key))["lease_ms"] <= 10_000
+    with pytest.raises(redis.ResponseError, match="^NOTHOLDER"):
+        b.execute_command("LOCK.EXTEND", key, "b", token, 100)
+    with pytest.raises(redis.ResponseError, match="^NOTHOLDER"):
+        b.execute_command("LOCK.UNLOCK", key, "a", token + 1, "SUCCESS")
+    assert b.execute_command("LOCK.CANCEL", key, "d") == 1
+    assert b.execute_command("LOCK.CANCEL", key, "d") == 0
+
+    # SUCCESS: b (queued, not blocked) is told DONE on its next call; KEEP answers late comers.
+    assert a.execute_command("LOCK.UNLOCK", key, "a", token, "SUCCESS", "RESULT", "built", "KEEP", 5000) == 1
+    assert b.execute_command("LOCK.TRY", key, "b") == [b"DONE", b"a", b"built"]
+    assert b.execute_command("LOCK.WAIT", key, "late", 0) == [b"DONE", b"a", b"built"]
+    info = as_dict(b.execute_command("LOCK.INFO", key))
+    assert (info["state"], info["finisher"], info["result"]) == (b"done", b"a", b"built")
+    assert 0 < info["keep_ms"] <= 5000 and info["holder"] is None
+    with pytest.raises(redis.ResponseError, match="^NOLOCK"):
+        a.execute_command("LOCK.UNLOCK", key, "a", token, "SUCCESS")
+
+    # FAILURE hands the lock to the head of the queue, then frees it.
+    key2 = key + ":failure"
+    token = a.execute_command("LOCK.TRY", key2, "a")[1]
+    assert b.execute_command("LOCK.TRY", key2, "b") == [b"QUEUED", 1]
+    assert a.execute_command("LOCK.UNLOCK", key2, "a", token, "FAILURE", "REASON", "disk full") == 1
+    granted = b.execute_command("LOCK.TRY", key2, "b")
+    assert granted[0] == b"ACQUIRED" and granted[1] > token
+    assert as_dict(b.execute_command("LOCK.INFO", key2))["last_failure"] == b"disk full"
+    assert b.execute_command("LOCK.UNLOCK", key2, "b", granted[1], "FAILURE") == 0
+    assert as_dict(b.execute_command("LOCK.INFO", key2))["state"] == b"free"
+
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments for 'lock.try'"):
+        a.execute_command("LOCK.TRY", key)
+    with pytest.raises(redis.ResponseError, match="invalid expire time in 'lock.try'"):
+        a.execute_command("LOCK.TRY", key, "a", "PX", 0)
+    with pytest.raises(redis.ResponseError, match="^timeout is negative"):
+        a.execute_command("LOCK.WAIT", key, "a", -1)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_blocking_wait_is_answered_by_another_client(server, protocol):
+    key = f"py:block:{protocol}"
+    holder = server.redis(protocol=protocol)
+    waiter = server.redis(protocol=protocol, socket_timeout=10)  # longer than the wait
+    late = server.redis(protocol=protocol, socket_timeout=10)
+    token = holder.execute_command("LOCK.TRY", key, "holder")[1]
+    with ThreadPoolExecutor(2) as pool:
+        waiting = pool.submit(waiter.execute_command, "LOCK.WAIT", key, "waiter", 0)
+        wait_until(lambda: server.lock_info(key)["blocked"] == 1, message="the WAIT to block")
+        time.sleep(0.2)
+        assert not waiting.done(), "LOCK.WAIT must block while the lock is held"
+        assert holder.execute_command("LOCK.UNLOCK", key, "holder", token, "FAILURE", "REASON", "retry") == 1
+        granted = waiting.result(timeout=5)
+        assert granted[0] == b"ACQUIRED" and granted[1] > token
+
+        # The new holder succeeds: a blocked WAIT is told DONE at once.
+        done = pool.submit(late.execute_command, "LOCK.WAIT", key, "late", 5000)
+        wait_until(lambda: server.lock_info(key)["blocked"] == 1, message="the second WAIT to block")
+        assert waiter.execute_command("LOCK.UNLOCK", key, "waiter", granted[1], "SUCCESS", "RESULT", "ok") == 1
+        assert done.result(timeout=5) == [b"DONE", b"waiter", b"ok"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_timed_wait_within_the_socket_timeout(server, protocol):
+    key = f"py:timed:{protocol}"
+    holder = server.redis(protocol=protocol)
+    holder.execute_command("LOCK.TRY", key, "holder")
+    waiter = server.redis(protocol=protocol, socket_timeout=3)
+    started = time.monotonic()
+    assert waiter.execute_command("LOCK.WAIT", key, "waiter", 1000) is None
+    assert 0.9 <= time.monotonic() - started < 2.5
+    assert server.lock_info(key)["queue"] == [b"waiter"], "a timed-out waiter keeps its place"
+
+
+def test_socket_timeout_shorter_than_the_wait_fails_on_the_client(server):
+    """What happens without the right setting: redis-py gives up, drops the connection, and the
+    server takes the waiter out of the queue."""
+    key = "py:short-timeout"
+    holder = server.redis()
+    holder.execute_command("LOCK.TRY", key, "holder")
+    impatient = server.redis(socket_timeout=0.3, retry=NO_RETRY)
+    with pytest.raises(redis.TimeoutError):
+        impatient.execute_command("LOCK.WAIT", key, "impatient", 3000)
+    impatient.close()
+    wait_until(lambda: server.lock_info(key)["waiters"] == 0, message="the abandoned waiter to leave")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_handshake_hello_info_client_info(server, protocol):
+    r = server.redis(protocol=protocol)
+    assert r.ping() is True
+    hello = as_dict(r.execute_command("HELLO", protocol))
+    assert hello["proto"] == protocol and hello["server"] == b"redis"
+    assert hello["version"].startswith(b"7."), hello
+    info = r.info()
+    assert info["redis_version"].startswith("7.") and info["loading"] == 0
+    assert "lock_grants" in info and "connected_clients" in info
+    assert r.info("locks")["lock_keys"] == 0
+    client = r.client_info()
+    assert client["lib-name"] == "redis-py" and client["lib-ver"] == redis.__version__
+    assert client["resp"] == str(protocol)
+    assert r.client_setname("py-node") is True
+    assert r.client_getname() in ("py-node", b"py-node")  # redis-py decodes it in RESP2 only
+    assert r.dbsize() == 0
+    assert r.echo("hi") == b"hi"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_auth_with_requirepass(baton, protocol):
+    server = baton(password="s3cret pw")
+    good = server.redis(protocol=protocol)
+    assert good.ping() is True
+    assert good.execute_command("LOCK.TRY", "py:auth", "a")[0] == b"ACQUIRED"
+    assert server.redis(protocol=protocol, username="default").ping() is True
+    with pytest.raises(redis.AuthenticationError):
+        server.redis(protocol=protocol, password="wrong", retry=NO_RETRY).ping()
+    # RESP2: the command is refused with NOAUTH; RESP3: HELLO 3 without AUTH is, as with Redis.
+    with pytest.raises(redis.AuthenticationError, match="Authentication required|HELLO must be called"):
+        server.redis(protocol=protocol, password=None, retry=NO_RETRY).execute_command("LOCK.TRY", "py:auth", "b")
+
+
+def test_pipeline_of_lock_commands(server):
+    r = server.redis()
+    pipe = r.pipeline(transaction=False)
+    for i in range(20):
+        pipe.execute_command("LOCK.TRY", f"py:pipe:{i}", "n1")
+    pipe.execute_command("LOCK.TRY", "py:pipe:0", "n2")
+    pipe.execute_command("LOCK.INFO", "py:pipe:0")
+    replies = pipe.execute()
+    assert all(reply[0] == b"ACQUIRED" for reply in replies[:20])
+    assert replies[20] == [b"QUEUED", 1]
+    assert as_dict(replies[21])["holder"] == b"n1"
+
+
+def test_lease_runs_out_without_extend(server):
+    """The lease is real: the recipe tests rely on it to show that EXTEND kept work alive."""
+    r = server.redis()
+    token = r.execute_command("LOCK.TRY", "py:lease", "a", "PX", 200)[1]
+    wait_until(lambda: server.lock_info("py:lease")["state"] == b"free", timeout=3, message="the lease to run out")
+    with pytest.raises(redis.ResponseError, match="^NOLOCK"):
+        r.execute_command("LOCK.EXTEND", "py:lease", "a", token, 1000)
+    assert server.info()["lock_lease_expiries"] == 1
+
+
+def test_release_on_disconnect(server):
+    r = server.redis()
+    r.execute_command("LOCK.TRY", "py:disconnect", "a")
+    r.close()
+    wait_until(lambda: server.lock_info("py:disconnect")["state"] == b"free", message="release on disconnect")
+    assert server.info()["lock_disconnect_releases"] == 1
+
+
+# --- asyncio ---------------------------------------------------------------------------------------
+
+
+def async_client(server, **kwargs):
+    kwargs.setdefault("password", server.password)
+    return aredis.Redis(host=HOST, port=server.port, single_connection_client=True, **kwargs)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_async_lock_replies(server, protocol):
+    key = f"apy:replies:{protocol}"
+    a = async_client(server, protocol=protocol)
+    b = async_client(server, protocol=protocol)
+    try:
+        acquired = await a.execute_command("LOCK.TRY", key, "a")
+        assert acquired[0] == b"ACQUIRED" and isinstance(acquired[1], int)
+        token = acquired[1]
+        assert await b.execute_command("LOCK.TRY", key, "b") == [b"QUEUED", 1]
+        assert await b.execute_command("LOCK.TRY", key, "c", "NOQUEUE") == [b"BUSY", b"a"]
+        assert await b.execute_command("LOCK.WAIT", key, "d", 50) is None
+        assert await a.execute_command("LOCK.EXTEND", key, "a", token, 5000) == 1
+        info = as_dict(await b.execute_command("LOCK.INFO", key))
+        assert info["holder"] == b"a" and info["queue"] == [b"b", b"d"]
+        assert await b.execute_command("LOCK.CANCEL", key, "d") == 1
+        assert await a.execute_command("LOCK.UNLOCK", key, "a", token, "SUCCESS", "RESULT", "r", "KEEP", 1000) == 1
+        assert await b.execute_command("LOCK.WAIT", key, "b", 0) == [b"DONE", b"a", b"r"]
+        with pytest.raises(redis.ResponseError, match="^NOLOCK"):
+            await a.execute_command("LOCK.EXTEND", key, "a", token, 5000)
+        assert (await a.info())["loading"] == 0
+        assert (await a.client_info())["resp"] == str(protocol)
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_async_blocking_wait(server, protocol):
+    key = f"apy:block:{protocol}"
+    holder = async_client(server, protocol=protocol)
+    waiters = [async_client(server, protocol=protocol, socket_timeout=10) for _ in range(3)]
+    try:
+        token = (await holder.execute_command("LOCK.TRY", key, "holder"))[1]
+        tasks = [
+            asyncio.create_task(w.execute_command("LOCK.WAIT", key, f"w{i}", 0)) for i, w in enumerate(waiters)
+        ]
+        for _ in range(500):
+            if as_dict(await holder.execute_command("LOCK.INFO", key))["blocked"] == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert not any(task.done() for task in tasks)
+        # FAILURE: the head of the queue gets it; the others keep waiting.
+        assert await holder.execute_command("LOCK.UNLOCK", key, "holder", token, "FAILURE") == 1
+        done, pending = await asyncio.wait(tasks, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        assert len(done) == 1 and len(pending) == 2
+        winner = done.pop()
+        granted = winner.result()
+        assert granted[0] == b"ACQUIRED"
+        index = tasks.index(winner)
+        # SUCCESS: everybody still waiting is told DONE.
+        told = await waiters[index].execute_command(
+            "LOCK.UNLOCK", key, f"w{index}", granted[1], "SUCCESS", "RESULT", "image"
+        )
+        assert told == 2
+        results = await asyncio.wait_for(asyncio.gather(*pending), timeout=5)
+        assert results == [[b"DONE", f"w{index}".encode(), b"image"]] * 2
+    finally:
+        await holder.aclose()
+        for w in waiters:
+            await w.aclose()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_async_auth(baton, protocol):
+    server = baton(password="s3cret")
+    good = async_client(server, protocol=protocol)
+    bad = async_client(server, protocol=protocol, password="nope", retry=AsyncRetry(NoBackoff(), 0))
+    try:
+        assert await good.ping() is True
+        with pytest.raises(redis.AuthenticationError):
+            await bad.ping()
+    finally:
+        await good.aclose()
+        await bad.aclose()
+
+
+def test_threads_share_a_pool(server):
+    """The default (pooled) client from many threads: every node gets an answer, exactly one runs."""
+    r = redis.Redis(host=HOST, port=server.port, socket_timeout=10)
+    key = "py:threads"
+    ran = []
+    lock = threading.Lock()
+
+    def node(name):
+        reply = r.execute_command("LOCK.WAIT", key, name, 5000)
+        if reply[0] == b"ACQUIRED":
+            with lock:
+                ran.append(name)
+            time.sleep(0.2)
+            r.execute_command("LOCK.UNLOCK", key, name, reply[1], "SUCCESS", "RESULT", name, "KEEP", 5000)
+            return "ran"
+        return reply[0].decode()
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(node, [f"t{i}" for i in range(8)]))
+    assert len(ran) == 1 and outcomes.count("ran") == 1 and outcomes.count("DONE") == 7, outcomes
+    r.close()

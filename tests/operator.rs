@@ -1,0 +1,153 @@
+//! The operator surface: INFO figures move with real traffic, the Prometheus endpoint exports the
+//! same figures, and a client that stops reading its replies is disconnected without hurting others.
+
+use std::time::{Duration, Instant};
+
+use baton::config::Config;
+use baton::server::RunningServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[macro_use]
+mod common;
+
+use common::{Raw, cmd_out, read_out, start_wait};
+
+fn field(info: &str, name: &str) -> u64 {
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("INFO has no {name}: {info}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn scrape(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut body)).await.unwrap().unwrap();
+    body
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A hand-off: `holder` takes `key`, a waiter blocks, the holder fails, the waiter is granted.
+async fn hand_off(holder: &mut Raw, addr: std::net::SocketAddr, key: &str) -> Raw {
+    let token = cmd_out(holder, args!["LOCK.TRY", key, "holder"]).await.token();
+    let mut waiter = start_wait(addr, key, "waiter", 5_000).await;
+    holder.wait_blocked(key, 1).await;
+    assert_eq!(holder.cmd(args!["LOCK.UNLOCK", key, "holder", token, "FAILURE"]).await.int(), 1);
+    assert!(read_out(&mut waiter).await.token() > token);
+    waiter
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_and_prometheus_report_the_same_traffic() {
+    let metrics_port = free_port();
+    let mut config = Config::default_for_tests();
+    config.metrics_addr = Some(format!("127.0.0.1:{metrics_port}").parse().unwrap());
+    let server = RunningServer::start(config).await.unwrap();
+    let mut holder = Raw::connect(server.addr).await;
+    let mut waiters = Vec::new();
+    for round in 0..3 {
+        waiters.push(hand_off(&mut holder, server.addr, &format!("key{round}")).await);
+    }
+
+    let info = holder.cmd(args!["INFO"]).await.text();
+    assert!(field(&info, "lock_grants") >= 6);
+    assert_eq!(field(&info, "lock_handoffs"), 3);
+    assert_eq!(field(&info, "lock_failures"), 3);
+    assert_eq!(field(&info, "lock_handoff_latency_samples"), 3);
+    assert!(field(&info, "lock_handoff_latency_p50_usec") > 0);
+    assert_eq!(field(&info, "locks_held"), 3, "the waiters hold the three keys");
+    assert_eq!(field(&info, "connected_clients"), 4);
+    assert!(field(&info, "total_commands_processed") >= 12);
+    assert_eq!(field(&info, "loading"), 0);
+    assert!(info.contains("redis_version:"));
+
+    // The exporter publishes every 500 ms; poll until it has caught up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape(metrics_port).await;
+        if metric(&text, "baton_lock_handoffs_total") == Some(3.0) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "exporter never showed 3 hand-offs:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(metric(&text, "baton_lock_failures_total"), Some(3.0));
+    assert_eq!(metric(&text, "baton_locks_held"), Some(3.0));
+    assert_eq!(metric(&text, "baton_connected_clients"), Some(4.0));
+    assert!(text.contains("baton_handoff_latency_seconds{quantile=\"0.5\"}"), "{text}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instantaneous_ops_per_sec_follows_load() {
+    let server = RunningServer::start(Config::default_for_tests()).await.unwrap();
+    let mut client = Raw::connect(server.addr).await;
+    let batch: Vec<u8> = (0..200).flat_map(|_| common::encode(&args!["PING"])).collect();
+    let until = Instant::now() + Duration::from_millis(800);
+    while Instant::now() < until {
+        client.write(&batch).await;
+        for _ in 0..200 {
+            client.read().await;
+        }
+    }
+    let info = client.cmd(args!["INFO", "stats"]).await.text();
+    assert!(field(&info, "instantaneous_ops_per_sec") > 100, "{info}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_that_never_reads_is_disconnected_and_others_are_served() {
+    let mut config = Config::default_for_tests();
+    config.output_stall_timeout_ms = 300;
+    let server = RunningServer::start(config).await.unwrap();
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    let mut other = Raw::connect(server.addr).await;
+    assert_eq!(other.client_id().await, 2);
+
+    // Ask for far more reply bytes than socket buffers hold (each INFO is about 1.5 KB), never reading.
+    let flood: Vec<u8> = (0..2_000).flat_map(|_| common::encode(&args!["INFO"])).collect();
+    let writer = tokio::spawn(async move {
+        for _ in 0..100 {
+            if tokio::time::timeout(Duration::from_secs(2), slow.write_all(&flood)).await.map_or(true, |r| r.is_err()) {
+                break;
+            }
+        }
+        slow
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = other.cmd(args!["CLIENT", "LIST"]).await.text();
+        if !list.contains("id=1 ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slow client was never disconnected: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(other.cmd(args!["PING"]).await.text(), "PONG");
+    // The slow client's connection is gone: reading drains what was sent, then ends.
+    let mut slow = writer.await.unwrap();
+    let mut sink = vec![0u8; 1 << 20];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match slow.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the slow client's connection was not closed");
+    server.stop().await.unwrap();
+}
