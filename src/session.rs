@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use hashbrown::HashSet;
 
 use crate::clients::ClientEntry;
@@ -17,7 +16,7 @@ pub struct Session {
     pub authenticated: bool,
     /// Keys this connection tried, waited for or extended: the locks its close may have to
     /// release. Pruned of keys it is no longer bound to.
-    bound: HashSet<Bytes>,
+    bound: HashSet<Arc<[u8]>>,
     prune_at: usize,
 }
 
@@ -43,7 +42,9 @@ impl Session {
         if self.bound.contains(key) {
             return;
         }
-        self.bound.insert(Bytes::copy_from_slice(key));
+        // A key the core has already forgotten needs no release.
+        let Some(key) = shared.core.shared_key(key) else { return };
+        self.bound.insert(key);
         if self.bound.len() >= self.prune_at {
             let conn = self.id();
             self.bound.retain(|key| shared.core.bound_to_conn(key, conn));

@@ -739,6 +739,9 @@ struct HandoffShared {
     started: u64,
     stopped_at: AtomicU64,
     hist: Mutex<Histogram<u64>>,
+    /// Bumped on every acquisition, so an old holder re-waits only once the lock has moved on
+    /// (its re-WAIT then never competes with the hand-off being measured, on either server).
+    generation: watch::Sender<u64>,
 }
 
 impl HandoffShared {
@@ -751,11 +754,24 @@ impl HandoffShared {
             started: now_ns(),
             stopped_at: AtomicU64::new(0),
             hist: Mutex::new(new_hist()),
+            generation: watch::channel(0).0,
+        }
+    }
+
+    /// Waits until somebody else has taken the lock (false: the run stopped meanwhile).
+    async fn moved_on(&self, mut moved: watch::Receiver<u64>) -> bool {
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), moved.changed()).await {
+                Ok(_) => return true,
+                Err(_) if self.stop.load(Ordering::Acquire) => return false,
+                Err(_) => {}
+            }
         }
     }
 
     /// A waiter got the lock at `t1`; returns whether the run is over.
     fn acquired(&self, t1: u64) -> bool {
+        self.generation.send_modify(|generation| *generation += 1);
         if self.stop.load(Ordering::Acquire) {
             return true;
         }
@@ -820,11 +836,15 @@ async fn handoff_baton_participant(
                 conn.call(&[b"LOCK.UNLOCK", key, owner.as_bytes(), held.as_bytes(), b"SUCCESS"]).await?;
                 return Ok(());
             }
+            let mut moved = shared.generation.subscribe();
+            moved.borrow_and_update();
             shared.unlock_sent.store(now_ns(), Ordering::Release);
             let reply = conn.call(&[b"LOCK.UNLOCK", key, owner.as_bytes(), held.as_bytes(), b"FAILURE"]).await?;
             if !matches!(reply, Resp::Int(0 | 1)) {
                 return fail(format!("LOCK.UNLOCK FAILURE answered {reply}"));
             }
+            // Like the Redis recipe's old holder: back in line once the lock has moved on.
+            let _ = shared.moved_on(moved).await;
             conn.cmd(&[b"LOCK.WAIT", key, owner.as_bytes(), b"0"]);
             conn.flush().await?;
         }
@@ -845,10 +865,10 @@ async fn handoff_redis(common: &Common, waiters: usize, handoffs: u64) -> Res<()
     let channel: &[u8] = b"bench:handoff:released";
     let mut first = Conn::open(common).await?;
     let sha = load_script(&mut first, UNLOCK_LUA).await?;
+    // A key left by an interrupted run would still be held for its lease.
+    first.call(&[b"DEL", key]).await?;
     expect_ok(&first.call(&[b"SET", key, b"hw0", b"NX", b"PX", b"30000"]).await?, "SET NX")?;
     let shared = Arc::new(HandoffShared::new(handoffs));
-    let (generation, _) = watch::channel(0u64);
-    let generation = Arc::new(generation);
     let mut participants = Vec::new();
     for _ in 0..=waiters {
         let cmd = Conn::open(common).await?;
@@ -860,7 +880,8 @@ async fn handoff_redis(common: &Common, waiters: usize, handoffs: u64) -> Res<()
         participants.push((cmd, sub));
     }
     drop(first);
-    let mut set = JoinSet::new();
+    // Every waiter learns the holder before anyone starts, so the first release wakes them all.
+    let mut ready = Vec::new();
     for (index, (mut cmd, sub)) in participants.into_iter().enumerate() {
         let owner = format!("hw{index}");
         let state = if index == 0 {
@@ -871,14 +892,11 @@ async fn handoff_redis(common: &Common, waiters: usize, handoffs: u64) -> Res<()
                 other => return fail(format!("SET NX GET answered {other} while the lock is held")),
             }
         };
-        let participant = RedisParticipant {
-            cmd,
-            sub,
-            owner,
-            sha: sha.clone(),
-            shared: Arc::clone(&shared),
-            generation: Arc::clone(&generation),
-        };
+        ready.push((cmd, sub, owner, state));
+    }
+    let mut set = JoinSet::new();
+    for (cmd, sub, owner, state) in ready {
+        let participant = RedisParticipant { cmd, sub, owner, sha: sha.clone(), shared: Arc::clone(&shared) };
         set.spawn(participant.run(state));
     }
     join_all(set).await?;
@@ -900,8 +918,6 @@ struct RedisParticipant {
     owner: String,
     sha: Bytes,
     shared: Arc<HandoffShared>,
-    /// Bumped on every acquisition, so an old holder re-waits only once the lock moved on.
-    generation: Arc<watch::Sender<u64>>,
 }
 
 impl RedisParticipant {
@@ -912,7 +928,7 @@ impl RedisParticipant {
             state = match state {
                 RedisState::Holding => {
                     let stop = self.shared.stop.load(Ordering::Acquire);
-                    let mut moved = self.generation.subscribe();
+                    let mut moved = self.shared.generation.subscribe();
                     moved.borrow_and_update();
                     self.shared.unlock_sent.store(now_ns(), Ordering::Release);
                     let owner = self.owner.as_bytes();
@@ -922,12 +938,8 @@ impl RedisParticipant {
                         return Ok(());
                     }
                     // Re-wait like baton's old holder: behind whoever takes the lock next.
-                    loop {
-                        match tokio::time::timeout(Duration::from_millis(200), moved.changed()).await {
-                            Ok(_) => break,
-                            Err(_) if self.shared.stop.load(Ordering::Acquire) => return Ok(()),
-                            Err(_) => {}
-                        }
+                    if !self.shared.moved_on(moved).await {
+                        return Ok(());
                     }
                     RedisState::Try
                 }
@@ -936,7 +948,6 @@ impl RedisParticipant {
                     match self.cmd.call(&[b"SET", key, owner, b"NX", b"GET", b"PX", b"30000"]).await? {
                         Resp::Nil => {
                             self.shared.acquired(now_ns());
-                            self.generation.send_modify(|generation| *generation += 1);
                             RedisState::Holding
                         }
                         Resp::Bulk(holder) => RedisState::WaitFor(holder),
@@ -1038,7 +1049,7 @@ async fn fanout(common: &Common, count: usize, rounds: usize, pid: Option<u32>) 
         note(format!("{target} fan-out {count}: round {round}: last answered after {:.2} ms", last as f64 / 1e6));
     }
     set.abort_all();
-    let workload = format!("W4 fan-out, {count} waiters on one key");
+    let workload = format!("W4 fan-out, {} waiters on one key", thousands(count as f64));
     let id = format!("w4.n{count}");
     emit(
         &format!("{id}.last"),
@@ -1057,7 +1068,7 @@ async fn fanout(common: &Common, count: usize, rounds: usize, pid: Option<u32>) 
         "median waiter answered (ms)",
     );
     if let (Some(before), Some(idle), Some(blocked)) = (rss_before, rss_idle, rss_blocked) {
-        let workload = format!("W6 memory, {count} waiters (baton: LOCK.WAIT; Redis: SUBSCRIBE)");
+        let workload = format!("W6 memory, {} waiters (baton: LOCK.WAIT; Redis: SUBSCRIBE)", thousands(count as f64));
         let per = |from: u64| (blocked.saturating_sub(from) * 1024) as f64 / count as f64;
         note(format!("{target} RSS: before {before} kB, {count} idle conns {idle} kB, waiting {blocked} kB"));
         emit(
@@ -1380,6 +1391,11 @@ fn send_order_inversions(epochs: &[Epoched]) -> (u64, u64) {
         }
         inversions
     };
+    if std::env::var_os("BATON_BENCH_DEBUG").is_some() {
+        for ms in [2u64, 4, 8, 16, 32] {
+            note(format!("send-order inversions with sends >= {ms} ms apart: {}", count(ms * 1_000_000)));
+        }
+    }
     (count(0), count(1_000_000))
 }
 
@@ -1614,11 +1630,10 @@ async fn memory(common: &Common, pid: u32, keys: usize, connections: usize, batc
         "{target}: {keys} held locks in {elapsed:.1} s; RSS {before} kB → {after} kB ({:.0} B per lock)",
         (after.saturating_sub(before) * 1024) as f64 / keys as f64
     ));
-    let workload = match target {
-        Target::Baton => format!("W6 memory, {keys} held locks (LOCK.TRY … PX 3600000)"),
-        Target::Redis => format!("W6 memory, {keys} held locks (SET … NX PX 3600000)"),
-    };
-    let workload = workload.replace(&format!("{keys}"), &thousands(keys as f64));
+    let workload = format!(
+        "W6 memory, {} held locks (baton: LOCK.TRY k o PX 3600000; Redis: SET k o NX PX 3600000)",
+        thousands(keys as f64)
+    );
     emit(
         "w6.lock",
         target,
@@ -1675,7 +1690,7 @@ fn thousands(value: f64) -> String {
     let digits = rounded.unsigned_abs().to_string();
     let mut out = String::new();
     for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
@@ -1825,5 +1840,57 @@ fn targets(rows: &[Row]) {
     println!("| --- | --- | --- |");
     for (what, figures, status) in lines {
         println!("| {what} | {figures} | {status} |");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_replies_and_waits_for_complete_ones() {
+        let buf = b"*2\r\n$8\r\nACQUIRED\r\n:42\r\n+OK\r\n";
+        let (reply, used) = resp_parse(buf, 0).unwrap().unwrap();
+        assert_eq!(token_of(&reply).unwrap(), 42);
+        assert_eq!(resp_parse(buf, used).unwrap().unwrap().0, Resp::Simple(Bytes::from_static(b"OK")));
+        assert!(resp_parse(b"*2\r\n$8\r\nACQUI", 0).unwrap().is_none());
+        assert_eq!(resp_parse(b"$-1\r\n", 0).unwrap().unwrap().0, Resp::Nil);
+        assert_eq!(resp_parse(b"*-1\r\n", 0).unwrap().unwrap().0, Resp::Nil);
+        assert!(resp_parse(b"?\r\n", 0).is_err());
+    }
+
+    #[test]
+    fn owner_names_round_trip() {
+        let id = owner_id(63, 123_456);
+        assert_eq!(parse_owner(owner_name(id).as_bytes()), Some(id));
+        assert_eq!(parse_owner(b"hw1"), None);
+    }
+
+    fn wait(owner: u64, sent: u64, epoch: (u64, u8)) -> Epoched {
+        Epoched { key: 0, owner, sent_start: sent, sent_end: sent + 1, epoch }
+    }
+
+    #[test]
+    fn snapshot_check_flags_only_real_violations() {
+        // Queue [1, 2] seen at t=10; owner 3 sent at t=20.
+        let snapshot = QueueSnapshot { key: 0, at: 10, queue: vec![1, 2] };
+        let fifo = [wait(1, 1, (100, 0)), wait(2, 2, (101, 0)), wait(3, 20, (102, 0))];
+        assert_eq!(fifo_against_snapshots(&fifo, std::slice::from_ref(&snapshot)), (0, 1));
+        // DONE together is in order.
+        let done = [wait(1, 1, (99, 1)), wait(2, 2, (99, 1)), wait(3, 20, (99, 1))];
+        assert_eq!(fifo_against_snapshots(&done, std::slice::from_ref(&snapshot)).0, 0);
+        // 2 granted before 1.
+        let swapped = [wait(1, 1, (101, 0)), wait(2, 2, (100, 0)), wait(3, 20, (102, 0))];
+        assert_eq!(fifo_against_snapshots(&swapped, std::slice::from_ref(&snapshot)).0, 1);
+        // The newcomer 3 granted before 2.
+        let jumped = [wait(1, 1, (100, 0)), wait(2, 2, (102, 0)), wait(3, 20, (101, 0))];
+        assert_eq!(fifo_against_snapshots(&jumped, std::slice::from_ref(&snapshot)).0, 1);
+    }
+
+    #[test]
+    fn send_order_inversions_need_the_gap() {
+        let waits = [wait(1, 0, (101, 0)), wait(2, 500_000, (100, 0)), wait(3, 5_000_000, (99, 1))];
+        let (any, spaced) = send_order_inversions(&waits);
+        assert_eq!((any, spaced), (2, 1));
     }
 }

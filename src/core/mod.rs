@@ -46,7 +46,9 @@ pub struct LockRequest<'a> {
 }
 
 struct Shard {
-    keys: HashMap<Arc<[u8]>, LockState>,
+    /// Boxed: the table stays a third the size, which matters more than one allocation per key
+    /// because the table is sized in powers of two and is often half empty.
+    keys: HashMap<Arc<[u8]>, Box<LockState>>,
     /// Min-heap of (deadline, key). A key has at most one live entry (the one equal to its
     /// `timer_at`); superseded entries are skipped when popped and purged when they pile up.
     timers: BinaryHeap<Reverse<(u64, Arc<[u8]>)>>,
@@ -283,6 +285,12 @@ impl LockCore {
 
     pub fn info(&self, key: &[u8], now: u64) -> Option<KeyInfo> {
         self.on_shard(key, |shard| shard.with_existing(key, now, |state, _, _| state.info(now)))
+    }
+
+    /// The core's own copy of `key`, if it has state, for callers that keep keys around (sharing
+    /// it costs a reference count instead of a second copy).
+    pub fn shared_key(&self, key: &[u8]) -> Option<Arc<[u8]>> {
+        self.on_shard(key, |shard| shard.keys.get_key_value(key).map(|(key, _)| Arc::clone(key)))
     }
 
     /// Whether `conn` holds `key` or is the connection a grant of `key` would bind to.

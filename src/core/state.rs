@@ -30,6 +30,7 @@ pub(crate) struct ShardCtx {
     /// The earliest timer this operation armed (u64::MAX when none), so the core can wake the
     /// expiry driver if it now sleeps too long.
     pub earliest_new_deadline: u64,
+    recent_owner: Option<Arc<[u8]>>,
 }
 
 impl ShardCtx {
@@ -41,6 +42,20 @@ impl ShardCtx {
             events: Vec::new(),
             log_grants: false,
             earliest_new_deadline: u64::MAX,
+            recent_owner: None,
+        }
+    }
+
+    /// The owner as a shared string. One node usually takes many keys in a row, so the last owner
+    /// seen is reused rather than copied for every lock it holds.
+    fn owner_arc(&mut self, owner: &[u8]) -> Arc<[u8]> {
+        match &self.recent_owner {
+            Some(recent) if **recent == *owner => Arc::clone(recent),
+            _ => {
+                let owner: Arc<[u8]> = Arc::from(owner);
+                self.recent_owner = Some(Arc::clone(&owner));
+                owner
+            }
         }
     }
 
@@ -207,7 +222,7 @@ impl LockState {
         match &mut self.holder {
             None => {
                 let holder =
-                    NewHolder { owner: Arc::from(claim.owner), lease_ms: claim.lease_ms, conn: Some(claim.conn) };
+                    NewHolder { owner: ctx.owner_arc(claim.owner), lease_ms: claim.lease_ms, conn: Some(claim.conn) };
                 let token = self.grant(key, holder, false, ctx, now);
                 Some(WaitOutcome::Acquired { token })
             }
@@ -248,13 +263,13 @@ impl LockState {
     }
 
     /// Finds the owner's place in line or appends it; returns the index.
-    fn enqueue(&mut self, claim: Claim<'_>, now: u64) -> usize {
+    fn enqueue(&mut self, claim: Claim<'_>, ctx: &mut ShardCtx, now: u64) -> usize {
         let queue = &mut self.extra().queue;
         let index = match queue.iter().position(|waiter| *waiter.owner == *claim.owner) {
             Some(index) => index,
             None => {
                 queue.push_back(Waiter {
-                    owner: Arc::from(claim.owner),
+                    owner: ctx.owner_arc(claim.owner),
                     lease_ms: claim.lease_ms,
                     expires_at: 0,
                     blockers: Vec::new(),
@@ -286,7 +301,7 @@ impl LockState {
                 self.holder.as_ref().map(|holder| Arc::clone(&holder.owner)).unwrap_or_else(|| Arc::from(&[][..]));
             return TryOutcome::Busy { holder };
         }
-        TryOutcome::Queued { position: self.enqueue(claim, now) + 1 }
+        TryOutcome::Queued { position: self.enqueue(claim, ctx, now) + 1 }
     }
 
     /// Answers at once, or joins the queue (keeping an existing place) and registers a blocker.
@@ -300,7 +315,7 @@ impl LockState {
         if let Some(outcome) = self.immediate(key, claim, ctx, now) {
             return Ok(outcome);
         }
-        let index = self.enqueue(claim, now);
+        let index = self.enqueue(claim, ctx, now);
         let wait_id = ctx.next_wait_id;
         ctx.next_wait_id += 1;
         let (sender, receiver) = oneshot::channel();
