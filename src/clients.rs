@@ -28,6 +28,8 @@ pub struct ClientEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
     Kill,
+    /// The server is stopping: answer a blocked LOCK.WAIT with an error and close.
+    Shutdown,
     /// End a blocked LOCK.WAIT as if it timed out (`false`) or with an UNBLOCKED error (`true`).
     Unblock {
         error: bool,
@@ -48,10 +50,15 @@ pub struct ClientState {
 }
 
 impl ClientEntry {
-    /// Kill always wins over a pending unblock.
+    /// A kill wins over a shutdown, and both over a pending unblock.
     pub fn send_control(&self, control: Control) {
+        let rank = |control: &Control| match control {
+            Control::Kill => 2,
+            Control::Shutdown => 1,
+            Control::Unblock { .. } => 0,
+        };
         let mut pending = self.control.lock();
-        if *pending != Some(Control::Kill) {
+        if pending.as_ref().is_none_or(|current| rank(&control) >= rank(current)) {
             *pending = Some(control);
         }
         drop(pending);

@@ -56,6 +56,11 @@ pub struct Config {
     #[arg(long, value_enum, default_value_t = YesNo::Yes)]
     pub release_on_disconnect: YesNo,
 
+    /// Worker threads serving connections. Default: one per CPU core. On a machine shared with
+    /// busy clients, fewer threads than cores can serve more requests.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
+
     /// Number of lock-table shards (rounded up to a power of two). Default: 4 per CPU core.
     #[arg(long)]
     pub shards: Option<usize>,

@@ -26,6 +26,9 @@ use crate::session::Session;
 
 type Input = Option<Result<Request, CodecError>>;
 
+/// Replies buffered before they are written even though more pipelined requests wait.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
 struct Connection<S> {
     framed: Framed<S, RespCodec>,
     session: Session,
@@ -72,7 +75,11 @@ where
     let id = entry.id;
     debug!(id, %addr, "client connected");
     let mut connection = Connection {
-        framed: Framed::new(socket, RespCodec::new(limits)),
+        framed: {
+            let mut framed = Framed::new(socket, RespCodec::new(limits));
+            framed.set_backpressure_boundary(WRITE_BATCH_BYTES);
+            framed
+        },
         session: Session::new(entry, &shared),
         shared: Arc::clone(&shared),
         deferred: VecDeque::new(),
@@ -132,34 +139,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Nothing more is buffered: send what we have, then wait for input or an order.
     async fn next_input_after_flush(&mut self) -> Result<Input, Exit> {
         self.flush().await?;
+        // A shutdown order may have been consumed by a blocked WAIT this connection just ended.
+        if self.shared.shutdown.is_cancelled() {
+            return Err(Exit::Shutdown);
+        }
         loop {
             tokio::select! {
                 input = self.framed.next() => return Ok(input),
                 control = self.session.entry.next_control() => match control {
                     Control::Kill => return Err(Exit::Killed),
+                    Control::Shutdown => return Err(Exit::Shutdown),
                     // Not blocked: nothing to end.
                     Control::Unblock { .. } => {}
                 },
-                () = self.shared.shutdown.cancelled() => return Err(Exit::Shutdown),
             }
         }
     }
 
     /// Queues a reply; the codec's buffer is written out when it grows large or on flush.
-    /// Queues a reply. At most the codec's backpressure boundary is buffered here; beyond it this
-    /// waits for the client to read, and a client that stops reading for the stall timeout is
+    /// Queues a reply. Below [`WRITE_BATCH_BYTES`] buffered this completes without I/O; beyond it
+    /// the buffer is written first, and a client that stops reading for the stall timeout is
     /// disconnected instead of holding the task forever.
     async fn send(&mut self, reply: Reply) -> Result<(), Exit> {
-        let stall = self.write_stall;
-        match tokio::time::timeout(stall, self.framed.feed(reply)).await {
+        if self.framed.write_buffer().len() < WRITE_BATCH_BYTES {
+            return self.framed.feed(reply).await.map_err(Exit::from);
+        }
+        match tokio::time::timeout(self.write_stall, self.framed.feed(reply)).await {
             Ok(result) => result.map_err(Exit::from),
             Err(_) => Err(Exit::OutputStalled),
         }
     }
 
+    /// Writes out the buffered replies; a timer is armed only if the socket cannot take them now.
     async fn flush(&mut self) -> Result<(), Exit> {
         let stall = self.write_stall;
-        match tokio::time::timeout(stall, SinkExt::<Reply>::flush(&mut self.framed)).await {
+        let mut flush = SinkExt::<Reply>::flush(&mut self.framed);
+        if let Some(result) = (&mut flush).now_or_never() {
+            return result.map_err(Exit::from);
+        }
+        match tokio::time::timeout(stall, flush).await {
             Ok(result) => result.map_err(Exit::from),
             Err(_) => Err(Exit::OutputStalled),
         }
@@ -192,6 +210,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.framed.codec_mut().set_protocol(self.session.protocol);
         match action {
             Action::Reply(reply) => self.send(reply).await,
+            Action::ReplyAfterHandoff(reply) => {
+                tokio::task::yield_now().await;
+                self.send(reply).await
+            }
             Action::Close(reply) => {
                 self.send(reply).await?;
                 Err(Exit::Quit)
@@ -224,14 +246,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         entry.update(|state| state.blocked_on = Some(bytes::Bytes::copy_from_slice(ticket.key())));
         shared.stats.blocked_clients.fetch_add(1, Ordering::Relaxed);
         let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
-        let key = bytes::Bytes::copy_from_slice(ticket.key());
+        let key = Arc::clone(ticket.key());
 
         enum Wake {
             Answer(Result<WaitOutcome, RecvError>),
             TimedOut,
             Input(Input),
             Control(Control),
-            Shutdown,
         }
         let outcome = loop {
             let wake = tokio::select! {
@@ -239,7 +260,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 answer = &mut ticket.receiver => Wake::Answer(answer),
                 () = sleep_until(deadline) => Wake::TimedOut,
                 control = entry.next_control() => Wake::Control(control),
-                () = shared.shutdown.cancelled() => Wake::Shutdown,
                 input = self.framed.next() => Wake::Input(input),
             };
             let now = shared.clock.now_ms();
@@ -265,7 +285,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     shared.core.wait_abandoned(ticket, now);
                     break Err(Exit::Killed);
                 }
-                Wake::Shutdown => {
+                Wake::Control(Control::Shutdown) => {
                     shared.core.wait_abandoned(ticket, now);
                     break Ok(Reply::error(errors::SHUTTING_DOWN));
                 }
@@ -301,7 +321,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-fn outcome_noting_grant(session: &mut Session, shared: &Shared, key: &[u8], outcome: WaitOutcome) -> WaitOutcome {
+fn outcome_noting_grant(session: &mut Session, shared: &Shared, key: &Arc<[u8]>, outcome: WaitOutcome) -> WaitOutcome {
     if matches!(outcome, WaitOutcome::Acquired { .. }) {
         session.note_bound(key, shared);
     }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::clients::ClientRegistry;
+use crate::clients::{ClientRegistry, Control};
 use crate::config::Config;
 use crate::connection;
 use crate::core::{Clock, CoreSettings, LockCore, token_seed};
@@ -159,6 +159,11 @@ impl Server {
         drop(listener);
         drop(tls);
         shared.shutdown.cancel();
+        // Each connection watches its own control channel rather than the shared token, so the
+        // per-request path touches nothing shared.
+        for client in shared.clients.all() {
+            client.send_control(Control::Shutdown);
+        }
         tasks.close();
         if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {
             warn!("some connections did not close within 5 s");

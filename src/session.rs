@@ -38,13 +38,10 @@ impl Session {
     /// Remembers that a lock on `key` may be bound to this connection (it holds it, or is queued
     /// for it). The set is pruned as it grows, so a long-lived connection that touches many keys
     /// stays bounded by what it is still bound to.
-    pub fn note_bound(&mut self, key: &[u8], shared: &Shared) {
-        if self.bound.contains(key) {
+    pub fn note_bound(&mut self, key: &Arc<[u8]>, shared: &Shared) {
+        if !self.bound.insert(Arc::clone(key)) {
             return;
         }
-        // A key the core has already forgotten needs no release.
-        let Some(key) = shared.core.shared_key(key) else { return };
-        self.bound.insert(key);
         if self.bound.len() >= self.prune_at {
             let conn = self.id();
             self.bound.retain(|key| shared.core.bound_to_conn(key, conn));

@@ -182,16 +182,17 @@ fn bounded_text(what: &str, value: Bytes, max: usize) -> ParseResult<Arc<[u8]>> 
 }
 
 impl TryLock {
-    pub fn apply(&self, core: &LockCore, conn: ConnId, now: u64) -> TryOutcome {
+    /// The outcome, and the core's copy of the key (for the connection's record of its locks).
+    pub fn apply(&self, core: &LockCore, conn: ConnId, now: u64) -> (TryOutcome, Arc<[u8]>) {
         let request = LockRequest { key: &self.key, owner: &self.owner, lease_ms: self.lease_ms, conn };
-        core.try_lock(request, self.noqueue, now)
+        core.try_lock_sharing_key(request, self.noqueue, now)
     }
 }
 
 impl WaitLock {
-    pub fn apply(&self, core: &LockCore, conn: ConnId, now: u64) -> WaitStart {
+    pub fn apply(&self, core: &LockCore, conn: ConnId, now: u64) -> (WaitStart, Arc<[u8]>) {
         let request = LockRequest { key: &self.key, owner: &self.owner, lease_ms: self.lease_ms, conn };
-        core.wait(request, now)
+        core.wait_sharing_key(request, now)
     }
 }
 

@@ -40,6 +40,9 @@ pub enum Action {
     },
     /// Send the reply, then close (QUIT).
     Close(Reply),
+    /// The lock was just handed to a waiter whose task sits first in this worker's queue: let it
+    /// write its ACQUIRED before this reply, since the hand-off is what everyone waits on.
+    ReplyAfterHandoff(Reply),
 }
 
 /// The table entry for a request, with its subcommand resolved and arity checked.
@@ -98,36 +101,44 @@ impl Command {
 }
 
 fn lock_action(command: LockCommand, session: &mut Session, shared: &Shared) -> Action {
-    use crate::core::{ExtendOutcome, TryOutcome, WaitOutcome, WaitStart};
+    use crate::core::{ExtendOutcome, TryOutcome, UnlockOutcome, WaitOutcome, WaitStart};
 
     let core = &shared.core;
     let now = shared.clock.now_ms();
     let conn = session.id();
     let reply = match command {
         LockCommand::Try(request) => {
-            let outcome = request.apply(core, conn, now);
+            let (outcome, key) = request.apply(core, conn, now);
             if matches!(outcome, TryOutcome::Acquired { .. } | TryOutcome::Queued { .. }) {
-                session.note_bound(&request.key, shared);
+                session.note_bound(&key, shared);
             }
             Reply::from(outcome)
         }
         LockCommand::Wait(request) => match request.apply(core, conn, now) {
-            WaitStart::Ready(outcome) => {
+            (WaitStart::Ready(outcome), key) => {
                 if matches!(outcome, WaitOutcome::Acquired { .. }) {
-                    session.note_bound(&request.key, shared);
+                    session.note_bound(&key, shared);
                 }
                 Reply::from(outcome)
             }
-            WaitStart::Blocked(ticket) => {
-                session.note_bound(&request.key, shared);
+            (WaitStart::Blocked(ticket), key) => {
+                session.note_bound(&key, shared);
                 return Action::Block { ticket, timeout: request.timeout };
             }
         },
-        LockCommand::Unlock(request) => Reply::from(request.apply(core, now)),
+        LockCommand::Unlock(request) => {
+            let outcome = request.apply(core, now);
+            if outcome == UnlockOutcome::HandedOff {
+                return Action::ReplyAfterHandoff(Reply::from(outcome));
+            }
+            Reply::from(outcome)
+        }
         LockCommand::Extend(request) => {
             let outcome = core.extend(&request.key, &request.owner, request.token, request.lease_ms, conn, now);
-            if outcome == ExtendOutcome::Extended {
-                session.note_bound(&request.key, shared);
+            if outcome == ExtendOutcome::Extended
+                && let Some(key) = core.shared_key(&request.key)
+            {
+                session.note_bound(&key, shared);
             }
             Reply::from(outcome)
         }

@@ -27,9 +27,28 @@ impl ReleaseCause {
 
 #[derive(Debug)]
 pub enum LockEvent {
-    Granted { key: Arc<[u8]>, owner: Arc<[u8]>, token: u64, handoff: bool },
-    Succeeded { key: Arc<[u8]>, owner: Arc<[u8]>, token: u64, waiters_told: usize, keep_ms: u64 },
-    Released { key: Arc<[u8]>, owner: Arc<[u8]>, token: u64, cause: ReleaseCause, reason: Option<Arc<[u8]>> },
+    Granted {
+        key: Arc<[u8]>,
+        owner: Arc<[u8]>,
+        token: u64,
+        handoff: bool,
+    },
+    Succeeded {
+        key: Arc<[u8]>,
+        owner: Arc<[u8]>,
+        token: u64,
+        waiters_told: usize,
+        keep_ms: u64,
+    },
+    /// A holding ended other than by SUCCESS; `next` is who the lock was handed to, if anyone.
+    Released {
+        key: Arc<[u8]>,
+        owner: Arc<[u8]>,
+        token: u64,
+        cause: ReleaseCause,
+        reason: Option<Arc<[u8]>>,
+        next: Option<(Arc<[u8]>, u64)>,
+    },
 }
 
 fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
@@ -39,18 +58,28 @@ fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 pub fn emit(events: Vec<LockEvent>) {
     for event in events {
         match event {
-            LockEvent::Granted { key, owner, token, handoff: true } => {
-                info!(key = %text(&key), owner = %text(&owner), token, "lock handed off to the head of the queue");
-            }
-            LockEvent::Granted { key, owner, token, handoff: false } => {
-                debug!(key = %text(&key), owner = %text(&owner), token, "lock granted");
+            LockEvent::Granted { key, owner, token, handoff } => {
+                debug!(key = %text(&key), owner = %text(&owner), token, handoff, "lock granted");
             }
             LockEvent::Succeeded { key, owner, token, waiters_told, keep_ms } => {
                 debug!(key = %text(&key), owner = %text(&owner), token, waiters_told, keep_ms, "work succeeded");
             }
-            LockEvent::Released { key, owner, token, cause, reason } => {
+            LockEvent::Released { key, owner, token, cause, reason, next } => {
                 let reason = reason.as_deref().map(text).unwrap_or_default();
-                info!(key = %text(&key), owner = %text(&owner), token, cause = cause.as_str(), reason = %reason, "lock released as failed");
+                let (next_owner, next_token) = match &next {
+                    Some((owner, token)) => (text(owner), Some(*token)),
+                    None => (Default::default(), None),
+                };
+                info!(
+                    key = %text(&key),
+                    owner = %text(&owner),
+                    token,
+                    cause = cause.as_str(),
+                    reason = %reason,
+                    next_owner = %next_owner,
+                    next_token = ?next_token,
+                    "lock released as failed"
+                );
             }
         }
     }

@@ -206,23 +206,39 @@ impl LockCore {
     }
 
     pub fn try_lock(&self, request: LockRequest<'_>, noqueue: bool, now: u64) -> TryOutcome {
+        self.try_lock_sharing_key(request, noqueue, now).0
+    }
+
+    /// [`LockCore::try_lock`], also handing back the core's copy of the key for callers that keep
+    /// it (a reference count instead of a second copy and a second lookup).
+    pub fn try_lock_sharing_key(&self, request: LockRequest<'_>, noqueue: bool, now: u64) -> (TryOutcome, Arc<[u8]>) {
         let claim = self.claim(&request);
         self.on_shard(request.key, |shard| {
-            shard.with_key(request.key, now, |state, key, ctx| state.try_lock(key, claim, noqueue, ctx, now))
+            shard.with_key(request.key, now, |state, key, ctx| {
+                (state.try_lock(key, claim, noqueue, ctx, now), Arc::clone(key))
+            })
         })
     }
 
     pub fn wait(&self, request: LockRequest<'_>, now: u64) -> WaitStart {
+        self.wait_sharing_key(request, now).0
+    }
+
+    /// [`LockCore::wait`], also handing back the core's copy of the key.
+    pub fn wait_sharing_key(&self, request: LockRequest<'_>, now: u64) -> (WaitStart, Arc<[u8]>) {
         let claim = self.claim(&request);
         self.on_shard(request.key, |shard| {
-            shard.with_key(request.key, now, |state, key, ctx| match state.wait(key, claim, ctx, now) {
-                Ok(outcome) => WaitStart::Ready(outcome),
-                Err(blocked) => WaitStart::Blocked(WaitTicket {
-                    key: Arc::clone(key),
-                    wait_id: blocked.wait_id,
-                    receiver: blocked.receiver,
-                    granted_at: blocked.granted_at,
-                }),
+            shard.with_key(request.key, now, |state, key, ctx| {
+                let start = match state.wait(key, claim, ctx, now) {
+                    Ok(outcome) => WaitStart::Ready(outcome),
+                    Err(blocked) => WaitStart::Blocked(WaitTicket {
+                        key: Arc::clone(key),
+                        wait_id: blocked.wait_id,
+                        receiver: blocked.receiver,
+                        granted_at: blocked.granted_at,
+                    }),
+                };
+                (start, Arc::clone(key))
             })
         })
     }

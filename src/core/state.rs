@@ -3,6 +3,8 @@
 //! task.
 
 use std::collections::VecDeque;
+
+use hashbrown::HashSet;
 use std::num::NonZeroU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -121,10 +123,95 @@ struct ToldDone {
     completion: Arc<Completion>,
 }
 
+/// The FIFO line of one key. Joining, leaving at the head and checking whether an owner is in
+/// line are O(1), so that building a line of thousands of waiters stays linear.
+#[derive(Debug)]
+struct Queue {
+    waiters: VecDeque<Waiter>,
+    owners: HashSet<Arc<[u8]>>,
+    /// No place of a waiter that is not blocked runs out before this (u64::MAX: none can). A
+    /// lower bound: expiries are only scanned for once it has passed.
+    places_expire_at: u64,
+}
+
+impl Default for Queue {
+    fn default() -> Queue {
+        Queue { waiters: VecDeque::new(), owners: HashSet::new(), places_expire_at: u64::MAX }
+    }
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.waiters.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Waiter> {
+        self.waiters.iter()
+    }
+
+    fn position(&self, owner: &[u8]) -> Option<usize> {
+        if !self.owners.contains(owner) {
+            return None;
+        }
+        self.waiters.iter().position(|waiter| *waiter.owner == *owner)
+    }
+
+    fn push_back(&mut self, waiter: Waiter) -> usize {
+        self.owners.insert(Arc::clone(&waiter.owner));
+        self.waiters.push_back(waiter);
+        self.waiters.len() - 1
+    }
+
+    fn pop_front(&mut self) -> Option<Waiter> {
+        let waiter = self.waiters.pop_front()?;
+        self.owners.remove(&waiter.owner);
+        Some(waiter)
+    }
+
+    fn remove(&mut self, index: usize) -> Option<Waiter> {
+        let waiter = self.waiters.remove(index)?;
+        self.owners.remove(&waiter.owner);
+        Some(waiter)
+    }
+
+    fn take_all(&mut self) -> VecDeque<Waiter> {
+        self.owners.clear();
+        self.places_expire_at = u64::MAX;
+        std::mem::take(&mut self.waiters)
+    }
+
+    /// A waiter that is not blocked holds its place until `expires_at`.
+    fn place_leased_until(&mut self, expires_at: u64) {
+        self.places_expire_at = self.places_expire_at.min(expires_at);
+    }
+
+    /// Drops the waiters whose place has run out.
+    fn drop_expired(&mut self, now: u64) {
+        if self.places_expire_at > now {
+            return;
+        }
+        let owners = &mut self.owners;
+        self.waiters.retain(|waiter| {
+            let live = waiter.is_live(now);
+            if !live {
+                owners.remove(&waiter.owner);
+            }
+            live
+        });
+        self.places_expire_at = self
+            .waiters
+            .iter()
+            .filter(|waiter| waiter.blockers.is_empty())
+            .map(|waiter| waiter.expires_at)
+            .min()
+            .unwrap_or(u64::MAX);
+    }
+}
+
 /// The rarer parts of a key's state, boxed so that a plain held lock stays small.
 #[derive(Debug, Default)]
 struct Extra {
-    queue: VecDeque<Waiter>,
+    queue: Queue,
     completion: Option<(Arc<Completion>, u64)>,
     told_done: Vec<ToldDone>,
     last_failure: Option<Arc<[u8]>>,
@@ -181,7 +268,7 @@ impl LockState {
     /// hands the lock on), remembered completions.
     pub fn settle(&mut self, key: &Arc<[u8]>, ctx: &mut ShardCtx, now: u64) {
         if let Some(extra) = self.extra.as_deref_mut() {
-            extra.queue.retain(|waiter| waiter.is_live(now));
+            extra.queue.drop_expired(now);
             if extra.completion.as_ref().is_some_and(|(_, until)| *until <= now) {
                 extra.completion = None;
             }
@@ -200,7 +287,7 @@ impl LockState {
     pub fn next_deadline(&self) -> Option<u64> {
         let holder = self.holder.as_ref().map(|holder| holder.deadline);
         let extra = self.extra.as_deref();
-        let places = self.queue().filter(|waiter| waiter.blockers.is_empty()).map(|waiter| waiter.expires_at);
+        let places = extra.map(|extra| extra.queue.places_expire_at).filter(|&at| at != u64::MAX);
         let completion = extra.and_then(|extra| extra.completion.as_ref()).map(|(_, until)| *until);
         let told = extra.into_iter().flat_map(|extra| extra.told_done.iter()).map(|told| told.until);
         holder.into_iter().chain(places).chain(completion).chain(told).min()
@@ -241,7 +328,7 @@ impl LockState {
         if handoff {
             ctx.stats.handoffs += 1;
         }
-        if handoff || ctx.log_grants {
+        if ctx.log_grants {
             ctx.events.push(LockEvent::Granted {
                 key: Arc::clone(key),
                 owner: Arc::clone(&holder.owner),
@@ -259,28 +346,27 @@ impl LockState {
     }
 
     fn position_of(&self, owner: &[u8]) -> Option<usize> {
-        self.queue().position(|waiter| *waiter.owner == *owner)
+        self.extra.as_deref().and_then(|extra| extra.queue.position(owner))
     }
 
     /// Finds the owner's place in line or appends it; returns the index.
     fn enqueue(&mut self, claim: Claim<'_>, ctx: &mut ShardCtx, now: u64) -> usize {
         let queue = &mut self.extra().queue;
-        let index = match queue.iter().position(|waiter| *waiter.owner == *claim.owner) {
+        let expires_at = now.saturating_add(claim.lease_ms);
+        let index = match queue.position(claim.owner) {
             Some(index) => index,
-            None => {
-                queue.push_back(Waiter {
-                    owner: ctx.owner_arc(claim.owner),
-                    lease_ms: claim.lease_ms,
-                    expires_at: 0,
-                    blockers: Vec::new(),
-                    conn: claim.conn,
-                });
-                queue.len() - 1
-            }
+            None => queue.push_back(Waiter {
+                owner: ctx.owner_arc(claim.owner),
+                lease_ms: claim.lease_ms,
+                expires_at,
+                blockers: Vec::new(),
+                conn: claim.conn,
+            }),
         };
-        let waiter = &mut queue[index];
+        queue.place_leased_until(expires_at);
+        let waiter = &mut queue.waiters[index];
         waiter.lease_ms = claim.lease_ms;
-        waiter.expires_at = now.saturating_add(claim.lease_ms);
+        waiter.expires_at = expires_at;
         waiter.conn = claim.conn;
         index
     }
@@ -321,7 +407,7 @@ impl LockState {
         let (sender, receiver) = oneshot::channel();
         let granted_at = Arc::new(OnceLock::new());
         let blocker = Blocker { wait_id, conn: claim.conn, sender, granted_at: Arc::clone(&granted_at) };
-        self.extra().queue[index].blockers.push(blocker);
+        self.extra().queue.waiters[index].blockers.push(blocker);
         Err(BlockedWait { wait_id, receiver, granted_at })
     }
 
@@ -333,13 +419,13 @@ impl LockState {
         let Some(extra) = self.extra.as_deref_mut() else {
             return false;
         };
-        let found = extra.queue.iter().enumerate().find_map(|(index, waiter)| {
+        let found = extra.queue.waiters.iter().enumerate().find_map(|(index, waiter)| {
             waiter.blockers.iter().position(|blocker| blocker.wait_id == wait_id).map(|at| (index, at))
         });
         let Some((index, at)) = found else {
             return false;
         };
-        let waiter = &mut extra.queue[index];
+        let waiter = &mut extra.queue.waiters[index];
         // Keep the order: the newest blocker is the one a grant binds to.
         waiter.blockers.remove(at);
         if waiter.blockers.is_empty() {
@@ -347,6 +433,8 @@ impl LockState {
                 extra.queue.remove(index);
             } else {
                 waiter.expires_at = now.saturating_add(waiter.lease_ms);
+                let expires_at = waiter.expires_at;
+                extra.queue.place_leased_until(expires_at);
             }
         }
         true
@@ -400,17 +488,21 @@ impl LockState {
         let Some(holder) = self.holder.take() else {
             return false;
         };
+        if reason.is_some() || self.extra.is_some() {
+            self.extra().last_failure.clone_from(&reason);
+        }
+        let handed_off = self.hand_off(key, ctx, now);
+        // One line tells the whole step: who failed and who has the lock now.
+        let next = self.holder.as_ref().map(|next| (Arc::clone(&next.owner), next.token));
         ctx.events.push(LockEvent::Released {
             key: Arc::clone(key),
             owner: holder.owner,
             token: holder.token,
             cause,
-            reason: reason.clone(),
+            reason,
+            next,
         });
-        if reason.is_some() || self.extra.is_some() {
-            self.extra().last_failure = reason;
-        }
-        self.hand_off(key, ctx, now)
+        handed_off
     }
 
     pub fn unlock(
@@ -468,7 +560,7 @@ impl LockState {
             return 0;
         };
         let mut told = 0;
-        for waiter in std::mem::take(&mut extra.queue) {
+        for waiter in extra.queue.take_all() {
             if waiter.blockers.is_empty() {
                 if waiter.expires_at > now {
                     extra.told_done.push(ToldDone {
