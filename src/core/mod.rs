@@ -233,6 +233,7 @@ impl LockCore {
                     Ok(outcome) => WaitStart::Ready(outcome),
                     Err(blocked) => WaitStart::Blocked(WaitTicket {
                         key: Arc::clone(key),
+                        conn: request.conn,
                         wait_id: blocked.wait_id,
                         receiver: blocked.receiver,
                         granted_at: blocked.granted_at,
@@ -264,9 +265,7 @@ impl LockCore {
             }
             if let Ok(WaitOutcome::Acquired { token }) = ticket.receiver.try_recv() {
                 shard.with_existing(&ticket.key, now, |state, key, ctx| {
-                    if state.holds_token(token) {
-                        state.release_as_failed(key, ReleaseCause::GrantUndelivered, ctx, now);
-                    }
+                    state.grant_undelivered(key, token, ticket.conn, ctx, now);
                 });
             }
         })

@@ -41,6 +41,8 @@ pub enum WaitOutcome {
 pub struct WaitTicket {
     pub(crate) key: Arc<[u8]>,
     pub(crate) wait_id: u64,
+    /// The connection the WAIT blocks on.
+    pub(crate) conn: super::ConnId,
     pub receiver: oneshot::Receiver<WaitOutcome>,
     pub(crate) granted_at: Arc<OnceLock<Instant>>,
 }

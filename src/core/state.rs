@@ -212,6 +212,9 @@ impl Queue {
 #[derive(Debug, Default)]
 struct Extra {
     queue: Queue,
+    /// Other connections of the holder's owner that were sent the current grant (an owner
+    /// blocked on several connections); the lock is bound to the newest.
+    grant_also_sent_to: Vec<ConnId>,
     completion: Option<(Arc<Completion>, u64)>,
     told_done: Vec<ToldDone>,
     last_failure: Option<Arc<[u8]>>,
@@ -219,7 +222,11 @@ struct Extra {
 
 impl Extra {
     fn is_empty(&self) -> bool {
-        self.queue.is_empty() && self.completion.is_none() && self.told_done.is_empty() && self.last_failure.is_none()
+        self.queue.is_empty()
+            && self.completion.is_none()
+            && self.told_done.is_empty()
+            && self.last_failure.is_none()
+            && self.grant_also_sent_to.is_empty()
     }
 }
 
@@ -267,16 +274,21 @@ impl LockState {
     /// Applies every expiry due at `now`: waiters' places, the holder's lease (a FAILURE that
     /// hands the lock on), remembered completions.
     pub fn settle(&mut self, key: &Arc<[u8]>, ctx: &mut ShardCtx, now: u64) {
+        // Leases that ended before `now` hand off as of the moment they ended, to the waiters
+        // still in line then; the expiry driver may come late, or time may jump in tests.
+        while let Some(lease_end) = self.holder.as_ref().map(|holder| holder.deadline).filter(|end| *end <= now) {
+            if let Some(extra) = self.extra.as_deref_mut() {
+                extra.queue.drop_expired(lease_end);
+            }
+            ctx.stats.lease_expiries += 1;
+            self.fail_holder(key, ReleaseCause::LeaseExpired, Some(Arc::from(&b"lease expired"[..])), ctx, lease_end);
+        }
         if let Some(extra) = self.extra.as_deref_mut() {
             extra.queue.drop_expired(now);
             if extra.completion.as_ref().is_some_and(|(_, until)| *until <= now) {
                 extra.completion = None;
             }
             extra.told_done.retain(|told| told.until > now);
-        }
-        if self.holder.as_ref().is_some_and(|holder| holder.deadline <= now) {
-            ctx.stats.lease_expiries += 1;
-            self.fail_holder(key, ReleaseCause::LeaseExpired, Some(Arc::from(&b"lease expired"[..])), ctx, now);
         }
         if self.extra.as_ref().is_some_and(|extra| extra.is_empty()) {
             self.extra = None;
@@ -335,6 +347,9 @@ impl LockState {
                 token,
                 handoff,
             });
+        }
+        if let Some(extra) = self.extra.as_deref_mut() {
+            extra.grant_also_sent_to.clear();
         }
         self.holder = Some(Holder {
             owner: holder.owner,
@@ -459,16 +474,19 @@ impl LockState {
             let sent_at = Instant::now();
             // Every blocked call of the owner is told; the lock binds to the newest one that was
             // still listening, the connection the owner waited on last.
-            let mut delivered_to = None;
+            let mut delivered_to = Vec::new();
             for blocker in waiter.blockers {
                 if blocker.sender.send(WaitOutcome::Acquired { token }).is_ok() {
                     let _ = blocker.granted_at.set(sent_at);
-                    delivered_to = Some(blocker.conn);
+                    delivered_to.push(blocker.conn);
                 }
             }
-            if let Some(conn) = delivered_to {
+            if let Some(conn) = delivered_to.pop() {
                 let holder = NewHolder { owner: waiter.owner, lease_ms: waiter.lease_ms, conn: Some(conn) };
                 self.grant(key, holder, true, ctx, now);
+                if !delivered_to.is_empty() {
+                    self.extra().grant_also_sent_to = delivered_to;
+                }
                 return true;
             }
             // Every blocked call of this owner is gone without telling us: it has left.
@@ -605,10 +623,6 @@ impl LockState {
         true
     }
 
-    pub fn holds_token(&self, token: u64) -> bool {
-        self.holder.as_ref().is_some_and(|holder| holder.token == token)
-    }
-
     pub fn held_by_conn(&self, conn: ConnId) -> bool {
         self.holder.as_ref().is_some_and(|holder| holder.conn == Some(conn))
     }
@@ -616,6 +630,27 @@ impl LockState {
     /// Whether a close of `conn` may matter for this key: it holds it, or a grant may bind to it.
     pub fn bound_to_conn(&self, conn: ConnId) -> bool {
         self.held_by_conn(conn) || self.queue().any(|waiter| waiter.conn == conn)
+    }
+
+    /// A grant sent to a blocked WAIT on `conn` will never be read there (the connection closed).
+    /// The lock passes on as after a FAILURE, unless the owner has the grant through another
+    /// connection: one that was sent the same grant (the lock then binds to it), or one it renewed
+    /// or extended on since.
+    pub fn grant_undelivered(&mut self, key: &Arc<[u8]>, token: u64, conn: ConnId, ctx: &mut ShardCtx, now: u64) {
+        let Some(holder) = self.holder.as_mut().filter(|holder| holder.token == token) else {
+            return;
+        };
+        if holder.conn != Some(conn) {
+            if let Some(extra) = self.extra.as_deref_mut() {
+                extra.grant_also_sent_to.retain(|other| *other != conn);
+            }
+            return;
+        }
+        if let Some(other) = self.extra.as_deref_mut().and_then(|extra| extra.grant_also_sent_to.pop()) {
+            holder.conn = Some(other);
+            return;
+        }
+        self.release_as_failed(key, ReleaseCause::GrantUndelivered, ctx, now);
     }
 
     /// A FAILURE on behalf of a holder that can no longer report: its connection closed, or the

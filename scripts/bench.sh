@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Benchmarks baton side by side with Redis (issue 5). Installs redis-server/redis-tools if missing,
+# builds release, and for each workload starts a fresh baton and a fresh Redis (no persistence) on
+# free loopback ports, runs target/release/baton-bench (and redis-benchmark for W2) against both,
+# stops them, and prints one Markdown table. Everything talks to 127.0.0.1 only; every step has a
+# timeout. See docs/benchmarks.md for what each workload does.
+#
+# Usage: scripts/bench.sh [--duration S] [--connections N] [--pipeline N] [--waiters N,N]
+#                         [--handoffs N] [--keys N] [--client-threads N] [--only w1,w2,...]
+#                         [--baton-threads N] [--results FILE]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=5           # measured seconds per throughput workload (W1, W2, W5)
+CONNECTIONS=50       # W1/W2 connections (redis-benchmark clients)
+PIPELINE=16          # W1/W2 pipeline depth of the pipelined variant
+WAITERS=1000,10000   # W4 fan-out sizes (the largest also gives the per-waiter memory)
+HANDOFFS=20000       # W3 hand-offs
+KEYS=1000000         # W6 held locks
+CLIENT_THREADS=1     # baton-bench runtime threads
+ONLY=w1,w2,w3,w4,w5,w6
+RESULTS=
+BATON_THREADS=       # baton --threads (default: one worker per core)
+
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --duration) DURATION=$2; shift 2 ;;
+        --connections) CONNECTIONS=$2; shift 2 ;;
+        --pipeline) PIPELINE=$2; shift 2 ;;
+        --waiters) WAITERS=$2; shift 2 ;;
+        --handoffs) HANDOFFS=$2; shift 2 ;;
+        --keys) KEYS=$2; shift 2 ;;
+        --client-threads) CLIENT_THREADS=$2; shift 2 ;;
+        --only) ONLY=$2; shift 2 ;;
+        --results) RESULTS=$2; shift 2 ;;
+        --baton-threads) BATON_THREADS=$2; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "bench: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+log() { echo "bench: $*" >&2; }
+
+# --- dependencies -------------------------------------------------------------------------------
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1 \
+    || ! command -v redis-cli >/dev/null 2>&1; then
+    log "installing redis-server and redis-tools"
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+# The distribution's service (if any) is not used: we start our own servers on free ports.
+
+# 10,000 waiters need 10,000+ descriptors here and in each server.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+MAX_WAITERS=$(echo "$WAITERS" | tr ',' '\n' | sort -n | tail -1)
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((MAX_WAITERS + 200)) ]; then
+    log "warning: ulimit -n is $(ulimit -n); the 10,000-waiter fan-out may fail"
+fi
+
+log "building release"
+cargo build --release --bins >&2
+# What was built (the tree may change while the workloads run).
+BUILT="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' with uncommitted changes')"
+BIN_DIR=${CARGO_TARGET_DIR:-target}/release
+BATON=$BIN_DIR/baton
+BENCH=$BIN_DIR/baton-bench
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/baton-bench.XXXXXX")
+RESULTS=${RESULTS:-$WORK/results.txt}
+: >"$RESULTS"
+BATON_PID=
+REDIS_PID=
+
+stop_pid() {
+    local pid=$1
+    [ -n "$pid" ] || return 0
+    kill "$pid" 2>/dev/null || return 0
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+stop_servers() {
+    stop_pid "$BATON_PID"; BATON_PID=
+    stop_pid "$REDIS_PID"; REDIS_PID=
+}
+
+cleanup() {
+    local status=$?
+    stop_servers
+    if [ "$status" -eq 0 ] && [ "$RESULTS" != "$WORK/results.txt" ]; then
+        rm -rf "$WORK"
+    else
+        log "logs and raw results kept in $WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_ping() {
+    local port=$1 name=$2
+    for _ in $(seq 100); do
+        if [ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ]; then return 0; fi
+        sleep 0.1
+    done
+    log "$name on port $port did not answer PING; its log:"
+    tail -20 "$WORK/$name.log" >&2 || true
+    exit 1
+}
+
+start_servers() {
+    BATON_PORT=$($BENCH free-port)
+    "$BATON" --bind 127.0.0.1 --port "$BATON_PORT" --maxclients 20000 ${BATON_THREADS:+--threads "$BATON_THREADS"} \
+        2>"$WORK/baton.log" &
+    BATON_PID=$!
+    REDIS_PORT=$($BENCH free-port)
+    while [ "$REDIS_PORT" = "$BATON_PORT" ]; do REDIS_PORT=$($BENCH free-port); done
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no --maxclients 20000 \
+        --daemonize no --dir "$WORK" --logfile "$WORK/redis.log" &
+    REDIS_PID=$!
+    wait_ping "$BATON_PORT" baton
+    wait_ping "$REDIS_PORT" redis
+}
+
+# Runs baton-bench against both servers: bench_both SUBCOMMAND [ARGS...]
+# A failed run is reported and the others go on; the script then exits non-zero.
+FAILED=()
+bench_both() {
+    local sub=$1; shift
+    log "$sub $* (baton)"
+    timeout 600 "$BENCH" "$sub" --target baton --port "$BATON_PORT" --threads "$CLIENT_THREADS" "$@" \
+        "${BATON_EXTRA[@]}" | tee -a "$RESULTS" || FAILED+=("$sub $* (baton)")
+    log "$sub $* (redis)"
+    timeout 600 "$BENCH" "$sub" --target redis --port "$REDIS_PORT" --threads "$CLIENT_THREADS" "$@" \
+        "${REDIS_EXTRA[@]}" | tee -a "$RESULTS" || FAILED+=("$sub $* (redis)")
+}
+
+# W2: redis-benchmark, the third-party view. redis_benchmark TARGET PORT PIPELINE COMMAND...
+redis_benchmark() {
+    local target=$1 port=$2 pipeline=$3; shift 3
+    local common=(-h 127.0.0.1 -p "$port" -c "$CONNECTIONS" -r 1000000 -P "$pipeline" --csv)
+    # A short calibration run sizes -n so that the measured run lasts about DURATION seconds.
+    local rps
+    rps=$(timeout 120 redis-benchmark "${common[@]}" -n 20000 "$@" | tail -1 | tr -d '"' | cut -d, -f2) || rps=
+    if [ -z "$rps" ]; then FAILED+=("redis-benchmark $target -P $pipeline"); return 0; fi
+    local n
+    n=$(awk -v r="$rps" -v d="$DURATION" 'BEGIN { n = int(r * d); if (n < 20000) n = 20000; if (n > 20000000) n = 20000000; print n }')
+    log "redis-benchmark $target -P $pipeline -n $n: $*"
+    local line
+    line=$(timeout 600 redis-benchmark "${common[@]}" -n "$n" "$@" | tail -1 | tr -d '"') || line=
+    if [ -z "$line" ]; then FAILED+=("redis-benchmark $target -P $pipeline"); return 0; fi
+    # test,rps,avg_latency_ms,min_latency_ms,p50_latency_ms,p95_latency_ms,p99_latency_ms,max_latency_ms
+    local workload
+    if [ "$pipeline" = 1 ]; then
+        workload="W2 redis-benchmark, $CONNECTIONS clients, -P 1 (LOCK.TRY vs SET NX PX)"
+    else
+        workload="W2 redis-benchmark, $CONNECTIONS clients, -P $pipeline (LOCK.TRY vs SET NX PX)"
+    fi
+    echo "$line" | awk -F, -v t="$target" -v id="w2.p$pipeline" -v w="$workload" 'BEGIN { OFS = "\t" } {
+        print "RESULT", id ".rps", t, $2, "higher", w, "requests/s"
+        print "RESULT", id ".p50", t, $5 * 1000, "lower", w, "p50 latency (µs)"
+        print "RESULT", id ".p99", t, $7 * 1000, "lower", w, "p99 latency (µs)"
+    }' | tee -a "$RESULTS"
+}
+
+wants() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+STARTED=$(date +%s)
+BATON_EXTRA=()
+REDIS_EXTRA=()
+
+if wants w1; then
+    start_servers
+    bench_both cycle --connections "$CONNECTIONS" --pipeline 1 --duration "$DURATION"
+    bench_both cycle --connections "$CONNECTIONS" --pipeline "$PIPELINE" --duration "$DURATION"
+    stop_servers
+fi
+if wants w2; then
+    start_servers
+    for p in 1 "$PIPELINE"; do
+        redis_benchmark baton "$BATON_PORT" "$p" LOCK.TRY 'key:__rand_int__' o
+        redis_benchmark redis "$REDIS_PORT" "$p" SET 'key:__rand_int__' o NX PX 30000
+    done
+    stop_servers
+fi
+if wants w3; then
+    start_servers
+    bench_both handoff --handoffs "$HANDOFFS"
+    stop_servers
+fi
+if wants w4; then
+    start_servers
+    BATON_EXTRA=(--pid "$BATON_PID"); REDIS_EXTRA=(--pid "$REDIS_PID")
+    bench_both fanout --waiters "$WAITERS"
+    BATON_EXTRA=(); REDIS_EXTRA=()
+    stop_servers
+fi
+if wants w5; then
+    start_servers
+    bench_both contended --duration "$DURATION"
+    stop_servers
+fi
+if wants w6; then
+    start_servers
+    BATON_EXTRA=(--pid "$BATON_PID"); REDIS_EXTRA=(--pid "$REDIS_PID")
+    bench_both memory --keys "$KEYS"
+    BATON_EXTRA=(); REDIS_EXTRA=()
+    stop_servers
+fi
+
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+ELAPSED=$(( $(date +%s) - STARTED ))
+
+echo
+echo "## Results"
+echo
+echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); workloads took ${ELAPSED} s"
+echo "- Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM, Linux $(uname -r)"
+echo "- Load average before / after: $LOAD_BEFORE / $LOAD_AFTER"
+echo "- baton $BUILT (as built at the start), $(rustc --version)"
+echo "- $(redis-server --version | cut -d' ' -f1-3), $(redis-benchmark --version 2>/dev/null | head -1 || true)"
+echo "- Command: scripts/bench.sh --duration $DURATION --connections $CONNECTIONS --pipeline $PIPELINE --waiters $WAITERS --handoffs $HANDOFFS --keys $KEYS --client-threads $CLIENT_THREADS --only $ONLY"
+echo
+"$BENCH" table "$RESULTS"
+if [ ${#FAILED[@]} -gt 0 ]; then
+    log "FAILED: ${FAILED[*]}"
+    exit 1
+fi

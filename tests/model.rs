@@ -1,0 +1,1286 @@
+//! Model-based property test of the lock core.
+//!
+//! Random sequences of TRY / WAIT / UNLOCK / EXTEND / CANCEL, blocked waiters timing out or
+//! disconnecting, holders disconnecting and the clock moving on are run against
+//! `baton::core::LockCore` and against a small reference model written from the semantics (not from
+//! the core's code). After every step the two must agree on: the outcome of the call, every answer
+//! delivered to a blocked WAIT (each ticket's oneshot), and `LOCK.INFO` of every key (holder, token,
+//! lease left, queue order, blocked count, remembered completion, last failure), and the number of
+//! keys the core remembers. Tokens are not predicted (they depend on the seed and the shard), only
+//! checked: every grant of a key carries a larger token than every earlier grant of that key.
+//!
+//! The harness acts like the server: a connection blocked in LOCK.WAIT sends nothing else until its
+//! WAIT is answered, times out or the connection closes; a closed connection first abandons its
+//! WAIT, then releases what it holds, and is replaced by a fresh connection id. The expiry driver
+//! is punctual: the clock stops at every deadline and `expire` runs there.
+//!
+//! Two generators: in `one_connection_per_owner` each owner always speaks over its own connection
+//! (how clients use owner ids); in `owners_across_connections` any owner may speak over any
+//! connection (a client retrying over a new connection while the old one hangs).
+//!
+//! The model's reading of the semantics where the summary leaves room:
+//! - a grant binds the lock to a connection (whose close is a FAILURE with release-on-disconnect):
+//!   the one of the TRY/WAIT/EXTEND that acquired or renewed it; for a hand-off to a blocked owner,
+//!   the connection of its newest blocked WAIT; to an owner not blocked, the connection of its last
+//!   TRY or WAIT;
+//! - a WAIT whose connection closes after a grant was put in its channel but before it was read
+//!   passes the lock on, unless the owner learned of that grant some other way (another of its
+//!   WAITs got it too, or it renewed or extended since): nobody who was told ACQUIRED may lose
+//!   the lock without a FAILURE of its own;
+//! - a stale token gets NOTHOLDER while someone holds the key, NOLOCK when nobody does;
+//! - NOQUEUE never queues nor renews a place; CANCEL leaves a DONE already owed in place.
+//!
+//! Disagreements found are kept below the generators as plain tests.
+
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+use baton::core::{
+    ConnId, CoreSettings, ExtendOutcome, KeyInfo, LockCore, LockRequest, LockStateName, TryOutcome, UnlockOutcome,
+    Verdict, WaitOutcome, WaitStart, WaitTicket,
+};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
+
+const KEYS: [&str; 3] = ["k0", "k1", "k2"];
+const OWNERS: [&str; 4] = ["a", "b", "c", "d"];
+const SLOTS: usize = 4;
+const DEFAULT_LEASE: u64 = 100;
+const MAX_LEASE: u64 = 400;
+
+const REASON_FAILURE: &[u8] = b"FAILURE reported by the holder";
+const REASON_EXPIRED: &[u8] = b"lease expired";
+const REASON_DISCONNECTED: &[u8] = b"holder connection closed";
+const REASON_UNDELIVERED: &[u8] = b"waiter connection closed before the grant reached it";
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+
+#[derive(Debug, Clone, Copy)]
+enum Who {
+    /// Whoever holds the key now (owner `a` when nobody does).
+    Holder,
+    Owner(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Tok {
+    /// The current holder's token (when known).
+    Holder,
+    /// One of the tokens this key has had.
+    Seen(usize),
+    Bogus(u64),
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Try {
+        slot: usize,
+        key: usize,
+        owner: usize,
+        lease: Option<u64>,
+        noqueue: bool,
+    },
+    /// `eager`: the connection reads the answer as soon as it arrives; otherwise it is slow and the
+    /// answer sits in the channel until `Receive`, `TimeOut` or `Disconnect`.
+    Wait {
+        slot: usize,
+        key: usize,
+        owner: usize,
+        lease: Option<u64>,
+        eager: bool,
+    },
+    Unlock {
+        slot: usize,
+        key: usize,
+        who: Who,
+        tok: Tok,
+        success: bool,
+        result: Option<u8>,
+        keep: Option<u64>,
+    },
+    Extend {
+        slot: usize,
+        key: usize,
+        who: Who,
+        tok: Tok,
+        lease: u64,
+    },
+    Cancel {
+        key: usize,
+        owner: usize,
+    },
+    Receive {
+        slot: usize,
+    },
+    TimeOut {
+        slot: usize,
+    },
+    Disconnect {
+        slot: usize,
+    },
+    Advance {
+        ms: u64,
+    },
+}
+
+fn lease_strategy() -> impl Strategy<Value = Option<u64>> {
+    prop_oneof![
+        3 => Just(None),
+        1 => Just(Some(1)),
+        4 => (1u64..200).prop_map(Some),
+        1 => Just(Some(10_000)),
+    ]
+}
+
+fn who_strategy() -> impl Strategy<Value = Who> {
+    prop_oneof![3 => Just(Who::Holder), 1 => (0..OWNERS.len()).prop_map(Who::Owner)]
+}
+
+fn tok_strategy() -> impl Strategy<Value = Tok> {
+    prop_oneof![
+        4 => Just(Tok::Holder),
+        2 => (0usize..8).prop_map(Tok::Seen),
+        1 => prop_oneof![Just(1u64), Just(u64::MAX), any::<u64>()].prop_map(Tok::Bogus),
+    ]
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let slot = 0..SLOTS;
+    let key = 0..KEYS.len();
+    let owner = 0..OWNERS.len();
+    prop_oneof![
+        4 => (slot.clone(), key.clone(), owner.clone(), lease_strategy(), prop::bool::weighted(0.2))
+            .prop_map(|(slot, key, owner, lease, noqueue)| Op::Try { slot, key, owner, lease, noqueue }),
+        4 => (slot.clone(), key.clone(), owner.clone(), lease_strategy(), prop::bool::weighted(0.6))
+            .prop_map(|(slot, key, owner, lease, eager)| Op::Wait { slot, key, owner, lease, eager }),
+        4 => (
+            slot.clone(),
+            key.clone(),
+            who_strategy(),
+            tok_strategy(),
+            any::<bool>(),
+            prop::option::of(0u8..3),
+            prop_oneof![2 => Just(None), 1 => Just(Some(1u64)), 2 => (1u64..300).prop_map(Some), 1 => Just(Some(5_000))],
+        )
+            .prop_map(|(slot, key, who, tok, success, result, keep)| Op::Unlock {
+                slot,
+                key,
+                who,
+                tok,
+                success,
+                result,
+                keep
+            }),
+        1 => (slot.clone(), key.clone(), who_strategy(), tok_strategy(), prop_oneof![1u64..300, Just(50_000)])
+            .prop_map(|(slot, key, who, tok, lease)| Op::Extend { slot, key, who, tok, lease }),
+        1 => (key.clone(), owner).prop_map(|(key, owner)| Op::Cancel { key, owner }),
+        2 => slot.clone().prop_map(|slot| Op::Receive { slot }),
+        2 => slot.clone().prop_map(|slot| Op::TimeOut { slot }),
+        1 => slot.prop_map(|slot| Op::Disconnect { slot }),
+        3 => prop_oneof![0u64..5, 0u64..150, Just(DEFAULT_LEASE), 100u64..1_000].prop_map(|ms| Op::Advance { ms }),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference model
+
+type GrantId = usize;
+type TicketId = usize;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MCompletion {
+    finisher: usize,
+    result: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MOutcome {
+    Acquired(GrantId),
+    Done(MCompletion),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MTry {
+    Acquired(GrantId),
+    Queued(usize),
+    Busy(usize),
+    Done(MCompletion),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TicketState {
+    Pending,
+    Delivered(MOutcome),
+    /// The owner was cancelled out of the queue: the WAIT ends with nil.
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+struct MTicket {
+    key: usize,
+    conn: ConnId,
+    state: TicketState,
+}
+
+#[derive(Debug, Clone)]
+struct MHolder {
+    owner: usize,
+    grant: GrantId,
+    deadline: u64,
+    /// The connection whose close releases the lock: the one it last acquired, waited or
+    /// extended on. When one grant reaches several blocked WAITs of the owner at once, the one
+    /// whose WAIT came last; after a grant to an owner that was not blocked, the connection of
+    /// its last TRY or WAIT.
+    conn: Option<ConnId>,
+    /// The owner has learned it holds this grant (a reply it read, or a renewal or EXTEND).
+    acknowledged: bool,
+}
+
+#[derive(Debug, Clone)]
+struct MWaiter {
+    owner: usize,
+    /// The connection of its last TRY or WAIT: a grant made while it is not blocked binds there.
+    conn: ConnId,
+    lease: u64,
+    /// End of its place in line while no WAIT of it is blocked.
+    expires_at: u64,
+    blockers: Vec<TicketId>,
+}
+
+#[derive(Debug, Clone)]
+struct MOwed {
+    owner: usize,
+    until: u64,
+    completion: MCompletion,
+}
+
+#[derive(Debug, Clone, Default)]
+struct MKey {
+    holder: Option<MHolder>,
+    queue: Vec<MWaiter>,
+    completion: Option<(MCompletion, u64)>,
+    owed: Vec<MOwed>,
+    last_failure: Option<Vec<u8>>,
+}
+
+impl MKey {
+    fn exists(&self) -> bool {
+        self.holder.is_some() || !self.queue.is_empty() || self.completion.is_some() || !self.owed.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Failure,
+    Expired,
+    Disconnected,
+    Undelivered,
+}
+
+/// What the model saw happen, for the figures in docs/reliability.md.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    immediate_grants: u64,
+    handoffs_to_blocked: u64,
+    handoffs_to_unblocked_head: u64,
+    done_delivered: u64,
+    done_owed: u64,
+    failures: u64,
+    lease_expiries: u64,
+    disconnect_releases: u64,
+    undelivered_releases: u64,
+    timeouts_returning_an_answer: u64,
+    abandoned_waits: u64,
+    cancels: u64,
+}
+
+impl Counters {
+    fn add(&mut self, o: &Counters) {
+        self.immediate_grants += o.immediate_grants;
+        self.handoffs_to_blocked += o.handoffs_to_blocked;
+        self.handoffs_to_unblocked_head += o.handoffs_to_unblocked_head;
+        self.done_delivered += o.done_delivered;
+        self.done_owed += o.done_owed;
+        self.failures += o.failures;
+        self.lease_expiries += o.lease_expiries;
+        self.disconnect_releases += o.disconnect_releases;
+        self.undelivered_releases += o.undelivered_releases;
+        self.timeouts_returning_an_answer += o.timeouts_returning_an_answer;
+        self.abandoned_waits += o.abandoned_waits;
+        self.cancels += o.cancels;
+    }
+}
+
+struct Model {
+    counts: Counters,
+    release_on_disconnect: bool,
+    keys: Vec<MKey>,
+    tickets: Vec<MTicket>,
+    /// Per grant: its key and its token once observed.
+    grants: Vec<(usize, Option<u64>)>,
+    /// Tickets whose connection closed while they were blocked or held an unread answer.
+    abandoned: Vec<bool>,
+}
+
+fn lease_for(requested: Option<u64>) -> u64 {
+    requested.unwrap_or(DEFAULT_LEASE).clamp(1, MAX_LEASE)
+}
+
+impl Model {
+    fn new(release_on_disconnect: bool) -> Model {
+        Model {
+            counts: Counters::default(),
+            release_on_disconnect,
+            keys: vec![MKey::default(); KEYS.len()],
+            tickets: Vec::new(),
+            grants: Vec::new(),
+            abandoned: Vec::new(),
+        }
+    }
+
+    fn new_grant(&mut self, key: usize) -> GrantId {
+        self.grants.push((key, None));
+        self.grants.len() - 1
+    }
+
+    fn token(&self, grant: GrantId) -> Option<u64> {
+        self.grants[grant].1
+    }
+
+    /// Records (or checks) the token the core showed for `grant`; tokens of one key must rise in
+    /// the order the grants were made.
+    fn learn(&mut self, grant: GrantId, token: u64) -> Result<(), String> {
+        match self.grants[grant].1 {
+            Some(known) if known != token => return Err(format!("grant {grant}: token {token}, earlier seen {known}")),
+            Some(_) => return Ok(()),
+            None => self.grants[grant].1 = Some(token),
+        }
+        let key = self.grants[grant].0;
+        let mut last = 0u64;
+        for (g, (k, t)) in self.grants.iter().enumerate() {
+            if *k != key {
+                continue;
+            }
+            if let Some(t) = t {
+                if *t <= last {
+                    return Err(format!("tokens of {} do not increase: grant {g} has {t} after {last}", KEYS[key]));
+                }
+                last = *t;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tokens this key has had, in grant order.
+    fn seen_tokens(&self, key: usize) -> Vec<u64> {
+        self.grants.iter().filter(|(k, _)| *k == key).filter_map(|(_, t)| *t).collect()
+    }
+
+    fn completion(finisher: usize, result: Option<u8>) -> MCompletion {
+        MCompletion { finisher, result: result.map(|r| vec![b'r', b'0' + r]) }
+    }
+
+    /// TRY and WAIT answers that need no queue: a DONE owed or remembered, a free lock, a renewal.
+    fn immediate(&mut self, key: usize, owner: usize, lease: u64, conn: ConnId, now: u64) -> Option<MOutcome> {
+        let k = &mut self.keys[key];
+        if let Some(at) = k.owed.iter().position(|owed| owed.owner == owner) {
+            return Some(MOutcome::Done(k.owed.remove(at).completion));
+        }
+        if let Some((completion, _)) = &k.completion {
+            return Some(MOutcome::Done(completion.clone()));
+        }
+        if self.keys[key].holder.is_none() {
+            self.counts.immediate_grants += 1;
+            let grant = self.new_grant(key);
+            self.keys[key].holder =
+                Some(MHolder { owner, grant, deadline: now + lease, conn: Some(conn), acknowledged: true });
+            return Some(MOutcome::Acquired(grant));
+        }
+        match &mut self.keys[key].holder {
+            Some(holder) if holder.owner == owner => {
+                holder.deadline = now + lease;
+                holder.conn = Some(conn);
+                holder.acknowledged = true;
+                Some(MOutcome::Acquired(holder.grant))
+            }
+            _ => None,
+        }
+    }
+
+    /// Finds or appends the owner's place and renews it; returns its index.
+    fn enqueue(&mut self, key: usize, owner: usize, lease: u64, conn: ConnId, now: u64) -> usize {
+        let queue = &mut self.keys[key].queue;
+        let index = match queue.iter().position(|w| w.owner == owner) {
+            Some(index) => index,
+            None => {
+                queue.push(MWaiter { owner, conn, lease, expires_at: 0, blockers: Vec::new() });
+                queue.len() - 1
+            }
+        };
+        queue[index].conn = conn;
+        queue[index].lease = lease;
+        queue[index].expires_at = now + lease;
+        index
+    }
+
+    fn try_lock(&mut self, key: usize, owner: usize, lease: u64, noqueue: bool, conn: ConnId, now: u64) -> MTry {
+        if let Some(outcome) = self.immediate(key, owner, lease, conn, now) {
+            return match outcome {
+                MOutcome::Acquired(grant) => MTry::Acquired(grant),
+                MOutcome::Done(completion) => MTry::Done(completion),
+            };
+        }
+        if noqueue {
+            return MTry::Busy(self.keys[key].holder.as_ref().map_or(usize::MAX, |h| h.owner));
+        }
+        MTry::Queued(self.enqueue(key, owner, lease, conn, now) + 1)
+    }
+
+    fn wait(&mut self, key: usize, owner: usize, lease: u64, conn: ConnId, now: u64) -> Result<MOutcome, TicketId> {
+        if let Some(outcome) = self.immediate(key, owner, lease, conn, now) {
+            return Ok(outcome);
+        }
+        let index = self.enqueue(key, owner, lease, conn, now);
+        self.tickets.push(MTicket { key, conn, state: TicketState::Pending });
+        let id = self.tickets.len() - 1;
+        self.keys[key].queue[index].blockers.push(id);
+        Err(id)
+    }
+
+    /// The lock is free again after a failure: it goes to the first waiter still in line.
+    fn hand_off(&mut self, key: usize, now: u64) -> bool {
+        while !self.keys[key].queue.is_empty() {
+            let waiter = self.keys[key].queue.remove(0);
+            if waiter.blockers.is_empty() && waiter.expires_at <= now {
+                continue;
+            }
+            let grant = self.new_grant(key);
+            if waiter.blockers.is_empty() {
+                self.counts.handoffs_to_unblocked_head += 1;
+            } else {
+                self.counts.handoffs_to_blocked += 1;
+            }
+            // Ticket ids grow with every WAIT: the largest is the owner's latest WAIT. An owner
+            // not blocked now is bound to the connection of its last TRY or WAIT.
+            let conn = waiter.blockers.iter().max().map_or(Some(waiter.conn), |&t| Some(self.tickets[t].conn));
+            for &ticket in &waiter.blockers {
+                self.tickets[ticket].state = TicketState::Delivered(MOutcome::Acquired(grant));
+            }
+            self.keys[key].holder =
+                Some(MHolder { owner: waiter.owner, grant, deadline: now + waiter.lease, conn, acknowledged: false });
+            return true;
+        }
+        false
+    }
+
+    fn fail(&mut self, key: usize, cause: Cause, reason: Option<Vec<u8>>, now: u64) -> bool {
+        self.keys[key].holder = None;
+        match cause {
+            Cause::Failure => self.counts.failures += 1,
+            Cause::Expired => self.counts.lease_expiries += 1,
+            Cause::Disconnected => self.counts.disconnect_releases += 1,
+            Cause::Undelivered => self.counts.undelivered_releases += 1,
+        }
+        self.keys[key].last_failure = Some(match cause {
+            Cause::Failure => reason.unwrap_or_else(|| REASON_FAILURE.to_vec()),
+            Cause::Expired => REASON_EXPIRED.to_vec(),
+            Cause::Disconnected => REASON_DISCONNECTED.to_vec(),
+            Cause::Undelivered => REASON_UNDELIVERED.to_vec(),
+        });
+        self.hand_off(key, now)
+    }
+
+    fn unlock(&mut self, key: usize, owner: usize, token: u64, verdict: &Verdict, now: u64) -> UnlockOutcome {
+        let Some(holder) = &self.keys[key].holder else {
+            return UnlockOutcome::NotLocked;
+        };
+        if holder.owner != owner || self.token(holder.grant) != Some(token) {
+            return UnlockOutcome::NotHolder;
+        }
+        match verdict {
+            Verdict::Success { result, keep_ms } => {
+                let completion = MCompletion { finisher: owner, result: result.as_deref().map(<[u8]>::to_vec) };
+                let k = &mut self.keys[key];
+                k.holder = None;
+                let mut told = 0;
+                for waiter in std::mem::take(&mut k.queue) {
+                    if waiter.blockers.is_empty() {
+                        if waiter.expires_at > now {
+                            self.counts.done_owed += 1;
+                            k.owed.push(MOwed {
+                                owner: waiter.owner,
+                                until: waiter.expires_at,
+                                completion: completion.clone(),
+                            });
+                            told += 1;
+                        }
+                    } else {
+                        self.counts.done_delivered += 1;
+                        for ticket in waiter.blockers {
+                            self.tickets[ticket].state = TicketState::Delivered(MOutcome::Done(completion.clone()));
+                        }
+                        told += 1;
+                    }
+                }
+                if *keep_ms > 0 {
+                    k.completion = Some((completion, now + lease_for(Some(*keep_ms))));
+                }
+                UnlockOutcome::Succeeded { waiters_told: told }
+            }
+            Verdict::Failure { reason } => {
+                if self.fail(key, Cause::Failure, reason.as_deref().map(<[u8]>::to_vec), now) {
+                    UnlockOutcome::HandedOff
+                } else {
+                    UnlockOutcome::Released
+                }
+            }
+        }
+    }
+
+    fn extend(&mut self, key: usize, owner: usize, token: u64, lease: u64, conn: ConnId, now: u64) -> ExtendOutcome {
+        let known = self.keys[key].holder.as_ref().and_then(|h| self.token(h.grant));
+        let Some(holder) = &mut self.keys[key].holder else {
+            return ExtendOutcome::NotLocked;
+        };
+        if holder.owner != owner || known != Some(token) {
+            return ExtendOutcome::NotHolder;
+        }
+        holder.deadline = now + lease_for(Some(lease));
+        holder.conn = Some(conn);
+        holder.acknowledged = true;
+        ExtendOutcome::Extended
+    }
+
+    fn cancel(&mut self, key: usize, owner: usize) -> bool {
+        let Some(index) = self.keys[key].queue.iter().position(|w| w.owner == owner) else {
+            return false;
+        };
+        let waiter = self.keys[key].queue.remove(index);
+        self.counts.cancels += 1;
+        for ticket in waiter.blockers {
+            self.tickets[ticket].state = TicketState::Closed;
+        }
+        true
+    }
+
+    fn remove_blocker(&mut self, ticket: TicketId) -> Option<(usize, usize)> {
+        let key = self.tickets[ticket].key;
+        let index = self.keys[key].queue.iter().position(|w| w.blockers.contains(&ticket))?;
+        self.keys[key].queue[index].blockers.retain(|&t| t != ticket);
+        Some((key, index))
+    }
+
+    /// The WAIT timed out. Returns what it had been told meanwhile (its reply then).
+    fn timed_out(&mut self, ticket: TicketId, now: u64) -> Option<MOutcome> {
+        match self.tickets[ticket].state.clone() {
+            TicketState::Pending => {
+                let (key, index) = self.remove_blocker(ticket).expect("a pending ticket is queued");
+                let waiter = &mut self.keys[key].queue[index];
+                if waiter.blockers.is_empty() {
+                    waiter.expires_at = now + waiter.lease;
+                }
+                None
+            }
+            TicketState::Delivered(outcome) => {
+                self.counts.timeouts_returning_an_answer += 1;
+                self.consumed(&outcome);
+                Some(outcome)
+            }
+            TicketState::Closed => None,
+        }
+    }
+
+    /// The owner read a delivered answer.
+    fn consumed(&mut self, outcome: &MOutcome) {
+        if let MOutcome::Acquired(grant) = outcome {
+            let key = self.grants[*grant].0;
+            if let Some(holder) = &mut self.keys[key].holder
+                && holder.grant == *grant
+            {
+                holder.acknowledged = true;
+            }
+        }
+    }
+
+    /// The WAIT's connection closed: it leaves the line. A grant it was sent but never read
+    /// passes on, unless the owner learned of it some other way.
+    fn mark_abandoned(&mut self, ticket: TicketId) {
+        if self.abandoned.len() <= ticket {
+            self.abandoned.resize(ticket + 1, false);
+        }
+        self.abandoned[ticket] = true;
+    }
+
+    fn abandoned(&mut self, ticket: TicketId, live_tickets: &[TicketId], now: u64) {
+        self.counts.abandoned_waits += 1;
+        match self.tickets[ticket].state.clone() {
+            TicketState::Pending => {
+                let (key, index) = self.remove_blocker(ticket).expect("a pending ticket is queued");
+                if self.keys[key].queue[index].blockers.is_empty() {
+                    self.keys[key].queue.remove(index);
+                }
+            }
+            // The grant never reaches the client on this connection. Only the connection the lock
+            // is bound to matters (a renewal or EXTEND elsewhere moved the binding away); if the
+            // same grant was also sent to other WAITs of the owner, the lock binds to the newest
+            // of those, else it passes on as after a FAILURE.
+            TicketState::Delivered(MOutcome::Acquired(grant)) => {
+                let _ = live_tickets;
+                self.mark_abandoned(ticket);
+                let key = self.grants[grant].0;
+                let ticket_conn = self.tickets[ticket].conn;
+                let also_sent = (0..self.tickets.len())
+                    .filter(|&t| {
+                        t != ticket
+                            && !self.abandoned.get(t).copied().unwrap_or(false)
+                            && self.tickets[t].state == TicketState::Delivered(MOutcome::Acquired(grant))
+                    })
+                    .max();
+                let Some(holder) = &mut self.keys[key].holder else {
+                    return;
+                };
+                if holder.grant != grant || holder.conn != Some(ticket_conn) {
+                    return;
+                }
+                match also_sent {
+                    Some(other) => holder.conn = Some(self.tickets[other].conn),
+                    None => {
+                        self.fail(key, Cause::Undelivered, None, now);
+                    }
+                }
+            }
+            TicketState::Delivered(MOutcome::Done(_)) | TicketState::Closed => {}
+        }
+    }
+
+    fn release_connection(&mut self, conn: ConnId, now: u64) {
+        if !self.release_on_disconnect {
+            return;
+        }
+        for key in 0..KEYS.len() {
+            if self.keys[key].holder.as_ref().is_some_and(|h| h.conn == Some(conn)) {
+                self.fail(key, Cause::Disconnected, None, now);
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        let mut next: Option<u64> = None;
+        let mut consider = |t: u64| next = Some(next.map_or(t, |n| n.min(t)));
+        for k in &self.keys {
+            if let Some(h) = &k.holder {
+                consider(h.deadline);
+            }
+            for w in k.queue.iter().filter(|w| w.blockers.is_empty()) {
+                consider(w.expires_at);
+            }
+            if let Some((_, until)) = &k.completion {
+                consider(*until);
+            }
+            for owed in &k.owed {
+                consider(owed.until);
+            }
+        }
+        next
+    }
+
+    /// Everything due at `now`, in the order it falls due at one instant: places and remembered
+    /// answers first, then the holder's lease (a failure that hands the lock on).
+    fn expire(&mut self, now: u64) {
+        for key in 0..KEYS.len() {
+            let k = &mut self.keys[key];
+            k.queue.retain(|w| !w.blockers.is_empty() || w.expires_at > now);
+            if k.completion.as_ref().is_some_and(|(_, until)| *until <= now) {
+                k.completion = None;
+            }
+            k.owed.retain(|owed| owed.until > now);
+            if k.holder.as_ref().is_some_and(|h| h.deadline <= now) {
+                self.fail(key, Cause::Expired, None, now);
+            }
+        }
+    }
+
+    /// Keys with nothing left to remember are forgotten (and their last failure with them).
+    fn forget(&mut self) {
+        for k in &mut self.keys {
+            if !k.exists() {
+                k.last_failure = None;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness
+
+struct Outstanding {
+    ticket: WaitTicket,
+    id: TicketId,
+    eager: bool,
+}
+
+struct Slot {
+    conn: ConnId,
+    waiting: Option<Outstanding>,
+}
+
+struct Harness {
+    core: LockCore,
+    model: Model,
+    slots: Vec<Slot>,
+    next_conn: u64,
+    now: u64,
+    shared_owners: bool,
+    log: Vec<String>,
+}
+
+type Check = Result<(), String>;
+
+fn ensure(condition: bool, message: impl FnOnce() -> String) -> Check {
+    if condition { Ok(()) } else { Err(message()) }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn owner_index(name: &[u8]) -> Option<usize> {
+    OWNERS.iter().position(|o| o.as_bytes() == name)
+}
+
+impl Harness {
+    fn new(shards: usize, release_on_disconnect: bool, seed: u64, shared_owners: bool) -> Harness {
+        let core = LockCore::new(
+            CoreSettings { default_lease_ms: DEFAULT_LEASE, max_lease_ms: MAX_LEASE, release_on_disconnect, shards },
+            seed,
+        );
+        let slots = (0..SLOTS).map(|i| Slot { conn: conn_id(i as u64 + 1), waiting: None }).collect();
+        Harness {
+            core,
+            model: Model::new(release_on_disconnect),
+            slots,
+            next_conn: SLOTS as u64 + 1,
+            now: 0,
+            shared_owners,
+            log: Vec::new(),
+        }
+    }
+
+    fn live_ticket_ids(&self) -> Vec<TicketId> {
+        self.slots.iter().filter_map(|s| s.waiting.as_ref().map(|w| w.id)).collect()
+    }
+
+    /// The slot an owner speaks from when each owner has its own connection.
+    fn slot_of(&self, slot: usize, owner: usize) -> usize {
+        if self.shared_owners { slot } else { owner % SLOTS }
+    }
+
+    fn resolve_who(&self, key: usize, who: Who) -> usize {
+        match who {
+            Who::Owner(owner) => owner,
+            Who::Holder => self.model.keys[key].holder.as_ref().map_or(0, |h| h.owner),
+        }
+    }
+
+    fn resolve_tok(&self, key: usize, tok: Tok) -> u64 {
+        let seen = self.model.seen_tokens(key);
+        match tok {
+            Tok::Holder => self.model.keys[key]
+                .holder
+                .as_ref()
+                .and_then(|h| self.model.token(h.grant))
+                .or_else(|| seen.last().copied())
+                .unwrap_or(1),
+            Tok::Seen(i) if !seen.is_empty() => seen[i % seen.len()],
+            Tok::Seen(_) => 1,
+            Tok::Bogus(t) => t,
+        }
+    }
+
+    fn apply(&mut self, op: &Op) -> Check {
+        let now = self.now;
+        match *op {
+            Op::Try { slot, key, owner, lease, noqueue } => {
+                let slot = self.slot_of(slot, owner);
+                if self.slots[slot].waiting.is_some() {
+                    return Ok(());
+                }
+                let conn = self.slots[slot].conn;
+                let request =
+                    LockRequest { key: KEYS[key].as_bytes(), owner: OWNERS[owner].as_bytes(), lease_ms: lease, conn };
+                let got = self.core.try_lock(request, noqueue, now);
+                let want = self.model.try_lock(key, owner, lease_for(lease), noqueue, conn, now);
+                self.log.push(format!(
+                    "t={now} TRY {} {} conn={conn} lease={lease:?} noqueue={noqueue} -> {got:?}",
+                    KEYS[key], OWNERS[owner]
+                ));
+                match (&got, &want) {
+                    (TryOutcome::Acquired { token }, MTry::Acquired(grant)) => self.model.learn(*grant, *token),
+                    (TryOutcome::Queued { position }, MTry::Queued(expected)) => {
+                        ensure(position == expected, || format!("QUEUED {position}, model says {expected}"))
+                    }
+                    (TryOutcome::Busy { holder }, MTry::Busy(expected)) => {
+                        ensure(owner_index(holder) == Some(*expected), || {
+                            format!("BUSY {}, model says {}", text(holder), OWNERS[*expected])
+                        })
+                    }
+                    (TryOutcome::Done(c), MTry::Done(expected)) => same_completion(c, expected),
+                    _ => Err(format!("TRY answered {got:?}, model says {want:?}")),
+                }
+            }
+            Op::Wait { slot, key, owner, lease, eager } => {
+                let slot = self.slot_of(slot, owner);
+                if self.slots[slot].waiting.is_some() {
+                    return Ok(());
+                }
+                let conn = self.slots[slot].conn;
+                let request =
+                    LockRequest { key: KEYS[key].as_bytes(), owner: OWNERS[owner].as_bytes(), lease_ms: lease, conn };
+                let got = self.core.wait(request, now);
+                let want = self.model.wait(key, owner, lease_for(lease), conn, now);
+                self.log.push(format!(
+                    "t={now} WAIT {} {} conn={conn} lease={lease:?} eager={eager} -> {}",
+                    KEYS[key],
+                    OWNERS[owner],
+                    match &got {
+                        WaitStart::Ready(outcome) => format!("{outcome:?}"),
+                        WaitStart::Blocked(_) => "blocked".to_owned(),
+                    }
+                ));
+                match (got, want) {
+                    (WaitStart::Ready(outcome), Ok(expected)) => self.same_outcome(&outcome, &expected),
+                    (WaitStart::Blocked(ticket), Err(id)) => {
+                        self.slots[slot].waiting = Some(Outstanding { ticket, id, eager });
+                        Ok(())
+                    }
+                    (WaitStart::Ready(outcome), Err(_)) => Err(format!("WAIT answered {outcome:?}, model blocks")),
+                    (WaitStart::Blocked(_), Ok(expected)) => Err(format!("WAIT blocked, model answers {expected:?}")),
+                }
+            }
+            Op::Unlock { slot, key, who, tok, success, result, keep } => {
+                let owner = self.resolve_who(key, who);
+                let slot = self.slot_of(slot, owner);
+                if self.slots[slot].waiting.is_some() {
+                    return Ok(());
+                }
+                let token = self.resolve_tok(key, tok);
+                let verdict = if success {
+                    Verdict::Success {
+                        result: Model::completion(owner, result).result.map(|r| Arc::from(&r[..])),
+                        keep_ms: keep.unwrap_or(0),
+                    }
+                } else {
+                    Verdict::Failure { reason: result.map(|r| Arc::from(&[b'x', r][..])) }
+                };
+                let got = self.core.unlock(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), token, verdict.clone(), now);
+                let want = self.model.unlock(key, owner, token, &verdict, now);
+                self.log.push(format!("t={now} UNLOCK {} {} {token} {verdict:?} -> {got:?}", KEYS[key], OWNERS[owner]));
+                ensure(got == want, || format!("UNLOCK answered {got:?}, model says {want:?}"))
+            }
+            Op::Extend { slot, key, who, tok, lease } => {
+                let owner = self.resolve_who(key, who);
+                let slot = self.slot_of(slot, owner);
+                if self.slots[slot].waiting.is_some() {
+                    return Ok(());
+                }
+                let conn = self.slots[slot].conn;
+                let token = self.resolve_tok(key, tok);
+                let got = self.core.extend(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), token, lease, conn, now);
+                let want = self.model.extend(key, owner, token, lease, conn, now);
+                self.log.push(format!(
+                    "t={now} EXTEND {} {} {token} {lease} conn={conn} -> {got:?}",
+                    KEYS[key], OWNERS[owner]
+                ));
+                ensure(got == want, || format!("EXTEND answered {got:?}, model says {want:?}"))
+            }
+            Op::Cancel { key, owner } => {
+                let got = self.core.cancel(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), now);
+                let want = self.model.cancel(key, owner);
+                self.log.push(format!("t={now} CANCEL {} {} -> {got}", KEYS[key], OWNERS[owner]));
+                ensure(got == want, || format!("CANCEL answered {got}, model says {want}"))
+            }
+            Op::Receive { slot } => {
+                let Some(waiting) = &self.slots[slot].waiting else {
+                    return Ok(());
+                };
+                let state = self.model.tickets[waiting.id].state.clone();
+                if state == TicketState::Pending {
+                    return Ok(());
+                }
+                let mut waiting = self.slots[slot].waiting.take().expect("checked above");
+                self.log.push(format!("t={now} slot {slot} reads its answer"));
+                self.receive(&mut waiting, &state)
+            }
+            Op::TimeOut { slot } => {
+                let Some(waiting) = self.slots[slot].waiting.take() else {
+                    return Ok(());
+                };
+                let got = self.core.wait_timed_out(waiting.ticket, now);
+                let want = self.model.timed_out(waiting.id, now);
+                self.log.push(format!("t={now} slot {slot} WAIT times out -> {got:?}"));
+                match (got, want) {
+                    (None, None) => Ok(()),
+                    (Some(outcome), Some(expected)) => self.same_outcome(&outcome, &expected),
+                    (got, want) => Err(format!("timed-out WAIT got {got:?}, model says {want:?}")),
+                }
+            }
+            Op::Disconnect { slot } => {
+                let conn = self.slots[slot].conn;
+                self.log.push(format!("t={now} slot {slot} (conn {conn}) disconnects"));
+                if let Some(waiting) = self.slots[slot].waiting.take() {
+                    let live = self.live_ticket_ids();
+                    self.core.wait_abandoned(waiting.ticket, now);
+                    self.model.abandoned(waiting.id, &live, now);
+                }
+                let keys: Vec<&[u8]> = KEYS.iter().map(|k| k.as_bytes()).collect();
+                self.core.release_connection(conn, keys, now);
+                self.model.release_connection(conn, now);
+                self.slots[slot].conn = conn_id(self.next_conn);
+                self.next_conn += 1;
+                Ok(())
+            }
+            Op::Advance { ms } => {
+                let target = now + ms;
+                while let Some(deadline) = self.model.next_deadline().filter(|&d| d <= target) {
+                    self.step_clock(deadline)?;
+                }
+                self.step_clock(target)
+            }
+        }
+    }
+
+    /// Moves the clock to `to` and lets both sides expire what is due there.
+    fn step_clock(&mut self, to: u64) -> Check {
+        self.now = to;
+        let model_next_before = self.model.next_deadline();
+        let core_next = self.core.expire(to);
+        self.model.expire(to);
+        self.model.forget();
+        self.log.push(format!("t={to} expire -> next {core_next:?}"));
+        let model_next = self.model.next_deadline();
+        // The expiry driver sleeps until the deadline returned: it must never be later than a
+        // real one (earlier is only a spurious wake-up).
+        match (core_next, model_next) {
+            (_, None) => {}
+            (None, Some(want)) => return Err(format!("expire() returned no deadline; model has one at {want}")),
+            (Some(got), Some(want)) => {
+                ensure(got <= want, || format!("expire() returned {got}, a deadline is due at {want}"))?
+            }
+        }
+        let _ = model_next_before;
+        self.check_all()
+    }
+
+    fn receive(&mut self, waiting: &mut Outstanding, state: &TicketState) -> Check {
+        let got = waiting.ticket.receiver.try_recv();
+        match (got, state) {
+            (Ok(outcome), TicketState::Delivered(expected)) => {
+                let expected = expected.clone();
+                self.model.consumed(&expected);
+                self.same_outcome(&outcome, &expected)
+            }
+            (Err(tokio::sync::oneshot::error::TryRecvError::Closed), TicketState::Closed) => Ok(()),
+            (got, want) => Err(format!("WAIT channel holds {got:?}, model says {want:?}")),
+        }
+    }
+
+    fn same_outcome(&mut self, got: &WaitOutcome, want: &MOutcome) -> Check {
+        match (got, want) {
+            (WaitOutcome::Acquired { token }, MOutcome::Acquired(grant)) => self.model.learn(*grant, *token),
+            (WaitOutcome::Done(c), MOutcome::Done(expected)) => same_completion(c, expected),
+            _ => Err(format!("answer {got:?}, model says {want:?}")),
+        }
+    }
+
+    /// Compares everything observable after a step.
+    fn check_all(&mut self) -> Check {
+        self.model.forget();
+        // Blocked WAITs: a fast connection reads its answer at once; a slow one leaves it in the
+        // channel, which must hold exactly what the model says was sent.
+        for slot in 0..SLOTS {
+            let Some(waiting) = &self.slots[slot].waiting else {
+                continue;
+            };
+            let state = self.model.tickets[waiting.id].state.clone();
+            if waiting.eager {
+                if state == TicketState::Pending {
+                    ensure(waiting.ticket.receiver.is_empty(), || {
+                        format!("slot {slot}: WAIT answered, model says pending")
+                    })?;
+                    continue;
+                }
+                let mut waiting = self.slots[slot].waiting.take().expect("checked above");
+                self.receive(&mut waiting, &state).map_err(|e| format!("slot {slot}: {e}"))?;
+            } else {
+                let delivered = matches!(state, TicketState::Delivered(_));
+                ensure(waiting.ticket.receiver.is_empty() != delivered, || {
+                    format!("slot {slot}: channel empty={}, model says {state:?}", waiting.ticket.receiver.is_empty())
+                })?;
+            }
+        }
+        for (key, name) in KEYS.iter().enumerate() {
+            let info = self.core.info(name.as_bytes(), self.now);
+            self.compare_info(key, info).map_err(|e| format!("{name}: {e}"))?;
+        }
+        let existing = self.model.keys.iter().filter(|k| k.exists()).count();
+        ensure(self.core.key_count() == existing, || {
+            format!("core remembers {} keys, model {existing}", self.core.key_count())
+        })
+    }
+
+    fn compare_info(&mut self, key: usize, info: Option<KeyInfo>) -> Check {
+        let now = self.now;
+        let k = self.model.keys[key].clone();
+        let Some(info) = info else {
+            return ensure(!k.exists(), || format!("core forgot the key, model has {k:?}"));
+        };
+        ensure(k.exists(), || format!("core still has {info:?}, model forgot the key"))?;
+        let state = match (&k.holder, &k.completion) {
+            (Some(_), _) => LockStateName::Held,
+            (None, Some(_)) => LockStateName::Done,
+            (None, None) => LockStateName::Free,
+        };
+        ensure(info.state == state, || format!("state {:?}, model {state:?}", info.state))?;
+        match (&info.holder, &k.holder) {
+            (None, None) => {}
+            (Some(got), Some(want)) => {
+                ensure(owner_index(&got.owner) == Some(want.owner), || {
+                    format!("holder {}, model {}", text(&got.owner), OWNERS[want.owner])
+                })?;
+                self.model.learn(want.grant, got.token)?;
+                ensure(got.lease_remaining_ms == want.deadline - now, || {
+                    format!("lease left {}, model {}", got.lease_remaining_ms, want.deadline - now)
+                })?;
+            }
+            (got, want) => return Err(format!("holder {got:?}, model {want:?}")),
+        }
+        let queue: Vec<Option<usize>> = info.queue.iter().map(|o| owner_index(o)).collect();
+        let want_queue: Vec<Option<usize>> = k.queue.iter().map(|w| Some(w.owner)).collect();
+        ensure(queue == want_queue, || format!("queue {queue:?}, model {want_queue:?}"))?;
+        let blocked = k.queue.iter().filter(|w| !w.blockers.is_empty()).count();
+        ensure(info.blocked == blocked, || format!("blocked {}, model {blocked}", info.blocked))?;
+        match (&info.completion, &k.completion) {
+            (None, None) => {}
+            (Some((got, left)), Some((want, until))) => {
+                same_completion(got, want)?;
+                ensure(*left == until - now, || format!("keep left {left}, model {}", until - now))?;
+            }
+            (got, want) => return Err(format!("completion {got:?}, model {want:?}")),
+        }
+        ensure(info.last_failure.as_deref() == k.last_failure.as_deref(), || {
+            format!(
+                "last failure {:?}, model {:?}",
+                info.last_failure.as_deref().map(text),
+                k.last_failure.as_deref().map(text)
+            )
+        })
+    }
+}
+
+fn same_completion(got: &baton::core::Completion, want: &MCompletion) -> Check {
+    ensure(owner_index(&got.finisher) == Some(want.finisher) && got.result.as_deref() == want.result.as_deref(), || {
+        format!(
+            "DONE by {} result {:?}, model: by {} result {:?}",
+            text(&got.finisher),
+            got.result.as_deref().map(text),
+            OWNERS[want.finisher],
+            want.result.as_deref().map(text)
+        )
+    })
+}
+
+fn conn_id(n: u64) -> ConnId {
+    NonZeroU64::new(n).expect("connection ids start at 1")
+}
+
+/// Runs `ops`; on the first disagreement returns the log of the run so far.
+fn run(
+    shards: usize,
+    release_on_disconnect: bool,
+    seed: u64,
+    shared_owners: bool,
+    ops: &[Op],
+) -> Result<Stats, String> {
+    let mut harness = Harness::new(shards, release_on_disconnect, seed, shared_owners);
+    for (i, op) in ops.iter().enumerate() {
+        let result = harness.apply(op).and_then(|()| harness.check_all());
+        if let Err(error) = result {
+            let tail = harness.log.iter().rev().take(40).rev().cloned().collect::<Vec<_>>().join("\n  ");
+            return Err(format!(
+                "step {i} ({op:?}) at t={}: {error}\n shards={shards} release_on_disconnect={release_on_disconnect}\n  {tail}",
+                harness.now
+            ));
+        }
+    }
+    // Whatever is still blocked ends as a disconnect would end it, still checked.
+    for slot in 0..SLOTS {
+        if let Err(error) = harness.apply(&Op::Disconnect { slot }).and_then(|()| harness.check_all()) {
+            let tail = harness.log.iter().rev().take(40).rev().cloned().collect::<Vec<_>>().join("\n  ");
+            return Err(format!("closing slot {slot} at the end: {error}\n  {tail}"));
+        }
+    }
+    Ok(Stats { grants: harness.model.grants.len() as u64, steps: ops.len() as u64, counts: harness.model.counts })
+}
+
+struct Stats {
+    grants: u64,
+    steps: u64,
+    counts: Counters,
+}
+
+fn proptest_config(default_cases: u32) -> ProptestConfig {
+    let cases = std::env::var("BATON_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default_cases);
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(proptest_config(1000))]
+
+    #[test]
+    fn one_connection_per_owner(
+        shards in prop_oneof![Just(1usize), Just(4usize)],
+        release_on_disconnect in any::<bool>(),
+        seed in 1u64..1 << 40,
+        ops in prop::collection::vec(op_strategy(), 1..150),
+    ) {
+        if let Err(report) = run(shards, release_on_disconnect, seed, false, &ops) {
+            return Err(TestCaseError::fail(report));
+        }
+    }
+
+    #[test]
+    fn owners_across_connections(
+        shards in prop_oneof![Just(1usize), Just(4usize)],
+        release_on_disconnect in any::<bool>(),
+        seed in 1u64..1 << 40,
+        ops in prop::collection::vec(op_strategy(), 1..150),
+    ) {
+        if let Err(report) = run(shards, release_on_disconnect, seed, true, &ops) {
+            return Err(TestCaseError::fail(report));
+        }
+    }
+}
+
+/// A long deterministic run of many random sequences, to report how much the model covered.
+#[test]
+fn model_figures() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let strategy = prop::collection::vec(op_strategy(), 100..150);
+    let sequences: u64 = std::env::var("BATON_MODEL_FIGURES").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let mut totals = Stats { grants: 0, steps: 0, counts: Counters::default() };
+    for case in 0..sequences {
+        let ops = strategy.new_tree(&mut runner).expect("strategy").current();
+        let stats = run(if case % 2 == 0 { 1 } else { 4 }, case % 3 != 0, 1 + case * 1_000_003, false, &ops)
+            .unwrap_or_else(|report| panic!("{report}"));
+        totals.grants += stats.grants;
+        totals.steps += stats.steps;
+        totals.counts.add(&stats.counts);
+    }
+    println!("model: {sequences} sequences, {} steps, {} grants, {:#?}", totals.steps, totals.grants, totals.counts);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Disagreements found by the generators above, kept as plain tests.
+
+fn core_with(shards: usize, release_on_disconnect: bool) -> LockCore {
+    LockCore::new(
+        CoreSettings { default_lease_ms: DEFAULT_LEASE, max_lease_ms: MAX_LEASE, release_on_disconnect, shards },
+        1,
+    )
+}
+
+fn request<'a>(key: &'a str, owner: &'a str, conn: u64, lease_ms: Option<u64>) -> LockRequest<'a> {
+    LockRequest { key: key.as_bytes(), owner: owner.as_bytes(), lease_ms, conn: conn_id(conn) }
+}
+
+fn acquired(outcome: TryOutcome) -> u64 {
+    match outcome {
+        TryOutcome::Acquired { token } => token,
+        other => panic!("expected ACQUIRED, got {other:?}"),
+    }
+}
+
+fn blocked(start: WaitStart) -> WaitTicket {
+    match start {
+        WaitStart::Blocked(ticket) => ticket,
+        WaitStart::Ready(outcome) => panic!("expected to block, got {outcome:?}"),
+    }
+}
+
+fn holder_of(core: &LockCore, key: &str, now: u64) -> Option<(String, u64)> {
+    core.info(key.as_bytes(), now).and_then(|info| info.holder).map(|h| (text(&h.owner), h.token))
+}
+
+/// Shrunk from `owners_across_connections`. Owner `a` waits on connection 1; the lock is handed to
+/// it while that connection is slow to read; `a`, retrying over connection 2, is told ACQUIRED;
+/// then connection 1 closes without having read its answer. The core treats the grant as
+/// undelivered and hands the lock on, although `a` was told it holds it: two holders.
+#[test]
+fn abandoned_wait_does_not_release_a_lock_its_owner_was_told_of_elsewhere() {
+    let core = core_with(1, false);
+    acquired(core.try_lock(request("k", "b", 1, None), false, 0));
+    let stale = blocked(core.wait(request("k", "a", 1, Some(51)), 0));
+    core.expire(100); // b's lease ends: the grant goes into a's unread WAIT on connection 1.
+    let token = acquired(core.try_lock(request("k", "a", 2, None), false, 100));
+    core.wait_abandoned(stale, 100);
+    assert_eq!(holder_of(&core, "k", 100), Some(("a".to_owned(), token)), "a was told ACQUIRED {token}");
+}
+
+/// Shrunk from `owners_across_connections`: owner `b` is blocked on connections 2 and 3 (a client
+/// that reconnected and waits again); one grant answers both. Connection 2 closes before its task
+/// read the answer: the core treats the grant as undelivered and releases the lock, although
+/// connection 3 (the one the grant is bound to) has the same answer and will reply ACQUIRED.
+#[test]
+fn abandoning_one_of_two_answered_waits_of_an_owner_keeps_the_lock() {
+    let core = core_with(1, false);
+    let first = acquired(core.try_lock(request("k", "c", 1, None), false, 0));
+    let old = blocked(core.wait(request("k", "b", 2, None), 0));
+    let mut new = blocked(core.wait(request("k", "b", 3, None), 0));
+    assert_eq!(core.unlock(b"k", b"c", first, Verdict::Failure { reason: None }, 0), UnlockOutcome::HandedOff);
+    core.wait_abandoned(old, 0);
+    let token = match new.receiver.try_recv() {
+        Ok(WaitOutcome::Acquired { token }) => token,
+        other => panic!("the WAIT on connection 3 is answered with the grant: {other:?}"),
+    };
+    assert_eq!(holder_of(&core, "k", 0), Some(("b".to_owned(), token)), "b is told ACQUIRED {token} on connection 3");
+}
+
+/// Owner `a` waits on connection 2, which hangs; the client reconnects and waits again on
+/// connection 3. One grant answers both WAITs. The holder's connection should be the one it
+/// "last waited" on (config: `--release-on-disconnect`), but the core keeps the first: when the
+/// hung connection is finally closed, the lock the client holds on connection 3 is released.
+#[test]
+fn a_grant_to_two_waits_of_one_owner_belongs_to_the_later_connection() {
+    let core = core_with(1, true);
+    let first = acquired(core.try_lock(request("k", "b", 1, None), false, 0));
+    let mut old = blocked(core.wait(request("k", "a", 2, None), 0));
+    let mut new = blocked(core.wait(request("k", "a", 3, None), 5));
+    assert_eq!(core.unlock(b"k", b"b", first, Verdict::Failure { reason: None }, 10), UnlockOutcome::HandedOff);
+    let token = match (old.receiver.try_recv(), new.receiver.try_recv()) {
+        (Ok(WaitOutcome::Acquired { token: x }), Ok(WaitOutcome::Acquired { token: y })) if x == y => x,
+        other => panic!("both WAITs of a are answered with the grant: {other:?}"),
+    };
+    core.release_connection(conn_id(2), [&b"k"[..]], 20);
+    assert_eq!(holder_of(&core, "k", 20), Some(("a".to_owned(), token)), "the live connection 3 holds it");
+}
+
+/// The expiry driver can run late (a busy machine, a paused process), and an operation on the key
+/// settles it at its own time. A lease that ended at t=100 must still hand off as of t=100: the
+/// owner queued until t=150 was next in line then, so it gets the lock even when the expiry is
+/// only processed at t=200.
+#[test]
+fn a_late_expiry_hands_off_as_of_the_end_of_the_lease() {
+    let core = core_with(1, true);
+    acquired(core.try_lock(request("k", "a", 1, Some(100)), false, 0));
+    assert_eq!(core.try_lock(request("k", "b", 2, Some(150)), false, 0), TryOutcome::Queued { position: 1 });
+    core.expire(200);
+    let holder = holder_of(&core, "k", 200);
+    assert_eq!(holder.map(|(owner, _)| owner).as_deref(), Some("b"), "b was next in line when a's lease ended");
+}
