@@ -11,6 +11,7 @@ use hashbrown::HashMap;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::cmd::table::CommandSpec;
 use crate::core::ConnId;
 
 #[derive(Debug)]
@@ -42,7 +43,7 @@ pub struct ClientState {
     pub name: Option<Bytes>,
     pub lib_name: Option<Bytes>,
     pub lib_ver: Option<Bytes>,
-    pub last_command: String,
+    pub last_command: Option<&'static CommandSpec>,
     pub last_active: Instant,
     /// The key of the LOCK.WAIT it is blocked in.
     pub blocked_on: Option<Bytes>,
@@ -115,7 +116,7 @@ impl ClientEntry {
             now.saturating_duration_since(self.created).as_secs(),
             now.saturating_duration_since(state.last_active).as_secs(),
             flags,
-            if state.last_command.is_empty() { "NULL" } else { &state.last_command },
+            state.last_command.map_or_else(|| "NULL".to_owned(), CommandSpec::full_name),
             state.resp,
             text(&state.lib_name),
             text(&state.lib_ver),
@@ -145,7 +146,7 @@ impl ClientRegistry {
                 name: None,
                 lib_name: None,
                 lib_ver: None,
-                last_command: String::new(),
+                last_command: None,
                 last_active: now,
                 blocked_on: None,
                 resp: 2,

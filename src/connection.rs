@@ -113,13 +113,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     self.deferred_bytes -= size;
                     input
                 }
-                None => match self.framed.next().now_or_never() {
-                    Some(input) => input,
-                    None => match self.next_input_after_flush().await {
-                        Ok(input) => input,
-                        Err(exit) => return exit,
-                    },
-                },
+                // More pipelined input already buffered is decoded before replies are written. With
+                // an empty buffer the socket is not tried again here: that read would almost
+                // always find nothing, a wasted system call per request.
+                None => {
+                    match (!self.framed.read_buffer().is_empty()).then(|| self.framed.next().now_or_never()).flatten() {
+                        Some(input) => input,
+                        None => match self.next_input_after_flush().await {
+                            Ok(input) => input,
+                            Err(exit) => return exit,
+                        },
+                    }
+                }
             };
             let request = match input {
                 None => return Exit::ClientClosed,
@@ -191,12 +196,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Err(reply) => return self.send(reply).await,
         };
         self.session.entry.update(|state| {
-            state.last_command.clear();
-            if !spec.container.is_empty() {
-                state.last_command.push_str(spec.container);
-                state.last_command.push('|');
-            }
-            state.last_command.push_str(spec.name);
+            state.last_command = Some(spec);
             state.last_active = std::time::Instant::now();
         });
         if !self.session.authenticated && !cmd::allowed_unauthenticated(spec) {
