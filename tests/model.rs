@@ -1220,8 +1220,8 @@ fn holder_of(core: &LockCore, key: &str, now: u64) -> Option<(String, u64)> {
 
 /// Shrunk from `owners_across_connections`. Owner `a` waits on connection 1; the lock is handed to
 /// it while that connection is slow to read; `a`, retrying over connection 2, is told ACQUIRED;
-/// then connection 1 closes without having read its answer. The core treats the grant as
-/// undelivered and hands the lock on, although `a` was told it holds it: two holders.
+/// then connection 1 closes without having read its answer. The lock must stay with `a` (it was
+/// told it holds it); handing it on would make two holders.
 #[test]
 fn abandoned_wait_does_not_release_a_lock_its_owner_was_told_of_elsewhere() {
     let core = core_with(1, false);
@@ -1235,8 +1235,8 @@ fn abandoned_wait_does_not_release_a_lock_its_owner_was_told_of_elsewhere() {
 
 /// Shrunk from `owners_across_connections`: owner `b` is blocked on connections 2 and 3 (a client
 /// that reconnected and waits again); one grant answers both. Connection 2 closes before its task
-/// read the answer: the core treats the grant as undelivered and releases the lock, although
-/// connection 3 (the one the grant is bound to) has the same answer and will reply ACQUIRED.
+/// read the answer. The lock must stay: connection 3 (the one the grant is bound to) has the same
+/// answer and will reply ACQUIRED.
 #[test]
 fn abandoning_one_of_two_answered_waits_of_an_owner_keeps_the_lock() {
     let core = core_with(1, false);
@@ -1253,9 +1253,9 @@ fn abandoning_one_of_two_answered_waits_of_an_owner_keeps_the_lock() {
 }
 
 /// Owner `a` waits on connection 2, which hangs; the client reconnects and waits again on
-/// connection 3. One grant answers both WAITs. The holder's connection should be the one it
-/// "last waited" on (config: `--release-on-disconnect`), but the core keeps the first: when the
-/// hung connection is finally closed, the lock the client holds on connection 3 is released.
+/// connection 3. One grant answers both WAITs. The holder's connection is the one it "last waited"
+/// on (config: `--release-on-disconnect`): closing the hung connection must not release the lock
+/// the client holds on connection 3.
 #[test]
 fn a_grant_to_two_waits_of_one_owner_belongs_to_the_later_connection() {
     let core = core_with(1, true);
