@@ -161,7 +161,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Queues a reply; the codec's buffer is written out when it grows large or on flush.
     /// Queues a reply. Below [`WRITE_BATCH_BYTES`] buffered this completes without I/O; beyond it
     /// the buffer is written first, and a client that stops reading for the stall timeout is
     /// disconnected instead of holding the task forever.
