@@ -313,9 +313,23 @@ async fn killed_client_queued_without_blocking_delays_the_lock_by_one_lease_at_m
     let held = acquired_token(&query(&mut con, &["LOCK.TRY", "fault:queued", "holder", "PX", "60000"]).await)
         .expect("holder acquires");
     let mut queued_cli = Cli::start(server.addr);
+    queued_cli.send("CLIENT ID");
+    let ghost_id = queued_cli.line();
     queued_cli.send("LOCK.TRY fault:queued ghost PX 1500");
     assert_eq!((queued_cli.line(), queued_cli.line()), ("QUEUED".to_owned(), "1".to_owned()));
     queued_cli.proc.signal("KILL");
+    // Only once the server has seen the close is the ghost a queued owner with no connection. A
+    // close noticed after the hand-off below would release the ghost's grant at once instead (its
+    // connection closing while it holds the lock), which is right too but not what this tests.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let list = query(&mut con, &["CLIENT", "LIST", "ID", &ghost_id]).await;
+        if matches!(&list, Ok(Value::BulkString(text)) if text.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server never noticed the killed client: {list:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let waiter = spawn_wait(server.addr, "fault:queued", "waiter", 0);
     until_blocked(&mut con, "fault:queued", 1).await;
     let failed_at = Instant::now();
