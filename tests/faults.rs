@@ -7,10 +7,15 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+#[path = "support/process.rs"]
+mod process;
+
+use process::{Baton, Proc};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
@@ -23,74 +28,6 @@ const MS_ROUNDING: Duration = Duration::from_millis(2);
 
 // ---------------------------------------------------------------------------------------------
 // Processes
-
-/// A child process that is killed (SIGKILL) and reaped when dropped.
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status();
-        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} {}", self.pid());
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The baton binary on a port of its own choosing; its log lines are kept.
-struct Baton {
-    proc: Proc,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Baton {
-    fn start(args: &[&str]) -> Baton {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(["--bind", "127.0.0.1", "--port", "0"])
-            .args(args)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the baton binary");
-        let stderr = child.stderr.take().expect("stderr");
-        let proc = Proc { child };
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = mpsc::channel();
-        let lines = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("ready to accept connections")
-                    && let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("addr="))
-                {
-                    let _ = addr_tx.send(addr.parse::<SocketAddr>().expect("address in the log"));
-                }
-                lines.lock().expect("log").push(line);
-            }
-        });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("baton did not report its address; log: {:?}", log.lock().expect("log")));
-        Baton { proc, addr, log }
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().expect("log").join("\n")
-    }
-}
 
 /// A `redis-cli` process in its line mode: one command per stdin line, one reply per stdout
 /// line (arrays one element per line, nil as an empty line, errors as their text).
@@ -244,7 +181,7 @@ fn spawn_wait(addr: SocketAddr, key: &str, owner: &str, timeout_ms: u64) -> toki
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_holder_hands_the_lock_to_the_blocked_waiter_at_once() {
-    let server = Baton::start(&[]);
+    let server = Baton::start(&[], "info");
     let mut holder_cli = Cli::start(server.addr);
     let token = holder_cli.acquire("fault:kill", "holder", None);
     let mut con = connect(server.addr).await;
@@ -270,7 +207,7 @@ async fn killed_holder_hands_the_lock_to_the_blocked_waiter_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_holder_without_release_on_disconnect_keeps_the_lock_until_its_lease_ends() {
     const LEASE: Duration = Duration::from_millis(800);
-    let server = Baton::start(&["--release-on-disconnect", "no", "--lease-ms", "800"]);
+    let server = Baton::start(&["--release-on-disconnect", "no", "--lease-ms", "800"], "info");
     let mut holder_cli = Cli::start(server.addr);
     let acquire_sent = Instant::now();
     let token = holder_cli.acquire("fault:lease", "holder", None);
@@ -308,7 +245,7 @@ async fn killed_client_queued_without_blocking_delays_the_lock_by_one_lease_at_m
     // The ghost's PX: its place lasts that long after its TRY (long enough for the steps below on
     // a loaded machine), and so does the lock once it is handed to it.
     const LEASE: Duration = Duration::from_millis(1_500);
-    let server = Baton::start(&[]);
+    let server = Baton::start(&[], "info");
     let mut con = connect(server.addr).await;
     let held = acquired_token(&query(&mut con, &["LOCK.TRY", "fault:queued", "holder", "PX", "60000"]).await)
         .expect("holder acquires");
@@ -354,7 +291,7 @@ async fn killed_client_queued_without_blocking_delays_the_lock_by_one_lease_at_m
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_holder_is_replaced_after_its_lease_and_fenced_when_it_resumes() {
     const LEASE_MS: u64 = 300;
-    let server = Baton::start(&[]);
+    let server = Baton::start(&[], "info");
     let mut holder_cli = Cli::start(server.addr);
     let acquire_sent = Instant::now();
     let stale = holder_cli.acquire("fault:pause", "holder", Some(LEASE_MS));
@@ -479,7 +416,7 @@ async fn race_once(addr: SocketAddr, cons: &mut [MultiplexedConnection; 3], key:
 async fn timeout_racing_a_handoff_never_loses_the_lock() {
     const STREAMS: usize = 8;
     const ROUNDS: usize = 50;
-    let server = Baton::start(&[]);
+    let server = Baton::start(&[], "info");
     let addr = server.addr;
     let mut tasks = Vec::new();
     for stream in 0..STREAMS {
@@ -524,7 +461,7 @@ async fn read_reply(stream: &mut TcpStream, within: Duration) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sending_a_byte_at_a_time_is_answered_and_others_are_served_meanwhile() {
-    let server = Baton::start(&[]);
+    let server = Baton::start(&[], "info");
     let addr = server.addr;
     let frame = b"*5\r\n$8\r\nLOCK.TRY\r\n$4\r\nslow\r\n$5\r\nsnail\r\n$2\r\nPX\r\n$4\r\n5000\r\n\
                   PING\r\n";
@@ -567,7 +504,7 @@ async fn a_client_sending_a_byte_at_a_time_is_answered_and_others_are_served_mea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_maxclients_are_refused_and_the_others_keep_being_served() {
     const MAX: usize = 8;
-    let server = Baton::start(&["--maxclients", &MAX.to_string()]);
+    let server = Baton::start(&["--maxclients", &MAX.to_string()], "info");
     let addr = server.addr;
     let mut held = Vec::new();
     for _ in 0..MAX {
@@ -623,7 +560,7 @@ async fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_answers_blocked_waiters_and_exits_cleanly() {
-    let mut server = Baton::start(&[]);
+    let mut server = Baton::start(&[], "info");
     let addr = server.addr;
     let mut con = connect(addr).await;
     let token = acquired_token(&query(&mut con, &["LOCK.TRY", "term", "holder"]).await).expect("holder");

@@ -11,10 +11,14 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
+
+#[path = "support/process.rs"]
+mod process;
+
+use process::Baton;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
@@ -38,66 +42,6 @@ const LIMIT_FLAGS: &[&str] = &[
     "--max-query-buffer-bytes",
     "4096",
 ];
-
-struct Baton {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Baton {
-    fn start(args: &[&str]) -> Baton {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(["--bind", "127.0.0.1", "--port", "0"])
-            .args(args)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "warn,baton::server=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the baton binary");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("ready to accept connections")
-                    && let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("addr="))
-                {
-                    let _ = tx.send(addr.parse::<SocketAddr>().expect("address"));
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("baton did not report its address");
-            }
-        };
-        Baton { child, addr }
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    fn rss_kb(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("/proc status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
-    }
-}
-
-impl Drop for Baton {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Talking to it
@@ -393,7 +337,7 @@ fn garbage_never_breaks_the_server() {
     use proptest::test_runner::TestRunner;
     use std::cell::RefCell;
     let cases = std::env::var("BATON_GARBAGE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
-    let baton = RefCell::new(Baton::start(LIMIT_FLAGS));
+    let baton = RefCell::new(Baton::start(LIMIT_FLAGS, "warn,baton::server=info"));
     let addr = baton.borrow().addr;
     let canary = RefCell::new(Canary::new(addr));
     let mut runner = TestRunner::new(ProptestConfig {
@@ -493,7 +437,7 @@ fn flood(addr: SocketAddr, seed: u64, budget: u64, sent: &AtomicU64, stop: &Atom
 #[test]
 fn a_garbage_flood_keeps_memory_bounded() {
     let megabytes: u64 = std::env::var("BATON_GARBAGE_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-    let mut baton = Baton::start(LIMIT_FLAGS);
+    let mut baton = Baton::start(LIMIT_FLAGS, "warn,baton::server=info");
     let addr = baton.addr;
     let mut canary = Canary::new(addr);
     // Warm up allocator and runtime with a little of the same, then take the baseline.
@@ -574,7 +518,7 @@ fn refused_and_closed(addr: SocketAddr, request: &[u8], error: &str) {
 
 #[test]
 fn limits_answer_with_redis_style_errors() {
-    let baton = Baton::start(LIMIT_FLAGS);
+    let baton = Baton::start(LIMIT_FLAGS, "warn,baton::server=info");
     let addr = baton.addr;
     let key16 = [b'k'; 16];
     let key17 = [b'k'; 17];
