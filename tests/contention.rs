@@ -50,6 +50,18 @@ struct Tally {
 }
 
 impl Tally {
+    /// Counts a grant, checks that nobody else holds the key meanwhile, and holds it for `hold`.
+    async fn hold(&self, log: &KeyLog, key: &str, owner: &str, token: u64, hold: Duration) {
+        self.acquired.fetch_add(1, Ordering::Relaxed);
+        if log.held.swap(true, Ordering::SeqCst) {
+            self.overlaps.fetch_add(1, Ordering::SeqCst);
+            self.error(format!("{owner} acquired {key} (token {token}) while another holder held it"));
+        }
+        log.grants.lock().push((token, owner.to_owned()));
+        tokio::time::sleep(hold).await;
+        log.held.store(false, Ordering::SeqCst);
+    }
+
     fn error(&self, text: String) {
         self.errors.lock().push(text);
     }
@@ -72,14 +84,7 @@ async fn client(index: usize, addr: std::net::SocketAddr, logs: Arc<Vec<KeyLog>>
         tally.waits.fetch_add(1, Ordering::Relaxed);
         match query_out(&mut con, args!["LOCK.WAIT", &key, &owner, timeout_ms, "PX", 10_000]).await {
             Out::Acquired(token) => {
-                tally.acquired.fetch_add(1, Ordering::Relaxed);
-                if log.held.swap(true, Ordering::SeqCst) {
-                    tally.overlaps.fetch_add(1, Ordering::SeqCst);
-                    tally.error(format!("{owner} acquired {key} (token {token}) while another holder held it"));
-                }
-                log.grants.lock().push((token, owner.clone()));
-                tokio::time::sleep(Duration::from_micros(200 + rng.below(1500))).await;
-                log.held.store(false, Ordering::SeqCst);
+                tally.hold(log, &key, &owner, token, Duration::from_micros(200 + rng.below(1500))).await;
                 // Mostly FAILURE, so that hand-offs dominate; SUCCESS fans out DONE.
                 let success = rng.below(4) == 0;
                 let reply = if success {
@@ -207,14 +212,7 @@ async fn chaotic_client(index: usize, addr: std::net::SocketAddr, logs: Arc<Vec<
         tally.waits.fetch_add(1, Ordering::Relaxed);
         match cmd_out(&mut con, args!["LOCK.WAIT", &key, &owner, timeout_ms, "PX", 10_000]).await {
             Out::Acquired(token) => {
-                tally.acquired.fetch_add(1, Ordering::Relaxed);
-                if log.held.swap(true, Ordering::SeqCst) {
-                    tally.overlaps.fetch_add(1, Ordering::SeqCst);
-                    tally.error(format!("{owner} acquired {key} (token {token}) while another holder held it"));
-                }
-                log.grants.lock().push((token, owner.clone()));
-                tokio::time::sleep(Duration::from_micros(100 + rng.below(1000))).await;
-                log.held.store(false, Ordering::SeqCst);
+                tally.hold(log, &key, &owner, token, Duration::from_micros(100 + rng.below(1000))).await;
                 match rng.below(5) {
                     0 => {
                         // Close while holding: the server must treat it as FAILURE.
