@@ -53,13 +53,24 @@ impl Tally {
     /// Counts a grant, checks that nobody else holds the key meanwhile, and holds it for `hold`.
     async fn hold(&self, log: &KeyLog, key: &str, owner: &str, token: u64, hold: Duration) {
         self.acquired.fetch_add(1, Ordering::Relaxed);
-        if log.held.swap(true, Ordering::SeqCst) {
-            self.overlaps.fetch_add(1, Ordering::SeqCst);
-            self.error(format!("{owner} acquired {key} (token {token}) while another holder held it"));
-        }
-        log.grants.lock().push((token, owner.to_owned()));
+        self.take(log, key, owner, token, "");
         tokio::time::sleep(hold).await;
         log.held.store(false, Ordering::SeqCst);
+    }
+
+    /// A grant found when leaving (not counted as an answered WAIT), released at once.
+    fn take_at_exit(&self, log: &KeyLog, key: &str, owner: &str, token: u64) {
+        self.take(log, key, owner, token, " at exit");
+        log.held.store(false, Ordering::SeqCst);
+    }
+
+    /// Marks the key held, recording the grant; nobody else may hold it at the same time.
+    fn take(&self, log: &KeyLog, key: &str, owner: &str, token: u64, when: &str) {
+        if log.held.swap(true, Ordering::SeqCst) {
+            self.overlaps.fetch_add(1, Ordering::SeqCst);
+            self.error(format!("{owner} acquired {key} (token {token}){when} while another holder held it"));
+        }
+        log.grants.lock().push((token, owner.to_owned()));
     }
 
     fn error(&self, text: String) {
@@ -129,12 +140,7 @@ async fn client(index: usize, addr: std::net::SocketAddr, logs: Arc<Vec<KeyLog>>
     }
     match query_out(&mut con, args!["LOCK.TRY", &key, &owner, "NOQUEUE"]).await {
         Out::Acquired(token) => {
-            if log.held.swap(true, Ordering::SeqCst) {
-                tally.overlaps.fetch_add(1, Ordering::SeqCst);
-                tally.error(format!("{owner} acquired {key} (token {token}) at exit while another held it"));
-            }
-            log.grants.lock().push((token, owner.clone()));
-            log.held.store(false, Ordering::SeqCst);
+            tally.take_at_exit(log, &key, &owner, token);
             if let Err(error) = query(&mut con, args!["LOCK.UNLOCK", &key, &owner, token, "FAILURE"]).await {
                 tally.error(format!("{owner} final UNLOCK: {error}"));
             }
@@ -144,14 +150,17 @@ async fn client(index: usize, addr: std::net::SocketAddr, logs: Arc<Vec<KeyLog>>
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_contending_for_a_few_keys_never_overlap() {
-    let server = start().await;
+/// Runs `CLIENTS` copies of `client` to the end, then checks what every run must show: no errors,
+/// every WAIT answered exactly once, every key granted, tokens increasing per key.
+async fn run_clients<F, Fut>(addr: std::net::SocketAddr, client: F) -> Arc<Tally>
+where
+    F: Fn(usize, std::net::SocketAddr, Arc<Vec<KeyLog>>, Arc<Tally>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let logs: Arc<Vec<KeyLog>> = Arc::new((0..KEYS).map(|_| KeyLog::default()).collect());
     let tally = Arc::new(Tally::default());
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|index| tokio::spawn(client(index, server.addr, Arc::clone(&logs), Arc::clone(&tally))))
-        .collect();
+    let tasks: Vec<_> =
+        (0..CLIENTS).map(|index| tokio::spawn(client(index, addr, Arc::clone(&logs), Arc::clone(&tally)))).collect();
     let all = futures_util::future::join_all(tasks);
     let results = tokio::time::timeout(Duration::from_secs(30), all).await.expect("clients finish in time");
     for result in results {
@@ -160,22 +169,28 @@ async fn clients_contending_for_a_few_keys_never_overlap() {
 
     let errors = tally.errors.lock().clone();
     assert!(errors.is_empty(), "{} errors, first ones: {:#?}", errors.len(), &errors[..errors.len().min(10)]);
-    assert_eq!(tally.overlaps.load(Ordering::SeqCst), 0, "two holders of one key at once");
-
     let waits = tally.waits.load(Ordering::Relaxed);
     let acquired = tally.acquired.load(Ordering::Relaxed);
     let done = tally.done.load(Ordering::Relaxed);
     let timed_out = tally.timed_out.load(Ordering::Relaxed);
     assert_eq!(waits, acquired + done + timed_out, "every WAIT got exactly one answer");
-    assert_eq!(acquired, tally.successes.load(Ordering::Relaxed) + tally.failures.load(Ordering::Relaxed));
-    assert!(acquired > 0 && waits > 0);
     eprintln!("waits={waits} acquired={acquired} done={done} timed_out={timed_out}");
-
     for (index, log) in logs.iter().enumerate() {
         let grants = log.grants.lock().clone();
         assert!(!grants.is_empty(), "key {index} was granted at least once");
         assert_tokens_increase(index, &grants);
     }
+    tally
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_contending_for_a_few_keys_never_overlap() {
+    let server = start().await;
+    let tally = run_clients(server.addr, client).await;
+    assert_eq!(tally.overlaps.load(Ordering::SeqCst), 0, "two holders of one key at once");
+    let acquired = tally.acquired.load(Ordering::Relaxed);
+    assert_eq!(acquired, tally.successes.load(Ordering::Relaxed) + tally.failures.load(Ordering::Relaxed));
+    assert!(acquired > 0 && tally.waits.load(Ordering::Relaxed) > 0);
     // Everybody left: each key ends free with an empty line.
     let mut ctl = Raw::connect(server.addr).await;
     for index in 0..KEYS {
@@ -254,12 +269,7 @@ async fn chaotic_client(index: usize, addr: std::net::SocketAddr, logs: Arc<Vec<
     con.cmd(args!["LOCK.CANCEL", &key, &owner]).await;
     match cmd_out(&mut con, args!["LOCK.TRY", &key, &owner, "NOQUEUE"]).await {
         Out::Acquired(token) => {
-            if log.held.swap(true, Ordering::SeqCst) {
-                tally.overlaps.fetch_add(1, Ordering::SeqCst);
-                tally.error(format!("{owner} acquired {key} (token {token}) at exit while another held it"));
-            }
-            log.grants.lock().push((token, owner.clone()));
-            log.held.store(false, Ordering::SeqCst);
+            tally.take_at_exit(log, &key, &owner, token);
             con.cmd(args!["LOCK.UNLOCK", &key, &owner, token, "FAILURE"]).await;
         }
         Out::Busy(_) | Out::Done { .. } => {}
@@ -270,29 +280,7 @@ async fn chaotic_client(index: usize, addr: std::net::SocketAddr, logs: Arc<Vec<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_disconnect_while_holding_or_waiting_never_cause_overlap() {
     let server = start().await;
-    let logs: Arc<Vec<KeyLog>> = Arc::new((0..KEYS).map(|_| KeyLog::default()).collect());
-    let tally = Arc::new(Tally::default());
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|index| tokio::spawn(chaotic_client(index, server.addr, Arc::clone(&logs), Arc::clone(&tally))))
-        .collect();
-    let results =
-        tokio::time::timeout(Duration::from_secs(30), futures_util::future::join_all(tasks)).await.expect("in time");
-    for result in results {
-        result.expect("client task");
-    }
-    let errors = tally.errors.lock().clone();
-    assert!(errors.is_empty(), "{} errors, first ones: {:#?}", errors.len(), &errors[..errors.len().min(10)]);
-    let waits = tally.waits.load(Ordering::Relaxed);
-    let acquired = tally.acquired.load(Ordering::Relaxed);
-    let done = tally.done.load(Ordering::Relaxed);
-    let timed_out = tally.timed_out.load(Ordering::Relaxed);
-    assert_eq!(waits, acquired + done + timed_out, "every WAIT got exactly one answer");
-    eprintln!("waits={waits} acquired={acquired} done={done} timed_out={timed_out}");
-    for (index, log) in logs.iter().enumerate() {
-        let grants = log.grants.lock().clone();
-        assert!(!grants.is_empty(), "key {index} was granted at least once");
-        assert_tokens_increase(index, &grants);
-    }
+    run_clients(server.addr, chaotic_client).await;
     let mut ctl = Raw::connect(server.addr).await;
     for index in 0..KEYS {
         let key = format!("chaos-{index}");
