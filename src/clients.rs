@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -11,23 +11,26 @@ use hashbrown::HashMap;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::cmd::table::CommandSpec;
+use crate::codec::Protocol;
 use crate::core::ConnId;
 
 #[derive(Debug)]
-pub struct ClientEntry {
+pub(crate) struct ClientEntry {
     pub id: ConnId,
     pub addr: SocketAddr,
     pub local_addr: SocketAddr,
     pub created: Instant,
     state: Mutex<ClientState>,
+    /// The one record of the connection's reply protocol: its task encodes with it, CLIENT LIST
+    /// shows it. Atomic because the task reads it for every reply.
+    resp3: AtomicBool,
     control: Mutex<Option<Control>>,
     control_sent: Notify,
 }
 
 /// Orders from other clients (CLIENT KILL / CLIENT UNBLOCK) to a connection task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
+pub(crate) enum Control {
     Kill,
     /// The server is stopping: answer a blocked LOCK.WAIT with an error and close.
     Shutdown,
@@ -39,20 +42,32 @@ pub enum Control {
 
 /// What a connection updates about itself as it runs.
 #[derive(Debug, Clone)]
-pub struct ClientState {
+pub(crate) struct ClientState {
     pub name: Option<Bytes>,
     pub lib_name: Option<Bytes>,
     pub lib_ver: Option<Bytes>,
-    pub last_command: Option<&'static CommandSpec>,
+    pub last_command: Option<CommandName>,
     pub last_active: Instant,
     /// The key of the LOCK.WAIT it is blocked in.
     pub blocked_on: Option<Bytes>,
-    pub resp: u8,
+}
+
+/// A command's Redis full name as CLIENT LIST's `cmd=` and errors show it: `ping`, `client|list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CommandName {
+    pub(crate) container: &'static str,
+    pub(crate) name: &'static str,
+}
+
+impl std::fmt::Display for CommandName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.container.is_empty() { f.write_str(self.name) } else { write!(f, "{}|{}", self.container, self.name) }
+    }
 }
 
 impl ClientEntry {
     /// A kill wins over a shutdown, and both over a pending unblock.
-    pub fn send_control(&self, control: Control) {
+    pub(crate) fn send_control(&self, control: Control) {
         let rank = |control: &Control| match control {
             Control::Kill => 2,
             Control::Shutdown => 1,
@@ -67,7 +82,7 @@ impl ClientEntry {
     }
 
     /// Waits for an order from another client.
-    pub async fn next_control(&self) -> Control {
+    pub(crate) async fn next_control(&self) -> Control {
         loop {
             if let Some(control) = self.control.lock().take() {
                 return control;
@@ -77,28 +92,36 @@ impl ClientEntry {
     }
 
     /// Forgets an unblock aimed at a wait that has already ended, keeping a kill.
-    pub fn clear_unblock(&self) {
+    pub(crate) fn clear_unblock(&self) {
         let mut pending = self.control.lock();
         if matches!(*pending, Some(Control::Unblock { .. })) {
             *pending = None;
         }
     }
 
-    pub fn is_blocked(&self) -> bool {
+    pub(crate) fn protocol(&self) -> Protocol {
+        if self.resp3.load(Ordering::Relaxed) { Protocol::Resp3 } else { Protocol::Resp2 }
+    }
+
+    pub(crate) fn set_protocol(&self, protocol: Protocol) {
+        self.resp3.store(protocol == Protocol::Resp3, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_blocked(&self) -> bool {
         self.state.lock().blocked_on.is_some()
     }
 
-    pub fn update<R>(&self, change: impl FnOnce(&mut ClientState) -> R) -> R {
+    pub(crate) fn update<R>(&self, change: impl FnOnce(&mut ClientState) -> R) -> R {
         change(&mut self.state.lock())
     }
 
-    pub fn snapshot(&self) -> ClientState {
+    pub(crate) fn snapshot(&self) -> ClientState {
         self.state.lock().clone()
     }
 
     /// One line in Redis's CLIENT LIST format (fields clients and tools parse), plus `lock=` with the
     /// key a blocked LOCK.WAIT waits on.
-    pub fn info_line(&self, now: Instant) -> String {
+    pub(crate) fn info_line(&self, now: Instant) -> String {
         let state = self.snapshot();
         let text =
             |value: &Option<Bytes>| value.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
@@ -116,8 +139,8 @@ impl ClientEntry {
             now.saturating_duration_since(self.created).as_secs(),
             now.saturating_duration_since(state.last_active).as_secs(),
             flags,
-            state.last_command.map_or_else(|| "NULL".to_owned(), CommandSpec::full_name),
-            state.resp,
+            state.last_command.map_or_else(|| "NULL".to_owned(), |name| name.to_string()),
+            self.protocol().version(),
             text(&state.lib_name),
             text(&state.lib_ver),
             text(&state.blocked_on),
@@ -127,13 +150,13 @@ impl ClientEntry {
 }
 
 #[derive(Debug, Default)]
-pub struct ClientRegistry {
+pub(crate) struct ClientRegistry {
     last_id: AtomicU64,
     clients: Mutex<HashMap<ConnId, Arc<ClientEntry>>>,
 }
 
 impl ClientRegistry {
-    pub fn register(&self, addr: SocketAddr, local_addr: SocketAddr) -> Arc<ClientEntry> {
+    pub(crate) fn register(&self, addr: SocketAddr, local_addr: SocketAddr) -> Arc<ClientEntry> {
         let id = self.last_id.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         let id = ConnId::new(id).unwrap_or(ConnId::MAX);
         let now = Instant::now();
@@ -149,8 +172,8 @@ impl ClientRegistry {
                 last_command: None,
                 last_active: now,
                 blocked_on: None,
-                resp: 2,
             }),
+            resp3: AtomicBool::new(false),
             control: Mutex::new(None),
             control_sent: Notify::new(),
         });
@@ -158,25 +181,21 @@ impl ClientRegistry {
         entry
     }
 
-    pub fn unregister(&self, id: ConnId) {
+    pub(crate) fn unregister(&self, id: ConnId) {
         self.clients.lock().remove(&id);
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.clients.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn get(&self, id: u64) -> Option<Arc<ClientEntry>> {
+    pub(crate) fn get(&self, id: u64) -> Option<Arc<ClientEntry>> {
         let id = ConnId::new(id)?;
         self.clients.lock().get(&id).cloned()
     }
 
     /// Every client, oldest first.
-    pub fn all(&self) -> Vec<Arc<ClientEntry>> {
+    pub(crate) fn all(&self) -> Vec<Arc<ClientEntry>> {
         let mut clients: Vec<_> = self.clients.lock().values().cloned().collect();
         clients.sort_by_key(|entry| entry.id);
         clients

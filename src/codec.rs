@@ -47,6 +47,16 @@ pub enum Protocol {
     Resp3,
 }
 
+impl Protocol {
+    /// The number HELLO and CLIENT LIST use for it.
+    pub const fn version(self) -> u8 {
+        match self {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        }
+    }
+}
+
 /// One client request: the command name and its arguments, never empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {

@@ -5,6 +5,9 @@ use std::net::IpAddr;
 
 use clap::{Parser, ValueEnum};
 
+/// The Redis version baton answers as (HELLO, INFO), for clients that gate features on it.
+pub(crate) const REDIS_COMPAT_VERSION: &str = "7.0.0";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum YesNo {
     Yes,

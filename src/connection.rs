@@ -16,12 +16,13 @@ use tokio_util::codec::Framed;
 use tracing::{debug, warn};
 
 use crate::clients::{ClientEntry, Control};
+use crate::cmd::lock::LockLimits;
 use crate::cmd::{self, Action, Command};
 use crate::codec::{CodecError, Limits, Request, RespCodec};
+use crate::context::Shared;
 use crate::core::{WaitOutcome, WaitTicket};
 use crate::errors;
 use crate::reply::Reply;
-use crate::server::Shared;
 use crate::session::Session;
 
 type Input = Option<Result<Request, CodecError>>;
@@ -60,7 +61,7 @@ impl From<CodecError> for Exit {
     }
 }
 
-pub async fn serve<S>(socket: S, shared: Arc<Shared>, entry: Arc<ClientEntry>)
+pub(crate) async fn serve<S>(socket: S, shared: Arc<Shared>, entry: Arc<ClientEntry>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -195,18 +196,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Err(reply) => return self.send(reply).await,
         };
         self.session.entry.update(|state| {
-            state.last_command = Some(spec);
+            state.last_command = Some(spec.command_name());
             state.last_active = std::time::Instant::now();
         });
         if !self.session.authenticated && !cmd::allowed_unauthenticated(spec) {
             return self.send(Reply::error(errors::NOAUTH)).await;
         }
-        let command = match Command::parse(spec, request.args, &shared) {
+        let limits =
+            LockLimits { max_key_bytes: shared.config.max_key_bytes, max_result_bytes: shared.config.max_result_bytes };
+        let command = match Command::parse(spec, request.args, limits) {
             Ok(command) => command,
             Err(reply) => return self.send(reply).await,
         };
         let action = command.execute(&mut self.session, &shared);
-        self.framed.codec_mut().set_protocol(self.session.protocol);
+        self.framed.codec_mut().set_protocol(self.session.entry.protocol());
         match action {
             Action::Reply(reply) => self.send(reply).await,
             Action::ReplyAfterHandoff(reply) => {
@@ -245,7 +248,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         entry.update(|state| state.blocked_on = Some(bytes::Bytes::copy_from_slice(ticket.key())));
         shared.stats.blocked_clients.fetch_add(1, Ordering::Relaxed);
         let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
-        let key = Arc::clone(ticket.key());
 
         enum Wake {
             Answer(Result<WaitOutcome, RecvError>),
@@ -263,20 +265,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             };
             let now = shared.clock.now_ms();
             match wake {
-                Wake::Answer(Ok(outcome)) => {
-                    break Ok(Reply::from(outcome_noting_grant(&mut self.session, &shared, &key, outcome)));
-                }
+                Wake::Answer(Ok(outcome)) => break Ok(Reply::from(outcome)),
                 // The owner was cancelled out of the queue (LOCK.CANCEL): it ends like a timeout.
                 Wake::Answer(Err(_)) => break Ok(Reply::NilArray),
                 Wake::TimedOut | Wake::Control(Control::Unblock { error: false }) => {
                     break Ok(match shared.core.wait_timed_out(ticket, now) {
-                        Some(outcome) => Reply::from(outcome_noting_grant(&mut self.session, &shared, &key, outcome)),
+                        Some(outcome) => Reply::from(outcome),
                         None => Reply::NilArray,
                     });
                 }
                 Wake::Control(Control::Unblock { error: true }) => {
                     break Ok(match shared.core.wait_timed_out(ticket, now) {
-                        Some(outcome) => Reply::from(outcome_noting_grant(&mut self.session, &shared, &key, outcome)),
+                        Some(outcome) => Reply::from(outcome),
                         None => Reply::error(errors::UNBLOCKED),
                     });
                 }
@@ -318,13 +318,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         shared.stats.blocked_clients.fetch_sub(1, Ordering::Relaxed);
         outcome
     }
-}
-
-fn outcome_noting_grant(session: &mut Session, shared: &Shared, key: &Arc<[u8]>, outcome: WaitOutcome) -> WaitOutcome {
-    if matches!(outcome, WaitOutcome::Acquired { .. }) {
-        session.note_bound(key, shared);
-    }
-    outcome
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

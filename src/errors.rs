@@ -1,45 +1,47 @@
 //! Every error text a client can see. Where Redis has an error for the same situation the text is
 //! Redis's own, byte for byte, because client libraries and scripts match on it.
 
-pub const NOLOCK: &str = "NOLOCK the lock is not held (never acquired, released, or its lease ran out)";
-pub const NOTHOLDER: &str = "NOTHOLDER the lock is held under another owner or token (a stale token after the lease ran out, or another owner's lock)";
+pub(crate) const NOLOCK: &str = "NOLOCK the lock is not held (never acquired, released, or its lease ran out)";
+pub(crate) const NOTHOLDER: &str = "NOTHOLDER the lock is held under another owner or token (a stale token after the lease ran out, or another owner's lock)";
 
-pub const NOAUTH: &str = "NOAUTH Authentication required.";
-pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
-pub const AUTH_NOT_CONFIGURED: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
-pub const NOPROTO: &str = "NOPROTO unsupported protocol version";
-pub const SYNTAX: &str = "ERR syntax error";
-pub const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
-pub const TIMEOUT_INVALID: &str = "ERR timeout is not an integer or out of range";
-pub const TIMEOUT_NEGATIVE: &str = "ERR timeout is negative";
-pub const DB_OUT_OF_RANGE: &str = "ERR DB index is out of range";
-pub const MAX_CLIENTS: &str = "ERR max number of clients reached";
-pub const DENIED_PROTECTED_MODE: &str = "DENIED baton is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers to baton you may adopt one of the following solutions: 1) Restart the server with the '--requirepass <password>' option to set up an authentication password for the default user. 2) If you started the server manually just for testing, restart it with the '--protected-mode no' option, and MAKE SURE it is not publicly accessible from the internet. NOTE: You only need to do one of the above things in order for the server to start accepting connections from the outside.";
-pub const SHUTTING_DOWN: &str = "ERR server is shutting down";
-pub const CLIENT_NAME_SPACES: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
-pub const NO_SUCH_CLIENT: &str = "ERR No such client";
-pub const HELLO_PROTOVER_NOT_INTEGER: &str = "ERR Protocol version is not an integer or out of range";
-pub const HELLO_NOAUTH: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
-pub const CLIENT_INFO_SPACES: &str = "ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.";
-pub const UNBLOCK_MODE: &str = "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR";
-pub const INVALID_CLIENT_ID: &str = "ERR Invalid client ID";
-pub const CONFIG_SET_UNSUPPORTED: &str = "ERR CONFIG SET is not supported: restart baton with the matching --flag";
-pub const UNBLOCKED: &str = "UNBLOCKED client unblocked via CLIENT UNBLOCK";
+pub(crate) const NOAUTH: &str = "NOAUTH Authentication required.";
+pub(crate) const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+pub(crate) const AUTH_NOT_CONFIGURED: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
+pub(crate) const NOPROTO: &str = "NOPROTO unsupported protocol version";
+pub(crate) const SYNTAX: &str = "ERR syntax error";
+pub(crate) const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
+pub(crate) const TIMEOUT_INVALID: &str = "ERR timeout is not an integer or out of range";
+pub(crate) const TIMEOUT_NEGATIVE: &str = "ERR timeout is negative";
+pub(crate) const DB_OUT_OF_RANGE: &str = "ERR DB index is out of range";
+pub(crate) const MAX_CLIENTS: &str = "ERR max number of clients reached";
+pub(crate) const DENIED_PROTECTED_MODE: &str = "DENIED baton is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers to baton you may adopt one of the following solutions: 1) Restart the server with the '--requirepass <password>' option to set up an authentication password for the default user. 2) If you started the server manually just for testing, restart it with the '--protected-mode no' option, and MAKE SURE it is not publicly accessible from the internet. NOTE: You only need to do one of the above things in order for the server to start accepting connections from the outside.";
+pub(crate) const SHUTTING_DOWN: &str = "ERR server is shutting down";
+pub(crate) const CLIENT_NAME_SPACES: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
+pub(crate) const NO_SUCH_CLIENT: &str = "ERR No such client";
+pub(crate) const HELLO_PROTOVER_NOT_INTEGER: &str = "ERR Protocol version is not an integer or out of range";
+pub(crate) const HELLO_NOAUTH: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
+pub(crate) const CLIENT_INFO_SPACES: &str =
+    "ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.";
+pub(crate) const UNBLOCK_MODE: &str = "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR";
+pub(crate) const INVALID_CLIENT_ID: &str = "ERR Invalid client ID";
+pub(crate) const CONFIG_SET_UNSUPPORTED: &str =
+    "ERR CONFIG SET is not supported: restart baton with the matching --flag";
+pub(crate) const UNBLOCKED: &str = "UNBLOCKED client unblocked via CLIENT UNBLOCK";
 
-pub const PROTO_INVALID_MULTIBULK_LEN: &str = "ERR Protocol error: invalid multibulk length";
-pub const PROTO_INVALID_BULK_LEN: &str = "ERR Protocol error: invalid bulk length";
-pub const PROTO_TOO_BIG_MBULK_COUNT: &str = "ERR Protocol error: too big mbulk count string";
-pub const PROTO_TOO_BIG_BULK_COUNT: &str = "ERR Protocol error: too big bulk count string";
-pub const PROTO_TOO_BIG_INLINE: &str = "ERR Protocol error: too big inline request";
-pub const PROTO_UNBALANCED_QUOTES: &str = "ERR Protocol error: unbalanced quotes in request";
-pub const PROTO_QUERY_BUFFER: &str = "ERR Protocol error: query buffer limit exceeded";
+pub(crate) const PROTO_INVALID_MULTIBULK_LEN: &str = "ERR Protocol error: invalid multibulk length";
+pub(crate) const PROTO_INVALID_BULK_LEN: &str = "ERR Protocol error: invalid bulk length";
+pub(crate) const PROTO_TOO_BIG_MBULK_COUNT: &str = "ERR Protocol error: too big mbulk count string";
+pub(crate) const PROTO_TOO_BIG_BULK_COUNT: &str = "ERR Protocol error: too big bulk count string";
+pub(crate) const PROTO_TOO_BIG_INLINE: &str = "ERR Protocol error: too big inline request";
+pub(crate) const PROTO_UNBALANCED_QUOTES: &str = "ERR Protocol error: unbalanced quotes in request";
+pub(crate) const PROTO_QUERY_BUFFER: &str = "ERR Protocol error: query buffer limit exceeded";
 
-pub fn proto_expected_dollar(got: u8) -> String {
+pub(crate) fn proto_expected_dollar(got: u8) -> String {
     format!("ERR Protocol error: expected '$', got '{}'", char::from(got))
 }
 
 /// Redis quotes at most the first few arguments, each cut to 128 bytes.
-pub fn unknown_command(name: &[u8], args: &[bytes::Bytes]) -> String {
+pub(crate) fn unknown_command(name: &[u8], args: &[bytes::Bytes]) -> String {
     let mut text = format!("ERR unknown command '{}', with args beginning with: ", printable(name, 128));
     for arg in args.iter().take(16) {
         text.push('\'');
@@ -49,39 +51,39 @@ pub fn unknown_command(name: &[u8], args: &[bytes::Bytes]) -> String {
     text
 }
 
-pub fn unknown_subcommand(command: &str, sub: &[u8]) -> String {
+pub(crate) fn unknown_subcommand(command: &str, sub: &[u8]) -> String {
     format!("ERR unknown subcommand '{}'. Try {} HELP.", printable(sub, 128), command.to_ascii_uppercase())
 }
 
-pub fn hello_option(option: &[u8]) -> String {
+pub(crate) fn hello_option(option: &[u8]) -> String {
     format!("ERR Syntax error in HELLO option '{}'", printable(option, 128))
 }
 
-pub fn unrecognized_option(option: &[u8]) -> String {
+pub(crate) fn unrecognized_option(option: &[u8]) -> String {
     format!("ERR Unrecognized option '{}'", printable(option, 128))
 }
 
-pub fn unknown_client_type(kind: &[u8]) -> String {
+pub(crate) fn unknown_client_type(kind: &[u8]) -> String {
     format!("ERR Unknown client type '{}'", printable(kind, 128))
 }
 
-pub fn wrong_arity(command: &str) -> String {
+pub(crate) fn wrong_arity(command: &str) -> String {
     format!("ERR wrong number of arguments for '{command}' command")
 }
 
-pub fn invalid_expire(command: &str) -> String {
+pub(crate) fn invalid_expire(command: &str) -> String {
     format!("ERR invalid expire time in '{command}' command")
 }
 
-pub fn too_long(what: &str, limit: usize) -> String {
+pub(crate) fn too_long(what: &str, limit: usize) -> String {
     format!("ERR {what} is longer than the limit of {limit} bytes")
 }
 
-pub fn empty_argument(what: &str) -> String {
+pub(crate) fn empty_argument(what: &str) -> String {
     format!("ERR {what} must not be empty")
 }
 
-pub fn invalid_token() -> &'static str {
+pub(crate) fn invalid_token() -> &'static str {
     "ERR token must be a positive integer"
 }
 

@@ -1,19 +1,49 @@
 //! baton: a lock server that speaks the Redis protocol.
 //!
-//! Layers, outermost first: [`server`] accepts connections; [`connection`] runs one task per
-//! client over the RESP [`codec`]; [`cmd`] parses requests into typed commands and executes them;
-//! [`core`] is the sharded lock table, free of I/O; [`reply`] is where outcomes become replies and
-//! [`errors`] holds every error text a client can see.
+//! Layers, each using only the ones below it:
+//!
+//! 1. [`config`], `errors` and [`core`] (the sharded lock table, free of I/O);
+//! 2. [`codec`] (RESP framing), `reply` (where outcomes become replies), `clients` (the registry
+//!    behind CLIENT LIST) and `metrics`;
+//! 3. `context`: what every connection shares;
+//! 4. `session`: one connection's state;
+//! 5. `cmd`: requests parsed into typed commands and executed;
+//! 6. `connection`: one task per client;
+//! 7. [`server`]: listeners, background tasks and shutdown; the binary's `main` on top.
+//!
+//! The public surface is what the binary, the integration tests and the fuzz targets need.
 
-pub mod clients;
-pub mod cmd;
+mod clients;
+mod cmd;
 pub mod codec;
 pub mod config;
-pub mod connection;
+mod connection;
+mod context;
 pub mod core;
-pub mod errors;
-pub mod metrics;
-pub mod reply;
+mod errors;
+mod metrics;
+mod reply;
 pub mod server;
-pub mod session;
-pub mod tls;
+mod session;
+mod tls;
+
+/// Entry points for the fuzz targets, so they exercise the real request path rather than a copy.
+#[doc(hidden)]
+pub mod fuzzing {
+    use bytes::Bytes;
+
+    use crate::cmd::lock::LockLimits;
+    use crate::cmd::{Command, resolve};
+    use crate::reply::Reply;
+
+    /// Resolves and parses a request exactly as a connection does before executing it. Err is the
+    /// error line the client would get.
+    pub fn parse_request(args: Vec<Bytes>, max_key_bytes: usize, max_result_bytes: usize) -> Result<(), String> {
+        let limits = LockLimits { max_key_bytes, max_result_bytes };
+        match resolve(&args).and_then(|spec| Command::parse(spec, args, limits)) {
+            Ok(_) => Ok(()),
+            Err(Reply::Error(line)) => Err(line.into_owned()),
+            Err(other) => panic!("a parse error must be an error reply, got {other:?}"),
+        }
+    }
+}

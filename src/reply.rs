@@ -47,6 +47,11 @@ impl Reply {
         data.map_or(Reply::Nil, Reply::bulk)
     }
 
+    /// The answer to a HELP subcommand: one status line per entry, as Redis sends it.
+    pub fn help(lines: &[&'static str]) -> Reply {
+        Reply::Array(lines.iter().map(|line| Reply::Status((*line).into())).collect())
+    }
+
     pub fn is_error(&self) -> bool {
         matches!(self, Reply::Error(_))
     }

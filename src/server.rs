@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
@@ -18,47 +18,11 @@ use tracing::{debug, info, warn};
 use crate::clients::{ClientRegistry, Control};
 use crate::config::Config;
 use crate::connection;
+use crate::context::{ServerStats, Shared};
 use crate::core::{Clock, CoreSettings, LockCore, token_seed};
 use crate::errors;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{Metrics, OPS_SAMPLE_INTERVAL, Prometheus};
 use crate::tls;
-
-/// Server-wide counters for INFO.
-#[derive(Debug, Default)]
-pub struct ServerStats {
-    pub total_connections_received: AtomicU64,
-    pub total_commands_processed: AtomicU64,
-    pub rejected_connections: AtomicU64,
-    pub blocked_clients: AtomicU64,
-}
-
-/// What every connection task shares.
-pub struct Shared {
-    pub config: Config,
-    pub core: LockCore,
-    pub clock: Clock,
-    pub clients: ClientRegistry,
-    pub stats: ServerStats,
-    pub shutdown: CancellationToken,
-    pub started: Instant,
-    pub local_addr: SocketAddr,
-    pub metrics: Metrics,
-}
-
-impl Shared {
-    /// CONFIG RESETSTAT: counters and latency figures start again from zero.
-    pub fn reset_stats(&self) {
-        for counter in [
-            &self.stats.total_connections_received,
-            &self.stats.total_commands_processed,
-            &self.stats.rejected_connections,
-        ] {
-            counter.store(0, Ordering::Relaxed);
-        }
-        self.core.reset_counters();
-        self.metrics.reset();
-    }
-}
 
 pub struct Server {
     listener: TcpListener,
@@ -134,9 +98,9 @@ impl Server {
         }
         let tasks = TaskTracker::new();
         tasks.spawn(reap_leases(Arc::clone(&shared)));
-        tasks.spawn(metrics::sample_ops(Arc::clone(&shared)));
+        tasks.spawn(sample_ops(Arc::clone(&shared)));
         if let Some(addr) = shared.config.metrics_addr {
-            tasks.spawn(metrics::serve_prometheus(Arc::clone(&shared), addr));
+            tasks.spawn(serve_prometheus(Arc::clone(&shared), addr));
         }
         tokio::pin!(signal);
         loop {
@@ -266,6 +230,41 @@ async fn reap_leases(shared: Arc<Shared>) {
             () = shared.shutdown.cancelled() => return,
         }
     }
+}
+
+/// Samples the command rate for INFO's instantaneous_ops_per_sec until shutdown.
+async fn sample_ops(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(OPS_SAMPLE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let total = shared.stats.total_commands_processed.load(Ordering::Relaxed);
+                shared.metrics.sample_ops(total, Instant::now());
+            }
+            () = shared.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Serves Prometheus metrics on `addr` and keeps its figures current until shutdown.
+async fn serve_prometheus(shared: Arc<Shared>, addr: SocketAddr) {
+    let (prometheus, exporter) = match Prometheus::start(addr) {
+        Ok(started) => started,
+        Err(error) => {
+            warn!(%addr, %error, "cannot start the Prometheus endpoint");
+            return;
+        }
+    };
+    info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+    let exporter = tokio::spawn(exporter);
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => prometheus.publish(&shared.figures()),
+            () = shared.shutdown.cancelled() => break,
+        }
+    }
+    exporter.abort();
 }
 
 /// A server on its own runtime task, for tests and embedding.

@@ -7,13 +7,12 @@ use hashbrown::HashSet;
 
 use crate::clients::ClientEntry;
 use crate::codec::Protocol;
+use crate::context::Shared;
 use crate::core::ConnId;
-use crate::server::Shared;
 
-pub struct Session {
-    pub entry: Arc<ClientEntry>,
-    pub protocol: Protocol,
-    pub authenticated: bool,
+pub(crate) struct Session {
+    pub(crate) entry: Arc<ClientEntry>,
+    pub(crate) authenticated: bool,
     /// Keys this connection tried, waited for or extended: the locks its close may have to
     /// release. Pruned of keys it is no longer bound to.
     bound: HashSet<Arc<[u8]>>,
@@ -21,24 +20,18 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(entry: Arc<ClientEntry>, shared: &Shared) -> Session {
-        Session {
-            entry,
-            protocol: Protocol::Resp2,
-            authenticated: shared.config.requirepass.is_none(),
-            bound: HashSet::new(),
-            prune_at: 64,
-        }
+    pub(crate) fn new(entry: Arc<ClientEntry>, shared: &Shared) -> Session {
+        Session { entry, authenticated: shared.config.requirepass.is_none(), bound: HashSet::new(), prune_at: 64 }
     }
 
-    pub fn id(&self) -> ConnId {
+    pub(crate) fn id(&self) -> ConnId {
         self.entry.id
     }
 
     /// Remembers that a lock on `key` may be bound to this connection (it holds it, or is queued
     /// for it). The set is pruned as it grows, so a long-lived connection that touches many keys
     /// stays bounded by what it is still bound to.
-    pub fn note_bound(&mut self, key: &Arc<[u8]>, shared: &Shared) {
+    pub(crate) fn note_bound(&mut self, key: &Arc<[u8]>, shared: &Shared) {
         if !self.bound.insert(Arc::clone(key)) {
             return;
         }
@@ -51,7 +44,7 @@ impl Session {
 
     /// The connection is closing: locks it still holds fail over (with release-on-disconnect),
     /// unless the whole server is stopping, when nobody is left to hand them to.
-    pub fn release_all(&mut self, shared: &Shared) {
+    pub(crate) fn release_all(&mut self, shared: &Shared) {
         if !shared.shutdown.is_cancelled() {
             let now = shared.clock.now_ms();
             shared.core.release_connection(self.id(), self.bound.iter().map(|key| key.as_ref()), now);
@@ -60,12 +53,9 @@ impl Session {
     }
 
     /// RESET: back to a fresh connection's state.
-    pub fn reset(&mut self, shared: &Shared) {
-        self.protocol = Protocol::Resp2;
+    pub(crate) fn reset(&mut self, shared: &Shared) {
         self.authenticated = shared.config.requirepass.is_none();
-        self.entry.update(|state| {
-            state.name = None;
-            state.resp = 2;
-        });
+        self.entry.set_protocol(Protocol::Resp2);
+        self.entry.update(|state| state.name = None);
     }
 }

@@ -24,7 +24,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// The acceptor for `--tls-port`, or None when TLS is off.
-pub fn acceptor(config: &Config) -> Result<Option<TlsAcceptor>, String> {
+pub(crate) fn acceptor(config: &Config) -> Result<Option<TlsAcceptor>, String> {
     if config.tls_port.is_none() {
         return Ok(None);
     }

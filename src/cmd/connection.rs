@@ -6,21 +6,17 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::Action;
-use super::parse::{eq_ignore_case, parse_i64};
-use super::server::help_lines;
-use super::table::CommandSpec;
+use super::parse::{Args, ParseResult, eq_ignore_case, parse_int};
 use crate::clients::Control;
 use crate::codec::Protocol;
+use crate::config::REDIS_COMPAT_VERSION;
+use crate::context::Shared;
 use crate::errors;
 use crate::reply::Reply;
-use crate::server::Shared;
 use crate::session::Session;
 
-/// The Redis version baton answers as, for clients that gate features on it.
-pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
-
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnectionCommand {
+pub(crate) enum ConnectionCommand {
     Ping(Option<Bytes>),
     Echo(Bytes),
     Hello { protocol: Option<Protocol>, auth: Option<(Bytes, Bytes)>, name: Option<Bytes> },
@@ -32,7 +28,7 @@ pub enum ConnectionCommand {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientCommand {
+pub(crate) enum ClientCommand {
     Id,
     SetName(Bytes),
     GetName,
@@ -60,46 +56,33 @@ pub enum ClientCommand {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct KillFilter {
-    pub id: Option<u64>,
-    pub addr: Option<Bytes>,
-}
-
-/// The argument at `index`; the command table's arity check makes it present, and a syntax
-/// error stands in should the two ever disagree.
-fn arg(args: &[Bytes], index: usize) -> Result<&Bytes, Reply> {
-    args.get(index).ok_or_else(syntax)
+pub(crate) struct KillFilter {
+    pub(crate) id: Option<u64>,
+    pub(crate) addr: Option<Bytes>,
 }
 
 fn syntax() -> Reply {
     Reply::error(errors::SYNTAX)
 }
 
-impl ConnectionCommand {
-    /// None when `spec` is not a connection command.
-    pub fn parse(spec: &CommandSpec, args: &[Bytes]) -> Result<Option<ConnectionCommand>, Reply> {
-        let command = match (spec.container, spec.name) {
-            ("", "ping") if args.len() > 2 => return Err(Reply::error(errors::wrong_arity("ping"))),
-            ("", "ping") => ConnectionCommand::Ping(args.get(1).cloned()),
-            ("", "echo") => ConnectionCommand::Echo(arg(args, 1)?.clone()),
-            ("", "hello") => parse_hello(args)?,
-            ("", "auth") => match args {
-                [_, password] => ConnectionCommand::Auth { user: None, password: password.clone() },
-                [_, user, password] => ConnectionCommand::Auth { user: Some(user.clone()), password: password.clone() },
-                _ => return Err(syntax()),
-            },
-            ("", "select") => {
-                ConnectionCommand::Select(parse_i64(arg(args, 1)?).ok_or_else(|| Reply::error(errors::NOT_AN_INTEGER))?)
-            }
-            ("", "quit") => ConnectionCommand::Quit,
-            ("", "reset") => ConnectionCommand::Reset,
-            ("client", sub) => ConnectionCommand::Client(parse_client(sub, args)?),
-            _ => return Ok(None),
-        };
-        Ok(Some(command))
+pub(crate) fn parse_ping(mut args: Args) -> ParseResult<ConnectionCommand> {
+    if args.remaining() > 1 {
+        return Err(Reply::error(errors::wrong_arity("ping")));
     }
+    Ok(ConnectionCommand::Ping(args.next_optional()))
+}
 
-    pub fn execute(self, session: &mut Session, shared: &Shared) -> Action {
+pub(crate) fn parse_auth(mut args: Args) -> ParseResult<ConnectionCommand> {
+    let user = match args.remaining() {
+        1 => None,
+        2 => Some(args.next_bytes()?),
+        _ => return Err(syntax()),
+    };
+    Ok(ConnectionCommand::Auth { user, password: args.next_bytes()? })
+}
+
+impl ConnectionCommand {
+    pub(crate) fn execute(self, session: &mut Session, shared: &Shared) -> Action {
         let reply = match self {
             ConnectionCommand::Ping(None) => Reply::Status("PONG".into()),
             ConnectionCommand::Ping(Some(message)) | ConnectionCommand::Echo(message) => Reply::Bulk(message),
@@ -124,32 +107,29 @@ impl ConnectionCommand {
     }
 }
 
-fn parse_hello(args: &[Bytes]) -> Result<ConnectionCommand, Reply> {
+pub(crate) fn parse_hello(mut args: Args) -> ParseResult<ConnectionCommand> {
     let mut protocol = None;
     let mut auth = None;
     let mut name = None;
-    if let Some(version) = args.get(1) {
-        protocol = Some(match parse_i64(version) {
+    if let Some(version) = args.next_optional() {
+        protocol = Some(match parse_int(&version) {
             Some(2) => Protocol::Resp2,
             Some(3) => Protocol::Resp3,
             Some(_) => return Err(Reply::error(errors::NOPROTO)),
             None => return Err(Reply::error(errors::HELLO_PROTOVER_NOT_INTEGER)),
         });
     }
-    let mut rest = args.iter().skip(2);
-    while let Some(option) = rest.next() {
-        if eq_ignore_case(option, "AUTH") {
-            match (rest.next(), rest.next()) {
-                (Some(user), Some(password)) => auth = Some((user.clone(), password.clone())),
-                _ => return Err(Reply::error(errors::hello_option(option))),
+    while let Some(option) = args.next_optional() {
+        let missing = || Reply::error(errors::hello_option(&option));
+        if eq_ignore_case(&option, "AUTH") {
+            match (args.next_optional(), args.next_optional()) {
+                (Some(user), Some(password)) => auth = Some((user, password)),
+                _ => return Err(missing()),
             }
-        } else if eq_ignore_case(option, "SETNAME") {
-            match rest.next() {
-                Some(value) => name = Some(value.clone()),
-                None => return Err(Reply::error(errors::hello_option(option))),
-            }
+        } else if eq_ignore_case(&option, "SETNAME") {
+            name = Some(args.next_optional().ok_or_else(missing)?);
         } else {
-            return Err(Reply::error(errors::hello_option(option)));
+            return Err(missing());
         }
     }
     Ok(ConnectionCommand::Hello { protocol, auth, name })
@@ -200,23 +180,16 @@ fn hello(
         return Reply::error(errors::CLIENT_NAME_SPACES);
     }
     if let Some(protocol) = protocol {
-        session.protocol = protocol;
+        session.entry.set_protocol(protocol);
     }
-    let resp = match session.protocol {
-        Protocol::Resp2 => 2,
-        Protocol::Resp3 => 3,
-    };
-    session.entry.update(|state| {
-        state.resp = resp;
-        if let Some(name) = name {
-            state.name = (!name.is_empty()).then_some(name);
-        }
-    });
+    if let Some(name) = name {
+        session.entry.update(|state| state.name = (!name.is_empty()).then_some(name));
+    }
     let field = Reply::bulk_static;
     Reply::Map(vec![
         (field("server"), field("redis")),
         (field("version"), field(REDIS_COMPAT_VERSION)),
-        (field("proto"), Reply::Int(i64::from(resp))),
+        (field("proto"), Reply::Int(i64::from(session.entry.protocol().version()))),
         (field("id"), Reply::Int(id_int(session.id().get()))),
         (field("mode"), field("standalone")),
         (field("role"), field("master")),
@@ -229,69 +202,49 @@ fn id_int(id: u64) -> i64 {
     i64::try_from(id).unwrap_or(i64::MAX)
 }
 
-fn parse_client(sub: &str, args: &[Bytes]) -> Result<ClientCommand, Reply> {
-    let command = match sub {
-        "id" => ClientCommand::Id,
-        "setname" => ClientCommand::SetName(arg(args, 2)?.clone()),
-        "getname" => ClientCommand::GetName,
-        "setinfo" => {
-            let lib_name = if eq_ignore_case(arg(args, 2)?, "LIB-NAME") {
-                true
-            } else if eq_ignore_case(arg(args, 2)?, "LIB-VER") {
-                false
-            } else {
-                return Err(Reply::error(errors::unrecognized_option(arg(args, 2)?)));
-            };
-            ClientCommand::SetInfo { lib_name, value: arg(args, 3)?.clone() }
-        }
-        "info" => ClientCommand::Info,
-        "list" => parse_client_list(args.get(2..).unwrap_or_default())?,
-        "kill" => parse_client_kill(args.get(2..).unwrap_or_default())?,
-        "unblock" => {
-            let id = parse_i64(arg(args, 2)?).and_then(|id| u64::try_from(id).ok());
-            let id = id.ok_or_else(|| Reply::error(errors::NOT_AN_INTEGER))?;
-            let error = match args.get(3) {
-                None => false,
-                Some(mode) if eq_ignore_case(mode, "TIMEOUT") => false,
-                Some(mode) if eq_ignore_case(mode, "ERROR") => true,
-                Some(_) => return Err(Reply::error(errors::UNBLOCK_MODE)),
-            };
-            if args.len() > 4 {
-                return Err(syntax());
-            }
-            ClientCommand::Unblock { id, error }
-        }
-        "no-evict" | "no-touch" => {
-            if !(eq_ignore_case(arg(args, 2)?, "ON") || eq_ignore_case(arg(args, 2)?, "OFF")) {
-                return Err(syntax());
-            }
-            ClientCommand::Flag
-        }
-        "help" => ClientCommand::Help,
-        _ => return Err(syntax()),
+pub(crate) fn parse_client_setinfo(mut args: Args) -> ParseResult<ClientCommand> {
+    let attribute = args.next_bytes()?;
+    let lib_name = if eq_ignore_case(&attribute, "LIB-NAME") {
+        true
+    } else if eq_ignore_case(&attribute, "LIB-VER") {
+        false
+    } else {
+        return Err(Reply::error(errors::unrecognized_option(&attribute)));
     };
-    Ok(command)
+    Ok(ClientCommand::SetInfo { lib_name, value: args.next_bytes()? })
 }
 
-fn parse_client_list(args: &[Bytes]) -> Result<ClientCommand, Reply> {
+pub(crate) fn parse_client_unblock(mut args: Args) -> ParseResult<ClientCommand> {
+    let id = args.next_unsigned(errors::NOT_AN_INTEGER)?;
+    let error = match args.next_optional() {
+        None => false,
+        Some(mode) if eq_ignore_case(&mode, "TIMEOUT") => false,
+        Some(mode) if eq_ignore_case(&mode, "ERROR") => true,
+        Some(_) => return Err(Reply::error(errors::UNBLOCK_MODE)),
+    };
+    args.expect_end()?;
+    Ok(ClientCommand::Unblock { id, error })
+}
+
+/// CLIENT NO-EVICT / NO-TOUCH take ON or OFF.
+pub(crate) fn parse_client_flag(mut args: Args) -> ParseResult<ClientCommand> {
+    if args.next_is("ON") || args.next_is("OFF") { Ok(ClientCommand::Flag) } else { Err(syntax()) }
+}
+
+pub(crate) fn parse_client_list(mut args: Args) -> ParseResult<ClientCommand> {
     let mut ids = None;
     let mut normal_only = true;
-    let mut rest = args.iter();
-    while let Some(option) = rest.next() {
-        if eq_ignore_case(option, "TYPE") {
-            let kind = rest.next().ok_or_else(syntax)?;
-            normal_only = eq_ignore_case(kind, "NORMAL");
-            if !normal_only && !["MASTER", "REPLICA", "PUBSUB", "SLAVE"].iter().any(|k| eq_ignore_case(kind, k)) {
-                return Err(Reply::error(errors::unknown_client_type(kind)));
+    while let Some(option) = args.next_optional() {
+        if eq_ignore_case(&option, "TYPE") {
+            let kind = args.next_bytes()?;
+            normal_only = eq_ignore_case(&kind, "NORMAL");
+            if !normal_only && !["MASTER", "REPLICA", "PUBSUB", "SLAVE"].iter().any(|k| eq_ignore_case(&kind, k)) {
+                return Err(Reply::error(errors::unknown_client_type(&kind)));
             }
-        } else if eq_ignore_case(option, "ID") {
+        } else if eq_ignore_case(&option, "ID") {
             let mut list = Vec::new();
-            for id in rest.by_ref() {
-                list.push(
-                    parse_i64(id)
-                        .and_then(|id| u64::try_from(id).ok())
-                        .ok_or_else(|| Reply::error(errors::INVALID_CLIENT_ID))?,
-                );
+            while args.remaining() > 0 {
+                list.push(args.next_unsigned(errors::INVALID_CLIENT_ID)?);
             }
             if list.is_empty() {
                 return Err(syntax());
@@ -304,25 +257,22 @@ fn parse_client_list(args: &[Bytes]) -> Result<ClientCommand, Reply> {
     Ok(ClientCommand::List { ids, normal_only })
 }
 
-fn parse_client_kill(args: &[Bytes]) -> Result<ClientCommand, Reply> {
-    if let [addr] = args {
-        let filter = KillFilter { addr: Some(addr.clone()), ..KillFilter::default() };
+pub(crate) fn parse_client_kill(mut args: Args) -> ParseResult<ClientCommand> {
+    if args.remaining() == 1 {
+        let filter = KillFilter { addr: Some(args.next_bytes()?), ..KillFilter::default() };
         return Ok(ClientCommand::Kill { filter, skip_me: false, legacy: true });
     }
     let mut filter = KillFilter::default();
     let mut skip_me = true;
-    let mut rest = args.iter();
-    while let Some(option) = rest.next() {
-        let value = rest.next().ok_or_else(syntax)?;
-        if eq_ignore_case(option, "ID") {
-            let id = parse_i64(value).and_then(|id| u64::try_from(id).ok());
-            filter.id = Some(id.ok_or_else(|| Reply::error(errors::INVALID_CLIENT_ID))?);
-        } else if eq_ignore_case(option, "ADDR") {
-            filter.addr = Some(value.clone());
-        } else if eq_ignore_case(option, "SKIPME") {
-            skip_me = if eq_ignore_case(value, "YES") {
+    while let Some(option) = args.next_optional() {
+        if eq_ignore_case(&option, "ID") {
+            filter.id = Some(args.next_unsigned(errors::INVALID_CLIENT_ID)?);
+        } else if eq_ignore_case(&option, "ADDR") {
+            filter.addr = Some(args.next_bytes()?);
+        } else if eq_ignore_case(&option, "SKIPME") {
+            skip_me = if args.next_is("YES") {
                 true
-            } else if eq_ignore_case(value, "NO") {
+            } else if args.next_is("NO") {
                 false
             } else {
                 return Err(syntax());
@@ -397,7 +347,7 @@ fn client(command: ClientCommand, session: &mut Session, shared: &Shared) -> Rep
             _ => Reply::Int(0),
         },
         ClientCommand::Flag => Reply::ok(),
-        ClientCommand::Help => help_lines(&[
+        ClientCommand::Help => Reply::help(&[
             "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
             "ID -- Return the ID of the current connection.",
             "INFO -- Return information about the current client connection.",

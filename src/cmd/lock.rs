@@ -5,52 +5,55 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::parse::{Args, ParseResult, eq_ignore_case, parse_i64};
-use crate::core::{ConnId, LockCore, LockRequest, TryOutcome, UnlockOutcome, Verdict, WaitStart};
+use super::Action;
+use super::parse::{Args, ParseResult, eq_ignore_case, parse_int};
+use crate::context::Shared;
+use crate::core::{ExtendOutcome, LockRequest, TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart};
 use crate::errors;
 use crate::reply::Reply;
+use crate::session::Session;
 
 #[derive(Debug, Clone, Copy)]
-pub struct LockLimits {
-    pub max_key_bytes: usize,
-    pub max_result_bytes: usize,
+pub(crate) struct LockLimits {
+    pub(crate) max_key_bytes: usize,
+    pub(crate) max_result_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TryLock {
-    pub key: Bytes,
-    pub owner: Bytes,
-    pub lease_ms: Option<u64>,
-    pub noqueue: bool,
+pub(crate) struct TryLock {
+    pub(crate) key: Bytes,
+    pub(crate) owner: Bytes,
+    pub(crate) lease_ms: Option<u64>,
+    pub(crate) noqueue: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WaitLock {
-    pub key: Bytes,
-    pub owner: Bytes,
+pub(crate) struct WaitLock {
+    pub(crate) key: Bytes,
+    pub(crate) owner: Bytes,
     /// None blocks until answered.
-    pub timeout: Option<Duration>,
-    pub lease_ms: Option<u64>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) lease_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unlock {
-    pub key: Bytes,
-    pub owner: Bytes,
-    pub token: u64,
-    pub verdict: Verdict,
+pub(crate) struct Unlock {
+    pub(crate) key: Bytes,
+    pub(crate) owner: Bytes,
+    pub(crate) token: u64,
+    pub(crate) verdict: Verdict,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Extend {
-    pub key: Bytes,
-    pub owner: Bytes,
-    pub token: u64,
-    pub lease_ms: u64,
+pub(crate) struct Extend {
+    pub(crate) key: Bytes,
+    pub(crate) owner: Bytes,
+    pub(crate) token: u64,
+    pub(crate) lease_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LockCommand {
+pub(crate) enum LockCommand {
     Try(TryLock),
     Wait(WaitLock),
     Unlock(Unlock),
@@ -59,37 +62,35 @@ pub enum LockCommand {
     Info { key: Bytes },
 }
 
-impl LockCommand {
-    /// `name` is the command's table name (`lock.try`, …); `args` starts after it.
-    pub fn parse(name: &str, mut args: Args, limits: LockLimits) -> ParseResult<LockCommand> {
-        let key = args.next_name("key", limits.max_key_bytes)?;
-        if name == "lock.info" {
-            args.expect_end()?;
-            return Ok(LockCommand::Info { key });
-        }
-        let owner = args.next_name("owner", limits.max_key_bytes)?;
-        let command = match name {
-            "lock.try" => parse_try(name, key, owner, args)?,
-            "lock.wait" => parse_wait(name, key, owner, args)?,
-            "lock.unlock" => parse_unlock(name, key, owner, args, limits)?,
-            "lock.extend" => {
-                let token = parse_token(&args.next_bytes()?)?;
-                let lease_ms = parse_positive_ms(name, &args.next_bytes()?)?;
-                args.expect_end()?;
-                LockCommand::Extend(Extend { key, owner, token, lease_ms })
-            }
-            "lock.cancel" => {
-                args.expect_end()?;
-                LockCommand::Cancel { key, owner }
-            }
-            _ => return Err(Reply::error(errors::SYNTAX)),
-        };
-        Ok(command)
-    }
+/// Every LOCK.* command starts with the key and the owner.
+fn key_and_owner(args: &mut Args, limits: LockLimits) -> ParseResult<(Bytes, Bytes)> {
+    let key = args.next_name("key", limits.max_key_bytes)?;
+    let owner = args.next_name("owner", limits.max_key_bytes)?;
+    Ok((key, owner))
+}
+
+pub(crate) fn parse_extend(mut args: Args, limits: LockLimits) -> ParseResult<LockCommand> {
+    let (key, owner) = key_and_owner(&mut args, limits)?;
+    let token = parse_token(&args.next_bytes()?)?;
+    let lease_ms = parse_positive_ms("lock.extend", &args.next_bytes()?)?;
+    args.expect_end()?;
+    Ok(LockCommand::Extend(Extend { key, owner, token, lease_ms }))
+}
+
+pub(crate) fn parse_cancel(mut args: Args, limits: LockLimits) -> ParseResult<LockCommand> {
+    let (key, owner) = key_and_owner(&mut args, limits)?;
+    args.expect_end()?;
+    Ok(LockCommand::Cancel { key, owner })
+}
+
+pub(crate) fn parse_info(mut args: Args, limits: LockLimits) -> ParseResult<LockCommand> {
+    let key = args.next_name("key", limits.max_key_bytes)?;
+    args.expect_end()?;
+    Ok(LockCommand::Info { key })
 }
 
 fn parse_positive_ms(command: &str, arg: &[u8]) -> ParseResult<u64> {
-    match parse_i64(arg) {
+    match parse_int(arg) {
         None => Err(Reply::error(errors::NOT_AN_INTEGER)),
         Some(ms) if ms <= 0 => Err(Reply::error(errors::invalid_expire(command))),
         Some(ms) => Ok(ms.unsigned_abs()),
@@ -97,7 +98,7 @@ fn parse_positive_ms(command: &str, arg: &[u8]) -> ParseResult<u64> {
 }
 
 fn parse_token(arg: &[u8]) -> ParseResult<u64> {
-    match parse_i64(arg) {
+    match parse_int(arg) {
         Some(token) if token > 0 => Ok(token.unsigned_abs()),
         _ => Err(Reply::error(errors::invalid_token())),
     }
@@ -112,7 +113,9 @@ fn parse_px(command: &str, args: &mut Args, lease_ms: &mut Option<u64>) -> Parse
     Ok(())
 }
 
-fn parse_try(name: &str, key: Bytes, owner: Bytes, mut args: Args) -> ParseResult<LockCommand> {
+pub(crate) fn parse_try(mut args: Args, limits: LockLimits) -> ParseResult<LockCommand> {
+    let name = "lock.try";
+    let (key, owner) = key_and_owner(&mut args, limits)?;
     let mut lease_ms = None;
     let mut noqueue = false;
     while let Some(option) = args.next_optional() {
@@ -127,8 +130,10 @@ fn parse_try(name: &str, key: Bytes, owner: Bytes, mut args: Args) -> ParseResul
     Ok(LockCommand::Try(TryLock { key, owner, lease_ms, noqueue }))
 }
 
-fn parse_wait(name: &str, key: Bytes, owner: Bytes, mut args: Args) -> ParseResult<LockCommand> {
-    let timeout = match parse_i64(&args.next_bytes()?) {
+pub(crate) fn parse_wait(mut args: Args, limits: LockLimits) -> ParseResult<LockCommand> {
+    let name = "lock.wait";
+    let (key, owner) = key_and_owner(&mut args, limits)?;
+    let timeout = match parse_int(&args.next_bytes()?) {
         None => return Err(Reply::error(errors::TIMEOUT_INVALID)),
         Some(ms) if ms < 0 => return Err(Reply::error(errors::TIMEOUT_NEGATIVE)),
         Some(0) => None,
@@ -145,7 +150,9 @@ fn parse_wait(name: &str, key: Bytes, owner: Bytes, mut args: Args) -> ParseResu
     Ok(LockCommand::Wait(WaitLock { key, owner, timeout, lease_ms }))
 }
 
-fn parse_unlock(name: &str, key: Bytes, owner: Bytes, mut args: Args, limits: LockLimits) -> ParseResult<LockCommand> {
+pub(crate) fn parse_unlock(mut args: Args, limits: LockLimits) -> ParseResult<LockCommand> {
+    let name = "lock.unlock";
+    let (key, owner) = key_and_owner(&mut args, limits)?;
     let token = parse_token(&args.next_bytes()?)?;
     let outcome = args.next_bytes()?;
     let success = if eq_ignore_case(&outcome, "SUCCESS") {
@@ -181,24 +188,60 @@ fn bounded_text(what: &str, value: Bytes, max: usize) -> ParseResult<Arc<[u8]>> 
     Ok(Arc::from(value.as_ref()))
 }
 
-impl TryLock {
-    /// The outcome, and the core's copy of the key (for the connection's record of its locks).
-    pub fn apply(&self, core: &LockCore, conn: ConnId, now: u64) -> (TryOutcome, Arc<[u8]>) {
-        let request = LockRequest { key: &self.key, owner: &self.owner, lease_ms: self.lease_ms, conn };
-        core.try_lock_sharing_key(request, self.noqueue, now)
-    }
-}
-
-impl WaitLock {
-    pub fn apply(&self, core: &LockCore, conn: ConnId, now: u64) -> (WaitStart, Arc<[u8]>) {
-        let request = LockRequest { key: &self.key, owner: &self.owner, lease_ms: self.lease_ms, conn };
-        core.wait_sharing_key(request, now)
-    }
-}
-
-impl Unlock {
-    pub fn apply(self, core: &LockCore, now: u64) -> UnlockOutcome {
-        core.unlock(&self.key, &self.owner, self.token, self.verdict, now)
+impl LockCommand {
+    pub(crate) fn execute(self, session: &mut Session, shared: &Shared) -> Action {
+        let core = &shared.core;
+        let now = shared.clock.now_ms();
+        let conn = session.id();
+        // The core's copy of a key this connection may now hold or be queued for: its close may
+        // have to release it.
+        let mut bound = None;
+        let reply = match self {
+            LockCommand::Try(TryLock { key, owner, lease_ms, noqueue }) => {
+                let request = LockRequest { key: &key, owner: &owner, lease_ms, conn };
+                let (outcome, key) = core.try_lock_sharing_key(request, noqueue, now);
+                if matches!(outcome, TryOutcome::Acquired { .. } | TryOutcome::Queued { .. }) {
+                    bound = Some(key);
+                }
+                Action::Reply(Reply::from(outcome))
+            }
+            LockCommand::Wait(WaitLock { key, owner, timeout, lease_ms }) => {
+                let request = LockRequest { key: &key, owner: &owner, lease_ms, conn };
+                match core.wait_sharing_key(request, now) {
+                    (WaitStart::Ready(outcome), key) => {
+                        if matches!(outcome, WaitOutcome::Acquired { .. }) {
+                            bound = Some(key);
+                        }
+                        Action::Reply(Reply::from(outcome))
+                    }
+                    (WaitStart::Blocked(ticket), key) => {
+                        bound = Some(key);
+                        Action::Block { ticket, timeout }
+                    }
+                }
+            }
+            LockCommand::Unlock(Unlock { key, owner, token, verdict }) => {
+                let outcome = core.unlock(&key, &owner, token, verdict, now);
+                if outcome == UnlockOutcome::HandedOff {
+                    Action::ReplyAfterHandoff(Reply::from(outcome))
+                } else {
+                    Action::Reply(Reply::from(outcome))
+                }
+            }
+            LockCommand::Extend(Extend { key, owner, token, lease_ms }) => {
+                let outcome = core.extend(&key, &owner, token, lease_ms, conn, now);
+                if outcome == ExtendOutcome::Extended {
+                    bound = core.shared_key(&key);
+                }
+                Action::Reply(Reply::from(outcome))
+            }
+            LockCommand::Cancel { key, owner } => Action::Reply(Reply::Int(i64::from(core.cancel(&key, &owner, now)))),
+            LockCommand::Info { key } => Action::Reply(Reply::from(core.info(&key, now).unwrap_or_default())),
+        };
+        if let Some(key) = bound {
+            session.note_bound(&key, shared);
+        }
+        reply
     }
 }
 
@@ -209,9 +252,17 @@ mod tests {
     const LIMITS: LockLimits = LockLimits { max_key_bytes: 16, max_result_bytes: 8 };
 
     fn parse(line: &str) -> ParseResult<LockCommand> {
-        let mut words: Vec<Bytes> = line.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
-        let name = String::from_utf8_lossy(&words.remove(0)).to_ascii_lowercase();
-        LockCommand::parse(&name, Args::new(words, 0), LIMITS)
+        let words: Vec<Bytes> = line.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        let parse = match words[0].to_ascii_uppercase().as_slice() {
+            b"LOCK.TRY" => parse_try,
+            b"LOCK.WAIT" => parse_wait,
+            b"LOCK.UNLOCK" => parse_unlock,
+            b"LOCK.EXTEND" => parse_extend,
+            b"LOCK.CANCEL" => parse_cancel,
+            b"LOCK.INFO" => parse_info,
+            other => panic!("not a lock command: {other:?}"),
+        };
+        parse(Args::new(words, 1), LIMITS)
     }
 
     fn err(text: &str) -> ParseResult<LockCommand> {
@@ -281,5 +332,72 @@ mod tests {
         assert!(matches!(parse("LOCK.CANCEL k o"), Ok(LockCommand::Cancel { .. })));
         assert_eq!(parse("LOCK.CANCEL k o extra"), err(errors::SYNTAX));
         assert!(matches!(parse("LOCK.INFO k"), Ok(LockCommand::Info { .. })));
+    }
+
+    /// Whatever the arguments, a parsed command keeps the promises the core relies on.
+    mod invariants {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn arg() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "PX",
+                    "px",
+                    "NOQUEUE",
+                    "SUCCESS",
+                    "failure",
+                    "RESULT",
+                    "KEEP",
+                    "REASON",
+                    "0",
+                    "-1",
+                    "1",
+                    "007",
+                    "9223372036854775807",
+                    "9223372036854775808",
+                    "",
+                ])
+                .prop_map(|word| word.as_bytes().to_vec()),
+                prop::collection::vec(any::<u8>(), 0..24),
+            ]
+        }
+
+        fn check(command: &LockCommand) {
+            let name_ok = |name: &Bytes| !name.is_empty() && name.len() <= LIMITS.max_key_bytes;
+            let text_ok = |text: &Option<Arc<[u8]>>| text.as_ref().is_none_or(|t| t.len() <= LIMITS.max_result_bytes);
+            match command {
+                LockCommand::Try(c) => assert!(name_ok(&c.key) && name_ok(&c.owner) && c.lease_ms != Some(0)),
+                LockCommand::Wait(c) => {
+                    assert!(name_ok(&c.key) && name_ok(&c.owner) && c.lease_ms != Some(0));
+                    assert!(c.timeout.is_none_or(|t| !t.is_zero()));
+                }
+                LockCommand::Unlock(c) => {
+                    assert!(name_ok(&c.key) && name_ok(&c.owner) && c.token > 0);
+                    match &c.verdict {
+                        Verdict::Success { result, .. } => assert!(text_ok(result)),
+                        Verdict::Failure { reason } => assert!(text_ok(reason)),
+                    }
+                }
+                LockCommand::Extend(c) => {
+                    assert!(name_ok(&c.key) && name_ok(&c.owner) && c.token > 0 && c.lease_ms > 0)
+                }
+                LockCommand::Cancel { key, owner } => assert!(name_ok(key) && name_ok(owner)),
+                LockCommand::Info { key } => assert!(name_ok(key)),
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn parsed_commands_are_within_limits(which in 0..6usize, args in prop::collection::vec(arg(), 0..9)) {
+                let parse = [parse_try, parse_wait, parse_unlock, parse_extend, parse_cancel, parse_info][which];
+                let args = args.into_iter().map(Bytes::from).collect();
+                match parse(Args::new(args, 0), LIMITS) {
+                    Ok(command) => check(&command),
+                    Err(reply) => prop_assert!(reply.is_error()),
+                }
+            }
+        }
     }
 }

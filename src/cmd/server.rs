@@ -1,19 +1,18 @@
 //! Server commands for tools and monitoring: INFO, COMMAND, DBSIZE, CONFIG GET.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::connection::REDIS_COMPAT_VERSION;
-use super::table::{self, CommandSpec};
+use super::parse::{Args, ParseResult};
+use super::table;
+use crate::config::REDIS_COMPAT_VERSION;
+use crate::context::Shared;
 use crate::errors;
 use crate::reply::Reply;
-use crate::server::Shared;
-use crate::session::Session;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerCommand {
+pub(crate) enum ServerCommand {
     Info(Vec<Bytes>),
     DbSize,
     CommandAll,
@@ -30,55 +29,35 @@ pub enum ServerCommand {
 
 /// COMMAND LIST FILTERBY: baton has no modules, so MODULE matches nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListFilter {
+pub(crate) enum ListFilter {
     Module(Bytes),
     AclCategory(Bytes),
     Pattern(Bytes),
 }
 
-fn parse_list_filter(args: &[Bytes]) -> Result<Option<ListFilter>, Reply> {
-    match args {
-        [] => Ok(None),
+/// COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN pattern]
+pub(crate) fn parse_command_list(args: Args) -> ParseResult<ServerCommand> {
+    let filter = match args.rest().as_slice() {
+        [] => None,
         [filterby, kind, value] if filterby.eq_ignore_ascii_case(b"FILTERBY") => {
             let value = value.clone();
-            if kind.eq_ignore_ascii_case(b"MODULE") {
-                Ok(Some(ListFilter::Module(value)))
+            Some(if kind.eq_ignore_ascii_case(b"MODULE") {
+                ListFilter::Module(value)
             } else if kind.eq_ignore_ascii_case(b"ACLCAT") {
-                Ok(Some(ListFilter::AclCategory(value)))
+                ListFilter::AclCategory(value)
             } else if kind.eq_ignore_ascii_case(b"PATTERN") {
-                Ok(Some(ListFilter::Pattern(value)))
+                ListFilter::Pattern(value)
             } else {
-                Err(Reply::error(errors::SYNTAX))
-            }
+                return Err(Reply::error(errors::SYNTAX));
+            })
         }
-        _ => Err(Reply::error(errors::SYNTAX)),
-    }
+        _ => return Err(Reply::error(errors::SYNTAX)),
+    };
+    Ok(ServerCommand::CommandList(filter))
 }
 
 impl ServerCommand {
-    pub fn parse(spec: &CommandSpec, mut args: Vec<Bytes>) -> Result<ServerCommand, Reply> {
-        let rest = |args: &mut Vec<Bytes>, skip: usize| args.split_off(skip.min(args.len()));
-        let command = match (spec.container, spec.name) {
-            ("", "info") => ServerCommand::Info(rest(&mut args, 1)),
-            ("", "dbsize") => ServerCommand::DbSize,
-            ("", "command") => ServerCommand::CommandAll,
-            ("command", "count") => ServerCommand::CommandCount,
-            ("command", "info") => ServerCommand::CommandInfo(rest(&mut args, 2)),
-            ("command", "docs") => ServerCommand::CommandDocs(rest(&mut args, 2)),
-            ("command", "list") => ServerCommand::CommandList(parse_list_filter(&rest(&mut args, 2))?),
-            ("command", "help") => ServerCommand::CommandHelp,
-            ("config", "get") => ServerCommand::ConfigGet(rest(&mut args, 2)),
-            ("config", "set") => ServerCommand::ConfigUnsupported,
-            ("config", "resetstat") => ServerCommand::ConfigResetStat,
-            ("config", "help") => ServerCommand::ConfigHelp,
-            _ => {
-                return Err(Reply::error(errors::unknown_command(spec.name.as_bytes(), &[])));
-            }
-        };
-        Ok(command)
-    }
-
-    pub fn execute(self, _session: &mut Session, shared: &Shared) -> Reply {
+    pub(crate) fn execute(self, shared: &Shared) -> Reply {
         match self {
             ServerCommand::Info(sections) => Reply::bulk(info_text(shared, &sections)),
             ServerCommand::DbSize => Reply::Int(i64::try_from(shared.core.key_count()).unwrap_or(i64::MAX)),
@@ -95,7 +74,7 @@ impl ServerCommand {
                     .any(|own| own.trim_start_matches('@').as_bytes().eq_ignore_ascii_case(category)),
                 Some(ListFilter::Pattern(pattern)) => glob_match(pattern, spec.full_name().as_bytes()),
             }),
-            ServerCommand::CommandHelp => help_lines(&[
+            ServerCommand::CommandHelp => Reply::help(&[
                 "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
                 "(no subcommand) -- Return details about all commands.",
                 "COUNT -- Return the total number of commands.",
@@ -104,7 +83,7 @@ impl ServerCommand {
                 "LIST -- Return a list of all commands.",
                 "HELP -- Print this help.",
             ]),
-            ServerCommand::ConfigHelp => help_lines(&[
+            ServerCommand::ConfigHelp => Reply::help(&[
                 "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
                 "GET <pattern> -- Return parameters matching the glob-like <pattern> and their values.",
                 "RESETSTAT -- Reset the counters reported by INFO and the metrics endpoint.",
@@ -119,10 +98,6 @@ impl ServerCommand {
             }
         }
     }
-}
-
-pub fn help_lines(lines: &[&'static str]) -> Reply {
-    Reply::Array(lines.iter().map(|line| Reply::Status((*line).into())).collect())
 }
 
 /// The parameters tools commonly ask for, answered from the running configuration.
@@ -219,13 +194,13 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
             ("uptime_in_days", (uptime / 86_400).to_string()),
         ],
     );
-    let stats = &shared.stats;
+    let figures = shared.figures();
     section(
         "clients",
         "Clients",
         vec![
-            ("connected_clients", shared.clients.len().to_string()),
-            ("blocked_clients", stats.blocked_clients.load(Ordering::Relaxed).to_string()),
+            ("connected_clients", figures.connected_clients.to_string()),
+            ("blocked_clients", figures.blocked_clients.to_string()),
             ("maxclients", shared.config.maxclients.to_string()),
         ],
     );
@@ -234,15 +209,15 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
         "stats",
         "Stats",
         vec![
-            ("total_connections_received", stats.total_connections_received.load(Ordering::Relaxed).to_string()),
-            ("total_commands_processed", stats.total_commands_processed.load(Ordering::Relaxed).to_string()),
-            ("instantaneous_ops_per_sec", shared.metrics.instantaneous_ops_per_sec().to_string()),
-            ("rejected_connections", stats.rejected_connections.load(Ordering::Relaxed).to_string()),
+            ("total_connections_received", figures.connections_received.to_string()),
+            ("total_commands_processed", figures.commands_processed.to_string()),
+            ("instantaneous_ops_per_sec", figures.ops_per_sec.to_string()),
+            ("rejected_connections", figures.rejected_connections.to_string()),
         ],
     );
     section("replication", "Replication", vec![("role", "master".to_owned()), ("connected_slaves", "0".to_owned())]);
-    let core = shared.core.stats();
-    let latency = shared.metrics.handoff_latency();
+    let core = figures.core;
+    let latency = figures.handoff;
     section(
         "locks",
         "Locks",

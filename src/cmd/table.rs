@@ -8,11 +8,57 @@
 
 use bytes::Bytes;
 
+use crate::clients::CommandName;
 use crate::reply::Reply;
+
+/// Which command a table entry is. Dispatch matches on it exhaustively, so a new table row
+/// without its parser does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum CommandId {
+    LockTry,
+    LockWait,
+    LockUnlock,
+    LockExtend,
+    LockCancel,
+    LockInfo,
+    Ping,
+    Echo,
+    Hello,
+    Auth,
+    Select,
+    Quit,
+    Reset,
+    Info,
+    DbSize,
+    Command,
+    CommandCount,
+    CommandDocs,
+    CommandInfo,
+    CommandList,
+    CommandHelp,
+    Client,
+    ClientId,
+    ClientSetName,
+    ClientGetName,
+    ClientSetInfo,
+    ClientInfo,
+    ClientList,
+    ClientKill,
+    ClientUnblock,
+    ClientNoEvict,
+    ClientNoTouch,
+    ClientHelp,
+    Config,
+    ConfigGet,
+    ConfigSet,
+    ConfigResetStat,
+    ConfigHelp,
+}
 
 /// One command, or one subcommand of a container command such as CLIENT.
 #[derive(Debug, PartialEq, Eq)]
-pub struct CommandSpec {
+pub(crate) struct CommandSpec {
+    pub(crate) id: CommandId,
     /// Lowercase name: `"lock.try"`, `"ping"`; for a subcommand its own part only (`"list"`).
     pub name: &'static str,
     /// The lowercase name of the container for a subcommand (`"client"`), `""` for a top-level one.
@@ -39,7 +85,7 @@ pub struct CommandSpec {
 
 /// One argument node of a command's documentation.
 #[derive(Debug, PartialEq, Eq)]
-pub struct ArgSpec {
+pub(crate) struct ArgSpec {
     pub name: &'static str,
     pub kind: ArgKind,
     pub token: Option<&'static str>,
@@ -50,7 +96,7 @@ pub struct ArgSpec {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArgKind {
+pub(crate) enum ArgKind {
     String,
     Integer,
     Key,
@@ -62,7 +108,7 @@ pub enum ArgKind {
 
 impl ArgKind {
     /// The type name COMMAND DOCS uses.
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             ArgKind::String => "string",
             ArgKind::Integer => "integer",
@@ -78,26 +124,22 @@ impl ArgKind {
 impl CommandSpec {
     /// Whether `argc` arguments (the command name, and the subcommand name for a subcommand,
     /// included) satisfy this command's arity.
-    pub fn arity_ok(&self, argc: usize) -> bool {
+    pub(crate) fn arity_ok(&self, argc: usize) -> bool {
         let need = self.arity.unsigned_abs() as usize;
         if self.arity >= 0 { argc == need } else { argc >= need }
     }
 
+    pub(crate) fn command_name(&self) -> CommandName {
+        CommandName { container: self.container, name: self.name }
+    }
+
     /// Redis's "fullname": `"client|list"` for a subcommand, the plain name otherwise.
-    pub fn full_name(&self) -> String {
-        if self.container.is_empty() {
-            self.name.to_owned()
-        } else {
-            let mut name = String::with_capacity(self.container.len() + 1 + self.name.len());
-            name.push_str(self.container);
-            name.push('|');
-            name.push_str(self.name);
-            name
-        }
+    pub(crate) fn full_name(&self) -> String {
+        self.command_name().to_string()
     }
 
     /// Whether this is a container command (CLIENT, COMMAND, CONFIG) that takes a subcommand.
-    pub fn has_subcommands(&self) -> bool {
+    pub(crate) fn has_subcommands(&self) -> bool {
         !self.subcommands.is_empty()
     }
 }
@@ -105,7 +147,9 @@ impl CommandSpec {
 // ---------------------------------------------------------------------------------------------
 // Builders for the static table.
 
+/// Every row names its own `id`; the test `ids_are_unique` catches a row that inherits this one.
 const BASE: CommandSpec = CommandSpec {
+    id: CommandId::Command,
     name: "",
     container: "",
     arity: 0,
@@ -178,8 +222,9 @@ const ON_OFF: &[ArgSpec] = &[pure("on", "ON"), pure("off", "OFF")];
 const LOCK_ACL_FAST_WRITE: &[&str] = &["@write", "@fast"];
 
 /// Every top-level command the server implements.
-pub static COMMANDS: &[CommandSpec] = &[
+pub(crate) static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
+        id: CommandId::LockTry,
         name: "lock.try",
         arity: -3,
         flags: &["write", "fast"],
@@ -195,6 +240,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::LockWait,
         name: "lock.wait",
         arity: -4,
         flags: &["write", "blocking"],
@@ -210,6 +256,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::LockUnlock,
         name: "lock.unlock",
         arity: -5,
         flags: &["write"],
@@ -233,6 +280,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::LockExtend,
         name: "lock.extend",
         arity: 5,
         flags: &["write", "fast"],
@@ -248,6 +296,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::LockCancel,
         name: "lock.cancel",
         arity: 3,
         flags: &["write", "fast"],
@@ -263,6 +312,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::LockInfo,
         name: "lock.info",
         arity: 2,
         flags: &["readonly", "fast"],
@@ -278,6 +328,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::Ping,
         name: "ping",
         arity: -1,
         flags: &["fast"],
@@ -290,6 +341,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::Echo,
         name: "echo",
         arity: 2,
         flags: &["loading", "stale", "fast"],
@@ -301,6 +353,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::Hello,
         name: "hello",
         arity: -1,
         flags: &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"],
@@ -320,6 +373,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::Auth,
         name: "auth",
         arity: -2,
         flags: &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"],
@@ -332,6 +386,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::Select,
         name: "select",
         arity: 2,
         flags: &["loading", "stale", "fast"],
@@ -343,6 +398,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::Quit,
         name: "quit",
         arity: -1,
         flags: &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"],
@@ -353,6 +409,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::Reset,
         name: "reset",
         arity: 1,
         flags: &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"],
@@ -363,6 +420,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::Info,
         name: "info",
         arity: -1,
         flags: &["loading", "stale"],
@@ -375,6 +433,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::DbSize,
         name: "dbsize",
         arity: 1,
         flags: &["readonly", "fast"],
@@ -386,6 +445,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::Command,
         name: "command",
         arity: -1,
         flags: &["loading", "stale"],
@@ -399,6 +459,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::Client,
         name: "client",
         arity: -2,
         acl_categories: &["@slow"],
@@ -410,6 +471,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::Config,
         name: "config",
         arity: -2,
         acl_categories: &["@slow"],
@@ -434,6 +496,7 @@ const COMMAND_SUB: CommandSpec = CommandSpec {
 
 const COMMAND_SUBCOMMANDS: &[CommandSpec] = &[
     CommandSpec {
+        id: CommandId::CommandCount,
         name: "count",
         arity: 2,
         since: "2.8.13",
@@ -441,6 +504,7 @@ const COMMAND_SUBCOMMANDS: &[CommandSpec] = &[
         ..COMMAND_SUB
     },
     CommandSpec {
+        id: CommandId::CommandDocs,
         name: "docs",
         arity: -2,
         tips: &["nondeterministic_output_order"],
@@ -451,6 +515,7 @@ const COMMAND_SUBCOMMANDS: &[CommandSpec] = &[
         ..COMMAND_SUB
     },
     CommandSpec {
+        id: CommandId::CommandInfo,
         name: "info",
         arity: -2,
         tips: &["nondeterministic_output_order"],
@@ -461,6 +526,7 @@ const COMMAND_SUBCOMMANDS: &[CommandSpec] = &[
         ..COMMAND_SUB
     },
     CommandSpec {
+        id: CommandId::CommandList,
         name: "list",
         arity: -2,
         tips: &["nondeterministic_output_order"],
@@ -475,7 +541,14 @@ const COMMAND_SUBCOMMANDS: &[CommandSpec] = &[
         .opt()],
         ..COMMAND_SUB
     },
-    CommandSpec { name: "help", arity: 2, since: "5.0.0", summary: HELP_SUMMARY, ..COMMAND_SUB },
+    CommandSpec {
+        id: CommandId::CommandHelp,
+        name: "help",
+        arity: 2,
+        since: "5.0.0",
+        summary: HELP_SUMMARY,
+        ..COMMAND_SUB
+    },
 ];
 
 const CLIENT_SUB: CommandSpec = CommandSpec {
@@ -491,6 +564,7 @@ const CLIENT_ADMIN_ACL: &[&str] = &["@admin", "@slow", "@dangerous", "@connectio
 
 const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
     CommandSpec {
+        id: CommandId::ClientId,
         name: "id",
         arity: 2,
         since: "5.0.0",
@@ -498,6 +572,7 @@ const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
         ..CLIENT_SUB
     },
     CommandSpec {
+        id: CommandId::ClientSetName,
         name: "setname",
         arity: 3,
         since: "2.6.9",
@@ -505,8 +580,16 @@ const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
         args: &[string("connection-name")],
         ..CLIENT_SUB
     },
-    CommandSpec { name: "getname", arity: 2, since: "2.6.9", summary: "Get the current connection name", ..CLIENT_SUB },
     CommandSpec {
+        id: CommandId::ClientGetName,
+        name: "getname",
+        arity: 2,
+        since: "2.6.9",
+        summary: "Get the current connection name",
+        ..CLIENT_SUB
+    },
+    CommandSpec {
+        id: CommandId::ClientSetInfo,
         name: "setinfo",
         arity: 4,
         since: "7.2.0",
@@ -515,6 +598,7 @@ const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
         ..CLIENT_SUB
     },
     CommandSpec {
+        id: CommandId::ClientInfo,
         name: "info",
         arity: 2,
         tips: &["nondeterministic_output"],
@@ -523,6 +607,7 @@ const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
         ..CLIENT_SUB
     },
     CommandSpec {
+        id: CommandId::ClientList,
         name: "list",
         arity: -2,
         flags: CLIENT_ADMIN_FLAGS,
@@ -548,6 +633,7 @@ const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
         ..CLIENT_SUB
     },
     CommandSpec {
+        id: CommandId::ClientKill,
         name: "kill",
         arity: -3,
         flags: CLIENT_ADMIN_FLAGS,
@@ -587,6 +673,7 @@ const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
         ..CLIENT_SUB
     },
     CommandSpec {
+        id: CommandId::ClientUnblock,
         name: "unblock",
         arity: -3,
         flags: CLIENT_ADMIN_FLAGS,
@@ -601,6 +688,7 @@ const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
         ..CLIENT_SUB
     },
     CommandSpec {
+        id: CommandId::ClientNoEvict,
         name: "no-evict",
         arity: 3,
         flags: CLIENT_ADMIN_FLAGS,
@@ -611,6 +699,7 @@ const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
         ..CLIENT_SUB
     },
     CommandSpec {
+        id: CommandId::ClientNoTouch,
         name: "no-touch",
         arity: 3,
         since: "7.2.0",
@@ -619,6 +708,7 @@ const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
         ..CLIENT_SUB
     },
     CommandSpec {
+        id: CommandId::ClientHelp,
         name: "help",
         arity: 2,
         flags: &["loading", "stale"],
@@ -639,6 +729,7 @@ const CONFIG_SUB: CommandSpec = CommandSpec {
 
 const CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
     CommandSpec {
+        id: CommandId::ConfigGet,
         name: "get",
         arity: -3,
         summary: "Get the values of configuration parameters",
@@ -647,6 +738,7 @@ const CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
         ..CONFIG_SUB
     },
     CommandSpec {
+        id: CommandId::ConfigSet,
         name: "set",
         arity: -4,
         tips: &["request_policy:all_nodes", "response_policy:all_succeeded"],
@@ -655,8 +747,15 @@ const CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
         args: &[block("parameter_value", &[string("parameter"), string("value")]).multi()],
         ..CONFIG_SUB
     },
-    CommandSpec { name: "resetstat", arity: 2, summary: "Reset the stats returned by INFO", ..CONFIG_SUB },
     CommandSpec {
+        id: CommandId::ConfigResetStat,
+        name: "resetstat",
+        arity: 2,
+        summary: "Reset the stats returned by INFO",
+        ..CONFIG_SUB
+    },
+    CommandSpec {
+        id: CommandId::ConfigHelp,
         name: "help",
         arity: 2,
         flags: &["loading", "stale"],
@@ -675,18 +774,18 @@ fn find(table: &'static [CommandSpec], name: &[u8]) -> Option<&'static CommandSp
 }
 
 /// Case-insensitive lookup of a top-level command by name bytes.
-pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+pub(crate) fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     find(COMMANDS, name)
 }
 
 /// Case-insensitive lookup of a subcommand: (CLIENT, `b"list"`) gives the CLIENT LIST spec.
-pub fn lookup_sub(parent: &'static CommandSpec, sub: &[u8]) -> Option<&'static CommandSpec> {
+pub(crate) fn lookup_sub(parent: &'static CommandSpec, sub: &[u8]) -> Option<&'static CommandSpec> {
     find(parent.subcommands, sub)
 }
 
 /// Case-insensitive lookup by Redis full name, as COMMAND INFO and COMMAND DOCS accept it:
 /// `"ping"` or `"client|list"`. A container's own name gives the container.
-pub fn lookup_full(name: &[u8]) -> Option<&'static CommandSpec> {
+pub(crate) fn lookup_full(name: &[u8]) -> Option<&'static CommandSpec> {
     match name.iter().position(|&b| b == b'|') {
         None => lookup(name),
         Some(bar) => lookup_sub(lookup(&name[..bar])?, &name[bar + 1..]),
@@ -811,18 +910,18 @@ fn doc_pair(spec: &CommandSpec) -> (Reply, Reply) {
 }
 
 /// `COMMAND` with no arguments: every command's info entry.
-pub fn command_info_all() -> Reply {
+pub(crate) fn command_info_all() -> Reply {
     Reply::Array(COMMANDS.iter().map(info_entry).collect())
 }
 
 /// `COMMAND COUNT`: the number of top-level commands.
-pub fn command_count() -> Reply {
+pub(crate) fn command_count() -> Reply {
     Reply::Int(COMMANDS.len() as i64)
 }
 
 /// `COMMAND INFO [name ...]`: one entry per name (full names like `client|list` accepted), nil for
 /// unknown names; every command when no name is given.
-pub fn command_info(names: &[Bytes]) -> Reply {
+pub(crate) fn command_info(names: &[Bytes]) -> Reply {
     if names.is_empty() {
         return command_info_all();
     }
@@ -831,7 +930,7 @@ pub fn command_info(names: &[Bytes]) -> Reply {
 
 /// `COMMAND DOCS [name ...]`: a map of full name to doc map; unknown names are left out; every
 /// command when no name is given.
-pub fn command_docs(names: &[Bytes]) -> Reply {
+pub(crate) fn command_docs(names: &[Bytes]) -> Reply {
     if names.is_empty() {
         return Reply::Map(COMMANDS.iter().map(doc_pair).collect());
     }
@@ -839,7 +938,7 @@ pub fn command_docs(names: &[Bytes]) -> Reply {
 }
 
 /// `COMMAND LIST`: every command's name, subcommands included as `container|sub` like Redis.
-pub fn command_list(keep: impl Fn(&CommandSpec) -> bool) -> Reply {
+pub(crate) fn command_list(keep: impl Fn(&CommandSpec) -> bool) -> Reply {
     let mut names = Vec::with_capacity(COMMANDS.len() + COMMANDS.iter().map(|c| c.subcommands.len()).sum::<usize>());
     for spec in COMMANDS.iter().flat_map(|spec| std::iter::once(spec).chain(spec.subcommands)) {
         if keep(spec) {

@@ -1,0 +1,65 @@
+//! What every connection task shares: the configuration, the lock core, the clock, the client
+//! registry and the server-wide counters. It sits below the command layer so that commands,
+//! sessions and connections can all reach it without reaching up into the server that owns it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clients::ClientRegistry;
+use crate::config::Config;
+use crate::core::{Clock, LockCore};
+use crate::metrics::{Figures, Metrics};
+
+/// Server-wide counters for INFO.
+#[derive(Debug, Default)]
+pub(crate) struct ServerStats {
+    pub(crate) total_connections_received: AtomicU64,
+    pub(crate) total_commands_processed: AtomicU64,
+    pub(crate) rejected_connections: AtomicU64,
+    pub(crate) blocked_clients: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) core: LockCore,
+    pub(crate) clock: Clock,
+    pub(crate) clients: ClientRegistry,
+    pub(crate) stats: ServerStats,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) started: Instant,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) metrics: Metrics,
+}
+
+impl Shared {
+    /// CONFIG RESETSTAT: counters and latency figures start again from zero.
+    pub(crate) fn reset_stats(&self) {
+        for counter in [
+            &self.stats.total_connections_received,
+            &self.stats.total_commands_processed,
+            &self.stats.rejected_connections,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        self.core.reset_counters();
+        self.metrics.reset();
+    }
+
+    /// The figures INFO and the metrics endpoint report, read now.
+    pub(crate) fn figures(&self) -> Figures {
+        let stats = &self.stats;
+        Figures {
+            core: self.core.stats(),
+            connections_received: stats.total_connections_received.load(Ordering::Relaxed),
+            commands_processed: stats.total_commands_processed.load(Ordering::Relaxed),
+            rejected_connections: stats.rejected_connections.load(Ordering::Relaxed),
+            connected_clients: self.clients.len() as u64,
+            blocked_clients: stats.blocked_clients.load(Ordering::Relaxed),
+            ops_per_sec: self.metrics.instantaneous_ops_per_sec(),
+            handoff: self.metrics.handoff_latency(),
+        }
+    }
+}
