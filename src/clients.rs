@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::codec::Protocol;
 use crate::core::ConnId;
+use crate::text::Escaped;
 
 #[derive(Debug)]
 pub(crate) struct ClientEntry {
@@ -120,7 +121,7 @@ impl ClientEntry {
     }
 
     /// One line in Redis's CLIENT LIST format (fields clients and tools parse), plus `lock=` with the
-    /// key a blocked LOCK.WAIT waits on.
+    /// key a blocked LOCK.WAIT waits on, escaped: keys are binary and may hold spaces or newlines.
     pub(crate) fn info_line(&self, now: Instant) -> String {
         let state = self.snapshot();
         let text =
@@ -143,7 +144,7 @@ impl ClientEntry {
             self.protocol().version(),
             text(&state.lib_name),
             text(&state.lib_ver),
-            text(&state.blocked_on),
+            Escaped(state.blocked_on.as_deref().unwrap_or_default()),
         );
         line
     }

@@ -256,12 +256,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Control(Control),
         }
         let outcome = loop {
+            // A client that has gone, or been killed, is looked at before an answer that arrived
+            // meanwhile: that grant was never delivered, and handing the ticket back lets the
+            // core pass the lock on (or to another connection of the owner) in one step. Taken
+            // as delivered, it would be released later as if the holder had disconnected.
             let wake = tokio::select! {
                 biased;
+                input = self.framed.next() => Wake::Input(input),
+                control = entry.next_control() => Wake::Control(control),
                 answer = &mut ticket.receiver => Wake::Answer(answer),
                 () = sleep_until(deadline) => Wake::TimedOut,
-                control = entry.next_control() => Wake::Control(control),
-                input = self.framed.next() => Wake::Input(input),
             };
             let now = shared.clock.now_ms();
             match wake {
@@ -284,9 +288,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     shared.core.wait_abandoned(ticket, now);
                     break Err(Exit::Killed);
                 }
+                // Requests pipelined behind the WAIT are not run: the connection closes.
                 Wake::Control(Control::Shutdown) => {
                     shared.core.wait_abandoned(ticket, now);
-                    break Ok(Reply::error(errors::SHUTTING_DOWN));
+                    let _ = self.framed.feed(Reply::error(errors::SHUTTING_DOWN)).await;
+                    break Err(Exit::Shutdown);
                 }
                 Wake::Input(Some(Ok(request))) => {
                     // Counted like the query buffer: argument bytes plus their framing.

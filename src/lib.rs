@@ -25,6 +25,7 @@ mod metrics;
 mod reply;
 pub mod server;
 mod session;
+mod text;
 mod tls;
 
 /// Entry points for the fuzz targets, so they exercise the real request path rather than a copy.
