@@ -38,6 +38,7 @@ struct Connection<S> {
     deferred: VecDeque<(Input, usize)>,
     deferred_bytes: usize,
     write_stall: Duration,
+    lock_limits: LockLimits,
 }
 
 /// Why the connection loop ended.
@@ -86,6 +87,7 @@ where
         deferred: VecDeque::new(),
         deferred_bytes: 0,
         write_stall: Duration::from_millis(shared.config.output_stall_timeout_ms),
+        lock_limits: LockLimits { max_key_bytes: config.max_key_bytes, max_result_bytes: config.max_result_bytes },
     };
     let exit = connection.run().await;
     if !matches!(exit, Exit::OutputStalled) {
@@ -202,9 +204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if !self.session.authenticated && !cmd::allowed_unauthenticated(spec) {
             return self.send(Reply::error(errors::NOAUTH)).await;
         }
-        let limits =
-            LockLimits { max_key_bytes: shared.config.max_key_bytes, max_result_bytes: shared.config.max_result_bytes };
-        let command = match Command::parse(spec, request.args, limits) {
+        let command = match Command::parse(spec, request.args, self.lock_limits) {
             Ok(command) => command,
             Err(reply) => return self.send(reply).await,
         };
