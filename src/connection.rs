@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 use crate::clients::{ClientEntry, Control};
 use crate::cmd::lock::LockLimits;
 use crate::cmd::{self, Action, Command};
-use crate::codec::{CodecError, Limits, Request, RespCodec};
+use crate::codec::{CodecError, Limits, Protocol, Request, RespCodec};
 use crate::context::Shared;
 use crate::core::{WaitOutcome, WaitTicket};
 use crate::errors;
@@ -133,7 +133,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 None => return Exit::ClientClosed,
                 Some(Err(CodecError::Io(error))) => return Exit::Io(error),
                 Some(Err(CodecError::Protocol(message))) => {
-                    let _ = self.framed.feed(Reply::error(message.clone())).await;
+                    let _ = self.framed.feed((Reply::error(message.clone()), self.session.protocol())).await;
                     return Exit::ProtocolError(message.into_owned());
                 }
                 Some(Ok(request)) => request,
@@ -169,9 +169,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// disconnected instead of holding the task forever.
     async fn send(&mut self, reply: Reply) -> Result<(), Exit> {
         if self.framed.write_buffer().len() < WRITE_BATCH_BYTES {
-            return self.framed.feed(reply).await.map_err(Exit::from);
+            return self.framed.feed((reply, self.session.protocol())).await.map_err(Exit::from);
         }
-        match tokio::time::timeout(self.write_stall, self.framed.feed(reply)).await {
+        match tokio::time::timeout(self.write_stall, self.framed.feed((reply, self.session.protocol()))).await {
             Ok(result) => result.map_err(Exit::from),
             Err(_) => Err(Exit::OutputStalled),
         }
@@ -180,7 +180,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Writes out the buffered replies; a timer is armed only if the socket cannot take them now.
     async fn flush(&mut self) -> Result<(), Exit> {
         let stall = self.write_stall;
-        let mut flush = SinkExt::<Reply>::flush(&mut self.framed);
+        let mut flush = SinkExt::<(Reply, Protocol)>::flush(&mut self.framed);
         if let Some(result) = (&mut flush).now_or_never() {
             return result.map_err(Exit::from);
         }
@@ -209,7 +209,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Err(reply) => return self.send(reply).await,
         };
         let action = command.execute(&mut self.session, &shared);
-        self.framed.codec_mut().set_protocol(self.session.entry.protocol());
         match action {
             Action::Reply(reply) => self.send(reply).await,
             Action::ReplyAfterHandoff(reply) => {
@@ -291,7 +290,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // Requests pipelined behind the WAIT are not run: the connection closes.
                 Wake::Control(Control::Shutdown) => {
                     shared.core.wait_abandoned(ticket, now);
-                    let _ = self.framed.feed(Reply::error(errors::SHUTTING_DOWN)).await;
+                    let _ = self.framed.feed((Reply::error(errors::SHUTTING_DOWN), self.session.protocol())).await;
                     break Err(Exit::Shutdown);
                 }
                 Wake::Input(Some(Ok(request))) => {
@@ -300,7 +299,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     self.deferred_bytes += size;
                     if self.deferred_bytes > shared.config.max_query_buffer_bytes {
                         shared.core.wait_abandoned(ticket, now);
-                        let _ = self.framed.feed(Reply::error(errors::PROTO_QUERY_BUFFER)).await;
+                        let _ =
+                            self.framed.feed((Reply::error(errors::PROTO_QUERY_BUFFER), self.session.protocol())).await;
                         break Err(Exit::ProtocolError(errors::PROTO_QUERY_BUFFER.to_owned()));
                     }
                     self.deferred.push_back((Some(Ok(request)), size));
@@ -311,7 +311,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     shared.core.wait_abandoned(ticket, now);
                     match input {
                         Some(Err(CodecError::Protocol(message))) => {
-                            let _ = self.framed.feed(Reply::error(message.clone())).await;
+                            let _ = self.framed.feed((Reply::error(message.clone()), self.session.protocol())).await;
                             break Err(Exit::ProtocolError(message.into_owned()));
                         }
                         Some(Err(CodecError::Io(error))) => break Err(Exit::Io(error)),

@@ -24,6 +24,11 @@ impl Session {
         Session { entry, authenticated: shared.config.requirepass.is_none(), bound: HashSet::new(), prune_at: 64 }
     }
 
+    /// The reply protocol, as HELLO last chose it.
+    pub(crate) fn protocol(&self) -> Protocol {
+        self.entry.protocol()
+    }
+
     pub(crate) fn id(&self) -> ConnId {
         self.entry.id
     }
