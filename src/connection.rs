@@ -224,7 +224,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // The waiter's answer goes out at once, whatever else is buffered.
                 self.flush().await?;
                 if let Some(granted_at) = granted_at.get() {
-                    shared.metrics.record_handoff(granted_at.elapsed());
+                    shared.metrics.record_handoff(shared.clock.now().duration_since(*granted_at));
                 }
                 Ok(())
             }
@@ -236,7 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// the core, which settles any race with a grant under the shard lock.
     async fn block(&mut self, mut ticket: WaitTicket, timeout: Option<Duration>) -> Result<Reply, Exit> {
         if let Err(exit) = self.flush().await {
-            self.shared.core.wait_abandoned(ticket, self.shared.clock.now_ms());
+            self.shared.core.wait_abandoned(ticket, self.shared.clock.now());
             return Err(exit);
         }
         let shared = Arc::clone(&self.shared);
@@ -261,7 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 control = entry.next_control() => Wake::Control(control),
                 input = self.framed.next() => Wake::Input(input),
             };
-            let now = shared.clock.now_ms();
+            let now = shared.clock.now();
             match wake {
                 Wake::Answer(Ok(outcome)) => {
                     break Ok(Reply::from(outcome_noting_grant(&mut self.session, &shared, &key, outcome)));

@@ -32,9 +32,9 @@
 //!
 //! Disagreements found are kept below the generators as plain tests.
 
-use std::num::NonZeroU64;
 use std::sync::Arc;
 
+use baton::core::testing::{acquired, at, blocked, conn, request};
 use baton::core::{
     ConnId, CoreSettings, ExtendOutcome, KeyInfo, LockCore, LockRequest, LockStateName, TryOutcome, UnlockOutcome,
     Verdict, WaitOutcome, WaitStart, WaitTicket,
@@ -523,7 +523,7 @@ impl Model {
                         told += 1;
                     }
                 }
-                if *keep_ms > 0 {
+                if let Some(keep_ms) = keep_ms {
                     k.completion = Some((completion, now + lease_for(Some(*keep_ms))));
                 }
                 UnlockOutcome::Succeeded { waiters_told: told }
@@ -612,7 +612,7 @@ impl Model {
         self.abandoned[ticket] = true;
     }
 
-    fn abandoned(&mut self, ticket: TicketId, live_tickets: &[TicketId], now: u64) {
+    fn abandoned(&mut self, ticket: TicketId, now: u64) {
         self.counts.abandoned_waits += 1;
         match self.tickets[ticket].state.clone() {
             TicketState::Pending => {
@@ -626,7 +626,6 @@ impl Model {
             // same grant was also sent to other WAITs of the owner, the lock binds to the newest
             // of those, else it passes on as after a FAILURE.
             TicketState::Delivered(MOutcome::Acquired(grant)) => {
-                let _ = live_tickets;
                 self.mark_abandoned(ticket);
                 let key = self.grants[grant].0;
                 let ticket_conn = self.tickets[ticket].conn;
@@ -755,7 +754,7 @@ impl Harness {
             CoreSettings { default_lease_ms: DEFAULT_LEASE, max_lease_ms: MAX_LEASE, release_on_disconnect, shards },
             seed,
         );
-        let slots = (0..SLOTS).map(|i| Slot { conn: conn_id(i as u64 + 1), waiting: None }).collect();
+        let slots = (0..SLOTS).map(|i| Slot { conn: conn(i as u64 + 1), waiting: None }).collect();
         Harness {
             core,
             model: Model::new(release_on_disconnect),
@@ -765,10 +764,6 @@ impl Harness {
             shared_owners,
             log: Vec::new(),
         }
-    }
-
-    fn live_ticket_ids(&self) -> Vec<TicketId> {
-        self.slots.iter().filter_map(|s| s.waiting.as_ref().map(|w| w.id)).collect()
     }
 
     /// The slot an owner speaks from when each owner has its own connection.
@@ -809,7 +804,7 @@ impl Harness {
                 let conn = self.slots[slot].conn;
                 let request =
                     LockRequest { key: KEYS[key].as_bytes(), owner: OWNERS[owner].as_bytes(), lease_ms: lease, conn };
-                let got = self.core.try_lock(request, noqueue, now);
+                let got = self.core.try_lock(request, noqueue, at(now));
                 let want = self.model.try_lock(key, owner, lease_for(lease), noqueue, conn, now);
                 self.log.push(format!(
                     "t={now} TRY {} {} conn={conn} lease={lease:?} noqueue={noqueue} -> {got:?}",
@@ -837,7 +832,7 @@ impl Harness {
                 let conn = self.slots[slot].conn;
                 let request =
                     LockRequest { key: KEYS[key].as_bytes(), owner: OWNERS[owner].as_bytes(), lease_ms: lease, conn };
-                let got = self.core.wait(request, now);
+                let got = self.core.wait(request, at(now));
                 let want = self.model.wait(key, owner, lease_for(lease), conn, now);
                 self.log.push(format!(
                     "t={now} WAIT {} {} conn={conn} lease={lease:?} eager={eager} -> {}",
@@ -868,12 +863,13 @@ impl Harness {
                 let verdict = if success {
                     Verdict::Success {
                         result: Model::completion(owner, result).result.map(|r| Arc::from(&r[..])),
-                        keep_ms: keep.unwrap_or(0),
+                        keep_ms: keep,
                     }
                 } else {
                     Verdict::Failure { reason: result.map(|r| Arc::from(&[b'x', r][..])) }
                 };
-                let got = self.core.unlock(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), token, verdict.clone(), now);
+                let got =
+                    self.core.unlock(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), token, verdict.clone(), at(now));
                 let want = self.model.unlock(key, owner, token, &verdict, now);
                 self.log.push(format!("t={now} UNLOCK {} {} {token} {verdict:?} -> {got:?}", KEYS[key], OWNERS[owner]));
                 ensure(got == want, || format!("UNLOCK answered {got:?}, model says {want:?}"))
@@ -886,7 +882,7 @@ impl Harness {
                 }
                 let conn = self.slots[slot].conn;
                 let token = self.resolve_tok(key, tok);
-                let got = self.core.extend(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), token, lease, conn, now);
+                let got = self.core.extend(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), token, lease, conn, at(now));
                 let want = self.model.extend(key, owner, token, lease, conn, now);
                 self.log.push(format!(
                     "t={now} EXTEND {} {} {token} {lease} conn={conn} -> {got:?}",
@@ -895,7 +891,7 @@ impl Harness {
                 ensure(got == want, || format!("EXTEND answered {got:?}, model says {want:?}"))
             }
             Op::Cancel { key, owner } => {
-                let got = self.core.cancel(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), now);
+                let got = self.core.cancel(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), at(now));
                 let want = self.model.cancel(key, owner);
                 self.log.push(format!("t={now} CANCEL {} {} -> {got}", KEYS[key], OWNERS[owner]));
                 ensure(got == want, || format!("CANCEL answered {got}, model says {want}"))
@@ -916,7 +912,7 @@ impl Harness {
                 let Some(waiting) = self.slots[slot].waiting.take() else {
                     return Ok(());
                 };
-                let got = self.core.wait_timed_out(waiting.ticket, now);
+                let got = self.core.wait_timed_out(waiting.ticket, at(now));
                 let want = self.model.timed_out(waiting.id, now);
                 self.log.push(format!("t={now} slot {slot} WAIT times out -> {got:?}"));
                 match (got, want) {
@@ -926,17 +922,16 @@ impl Harness {
                 }
             }
             Op::Disconnect { slot } => {
-                let conn = self.slots[slot].conn;
-                self.log.push(format!("t={now} slot {slot} (conn {conn}) disconnects"));
+                let closed = self.slots[slot].conn;
+                self.log.push(format!("t={now} slot {slot} (conn {closed}) disconnects"));
                 if let Some(waiting) = self.slots[slot].waiting.take() {
-                    let live = self.live_ticket_ids();
-                    self.core.wait_abandoned(waiting.ticket, now);
-                    self.model.abandoned(waiting.id, &live, now);
+                    self.core.wait_abandoned(waiting.ticket, at(now));
+                    self.model.abandoned(waiting.id, now);
                 }
                 let keys: Vec<&[u8]> = KEYS.iter().map(|k| k.as_bytes()).collect();
-                self.core.release_connection(conn, keys, now);
-                self.model.release_connection(conn, now);
-                self.slots[slot].conn = conn_id(self.next_conn);
+                self.core.release_connection(closed, keys, at(now));
+                self.model.release_connection(closed, now);
+                self.slots[slot].conn = conn(self.next_conn);
                 self.next_conn += 1;
                 Ok(())
             }
@@ -953,8 +948,7 @@ impl Harness {
     /// Moves the clock to `to` and lets both sides expire what is due there.
     fn step_clock(&mut self, to: u64) -> Check {
         self.now = to;
-        let model_next_before = self.model.next_deadline();
-        let core_next = self.core.expire(to);
+        let core_next = self.core.expire(at(to));
         self.model.expire(to);
         self.model.forget();
         self.log.push(format!("t={to} expire -> next {core_next:?}"));
@@ -968,7 +962,6 @@ impl Harness {
                 ensure(got <= want, || format!("expire() returned {got}, a deadline is due at {want}"))?
             }
         }
-        let _ = model_next_before;
         self.check_all()
     }
 
@@ -1020,7 +1013,7 @@ impl Harness {
             }
         }
         for (key, name) in KEYS.iter().enumerate() {
-            let info = self.core.info(name.as_bytes(), self.now);
+            let info = self.core.info(name.as_bytes(), at(self.now));
             self.compare_info(key, info).map_err(|e| format!("{name}: {e}"))?;
         }
         let existing = self.model.keys.iter().filter(|k| k.exists()).count();
@@ -1090,10 +1083,6 @@ fn same_completion(got: &baton::core::Completion, want: &MCompletion) -> Check {
     })
 }
 
-fn conn_id(n: u64) -> ConnId {
-    NonZeroU64::new(n).expect("connection ids start at 1")
-}
-
 /// Runs `ops`; on the first disagreement returns the log of the run so far.
 fn run(
     shards: usize,
@@ -1138,31 +1127,42 @@ fn proptest_config(default_cases: u32) -> ProptestConfig {
     }
 }
 
+/// A generated case: shard count, release-on-disconnect, token seed and the operations.
+#[derive(Debug, Clone)]
+struct Case {
+    shards: usize,
+    release_on_disconnect: bool,
+    seed: u64,
+    ops: Vec<Op>,
+}
+
+fn case_strategy() -> impl Strategy<Value = Case> {
+    (
+        prop_oneof![Just(1usize), Just(4usize)],
+        any::<bool>(),
+        1u64..1 << 40,
+        prop::collection::vec(op_strategy(), 1..150),
+    )
+        .prop_map(|(shards, release_on_disconnect, seed, ops)| Case { shards, release_on_disconnect, seed, ops })
+}
+
+fn check(case: &Case, shared_owners: bool) -> Result<(), TestCaseError> {
+    run(case.shards, case.release_on_disconnect, case.seed, shared_owners, &case.ops)
+        .map(drop)
+        .map_err(TestCaseError::fail)
+}
+
 proptest! {
     #![proptest_config(proptest_config(1000))]
 
     #[test]
-    fn one_connection_per_owner(
-        shards in prop_oneof![Just(1usize), Just(4usize)],
-        release_on_disconnect in any::<bool>(),
-        seed in 1u64..1 << 40,
-        ops in prop::collection::vec(op_strategy(), 1..150),
-    ) {
-        if let Err(report) = run(shards, release_on_disconnect, seed, false, &ops) {
-            return Err(TestCaseError::fail(report));
-        }
+    fn one_connection_per_owner(case in case_strategy()) {
+        check(&case, false)?;
     }
 
     #[test]
-    fn owners_across_connections(
-        shards in prop_oneof![Just(1usize), Just(4usize)],
-        release_on_disconnect in any::<bool>(),
-        seed in 1u64..1 << 40,
-        ops in prop::collection::vec(op_strategy(), 1..150),
-    ) {
-        if let Err(report) = run(shards, release_on_disconnect, seed, true, &ops) {
-            return Err(TestCaseError::fail(report));
-        }
+    fn owners_across_connections(case in case_strategy()) {
+        check(&case, true)?;
     }
 }
 
@@ -1196,26 +1196,8 @@ fn core_with(shards: usize, release_on_disconnect: bool) -> LockCore {
     )
 }
 
-fn request<'a>(key: &'a str, owner: &'a str, conn: u64, lease_ms: Option<u64>) -> LockRequest<'a> {
-    LockRequest { key: key.as_bytes(), owner: owner.as_bytes(), lease_ms, conn: conn_id(conn) }
-}
-
-fn acquired(outcome: TryOutcome) -> u64 {
-    match outcome {
-        TryOutcome::Acquired { token } => token,
-        other => panic!("expected ACQUIRED, got {other:?}"),
-    }
-}
-
-fn blocked(start: WaitStart) -> WaitTicket {
-    match start {
-        WaitStart::Blocked(ticket) => ticket,
-        WaitStart::Ready(outcome) => panic!("expected to block, got {outcome:?}"),
-    }
-}
-
 fn holder_of(core: &LockCore, key: &str, now: u64) -> Option<(String, u64)> {
-    core.info(key.as_bytes(), now).and_then(|info| info.holder).map(|h| (text(&h.owner), h.token))
+    core.info(key.as_bytes(), at(now)).and_then(|info| info.holder).map(|h| (text(&h.owner), h.token))
 }
 
 /// Shrunk from `owners_across_connections`. Owner `a` waits on connection 1; the lock is handed to
@@ -1225,11 +1207,11 @@ fn holder_of(core: &LockCore, key: &str, now: u64) -> Option<(String, u64)> {
 #[test]
 fn abandoned_wait_does_not_release_a_lock_its_owner_was_told_of_elsewhere() {
     let core = core_with(1, false);
-    acquired(core.try_lock(request("k", "b", 1, None), false, 0));
-    let stale = blocked(core.wait(request("k", "a", 1, Some(51)), 0));
-    core.expire(100); // b's lease ends: the grant goes into a's unread WAIT on connection 1.
-    let token = acquired(core.try_lock(request("k", "a", 2, None), false, 100));
-    core.wait_abandoned(stale, 100);
+    acquired(core.try_lock(request("k", "b", 1, None), false, at(0)));
+    let stale = blocked(core.wait(request("k", "a", 1, Some(51)), at(0)));
+    core.expire(at(100)); // b's lease ends: the grant goes into a's unread WAIT on connection 1.
+    let token = acquired(core.try_lock(request("k", "a", 2, None), false, at(100)));
+    core.wait_abandoned(stale, at(100));
     assert_eq!(holder_of(&core, "k", 100), Some(("a".to_owned(), token)), "a was told ACQUIRED {token}");
 }
 
@@ -1240,11 +1222,11 @@ fn abandoned_wait_does_not_release_a_lock_its_owner_was_told_of_elsewhere() {
 #[test]
 fn abandoning_one_of_two_answered_waits_of_an_owner_keeps_the_lock() {
     let core = core_with(1, false);
-    let first = acquired(core.try_lock(request("k", "c", 1, None), false, 0));
-    let old = blocked(core.wait(request("k", "b", 2, None), 0));
-    let mut new = blocked(core.wait(request("k", "b", 3, None), 0));
-    assert_eq!(core.unlock(b"k", b"c", first, Verdict::Failure { reason: None }, 0), UnlockOutcome::HandedOff);
-    core.wait_abandoned(old, 0);
+    let first = acquired(core.try_lock(request("k", "c", 1, None), false, at(0)));
+    let old = blocked(core.wait(request("k", "b", 2, None), at(0)));
+    let mut new = blocked(core.wait(request("k", "b", 3, None), at(0)));
+    assert_eq!(core.unlock(b"k", b"c", first, Verdict::Failure { reason: None }, at(0)), UnlockOutcome::HandedOff);
+    core.wait_abandoned(old, at(0));
     let token = match new.receiver.try_recv() {
         Ok(WaitOutcome::Acquired { token }) => token,
         other => panic!("the WAIT on connection 3 is answered with the grant: {other:?}"),
@@ -1259,15 +1241,15 @@ fn abandoning_one_of_two_answered_waits_of_an_owner_keeps_the_lock() {
 #[test]
 fn a_grant_to_two_waits_of_one_owner_belongs_to_the_later_connection() {
     let core = core_with(1, true);
-    let first = acquired(core.try_lock(request("k", "b", 1, None), false, 0));
-    let mut old = blocked(core.wait(request("k", "a", 2, None), 0));
-    let mut new = blocked(core.wait(request("k", "a", 3, None), 5));
-    assert_eq!(core.unlock(b"k", b"b", first, Verdict::Failure { reason: None }, 10), UnlockOutcome::HandedOff);
+    let first = acquired(core.try_lock(request("k", "b", 1, None), false, at(0)));
+    let mut old = blocked(core.wait(request("k", "a", 2, None), at(0)));
+    let mut new = blocked(core.wait(request("k", "a", 3, None), at(5)));
+    assert_eq!(core.unlock(b"k", b"b", first, Verdict::Failure { reason: None }, at(10)), UnlockOutcome::HandedOff);
     let token = match (old.receiver.try_recv(), new.receiver.try_recv()) {
         (Ok(WaitOutcome::Acquired { token: x }), Ok(WaitOutcome::Acquired { token: y })) if x == y => x,
         other => panic!("both WAITs of a are answered with the grant: {other:?}"),
     };
-    core.release_connection(conn_id(2), [&b"k"[..]], 20);
+    core.release_connection(conn(2), [&b"k"[..]], at(20));
     assert_eq!(holder_of(&core, "k", 20), Some(("a".to_owned(), token)), "the live connection 3 holds it");
 }
 
@@ -1278,9 +1260,9 @@ fn a_grant_to_two_waits_of_one_owner_belongs_to_the_later_connection() {
 #[test]
 fn a_late_expiry_hands_off_as_of_the_end_of_the_lease() {
     let core = core_with(1, true);
-    acquired(core.try_lock(request("k", "a", 1, Some(100)), false, 0));
-    assert_eq!(core.try_lock(request("k", "b", 2, Some(150)), false, 0), TryOutcome::Queued { position: 1 });
-    core.expire(200);
+    acquired(core.try_lock(request("k", "a", 1, Some(100)), false, at(0)));
+    assert_eq!(core.try_lock(request("k", "b", 2, Some(150)), false, at(0)), TryOutcome::Queued { position: 1 });
+    core.expire(at(200));
     let holder = holder_of(&core, "k", 200);
     assert_eq!(holder.map(|(owner, _)| owner).as_deref(), Some("b"), "b was next in line when a's lease ended");
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::parse::{Args, ParseResult, eq_ignore_case, parse_i64};
-use crate::core::{ConnId, LockCore, LockRequest, TryOutcome, UnlockOutcome, Verdict, WaitStart};
+use crate::core::{ConnId, LockCore, LockRequest, Timestamp, TryOutcome, UnlockOutcome, Verdict, WaitStart};
 use crate::errors;
 use crate::reply::Reply;
 
@@ -169,8 +169,7 @@ fn parse_unlock(name: &str, key: Bytes, owner: Bytes, mut args: Args, limits: Lo
             return Err(Reply::error(errors::SYNTAX));
         }
     }
-    let verdict =
-        if success { Verdict::Success { result, keep_ms: keep_ms.unwrap_or(0) } } else { Verdict::Failure { reason } };
+    let verdict = if success { Verdict::Success { result, keep_ms } } else { Verdict::Failure { reason } };
     Ok(LockCommand::Unlock(Unlock { key, owner, token, verdict }))
 }
 
@@ -183,21 +182,21 @@ fn bounded_text(what: &str, value: Bytes, max: usize) -> ParseResult<Arc<[u8]>> 
 
 impl TryLock {
     /// The outcome, and the core's copy of the key (for the connection's record of its locks).
-    pub fn apply(&self, core: &LockCore, conn: ConnId, now: u64) -> (TryOutcome, Arc<[u8]>) {
+    pub fn apply(&self, core: &LockCore, conn: ConnId, now: Timestamp) -> (TryOutcome, Arc<[u8]>) {
         let request = LockRequest { key: &self.key, owner: &self.owner, lease_ms: self.lease_ms, conn };
         core.try_lock_sharing_key(request, self.noqueue, now)
     }
 }
 
 impl WaitLock {
-    pub fn apply(&self, core: &LockCore, conn: ConnId, now: u64) -> (WaitStart, Arc<[u8]>) {
+    pub fn apply(&self, core: &LockCore, conn: ConnId, now: Timestamp) -> (WaitStart, Arc<[u8]>) {
         let request = LockRequest { key: &self.key, owner: &self.owner, lease_ms: self.lease_ms, conn };
         core.wait_sharing_key(request, now)
     }
 }
 
 impl Unlock {
-    pub fn apply(self, core: &LockCore, now: u64) -> UnlockOutcome {
+    pub fn apply(self, core: &LockCore, now: Timestamp) -> UnlockOutcome {
         core.unlock(&self.key, &self.owner, self.token, self.verdict, now)
     }
 }
@@ -253,7 +252,7 @@ mod tests {
             parse("LOCK.UNLOCK k o 7 success RESULT r KEEP 100"),
             Ok(LockCommand::Unlock(Unlock {
                 token: 7,
-                verdict: Verdict::Success { keep_ms: 100, result: Some(_) },
+                verdict: Verdict::Success { keep_ms: Some(100), result: Some(_) },
                 ..
             }))
         ));

@@ -104,7 +104,7 @@ fn lock_action(command: LockCommand, session: &mut Session, shared: &Shared) -> 
     use crate::core::{ExtendOutcome, TryOutcome, UnlockOutcome, WaitOutcome, WaitStart};
 
     let core = &shared.core;
-    let now = shared.clock.now_ms();
+    let now = shared.clock.now();
     let conn = session.id();
     let reply = match command {
         LockCommand::Try(request) => {
