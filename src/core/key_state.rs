@@ -107,23 +107,23 @@ impl KeyState {
         self.extra.iter().flat_map(|extra| extra.queue.iter())
     }
 
-    /// Applies every expiry due at `now`: waiters' places, the holder's lease (a FAILURE that
-    /// hands the lock on), remembered completions.
+    /// Applies every expiry due at `now`: waiters' places, remembered completions, and the
+    /// holder's lease (a FAILURE that hands the lock on).
+    ///
+    /// An expiry processed late (a busy machine, a paused process) hands off now, not as of the
+    /// moment the lease ended: the head's lease counts from the hand-off, so nobody is told
+    /// ACQUIRED for a lease that is already over, and only the head is woken. The places that ran
+    /// out by now are gone first; blocked waiters stay in line however late it is.
     pub(crate) fn settle(&mut self, key: &Arc<[u8]>, ctx: &mut ShardCtx, now: Timestamp) {
-        // Leases that ended before `now` hand off as of the moment they ended, to the waiters
-        // still in line then; the expiry driver may come late, or time may jump in tests.
-        while let Some(lease_end) = self.holder.as_ref().map(|holder| holder.deadline).filter(|end| *end <= now.ms()) {
-            if let Some(extra) = self.extra.as_deref_mut() {
-                extra.queue.drop_expired(lease_end);
-            }
-            self.fail_holder(key, ReleaseCause::LeaseExpired, ctx, Timestamp::from_ms(lease_end));
-        }
         if let Some(extra) = self.extra.as_deref_mut() {
             extra.queue.drop_expired(now.ms());
             if extra.completion.as_ref().is_some_and(|(_, until)| *until <= now.ms()) {
                 extra.completion = None;
             }
             extra.told_done.retain(|told| told.until > now.ms());
+        }
+        if self.holder.as_ref().is_some_and(|holder| holder.deadline <= now.ms()) {
+            self.fail_holder(key, ReleaseCause::LeaseExpired, ctx, now);
         }
         if self.extra.as_ref().is_some_and(|extra| extra.is_empty()) {
             self.extra = None;

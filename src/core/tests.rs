@@ -357,3 +357,38 @@ fn owner_waiting_on_two_connections_is_bound_to_the_newest() {
     core.release_connection(conn(3), [&b"k"[..]], at(3));
     assert_eq!(core.info(b"k", at(3)).map(|info| info.state), None);
 }
+
+/// Issue 9: an expiry processed late (a starved expiry driver, a paused process) handed off as of
+/// the moment the lease ended, so the lock ran down the line and every waiter whose lease had
+/// "already ended" was sent ACQUIRED too. Only the head may be woken, its lease counting from the
+/// hand-off.
+#[test]
+fn late_expiry_wakes_only_the_head_with_a_lease_from_the_hand_off() {
+    let core = core();
+    acquired(core.try_lock(request("k", "h", 1, Some(100)), false, at(0)));
+    let mut a = blocked(core.wait(request("k", "a", 2, Some(100)), at(0)));
+    let mut b = blocked(core.wait(request("k", "b", 3, Some(100)), at(0)));
+    let mut c = blocked(core.wait(request("k", "c", 4, Some(100)), at(0)));
+    core.expire(at(350));
+    let token = granted(&mut a).expect("the head is granted");
+    assert_eq!(granted(&mut b), None, "only the head is woken");
+    assert_eq!(granted(&mut c), None, "only the head is woken");
+    let holder = core.info(b"k", at(350)).unwrap().holder.unwrap();
+    assert_eq!((holder.owner.as_ref(), holder.token, holder.lease_remaining_ms), (&b"a"[..], token, 100));
+    assert_eq!(core.stats().lease_expiries, 1);
+}
+
+/// At a late hand-off a place that is not blocked counts only if its own lease has not run out by
+/// then; a blocked waiter counts however late it is.
+#[test]
+fn late_expiry_skips_places_that_ran_out_meanwhile_but_not_blocked_waiters() {
+    let core = core();
+    acquired(core.try_lock(request("k", "h", 1, Some(100)), false, at(0)));
+    assert_eq!(core.try_lock(request("k", "q", 2, Some(150)), false, at(0)), TryOutcome::Queued { position: 1 });
+    let mut w = blocked(core.wait(request("k", "w", 3, Some(100)), at(0)));
+    core.expire(at(200));
+    assert!(granted(&mut w).is_some(), "the blocked waiter is granted");
+    let info = core.info(b"k", at(200)).unwrap();
+    assert_eq!(info.holder.map(|holder| holder.owner), Some(Arc::from(&b"w"[..])));
+    assert!(info.queue.is_empty(), "q's place ran out at t=150");
+}
