@@ -28,7 +28,8 @@
 //!   WAITs got it too, or it renewed or extended since): nobody who was told ACQUIRED may lose
 //!   the lock without a FAILURE of its own;
 //! - a stale token gets NOTHOLDER while someone holds the key, NOLOCK when nobody does;
-//! - NOQUEUE never queues nor renews a place; CANCEL leaves a DONE already owed in place.
+//! - NOQUEUE never queues, but renews a place the owner has like any TRY (its lease, PX and
+//!   connection); CANCEL leaves a DONE already owed in place.
 //!
 //! Disagreements found are kept below the generators as plain tests.
 
@@ -418,10 +419,16 @@ impl Model {
                 queue.len() - 1
             }
         };
-        queue[index].conn = conn;
-        queue[index].lease = lease;
-        queue[index].expires_at = now + lease;
+        self.renew(key, index, lease, conn, now);
         index
+    }
+
+    /// A TRY or WAIT renews the owner's place: its lease from now, and its connection.
+    fn renew(&mut self, key: usize, index: usize, lease: u64, conn: ConnId, now: u64) {
+        let waiter = &mut self.keys[key].queue[index];
+        waiter.conn = conn;
+        waiter.lease = lease;
+        waiter.expires_at = now + lease;
     }
 
     fn try_lock(&mut self, key: usize, owner: usize, lease: u64, noqueue: bool, conn: ConnId, now: u64) -> MTry {
@@ -432,6 +439,9 @@ impl Model {
             };
         }
         if noqueue {
+            if let Some(index) = self.keys[key].queue.iter().position(|w| w.owner == owner) {
+                self.renew(key, index, lease, conn, now);
+            }
             return MTry::Busy(self.keys[key].holder.as_ref().map_or(usize::MAX, |h| h.owner));
         }
         MTry::Queued(self.enqueue(key, owner, lease, conn, now) + 1)

@@ -109,7 +109,8 @@ fn lock_action(command: LockCommand, session: &mut Session, shared: &Shared) -> 
     let reply = match command {
         LockCommand::Try(request) => {
             let (outcome, key) = request.apply(core, conn, now);
-            if matches!(outcome, TryOutcome::Acquired { .. } | TryOutcome::Queued { .. }) {
+            // BUSY too: a NOQUEUE TRY renews a place the owner may have, binding it to this connection.
+            if matches!(outcome, TryOutcome::Acquired { .. } | TryOutcome::Queued { .. } | TryOutcome::Busy { .. }) {
                 session.note_bound(&key, shared);
             }
             Reply::from(outcome)

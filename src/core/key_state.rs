@@ -245,6 +245,11 @@ impl KeyState {
             return outcome.into();
         }
         if noqueue {
+            // NOQUEUE joins no queue, but a place the owner already has is renewed like by any
+            // other TRY, so an owner that polls this way keeps it.
+            if let Some(index) = self.position_of(claim.owner) {
+                self.renew_place(index, claim, now);
+            }
             let holder =
                 self.holder.as_ref().map(|holder| Arc::clone(&holder.owner)).unwrap_or_else(|| Arc::from(&[][..]));
             return TryOutcome::Busy { holder };

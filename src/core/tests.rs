@@ -392,3 +392,20 @@ fn late_expiry_skips_places_that_ran_out_meanwhile_but_not_blocked_waiters() {
     assert_eq!(info.holder.map(|holder| holder.owner), Some(Arc::from(&b"w"[..])));
     assert!(info.queue.is_empty(), "q's place ran out at t=150");
 }
+
+/// Issue 9: LOCK.TRY NOQUEUE answered BUSY and kept the owner's place without restarting its
+/// lease, so an owner polling that way dropped out after its PX. Like every TRY it renews the
+/// place, and its connection becomes the one a grant binds to.
+#[test]
+fn noqueue_poll_renews_the_place() {
+    let core = core();
+    acquired(core.try_lock(request("k", "a", 1, Some(10_000)), false, at(0)));
+    assert_eq!(core.try_lock(request("k", "b", 2, None), false, at(0)), TryOutcome::Queued { position: 1 });
+    let busy = core.try_lock(request("k", "b", 3, None), true, at(900));
+    assert_eq!(busy, TryOutcome::Busy { holder: Arc::from(&b"a"[..]) });
+    assert!(core.bound_to_conn(b"k", conn(3)), "a grant would bind to the polling connection");
+    core.expire(at(1_500));
+    assert_eq!(core.info(b"k", at(1_500)).unwrap().queue, vec![Arc::from(&b"b"[..])], "leased until t=1900");
+    core.expire(at(1_900));
+    assert!(core.info(b"k", at(1_900)).unwrap().queue.is_empty());
+}
