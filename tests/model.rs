@@ -28,6 +28,8 @@
 //!   WAITs got it too, or it renewed or extended since): nobody who was told ACQUIRED may lose
 //!   the lock without a FAILURE of its own;
 //! - a stale token gets NOTHOLDER while someone holds the key, NOLOCK when nobody does;
+//! - with release-on-disconnect, a closing connection also takes the queue places it last renewed
+//!   (an owner blocked on another connection keeps its place, bound to that WAIT's connection);
 //! - NOQUEUE never queues, but renews a place the owner has like any TRY (its lease, PX and
 //!   connection); CANCEL leaves a DONE already owed in place.
 //!
@@ -663,11 +665,24 @@ impl Model {
         }
     }
 
+    /// With release-on-disconnect, a closed connection takes with it the places it last renewed
+    /// (an owner still blocked elsewhere stays, now bound to its newest WAIT's connection), then
+    /// the locks bound to it.
     fn release_connection(&mut self, conn: ConnId, now: u64) {
         if !self.release_on_disconnect {
             return;
         }
         for key in 0..KEYS.len() {
+            let tickets = &self.tickets;
+            self.keys[key].queue.retain_mut(|w| {
+                if w.conn != conn {
+                    return true;
+                }
+                if let Some(&newest) = w.blockers.iter().filter(|&&t| tickets[t].conn != conn).max() {
+                    w.conn = tickets[newest].conn;
+                }
+                !w.blockers.is_empty()
+            });
             if self.keys[key].holder.as_ref().is_some_and(|h| h.conn == Some(conn)) {
                 self.fail(key, Cause::Disconnected, None, now);
             }

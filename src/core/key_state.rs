@@ -473,8 +473,12 @@ impl KeyState {
         self.holder.as_ref().is_some_and(|holder| holder.conn == conn) || self.queue().any(|waiter| waiter.conn == conn)
     }
 
-    /// `conn` closed, with release-on-disconnect on: a lock bound to it fails over.
+    /// `conn` closed, with release-on-disconnect on. The places it last refreshed leave the line,
+    /// so that an owner who has gone is never granted the lock; then a lock bound to it fails over.
     pub(crate) fn connection_closed(&mut self, key: &Arc<[u8]>, conn: ConnId, ctx: &mut ShardCtx, now: Timestamp) {
+        if let Some(extra) = self.extra.as_deref_mut() {
+            extra.queue.drop_places_of(conn);
+        }
         if self.holder.as_ref().is_some_and(|holder| holder.conn == conn) {
             self.fail_holder(key, ReleaseCause::HolderDisconnected, ctx, now);
         }

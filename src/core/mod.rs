@@ -255,8 +255,10 @@ impl LockCore {
         self.on_shard(key, |shard| shard.peek(key).is_some_and(|(_, state)| state.bound_to_conn(conn)))
     }
 
-    /// A connection closed: every lock it holds (among `keys`, the ones it acquired, waited for or
-    /// extended) fails over to the next waiter, when release-on-disconnect is on.
+    /// A connection closed, with release-on-disconnect on. Among `keys` (the ones it acquired,
+    /// queued for, waited for or extended): the queue places it last refreshed are dropped
+    /// (unless the owner is blocked on another connection), and every lock bound to it fails over
+    /// to the next waiter.
     pub fn release_connection<'k>(&self, conn: ConnId, keys: impl IntoIterator<Item = &'k [u8]>, now: Timestamp) {
         if !self.settings.release_on_disconnect {
             return;

@@ -132,4 +132,24 @@ impl Queue {
         self.places_expire_at =
             self.waiters.iter().filter(|waiter| !waiter.is_blocked()).map(|waiter| waiter.expires_at).min();
     }
+
+    /// `conn` closed: the places it last refreshed go, so that an owner who has left is never
+    /// granted the lock. An owner still blocked on another connection stays, and a grant made
+    /// once it is no longer blocked binds to the connection of its newest WAIT.
+    pub(crate) fn drop_places_of(&mut self, conn: ConnId) {
+        let owners = &mut self.owners;
+        self.waiters.retain_mut(|waiter| {
+            if waiter.conn != conn {
+                return true;
+            }
+            if !waiter.is_blocked() {
+                owners.remove(&waiter.owner);
+                return false;
+            }
+            if let Some(newest) = waiter.blockers.iter().rev().find(|blocker| blocker.conn != conn) {
+                waiter.conn = newest.conn;
+            }
+            true
+        });
+    }
 }

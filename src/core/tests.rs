@@ -409,3 +409,43 @@ fn noqueue_poll_renews_the_place() {
     core.expire(at(1_900));
     assert!(core.info(b"k", at(1_900)).unwrap().queue.is_empty());
 }
+
+/// Issue 9: a LOCK.WAIT that timed out keeps the owner's place, but the place outlived its
+/// connection: when the holder then failed, the departed owner became the holder, bound to a
+/// closed connection, and everyone behind it waited out its whole lease.
+#[test]
+fn a_departed_waiter_is_never_granted() {
+    let core = core();
+    let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
+    let departed = blocked(core.wait(request("k", "d", 2, None), at(0)));
+    let mut next = blocked(core.wait(request("k", "n", 3, None), at(0)));
+    assert_eq!(core.wait_timed_out(departed, at(10)), None);
+    core.release_connection(conn(2), [&b"k"[..]], at(20));
+    assert_eq!(core.unlock(b"k", b"h", token, failure(), at(30)), UnlockOutcome::HandedOff);
+    assert!(granted(&mut next).is_some(), "the waiter behind the departed owner is granted");
+}
+
+/// The place of an owner still blocked on another connection stays, and moves to that connection.
+#[test]
+fn a_closed_connection_keeps_the_place_of_an_owner_blocked_elsewhere() {
+    let core = core();
+    let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
+    let waiting = blocked(core.wait(request("k", "o", 3, None), at(0)));
+    assert_eq!(core.try_lock(request("k", "o", 2, None), false, at(5)), TryOutcome::Queued { position: 1 });
+    core.release_connection(conn(2), [&b"k"[..]], at(10));
+    assert_eq!(core.info(b"k", at(10)).unwrap().queue, vec![Arc::from(&b"o"[..])]);
+    assert_eq!(core.wait_timed_out(waiting, at(20)), None);
+    assert_eq!(core.unlock(b"k", b"h", token, failure(), at(30)), UnlockOutcome::HandedOff);
+    assert!(core.bound_to_conn(b"k", conn(3)), "the grant binds to the connection still open");
+    core.release_connection(conn(3), [&b"k"[..]], at(40));
+    assert_eq!(core.info(b"k", at(40)), None, "released when that one closes too");
+}
+
+#[test]
+fn release_on_disconnect_off_keeps_the_places_of_a_closed_connection() {
+    let core = core_with(false);
+    acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
+    assert_eq!(core.try_lock(request("k", "q", 2, None), false, at(0)), TryOutcome::Queued { position: 1 });
+    core.release_connection(conn(2), [&b"k"[..]], at(10));
+    assert_eq!(core.info(b"k", at(10)).unwrap().queue, vec![Arc::from(&b"q"[..])]);
+}
