@@ -236,8 +236,9 @@ struct MHolder {
     /// whose WAIT came last; after a grant to an owner that was not blocked, the connection of
     /// its last TRY or WAIT.
     conn: Option<ConnId>,
-    /// The owner has learned it holds this grant (a reply it read, or a renewal or EXTEND).
-    acknowledged: bool,
+    /// The owner renewed or extended on a connection of its choosing: other WAITs that were sent
+    /// the grant no longer stand in for the one the lock is bound to.
+    rebound: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -324,6 +325,8 @@ struct Model {
     grants: Vec<(usize, Option<u64>)>,
     /// Tickets whose connection closed while they were blocked or held an unread answer.
     abandoned: Vec<bool>,
+    /// Connections closed with release-on-disconnect on: they no longer speak for a holder.
+    closed: Vec<ConnId>,
 }
 
 fn lease_for(requested: Option<u64>) -> u64 {
@@ -339,6 +342,7 @@ impl Model {
             tickets: Vec::new(),
             grants: Vec::new(),
             abandoned: Vec::new(),
+            closed: Vec::new(),
         }
     }
 
@@ -397,14 +401,14 @@ impl Model {
             self.counts.immediate_grants += 1;
             let grant = self.new_grant(key);
             self.keys[key].holder =
-                Some(MHolder { owner, grant, deadline: now + lease, conn: Some(conn), acknowledged: true });
+                Some(MHolder { owner, grant, deadline: now + lease, conn: Some(conn), rebound: false });
             return Some(MOutcome::Acquired(grant));
         }
         match &mut self.keys[key].holder {
             Some(holder) if holder.owner == owner => {
                 holder.deadline = now + lease;
                 holder.conn = Some(conn);
-                holder.acknowledged = true;
+                holder.rebound = true;
                 Some(MOutcome::Acquired(holder.grant))
             }
             _ => None,
@@ -480,7 +484,7 @@ impl Model {
                 self.tickets[ticket].state = TicketState::Delivered(MOutcome::Acquired(grant));
             }
             self.keys[key].holder =
-                Some(MHolder { owner: waiter.owner, grant, deadline: now + waiter.lease, conn, acknowledged: false });
+                Some(MHolder { owner: waiter.owner, grant, deadline: now + waiter.lease, conn, rebound: false });
             return true;
         }
         false
@@ -560,7 +564,7 @@ impl Model {
         }
         holder.deadline = now + lease_for(Some(lease));
         holder.conn = Some(conn);
-        holder.acknowledged = true;
+        holder.rebound = true;
         ExtendOutcome::Extended
     }
 
@@ -596,22 +600,9 @@ impl Model {
             }
             TicketState::Delivered(outcome) => {
                 self.counts.timeouts_returning_an_answer += 1;
-                self.consumed(&outcome);
                 Some(outcome)
             }
             TicketState::Closed => None,
-        }
-    }
-
-    /// The owner read a delivered answer.
-    fn consumed(&mut self, outcome: &MOutcome) {
-        if let MOutcome::Acquired(grant) = outcome {
-            let key = self.grants[*grant].0;
-            if let Some(holder) = &mut self.keys[key].holder
-                && holder.grant == *grant
-            {
-                holder.acknowledged = true;
-            }
         }
     }
 
@@ -634,34 +625,45 @@ impl Model {
                 }
             }
             // The grant never reaches the client on this connection. Only the connection the lock
-            // is bound to matters (a renewal or EXTEND elsewhere moved the binding away); if the
-            // same grant was also sent to other WAITs of the owner, the lock binds to the newest
-            // of those, else it passes on as after a FAILURE.
+            // is bound to matters (a renewal or EXTEND elsewhere moved the binding away).
             TicketState::Delivered(MOutcome::Acquired(grant)) => {
                 self.mark_abandoned(ticket);
                 let key = self.grants[grant].0;
-                let ticket_conn = self.tickets[ticket].conn;
-                let also_sent = (0..self.tickets.len())
-                    .filter(|&t| {
-                        t != ticket
-                            && !self.abandoned.get(t).copied().unwrap_or(false)
-                            && self.tickets[t].state == TicketState::Delivered(MOutcome::Acquired(grant))
-                    })
-                    .max();
-                let Some(holder) = &mut self.keys[key].holder else {
-                    return;
-                };
-                if holder.grant != grant || holder.conn != Some(ticket_conn) {
-                    return;
-                }
-                match also_sent {
-                    Some(other) => holder.conn = Some(self.tickets[other].conn),
-                    None => {
-                        self.fail(key, Cause::Undelivered, None, now);
-                    }
+                if self.keys[key].holder.as_ref().is_some_and(|h| h.grant == grant) {
+                    self.unbind(key, self.tickets[ticket].conn, Cause::Undelivered, now);
                 }
             }
             TicketState::Delivered(MOutcome::Done(_)) | TicketState::Closed => {}
+        }
+    }
+
+    /// `gone` can no longer speak for the holder. If the lock is bound to it, it moves to the
+    /// newest other connection, still open, whose WAIT was sent the same grant (the owner was told
+    /// there); with none, it passes on for `cause`.
+    fn unbind(&mut self, key: usize, gone: ConnId, cause: Cause, now: u64) {
+        let Some(holder) = &self.keys[key].holder else {
+            return;
+        };
+        if holder.conn != Some(gone) {
+            return;
+        }
+        let sent = TicketState::Delivered(MOutcome::Acquired(holder.grant));
+        let rebound = holder.rebound;
+        let other = (0..self.tickets.len())
+            .filter(|&t| {
+                let conn = self.tickets[t].conn;
+                !rebound
+                    && conn != gone
+                    && !self.closed.contains(&conn)
+                    && !self.abandoned.get(t).copied().unwrap_or(false)
+                    && self.tickets[t].state == sent
+            })
+            .max();
+        match other {
+            Some(t) => self.keys[key].holder.as_mut().expect("checked above").conn = Some(self.tickets[t].conn),
+            None => {
+                self.fail(key, cause, None, now);
+            }
         }
     }
 
@@ -672,6 +674,7 @@ impl Model {
         if !self.release_on_disconnect {
             return;
         }
+        self.closed.push(conn);
         for key in 0..KEYS.len() {
             let tickets = &self.tickets;
             self.keys[key].queue.retain_mut(|w| {
@@ -683,9 +686,7 @@ impl Model {
                 }
                 !w.blockers.is_empty()
             });
-            if self.keys[key].holder.as_ref().is_some_and(|h| h.conn == Some(conn)) {
-                self.fail(key, Cause::Disconnected, None, now);
-            }
+            self.unbind(key, conn, Cause::Disconnected, now);
         }
     }
 
@@ -995,7 +996,6 @@ impl Harness {
         match (got, state) {
             (Ok(outcome), TicketState::Delivered(expected)) => {
                 let expected = expected.clone();
-                self.model.consumed(&expected);
                 self.same_outcome(&outcome, &expected)
             }
             (Err(tokio::sync::oneshot::error::TryRecvError::Closed), TicketState::Closed) => Ok(()),

@@ -169,7 +169,9 @@ impl KeyState {
             Some(holder) if *holder.owner == *claim.owner => {
                 holder.deadline = now.ms().saturating_add(claim.lease_ms);
                 holder.conn = claim.conn;
-                Some(WaitOutcome::Acquired { token: holder.token })
+                let token = holder.token;
+                self.forget_other_recipients();
+                Some(WaitOutcome::Acquired { token })
             }
             Some(_) => None,
         }
@@ -189,9 +191,7 @@ impl KeyState {
                 handoff,
             });
         }
-        if let Some(extra) = self.extra.as_deref_mut() {
-            extra.grant_also_sent_to.clear();
-        }
+        self.forget_other_recipients();
         self.holder = Some(Holder {
             owner: holder.owner,
             token,
@@ -456,7 +456,16 @@ impl KeyState {
         }
         holder.deadline = now.ms().saturating_add(claim.lease_ms);
         holder.conn = claim.conn;
+        self.forget_other_recipients();
         ExtendOutcome::Extended
+    }
+
+    /// The lock is bound afresh (a new grant, or the owner renewed or extended on a connection of
+    /// its choosing): connections that were sent an earlier grant no longer stand in for it.
+    fn forget_other_recipients(&mut self) {
+        if let Some(extra) = self.extra.as_deref_mut() {
+            extra.grant_also_sent_to.clear();
+        }
     }
 
     /// Takes the owner out of the line; its blocked WAITs end as if timed out (their senders drop).
@@ -468,20 +477,22 @@ impl KeyState {
         true
     }
 
-    /// Whether a close of `conn` may matter for this key: it holds it, or a grant may bind to it.
+    /// Whether a close of `conn` may matter for this key: it holds it, a grant may bind to it, or
+    /// it was sent the current grant.
     pub(crate) fn bound_to_conn(&self, conn: ConnId) -> bool {
-        self.holder.as_ref().is_some_and(|holder| holder.conn == conn) || self.queue().any(|waiter| waiter.conn == conn)
+        self.holder.as_ref().is_some_and(|holder| holder.conn == conn)
+            || self.queue().any(|waiter| waiter.conn == conn)
+            || self.extra.as_deref().is_some_and(|extra| extra.grant_also_sent_to.contains(&conn))
     }
 
     /// `conn` closed, with release-on-disconnect on. The places it last refreshed leave the line,
-    /// so that an owner who has gone is never granted the lock; then a lock bound to it fails over.
+    /// so that an owner who has gone is never granted the lock; then the lock itself is released
+    /// if it is bound to `conn`.
     pub(crate) fn connection_closed(&mut self, key: &Arc<[u8]>, conn: ConnId, ctx: &mut ShardCtx, now: Timestamp) {
         if let Some(extra) = self.extra.as_deref_mut() {
             extra.queue.drop_places_of(conn);
         }
-        if self.holder.as_ref().is_some_and(|holder| holder.conn == conn) {
-            self.fail_holder(key, ReleaseCause::HolderDisconnected, ctx, now);
-        }
+        self.unbind(key, conn, ReleaseCause::HolderDisconnected, ctx, now);
     }
 
     /// The grant `token`, sent to a blocked WAIT on `conn`, will never be read there (the

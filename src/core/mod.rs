@@ -198,7 +198,8 @@ impl LockCore {
     }
 
     /// The WAIT's connection closed (or the server is stopping): the owner leaves the queue. If a
-    /// grant had already been sent to it, the lock passes on as after a FAILURE, in the same step.
+    /// grant had already been sent to it, it is undelivered (see [`LockCore::grant_undelivered`]),
+    /// in the same step.
     pub fn wait_abandoned(&self, mut ticket: WaitTicket, now: Timestamp) {
         let key = Arc::clone(&ticket.key);
         self.change_existing(&key, now, |state, key, ctx| {
@@ -209,6 +210,15 @@ impl LockCore {
                 state.grant_undelivered(key, token, ticket.conn, ctx, now);
             }
         });
+    }
+
+    /// The grant `token` of `key` was taken out of a blocked WAIT on `conn` but never reached the
+    /// client (the connection closed first). The lock passes on as after a FAILURE (`last_failure`:
+    /// the grant never reached the waiter), unless the owner has it through another connection:
+    /// one that was sent the same grant (the lock then binds to the newest of those), or one it
+    /// renewed or extended on since.
+    pub fn grant_undelivered(&self, key: &[u8], token: u64, conn: ConnId, now: Timestamp) {
+        self.change_existing(key, now, |state, key, ctx| state.grant_undelivered(key, token, conn, ctx, now));
     }
 
     pub fn unlock(&self, key: &[u8], owner: &[u8], token: u64, verdict: Verdict, now: Timestamp) -> UnlockOutcome {
@@ -250,7 +260,8 @@ impl LockCore {
         self.on_shard(key, |shard| shard.peek(key).map(|(key, _)| Arc::clone(key)))
     }
 
-    /// Whether `conn` holds `key` or is the connection a grant of `key` would bind to.
+    /// Whether a close of `conn` may matter for `key`: it holds it, a grant would bind to it, or
+    /// it was sent the current grant.
     pub(crate) fn bound_to_conn(&self, key: &[u8], conn: ConnId) -> bool {
         self.on_shard(key, |shard| shard.peek(key).is_some_and(|(_, state)| state.bound_to_conn(conn)))
     }
@@ -258,7 +269,7 @@ impl LockCore {
     /// A connection closed, with release-on-disconnect on. Among `keys` (the ones it acquired,
     /// queued for, waited for or extended): the queue places it last refreshed are dropped
     /// (unless the owner is blocked on another connection), and every lock bound to it fails over
-    /// to the next waiter.
+    /// to the next waiter, unless the owner was sent the same grant on a connection still open.
     pub fn release_connection<'k>(&self, conn: ConnId, keys: impl IntoIterator<Item = &'k [u8]>, now: Timestamp) {
         if !self.settings.release_on_disconnect {
             return;

@@ -343,19 +343,12 @@ fn head_granted_after_its_wait_timed_out_is_bound_to_the_connection_it_waited_on
 #[test]
 fn owner_waiting_on_two_connections_is_bound_to_the_newest() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    let mut older = blocked(core.wait(request("k", "x", 2, None), at(0)));
-    let mut newer = blocked(core.wait(request("k", "x", 3, None), at(1)));
-    core.unlock(b"k", b"a", token, failure(), at(2));
-    assert!(granted(&mut older).is_some() && granted(&mut newer).is_some(), "both calls of the owner are told");
-    core.release_connection(conn(2), [&b"k"[..]], at(3));
-    assert_eq!(
-        core.info(b"k", at(3)).unwrap().state,
-        LockStateName::Held,
-        "the older connection is not the binding one"
-    );
-    core.release_connection(conn(3), [&b"k"[..]], at(3));
-    assert_eq!(core.info(b"k", at(3)).map(|info| info.state), None);
+    let (grant, _older, mut newer, mut next) = grant_to_an_owner_on_two_connections(&core);
+    assert_eq!(granted(&mut newer), Some(grant), "both calls of the owner are told");
+    core.release_connection(conn(2), [&b"k"[..]], at(4));
+    assert_eq!(granted(&mut next), None, "the older connection is not the binding one");
+    core.release_connection(conn(3), [&b"k"[..]], at(5));
+    assert!(granted(&mut next).is_some());
 }
 
 /// Issue 9: an expiry processed late (a starved expiry driver, a paused process) handed off as of
@@ -448,4 +441,79 @@ fn release_on_disconnect_off_keeps_the_places_of_a_closed_connection() {
     assert_eq!(core.try_lock(request("k", "q", 2, None), false, at(0)), TryOutcome::Queued { position: 1 });
     core.release_connection(conn(2), [&b"k"[..]], at(10));
     assert_eq!(core.info(b"k", at(10)).unwrap().queue, vec![Arc::from(&b"q"[..])]);
+}
+
+/// Owner `o` blocked on two connections, 2 (older) and 3 (newer), and `n` behind it; the holder
+/// fails. One grant answers both WAITs and binds to connection 3.
+fn grant_to_an_owner_on_two_connections(core: &LockCore) -> (u64, WaitTicket, WaitTicket, WaitTicket) {
+    let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
+    let mut older = blocked(core.wait(request("k", "o", 2, None), at(0)));
+    let newer = blocked(core.wait(request("k", "o", 3, None), at(1)));
+    let next = blocked(core.wait(request("k", "n", 4, None), at(2)));
+    assert_eq!(core.unlock(b"k", b"h", token, failure(), at(3)), UnlockOutcome::HandedOff);
+    let grant = granted(&mut older).expect("the older WAIT is told ACQUIRED");
+    (grant, older, newer, next)
+}
+
+/// Issue 9: the client closed connection 3 as the grant arrived; connection 2 replied ACQUIRED.
+/// The close of connection 3 released the lock as "holder connection closed" and handed it to
+/// `n`: two holders. The binding moves to connection 2, which was sent the same grant.
+#[test]
+fn closing_the_bound_connection_moves_the_grant_to_another_that_was_sent_it() {
+    let core = core();
+    let (grant, _older, newer, mut next) = grant_to_an_owner_on_two_connections(&core);
+    drop(newer);
+    core.release_connection(conn(3), [&b"k"[..]], at(4));
+    let holder = core.info(b"k", at(4)).unwrap().holder.unwrap();
+    assert_eq!((holder.owner.as_ref(), holder.token), (&b"o"[..], grant));
+    assert_eq!(granted(&mut next), None, "n is not a second holder");
+    assert!(core.bound_to_conn(b"k", conn(2)));
+    core.release_connection(conn(2), [&b"k"[..]], at(5));
+    assert!(granted(&mut next).is_some(), "the last connection that knew of the grant closed");
+}
+
+/// A connection that was sent the grant, read it and closed no longer counts: when the grant then
+/// fails to reach the bound connection, the lock passes on instead of binding to a closed one.
+#[test]
+fn a_closed_connection_that_read_the_grant_is_not_a_fallback() {
+    let core = core();
+    let (grant, older, newer, mut next) = grant_to_an_owner_on_two_connections(&core);
+    drop(older);
+    core.release_connection(conn(2), [&b"k"[..]], at(4));
+    assert_eq!(granted(&mut next), None, "connection 3 still holds it");
+    drop(newer);
+    core.grant_undelivered(b"k", grant, conn(3), at(5));
+    assert!(granted(&mut next).is_some());
+    let info = core.info(b"k", at(5)).unwrap();
+    assert_eq!(info.last_failure.as_deref(), Some(&b"waiter connection closed before the grant reached it"[..]));
+}
+
+/// The connection task took the grant out of its channel but the client had gone: the reply was
+/// never written, and the failure says so.
+#[test]
+fn a_grant_that_never_reached_its_client_passes_on() {
+    let core = core();
+    let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
+    let mut waiter = blocked(core.wait(request("k", "w", 2, None), at(0)));
+    let mut next = blocked(core.wait(request("k", "n", 3, None), at(0)));
+    core.unlock(b"k", b"h", token, failure(), at(1));
+    let grant = granted(&mut waiter).expect("w is sent the grant");
+    core.grant_undelivered(b"k", grant, conn(2), at(2));
+    assert!(granted(&mut next).is_some());
+    let info = core.info(b"k", at(2)).unwrap();
+    assert_eq!(info.last_failure.as_deref(), Some(&b"waiter connection closed before the grant reached it"[..]));
+    core.grant_undelivered(b"k", grant, conn(2), at(3));
+    let holder = core.info(b"k", at(3)).unwrap().holder.unwrap();
+    assert_eq!(holder.owner.as_ref(), b"n", "a stale grant changes nothing");
+}
+
+/// Once the owner renews or extends on a connection of its choosing, the lock is bound there
+/// alone: closing it releases the lock, whatever older WAITs were sent the grant.
+#[test]
+fn an_extend_binds_the_lock_to_its_connection_alone() {
+    let core = core();
+    let (grant, _older, _newer, mut next) = grant_to_an_owner_on_two_connections(&core);
+    assert_eq!(core.extend(b"k", b"o", grant, 1_000, conn(5), at(4)), ExtendOutcome::Extended);
+    core.release_connection(conn(5), [&b"k"[..]], at(5));
+    assert!(granted(&mut next).is_some());
 }
