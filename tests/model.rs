@@ -797,6 +797,23 @@ impl Harness {
         if self.shared_owners { slot } else { owner % SLOTS }
     }
 
+    /// A TRY or WAIT of `owner` and the slot it goes out on; None while that slot's connection is
+    /// blocked in a WAIT (it sends nothing else then).
+    fn request_from(
+        &self,
+        slot: usize,
+        key: usize,
+        owner: usize,
+        lease: Option<u64>,
+    ) -> Option<(usize, LockRequest<'static>)> {
+        let slot = self.slot_of(slot, owner);
+        if self.slots[slot].waiting.is_some() {
+            return None;
+        }
+        let conn = self.slots[slot].conn;
+        Some((slot, LockRequest { key: KEYS[key].as_bytes(), owner: OWNERS[owner].as_bytes(), lease_ms: lease, conn }))
+    }
+
     fn resolve_who(&self, key: usize, who: Who) -> usize {
         match who {
             Who::Owner(owner) => owner,
@@ -823,13 +840,10 @@ impl Harness {
         let now = self.now;
         match *op {
             Op::Try { slot, key, owner, lease, noqueue } => {
-                let slot = self.slot_of(slot, owner);
-                if self.slots[slot].waiting.is_some() {
+                let Some((_, request)) = self.request_from(slot, key, owner, lease) else {
                     return Ok(());
-                }
-                let conn = self.slots[slot].conn;
-                let request =
-                    LockRequest { key: KEYS[key].as_bytes(), owner: OWNERS[owner].as_bytes(), lease_ms: lease, conn };
+                };
+                let conn = request.conn;
                 let got = self.core.try_lock(request, noqueue, at(now));
                 let want = self.model.try_lock(key, owner, lease_for(lease), noqueue, conn, now);
                 self.log.push(format!(
@@ -851,13 +865,10 @@ impl Harness {
                 }
             }
             Op::Wait { slot, key, owner, lease, eager } => {
-                let slot = self.slot_of(slot, owner);
-                if self.slots[slot].waiting.is_some() {
+                let Some((slot, request)) = self.request_from(slot, key, owner, lease) else {
                     return Ok(());
-                }
-                let conn = self.slots[slot].conn;
-                let request =
-                    LockRequest { key: KEYS[key].as_bytes(), owner: OWNERS[owner].as_bytes(), lease_ms: lease, conn };
+                };
+                let conn = request.conn;
                 let got = self.core.wait(request, at(now));
                 let want = self.model.wait(key, owner, lease_for(lease), conn, now);
                 self.log.push(format!(
