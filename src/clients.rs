@@ -144,7 +144,7 @@ impl ClientEntry {
             self.protocol().version(),
             text(&state.lib_name),
             text(&state.lib_ver),
-            Escaped(state.blocked_on.as_deref().unwrap_or_default()),
+            Escaped::field(state.blocked_on.as_deref().unwrap_or_default()),
         );
         line
     }

@@ -221,12 +221,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             Action::Block { ticket, timeout } => {
                 let granted_at = ticket.granted_at_cell();
-                let reply = self.block(ticket, timeout).await?;
-                self.send(reply).await?;
+                let key = Arc::clone(ticket.key());
+                let (reply, granted) = self.block(ticket, timeout).await?;
                 // The waiter's answer goes out at once, whatever else is buffered.
-                self.flush().await?;
+                let written = match self.send(reply).await {
+                    Ok(()) => self.flush().await,
+                    Err(exit) => Err(exit),
+                };
+                if let Err(exit) = written {
+                    // The client never read its grant: the core passes the lock on (or to another
+                    // connection of the owner that was sent it), saying why.
+                    if let Some(token) = granted {
+                        shared.core.grant_undelivered(&key, token, self.session.id(), shared.clock.now());
+                    }
+                    return Err(exit);
+                }
                 if let Some(granted_at) = granted_at.get() {
-                    shared.metrics.record_handoff(granted_at.elapsed());
+                    shared.metrics.record_handoff(shared.clock.now().duration_since(*granted_at));
                 }
                 Ok(())
             }
@@ -236,9 +247,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Waits for a blocked LOCK.WAIT's answer while watching the socket, the timeout, shutdown
     /// and CLIENT KILL / UNBLOCK. Every way out that is not an answer hands the ticket back to
     /// the core, which settles any race with a grant under the shard lock.
-    async fn block(&mut self, mut ticket: WaitTicket, timeout: Option<Duration>) -> Result<Reply, Exit> {
+    /// The reply comes with the token when it grants the lock.
+    async fn block(&mut self, mut ticket: WaitTicket, timeout: Option<Duration>) -> Result<(Reply, Option<u64>), Exit> {
         if let Err(exit) = self.flush().await {
-            self.shared.core.wait_abandoned(ticket, self.shared.clock.now_ms());
+            self.shared.core.wait_abandoned(ticket, self.shared.clock.now());
             return Err(exit);
         }
         let shared = Arc::clone(&self.shared);
@@ -266,22 +278,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 answer = &mut ticket.receiver => Wake::Answer(answer),
                 () = sleep_until(deadline) => Wake::TimedOut,
             };
-            let now = shared.clock.now_ms();
+            let now = shared.clock.now();
             match wake {
-                Wake::Answer(Ok(outcome)) => break Ok(Reply::from(outcome)),
+                Wake::Answer(Ok(outcome)) => break Ok(answer(outcome)),
                 // The owner was cancelled out of the queue (LOCK.CANCEL): it ends like a timeout.
-                Wake::Answer(Err(_)) => break Ok(Reply::NilArray),
+                Wake::Answer(Err(_)) => break Ok((Reply::NilArray, None)),
                 Wake::TimedOut | Wake::Control(Control::Unblock { error: false }) => {
-                    break Ok(match shared.core.wait_timed_out(ticket, now) {
-                        Some(outcome) => Reply::from(outcome),
-                        None => Reply::NilArray,
-                    });
+                    break Ok(shared.core.wait_timed_out(ticket, now).map_or((Reply::NilArray, None), answer));
                 }
                 Wake::Control(Control::Unblock { error: true }) => {
-                    break Ok(match shared.core.wait_timed_out(ticket, now) {
-                        Some(outcome) => Reply::from(outcome),
-                        None => Reply::error(errors::UNBLOCKED),
-                    });
+                    let unblocked = (Reply::error(errors::UNBLOCKED), None);
+                    break Ok(shared.core.wait_timed_out(ticket, now).map_or(unblocked, answer));
                 }
                 Wake::Control(Control::Kill) => {
                     shared.core.wait_abandoned(ticket, now);
@@ -324,6 +331,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         shared.stats.blocked_clients.fetch_sub(1, Ordering::Relaxed);
         outcome
     }
+}
+
+/// A blocked WAIT's reply, with the token when it grants the lock.
+fn answer(outcome: WaitOutcome) -> (Reply, Option<u64>) {
+    let granted = match outcome {
+        WaitOutcome::Acquired { token } => Some(token),
+        WaitOutcome::Done(_) => None,
+    };
+    (Reply::from(outcome), granted)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

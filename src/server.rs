@@ -218,7 +218,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// sooner one exists) and lets the core expire what is due.
 async fn reap_leases(shared: Arc<Shared>) {
     loop {
-        let now = shared.clock.now_ms();
+        let now = shared.clock.now();
         let next = shared.core.expire(now);
         let wake_at = next.map_or_else(
             || tokio::time::Instant::now() + Duration::from_secs(1),

@@ -51,7 +51,7 @@ impl Session {
     /// unless the whole server is stopping, when nobody is left to hand them to.
     pub(crate) fn release_all(&mut self, shared: &Shared) {
         if !shared.shutdown.is_cancelled() {
-            let now = shared.clock.now_ms();
+            let now = shared.clock.now();
             shared.core.release_connection(self.id(), self.bound.iter().map(|key| key.as_ref()), now);
         }
         self.bound.clear();

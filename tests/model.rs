@@ -28,13 +28,16 @@
 //!   WAITs got it too, or it renewed or extended since): nobody who was told ACQUIRED may lose
 //!   the lock without a FAILURE of its own;
 //! - a stale token gets NOTHOLDER while someone holds the key, NOLOCK when nobody does;
-//! - NOQUEUE never queues nor renews a place; CANCEL leaves a DONE already owed in place.
+//! - with release-on-disconnect, a closing connection also takes the queue places it last renewed
+//!   (an owner blocked on another connection keeps its place, bound to that WAIT's connection);
+//! - NOQUEUE never queues, but renews a place the owner has like any TRY (its lease, PX and
+//!   connection); CANCEL leaves a DONE already owed in place.
 //!
 //! Disagreements found are kept below the generators as plain tests.
 
-use std::num::NonZeroU64;
 use std::sync::Arc;
 
+use baton::core::testing::{acquired, at, blocked, conn, request};
 use baton::core::{
     ConnId, CoreSettings, ExtendOutcome, KeyInfo, LockCore, LockRequest, LockStateName, TryOutcome, UnlockOutcome,
     Verdict, WaitOutcome, WaitStart, WaitTicket,
@@ -233,8 +236,9 @@ struct MHolder {
     /// whose WAIT came last; after a grant to an owner that was not blocked, the connection of
     /// its last TRY or WAIT.
     conn: Option<ConnId>,
-    /// The owner has learned it holds this grant (a reply it read, or a renewal or EXTEND).
-    acknowledged: bool,
+    /// The owner renewed or extended on a connection of its choosing: other WAITs that were sent
+    /// the grant no longer stand in for the one the lock is bound to.
+    rebound: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -321,6 +325,8 @@ struct Model {
     grants: Vec<(usize, Option<u64>)>,
     /// Tickets whose connection closed while they were blocked or held an unread answer.
     abandoned: Vec<bool>,
+    /// Connections closed with release-on-disconnect on: they no longer speak for a holder.
+    closed: Vec<ConnId>,
 }
 
 fn lease_for(requested: Option<u64>) -> u64 {
@@ -336,6 +342,7 @@ impl Model {
             tickets: Vec::new(),
             grants: Vec::new(),
             abandoned: Vec::new(),
+            closed: Vec::new(),
         }
     }
 
@@ -394,14 +401,14 @@ impl Model {
             self.counts.immediate_grants += 1;
             let grant = self.new_grant(key);
             self.keys[key].holder =
-                Some(MHolder { owner, grant, deadline: now + lease, conn: Some(conn), acknowledged: true });
+                Some(MHolder { owner, grant, deadline: now + lease, conn: Some(conn), rebound: false });
             return Some(MOutcome::Acquired(grant));
         }
         match &mut self.keys[key].holder {
             Some(holder) if holder.owner == owner => {
                 holder.deadline = now + lease;
                 holder.conn = Some(conn);
-                holder.acknowledged = true;
+                holder.rebound = true;
                 Some(MOutcome::Acquired(holder.grant))
             }
             _ => None,
@@ -418,10 +425,16 @@ impl Model {
                 queue.len() - 1
             }
         };
-        queue[index].conn = conn;
-        queue[index].lease = lease;
-        queue[index].expires_at = now + lease;
+        self.renew(key, index, lease, conn, now);
         index
+    }
+
+    /// A TRY or WAIT renews the owner's place: its lease from now, and its connection.
+    fn renew(&mut self, key: usize, index: usize, lease: u64, conn: ConnId, now: u64) {
+        let waiter = &mut self.keys[key].queue[index];
+        waiter.conn = conn;
+        waiter.lease = lease;
+        waiter.expires_at = now + lease;
     }
 
     fn try_lock(&mut self, key: usize, owner: usize, lease: u64, noqueue: bool, conn: ConnId, now: u64) -> MTry {
@@ -432,6 +445,9 @@ impl Model {
             };
         }
         if noqueue {
+            if let Some(index) = self.keys[key].queue.iter().position(|w| w.owner == owner) {
+                self.renew(key, index, lease, conn, now);
+            }
             return MTry::Busy(self.keys[key].holder.as_ref().map_or(usize::MAX, |h| h.owner));
         }
         MTry::Queued(self.enqueue(key, owner, lease, conn, now) + 1)
@@ -468,7 +484,7 @@ impl Model {
                 self.tickets[ticket].state = TicketState::Delivered(MOutcome::Acquired(grant));
             }
             self.keys[key].holder =
-                Some(MHolder { owner: waiter.owner, grant, deadline: now + waiter.lease, conn, acknowledged: false });
+                Some(MHolder { owner: waiter.owner, grant, deadline: now + waiter.lease, conn, rebound: false });
             return true;
         }
         false
@@ -523,7 +539,7 @@ impl Model {
                         told += 1;
                     }
                 }
-                if *keep_ms > 0 {
+                if let Some(keep_ms) = keep_ms {
                     k.completion = Some((completion, now + lease_for(Some(*keep_ms))));
                 }
                 UnlockOutcome::Succeeded { waiters_told: told }
@@ -548,7 +564,7 @@ impl Model {
         }
         holder.deadline = now + lease_for(Some(lease));
         holder.conn = Some(conn);
-        holder.acknowledged = true;
+        holder.rebound = true;
         ExtendOutcome::Extended
     }
 
@@ -584,22 +600,9 @@ impl Model {
             }
             TicketState::Delivered(outcome) => {
                 self.counts.timeouts_returning_an_answer += 1;
-                self.consumed(&outcome);
                 Some(outcome)
             }
             TicketState::Closed => None,
-        }
-    }
-
-    /// The owner read a delivered answer.
-    fn consumed(&mut self, outcome: &MOutcome) {
-        if let MOutcome::Acquired(grant) = outcome {
-            let key = self.grants[*grant].0;
-            if let Some(holder) = &mut self.keys[key].holder
-                && holder.grant == *grant
-            {
-                holder.acknowledged = true;
-            }
         }
     }
 
@@ -612,7 +615,7 @@ impl Model {
         self.abandoned[ticket] = true;
     }
 
-    fn abandoned(&mut self, ticket: TicketId, live_tickets: &[TicketId], now: u64) {
+    fn abandoned(&mut self, ticket: TicketId, now: u64) {
         self.counts.abandoned_waits += 1;
         match self.tickets[ticket].state.clone() {
             TicketState::Pending => {
@@ -622,46 +625,68 @@ impl Model {
                 }
             }
             // The grant never reaches the client on this connection. Only the connection the lock
-            // is bound to matters (a renewal or EXTEND elsewhere moved the binding away); if the
-            // same grant was also sent to other WAITs of the owner, the lock binds to the newest
-            // of those, else it passes on as after a FAILURE.
+            // is bound to matters (a renewal or EXTEND elsewhere moved the binding away).
             TicketState::Delivered(MOutcome::Acquired(grant)) => {
-                let _ = live_tickets;
                 self.mark_abandoned(ticket);
                 let key = self.grants[grant].0;
-                let ticket_conn = self.tickets[ticket].conn;
-                let also_sent = (0..self.tickets.len())
-                    .filter(|&t| {
-                        t != ticket
-                            && !self.abandoned.get(t).copied().unwrap_or(false)
-                            && self.tickets[t].state == TicketState::Delivered(MOutcome::Acquired(grant))
-                    })
-                    .max();
-                let Some(holder) = &mut self.keys[key].holder else {
-                    return;
-                };
-                if holder.grant != grant || holder.conn != Some(ticket_conn) {
-                    return;
-                }
-                match also_sent {
-                    Some(other) => holder.conn = Some(self.tickets[other].conn),
-                    None => {
-                        self.fail(key, Cause::Undelivered, None, now);
-                    }
+                if self.keys[key].holder.as_ref().is_some_and(|h| h.grant == grant) {
+                    self.unbind(key, self.tickets[ticket].conn, Cause::Undelivered, now);
                 }
             }
             TicketState::Delivered(MOutcome::Done(_)) | TicketState::Closed => {}
         }
     }
 
+    /// `gone` can no longer speak for the holder. If the lock is bound to it, it moves to the
+    /// newest other connection, still open, whose WAIT was sent the same grant (the owner was told
+    /// there); with none, it passes on for `cause`.
+    fn unbind(&mut self, key: usize, gone: ConnId, cause: Cause, now: u64) {
+        let Some(holder) = &self.keys[key].holder else {
+            return;
+        };
+        if holder.conn != Some(gone) {
+            return;
+        }
+        let sent = TicketState::Delivered(MOutcome::Acquired(holder.grant));
+        let rebound = holder.rebound;
+        let other = (0..self.tickets.len())
+            .filter(|&t| {
+                let conn = self.tickets[t].conn;
+                !rebound
+                    && conn != gone
+                    && !self.closed.contains(&conn)
+                    && !self.abandoned.get(t).copied().unwrap_or(false)
+                    && self.tickets[t].state == sent
+            })
+            .max();
+        match other {
+            Some(t) => self.keys[key].holder.as_mut().expect("checked above").conn = Some(self.tickets[t].conn),
+            None => {
+                self.fail(key, cause, None, now);
+            }
+        }
+    }
+
+    /// With release-on-disconnect, a closed connection takes with it the places it last renewed
+    /// (an owner still blocked elsewhere stays, now bound to its newest WAIT's connection), then
+    /// the locks bound to it.
     fn release_connection(&mut self, conn: ConnId, now: u64) {
         if !self.release_on_disconnect {
             return;
         }
+        self.closed.push(conn);
         for key in 0..KEYS.len() {
-            if self.keys[key].holder.as_ref().is_some_and(|h| h.conn == Some(conn)) {
-                self.fail(key, Cause::Disconnected, None, now);
-            }
+            let tickets = &self.tickets;
+            self.keys[key].queue.retain_mut(|w| {
+                if w.conn != conn {
+                    return true;
+                }
+                if let Some(&newest) = w.blockers.iter().filter(|&&t| tickets[t].conn != conn).max() {
+                    w.conn = tickets[newest].conn;
+                }
+                !w.blockers.is_empty()
+            });
+            self.unbind(key, conn, Cause::Disconnected, now);
         }
     }
 
@@ -755,7 +780,7 @@ impl Harness {
             CoreSettings { default_lease_ms: DEFAULT_LEASE, max_lease_ms: MAX_LEASE, release_on_disconnect, shards },
             seed,
         );
-        let slots = (0..SLOTS).map(|i| Slot { conn: conn_id(i as u64 + 1), waiting: None }).collect();
+        let slots = (0..SLOTS).map(|i| Slot { conn: conn(i as u64 + 1), waiting: None }).collect();
         Harness {
             core,
             model: Model::new(release_on_disconnect),
@@ -767,13 +792,26 @@ impl Harness {
         }
     }
 
-    fn live_ticket_ids(&self) -> Vec<TicketId> {
-        self.slots.iter().filter_map(|s| s.waiting.as_ref().map(|w| w.id)).collect()
-    }
-
     /// The slot an owner speaks from when each owner has its own connection.
     fn slot_of(&self, slot: usize, owner: usize) -> usize {
         if self.shared_owners { slot } else { owner % SLOTS }
+    }
+
+    /// A TRY or WAIT of `owner` and the slot it goes out on; None while that slot's connection is
+    /// blocked in a WAIT (it sends nothing else then).
+    fn request_from(
+        &self,
+        slot: usize,
+        key: usize,
+        owner: usize,
+        lease: Option<u64>,
+    ) -> Option<(usize, LockRequest<'static>)> {
+        let slot = self.slot_of(slot, owner);
+        if self.slots[slot].waiting.is_some() {
+            return None;
+        }
+        let conn = self.slots[slot].conn;
+        Some((slot, LockRequest { key: KEYS[key].as_bytes(), owner: OWNERS[owner].as_bytes(), lease_ms: lease, conn }))
     }
 
     fn resolve_who(&self, key: usize, who: Who) -> usize {
@@ -802,14 +840,11 @@ impl Harness {
         let now = self.now;
         match *op {
             Op::Try { slot, key, owner, lease, noqueue } => {
-                let slot = self.slot_of(slot, owner);
-                if self.slots[slot].waiting.is_some() {
+                let Some((_, request)) = self.request_from(slot, key, owner, lease) else {
                     return Ok(());
-                }
-                let conn = self.slots[slot].conn;
-                let request =
-                    LockRequest { key: KEYS[key].as_bytes(), owner: OWNERS[owner].as_bytes(), lease_ms: lease, conn };
-                let got = self.core.try_lock(request, noqueue, now);
+                };
+                let conn = request.conn;
+                let got = self.core.try_lock(request, noqueue, at(now));
                 let want = self.model.try_lock(key, owner, lease_for(lease), noqueue, conn, now);
                 self.log.push(format!(
                     "t={now} TRY {} {} conn={conn} lease={lease:?} noqueue={noqueue} -> {got:?}",
@@ -830,14 +865,11 @@ impl Harness {
                 }
             }
             Op::Wait { slot, key, owner, lease, eager } => {
-                let slot = self.slot_of(slot, owner);
-                if self.slots[slot].waiting.is_some() {
+                let Some((slot, request)) = self.request_from(slot, key, owner, lease) else {
                     return Ok(());
-                }
-                let conn = self.slots[slot].conn;
-                let request =
-                    LockRequest { key: KEYS[key].as_bytes(), owner: OWNERS[owner].as_bytes(), lease_ms: lease, conn };
-                let got = self.core.wait(request, now);
+                };
+                let conn = request.conn;
+                let got = self.core.wait(request, at(now));
                 let want = self.model.wait(key, owner, lease_for(lease), conn, now);
                 self.log.push(format!(
                     "t={now} WAIT {} {} conn={conn} lease={lease:?} eager={eager} -> {}",
@@ -868,12 +900,13 @@ impl Harness {
                 let verdict = if success {
                     Verdict::Success {
                         result: Model::completion(owner, result).result.map(|r| Arc::from(&r[..])),
-                        keep_ms: keep.unwrap_or(0),
+                        keep_ms: keep,
                     }
                 } else {
                     Verdict::Failure { reason: result.map(|r| Arc::from(&[b'x', r][..])) }
                 };
-                let got = self.core.unlock(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), token, verdict.clone(), now);
+                let got =
+                    self.core.unlock(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), token, verdict.clone(), at(now));
                 let want = self.model.unlock(key, owner, token, &verdict, now);
                 self.log.push(format!("t={now} UNLOCK {} {} {token} {verdict:?} -> {got:?}", KEYS[key], OWNERS[owner]));
                 ensure(got == want, || format!("UNLOCK answered {got:?}, model says {want:?}"))
@@ -886,7 +919,7 @@ impl Harness {
                 }
                 let conn = self.slots[slot].conn;
                 let token = self.resolve_tok(key, tok);
-                let got = self.core.extend(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), token, lease, conn, now);
+                let got = self.core.extend(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), token, lease, conn, at(now));
                 let want = self.model.extend(key, owner, token, lease, conn, now);
                 self.log.push(format!(
                     "t={now} EXTEND {} {} {token} {lease} conn={conn} -> {got:?}",
@@ -895,7 +928,7 @@ impl Harness {
                 ensure(got == want, || format!("EXTEND answered {got:?}, model says {want:?}"))
             }
             Op::Cancel { key, owner } => {
-                let got = self.core.cancel(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), now);
+                let got = self.core.cancel(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), at(now));
                 let want = self.model.cancel(key, owner);
                 self.log.push(format!("t={now} CANCEL {} {} -> {got}", KEYS[key], OWNERS[owner]));
                 ensure(got == want, || format!("CANCEL answered {got}, model says {want}"))
@@ -916,7 +949,7 @@ impl Harness {
                 let Some(waiting) = self.slots[slot].waiting.take() else {
                     return Ok(());
                 };
-                let got = self.core.wait_timed_out(waiting.ticket, now);
+                let got = self.core.wait_timed_out(waiting.ticket, at(now));
                 let want = self.model.timed_out(waiting.id, now);
                 self.log.push(format!("t={now} slot {slot} WAIT times out -> {got:?}"));
                 match (got, want) {
@@ -926,17 +959,16 @@ impl Harness {
                 }
             }
             Op::Disconnect { slot } => {
-                let conn = self.slots[slot].conn;
-                self.log.push(format!("t={now} slot {slot} (conn {conn}) disconnects"));
+                let closed = self.slots[slot].conn;
+                self.log.push(format!("t={now} slot {slot} (conn {closed}) disconnects"));
                 if let Some(waiting) = self.slots[slot].waiting.take() {
-                    let live = self.live_ticket_ids();
-                    self.core.wait_abandoned(waiting.ticket, now);
-                    self.model.abandoned(waiting.id, &live, now);
+                    self.core.wait_abandoned(waiting.ticket, at(now));
+                    self.model.abandoned(waiting.id, now);
                 }
                 let keys: Vec<&[u8]> = KEYS.iter().map(|k| k.as_bytes()).collect();
-                self.core.release_connection(conn, keys, now);
-                self.model.release_connection(conn, now);
-                self.slots[slot].conn = conn_id(self.next_conn);
+                self.core.release_connection(closed, keys, at(now));
+                self.model.release_connection(closed, now);
+                self.slots[slot].conn = conn(self.next_conn);
                 self.next_conn += 1;
                 Ok(())
             }
@@ -953,8 +985,7 @@ impl Harness {
     /// Moves the clock to `to` and lets both sides expire what is due there.
     fn step_clock(&mut self, to: u64) -> Check {
         self.now = to;
-        let model_next_before = self.model.next_deadline();
-        let core_next = self.core.expire(to);
+        let core_next = self.core.expire(at(to));
         self.model.expire(to);
         self.model.forget();
         self.log.push(format!("t={to} expire -> next {core_next:?}"));
@@ -968,7 +999,6 @@ impl Harness {
                 ensure(got <= want, || format!("expire() returned {got}, a deadline is due at {want}"))?
             }
         }
-        let _ = model_next_before;
         self.check_all()
     }
 
@@ -977,7 +1007,6 @@ impl Harness {
         match (got, state) {
             (Ok(outcome), TicketState::Delivered(expected)) => {
                 let expected = expected.clone();
-                self.model.consumed(&expected);
                 self.same_outcome(&outcome, &expected)
             }
             (Err(tokio::sync::oneshot::error::TryRecvError::Closed), TicketState::Closed) => Ok(()),
@@ -1020,7 +1049,7 @@ impl Harness {
             }
         }
         for (key, name) in KEYS.iter().enumerate() {
-            let info = self.core.info(name.as_bytes(), self.now);
+            let info = self.core.info(name.as_bytes(), at(self.now));
             self.compare_info(key, info).map_err(|e| format!("{name}: {e}"))?;
         }
         let existing = self.model.keys.iter().filter(|k| k.exists()).count();
@@ -1090,10 +1119,6 @@ fn same_completion(got: &baton::core::Completion, want: &MCompletion) -> Check {
     })
 }
 
-fn conn_id(n: u64) -> ConnId {
-    NonZeroU64::new(n).expect("connection ids start at 1")
-}
-
 /// Runs `ops`; on the first disagreement returns the log of the run so far.
 fn run(
     shards: usize,
@@ -1138,31 +1163,42 @@ fn proptest_config(default_cases: u32) -> ProptestConfig {
     }
 }
 
+/// A generated case: shard count, release-on-disconnect, token seed and the operations.
+#[derive(Debug, Clone)]
+struct Case {
+    shards: usize,
+    release_on_disconnect: bool,
+    seed: u64,
+    ops: Vec<Op>,
+}
+
+fn case_strategy() -> impl Strategy<Value = Case> {
+    (
+        prop_oneof![Just(1usize), Just(4usize)],
+        any::<bool>(),
+        1u64..1 << 40,
+        prop::collection::vec(op_strategy(), 1..150),
+    )
+        .prop_map(|(shards, release_on_disconnect, seed, ops)| Case { shards, release_on_disconnect, seed, ops })
+}
+
+fn check(case: &Case, shared_owners: bool) -> Result<(), TestCaseError> {
+    run(case.shards, case.release_on_disconnect, case.seed, shared_owners, &case.ops)
+        .map(drop)
+        .map_err(TestCaseError::fail)
+}
+
 proptest! {
     #![proptest_config(proptest_config(1000))]
 
     #[test]
-    fn one_connection_per_owner(
-        shards in prop_oneof![Just(1usize), Just(4usize)],
-        release_on_disconnect in any::<bool>(),
-        seed in 1u64..1 << 40,
-        ops in prop::collection::vec(op_strategy(), 1..150),
-    ) {
-        if let Err(report) = run(shards, release_on_disconnect, seed, false, &ops) {
-            return Err(TestCaseError::fail(report));
-        }
+    fn one_connection_per_owner(case in case_strategy()) {
+        check(&case, false)?;
     }
 
     #[test]
-    fn owners_across_connections(
-        shards in prop_oneof![Just(1usize), Just(4usize)],
-        release_on_disconnect in any::<bool>(),
-        seed in 1u64..1 << 40,
-        ops in prop::collection::vec(op_strategy(), 1..150),
-    ) {
-        if let Err(report) = run(shards, release_on_disconnect, seed, true, &ops) {
-            return Err(TestCaseError::fail(report));
-        }
+    fn owners_across_connections(case in case_strategy()) {
+        check(&case, true)?;
     }
 }
 
@@ -1196,26 +1232,8 @@ fn core_with(shards: usize, release_on_disconnect: bool) -> LockCore {
     )
 }
 
-fn request<'a>(key: &'a str, owner: &'a str, conn: u64, lease_ms: Option<u64>) -> LockRequest<'a> {
-    LockRequest { key: key.as_bytes(), owner: owner.as_bytes(), lease_ms, conn: conn_id(conn) }
-}
-
-fn acquired(outcome: TryOutcome) -> u64 {
-    match outcome {
-        TryOutcome::Acquired { token } => token,
-        other => panic!("expected ACQUIRED, got {other:?}"),
-    }
-}
-
-fn blocked(start: WaitStart) -> WaitTicket {
-    match start {
-        WaitStart::Blocked(ticket) => ticket,
-        WaitStart::Ready(outcome) => panic!("expected to block, got {outcome:?}"),
-    }
-}
-
 fn holder_of(core: &LockCore, key: &str, now: u64) -> Option<(String, u64)> {
-    core.info(key.as_bytes(), now).and_then(|info| info.holder).map(|h| (text(&h.owner), h.token))
+    core.info(key.as_bytes(), at(now)).and_then(|info| info.holder).map(|h| (text(&h.owner), h.token))
 }
 
 /// Shrunk from `owners_across_connections`. Owner `a` waits on connection 1; the lock is handed to
@@ -1225,11 +1243,11 @@ fn holder_of(core: &LockCore, key: &str, now: u64) -> Option<(String, u64)> {
 #[test]
 fn abandoned_wait_does_not_release_a_lock_its_owner_was_told_of_elsewhere() {
     let core = core_with(1, false);
-    acquired(core.try_lock(request("k", "b", 1, None), false, 0));
-    let stale = blocked(core.wait(request("k", "a", 1, Some(51)), 0));
-    core.expire(100); // b's lease ends: the grant goes into a's unread WAIT on connection 1.
-    let token = acquired(core.try_lock(request("k", "a", 2, None), false, 100));
-    core.wait_abandoned(stale, 100);
+    acquired(core.try_lock(request("k", "b", 1, None), false, at(0)));
+    let stale = blocked(core.wait(request("k", "a", 1, Some(51)), at(0)));
+    core.expire(at(100)); // b's lease ends: the grant goes into a's unread WAIT on connection 1.
+    let token = acquired(core.try_lock(request("k", "a", 2, None), false, at(100)));
+    core.wait_abandoned(stale, at(100));
     assert_eq!(holder_of(&core, "k", 100), Some(("a".to_owned(), token)), "a was told ACQUIRED {token}");
 }
 
@@ -1240,11 +1258,11 @@ fn abandoned_wait_does_not_release_a_lock_its_owner_was_told_of_elsewhere() {
 #[test]
 fn abandoning_one_of_two_answered_waits_of_an_owner_keeps_the_lock() {
     let core = core_with(1, false);
-    let first = acquired(core.try_lock(request("k", "c", 1, None), false, 0));
-    let old = blocked(core.wait(request("k", "b", 2, None), 0));
-    let mut new = blocked(core.wait(request("k", "b", 3, None), 0));
-    assert_eq!(core.unlock(b"k", b"c", first, Verdict::Failure { reason: None }, 0), UnlockOutcome::HandedOff);
-    core.wait_abandoned(old, 0);
+    let first = acquired(core.try_lock(request("k", "c", 1, None), false, at(0)));
+    let old = blocked(core.wait(request("k", "b", 2, None), at(0)));
+    let mut new = blocked(core.wait(request("k", "b", 3, None), at(0)));
+    assert_eq!(core.unlock(b"k", b"c", first, Verdict::Failure { reason: None }, at(0)), UnlockOutcome::HandedOff);
+    core.wait_abandoned(old, at(0));
     let token = match new.receiver.try_recv() {
         Ok(WaitOutcome::Acquired { token }) => token,
         other => panic!("the WAIT on connection 3 is answered with the grant: {other:?}"),
@@ -1259,28 +1277,27 @@ fn abandoning_one_of_two_answered_waits_of_an_owner_keeps_the_lock() {
 #[test]
 fn a_grant_to_two_waits_of_one_owner_belongs_to_the_later_connection() {
     let core = core_with(1, true);
-    let first = acquired(core.try_lock(request("k", "b", 1, None), false, 0));
-    let mut old = blocked(core.wait(request("k", "a", 2, None), 0));
-    let mut new = blocked(core.wait(request("k", "a", 3, None), 5));
-    assert_eq!(core.unlock(b"k", b"b", first, Verdict::Failure { reason: None }, 10), UnlockOutcome::HandedOff);
+    let first = acquired(core.try_lock(request("k", "b", 1, None), false, at(0)));
+    let mut old = blocked(core.wait(request("k", "a", 2, None), at(0)));
+    let mut new = blocked(core.wait(request("k", "a", 3, None), at(5)));
+    assert_eq!(core.unlock(b"k", b"b", first, Verdict::Failure { reason: None }, at(10)), UnlockOutcome::HandedOff);
     let token = match (old.receiver.try_recv(), new.receiver.try_recv()) {
         (Ok(WaitOutcome::Acquired { token: x }), Ok(WaitOutcome::Acquired { token: y })) if x == y => x,
         other => panic!("both WAITs of a are answered with the grant: {other:?}"),
     };
-    core.release_connection(conn_id(2), [&b"k"[..]], 20);
+    core.release_connection(conn(2), [&b"k"[..]], at(20));
     assert_eq!(holder_of(&core, "k", 20), Some(("a".to_owned(), token)), "the live connection 3 holds it");
 }
 
 /// The expiry driver can run late (a busy machine, a paused process), and an operation on the key
-/// settles it at its own time. A lease that ended at t=100 must still hand off as of t=100: the
-/// owner queued until t=150 was next in line then, so it gets the lock even when the expiry is
-/// only processed at t=200.
+/// settles it at its own time. A lease that ended at t=100 but is only processed at t=200 hands off
+/// at t=200: the owner queued (not blocked) until t=150 has lost its place by then, so nobody gets
+/// the lock, and nobody is sent a grant whose lease would already be over.
 #[test]
-fn a_late_expiry_hands_off_as_of_the_end_of_the_lease() {
+fn a_late_expiry_hands_off_when_it_is_processed() {
     let core = core_with(1, true);
-    acquired(core.try_lock(request("k", "a", 1, Some(100)), false, 0));
-    assert_eq!(core.try_lock(request("k", "b", 2, Some(150)), false, 0), TryOutcome::Queued { position: 1 });
-    core.expire(200);
-    let holder = holder_of(&core, "k", 200);
-    assert_eq!(holder.map(|(owner, _)| owner).as_deref(), Some("b"), "b was next in line when a's lease ended");
+    acquired(core.try_lock(request("k", "a", 1, Some(100)), false, at(0)));
+    assert_eq!(core.try_lock(request("k", "b", 2, Some(150)), false, at(0)), TryOutcome::Queued { position: 1 });
+    core.expire(at(200));
+    assert_eq!(holder_of(&core, "k", 200), None, "b's place ran out at t=150, before the hand-off");
 }

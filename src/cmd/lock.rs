@@ -176,8 +176,7 @@ pub(crate) fn parse_unlock(mut args: Args, limits: LockLimits) -> ParseResult<Lo
             return Err(Reply::error(errors::SYNTAX));
         }
     }
-    let verdict =
-        if success { Verdict::Success { result, keep_ms: keep_ms.unwrap_or(0) } } else { Verdict::Failure { reason } };
+    let verdict = if success { Verdict::Success { result, keep_ms } } else { Verdict::Failure { reason } };
     Ok(LockCommand::Unlock(Unlock { key, owner, token, verdict }))
 }
 
@@ -191,7 +190,7 @@ fn bounded_text(what: &str, value: Bytes, max: usize) -> ParseResult<Arc<[u8]>> 
 impl LockCommand {
     pub(crate) fn execute(self, session: &mut Session, shared: &Shared) -> Action {
         let core = &shared.core;
-        let now = shared.clock.now_ms();
+        let now = shared.clock.now();
         let conn = session.id();
         // The core's copy of a key this connection may now hold or be queued for: its close may
         // have to release it.
@@ -200,7 +199,9 @@ impl LockCommand {
             LockCommand::Try(TryLock { key, owner, lease_ms, noqueue }) => {
                 let request = LockRequest { key: &key, owner: &owner, lease_ms, conn };
                 let (outcome, key) = core.try_lock_sharing_key(request, noqueue, now);
-                if matches!(outcome, TryOutcome::Acquired { .. } | TryOutcome::Queued { .. }) {
+                // BUSY too: a NOQUEUE TRY renews a place the owner may have, binding it here.
+                if matches!(outcome, TryOutcome::Acquired { .. } | TryOutcome::Queued { .. } | TryOutcome::Busy { .. })
+                {
                     bound = Some(key);
                 }
                 Action::Reply(Reply::from(outcome))
@@ -304,7 +305,7 @@ mod tests {
             parse("LOCK.UNLOCK k o 7 success RESULT r KEEP 100"),
             Ok(LockCommand::Unlock(Unlock {
                 token: 7,
-                verdict: Verdict::Success { keep_ms: 100, result: Some(_) },
+                verdict: Verdict::Success { keep_ms: Some(100), result: Some(_) },
                 ..
             }))
         ));

@@ -1,7 +1,35 @@
-//! The core works in milliseconds on a monotonic clock passed in by the caller, so tests can move
-//! time by hand and wall-clock jumps never expire or extend a lease.
+//! The core works on a monotonic clock passed in by the caller, so tests can move time by hand,
+//! a replayed journal reproduces every decision, and wall-clock jumps never expire or extend a
+//! lease.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A moment on the server's [`Clock`]: microseconds since the clock was made.
+///
+/// The core never reads a clock: every operation is handed one `Timestamp`. Leases and deadlines
+/// are whole milliseconds ([`Timestamp::ms`]); the microseconds serve the hand-off latency metric,
+/// whose starting point is the `Timestamp` of the operation that sent the grant. Carrying them in
+/// the same value costs the hot path nothing (one `Instant::now()` per operation, as before), and
+/// a `u64` keeps the core deterministic where an `Instant` could not be built by a test or replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp {
+    micros: u64,
+}
+
+impl Timestamp {
+    pub fn from_ms(ms: u64) -> Timestamp {
+        Timestamp { micros: ms.saturating_mul(1_000) }
+    }
+
+    /// Whole milliseconds: the unit of every lease and deadline.
+    pub(crate) fn ms(self) -> u64 {
+        self.micros / 1_000
+    }
+
+    pub fn duration_since(self, earlier: Timestamp) -> Duration {
+        Duration::from_micros(self.micros.saturating_sub(earlier.micros))
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
@@ -13,14 +41,14 @@ impl Clock {
         Clock { start: Instant::now() }
     }
 
-    /// Milliseconds since the clock was made, never decreasing.
-    pub fn now_ms(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// The current moment, never decreasing.
+    pub fn now(&self) -> Timestamp {
+        Timestamp { micros: u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX) }
     }
 
     /// The instant a core deadline (in this clock's milliseconds) falls on.
     pub fn instant_at(&self, ms: u64) -> Instant {
-        self.start + std::time::Duration::from_millis(ms)
+        self.start + Duration::from_millis(ms)
     }
 }
 
@@ -33,6 +61,6 @@ impl Default for Clock {
 /// First fencing token of a fresh server: microseconds since the Unix epoch. Tokens then only grow,
 /// so a holder fenced before a restart stays fenced after it (as long as the wall clock does not
 /// go back and grants stay below a million per second per shard on average).
-pub fn token_seed() -> u64 {
+pub(crate) fn token_seed() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |since| u64::try_from(since.as_micros()).unwrap_or(1)).max(1)
 }

@@ -5,28 +5,44 @@ use std::sync::Arc;
 
 use tracing::{debug, info};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReleaseCause {
-    Failure,
+use crate::text::Escaped;
+
+/// Why a holding ended other than by SUCCESS. Each cause is spelled here once: its name in the
+/// log and the `last_failure` text LOCK.INFO reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReleaseCause {
+    /// LOCK.UNLOCK FAILURE, with the holder's REASON when it gave one.
+    Failure(Option<Arc<[u8]>>),
     LeaseExpired,
     HolderDisconnected,
-    /// The waiter's connection closed after the grant was sent but before it could be read.
+    /// The grant was sent to a blocked WAIT whose connection closed before the client read it.
     GrantUndelivered,
 }
 
 impl ReleaseCause {
-    fn as_str(self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
-            ReleaseCause::Failure => "failure",
+            ReleaseCause::Failure(_) => "failure",
             ReleaseCause::LeaseExpired => "lease-expired",
             ReleaseCause::HolderDisconnected => "holder-disconnected",
             ReleaseCause::GrantUndelivered => "grant-undelivered",
         }
     }
+
+    pub(crate) fn reason(&self) -> Arc<[u8]> {
+        let text: &[u8] = match self {
+            ReleaseCause::Failure(Some(reason)) => return Arc::clone(reason),
+            ReleaseCause::Failure(None) => b"FAILURE reported by the holder",
+            ReleaseCause::LeaseExpired => b"lease expired",
+            ReleaseCause::HolderDisconnected => b"holder connection closed",
+            ReleaseCause::GrantUndelivered => b"waiter connection closed before the grant reached it",
+        };
+        Arc::from(text)
+    }
 }
 
 #[derive(Debug)]
-pub enum LockEvent {
+pub(crate) enum LockEvent {
     Granted {
         key: Arc<[u8]>,
         owner: Arc<[u8]>,
@@ -38,7 +54,7 @@ pub enum LockEvent {
         owner: Arc<[u8]>,
         token: u64,
         waiters_told: usize,
-        keep_ms: u64,
+        keep_ms: Option<u64>,
     },
     /// A holding ended other than by SUCCESS; `next` is who the lock was handed to, if anyone.
     Released {
@@ -46,36 +62,36 @@ pub enum LockEvent {
         owner: Arc<[u8]>,
         token: u64,
         cause: ReleaseCause,
-        reason: Option<Arc<[u8]>>,
         next: Option<(Arc<[u8]>, u64)>,
     },
 }
 
-fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+/// Keys, owners and reasons are binary: escaped, a newline in one cannot forge a log line.
+fn text(bytes: &[u8]) -> Escaped<'_> {
+    Escaped::text(bytes)
 }
 
-pub fn emit(events: Vec<LockEvent>) {
+pub(crate) fn emit(events: Vec<LockEvent>) {
     for event in events {
         match event {
             LockEvent::Granted { key, owner, token, handoff } => {
                 debug!(key = %text(&key), owner = %text(&owner), token, handoff, "lock granted");
             }
             LockEvent::Succeeded { key, owner, token, waiters_told, keep_ms } => {
+                let keep_ms = keep_ms.unwrap_or(0);
                 debug!(key = %text(&key), owner = %text(&owner), token, waiters_told, keep_ms, "work succeeded");
             }
-            LockEvent::Released { key, owner, token, cause, reason, next } => {
-                let reason = reason.as_deref().map(text).unwrap_or_default();
+            LockEvent::Released { key, owner, token, cause, next } => {
                 let (next_owner, next_token) = match &next {
                     Some((owner, token)) => (text(owner), Some(*token)),
-                    None => (Default::default(), None),
+                    None => (text(b""), None),
                 };
                 info!(
                     key = %text(&key),
                     owner = %text(&owner),
                     token,
-                    cause = cause.as_str(),
-                    reason = %reason,
+                    cause = cause.name(),
+                    reason = %text(&cause.reason()),
                     next_owner = %next_owner,
                     next_token = ?next_token,
                     "lock released as failed"

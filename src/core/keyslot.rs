@@ -3,7 +3,7 @@
 
 /// The part of the key that is hashed: the bytes between the first `{` and the next `}` when that
 /// span is non-empty, else the whole key.
-pub fn hash_tag(key: &[u8]) -> &[u8] {
+pub(crate) fn hash_tag(key: &[u8]) -> &[u8] {
     if let Some(open) = key.iter().position(|&b| b == b'{') {
         let rest = &key[open + 1..];
         if let Some(close) = rest.iter().position(|&b| b == b'}')
@@ -16,7 +16,7 @@ pub fn hash_tag(key: &[u8]) -> &[u8] {
 }
 
 /// FNV-1a over the hash tag: cheap, stable across runs and platforms, and spreads short keys well.
-pub fn shard_hash(key: &[u8]) -> u64 {
+pub(crate) fn shard_hash(key: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &byte in hash_tag(key) {
         hash ^= u64::from(byte);

@@ -1,9 +1,11 @@
 //! What the core answers. The network layer turns these into replies in one place (`reply.rs`).
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use tokio::sync::oneshot;
+
+use super::ConnId;
+use super::clock::Timestamp;
 
 /// The record of a SUCCESS, shared by every waiter it is delivered to.
 #[derive(Debug, PartialEq, Eq)]
@@ -42,18 +44,18 @@ pub struct WaitTicket {
     pub(crate) key: Arc<[u8]>,
     pub(crate) wait_id: u64,
     /// The connection the WAIT blocks on.
-    pub(crate) conn: super::ConnId,
+    pub(crate) conn: ConnId,
     pub receiver: oneshot::Receiver<WaitOutcome>,
-    pub(crate) granted_at: Arc<OnceLock<Instant>>,
+    pub(crate) granted_at: Arc<OnceLock<Timestamp>>,
 }
 
 impl WaitTicket {
-    pub fn key(&self) -> &Arc<[u8]> {
+    pub(crate) fn key(&self) -> &Arc<[u8]> {
         &self.key
     }
 
     /// Filled in when a grant is sent to this wait; hand-off latency is measured from there.
-    pub fn granted_at_cell(&self) -> Arc<OnceLock<Instant>> {
+    pub(crate) fn granted_at_cell(&self) -> Arc<OnceLock<Timestamp>> {
         Arc::clone(&self.granted_at)
     }
 }
@@ -89,8 +91,14 @@ pub enum ExtendOutcome {
 /// How the holder reports the end of its work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Success { result: Option<Arc<[u8]>>, keep_ms: u64 },
-    Failure { reason: Option<Arc<[u8]>> },
+    /// `keep_ms`: how long the completion is remembered (KEEP); None remembers nothing.
+    Success {
+        result: Option<Arc<[u8]>>,
+        keep_ms: Option<u64>,
+    },
+    Failure {
+        reason: Option<Arc<[u8]>>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -102,7 +110,7 @@ pub enum LockStateName {
 }
 
 impl LockStateName {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LockStateName::Free => "free",
             LockStateName::Held => "held",
@@ -134,16 +142,16 @@ pub struct KeyInfo {
 
 /// Counters and gauges for INFO.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CoreStats {
-    pub grants: u64,
-    pub handoffs: u64,
-    pub successes: u64,
-    pub failures: u64,
-    pub lease_expiries: u64,
-    pub disconnect_releases: u64,
-    pub done_answers: u64,
-    pub keys: u64,
-    pub held_keys: u64,
-    pub waiters: u64,
-    pub blocked_waiters: u64,
+pub(crate) struct CoreStats {
+    pub(crate) grants: u64,
+    pub(crate) handoffs: u64,
+    pub(crate) successes: u64,
+    pub(crate) failures: u64,
+    pub(crate) lease_expiries: u64,
+    pub(crate) disconnect_releases: u64,
+    pub(crate) done_answers: u64,
+    pub(crate) keys: u64,
+    pub(crate) held_keys: u64,
+    pub(crate) waiters: u64,
+    pub(crate) blocked_waiters: u64,
 }

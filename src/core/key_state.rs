@@ -1,72 +1,20 @@
-//! The state machine of one key. Everything here runs under its shard's mutex: no I/O, no
-//! awaiting; blocked waiters are answered by sending on their oneshot channel, which only wakes a
-//! task.
+//! The state machine of one key: its holder, its queue, a remembered completion. Everything here
+//! runs under its shard's mutex: no I/O, no awaiting, no clock; blocked waiters are answered by
+//! sending on their oneshot channel, which only wakes a task.
 
-use std::collections::VecDeque;
-
-use hashbrown::HashSet;
-use std::num::NonZeroU64;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::ConnId;
+use super::clock::Timestamp;
 use super::events::{LockEvent, ReleaseCause};
 use super::outcome::{
     Completion, CoreStats, ExtendOutcome, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,
     WaitOutcome,
 };
-
-/// Connections are numbered from 1 by the server; the core only compares them.
-pub type ConnId = NonZeroU64;
-
-/// Per-shard bookkeeping that the key states update.
-#[derive(Debug)]
-pub(crate) struct ShardCtx {
-    pub next_token: u64,
-    pub next_wait_id: u64,
-    pub stats: CoreStats,
-    pub events: Vec<LockEvent>,
-    /// Grants are the hot path; only collect their events when they will be logged.
-    pub log_grants: bool,
-    /// The earliest timer this operation armed (u64::MAX when none), so the core can wake the
-    /// expiry driver if it now sleeps too long.
-    pub earliest_new_deadline: u64,
-    recent_owner: Option<Arc<[u8]>>,
-}
-
-impl ShardCtx {
-    pub fn new(token_seed: u64) -> ShardCtx {
-        ShardCtx {
-            next_token: token_seed.max(1),
-            next_wait_id: 1,
-            stats: CoreStats::default(),
-            events: Vec::new(),
-            log_grants: false,
-            earliest_new_deadline: u64::MAX,
-            recent_owner: None,
-        }
-    }
-
-    /// The owner as a shared string. One node usually takes many keys in a row, so the last owner
-    /// seen is reused rather than copied for every lock it holds.
-    fn owner_arc(&mut self, owner: &[u8]) -> Arc<[u8]> {
-        match &self.recent_owner {
-            Some(recent) if **recent == *owner => Arc::clone(recent),
-            _ => {
-                let owner: Arc<[u8]> = Arc::from(owner);
-                self.recent_owner = Some(Arc::clone(&owner));
-                owner
-            }
-        }
-    }
-
-    fn take_token(&mut self) -> u64 {
-        let token = self.next_token;
-        self.next_token += 1;
-        token
-    }
-}
+use super::queue::{Blocker, Queue, Waiter};
+use super::shard::ShardCtx;
 
 #[derive(Debug)]
 struct Holder {
@@ -74,44 +22,15 @@ struct Holder {
     token: u64,
     deadline: u64,
     /// The connection that last acquired, waited or extended; its close releases the lock when
-    /// release-on-disconnect is on. None after a hand-off to an owner that was not blocked.
-    conn: Option<ConnId>,
+    /// release-on-disconnect is on.
+    conn: ConnId,
 }
 
 /// Who a grant goes to, and on what terms.
 struct NewHolder {
     owner: Arc<[u8]>,
     lease_ms: u64,
-    conn: Option<ConnId>,
-}
-
-#[derive(Debug)]
-struct Blocker {
-    wait_id: u64,
     conn: ConnId,
-    sender: oneshot::Sender<WaitOutcome>,
-    /// Set when a grant is sent, so the connection can measure hand-off latency.
-    granted_at: Arc<OnceLock<Instant>>,
-}
-
-#[derive(Debug)]
-struct Waiter {
-    owner: Arc<[u8]>,
-    /// The lease the owner asked for, used when it is granted.
-    lease_ms: u64,
-    /// When an owner with no blocked WAIT loses its place. Ignored while it is blocked.
-    expires_at: u64,
-    /// Blocked LOCK.WAIT calls of this owner (normally zero or one), oldest first.
-    blockers: Vec<Blocker>,
-    /// The connection of the owner's last TRY or WAIT: the one a grant binds to when the owner is
-    /// not blocked at hand-off time.
-    conn: ConnId,
-}
-
-impl Waiter {
-    fn is_live(&self, now: u64) -> bool {
-        !self.blockers.is_empty() || self.expires_at > now
-    }
 }
 
 /// An owner that was queued but not blocked when the holder succeeded: it must learn DONE on its
@@ -123,101 +42,18 @@ struct ToldDone {
     completion: Arc<Completion>,
 }
 
-/// The FIFO line of one key. Joining, leaving at the head and checking whether an owner is in
-/// line are O(1), so that building a line of thousands of waiters stays linear.
-#[derive(Debug)]
-struct Queue {
-    waiters: VecDeque<Waiter>,
-    owners: HashSet<Arc<[u8]>>,
-    /// No place of a waiter that is not blocked runs out before this (u64::MAX: none can). A
-    /// lower bound: expiries are only scanned for once it has passed.
-    places_expire_at: u64,
-}
-
-impl Default for Queue {
-    fn default() -> Queue {
-        Queue { waiters: VecDeque::new(), owners: HashSet::new(), places_expire_at: u64::MAX }
-    }
-}
-
-impl Queue {
-    fn is_empty(&self) -> bool {
-        self.waiters.is_empty()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Waiter> {
-        self.waiters.iter()
-    }
-
-    fn position(&self, owner: &[u8]) -> Option<usize> {
-        if !self.owners.contains(owner) {
-            return None;
-        }
-        self.waiters.iter().position(|waiter| *waiter.owner == *owner)
-    }
-
-    fn push_back(&mut self, waiter: Waiter) -> usize {
-        self.owners.insert(Arc::clone(&waiter.owner));
-        self.waiters.push_back(waiter);
-        self.waiters.len() - 1
-    }
-
-    fn pop_front(&mut self) -> Option<Waiter> {
-        let waiter = self.waiters.pop_front()?;
-        self.owners.remove(&waiter.owner);
-        Some(waiter)
-    }
-
-    fn remove(&mut self, index: usize) -> Option<Waiter> {
-        let waiter = self.waiters.remove(index)?;
-        self.owners.remove(&waiter.owner);
-        Some(waiter)
-    }
-
-    fn take_all(&mut self) -> VecDeque<Waiter> {
-        self.owners.clear();
-        self.places_expire_at = u64::MAX;
-        std::mem::take(&mut self.waiters)
-    }
-
-    /// A waiter that is not blocked holds its place until `expires_at`.
-    fn place_leased_until(&mut self, expires_at: u64) {
-        self.places_expire_at = self.places_expire_at.min(expires_at);
-    }
-
-    /// Drops the waiters whose place has run out.
-    fn drop_expired(&mut self, now: u64) {
-        if self.places_expire_at > now {
-            return;
-        }
-        let owners = &mut self.owners;
-        self.waiters.retain(|waiter| {
-            let live = waiter.is_live(now);
-            if !live {
-                owners.remove(&waiter.owner);
-            }
-            live
-        });
-        self.places_expire_at = self
-            .waiters
-            .iter()
-            .filter(|waiter| waiter.blockers.is_empty())
-            .map(|waiter| waiter.expires_at)
-            .min()
-            .unwrap_or(u64::MAX);
-    }
-}
-
 /// The rarer parts of a key's state, boxed so that a plain held lock stays small.
 #[derive(Debug, Default)]
 struct Extra {
     queue: Queue,
     /// Other connections of the holder's owner that were sent the current grant (an owner
-    /// blocked on several connections); the lock is bound to the newest.
+    /// blocked on several connections) and may still speak for it; the lock is bound to the
+    /// newest connection that was sent it.
     grant_also_sent_to: Vec<ConnId>,
+    /// The remembered completion (KEEP) and when it is forgotten.
     completion: Option<(Arc<Completion>, u64)>,
     told_done: Vec<ToldDone>,
-    last_failure: Option<Arc<[u8]>>,
+    last_failure: Option<ReleaseCause>,
 }
 
 impl Extra {
@@ -231,31 +67,31 @@ impl Extra {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct LockState {
+pub(crate) struct KeyState {
     holder: Option<Holder>,
-    /// The deadline of this key's live entry in the shard's timer heap; 0 when it has none.
-    pub timer_at: u64,
+    /// The deadline of this key's live entry in the shard's timer heap.
+    pub(crate) timer_at: Option<u64>,
     extra: Option<Box<Extra>>,
 }
 
 /// The parts of a wait ticket the state hands out.
 pub(crate) struct BlockedWait {
-    pub wait_id: u64,
-    pub receiver: oneshot::Receiver<WaitOutcome>,
-    pub granted_at: Arc<OnceLock<Instant>>,
+    pub(crate) wait_id: u64,
+    pub(crate) receiver: oneshot::Receiver<WaitOutcome>,
+    pub(crate) granted_at: Arc<OnceLock<Timestamp>>,
 }
 
 /// Arguments shared by TRY and WAIT.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Claim<'a> {
-    pub owner: &'a [u8],
-    pub lease_ms: u64,
-    pub conn: ConnId,
+    pub(crate) owner: &'a [u8],
+    pub(crate) lease_ms: u64,
+    pub(crate) conn: ConnId,
 }
 
-impl LockState {
+impl KeyState {
     /// Nothing left worth remembering: the key can be forgotten.
-    pub fn is_forgettable(&self) -> bool {
+    pub(crate) fn is_forgettable(&self) -> bool {
         self.holder.is_none()
             && self
                 .extra
@@ -271,24 +107,23 @@ impl LockState {
         self.extra.iter().flat_map(|extra| extra.queue.iter())
     }
 
-    /// Applies every expiry due at `now`: waiters' places, the holder's lease (a FAILURE that
-    /// hands the lock on), remembered completions.
-    pub fn settle(&mut self, key: &Arc<[u8]>, ctx: &mut ShardCtx, now: u64) {
-        // Leases that ended before `now` hand off as of the moment they ended, to the waiters
-        // still in line then; the expiry driver may come late, or time may jump in tests.
-        while let Some(lease_end) = self.holder.as_ref().map(|holder| holder.deadline).filter(|end| *end <= now) {
-            if let Some(extra) = self.extra.as_deref_mut() {
-                extra.queue.drop_expired(lease_end);
-            }
-            ctx.stats.lease_expiries += 1;
-            self.fail_holder(key, ReleaseCause::LeaseExpired, Some(Arc::from(&b"lease expired"[..])), ctx, lease_end);
-        }
+    /// Applies every expiry due at `now`: waiters' places, remembered completions, and the
+    /// holder's lease (a FAILURE that hands the lock on).
+    ///
+    /// An expiry processed late (a busy machine, a paused process) hands off now, not as of the
+    /// moment the lease ended: the head's lease counts from the hand-off, so nobody is told
+    /// ACQUIRED for a lease that is already over, and only the head is woken. The places that ran
+    /// out by now are gone first; blocked waiters stay in line however late it is.
+    pub(crate) fn settle(&mut self, key: &Arc<[u8]>, ctx: &mut ShardCtx, now: Timestamp) {
         if let Some(extra) = self.extra.as_deref_mut() {
-            extra.queue.drop_expired(now);
-            if extra.completion.as_ref().is_some_and(|(_, until)| *until <= now) {
+            extra.queue.drop_expired(now.ms());
+            if extra.completion.as_ref().is_some_and(|(_, until)| *until <= now.ms()) {
                 extra.completion = None;
             }
-            extra.told_done.retain(|told| told.until > now);
+            extra.told_done.retain(|told| told.until > now.ms());
+        }
+        if self.holder.as_ref().is_some_and(|holder| holder.deadline <= now.ms()) {
+            self.fail_holder(key, ReleaseCause::LeaseExpired, ctx, now);
         }
         if self.extra.as_ref().is_some_and(|extra| extra.is_empty()) {
             self.extra = None;
@@ -296,10 +131,10 @@ impl LockState {
     }
 
     /// The earliest moment something about this key expires.
-    pub fn next_deadline(&self) -> Option<u64> {
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
         let holder = self.holder.as_ref().map(|holder| holder.deadline);
         let extra = self.extra.as_deref();
-        let places = extra.map(|extra| extra.queue.places_expire_at).filter(|&at| at != u64::MAX);
+        let places = extra.and_then(|extra| extra.queue.places_expire_at());
         let completion = extra.and_then(|extra| extra.completion.as_ref()).map(|(_, until)| *until);
         let told = extra.into_iter().flat_map(|extra| extra.told_done.iter()).map(|told| told.until);
         holder.into_iter().chain(places).chain(completion).chain(told).min()
@@ -307,7 +142,13 @@ impl LockState {
 
     /// The answers TRY and WAIT give without queueing: a DONE the owner is owed, a remembered
     /// completion, a free lock, or the owner's own lock renewed.
-    fn immediate(&mut self, key: &Arc<[u8]>, claim: Claim<'_>, ctx: &mut ShardCtx, now: u64) -> Option<WaitOutcome> {
+    fn immediate(
+        &mut self,
+        key: &Arc<[u8]>,
+        claim: Claim<'_>,
+        ctx: &mut ShardCtx,
+        now: Timestamp,
+    ) -> Option<WaitOutcome> {
         if let Some(extra) = self.extra.as_deref_mut() {
             if let Some(index) = extra.told_done.iter().position(|told| *told.owner == *claim.owner) {
                 ctx.stats.done_answers += 1;
@@ -321,20 +162,22 @@ impl LockState {
         match &mut self.holder {
             None => {
                 let holder =
-                    NewHolder { owner: ctx.owner_arc(claim.owner), lease_ms: claim.lease_ms, conn: Some(claim.conn) };
+                    NewHolder { owner: ctx.owner_arc(claim.owner), lease_ms: claim.lease_ms, conn: claim.conn };
                 let token = self.grant(key, holder, false, ctx, now);
                 Some(WaitOutcome::Acquired { token })
             }
             Some(holder) if *holder.owner == *claim.owner => {
-                holder.deadline = now.saturating_add(claim.lease_ms);
-                holder.conn = Some(claim.conn);
-                Some(WaitOutcome::Acquired { token: holder.token })
+                holder.deadline = now.ms().saturating_add(claim.lease_ms);
+                holder.conn = claim.conn;
+                let token = holder.token;
+                self.forget_other_recipients();
+                Some(WaitOutcome::Acquired { token })
             }
             Some(_) => None,
         }
     }
 
-    fn grant(&mut self, key: &Arc<[u8]>, holder: NewHolder, handoff: bool, ctx: &mut ShardCtx, now: u64) -> u64 {
+    fn grant(&mut self, key: &Arc<[u8]>, holder: NewHolder, handoff: bool, ctx: &mut ShardCtx, now: Timestamp) -> u64 {
         let token = ctx.take_token();
         ctx.stats.grants += 1;
         if handoff {
@@ -348,13 +191,11 @@ impl LockState {
                 handoff,
             });
         }
-        if let Some(extra) = self.extra.as_deref_mut() {
-            extra.grant_also_sent_to.clear();
-        }
+        self.forget_other_recipients();
         self.holder = Some(Holder {
             owner: holder.owner,
             token,
-            deadline: now.saturating_add(holder.lease_ms),
+            deadline: now.ms().saturating_add(holder.lease_ms),
             conn: holder.conn,
         });
         token
@@ -364,40 +205,51 @@ impl LockState {
         self.extra.as_deref().and_then(|extra| extra.queue.position(owner))
     }
 
-    /// Finds the owner's place in line or appends it; returns the index.
-    fn enqueue(&mut self, claim: Claim<'_>, ctx: &mut ShardCtx, now: u64) -> usize {
+    /// The owner's TRY or WAIT renews its place: the call's lease, restarted from now, and its
+    /// connection as the one a grant binds to.
+    fn renew_place(&mut self, index: usize, claim: Claim<'_>, now: Timestamp) {
         let queue = &mut self.extra().queue;
-        let expires_at = now.saturating_add(claim.lease_ms);
-        let index = match queue.position(claim.owner) {
+        let waiter = queue.get_mut(index);
+        waiter.lease_ms = claim.lease_ms;
+        waiter.conn = claim.conn;
+        waiter.lease_place(now.ms());
+        let expires_at = waiter.expires_at;
+        queue.place_leased_until(expires_at);
+    }
+
+    /// Finds the owner's place in line or appends it, and renews it; returns its index.
+    fn enqueue(&mut self, claim: Claim<'_>, ctx: &mut ShardCtx, now: Timestamp) -> usize {
+        let index = match self.position_of(claim.owner) {
             Some(index) => index,
-            None => queue.push_back(Waiter {
+            None => self.extra().queue.push_back(Waiter {
                 owner: ctx.owner_arc(claim.owner),
                 lease_ms: claim.lease_ms,
-                expires_at,
+                expires_at: 0,
                 blockers: Vec::new(),
                 conn: claim.conn,
             }),
         };
-        queue.place_leased_until(expires_at);
-        let waiter = &mut queue.waiters[index];
-        waiter.lease_ms = claim.lease_ms;
-        waiter.expires_at = expires_at;
-        waiter.conn = claim.conn;
+        self.renew_place(index, claim, now);
         index
     }
 
-    pub fn try_lock(
+    pub(crate) fn try_lock(
         &mut self,
         key: &Arc<[u8]>,
         claim: Claim<'_>,
         noqueue: bool,
         ctx: &mut ShardCtx,
-        now: u64,
+        now: Timestamp,
     ) -> TryOutcome {
         if let Some(outcome) = self.immediate(key, claim, ctx, now) {
             return outcome.into();
         }
         if noqueue {
+            // NOQUEUE joins no queue, but a place the owner already has is renewed like by any
+            // other TRY, so an owner that polls this way keeps it.
+            if let Some(index) = self.position_of(claim.owner) {
+                self.renew_place(index, claim, now);
+            }
             let holder =
                 self.holder.as_ref().map(|holder| Arc::clone(&holder.owner)).unwrap_or_else(|| Arc::from(&[][..]));
             return TryOutcome::Busy { holder };
@@ -406,12 +258,12 @@ impl LockState {
     }
 
     /// Answers at once, or joins the queue (keeping an existing place) and registers a blocker.
-    pub fn wait(
+    pub(crate) fn wait(
         &mut self,
         key: &Arc<[u8]>,
         claim: Claim<'_>,
         ctx: &mut ShardCtx,
-        now: u64,
+        now: Timestamp,
     ) -> Result<WaitOutcome, BlockedWait> {
         if let Some(outcome) = self.immediate(key, claim, ctx, now) {
             return Ok(outcome);
@@ -422,7 +274,7 @@ impl LockState {
         let (sender, receiver) = oneshot::channel();
         let granted_at = Arc::new(OnceLock::new());
         let blocker = Blocker { wait_id, conn: claim.conn, sender, granted_at: Arc::clone(&granted_at) };
-        self.extra().queue.waiters[index].blockers.push(blocker);
+        self.extra().queue.get_mut(index).blockers.push(blocker);
         Err(BlockedWait { wait_id, receiver, granted_at })
     }
 
@@ -430,24 +282,24 @@ impl LockState {
     /// has been answered already and the answer waits in its channel. A timed-out owner keeps its
     /// place for its queue lease; an abandoned one (connection gone) leaves the queue when it has
     /// no other blocked WAIT.
-    pub fn unblock(&mut self, wait_id: u64, leave_queue: bool, now: u64) -> bool {
+    pub(crate) fn unblock(&mut self, wait_id: u64, leave_queue: bool, now: Timestamp) -> bool {
         let Some(extra) = self.extra.as_deref_mut() else {
             return false;
         };
-        let found = extra.queue.waiters.iter().enumerate().find_map(|(index, waiter)| {
+        let found = extra.queue.iter().enumerate().find_map(|(index, waiter)| {
             waiter.blockers.iter().position(|blocker| blocker.wait_id == wait_id).map(|at| (index, at))
         });
         let Some((index, at)) = found else {
             return false;
         };
-        let waiter = &mut extra.queue.waiters[index];
+        let waiter = extra.queue.get_mut(index);
         // Keep the order: the newest blocker is the one a grant binds to.
         waiter.blockers.remove(at);
-        if waiter.blockers.is_empty() {
+        if !waiter.is_blocked() {
             if leave_queue {
                 extra.queue.remove(index);
             } else {
-                waiter.expires_at = now.saturating_add(waiter.lease_ms);
+                waiter.lease_place(now.ms());
                 let expires_at = waiter.expires_at;
                 extra.queue.place_leased_until(expires_at);
             }
@@ -457,32 +309,31 @@ impl LockState {
 
     /// Gives the lock to the first live waiter, answering its blocked WAITs in this same step.
     /// Returns whether somebody got it.
-    fn hand_off(&mut self, key: &Arc<[u8]>, ctx: &mut ShardCtx, now: u64) -> bool {
+    fn hand_off(&mut self, key: &Arc<[u8]>, ctx: &mut ShardCtx, now: Timestamp) -> bool {
         while let Some(waiter) = self.extra.as_deref_mut().and_then(|extra| extra.queue.pop_front()) {
-            if waiter.blockers.is_empty() {
-                if waiter.expires_at <= now {
+            if !waiter.is_blocked() {
+                if waiter.expires_at <= now.ms() {
                     continue;
                 }
                 // Not blocked right now but still holding its place: it learns ACQUIRED on its
                 // next TRY or WAIT, and the grant is bound to the connection it last used.
-                let holder = NewHolder { owner: waiter.owner, lease_ms: waiter.lease_ms, conn: Some(waiter.conn) };
+                let holder = NewHolder { owner: waiter.owner, lease_ms: waiter.lease_ms, conn: waiter.conn };
                 self.grant(key, holder, true, ctx, now);
                 return true;
             }
             // The token grant() will take; sent first so we learn whether anyone is listening.
             let token = ctx.next_token;
-            let sent_at = Instant::now();
             // Every blocked call of the owner is told; the lock binds to the newest one that was
             // still listening, the connection the owner waited on last.
             let mut delivered_to = Vec::new();
             for blocker in waiter.blockers {
                 if blocker.sender.send(WaitOutcome::Acquired { token }).is_ok() {
-                    let _ = blocker.granted_at.set(sent_at);
+                    let _ = blocker.granted_at.set(now);
                     delivered_to.push(blocker.conn);
                 }
             }
             if let Some(conn) = delivered_to.pop() {
-                let holder = NewHolder { owner: waiter.owner, lease_ms: waiter.lease_ms, conn: Some(conn) };
+                let holder = NewHolder { owner: waiter.owner, lease_ms: waiter.lease_ms, conn };
                 self.grant(key, holder, true, ctx, now);
                 if !delivered_to.is_empty() {
                     self.extra().grant_also_sent_to = delivered_to;
@@ -494,21 +345,17 @@ impl LockState {
         false
     }
 
-    /// Ends the current holding as failed and passes the lock on.
-    fn fail_holder(
-        &mut self,
-        key: &Arc<[u8]>,
-        cause: ReleaseCause,
-        reason: Option<Arc<[u8]>>,
-        ctx: &mut ShardCtx,
-        now: u64,
-    ) -> bool {
+    /// Ends the current holding as failed and passes the lock on. Returns whether somebody got it.
+    fn fail_holder(&mut self, key: &Arc<[u8]>, cause: ReleaseCause, ctx: &mut ShardCtx, now: Timestamp) -> bool {
         let Some(holder) = self.holder.take() else {
             return false;
         };
-        if reason.is_some() || self.extra.is_some() {
-            self.extra().last_failure.clone_from(&reason);
+        match cause {
+            ReleaseCause::Failure(_) => ctx.stats.failures += 1,
+            ReleaseCause::LeaseExpired => ctx.stats.lease_expiries += 1,
+            ReleaseCause::HolderDisconnected | ReleaseCause::GrantUndelivered => ctx.stats.disconnect_releases += 1,
         }
+        self.extra().last_failure = Some(cause.clone());
         let handed_off = self.hand_off(key, ctx, now);
         // One line tells the whole step: who failed and who has the lock now.
         let next = self.holder.as_ref().map(|next| (Arc::clone(&next.owner), next.token));
@@ -517,20 +364,19 @@ impl LockState {
             owner: holder.owner,
             token: holder.token,
             cause,
-            reason,
             next,
         });
         handed_off
     }
 
-    pub fn unlock(
+    pub(crate) fn unlock(
         &mut self,
         key: &Arc<[u8]>,
         owner: &[u8],
         token: u64,
         verdict: Verdict,
         ctx: &mut ShardCtx,
-        now: u64,
+        now: Timestamp,
     ) -> UnlockOutcome {
         let Some(holder) = &self.holder else {
             return UnlockOutcome::NotLocked;
@@ -545,8 +391,8 @@ impl LockState {
                 };
                 let completion = Arc::new(Completion { finisher: Arc::clone(&holder.owner), result });
                 let waiters_told = self.tell_done(&completion, ctx, now);
-                if keep_ms > 0 {
-                    self.extra().completion = Some((completion, now.saturating_add(keep_ms)));
+                if let Some(keep_ms) = keep_ms {
+                    self.extra().completion = Some((completion, now.ms().saturating_add(keep_ms)));
                 }
                 ctx.stats.successes += 1;
                 if ctx.log_grants {
@@ -561,9 +407,7 @@ impl LockState {
                 UnlockOutcome::Succeeded { waiters_told }
             }
             Verdict::Failure { reason } => {
-                ctx.stats.failures += 1;
-                let reason = reason.or_else(|| Some(Arc::from(&b"FAILURE reported by the holder"[..])));
-                if self.fail_holder(key, ReleaseCause::Failure, reason, ctx, now) {
+                if self.fail_holder(key, ReleaseCause::Failure(reason), ctx, now) {
                     UnlockOutcome::HandedOff
                 } else {
                     UnlockOutcome::Released
@@ -573,14 +417,14 @@ impl LockState {
     }
 
     /// Empties the queue: blocked owners are answered now, the others on their next call.
-    fn tell_done(&mut self, completion: &Arc<Completion>, ctx: &mut ShardCtx, now: u64) -> usize {
+    fn tell_done(&mut self, completion: &Arc<Completion>, ctx: &mut ShardCtx, now: Timestamp) -> usize {
         let Some(extra) = self.extra.as_deref_mut() else {
             return 0;
         };
         let mut told = 0;
         for waiter in extra.queue.take_all() {
-            if waiter.blockers.is_empty() {
-                if waiter.expires_at > now {
+            if !waiter.is_blocked() {
+                if waiter.expires_at > now.ms() {
                     extra.told_done.push(ToldDone {
                         owner: waiter.owner,
                         until: waiter.expires_at,
@@ -602,20 +446,30 @@ impl LockState {
         told
     }
 
-    pub fn extend(&mut self, owner: &[u8], token: u64, lease_ms: u64, conn: ConnId, now: u64) -> ExtendOutcome {
+    /// LOCK.EXTEND: the holder's lease restarts at `claim.lease_ms` and binds to `claim.conn`.
+    pub(crate) fn extend(&mut self, claim: Claim<'_>, token: u64, now: Timestamp) -> ExtendOutcome {
         let Some(holder) = &mut self.holder else {
             return ExtendOutcome::NotLocked;
         };
-        if *holder.owner != *owner || holder.token != token {
+        if *holder.owner != *claim.owner || holder.token != token {
             return ExtendOutcome::NotHolder;
         }
-        holder.deadline = now.saturating_add(lease_ms);
-        holder.conn = Some(conn);
+        holder.deadline = now.ms().saturating_add(claim.lease_ms);
+        holder.conn = claim.conn;
+        self.forget_other_recipients();
         ExtendOutcome::Extended
     }
 
+    /// The lock is bound afresh (a new grant, or the owner renewed or extended on a connection of
+    /// its choosing): connections that were sent an earlier grant no longer stand in for it.
+    fn forget_other_recipients(&mut self) {
+        if let Some(extra) = self.extra.as_deref_mut() {
+            extra.grant_also_sent_to.clear();
+        }
+    }
+
     /// Takes the owner out of the line; its blocked WAITs end as if timed out (their senders drop).
-    pub fn cancel(&mut self, owner: &[u8]) -> bool {
+    pub(crate) fn cancel(&mut self, owner: &[u8]) -> bool {
         let Some(index) = self.position_of(owner) else {
             return false;
         };
@@ -623,49 +477,61 @@ impl LockState {
         true
     }
 
-    pub fn held_by_conn(&self, conn: ConnId) -> bool {
-        self.holder.as_ref().is_some_and(|holder| holder.conn == Some(conn))
+    /// Whether a close of `conn` may matter for this key: it holds it, a grant may bind to it (a
+    /// place it refreshed last or a WAIT blocked on it), or it was sent the current grant.
+    pub(crate) fn bound_to_conn(&self, conn: ConnId) -> bool {
+        self.holder.as_ref().is_some_and(|holder| holder.conn == conn)
+            || self
+                .queue()
+                .any(|waiter| waiter.conn == conn || waiter.blockers.iter().any(|blocker| blocker.conn == conn))
+            || self.extra.as_deref().is_some_and(|extra| extra.grant_also_sent_to.contains(&conn))
     }
 
-    /// Whether a close of `conn` may matter for this key: it holds it, or a grant may bind to it.
-    pub fn bound_to_conn(&self, conn: ConnId) -> bool {
-        self.held_by_conn(conn) || self.queue().any(|waiter| waiter.conn == conn)
+    /// `conn` closed, with release-on-disconnect on. The places it last refreshed leave the line,
+    /// so that an owner who has gone is never granted the lock; then the lock itself is released
+    /// if it is bound to `conn`.
+    pub(crate) fn connection_closed(&mut self, key: &Arc<[u8]>, conn: ConnId, ctx: &mut ShardCtx, now: Timestamp) {
+        if let Some(extra) = self.extra.as_deref_mut() {
+            extra.queue.drop_places_of(conn);
+        }
+        self.unbind(key, conn, ReleaseCause::HolderDisconnected, ctx, now);
     }
 
-    /// A grant sent to a blocked WAIT on `conn` will never be read there (the connection closed).
-    /// The lock passes on as after a FAILURE, unless the owner has the grant through another
-    /// connection: one that was sent the same grant (the lock then binds to it), or one it renewed
-    /// or extended on since.
-    pub fn grant_undelivered(&mut self, key: &Arc<[u8]>, token: u64, conn: ConnId, ctx: &mut ShardCtx, now: u64) {
-        let Some(holder) = self.holder.as_mut().filter(|holder| holder.token == token) else {
+    /// The grant `token`, sent to a blocked WAIT on `conn`, will never be read there (the
+    /// connection closed).
+    pub(crate) fn grant_undelivered(
+        &mut self,
+        key: &Arc<[u8]>,
+        token: u64,
+        conn: ConnId,
+        ctx: &mut ShardCtx,
+        now: Timestamp,
+    ) {
+        if self.holder.as_ref().is_some_and(|holder| holder.token == token) {
+            self.unbind(key, conn, ReleaseCause::GrantUndelivered, ctx, now);
+        }
+    }
+
+    /// `conn` can no longer speak for the holder. If the lock is bound to it, the binding moves to
+    /// the newest other connection that was sent the same grant (the owner was told there, so
+    /// passing the lock on would make two holders); with none, the lock passes on for `cause`.
+    fn unbind(&mut self, key: &Arc<[u8]>, conn: ConnId, cause: ReleaseCause, ctx: &mut ShardCtx, now: Timestamp) {
+        if let Some(extra) = self.extra.as_deref_mut() {
+            extra.grant_also_sent_to.retain(|other| *other != conn);
+        }
+        let Some(holder) = self.holder.as_mut().filter(|holder| holder.conn == conn) else {
             return;
         };
-        if holder.conn != Some(conn) {
-            if let Some(extra) = self.extra.as_deref_mut() {
-                extra.grant_also_sent_to.retain(|other| *other != conn);
+        match self.extra.as_deref_mut().and_then(|extra| extra.grant_also_sent_to.pop()) {
+            Some(other) => holder.conn = other,
+            None => {
+                self.fail_holder(key, cause, ctx, now);
             }
-            return;
         }
-        if let Some(other) = self.extra.as_deref_mut().and_then(|extra| extra.grant_also_sent_to.pop()) {
-            holder.conn = Some(other);
-            return;
-        }
-        self.release_as_failed(key, ReleaseCause::GrantUndelivered, ctx, now);
     }
 
-    /// A FAILURE on behalf of a holder that can no longer report: its connection closed, or the
-    /// grant never reached it.
-    pub fn release_as_failed(&mut self, key: &Arc<[u8]>, cause: ReleaseCause, ctx: &mut ShardCtx, now: u64) {
-        let reason = match cause {
-            ReleaseCause::HolderDisconnected => &b"holder connection closed"[..],
-            ReleaseCause::GrantUndelivered => &b"waiter connection closed before the grant reached it"[..],
-            ReleaseCause::Failure | ReleaseCause::LeaseExpired => &b"released"[..],
-        };
-        ctx.stats.disconnect_releases += 1;
-        self.fail_holder(key, cause, Some(Arc::from(reason)), ctx, now);
-    }
-
-    pub fn info(&self, now: u64) -> KeyInfo {
+    pub(crate) fn info(&self, now: Timestamp) -> KeyInfo {
+        let now = now.ms();
         let extra = self.extra.as_deref();
         let completion = extra
             .and_then(|extra| extra.completion.as_ref())
@@ -683,19 +549,19 @@ impl LockState {
                 lease_remaining_ms: holder.deadline.saturating_sub(now),
             }),
             queue: self.queue().map(|waiter| Arc::clone(&waiter.owner)).collect(),
-            blocked: self.queue().filter(|waiter| !waiter.blockers.is_empty()).count(),
+            blocked: self.queue().filter(|waiter| waiter.is_blocked()).count(),
             completion,
-            last_failure: extra.and_then(|extra| extra.last_failure.clone()),
+            last_failure: extra.and_then(|extra| extra.last_failure.as_ref()).map(ReleaseCause::reason),
         }
     }
 
     /// Adds this key's gauges to a stats snapshot.
-    pub fn count_into(&self, stats: &mut CoreStats) {
+    pub(crate) fn count_into(&self, stats: &mut CoreStats) {
         stats.keys += 1;
         stats.held_keys += u64::from(self.holder.is_some());
         for waiter in self.queue() {
             stats.waiters += 1;
-            stats.blocked_waiters += u64::from(!waiter.blockers.is_empty());
+            stats.blocked_waiters += u64::from(waiter.is_blocked());
         }
     }
 }

@@ -1,0 +1,171 @@
+//! One shard of the lock table: its keys, their timers, and the bookkeeping the key states share.
+//! Everything here runs under the shard's mutex.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+use hashbrown::hash_map::EntryRef;
+
+use super::clock::Timestamp;
+use super::events::LockEvent;
+use super::key_state::KeyState;
+use super::outcome::CoreStats;
+
+/// Per-shard bookkeeping that the key states update.
+#[derive(Debug)]
+pub(crate) struct ShardCtx {
+    pub(crate) next_token: u64,
+    pub(crate) next_wait_id: u64,
+    pub(crate) stats: CoreStats,
+    pub(crate) events: Vec<LockEvent>,
+    /// Grants are the hot path; only collect their events when they will be logged.
+    pub(crate) log_grants: bool,
+    /// The earliest timer this operation armed, so the core can wake the expiry driver if it now
+    /// sleeps too long.
+    pub(crate) earliest_new_deadline: Option<u64>,
+    recent_owner: Option<Arc<[u8]>>,
+}
+
+impl ShardCtx {
+    fn new(token_seed: u64) -> ShardCtx {
+        ShardCtx {
+            next_token: token_seed.max(1),
+            next_wait_id: 1,
+            stats: CoreStats::default(),
+            events: Vec::new(),
+            log_grants: false,
+            earliest_new_deadline: None,
+            recent_owner: None,
+        }
+    }
+
+    /// The owner as a shared string. One node usually takes many keys in a row, so the last owner
+    /// seen is reused rather than copied for every lock it holds.
+    pub(crate) fn owner_arc(&mut self, owner: &[u8]) -> Arc<[u8]> {
+        match &self.recent_owner {
+            Some(recent) if **recent == *owner => Arc::clone(recent),
+            _ => {
+                let owner: Arc<[u8]> = Arc::from(owner);
+                self.recent_owner = Some(Arc::clone(&owner));
+                owner
+            }
+        }
+    }
+
+    pub(crate) fn take_token(&mut self) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        token
+    }
+}
+
+/// What [`Shard::change`] does with a key that has no state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Absent {
+    Create,
+    Skip,
+}
+
+pub(crate) struct Shard {
+    /// Boxed: the table stays a third the size, which matters more than one allocation per key
+    /// because the table is sized in powers of two and is often half empty.
+    keys: HashMap<Arc<[u8]>, Box<KeyState>>,
+    /// Min-heap of (deadline, key). A key has at most one live entry (the one equal to its
+    /// `timer_at`); superseded entries are skipped when popped and purged when they pile up.
+    timers: BinaryHeap<Reverse<(u64, Arc<[u8]>)>>,
+    pub(crate) ctx: ShardCtx,
+}
+
+impl Shard {
+    pub(crate) fn new(token_seed: u64) -> Shard {
+        Shard { keys: HashMap::new(), timers: BinaryHeap::new(), ctx: ShardCtx::new(token_seed) }
+    }
+
+    /// Every change of a key's state passes through here, as one step at one `now`: what fell due
+    /// is settled, `op` runs, and the key's timer is re-armed or the key forgotten. Given the same
+    /// calls with the same timestamps, a shard ends in the same state, so this is where a journal
+    /// records each change (and where a replay feeds them back).
+    pub(crate) fn change<R>(
+        &mut self,
+        key: &[u8],
+        absent: Absent,
+        now: Timestamp,
+        op: impl FnOnce(&mut KeyState, &Arc<[u8]>, &mut ShardCtx) -> R,
+    ) -> Option<R> {
+        let (key, state) = match self.keys.entry_ref(key) {
+            EntryRef::Occupied(entry) => (Arc::clone(entry.key()), entry.into_mut()),
+            EntryRef::Vacant(entry) if absent == Absent::Create => {
+                let key: Arc<[u8]> = Arc::from(key);
+                (Arc::clone(&key), entry.insert_with_key(key, Box::default()))
+            }
+            EntryRef::Vacant(_) => return None,
+        };
+        state.settle(&key, &mut self.ctx, now);
+        let result = op(state, &key, &mut self.ctx);
+        if state.is_forgettable() {
+            self.keys.remove(&key);
+            return Some(result);
+        }
+        if let Some(deadline) = state.next_deadline()
+            && state.timer_at.is_none_or(|armed| deadline < armed)
+        {
+            state.timer_at = Some(deadline);
+            self.timers.push(Reverse((deadline, key)));
+            self.ctx.earliest_new_deadline =
+                Some(self.ctx.earliest_new_deadline.map_or(deadline, |earliest| earliest.min(deadline)));
+            self.purge_stale_timers();
+        }
+        Some(result)
+    }
+
+    /// The state of `key` as it is, without settling it (for questions that change nothing).
+    pub(crate) fn peek(&self, key: &[u8]) -> Option<(&Arc<[u8]>, &KeyState)> {
+        self.keys.get_key_value(key).map(|(key, state)| (key, &**state))
+    }
+
+    /// Keeps the heap proportional to the live keys when keys churn faster than their leases end.
+    fn purge_stale_timers(&mut self) {
+        if self.timers.len() <= 2 * self.keys.len() + 1024 {
+            return;
+        }
+        let keys = &self.keys;
+        self.timers
+            .retain(|Reverse((deadline, key))| keys.get(key).is_some_and(|state| state.timer_at == Some(*deadline)));
+    }
+
+    /// Processes every timer due at `now`; returns the next deadline still pending.
+    pub(crate) fn expire(&mut self, now: Timestamp) -> Option<u64> {
+        while let Some(Reverse((deadline, _))) = self.timers.peek() {
+            if *deadline > now.ms() {
+                return Some(*deadline);
+            }
+            let Some(Reverse((deadline, key))) = self.timers.pop() else {
+                break;
+            };
+            let Some(state) = self.keys.get_mut(&key) else {
+                continue;
+            };
+            if state.timer_at != Some(deadline) {
+                continue;
+            }
+            state.timer_at = None;
+            self.change(&key, Absent::Skip, now, |_, _, _| ());
+        }
+        None
+    }
+
+    pub(crate) fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub(crate) fn states(&self) -> impl Iterator<Item = &KeyState> {
+        self.keys.values().map(|state| &**state)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+}

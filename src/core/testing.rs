@@ -1,0 +1,41 @@
+//! Helpers for tests that drive the core directly: the crate's unit tests and `tests/model.rs`
+//! (which sees only the public API). Not part of the server's interface.
+
+use super::{ConnId, LockRequest, Timestamp, TryOutcome, WaitOutcome, WaitStart, WaitTicket};
+
+/// The moment `ms` milliseconds after the clock started.
+pub fn at(ms: u64) -> Timestamp {
+    Timestamp::from_ms(ms)
+}
+
+pub fn conn(id: u64) -> ConnId {
+    ConnId::new(id).expect("connection ids start at 1")
+}
+
+pub fn request<'a>(key: &'a str, owner: &'a str, conn_id: u64, lease_ms: Option<u64>) -> LockRequest<'a> {
+    LockRequest { key: key.as_bytes(), owner: owner.as_bytes(), lease_ms, conn: conn(conn_id) }
+}
+
+/// The token of an ACQUIRED; panics on any other answer.
+pub fn acquired(outcome: TryOutcome) -> u64 {
+    match outcome {
+        TryOutcome::Acquired { token } => token,
+        other => panic!("expected ACQUIRED, got {other:?}"),
+    }
+}
+
+/// The ticket of a WAIT that blocked; panics if it was answered at once.
+pub fn blocked(start: WaitStart) -> WaitTicket {
+    match start {
+        WaitStart::Blocked(ticket) => ticket,
+        WaitStart::Ready(outcome) => panic!("expected to block, got {outcome:?}"),
+    }
+}
+
+/// The token of the grant waiting in a blocked WAIT's channel, if that is what it holds.
+pub fn granted(ticket: &mut WaitTicket) -> Option<u64> {
+    match ticket.receiver.try_recv() {
+        Ok(WaitOutcome::Acquired { token }) => Some(token),
+        _ => None,
+    }
+}
