@@ -1,6 +1,7 @@
 //! The baton binary as a child process, for the tests that need a real process to signal, kill or
-//! measure (tests/faults.rs and tests/garbage.rs include this file). The process control itself
-//! is `baton_testkit::process`; only what names this package's binary lives here.
+//! measure (tests/faults.rs, tests/garbage.rs and tests/clients/main.rs include this file). The
+//! process control itself is `baton_testkit::process`; only what names this package's binary
+//! lives here.
 
 use std::net::SocketAddr;
 use std::process::Command;
