@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks baton side by side with Redis (issue 5). Installs redis-server/redis-tools if missing,
-# builds release, and for each workload starts a fresh baton and a fresh Redis (no persistence) on
-# free loopback ports, runs target/release/baton-bench (and redis-benchmark for W2) against both,
-# stops them, and prints one Markdown table. Everything talks to 127.0.0.1 only; every step has a
-# timeout. See docs/benchmarks.md for what each workload does.
+# builds the server and the load generator (bench/) in release, and for each workload starts a
+# fresh baton and a fresh Redis (no persistence) on free loopback ports, runs
+# target/release/baton-bench (and redis-benchmark for W2) against both, stops them, and prints one
+# Markdown table. Everything talks to 127.0.0.1 only; every step has a timeout. See
+# docs/benchmarks.md for what each workload does.
 #
 # Usage: scripts/bench.sh [--duration S] [--connections N] [--pipeline N] [--waiters N,N]
 #                         [--handoffs N] [--keys N] [--client-threads N] [--only w1,w2,...]
@@ -61,9 +62,9 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((MAX_WAITERS + 200)
 fi
 
 log "building release"
-cargo build --release --bins >&2
+cargo build --release -p baton -p baton-bench >&2
 # What was built (the tree may change while the workloads run).
-BUILT="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' with uncommitted changes')"
+BUILT="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src bench testkit Cargo.toml Cargo.lock 2>/dev/null || echo ' with uncommitted changes')"
 BIN_DIR=${CARGO_TARGET_DIR:-target}/release
 BATON=$BIN_DIR/baton
 BENCH=$BIN_DIR/baton-bench
@@ -141,6 +142,13 @@ bench_both() {
         "${REDIS_EXTRA[@]}" | tee -a "$RESULTS" || FAILED+=("$sub $* (redis)")
 }
 
+# bench_both with each server's PID (--pid), for the workloads that measure its memory.
+bench_both_measuring_memory() {
+    BATON_EXTRA=(--pid "$BATON_PID"); REDIS_EXTRA=(--pid "$REDIS_PID")
+    bench_both "$@"
+    BATON_EXTRA=(); REDIS_EXTRA=()
+}
+
 # W2: redis-benchmark, the third-party view. redis_benchmark TARGET PORT PIPELINE COMMAND...
 redis_benchmark() {
     local target=$1 port=$2 pipeline=$3; shift 3
@@ -197,9 +205,7 @@ if wants w3; then
 fi
 if wants w4; then
     start_servers
-    BATON_EXTRA=(--pid "$BATON_PID"); REDIS_EXTRA=(--pid "$REDIS_PID")
-    bench_both fanout --waiters "$WAITERS"
-    BATON_EXTRA=(); REDIS_EXTRA=()
+    bench_both_measuring_memory fanout --waiters "$WAITERS"
     stop_servers
 fi
 if wants w5; then
@@ -209,9 +215,7 @@ if wants w5; then
 fi
 if wants w6; then
     start_servers
-    BATON_EXTRA=(--pid "$BATON_PID"); REDIS_EXTRA=(--pid "$REDIS_PID")
-    bench_both memory --keys "$KEYS"
-    BATON_EXTRA=(); REDIS_EXTRA=()
+    bench_both_measuring_memory memory --keys "$KEYS"
     stop_servers
 fi
 

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-#[path = "support/process.rs"]
-mod process;
+#[path = "support/baton.rs"]
+mod baton_process;
 
-use process::{Baton, Proc};
-
+use baton_process::start_baton;
+use baton_testkit::process::Proc;
+use redis::Value;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -88,20 +88,11 @@ impl Cli {
 // Clients in this process
 
 async fn connect(addr: SocketAddr) -> MultiplexedConnection {
-    let config = AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
-    redis::Client::open(format!("redis://{addr}/"))
-        .expect("client")
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .expect("connect")
+    baton_testkit::redis_crate::connect(&format!("redis://{addr}/"), Duration::from_secs(30)).await.expect("connect")
 }
 
 async fn query(con: &mut MultiplexedConnection, args: &[&str]) -> redis::RedisResult<Value> {
-    let mut cmd = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        cmd.arg(*arg);
-    }
-    cmd.query_async(con).await
+    baton_testkit::redis_crate::query(con, args).await
 }
 
 fn acquired_token(value: &redis::RedisResult<Value>) -> Option<u64> {
@@ -181,7 +172,7 @@ fn spawn_wait(addr: SocketAddr, key: &str, owner: &str, timeout_ms: u64) -> toki
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_holder_hands_the_lock_to_the_blocked_waiter_at_once() {
-    let server = Baton::start(&[], "info");
+    let server = start_baton(&[], "info");
     let mut holder_cli = Cli::start(server.addr);
     let token = holder_cli.acquire("fault:kill", "holder", None);
     let mut con = connect(server.addr).await;
@@ -207,7 +198,7 @@ async fn killed_holder_hands_the_lock_to_the_blocked_waiter_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_holder_without_release_on_disconnect_keeps_the_lock_until_its_lease_ends() {
     const LEASE: Duration = Duration::from_millis(800);
-    let server = Baton::start(&["--release-on-disconnect", "no", "--lease-ms", "800"], "info");
+    let server = start_baton(&["--release-on-disconnect", "no", "--lease-ms", "800"], "info");
     let mut holder_cli = Cli::start(server.addr);
     let acquire_sent = Instant::now();
     let token = holder_cli.acquire("fault:lease", "holder", None);
@@ -243,7 +234,7 @@ async fn killed_holder_without_release_on_disconnect_keeps_the_lock_until_its_le
 async fn killed_client_queued_without_blocking_loses_its_place() {
     // The ghost's PX: long enough that a grant to it would visibly delay the waiter.
     const LEASE: Duration = Duration::from_millis(1_500);
-    let server = Baton::start(&[], "info");
+    let server = start_baton(&[], "info");
     let mut con = connect(server.addr).await;
     let held = acquired_token(&query(&mut con, &["LOCK.TRY", "fault:queued", "holder", "PX", "60000"]).await)
         .expect("holder acquires");
@@ -284,7 +275,7 @@ async fn killed_client_queued_without_blocking_loses_its_place() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_holder_is_replaced_after_its_lease_and_fenced_when_it_resumes() {
     const LEASE_MS: u64 = 300;
-    let server = Baton::start(&[], "info");
+    let server = start_baton(&[], "info");
     let mut holder_cli = Cli::start(server.addr);
     let acquire_sent = Instant::now();
     let stale = holder_cli.acquire("fault:pause", "holder", Some(LEASE_MS));
@@ -409,7 +400,7 @@ async fn race_once(addr: SocketAddr, cons: &mut [MultiplexedConnection; 3], key:
 async fn timeout_racing_a_handoff_never_loses_the_lock() {
     const STREAMS: usize = 8;
     const ROUNDS: usize = 50;
-    let server = Baton::start(&[], "info");
+    let server = start_baton(&[], "info");
     let addr = server.addr;
     let mut tasks = Vec::new();
     for stream in 0..STREAMS {
@@ -454,7 +445,7 @@ async fn read_reply(stream: &mut TcpStream, within: Duration) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sending_a_byte_at_a_time_is_answered_and_others_are_served_meanwhile() {
-    let server = Baton::start(&[], "info");
+    let server = start_baton(&[], "info");
     let addr = server.addr;
     let frame = b"*5\r\n$8\r\nLOCK.TRY\r\n$4\r\nslow\r\n$5\r\nsnail\r\n$2\r\nPX\r\n$4\r\n5000\r\n\
                   PING\r\n";
@@ -497,7 +488,7 @@ async fn a_client_sending_a_byte_at_a_time_is_answered_and_others_are_served_mea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_maxclients_are_refused_and_the_others_keep_being_served() {
     const MAX: usize = 8;
-    let server = Baton::start(&["--maxclients", &MAX.to_string()], "info");
+    let server = start_baton(&["--maxclients", &MAX.to_string()], "info");
     let addr = server.addr;
     let mut held = Vec::new();
     for _ in 0..MAX {
@@ -553,7 +544,7 @@ async fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_answers_blocked_waiters_and_exits_cleanly() {
-    let mut server = Baton::start(&[], "info");
+    let mut server = start_baton(&[], "info");
     let addr = server.addr;
     let mut con = connect(addr).await;
     let token = acquired_token(&query(&mut con, &["LOCK.TRY", "term", "holder"]).await).expect("holder");

@@ -15,11 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-#[path = "support/process.rs"]
-mod process;
+#[path = "support/baton.rs"]
+mod baton_process;
 
-use process::Baton;
-
+use baton_process::start_baton;
+use baton_testkit::pieces::split;
+use baton_testkit::reply::{parse, parse_stream};
+use baton_testkit::{Resp, encode};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use rand::rngs::StdRng;
@@ -53,82 +55,22 @@ fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// A request; arguments of mixed lengths coerce to `&[u8]` here.
 fn multibulk(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    encode(args)
 }
 
-/// Length of the RESP2/RESP3 frame at the start of `buf`: Ok(None) if incomplete, Err if it is
-/// not well-formed. Error lines must start with an upper-case code.
-fn frame_len(buf: &[u8]) -> Result<Option<usize>, String> {
-    let Some(&kind) = buf.first() else { return Ok(None) };
-    let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
-    let line = &buf[1..eol];
-    let text = std::str::from_utf8(line).map_err(|_| format!("non-UTF-8 header {line:?}"))?;
-    let int = || text.parse::<i64>().map_err(|_| format!("bad length {text:?} for {:?}", kind as char));
-    let after = eol + 2;
-    match kind {
-        b'+' | b':' | b',' | b'(' | b'#' | b'_' => Ok(Some(after)),
-        b'-' => {
-            let code = text.split(' ').next().unwrap_or_default();
-            if code.is_empty() || !code.bytes().all(|b| b.is_ascii_uppercase()) {
-                return Err(format!("error without a code: {text:?}"));
-            }
-            Ok(Some(after))
-        }
-        b'$' | b'=' | b'!' => {
-            let len = int()?;
-            if len < 0 {
-                return Ok(Some(after));
-            }
-            let end = after + len as usize + 2;
-            if buf.len() < end {
-                return Ok(None);
-            }
-            if &buf[end - 2..end] != b"\r\n" {
-                return Err("bulk not terminated by CRLF".into());
-            }
-            Ok(Some(end))
-        }
-        b'*' | b'~' | b'>' | b'%' | b'|' => {
-            let count = int()?;
-            if count < 0 {
-                return Ok(Some(after));
-            }
-            let items = if matches!(kind, b'%' | b'|') { count * 2 } else { count };
-            let mut pos = after;
-            for _ in 0..items {
-                match frame_len(&buf[pos..])? {
-                    None => return Ok(None),
-                    Some(len) => pos += len,
-                }
-            }
-            Ok(Some(pos))
-        }
-        other => Err(format!("unknown reply type {:?}", other as char)),
-    }
-}
-
-/// Checks a whole reply stream; a reset connection may have cut the last frame short.
+/// Checks a whole reply stream (well-formed RESP, every error with a Redis-style code) and returns
+/// how many replies it holds; a reset connection may have cut the last one short.
 fn check_replies(buf: &[u8], reset: bool) -> Result<usize, String> {
-    let mut pos = 0;
-    let mut frames = 0;
-    while pos < buf.len() {
-        match frame_len(&buf[pos..])? {
-            Some(len) => {
-                pos += len;
-                frames += 1;
-            }
-            None if reset => break,
-            None => return Err(format!("incomplete reply at the end: {:?}", String::from_utf8_lossy(&buf[pos..]))),
-        }
+    let (replies, rest) = parse_stream(buf)?;
+    if !rest.is_empty() && !reset {
+        return Err(format!("incomplete reply at the end: {:?}", String::from_utf8_lossy(rest)));
     }
-    Ok(frames)
+    if let Some(error) = replies.iter().find_map(Resp::error_without_code) {
+        return Err(format!("error without a code: {error:?}"));
+    }
+    Ok(replies.len())
 }
 
 /// Reads until the server closes. Returns the bytes and whether the close was a reset.
@@ -165,7 +107,7 @@ impl Canary {
         self.stream.write_all(request).expect("canary write");
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
-        while frame_len(&got).expect("canary reply").is_none() {
+        while parse(&got).expect("canary reply").is_none() {
             let n = self.stream.read(&mut buf).expect("canary is answered");
             assert!(n > 0, "the server closed the canary connection");
             got.extend_from_slice(&buf[..n]);
@@ -314,15 +256,10 @@ fn garbage_strategy() -> impl Strategy<Value = Vec<u8>> {
 
 fn send_garbage(addr: SocketAddr, garbage: &[u8], pieces: &[usize]) -> Result<(), String> {
     let mut stream = connect(addr);
-    let mut rest = garbage;
-    let mut sizes = pieces.iter().cycle();
-    while !rest.is_empty() {
-        let size = (*sizes.next().unwrap_or(&rest.len())).clamp(1, rest.len());
-        let (head, tail) = rest.split_at(size);
-        if stream.write_all(head).is_err() {
+    for piece in split(garbage, pieces.iter().copied().cycle()) {
+        if stream.write_all(piece).is_err() {
             break; // The server closed on a protocol error: fine.
         }
-        rest = tail;
     }
     let _ = stream.shutdown(Shutdown::Write);
     let (replies, reset) = read_to_close(&mut stream, Duration::from_secs(5))?;
@@ -337,7 +274,7 @@ fn garbage_never_breaks_the_server() {
     use proptest::test_runner::TestRunner;
     use std::cell::RefCell;
     let cases = std::env::var("BATON_GARBAGE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
-    let baton = RefCell::new(Baton::start(LIMIT_FLAGS, "warn,baton::server=info"));
+    let baton = RefCell::new(start_baton(LIMIT_FLAGS, "warn,baton::server=info"));
     let addr = baton.borrow().addr;
     let canary = RefCell::new(Canary::new(addr));
     let mut runner = TestRunner::new(ProptestConfig {
@@ -437,7 +374,7 @@ fn flood(addr: SocketAddr, seed: u64, budget: u64, sent: &AtomicU64, stop: &Atom
 #[test]
 fn a_garbage_flood_keeps_memory_bounded() {
     let megabytes: u64 = std::env::var("BATON_GARBAGE_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-    let mut baton = Baton::start(LIMIT_FLAGS, "warn,baton::server=info");
+    let mut baton = start_baton(LIMIT_FLAGS, "warn,baton::server=info");
     let addr = baton.addr;
     let mut canary = Canary::new(addr);
     // Warm up allocator and runtime with a little of the same, then take the baseline.
@@ -518,7 +455,7 @@ fn refused_and_closed(addr: SocketAddr, request: &[u8], error: &str) {
 
 #[test]
 fn limits_answer_with_redis_style_errors() {
-    let baton = Baton::start(LIMIT_FLAGS, "warn,baton::server=info");
+    let baton = start_baton(LIMIT_FLAGS, "warn,baton::server=info");
     let addr = baton.addr;
     let key16 = [b'k'; 16];
     let key17 = [b'k'; 17];
@@ -607,37 +544,19 @@ fn exchange_n(addr: SocketAddr, request: &[u8], frames: usize) -> Vec<u8> {
 
 mod decoder {
     use baton::codec::{CodecError, Limits, Request, RespCodec};
-    use bytes::BytesMut;
-    use tokio_util::codec::Decoder;
+    use baton_testkit::decode::decode_pieces;
 
     const WIDE: Limits =
         Limits { max_args: 1 << 20, max_bulk_bytes: 1 << 24, max_inline_bytes: 1 << 24, max_buffer_bytes: 1 << 24 };
 
-    /// Every request decoded from `chunks` fed in order, then the protocol error if any.
-    pub fn run<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> (Vec<Request>, Option<String>) {
-        let mut codec = RespCodec::new(WIDE);
-        let mut buf = BytesMut::new();
-        let mut requests = Vec::new();
-        for chunk in chunks {
-            buf.extend_from_slice(chunk);
-            loop {
-                match codec.decode(&mut buf) {
-                    Ok(Some(request)) => requests.push(request),
-                    Ok(None) => break,
-                    Err(CodecError::Protocol(text)) => return (requests, Some(text.into_owned())),
-                    Err(CodecError::Io(err)) => panic!("scanner and redis-protocol disagree: {err}"),
-                }
-            }
-        }
-        loop {
-            match codec.decode_eof(&mut buf) {
-                Ok(Some(request)) => requests.push(request),
-                Ok(None) => break,
-                Err(CodecError::Protocol(text)) => return (requests, Some(text.into_owned())),
-                Err(CodecError::Io(err)) => panic!("scanner and redis-protocol disagree: {err}"),
-            }
-        }
-        (requests, None)
+    /// Every request decoded from `pieces` fed in order, then the protocol error if any.
+    pub fn run<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> (Vec<Request>, Option<String>) {
+        let decoded = decode_pieces(&mut RespCodec::new(WIDE), pieces);
+        let error = decoded.error.map(|error| match error {
+            CodecError::Protocol(text) => text.into_owned(),
+            CodecError::Io(err) => panic!("scanner and redis-protocol disagree: {err}"),
+        });
+        (decoded.items, error)
     }
 }
 
@@ -654,17 +573,8 @@ proptest! {
         garbage in garbage_strategy(),
         pieces in prop::collection::vec(1usize..16, 1..8),
     ) {
-        let whole = decoder::run(std::iter::once(&garbage[..]));
-        let mut chunks = Vec::new();
-        let mut rest = &garbage[..];
-        let mut sizes = pieces.iter().cycle();
-        while !rest.is_empty() {
-            let size = (*sizes.next().unwrap_or(&1)).min(rest.len());
-            let (head, tail) = rest.split_at(size);
-            chunks.push(head);
-            rest = tail;
-        }
-        let split = decoder::run(chunks.into_iter());
-        prop_assert_eq!(whole, split);
+        let whole = decoder::run([&garbage[..]]);
+        let cut = decoder::run(split(&garbage, pieces.iter().copied().cycle()));
+        prop_assert_eq!(whole, cut);
     }
 }

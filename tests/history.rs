@@ -29,11 +29,12 @@ use std::time::{Duration, Instant};
 
 use baton::config::Config;
 use baton::server::RunningServer;
+use baton_testkit::Resp;
+use baton_testkit::client::Connection;
+use baton_testkit::redis_crate::{query, result_to_resp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const KEYS: usize = 3;
 const CLIENTS: usize = 32;
@@ -142,51 +143,26 @@ struct ClientLog {
     holdings: Vec<Holding>,
 }
 
-fn parse(reply: redis::RedisResult<Value>) -> Answer {
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
+/// A reply as the history records it (either client's reply, as `Resp`).
+fn answer(reply: &Resp) -> Answer {
+    let text = |item: &Resp| match item {
+        Resp::Bulk(_) | Resp::Simple(_) => Some(item.text()),
         _ => None,
     };
     match reply {
-        Err(error) => Answer::Error(match (error.code(), error.detail()) {
-            (Some(code), Some(detail)) => format!("{code} {detail}"),
-            _ => error.to_string(),
-        }),
-        Ok(Value::Nil) => Answer::Nil,
-        Ok(Value::Int(n)) => Answer::Int(n),
-        Ok(Value::Array(items)) => match (items.first().and_then(text).as_deref(), items.get(1)) {
-            (Some("ACQUIRED"), Some(Value::Int(t))) => Answer::Acquired(*t as u64),
-            (Some("QUEUED"), Some(Value::Int(p))) => Answer::Queued(*p),
+        Resp::Error(error) => Answer::Error(error.clone()),
+        reply if reply.is_nil() => Answer::Nil,
+        Resp::Int(n) => Answer::Int(*n),
+        Resp::Array(items) => match (items.first().and_then(text).as_deref(), items.get(1)) {
+            (Some("ACQUIRED"), Some(Resp::Int(t))) => Answer::Acquired(*t as u64),
+            (Some("QUEUED"), Some(Resp::Int(p))) => Answer::Queued(*p),
             (Some("BUSY"), _) => Answer::Busy,
             (Some("DONE"), Some(finisher)) => {
                 Answer::Done { finisher: text(finisher).unwrap_or_default(), result: items.get(2).and_then(text) }
             }
             _ => Answer::Error(format!("unexpected reply {items:?}")),
         },
-        Ok(other) => Answer::Error(format!("unexpected reply {other:?}")),
-    }
-}
-
-/// A LOCK.WAIT reply read off a raw socket: None while incomplete. (Owners and results here
-/// never contain CR or LF, so splitting lines is enough.)
-fn parse_raw_reply(buf: &[u8]) -> Option<Answer> {
-    let text = std::str::from_utf8(buf).ok()?;
-    if !text.ends_with("\r\n") {
-        return None;
-    }
-    let lines: Vec<&str> = text.trim_end_matches("\r\n").split("\r\n").collect();
-    match lines.as_slice() {
-        ["*-1"] => Some(Answer::Nil),
-        [error] if error.starts_with('-') => Some(Answer::Error(error[1..].to_owned())),
-        ["*2", "$8", "ACQUIRED", token] => token.strip_prefix(':')?.parse().ok().map(Answer::Acquired),
-        ["*3", "$4", "DONE", _, finisher, "$-1"] => {
-            Some(Answer::Done { finisher: (*finisher).to_owned(), result: None })
-        }
-        ["*3", "$4", "DONE", _, finisher, _, result] => {
-            Some(Answer::Done { finisher: (*finisher).to_owned(), result: Some((*result).to_owned()) })
-        }
-        _ => None,
+        other => Answer::Error(format!("unexpected reply {other:?}")),
     }
 }
 
@@ -209,14 +185,10 @@ impl Client {
     }
 
     async fn call(&mut self, args: &[String], timeout: Option<Duration>) -> Call {
-        let mut cmd = redis::cmd(&args[0]);
-        for arg in &args[1..] {
-            cmd.arg(arg);
-        }
         let send = Instant::now();
-        let reply = cmd.query_async::<Value>(&mut self.con).await;
+        let reply = query(&mut self.con, args).await;
         let recv = Instant::now();
-        Call { what: args.join(" "), send, recv, answer: parse(reply), timeout }
+        Call { what: args.join(" "), send, recv, answer: answer(&result_to_resp(reply)), timeout }
     }
 
     async fn run(mut self, episodes: usize) -> ClientLog {
@@ -382,53 +354,40 @@ impl Client {
         // Closed while certainly still blocked (3 ms before the server's timer can fire), or just
         // after a grant arrived.
         let give_up = Duration::from_micros(self.rng.random_range(0..timeout.as_micros() as u64 - 3_000));
-        let frame = format!(
-            "*6\r\n$9\r\nLOCK.WAIT\r\n${}\r\n{k}\r\n${}\r\n{owner}\r\n${}\r\n{}\r\n$2\r\nPX\r\n${}\r\n{}\r\n",
-            k.len(),
-            owner.len(),
-            timeout.as_millis().to_string().len(),
-            timeout.as_millis(),
-            self.px().to_string().len(),
-            self.px()
-        );
-        let mut stream = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+        let args = self.wait_args(&k, owner, timeout);
+        let mut conn = Connection::connect(self.addr, SLACK).await.expect("connect");
         let send = Instant::now();
-        stream.write_all(frame.as_bytes()).await.expect("write");
-        let mut buf = Vec::new();
-        let reply = tokio::time::timeout(give_up, async {
-            let mut chunk = [0u8; 512];
-            loop {
-                if let Some(answer) = parse_raw_reply(&buf) {
-                    return answer;
-                }
-                match stream.read(&mut chunk).await {
-                    Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                    _ => return Answer::Error("connection closed".into()),
-                }
-            }
-        })
-        .await;
+        conn.queue(&args.iter().map(String::as_bytes).collect::<Vec<_>>());
+        conn.flush().await.expect("write");
+        let reply = conn.read_within(give_up).await;
         let recv = Instant::now();
         let closed = Instant::now();
-        drop(stream);
+        drop(conn);
         let answer = match reply {
-            Err(_) => return Err(closed),
+            Ok(None) => return Err(closed),
+            Err(_) => Answer::Error("connection closed".into()),
             // Granted on the connection we are closing: a holding that ends now.
-            Ok(Answer::Acquired(token)) => Answer::Held { token, recv, closed },
-            Ok(answer) => answer,
+            Ok(Some(reply)) => match answer(&reply) {
+                Answer::Acquired(token) => Answer::Held { token, recv, closed },
+                answer => answer,
+            },
         };
-        Ok(Call { what: frame.replace("\r\n", " "), send, recv, answer, timeout: Some(timeout) })
+        Ok(Call { what: args.join(" "), send, recv, answer, timeout: Some(timeout) })
     }
 
-    async fn wait_call(&mut self, key: &str, owner: &str, timeout: Duration) -> Call {
-        let args = [
+    fn wait_args(&self, key: &str, owner: &str, timeout: Duration) -> [String; 6] {
+        [
             "LOCK.WAIT".to_owned(),
             key.to_owned(),
             owner.to_owned(),
             timeout.as_millis().to_string(),
             "PX".to_owned(),
             self.px().to_string(),
-        ];
+        ]
+    }
+
+    async fn wait_call(&mut self, key: &str, owner: &str, timeout: Duration) -> Call {
+        let args = self.wait_args(key, owner, timeout);
         self.call(&args, Some(timeout)).await
     }
 }
@@ -655,12 +614,7 @@ fn check(history: &History, start: Instant) -> Verdicts {
 // Running it
 
 async fn connect(addr: std::net::SocketAddr) -> MultiplexedConnection {
-    let config = AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(60)));
-    redis::Client::open(format!("redis://{addr}/"))
-        .expect("client")
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .expect("connect")
+    baton_testkit::redis_crate::connect(&format!("redis://{addr}/"), Duration::from_secs(60)).await.expect("connect")
 }
 
 async fn run_history(shards: usize, disconnects: bool) {
@@ -710,17 +664,9 @@ async fn run_history(shards: usize, disconnects: bool) {
     loop {
         leftovers.clear();
         for key in 0..KEYS {
-            let info: Value =
-                redis::cmd("LOCK.INFO").arg(key_name(key)).query_async(&mut con).await.expect("LOCK.INFO");
-            let Value::Array(fields) = info else { panic!("LOCK.INFO answered {info:?}") };
-            let field = |name: &str| {
-                fields
-                    .chunks(2)
-                    .find(|pair| matches!(&pair[0], Value::BulkString(b) if b == name.as_bytes()))
-                    .map(|pair| pair[1].clone())
-            };
-            if field("holder") != Some(Value::Nil) || field("waiters") != Some(Value::Int(0)) {
-                leftovers.push(format!("k{key}: holder {:?}, queue {:?}", field("holder"), field("queue")));
+            let info = result_to_resp(query(&mut con, &["LOCK.INFO".to_owned(), key_name(key)]).await);
+            if !info.field("holder").is_nil() || info.field("waiters") != Resp::Int(0) {
+                leftovers.push(format!("k{key}: holder {}, queue {}", info.field("holder"), info.field("queue")));
             }
         }
         if leftovers.is_empty() || settle_from.elapsed() >= grace {

@@ -12,6 +12,7 @@ use baton::cmd::parse::Args;
 use baton::cmd::server::ServerCommand;
 use baton::cmd::{self};
 use baton::reply::Reply;
+use baton_testkit::reply::has_error_code;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 
@@ -40,10 +41,7 @@ const LIMITS: LockLimits = LockLimits { max_key_bytes: 8, max_result_bytes: 8 };
 
 fn check_error(reply: &Reply) {
     match reply {
-        Reply::Error(text) => {
-            let code = text.split(' ').next().unwrap_or_default();
-            assert!(!code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase()), "bad error code: {text}");
-        }
+        Reply::Error(text) => assert!(has_error_code(text), "bad error code: {text}"),
         other => panic!("a parse error must be an error reply, got {other:?}"),
     }
 }

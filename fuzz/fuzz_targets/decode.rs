@@ -8,9 +8,9 @@
 #![no_main]
 
 use baton::codec::{CodecError, Limits, Request, RespCodec};
-use bytes::BytesMut;
+use baton_testkit::decode::decode_pieces;
+use baton_testkit::pieces::split;
 use libfuzzer_sys::fuzz_target;
-use tokio_util::codec::Decoder;
 
 const WIDE: Limits =
     Limits { max_args: 1 << 20, max_bulk_bytes: 1 << 24, max_inline_bytes: 1 << 24, max_buffer_bytes: 1 << 24 };
@@ -22,70 +22,39 @@ struct Run {
     error: Option<String>,
 }
 
-fn run<'a>(limits: Limits, chunks: impl Iterator<Item = &'a [u8]>) -> Run {
-    let mut codec = RespCodec::new(limits);
-    let mut buf = BytesMut::new();
-    let mut requests = Vec::new();
-    let mut step = |codec: &mut RespCodec, buf: &mut BytesMut, eof: bool| -> Result<bool, String> {
-        let decoded = if eof { codec.decode_eof(buf) } else { codec.decode(buf) };
-        match decoded {
-            Ok(Some(request)) => {
-                assert!(!request.args.is_empty(), "empty request");
-                requests.push(request);
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err(CodecError::Protocol(text)) => {
-                assert!(text.starts_with("ERR Protocol error: "), "not a protocol error: {text}");
-                Err(text.into_owned())
-            }
-            Err(CodecError::Io(err)) => panic!("scanner and redis-protocol disagree: {err}"),
+fn run<'a>(limits: Limits, pieces: impl IntoIterator<Item = &'a [u8]>) -> Run {
+    let decoded = decode_pieces(&mut RespCodec::new(limits), pieces);
+    assert!(decoded.items.iter().all(|request| !request.args.is_empty()), "empty request");
+    let error = decoded.error.map(|error| match error {
+        CodecError::Protocol(text) => {
+            assert!(text.starts_with("ERR Protocol error: "), "not a protocol error: {text}");
+            text.into_owned()
         }
-    };
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            match step(&mut codec, &mut buf, false) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(error) => return Run { requests, error: Some(error) },
-            }
-        }
+        CodecError::Io(err) => panic!("scanner and redis-protocol disagree: {err}"),
+    });
+    if error.is_none() {
+        assert_eq!(decoded.leftover, 0, "decode_eof left {} bytes", decoded.leftover);
     }
-    loop {
-        match step(&mut codec, &mut buf, true) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(error) => return Run { requests, error: Some(error) },
-        }
-    }
-    assert!(buf.is_empty(), "decode_eof left {} bytes", buf.len());
-    Run { requests, error: None }
+    Run { requests: decoded.items, error }
 }
 
-/// Splits `data` into pieces whose sizes come from `seed`.
-fn pieces(seed: u8, data: &[u8]) -> Vec<&[u8]> {
+/// Piece sizes drawn from `seed`: all alike below 128, varied (1 to 24 bytes) above.
+fn piece_sizes(seed: u8) -> impl Iterator<Item = usize> {
     let mut state = u32::from(seed) | 1;
-    let mut out = Vec::new();
-    let mut rest = data;
-    while !rest.is_empty() {
+    std::iter::repeat_with(move || {
         state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-        let size = if seed < 128 { usize::from(seed % 8) + 1 } else { (state >> 16) as usize % 24 + 1 };
-        let (head, tail) = rest.split_at(size.min(rest.len()));
-        out.push(head);
-        rest = tail;
-    }
-    out
+        if seed < 128 { usize::from(seed % 8) + 1 } else { (state >> 16) as usize % 24 + 1 }
+    })
 }
 
 fuzz_target!(|input: &[u8]| {
     let Some((&seed, data)) = input.split_first() else {
         return;
     };
-    let whole = run(WIDE, std::iter::once(data));
-    let split = run(WIDE, pieces(seed, data).into_iter());
-    assert_eq!(whole, split, "decoding in pieces differs from decoding at once");
-    let tight = run(TIGHT, pieces(seed, data).into_iter());
+    let whole = run(WIDE, [data]);
+    let cut = run(WIDE, split(data, piece_sizes(seed)));
+    assert_eq!(whole, cut, "decoding in pieces differs from decoding at once");
+    let tight = run(TIGHT, split(data, piece_sizes(seed)));
     // Tight limits can only cut the same stream short, never change what was decoded before.
     assert!(tight.requests.len() <= whole.requests.len());
     assert_eq!(tight.requests[..], whole.requests[..tight.requests.len()]);

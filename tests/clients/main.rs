@@ -4,11 +4,14 @@
 //! Cargo builds this as the `clients` test target (`cargo test --release --test clients`); the
 //! Python, Node and redis-cli client tests in this folder run through scripts/client-tests.sh.
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "../support/baton.rs"]
+mod baton_process;
+
+use baton_process::start_baton;
+use baton_testkit::process::ServerProcess;
 use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo,
@@ -17,37 +20,19 @@ use redis::{
 
 const PROTOCOLS: [ProtocolVersion; 2] = [ProtocolVersion::RESP2, ProtocolVersion::RESP3];
 
-/// A baton process on a free loopback port, killed on drop.
+/// A baton process on a loopback port of its own choosing (so two servers starting at once never
+/// race for one), killed on drop.
 struct Server {
     port: u16,
     password: Option<String>,
-    child: Child,
+    _process: ServerProcess,
 }
 
 impl Server {
     fn start(flags: &[&str]) -> Server {
         let password = flags.windows(2).find(|w| w[0] == "--requirepass").map(|w| w[1].to_owned());
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(flags)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start baton");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Server { port, password, child };
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("baton did not start");
+        let process = start_baton(flags, "info");
+        Server { port: process.addr.port(), password, _process: process }
     }
 
     fn client(&self, protocol: ProtocolVersion, password: Option<&str>) -> Client {
@@ -73,13 +58,6 @@ impl Server {
     async fn aio(&self, protocol: ProtocolVersion) -> MultiplexedConnection {
         let config = AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
         self.client(protocol, None).get_multiplexed_async_connection_with_config(&config).await.expect("connect")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

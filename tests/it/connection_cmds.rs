@@ -1,12 +1,9 @@
 //! Connection and server commands: PING, ECHO, HELLO, AUTH, SELECT, QUIT, RESET, CLIENT …,
 //! INFO, COMMAND, DBSIZE, and shutdown answering blocked waiters.
 
-#[macro_use]
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn ok() -> Resp {
     Resp::Simple("OK".into())

@@ -1,12 +1,9 @@
 //! The wire: RESP2/RESP3 reply encodings, inline and pipelined requests, exact error texts, and
 //! garbage input closing only the offending connection.
 
-#[macro_use]
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resp2_replies_have_the_documented_shapes() {

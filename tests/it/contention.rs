@@ -1,14 +1,11 @@
 //! Many clients fighting over a few keys: never two holders of a key at once, tokens strictly
 //! increasing per key in grant order, every WAIT answered exactly once, no errors.
 
-#[macro_use]
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use parking_lot::Mutex;
 
 const CLIENTS: usize = 32;

@@ -1,11 +1,8 @@
 //! LOCK.TRY / UNLOCK / EXTEND / CANCEL / INFO replies without blocking, through the `redis` crate.
 
-#[macro_use]
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn try_on_a_free_key_acquires_and_the_same_owner_renews_with_the_same_token() {

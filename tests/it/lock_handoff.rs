@@ -1,10 +1,7 @@
 //! Blocking LOCK.WAIT: FIFO hand-off to the head only, SUCCESS fan-out, timeouts that keep the
 //! place, closed and cancelled waiters, commands pipelined behind a blocked WAIT.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// `count` waiters on `key`, each on its own connection, blocked in that order (owners w1, w2, …).
 async fn blocked_waiters(ctl: &mut Raw, addr: std::net::SocketAddr, key: &str, count: usize) -> Vec<Raw> {

@@ -1,13 +1,10 @@
 //! Leases: expiry as FAILURE with hand-off and fencing, EXTEND, queue leases, release on holder
 //! disconnect (and `--release-on-disconnect no`).
 
-#[macro_use]
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use baton::config::YesNo;
-use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_expiry_hands_off_to_the_head_and_fences_the_stale_holder() {

@@ -8,10 +8,7 @@ use baton::server::RunningServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-#[macro_use]
-mod common;
-
-use common::{Raw, cmd_out, read_out, start_wait};
+use crate::common::{LockInfo, Raw, args, cmd_out, encode, read_out, start_wait};
 
 fn field(info: &str, name: &str) -> u64 {
     info.lines()
@@ -93,7 +90,7 @@ async fn info_and_prometheus_report_the_same_traffic() {
 async fn instantaneous_ops_per_sec_follows_load() {
     let server = RunningServer::start(Config::default_for_tests()).await.unwrap();
     let mut client = Raw::connect(server.addr).await;
-    let batch: Vec<u8> = (0..200).flat_map(|_| common::encode(&args!["PING"])).collect();
+    let batch: Vec<u8> = (0..200).flat_map(|_| encode(&args!["PING"])).collect();
     let until = Instant::now() + Duration::from_millis(800);
     while Instant::now() < until {
         client.write(&batch).await;
@@ -116,7 +113,7 @@ async fn client_that_never_reads_is_disconnected_and_others_are_served() {
     assert_eq!(other.client_id().await, 2);
 
     // Ask for far more reply bytes than socket buffers hold (each INFO is about 1.5 KB), never reading.
-    let flood: Vec<u8> = (0..2_000).flat_map(|_| common::encode(&args!["INFO"])).collect();
+    let flood: Vec<u8> = (0..2_000).flat_map(|_| encode(&args!["INFO"])).collect();
     let writer = tokio::spawn(async move {
         for _ in 0..100 {
             if tokio::time::timeout(Duration::from_secs(2), slow.write_all(&flood)).await.map_or(true, |r| r.is_err()) {

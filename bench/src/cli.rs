@@ -1,0 +1,128 @@
+//! The command line: one subcommand per workload, plus `table` and `free-port`.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "baton-bench", about = "Load generator comparing baton's LOCK.* commands with Redis recipes")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    Baton,
+    Redis,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Target::Baton => "baton",
+            Target::Redis => "redis",
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Which server listens on --port: baton (LOCK.* commands) or redis (the Redis recipe).
+    #[arg(long, value_enum)]
+    pub target: Target,
+    /// Port on 127.0.0.1.
+    #[arg(long)]
+    pub port: u16,
+    /// Client runtime worker threads (1 = a single-threaded client).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Give up on any single read, write or connect after this many seconds.
+    #[arg(long, default_value_t = 30)]
+    pub io_timeout_s: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// W1: uncontended acquire/release cycles on distinct keys.
+    Cycle {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 50)]
+        connections: usize,
+        /// Cycles in flight per connection (1 = unpipelined).
+        #[arg(long, default_value_t = 1)]
+        pipeline: usize,
+        /// Measured seconds (after the warm-up).
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+    },
+    /// W3: PING floor, then lock hand-off latency between waiters of one key.
+    Handoff {
+        #[command(flatten)]
+        common: Common,
+        /// Waiters besides the holder.
+        #[arg(long, default_value_t = 8)]
+        waiters: usize,
+        #[arg(long, default_value_t = 20_000)]
+        handoffs: u64,
+        #[arg(long, default_value_t = 20_000)]
+        pings: u64,
+    },
+    /// W4: N waiters blocked on one key (baton) or subscribed to one channel (Redis); time until
+    /// the last one hears the outcome.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        /// Comma-separated waiter counts.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        waiters: Vec<usize>,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Server PID: measures RSS growth per waiter at the largest count.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// W5: contended mix, clients over few keys, 20% FAILURE; ops/s, max wait, FIFO check.
+    Contended {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 16)]
+        keys: usize,
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 0.5)]
+        warmup: f64,
+        #[arg(long, default_value_t = 5000)]
+        wait_timeout_ms: u64,
+        #[arg(long, default_value_t = 20)]
+        failure_pct: u64,
+    },
+    /// W6: RSS growth per held lock.
+    Memory {
+        #[command(flatten)]
+        common: Common,
+        /// Server PID (RSS is read from /proc/PID/status).
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: usize,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Requests per pipelined batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// Renders RESULT lines (from files or stdin) as Markdown tables.
+    Table {
+        /// Files with RESULT lines; other lines are ignored.
+        files: Vec<PathBuf>,
+    },
+    /// Prints a free TCP port on 127.0.0.1.
+    FreePort,
+}

@@ -1,0 +1,128 @@
+//! `baton-bench`: a load generator that runs the same workloads against baton and against Redis
+//! (with the closest Redis recipe) and prints one machine-readable `RESULT` line per figure.
+//! `scripts/bench.sh` starts both servers, runs every workload against each, and renders the
+//! lines into a Markdown table with the `table` subcommand.
+//!
+//! Every connection goes to 127.0.0.1 only, every read and write has a timeout, and every loop is
+//! bounded by a duration or a count, so a run always ends by itself.
+//!
+//! Output line format (tab separated):
+//! `RESULT <id> <target> <value> <better> <workload label> <metric label>`
+//! where `better` is `higher`, `lower` or `none`.
+//!
+//! Layout: `cli` (flags), `client` (the RESP client as the workloads use it), one module per
+//! workload (`cycle` W1, `handoff` W3, `fanout` W4, `contended` W5 with its FIFO check in `fifo`,
+//! `memory` W6), `stats` (time, histograms), `report` (RESULT lines and the table). W2 is
+//! redis-benchmark, run by scripts/bench.sh.
+
+mod cli;
+mod client;
+mod contended;
+mod cycle;
+mod fanout;
+mod fifo;
+mod handoff;
+mod memory;
+mod report;
+mod stats;
+
+use std::error::Error;
+
+use clap::Parser;
+use tokio::task::JoinSet;
+
+use cli::{Cli, Command, Target};
+
+pub type BoxError = Box<dyn Error + Send + Sync>;
+pub type Res<T> = Result<T, BoxError>;
+
+pub fn fail<T>(message: impl Into<String>) -> Res<T> {
+    Err(message.into().into())
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let threads = match &cli.command {
+        Command::Cycle { common, .. }
+        | Command::Handoff { common, .. }
+        | Command::Fanout { common, .. }
+        | Command::Contended { common, .. }
+        | Command::Memory { common, .. } => common.threads,
+        Command::Table { .. } | Command::FreePort => 1,
+    };
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("baton-bench: cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // Fixes the time base before any workload reads it.
+    let _ = stats::now_ns();
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("baton-bench: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn run(command: Command) -> Res<()> {
+    match command {
+        Command::Cycle { common, connections, pipeline, duration, warmup } => {
+            cycle::cycle(&common, connections, pipeline.max(1), duration, warmup).await
+        }
+        Command::Handoff { common, waiters, handoffs, pings } => {
+            handoff::ping_floor(&common, pings).await?;
+            match common.target {
+                Target::Baton => handoff::handoff_baton(&common, waiters.max(1), handoffs).await,
+                Target::Redis => handoff::handoff_redis(&common, waiters.max(1), handoffs).await,
+            }
+        }
+        Command::Fanout { common, waiters, rounds, pid } => {
+            let largest = waiters.iter().copied().max().unwrap_or(0);
+            for count in waiters {
+                let pid = if count == largest { pid } else { None };
+                fanout::fanout(&common, count, rounds.max(1), pid).await?;
+            }
+            Ok(())
+        }
+        Command::Contended { common, clients, keys, duration, warmup, wait_timeout_ms, failure_pct } => {
+            let settings = contended::ContendedSettings {
+                clients,
+                keys: keys.max(1),
+                duration,
+                warmup,
+                wait_timeout_ms,
+                failure_pct,
+            };
+            contended::contended(&common, settings).await
+        }
+        Command::Memory { common, pid, keys, connections, batch } => {
+            memory::memory(&common, pid, keys, connections.max(1), batch.max(1)).await
+        }
+        Command::Table { files } => report::table(&files),
+        Command::FreePort => {
+            let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+            println!("{}", listener.local_addr()?.port());
+            Ok(())
+        }
+    }
+}
+
+/// Waits for every task; the first error (or panic) among them is the run's.
+pub async fn join_all<T: 'static>(mut set: JoinSet<Res<T>>) -> Res<Vec<T>> {
+    let mut out = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        out.push(joined??);
+    }
+    Ok(out)
+}

@@ -1,0 +1,238 @@
+//! Figures out: one `RESULT` line per figure, and the `table` subcommand that renders them.
+
+use std::fmt;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use hdrhistogram::Histogram;
+
+use crate::cli::Target;
+use crate::stats::quantile_us;
+use crate::{Res, fail};
+
+#[derive(Clone, Copy)]
+pub enum Better {
+    Higher,
+    Lower,
+    None,
+}
+
+/// One figure: an id that `table` keys on, the target, the value, and labels for the table.
+pub fn emit(id: &str, target: Target, value: f64, better: Better, workload: &str, metric: &str) {
+    let better = match better {
+        Better::Higher => "higher",
+        Better::Lower => "lower",
+        Better::None => "none",
+    };
+    println!("RESULT\t{id}\t{target}\t{value}\t{better}\t{workload}\t{metric}");
+    let _ = std::io::stdout().flush();
+}
+
+pub fn note(message: impl fmt::Display) {
+    eprintln!("baton-bench: {message}");
+}
+
+/// p50/p99/p99.9 rows for a latency histogram.
+pub fn emit_latencies(id: &str, target: Target, hist: &Histogram<u64>, workload: &str, what: &str) {
+    for (suffix, q, label) in [("p50", 0.5, "p50"), ("p99", 0.99, "p99"), ("p999", 0.999, "p99.9")] {
+        emit(
+            &format!("{id}.{suffix}"),
+            target,
+            quantile_us(hist, q),
+            Better::Lower,
+            workload,
+            &format!("{what} {label} (µs)"),
+        );
+    }
+}
+
+struct Row {
+    id: String,
+    workload: String,
+    metric: String,
+    better: String,
+    baton: Option<f64>,
+    redis: Option<f64>,
+}
+
+pub fn thousands(value: f64) -> String {
+    let rounded = value.round() as i64;
+    let digits = rounded.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    if rounded < 0 { format!("-{out}") } else { out }
+}
+
+fn number(value: Option<f64>) -> String {
+    match value {
+        None => "—".to_owned(),
+        Some(value) if value.abs() >= 1000.0 => thousands(value),
+        Some(value) if value.abs() >= 100.0 => format!("{value:.0}"),
+        Some(value) if value.abs() >= 10.0 => format!("{value:.1}"),
+        Some(value) if value == value.trunc() => format!("{value:.0}"),
+        Some(value) => format!("{value:.2}"),
+    }
+}
+
+pub fn table(files: &[PathBuf]) -> Res<()> {
+    let mut text = String::new();
+    if files.is_empty() {
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+    }
+    for file in files {
+        text.push_str(&std::fs::read_to_string(file)?);
+        text.push('\n');
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        if fields.len() != 7 || fields[0] != "RESULT" {
+            continue;
+        }
+        let value: f64 = fields[3].parse()?;
+        let key = (fields[1], fields[5]);
+        let index = match rows.iter().position(|row| (row.id.as_str(), row.workload.as_str()) == key) {
+            Some(index) => index,
+            None => {
+                rows.push(Row {
+                    id: fields[1].to_owned(),
+                    workload: fields[5].to_owned(),
+                    metric: fields[6].to_owned(),
+                    better: fields[4].to_owned(),
+                    baton: None,
+                    redis: None,
+                });
+                rows.len() - 1
+            }
+        };
+        match fields[2] {
+            "baton" => rows[index].baton = Some(value),
+            "redis" => rows[index].redis = Some(value),
+            other => return fail(format!("unknown target {other}")),
+        }
+    }
+    println!("| Workload | Metric | baton | Redis | baton ÷ Redis |");
+    println!("| --- | --- | ---: | ---: | ---: |");
+    let mut last_workload = "";
+    for row in &rows {
+        let ratio = match (row.baton, row.redis) {
+            (Some(baton), Some(redis)) if redis != 0.0 => format!("{:.2}×", baton / redis),
+            _ => "—".to_owned(),
+        };
+        let arrow = match row.better.as_str() {
+            "higher" => " ↑",
+            "lower" => " ↓",
+            _ => "",
+        };
+        let workload = if row.workload == last_workload { "" } else { row.workload.as_str() };
+        last_workload = &row.workload;
+        println!("| {workload} | {}{arrow} | {} | {} | {ratio} |", row.metric, number(row.baton), number(row.redis));
+    }
+    println!();
+    println!("↑ higher is better, ↓ lower is better. Redis runs the equivalent recipe described for each workload.");
+    println!();
+    targets(&rows);
+    Ok(())
+}
+
+/// The targets, each with its figures and whether it is met.
+fn targets(rows: &[Row]) {
+    let find = |id: &str| rows.iter().find(|row| row.id == id);
+    let both = |id: &str| find(id).and_then(|row| Some((row.baton?, row.redis?)));
+    let mut lines: Vec<(String, String, &str)> = Vec::new();
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    for (id, what) in [
+        ("w1.p1.rate", "W1 unpipelined cycles/s ≥ 1.0× Redis"),
+        ("w1.p16.rate", "W1 pipelined (16) cycles/s ≥ 1.0× Redis"),
+        ("w2.p1.rps", "W2 redis-benchmark -P 1 requests/s ≥ 1.0× Redis"),
+        ("w2.p16.rps", "W2 redis-benchmark -P 16 requests/s ≥ 1.0× Redis"),
+    ] {
+        if let Some((baton, redis)) = both(id) {
+            let ratio = baton / redis;
+            lines.push((
+                what.to_owned(),
+                format!("{} vs {} = {ratio:.2}×", number(Some(baton)), number(Some(redis))),
+                verdict(ratio >= 1.0),
+            ));
+        }
+    }
+    let ping = find("w3.ping.p50").and_then(|row| row.baton);
+    if let (Some(ping), Some((baton, redis))) = (ping, both("w3.handoff.lat.p50")) {
+        let ratio = baton / ping;
+        lines.push((
+            "W3 hand-off p50 ≤ 1.5× PING p50 (baton, same run)".to_owned(),
+            format!("{baton:.1} µs vs PING {ping:.1} µs = {ratio:.2}×"),
+            verdict(ratio <= 1.5),
+        ));
+        let ratio = redis / baton;
+        lines.push((
+            "W3 hand-off p50 ≥ 2.5× lower than the Redis recipe".to_owned(),
+            format!("Redis {redis:.1} µs ÷ baton {baton:.1} µs = {ratio:.2}×"),
+            verdict(ratio >= 2.5),
+        ));
+    }
+    if let Some((baton, redis)) = both("w4.n10000.last") {
+        let ratio = baton / redis;
+        let status = if ratio <= 0.5 {
+            "met (and the aim of ½)"
+        } else if ratio <= 1.0 {
+            "met (aim of ½ missed)"
+        } else {
+            "MISSED"
+        };
+        lines.push((
+            "W4 last of 10,000 waiters answered no later than the last of 10,000 Redis subscribers (aim: half)"
+                .to_owned(),
+            format!("{baton:.2} ms vs {redis:.2} ms = {ratio:.2}×"),
+            status,
+        ));
+    }
+    if let Some((baton, redis)) = both("w6.lock") {
+        let ratio = baton / redis;
+        lines.push((
+            "W6 memory per held lock ≤ Redis".to_owned(),
+            format!("{baton:.0} B vs {redis:.0} B = {ratio:.2}×"),
+            verdict(ratio <= 1.0),
+        ));
+    }
+    if let Some(fifo) = find("w5.fifo").and_then(|row| row.baton) {
+        lines.push(("W5 FIFO violations = 0".to_owned(), format!("{fifo:.0}"), verdict(fifo == 0.0)));
+    }
+    if lines.is_empty() {
+        return;
+    }
+    println!("| Target | Figures | Status |");
+    println!("| --- | --- | --- |");
+    for (what, figures, status) in lines {
+        println!("| {what} | {figures} | {status} |");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_grouped_with_commas() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1_000.0), "1,000");
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+        assert_eq!(thousands(-12_345.0), "-12,345");
+    }
+
+    #[test]
+    fn numbers_keep_about_three_significant_digits() {
+        assert_eq!(number(None), "—");
+        assert_eq!(number(Some(123_456.7)), "123,457");
+        assert_eq!(number(Some(123.4)), "123");
+        assert_eq!(number(Some(12.34)), "12.3");
+        assert_eq!(number(Some(3.0)), "3");
+        assert_eq!(number(Some(1.234)), "1.23");
+    }
+}

@@ -1,0 +1,33 @@
+//! Time and latency histograms.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+
+/// The process's time base, fixed on first use (main fixes it before any workload).
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+/// Nanoseconds since the process's time base.
+pub fn now_ns() -> u64 {
+    u64::try_from(base().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+pub fn secs_ns(secs: f64) -> u64 {
+    (secs.max(0.0) * 1e9) as u64
+}
+
+pub fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("valid histogram bounds")
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+pub fn quantile_us(hist: &Histogram<u64>, q: f64) -> f64 {
+    us(hist.value_at_quantile(q))
+}

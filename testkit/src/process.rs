@@ -1,0 +1,117 @@
+//! Child processes for tests that need a real process to signal, kill or measure.
+
+use std::io::{self, BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, so no test leaves one
+/// behind however it ends.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (a name such as `TERM`, `STOP`) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} {}", self.pid());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server child that picks its own port and says which in a log line on stderr; every log line
+/// is kept for the test to inspect.
+pub struct ServerProcess {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Spawns `command` (stdin and stdout null, stderr read here) and waits up to 20 s for a log
+    /// line from which `listening_addr` reads the address.
+    pub fn start(command: &mut Command, listening_addr: fn(&str) -> Option<SocketAddr>) -> ServerProcess {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| panic!("start {command:?}: {error}"));
+        let stderr = child.stderr.take().expect("stderr");
+        let proc = Proc { child };
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let lines = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = addr_tx.send(addr);
+                }
+                lines.lock().expect("log").push(line);
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{command:?} did not report its address; log: {:?}", log.lock().expect("log")));
+        ServerProcess { proc, addr, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.proc.child.try_wait(), Ok(None))
+    }
+
+    /// Resident memory of the server process.
+    pub fn rss_kb(&self) -> u64 {
+        rss_kb(self.proc.pid()).expect("VmRSS of the server")
+    }
+}
+
+/// Resident memory (VmRSS) of process `pid`, from /proc.
+pub fn rss_kb(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no VmRSS in /proc/{pid}/status")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_resident_memory() {
+        assert!(rss_kb(std::process::id()).expect("VmRSS") > 0);
+        assert!(rss_kb(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn a_server_child_reports_its_address_and_is_killed_on_drop() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo starting >&2; echo 'ready addr=127.0.0.1:4321' >&2; exec sleep 60"]);
+        let mut server = ServerProcess::start(&mut command, |line| line.strip_prefix("ready addr=")?.parse().ok());
+        assert_eq!(server.addr, "127.0.0.1:4321".parse().unwrap());
+        assert!(server.alive());
+        assert!(server.log_text().starts_with("starting\n"));
+        let pid = server.proc.pid();
+        drop(server);
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the child was reaped");
+    }
+}
