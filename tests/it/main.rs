@@ -11,4 +11,5 @@ mod lock_handoff;
 mod lock_lease;
 mod operator;
 mod protocol;
+mod safety;
 mod tls;
