@@ -13,6 +13,10 @@
 //!
 //! The public surface is what the binary, the integration tests and the fuzz targets need.
 
+// A panic on a value that is not there is a bug waiting for the input that triggers it; tests may
+// unwrap (clippy.toml).
+#![warn(clippy::unwrap_used)]
+
 mod clients;
 mod cmd;
 pub mod codec;

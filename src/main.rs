@@ -1,3 +1,6 @@
+// See lib.rs: no unwrap outside tests.
+#![warn(clippy::unwrap_used)]
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 

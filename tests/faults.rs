@@ -5,6 +5,9 @@
 //!
 //! Needs `redis-cli` (scripts/install-test-deps.sh installs it).
 
+// A test binary has no outside users: `pub` in its modules only shares helpers between them.
+#![allow(unreachable_pub)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{ChildStdin, Command, Stdio};

@@ -9,6 +9,9 @@
 //!   memory (VmRSS) grows by less than a generous bound.
 //! - `limits_answer_with_redis_style_errors`: every size limit, at and past the limit.
 
+// A test binary has no outside users: `pub` in its modules only shares helpers between them.
+#![allow(unreachable_pub)]
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;

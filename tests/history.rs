@@ -24,6 +24,9 @@
 //! Runs with 1 shard and with 64 shards. `BATON_HISTORY_SCALE=n` multiplies the episodes per
 //! client (default 1: a few seconds); `BATON_HISTORY_SEED` replays a run.
 
+// A test binary has no outside users: `pub` in its modules only shares helpers between them.
+#![allow(unreachable_pub)]
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

@@ -35,6 +35,9 @@
 //!
 //! Disagreements found are kept below the generators as plain tests.
 
+// A test binary has no outside users: `pub` in its modules only shares helpers between them.
+#![allow(unreachable_pub)]
+
 use std::sync::Arc;
 
 use baton::core::testing::{acquired, at, blocked, conn, request};

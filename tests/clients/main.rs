@@ -4,6 +4,9 @@
 //! Cargo builds this as the `clients` test target (`cargo test --release --test clients`); the
 //! Python, Node and redis-cli client tests in this folder run through scripts/client-tests.sh.
 
+// A test binary has no outside users: `pub` in its modules only shares helpers between them.
+#![allow(unreachable_pub)]
+
 use std::thread;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,9 @@
 //! on two cores). Each module is one former test file; the slow suites (model, history, faults,
 //! garbage) stay binaries of their own so they can be run, and fail, on their own.
 
+// A test binary has no outside users: `pub` in its modules only shares helpers between them.
+#![allow(unreachable_pub)]
+
 mod common;
 
 mod connection_cmds;
