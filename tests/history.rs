@@ -15,6 +15,11 @@
 //! - every DONE names a real SUCCESS, with its result, which happened before it;
 //! - every WAIT is answered exactly once: a nil not before its timeout, any answer within the
 //!   timeout plus slack; every UNLOCK by a holder works (the lock is never lost);
+//! - leases are measured from the reply: now and then a holder stalls past its (short) lease, so
+//!   the lock moves on without it. Its holding counts from its ACQUIRED reply until its lease
+//!   could have ended (the lease runs from the hand-off, which came before the reply; a delivery
+//!   slack is allowed), so a grant whose lease had already ended when it was sent overlaps the
+//!   next holding and is a violation. The stalled holder's late UNLOCK must be refused;
 //! - at the end every key is free with an empty line.
 //!
 //! "Certainly in line at time T" is proved from the owner's own calls: it joined before T, and
@@ -49,6 +54,11 @@ const LEASE_MS: u64 = 20_000;
 const DISCONNECT_LEASE_MS: u64 = 2_000;
 /// How late an answer may be on a loaded CI machine before we call the WAIT unanswered.
 const SLACK: Duration = Duration::from_secs(5);
+/// PX of an episode whose holder stalls past its lease (it UNLOCKs 100 ms after).
+const STALL_LEASE_MS: u64 = 600;
+/// Leases end on the server's whole-millisecond clock, so one may end up to 1 ms before PX has
+/// passed since the grant.
+const SERVER_CLOCK_GRAIN: Duration = Duration::from_millis(1);
 
 fn key_name(key: usize) -> String {
     format!("hist:k{key}")
@@ -138,6 +148,21 @@ struct Holding {
     reply: Answer,
     /// Ended by closing the connection instead of an UNLOCK (then `end` is when it closed).
     dropped: bool,
+    /// The holder sat on the lock past its lease: its UNLOCK came too late to count.
+    stalled: bool,
+    lease: Duration,
+    /// When the call that answered ACQUIRED was sent: its lease started no earlier.
+    asked: Instant,
+}
+
+impl Holding {
+    /// Until when the holder certainly had the lock: to its UNLOCK (or close), and no longer than
+    /// its lease. The lease runs from the grant, which came after the call was sent, so counting
+    /// it from the send is safe whatever the delivery delay; a grant whose lease had already
+    /// ended when it was sent then overlaps the next holding.
+    fn held_until(&self) -> Instant {
+        self.end.min(self.asked + self.lease - SERVER_CLOCK_GRAIN)
+    }
 }
 
 #[derive(Default)]
@@ -178,13 +203,19 @@ struct Client {
     /// after its timeout.
     disconnects: bool,
     con: MultiplexedConnection,
+    /// This episode's holder will stall past its lease (which is then short).
+    stalls: bool,
     rng: StdRng,
     log: ClientLog,
 }
 
 impl Client {
     fn px(&self) -> u64 {
-        if self.disconnects { DISCONNECT_LEASE_MS } else { LEASE_MS }
+        match (self.stalls, self.disconnects) {
+            (true, _) => STALL_LEASE_MS,
+            (false, true) => DISCONNECT_LEASE_MS,
+            (false, false) => LEASE_MS,
+        }
     }
 
     async fn call(&mut self, args: &[String], timeout: Option<Duration>) -> Call {
@@ -208,6 +239,7 @@ impl Client {
     async fn episode(&mut self, key: usize) {
         let k = key_name(key);
         let owner = format!("{}.{}", owner_name(self.id), self.generation);
+        self.stalls = self.rng.random_bool(0.03);
         let px = self.px().to_string();
         let mut calls = Vec::new();
         let first = if self.rng.random_bool(0.7) {
@@ -287,7 +319,9 @@ impl Client {
                 }
                 Answer::Held { token, recv, closed } => {
                     // Granted over a connection that closed at once: it held the lock until then.
+                    let asked = calls.last().expect("a call").send;
                     self.log.holdings.push(Holding {
+                        asked,
                         client: self.id,
                         owner: owner.clone(),
                         key,
@@ -299,6 +333,8 @@ impl Client {
                         keep: false,
                         reply: Answer::Nil,
                         dropped: true,
+                        stalled: false,
+                        lease: Duration::from_millis(self.px()),
                     });
                     break End::Acquired { token, recv };
                 }
@@ -307,17 +343,21 @@ impl Client {
                 }
             }
         };
-        let acquired = match (&end, calls.last().map(|c| &c.answer)) {
-            (_, Some(Answer::Held { .. })) => None,
-            (End::Acquired { token, recv }, _) => Some((*token, *recv)),
+        let acquired = match (&end, calls.last()) {
+            (_, Some(Call { answer: Answer::Held { .. }, .. })) => None,
+            (End::Acquired { token, recv }, Some(call)) => Some((*token, *recv, call.send)),
             _ => None,
         };
         if matches!(end, End::Abandoned) || acquired.is_none() && matches!(end, End::Acquired { .. }) {
             self.generation += 1;
         }
         self.log.episodes.push(Episode { client: self.id, key, join_lower, join_upper, calls, end });
-        if let Some((token, start)) = acquired {
-            let work = Duration::from_micros(self.rng.random_range(0..2_000));
+        if let Some((token, start, asked)) = acquired {
+            let work = if self.stalls {
+                Duration::from_millis(STALL_LEASE_MS + 100)
+            } else {
+                Duration::from_micros(self.rng.random_range(0..2_000))
+            };
             tokio::time::sleep(work).await;
             let success = self.rng.random_bool(0.2);
             let keep = success && self.rng.random_bool(0.3);
@@ -343,6 +383,9 @@ impl Client {
                 keep,
                 reply: unlock.answer,
                 dropped: false,
+                stalled: self.stalls,
+                lease: Duration::from_millis(self.px()),
+                asked,
             });
         }
     }
@@ -478,16 +521,23 @@ fn check(history: &History, start: Instant) -> Verdicts {
         let episodes: Vec<&Episode> = history.episodes.iter().filter(|e| e.key == key).collect();
         let by_token: HashMap<u64, &Holding> = holdings.iter().map(|h| (h.token, *h)).collect();
 
-        // The lock is never lost: every holder's UNLOCK works.
+        // The lock is never lost: every holder's UNLOCK works, but one sent after the lease ended.
         for h in holdings.iter().filter(|h| !h.dropped) {
-            if !matches!(h.reply, Answer::Int(_)) {
+            let refused = matches!(&h.reply, Answer::Error(e) if e.starts_with("NOTHOLDER") || e.starts_with("NOLOCK"));
+            if h.stalled && !refused {
+                v.fail(format!(
+                    "k{key}: c{} token {} UNLOCK after its lease answered {:?}",
+                    h.client, h.token, h.reply
+                ));
+            }
+            if !h.stalled && !matches!(h.reply, Answer::Int(_)) {
                 v.fail(format!("k{key}: c{} token {} UNLOCK answered {:?}", h.client, h.token, h.reply));
             }
         }
         // Mutual exclusion and increasing tokens.
         for pair in holdings.windows(2) {
             let (a, b) = (pair[0], pair[1]);
-            if b.start < a.end {
+            if b.start < a.held_until() {
                 v.fail(format!(
                     "k{key}: c{} (token {}) acquired at {} while c{} (token {}) held it until {}",
                     b.client,
@@ -495,7 +545,7 @@ fn check(history: &History, start: Instant) -> Verdicts {
                     at(b.start),
                     a.client,
                     a.token,
-                    at(a.end)
+                    at(a.held_until())
                 ));
             }
             if b.token <= a.token {
@@ -528,7 +578,7 @@ fn check(history: &History, start: Instant) -> Verdicts {
         }
         // After each UNLOCK, nobody who was certainly in line may remain there, except that a
         // FAILURE answered 1 hands the lock to the head (checked by FIFO above).
-        for h in holdings.iter().filter(|h| !h.dropped) {
+        for h in holdings.iter().filter(|h| !h.dropped && !h.stalled) {
             let handed_off = !h.success && h.reply == Answer::Int(1);
             if handed_off && history.disconnects {
                 continue;
@@ -638,6 +688,7 @@ async fn run_history(shards: usize, disconnects: bool) {
             generation: 0,
             disconnects,
             con,
+            stalls: false,
             rng: StdRng::seed_from_u64(seed ^ (id as u64 * 0x9E37_79B9)),
             log: ClientLog::default(),
         };
@@ -762,6 +813,9 @@ fn checker_catches_broken_histories() {
         keep: false,
         reply,
         dropped: false,
+        stalled: false,
+        lease: Duration::from_millis(LEASE_MS),
+        asked: ms(start),
     };
     let episode = |client, join: u64, end: End| Episode {
         client,
@@ -821,6 +875,33 @@ fn checker_catches_broken_histories() {
         disconnects: false,
     };
     assert!(check(&lost, t0).violations.iter().any(|v| v.contains("UNLOCK answered")));
+    // A back-dated grant: c1 stalled past its 600 ms lease; c2 was granted 1 ms after c1's own
+    // grant, as if c1's lease had ended before it was even sent.
+    let stalled = |client, token, start, end| Holding {
+        stalled: true,
+        lease: Duration::from_millis(STALL_LEASE_MS),
+        reply: Answer::Error("NOTHOLDER".into()),
+        ..holding(client, token, start, end, false, Answer::Nil)
+    };
+    let back_dated = History {
+        episodes: vec![],
+        holdings: vec![stalled(1, 10, 0, 750), holding(2, 11, 1, 20, false, Answer::Int(0))],
+        disconnects: false,
+    };
+    assert!(check(&back_dated, t0).violations.iter().any(|v| v.contains("while")));
+    // ... whereas a hand-off once the lease ran out is fine, and the late UNLOCK must be refused.
+    let expired = History {
+        episodes: vec![],
+        holdings: vec![stalled(1, 10, 0, 750), holding(2, 11, 601, 620, false, Answer::Int(0))],
+        disconnects: false,
+    };
+    assert_eq!(check(&expired, t0).violations, Vec::<String>::new());
+    let late_unlock_worked = History {
+        episodes: vec![],
+        holdings: vec![Holding { reply: Answer::Int(0), ..stalled(1, 10, 0, 750) }],
+        disconnects: false,
+    };
+    assert!(check(&late_unlock_worked, t0).violations.iter().any(|v| v.contains("after its lease")));
     // And a clean history passes.
     let clean = History {
         episodes: vec![episode(2, 10, acquired(12, 60)), episode(3, 20, acquired(13, 80))],

@@ -294,9 +294,12 @@ impl KeyState {
         };
         let waiter = extra.queue.get_mut(index);
         // Keep the order: the newest blocker is the one a grant binds to.
-        waiter.blockers.remove(at);
+        let blocker = waiter.blockers.remove(at);
         if !waiter.is_blocked() {
-            if leave_queue {
+            // A WAIT whose connection went leaves the line, unless the owner has renewed its
+            // place since on another connection (a later TRY or WAIT there): that connection
+            // now answers for the place, and its own close would take it.
+            if leave_queue && waiter.conn == blocker.conn {
                 extra.queue.remove(index);
             } else {
                 waiter.lease_place(now.ms());

@@ -434,6 +434,21 @@ fn a_closed_connection_keeps_the_place_of_an_owner_blocked_elsewhere() {
     assert_eq!(core.info(b"k", at(40)), None, "released when that one closes too");
 }
 
+/// `o` waits on connection 3, then renews its place with a TRY on connection 2; connection 3
+/// closing takes its WAIT, not the place connection 2 now answers for.
+#[test]
+fn an_abandoned_wait_leaves_a_place_renewed_elsewhere() {
+    let core = core();
+    let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
+    let waiting = blocked(core.wait(request("k", "o", 3, None), at(0)));
+    assert_eq!(core.try_lock(request("k", "o", 2, None), false, at(5)), TryOutcome::Queued { position: 1 });
+    core.wait_abandoned(waiting, at(10));
+    core.release_connection(conn(3), [&b"k"[..]], at(10));
+    assert_eq!(core.info(b"k", at(10)).unwrap().queue, vec![Arc::from(&b"o"[..])]);
+    assert_eq!(core.unlock(b"k", b"h", token, failure(), at(20)), UnlockOutcome::HandedOff);
+    assert!(core.bound_to_conn(b"k", conn(2)), "the grant binds to the connection that renewed the place");
+}
+
 #[test]
 fn release_on_disconnect_off_keeps_the_places_of_a_closed_connection() {
     let core = core_with(false);
