@@ -106,6 +106,23 @@ def test_blocking_wait_is_answered_by_another_client(server, protocol):
         assert done.result(timeout=5) == [b"DONE", b"waiter", b"ok"]
 
 
+def test_client_list_while_a_key_with_separators_is_waited_on(server):
+    """A blocked key is escaped in CLIENT LIST, so redis-py's parser sees one client per line."""
+    key = "py:a b\nid=999 addr=6.6.6.6:1"
+    holder = server.redis()
+    waiter = server.redis(socket_timeout=10)
+    token = holder.execute_command("LOCK.TRY", key, "holder")[1]
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(waiter.execute_command, "LOCK.WAIT", key, "waiter", 0)
+        wait_until(lambda: server.lock_info(key)["blocked"] == 1, message="the WAIT to block")
+        clients = holder.client_list()
+        assert all(client["id"] != "999" for client in clients), clients
+        blocked = [client for client in clients if client.get("flags") == "b"]
+        assert [client["lock"] for client in blocked] == [r"py:a\x20b\x0aid=999\x20addr=6.6.6.6:1"], clients
+        assert holder.execute_command("LOCK.UNLOCK", key, "holder", token, "FAILURE") == 1
+        assert waiting.result(timeout=5)[0] == b"ACQUIRED"
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_timed_wait_within_the_socket_timeout(server, protocol):
     key = f"py:timed:{protocol}"
