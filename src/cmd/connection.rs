@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::Action;
+use super::action::Action;
 use super::parse::{Args, ParseResult, eq_ignore_case, parse_int};
 use crate::clients::Control;
 use crate::codec::Protocol;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::Action;
+use super::action::Action;
 use super::parse::{Args, ParseResult, eq_ignore_case, parse_int};
 use crate::context::Shared;
 use crate::core::{ExtendOutcome, LockRequest, TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart};

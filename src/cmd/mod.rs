@@ -2,23 +2,22 @@
 //! command by one exhaustive match on the table's [`CommandId`], then executed against the session
 //! and the shared server state.
 
+pub(crate) mod action;
 pub(crate) mod connection;
 pub(crate) mod lock;
 pub(crate) mod parse;
 pub(crate) mod server;
 pub(crate) mod table;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 
+pub(crate) use self::action::Action;
 use self::connection::{ClientCommand, ConnectionCommand};
 use self::lock::{LockCommand, LockLimits};
 use self::parse::{Args, ParseResult};
 use self::server::ServerCommand;
 use self::table::{CommandId, CommandSpec};
 use crate::context::Shared;
-use crate::core::WaitTicket;
 use crate::errors;
 use crate::reply::Reply;
 use crate::session::Session;
@@ -28,22 +27,6 @@ pub(crate) enum Command {
     Lock(LockCommand),
     Connection(ConnectionCommand),
     Server(ServerCommand),
-}
-
-/// What the connection does after a command.
-#[derive(Debug)]
-pub(crate) enum Action {
-    Reply(Reply),
-    /// A LOCK.WAIT that has to wait; None blocks until answered.
-    Block {
-        ticket: WaitTicket,
-        timeout: Option<Duration>,
-    },
-    /// Send the reply, then close (QUIT).
-    Close(Reply),
-    /// The lock was just handed to a waiter whose task sits first in this worker's queue: let it
-    /// write its ACQUIRED before this reply, since the hand-off is what everyone waits on.
-    ReplyAfterHandoff(Reply),
 }
 
 /// The table entry for a request, with its subcommand resolved and arity checked.
