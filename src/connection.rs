@@ -93,7 +93,7 @@ where
     if !matches!(exit, Exit::OutputStalled) {
         let _ = connection.flush().await;
     }
-    connection.session.release_all(&shared);
+    connection.session.release_all(&shared).await;
     shared.clients.unregister(id);
     match exit {
         Exit::ClientClosed | Exit::Quit | Exit::Shutdown => {

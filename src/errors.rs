@@ -87,6 +87,10 @@ pub(crate) fn invalid_token() -> &'static str {
     "ERR token must be a positive integer"
 }
 
+pub(crate) fn count_out_of_range(max: usize) -> String {
+    format!("ERR COUNT must be between 0 and {max}")
+}
+
 /// Error texts must stay on one line and stay readable, whatever bytes a client sent.
 fn printable(data: &[u8], max: usize) -> String {
     let cut = &data[..data.len().min(max)];

@@ -139,7 +139,7 @@ impl From<KeyInfo> for Reply {
             (field("holder"), holder),
             (field("token"), token),
             (field("lease_ms"), lease_ms),
-            (field("waiters"), to_int(info.queue.len() as u64)),
+            (field("waiters"), to_int(info.waiters as u64)),
             (field("queue"), Reply::Array(info.queue.iter().map(Reply::bulk).collect())),
             (field("blocked"), to_int(info.blocked as u64)),
             (field("finisher"), finisher),

@@ -40,10 +40,10 @@
 
 use std::sync::Arc;
 
-use baton::core::testing::{acquired, at, blocked, conn, request};
+use baton::core::testing::{acquired, at, blocked, conn, release_connection, request};
 use baton::core::{
-    ConnId, CoreSettings, ExtendOutcome, KeyInfo, LockCore, LockRequest, LockStateName, TryOutcome, UnlockOutcome,
-    Verdict, WaitOutcome, WaitStart, WaitTicket,
+    ConnId, CoreSettings, ExtendOutcome, Gauges, KeyInfo, LockCore, LockRequest, LockStateName, TryOutcome,
+    UnlockOutcome, Verdict, WaitOutcome, WaitStart, WaitTicket,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
@@ -53,6 +53,8 @@ const OWNERS: [&str; 4] = ["a", "b", "c", "d"];
 const SLOTS: usize = 4;
 const DEFAULT_LEASE: u64 = 100;
 const MAX_LEASE: u64 = 400;
+/// LOCK.INFO is also asked to list this few owners, shorter than most lines the generators build.
+const LISTED: usize = 1;
 
 const REASON_FAILURE: &[u8] = b"FAILURE reported by the holder";
 const REASON_EXPIRED: &[u8] = b"lease expired";
@@ -969,7 +971,7 @@ impl Harness {
                     self.model.abandoned(waiting.id, now);
                 }
                 let keys: Vec<&[u8]> = KEYS.iter().map(|k| k.as_bytes()).collect();
-                self.core.release_connection(closed, keys, at(now));
+                release_connection(&self.core, closed, keys, at(now));
                 self.model.release_connection(closed, now);
                 self.slots[slot].conn = conn(self.next_conn);
                 self.next_conn += 1;
@@ -1052,13 +1054,34 @@ impl Harness {
             }
         }
         for (key, name) in KEYS.iter().enumerate() {
-            let info = self.core.info(name.as_bytes(), at(self.now));
+            let info = self.core.info(name.as_bytes(), at(self.now), usize::MAX);
+            let short = self.core.info(name.as_bytes(), at(self.now), LISTED);
+            ensure(short == info.clone().map(|info| listing(info, LISTED)), || {
+                format!("{name}: LOCK.INFO COUNT {LISTED} is {short:?}, the whole one {info:?}")
+            })?;
             self.compare_info(key, info).map_err(|e| format!("{name}: {e}"))?;
         }
         let existing = self.model.keys.iter().filter(|k| k.exists()).count();
         ensure(self.core.key_count() == existing, || {
             format!("core remembers {} keys, model {existing}", self.core.key_count())
-        })
+        })?;
+        self.check_gauges()
+    }
+
+    /// The gauges INFO reports are kept as keys change, not computed: they must equal both a
+    /// fresh count over the core's keys and the model's.
+    fn check_gauges(&self) -> Check {
+        let kept = self.core.gauges();
+        let recounted = self.core.recount_gauges();
+        ensure(kept == recounted, || format!("gauges kept {kept:?}, recounted {recounted:?}"))?;
+        let keys = self.model.keys.iter().filter(|k| k.exists());
+        let model = Gauges {
+            keys: keys.clone().count() as u64,
+            held_keys: keys.clone().filter(|k| k.holder.is_some()).count() as u64,
+            waiters: keys.clone().map(|k| k.queue.len() as u64).sum(),
+            blocked_waiters: keys.flat_map(|k| &k.queue).filter(|w| !w.blockers.is_empty()).count() as u64,
+        };
+        ensure(kept == model, || format!("gauges {kept:?}, model {model:?}"))
     }
 
     fn compare_info(&mut self, key: usize, info: Option<KeyInfo>) -> Check {
@@ -1090,6 +1113,7 @@ impl Harness {
         let queue: Vec<Option<usize>> = info.queue.iter().map(|o| owner_index(o)).collect();
         let want_queue: Vec<Option<usize>> = k.queue.iter().map(|w| Some(w.owner)).collect();
         ensure(queue == want_queue, || format!("queue {queue:?}, model {want_queue:?}"))?;
+        ensure(info.waiters == k.queue.len(), || format!("waiters {}, model {}", info.waiters, k.queue.len()))?;
         let blocked = k.queue.iter().filter(|w| !w.blockers.is_empty()).count();
         ensure(info.blocked == blocked, || format!("blocked {}, model {blocked}", info.blocked))?;
         match (&info.completion, &k.completion) {
@@ -1108,6 +1132,12 @@ impl Harness {
             )
         })
     }
+}
+
+/// What LOCK.INFO listing at most `listed` owners answers, given the whole answer.
+fn listing(mut info: KeyInfo, listed: usize) -> KeyInfo {
+    info.queue.truncate(listed);
+    info
 }
 
 fn same_completion(got: &baton::core::Completion, want: &MCompletion) -> Check {
@@ -1236,7 +1266,7 @@ fn core_with(shards: usize, release_on_disconnect: bool) -> LockCore {
 }
 
 fn holder_of(core: &LockCore, key: &str, now: u64) -> Option<(String, u64)> {
-    core.info(key.as_bytes(), at(now)).and_then(|info| info.holder).map(|h| (text(&h.owner), h.token))
+    core.info(key.as_bytes(), at(now), 0).and_then(|info| info.holder).map(|h| (text(&h.owner), h.token))
 }
 
 /// Shrunk from `owners_across_connections`. Owner `a` waits on connection 1; the lock is handed to
@@ -1288,7 +1318,7 @@ fn a_grant_to_two_waits_of_one_owner_belongs_to_the_later_connection() {
         (Ok(WaitOutcome::Acquired { token: x }), Ok(WaitOutcome::Acquired { token: y })) if x == y => x,
         other => panic!("both WAITs of a are answered with the grant: {other:?}"),
     };
-    core.release_connection(conn(2), [&b"k"[..]], at(20));
+    release_connection(&core, conn(2), [&b"k"[..]], at(20));
     assert_eq!(holder_of(&core, "k", 20), Some(("a".to_owned(), token)), "the live connection 3 holds it");
 }
 

@@ -13,6 +13,12 @@ use crate::errors;
 use crate::reply::Reply;
 use crate::session::Session;
 
+/// LOCK.INFO lists this many owners of a line without COUNT.
+const INFO_LISTED_DEFAULT: usize = 100;
+/// The most COUNT may ask for: one reply stays within about a megabyte (owners of up to
+/// `--max-key-bytes`, 1 KiB by default) however long the line is.
+const INFO_LISTED_MAX: usize = 1000;
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LockLimits {
     pub(crate) max_key_bytes: usize,
@@ -58,8 +64,15 @@ pub(crate) enum LockCommand {
     Wait(WaitLock),
     Unlock(Unlock),
     Extend(Extend),
-    Cancel { key: Bytes, owner: Bytes },
-    Info { key: Bytes },
+    Cancel {
+        key: Bytes,
+        owner: Bytes,
+    },
+    /// `listed`: how many owners of the line to list (COUNT).
+    Info {
+        key: Bytes,
+        listed: usize,
+    },
 }
 
 /// Every LOCK.* command starts with the key and the owner.
@@ -85,8 +98,16 @@ pub(crate) fn parse_cancel(mut args: Args, limits: LockLimits) -> ParseResult<Lo
 
 pub(crate) fn parse_info(mut args: Args, limits: LockLimits) -> ParseResult<LockCommand> {
     let key = args.next_name("key", limits.max_key_bytes)?;
+    let mut listed = INFO_LISTED_DEFAULT;
+    if args.next_is("COUNT") {
+        let count = parse_int(&args.next_bytes()?).ok_or_else(|| Reply::error(errors::NOT_AN_INTEGER))?;
+        listed = usize::try_from(count)
+            .ok()
+            .filter(|count| *count <= INFO_LISTED_MAX)
+            .ok_or_else(|| Reply::error(errors::count_out_of_range(INFO_LISTED_MAX)))?;
+    }
     args.expect_end()?;
-    Ok(LockCommand::Info { key })
+    Ok(LockCommand::Info { key, listed })
 }
 
 fn parse_positive_ms(command: &str, arg: &[u8]) -> ParseResult<u64> {
@@ -237,7 +258,9 @@ impl LockCommand {
                 Action::Reply(Reply::from(outcome))
             }
             LockCommand::Cancel { key, owner } => Action::Reply(Reply::Int(i64::from(core.cancel(&key, &owner, now)))),
-            LockCommand::Info { key } => Action::Reply(Reply::from(core.info(&key, now).unwrap_or_default())),
+            LockCommand::Info { key, listed } => {
+                Action::Reply(Reply::from(core.info(&key, now, listed).unwrap_or_default()))
+            }
         };
         if let Some(key) = bound {
             session.note_bound(&key, shared);
@@ -332,7 +355,16 @@ mod tests {
         assert_eq!(parse("LOCK.EXTEND k o 3 0"), err("ERR invalid expire time in 'lock.extend' command"));
         assert!(matches!(parse("LOCK.CANCEL k o"), Ok(LockCommand::Cancel { .. })));
         assert_eq!(parse("LOCK.CANCEL k o extra"), err(errors::SYNTAX));
-        assert!(matches!(parse("LOCK.INFO k"), Ok(LockCommand::Info { .. })));
+        assert!(matches!(parse("LOCK.INFO k"), Ok(LockCommand::Info { listed: INFO_LISTED_DEFAULT, .. })));
+        assert!(matches!(parse("LOCK.INFO k count 0"), Ok(LockCommand::Info { listed: 0, .. })));
+        assert!(matches!(parse("LOCK.INFO k COUNT 1000"), Ok(LockCommand::Info { listed: 1000, .. })));
+        let out_of_range = err("ERR COUNT must be between 0 and 1000");
+        assert_eq!(parse("LOCK.INFO k COUNT 1001"), out_of_range);
+        assert_eq!(parse("LOCK.INFO k COUNT -1"), out_of_range);
+        assert_eq!(parse("LOCK.INFO k COUNT x"), err(errors::NOT_AN_INTEGER));
+        assert_eq!(parse("LOCK.INFO k COUNT"), err(errors::SYNTAX));
+        assert_eq!(parse("LOCK.INFO k COUNT 5 6"), err(errors::SYNTAX));
+        assert_eq!(parse("LOCK.INFO k LIMIT 5"), err(errors::SYNTAX));
     }
 
     /// Whatever the arguments, a parsed command keeps the promises the core relies on.
@@ -385,7 +417,7 @@ mod tests {
                     assert!(name_ok(&c.key) && name_ok(&c.owner) && c.token > 0 && c.lease_ms > 0)
                 }
                 LockCommand::Cancel { key, owner } => assert!(name_ok(key) && name_ok(owner)),
-                LockCommand::Info { key } => assert!(name_ok(key)),
+                LockCommand::Info { key, listed } => assert!(name_ok(key) && *listed <= INFO_LISTED_MAX),
             }
         }
 

@@ -235,7 +235,7 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         group: "generic",
         since: "1.0.0",
         summary: "Try to take the lock for key as owner without blocking: ACQUIRED token, QUEUED position, BUSY holder (NOQUEUE) or DONE finisher result.",
-        complexity: "O(1)",
+        complexity: "O(log N) where N is the length of the lock's queue",
         args: &[key("key"), string("owner"), integer("milliseconds").tok("PX").opt(), pure("noqueue", "NOQUEUE").opt()],
         ..BASE
     },
@@ -251,7 +251,7 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         group: "generic",
         since: "1.0.0",
         summary: "Take the lock or join its FIFO queue and block until ACQUIRED token, DONE finisher result, or nil on timeout (0 = forever).",
-        complexity: "O(1)",
+        complexity: "O(log N) where N is the length of the lock's queue",
         args: &[key("key"), string("owner"), integer("timeout-ms"), integer("milliseconds").tok("PX").opt()],
         ..BASE
     },
@@ -307,14 +307,14 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         group: "generic",
         since: "1.0.0",
         summary: "Leave the queue of key: 1 if owner was queued, 0 if not.",
-        complexity: "O(N) where N is the length of the lock's queue",
+        complexity: "O(log N) where N is the length of the lock's queue",
         args: &[key("key"), string("owner")],
         ..BASE
     },
     CommandSpec {
         id: CommandId::LockInfo,
         name: "lock.info",
-        arity: 2,
+        arity: -2,
         flags: &["readonly", "fast"],
         first_key: 1,
         last_key: 1,
@@ -322,9 +322,9 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         acl_categories: &["@read", "@fast"],
         group: "generic",
         since: "1.0.0",
-        summary: "Show the state of a lock: state, holder, token, lease_ms, waiters, queue, last failure.",
-        complexity: "O(N) where N is the length of the lock's queue",
-        args: &[key("key")],
+        summary: "Show the state of a lock: state, holder, token, lease_ms, waiters, the first COUNT (default 100) of the queue, last failure.",
+        complexity: "O(N) where N is the number of owners listed (COUNT)",
+        args: &[key("key"), integer("count").tok("COUNT").opt()],
         ..BASE
     },
     CommandSpec {

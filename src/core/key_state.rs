@@ -10,11 +10,12 @@ use super::ConnId;
 use super::clock::Timestamp;
 use super::events::{LockEvent, ReleaseCause};
 use super::outcome::{
-    Completion, CoreStats, ExtendOutcome, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,
+    Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,
     WaitOutcome,
 };
-use super::queue::{Blocker, Queue, Waiter};
+use super::queue::{Blocker, Place, Queue, Waiter};
 use super::shard::ShardCtx;
+use super::told_done::ToldDone;
 
 #[derive(Debug)]
 struct Holder {
@@ -33,15 +34,6 @@ struct NewHolder {
     conn: ConnId,
 }
 
-/// An owner that was queued but not blocked when the holder succeeded: it must learn DONE on its
-/// next TRY or WAIT instead of being granted the lock afresh.
-#[derive(Debug)]
-struct ToldDone {
-    owner: Arc<[u8]>,
-    until: u64,
-    completion: Arc<Completion>,
-}
-
 /// The rarer parts of a key's state, boxed so that a plain held lock stays small.
 #[derive(Debug, Default)]
 struct Extra {
@@ -52,7 +44,7 @@ struct Extra {
     grant_also_sent_to: Vec<ConnId>,
     /// The remembered completion (KEEP) and when it is forgotten.
     completion: Option<(Arc<Completion>, u64)>,
-    told_done: Vec<ToldDone>,
+    told_done: ToldDone,
     last_failure: Option<ReleaseCause>,
 }
 
@@ -76,6 +68,7 @@ pub(crate) struct KeyState {
 
 /// The parts of a wait ticket the state hands out.
 pub(crate) struct BlockedWait {
+    pub(crate) place: Place,
     pub(crate) wait_id: u64,
     pub(crate) receiver: oneshot::Receiver<WaitOutcome>,
     pub(crate) granted_at: Arc<OnceLock<Timestamp>>,
@@ -103,8 +96,8 @@ impl KeyState {
         self.extra.get_or_insert_with(Default::default)
     }
 
-    fn queue(&self) -> impl Iterator<Item = &Waiter> {
-        self.extra.iter().flat_map(|extra| extra.queue.iter())
+    fn queue(&self) -> Option<&Queue> {
+        self.extra.as_deref().map(|extra| &extra.queue)
     }
 
     /// Applies every expiry due at `now`: waiters' places, remembered completions, and the
@@ -120,7 +113,7 @@ impl KeyState {
             if extra.completion.as_ref().is_some_and(|(_, until)| *until <= now.ms()) {
                 extra.completion = None;
             }
-            extra.told_done.retain(|told| told.until > now.ms());
+            extra.told_done.drop_expired(now.ms());
         }
         if self.holder.as_ref().is_some_and(|holder| holder.deadline <= now.ms()) {
             self.fail_holder(key, ReleaseCause::LeaseExpired, ctx, now);
@@ -136,7 +129,7 @@ impl KeyState {
         let extra = self.extra.as_deref();
         let places = extra.and_then(|extra| extra.queue.places_expire_at());
         let completion = extra.and_then(|extra| extra.completion.as_ref()).map(|(_, until)| *until);
-        let told = extra.into_iter().flat_map(|extra| extra.told_done.iter()).map(|told| told.until);
+        let told = extra.and_then(|extra| extra.told_done.next_deadline());
         holder.into_iter().chain(places).chain(completion).chain(told).min()
     }
 
@@ -150,9 +143,9 @@ impl KeyState {
         now: Timestamp,
     ) -> Option<WaitOutcome> {
         if let Some(extra) = self.extra.as_deref_mut() {
-            if let Some(index) = extra.told_done.iter().position(|told| *told.owner == *claim.owner) {
+            if let Some(completion) = extra.told_done.take(claim.owner) {
                 ctx.stats.done_answers += 1;
-                return Some(WaitOutcome::Done(extra.told_done.swap_remove(index).completion));
+                return Some(WaitOutcome::Done(completion));
             }
             if let Some((completion, _)) = &extra.completion {
                 ctx.stats.done_answers += 1;
@@ -201,27 +194,15 @@ impl KeyState {
         token
     }
 
-    fn position_of(&self, owner: &[u8]) -> Option<usize> {
-        self.extra.as_deref().and_then(|extra| extra.queue.position(owner))
+    fn place_of(&self, owner: &[u8]) -> Option<Place> {
+        self.queue().and_then(|queue| queue.place_of(owner))
     }
 
-    /// The owner's TRY or WAIT renews its place: the call's lease, restarted from now, and its
-    /// connection as the one a grant binds to.
-    fn renew_place(&mut self, index: usize, claim: Claim<'_>, now: Timestamp) {
-        let queue = &mut self.extra().queue;
-        let waiter = queue.get_mut(index);
-        waiter.lease_ms = claim.lease_ms;
-        waiter.conn = claim.conn;
-        waiter.lease_place(now.ms());
-        let expires_at = waiter.expires_at;
-        queue.place_leased_until(expires_at);
-    }
-
-    /// Finds the owner's place in line or appends it, and renews it; returns its index.
-    fn enqueue(&mut self, claim: Claim<'_>, ctx: &mut ShardCtx, now: Timestamp) -> usize {
-        let index = match self.position_of(claim.owner) {
-            Some(index) => index,
-            None => self.extra().queue.push_back(Waiter {
+    /// Finds the owner's place in line or appends it, and renews it (see [`Queue::renew`]).
+    fn enqueue(&mut self, claim: Claim<'_>, ctx: &mut ShardCtx, now: Timestamp) -> Place {
+        let place = match self.place_of(claim.owner) {
+            Some(place) => place,
+            None => self.extra().queue.join(Waiter {
                 owner: ctx.owner_arc(claim.owner),
                 lease_ms: claim.lease_ms,
                 expires_at: 0,
@@ -229,8 +210,8 @@ impl KeyState {
                 conn: claim.conn,
             }),
         };
-        self.renew_place(index, claim, now);
-        index
+        self.extra().queue.renew(place, claim.lease_ms, claim.conn, now.ms());
+        place
     }
 
     pub(crate) fn try_lock(
@@ -247,14 +228,15 @@ impl KeyState {
         if noqueue {
             // NOQUEUE joins no queue, but a place the owner already has is renewed like by any
             // other TRY, so an owner that polls this way keeps it.
-            if let Some(index) = self.position_of(claim.owner) {
-                self.renew_place(index, claim, now);
+            if let Some(place) = self.place_of(claim.owner) {
+                self.extra().queue.renew(place, claim.lease_ms, claim.conn, now.ms());
             }
             let holder =
                 self.holder.as_ref().map(|holder| Arc::clone(&holder.owner)).unwrap_or_else(|| Arc::from(&[][..]));
             return TryOutcome::Busy { holder };
         }
-        TryOutcome::Queued { position: self.enqueue(claim, ctx, now) + 1 }
+        let place = self.enqueue(claim, ctx, now);
+        TryOutcome::Queued { position: self.extra().queue.position(place) + 1 }
     }
 
     /// Answers at once, or joins the queue (keeping an existing place) and registers a blocker.
@@ -268,46 +250,22 @@ impl KeyState {
         if let Some(outcome) = self.immediate(key, claim, ctx, now) {
             return Ok(outcome);
         }
-        let index = self.enqueue(claim, ctx, now);
+        let place = self.enqueue(claim, ctx, now);
         let wait_id = ctx.next_wait_id;
         ctx.next_wait_id += 1;
         let (sender, receiver) = oneshot::channel();
         let granted_at = Arc::new(OnceLock::new());
         let blocker = Blocker { wait_id, conn: claim.conn, sender, granted_at: Arc::clone(&granted_at) };
-        self.extra().queue.get_mut(index).blockers.push(blocker);
-        Err(BlockedWait { wait_id, receiver, granted_at })
+        self.extra().queue.block(place, blocker);
+        Err(BlockedWait { place, wait_id, receiver, granted_at })
     }
 
     /// Removes a blocked WAIT that gave up. Returns false when it was no longer blocked, i.e. it
     /// has been answered already and the answer waits in its channel. A timed-out owner keeps its
     /// place for its queue lease; an abandoned one (connection gone) leaves the queue when it has
     /// no other blocked WAIT.
-    pub(crate) fn unblock(&mut self, wait_id: u64, leave_queue: bool, now: Timestamp) -> bool {
-        let Some(extra) = self.extra.as_deref_mut() else {
-            return false;
-        };
-        let found = extra.queue.iter().enumerate().find_map(|(index, waiter)| {
-            waiter.blockers.iter().position(|blocker| blocker.wait_id == wait_id).map(|at| (index, at))
-        });
-        let Some((index, at)) = found else {
-            return false;
-        };
-        let waiter = extra.queue.get_mut(index);
-        // Keep the order: the newest blocker is the one a grant binds to.
-        let blocker = waiter.blockers.remove(at);
-        if !waiter.is_blocked() {
-            // A WAIT whose connection went leaves the line, unless the owner has renewed its
-            // place since on another connection (a later TRY or WAIT there): that connection
-            // now answers for the place, and its own close would take it.
-            if leave_queue && waiter.conn == blocker.conn {
-                extra.queue.remove(index);
-            } else {
-                waiter.lease_place(now.ms());
-                let expires_at = waiter.expires_at;
-                extra.queue.place_leased_until(expires_at);
-            }
-        }
-        true
+    pub(crate) fn unblock(&mut self, place: Place, wait_id: u64, leave_queue: bool, now: Timestamp) -> bool {
+        self.extra.as_deref_mut().is_some_and(|extra| extra.queue.unblock(place, wait_id, leave_queue, now.ms()))
     }
 
     /// Gives the lock to the first live waiter, answering its blocked WAITs in this same step.
@@ -428,11 +386,7 @@ impl KeyState {
         for waiter in extra.queue.take_all() {
             if !waiter.is_blocked() {
                 if waiter.expires_at > now.ms() {
-                    extra.told_done.push(ToldDone {
-                        owner: waiter.owner,
-                        until: waiter.expires_at,
-                        completion: Arc::clone(completion),
-                    });
+                    extra.told_done.insert(waiter.owner, waiter.expires_at, Arc::clone(completion));
                     told += 1;
                 }
                 continue;
@@ -473,10 +427,10 @@ impl KeyState {
 
     /// Takes the owner out of the line; its blocked WAITs end as if timed out (their senders drop).
     pub(crate) fn cancel(&mut self, owner: &[u8]) -> bool {
-        let Some(index) = self.position_of(owner) else {
+        let Some(place) = self.place_of(owner) else {
             return false;
         };
-        self.extra().queue.remove(index);
+        self.extra().queue.remove(place);
         true
     }
 
@@ -484,9 +438,7 @@ impl KeyState {
     /// place it refreshed last or a WAIT blocked on it), or it was sent the current grant.
     pub(crate) fn bound_to_conn(&self, conn: ConnId) -> bool {
         self.holder.as_ref().is_some_and(|holder| holder.conn == conn)
-            || self
-                .queue()
-                .any(|waiter| waiter.conn == conn || waiter.blockers.iter().any(|blocker| blocker.conn == conn))
+            || self.queue().is_some_and(|queue| queue.bound_to_conn(conn))
             || self.extra.as_deref().is_some_and(|extra| extra.grant_also_sent_to.contains(&conn))
     }
 
@@ -533,7 +485,8 @@ impl KeyState {
         }
     }
 
-    pub(crate) fn info(&self, now: Timestamp) -> KeyInfo {
+    /// LOCK.INFO, listing at most `listed` owners from the head of the line.
+    pub(crate) fn info(&self, now: Timestamp, listed: usize) -> KeyInfo {
         let now = now.ms();
         let extra = self.extra.as_deref();
         let completion = extra
@@ -551,20 +504,21 @@ impl KeyState {
                 token: holder.token,
                 lease_remaining_ms: holder.deadline.saturating_sub(now),
             }),
-            queue: self.queue().map(|waiter| Arc::clone(&waiter.owner)).collect(),
-            blocked: self.queue().filter(|waiter| waiter.is_blocked()).count(),
+            queue: self.queue().into_iter().flat_map(Queue::iter).take(listed).map(|w| Arc::clone(&w.owner)).collect(),
+            waiters: self.queue().map_or(0, Queue::len),
+            blocked: self.queue().map_or(0, Queue::blocked_count),
             completion,
             last_failure: extra.and_then(|extra| extra.last_failure.as_ref()).map(ReleaseCause::reason),
         }
     }
 
-    /// Adds this key's gauges to a stats snapshot.
-    pub(crate) fn count_into(&self, stats: &mut CoreStats) {
-        stats.keys += 1;
-        stats.held_keys += u64::from(self.holder.is_some());
-        for waiter in self.queue() {
-            stats.waiters += 1;
-            stats.blocked_waiters += u64::from(waiter.is_blocked());
+    /// What this key adds to its shard's gauges, in O(1).
+    pub(crate) fn gauges(&self) -> Gauges {
+        Gauges {
+            keys: 1,
+            held_keys: u64::from(self.holder.is_some()),
+            waiters: self.queue().map_or(0, Queue::len) as u64,
+            blocked_waiters: self.queue().map_or(0, Queue::blocked_count) as u64,
         }
     }
 }

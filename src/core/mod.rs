@@ -3,9 +3,13 @@
 //! `parking_lot` mutex held only for the few steps of one operation, never across an `.await`.
 //!
 //! Layout: [`LockCore`] (here) routes each call to its shard; `shard` owns the keys and their
-//! timers and funnels every change of a key through `Shard::change`; `key_state` is the state
-//! machine of one key, `queue` its FIFO line; `outcome` is what callers get back and `events` what
-//! is logged.
+//! timers and funnels every change of a key through `Shard::change` (which also keeps the
+//! gauges); `key_state` is the state machine of one key, `queue` its FIFO line (over `ranked`, an
+//! order-statistics tree), `told_done` the DONEs it owes; `outcome` is what callers get back and
+//! `events` what is logged.
+//!
+//! Nothing a request or a timer does here walks all keys or a whole queue: a hostile client can
+//! make either hold millions of entries, and every shard lock held meanwhile stalls other clients.
 
 mod clock;
 mod events;
@@ -13,9 +17,11 @@ mod key_state;
 mod keyslot;
 mod outcome;
 mod queue;
+mod ranked;
 mod shard;
 #[doc(hidden)]
 pub mod testing;
+mod told_done;
 
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -28,8 +34,8 @@ pub(crate) use clock::token_seed;
 pub use clock::{Clock, Timestamp};
 pub(crate) use outcome::CoreStats;
 pub use outcome::{
-    Completion, ExtendOutcome, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict, WaitOutcome,
-    WaitStart, WaitTicket,
+    Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,
+    WaitOutcome, WaitStart, WaitTicket,
 };
 
 use key_state::Claim;
@@ -41,6 +47,11 @@ pub type ConnId = NonZeroU64;
 /// `planned_wake` while the expiry driver has no deadline planned (or is scanning). An atomic
 /// cannot hold an `Option`, and no deadline in milliseconds reaches this.
 const NO_WAKE_PLANNED: u64 = u64::MAX;
+
+/// Keys a closing connection releases per shard-lock acquisition. Each costs about a microsecond
+/// under the lock, so other clients of the shard wait a fraction of a millisecond, while the lock
+/// is taken a few hundred times less often than key by key.
+pub const RELEASE_SLICE: usize = 256;
 
 #[derive(Debug, Clone, Copy)]
 pub struct CoreSettings {
@@ -102,9 +113,17 @@ impl LockCore {
         requested.unwrap_or(self.settings.default_lease_ms).clamp(1, self.settings.max_lease_ms)
     }
 
+    fn shard_of(&self, key: &[u8]) -> usize {
+        (keyslot::shard_hash(key) & self.shard_mask) as usize
+    }
+
     /// Locks the key's shard, runs `op`, and logs what happened once the shard lock is released.
     fn on_shard<R>(&self, key: &[u8], op: impl FnOnce(&mut Shard) -> R) -> R {
-        let index = (keyslot::shard_hash(key) & self.shard_mask) as usize;
+        self.on_shard_at(self.shard_of(key), op)
+    }
+
+    /// [`LockCore::on_shard`] by the shard's index.
+    fn on_shard_at<R>(&self, index: usize, op: impl FnOnce(&mut Shard) -> R) -> R {
         let (result, events, new_deadline) = {
             let mut shard = self.shards[index].lock();
             shard.ctx.log_grants = tracing::enabled!(tracing::Level::DEBUG);
@@ -178,6 +197,7 @@ impl LockCore {
                 Ok(outcome) => WaitStart::Ready(outcome),
                 Err(blocked) => WaitStart::Blocked(WaitTicket {
                     key: Arc::clone(key),
+                    place: blocked.place,
                     conn: request.conn,
                     wait_id: blocked.wait_id,
                     receiver: blocked.receiver,
@@ -192,7 +212,8 @@ impl LockCore {
     /// its reply); otherwise it is no longer blocked and keeps its place for its queue lease.
     pub fn wait_timed_out(&self, mut ticket: WaitTicket, now: Timestamp) -> Option<WaitOutcome> {
         let key = Arc::clone(&ticket.key);
-        let unblocked = self.change_existing(&key, now, |state, _, _| state.unblock(ticket.wait_id, false, now));
+        let unblocked =
+            self.change_existing(&key, now, |state, _, _| state.unblock(ticket.place, ticket.wait_id, false, now));
         // Not blocked any more: the answer was sent under the shard lock, so it is in the channel.
         if unblocked == Some(true) { None } else { ticket.receiver.try_recv().ok() }
     }
@@ -203,7 +224,7 @@ impl LockCore {
     pub fn wait_abandoned(&self, mut ticket: WaitTicket, now: Timestamp) {
         let key = Arc::clone(&ticket.key);
         self.change_existing(&key, now, |state, key, ctx| {
-            if state.unblock(ticket.wait_id, true, now) {
+            if state.unblock(ticket.place, ticket.wait_id, true, now) {
                 return;
             }
             if let Ok(WaitOutcome::Acquired { token }) = ticket.receiver.try_recv() {
@@ -250,8 +271,9 @@ impl LockCore {
         self.change_existing(key, now, |state, _, _| state.cancel(owner)).unwrap_or(false)
     }
 
-    pub fn info(&self, key: &[u8], now: Timestamp) -> Option<KeyInfo> {
-        self.change_existing(key, now, |state, _, _| state.info(now))
+    /// LOCK.INFO of `key`, listing at most `listed` owners from the head of its line.
+    pub fn info(&self, key: &[u8], now: Timestamp, listed: usize) -> Option<KeyInfo> {
+        self.change_existing(key, now, |state, _, _| state.info(now, listed))
     }
 
     /// The core's own copy of `key`, if it has state, for callers that keep keys around (sharing
@@ -266,17 +288,41 @@ impl LockCore {
         self.on_shard(key, |shard| shard.peek(key).is_some_and(|(_, state)| state.bound_to_conn(conn)))
     }
 
-    /// A connection closed, with release-on-disconnect on. Among `keys` (the ones it acquired,
-    /// queued for, waited for or extended): the queue places it last refreshed are dropped
+    /// A connection closed: plans the release of `keys` (the ones it acquired, queued for,
+    /// waited for or extended), which [`LockCore::release_slice`] then carries out a slice at a
+    /// time. Nothing is released when release-on-disconnect is off.
+    pub fn release_connection(&self, conn: ConnId, keys: impl IntoIterator<Item = Arc<[u8]>>) -> ConnectionRelease {
+        let mut release = ConnectionRelease { conn, by_shard: Vec::new() };
+        if self.settings.release_on_disconnect {
+            release.by_shard.resize_with(self.shards.len(), Vec::new);
+            for key in keys {
+                release.by_shard[self.shard_of(&key)].push(key);
+            }
+            release.drop_finished_shards();
+        }
+        release
+    }
+
+    /// Releases up to [`RELEASE_SLICE`] keys of `release`, all of one shard, under one
+    /// acquisition of its lock: the queue places the connection last refreshed are dropped
     /// (unless the owner is blocked on another connection), and every lock bound to it fails over
     /// to the next waiter, unless the owner was sent the same grant on a connection still open.
-    pub fn release_connection<'k>(&self, conn: ConnId, keys: impl IntoIterator<Item = &'k [u8]>, now: Timestamp) {
-        if !self.settings.release_on_disconnect {
-            return;
-        }
-        for key in keys {
-            self.change_existing(key, now, |state, key, ctx| state.connection_closed(key, conn, ctx, now));
-        }
+    /// Returns whether keys remain; a caller on a runtime yields between slices, so that a
+    /// connection holding a million locks does not hold a worker thread for seconds.
+    pub fn release_slice(&self, release: &mut ConnectionRelease, now: Timestamp) -> bool {
+        let index = release.by_shard.len().saturating_sub(1);
+        let Some(keys) = release.by_shard.last_mut() else {
+            return false;
+        };
+        let slice = keys.split_off(keys.len().saturating_sub(RELEASE_SLICE));
+        let conn = release.conn;
+        self.on_shard_at(index, |shard| {
+            for key in &slice {
+                shard.change(key, Absent::Skip, now, |state, key, ctx| state.connection_closed(key, conn, ctx, now));
+            }
+        });
+        release.drop_finished_shards();
+        !release.by_shard.is_empty()
     }
 
     /// Applies every expiry due at `now` (lease expiries hand the lock on). Returns the next
@@ -301,12 +347,13 @@ impl LockCore {
         next
     }
 
-    /// Counters plus current gauges, summed over the shards.
+    /// Counters plus current gauges, summed over the shards: O(shards), whatever the keys.
     pub(crate) fn stats(&self) -> CoreStats {
         let mut total = CoreStats::default();
         for shard in self.shards.iter() {
             let shard = shard.lock();
             let counters = shard.ctx.stats;
+            let gauges = shard.gauges();
             total.grants += counters.grants;
             total.handoffs += counters.handoffs;
             total.successes += counters.successes;
@@ -314,14 +361,35 @@ impl LockCore {
             total.lease_expiries += counters.lease_expiries;
             total.disconnect_releases += counters.disconnect_releases;
             total.done_answers += counters.done_answers;
-            for state in shard.states() {
-                state.count_into(&mut total);
-            }
+            total.keys += gauges.keys;
+            total.held_keys += gauges.held_keys;
+            total.waiters += gauges.waiters;
+            total.blocked_waiters += gauges.blocked_waiters;
         }
         total
     }
 
-    /// Zeroes the event counters (the gauges are computed, so they stay).
+    /// The gauges as kept, summed over the shards.
+    pub fn gauges(&self) -> Gauges {
+        self.sum_over_shards(Shard::gauges)
+    }
+
+    /// The gauges computed afresh by walking every key, for tests to check the kept ones
+    /// against. O(keys): never on a request path.
+    #[doc(hidden)]
+    pub fn recount_gauges(&self) -> Gauges {
+        self.sum_over_shards(Shard::recount_gauges)
+    }
+
+    fn sum_over_shards(&self, gauges: impl Fn(&Shard) -> Gauges) -> Gauges {
+        let mut total = Gauges::default();
+        for shard in self.shards.iter() {
+            total.add(gauges(&shard.lock()));
+        }
+        total
+    }
+
+    /// Zeroes the event counters (the gauges describe the present, so they stay).
     pub(crate) fn reset_counters(&self) {
         for shard in self.shards.iter() {
             shard.lock().ctx.stats = CoreStats::default();
@@ -330,7 +398,24 @@ impl LockCore {
 
     /// Number of keys with any state (held, queued, or remembering a completion).
     pub fn key_count(&self) -> usize {
-        self.shards.iter().map(|shard| shard.lock().key_count()).sum()
+        self.gauges().keys as usize
+    }
+}
+
+/// The keys of a closed connection still to release, by shard (see
+/// [`LockCore::release_connection`]).
+#[derive(Debug)]
+pub struct ConnectionRelease {
+    conn: ConnId,
+    /// Indexed by shard; shards are done from the last, and dropped once done.
+    by_shard: Vec<Vec<Arc<[u8]>>>,
+}
+
+impl ConnectionRelease {
+    fn drop_finished_shards(&mut self) {
+        while self.by_shard.last().is_some_and(Vec::is_empty) {
+            self.by_shard.pop();
+        }
     }
 }
 

@@ -42,6 +42,8 @@ pub enum WaitOutcome {
 #[derive(Debug)]
 pub struct WaitTicket {
     pub(crate) key: Arc<[u8]>,
+    /// The owner's place in the key's line when it blocked.
+    pub(crate) place: u64,
     pub(crate) wait_id: u64,
     /// The connection the WAIT blocks on.
     pub(crate) conn: ConnId,
@@ -131,13 +133,40 @@ pub struct HolderInfo {
 pub struct KeyInfo {
     pub state: LockStateName,
     pub holder: Option<HolderInfo>,
-    /// Owners in line, head first.
+    /// Owners in line, head first: at most as many as the caller asked to list.
     pub queue: Vec<Arc<[u8]>>,
+    /// How many owners are in line, listed or not.
+    pub waiters: usize,
     /// How many of them are blocked in LOCK.WAIT right now.
     pub blocked: usize,
     /// The remembered completion (KEEP) and how long it is kept still.
     pub completion: Option<(Arc<Completion>, u64)>,
     pub last_failure: Option<Arc<[u8]>>,
+}
+
+/// What the lock table holds right now. Kept up to date as keys change (see `Shard::change`), so
+/// reading it costs nothing per key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Keys with any state (held, queued, or remembering a completion).
+    pub keys: u64,
+    pub held_keys: u64,
+    pub waiters: u64,
+    pub blocked_waiters: u64,
+}
+
+impl Gauges {
+    /// A key went from contributing `before` to contributing `after`.
+    pub(crate) fn replace(&mut self, before: Gauges, after: Gauges) {
+        self.keys = self.keys - before.keys + after.keys;
+        self.held_keys = self.held_keys - before.held_keys + after.held_keys;
+        self.waiters = self.waiters - before.waiters + after.waiters;
+        self.blocked_waiters = self.blocked_waiters - before.blocked_waiters + after.blocked_waiters;
+    }
+
+    pub(crate) fn add(&mut self, other: Gauges) {
+        self.replace(Gauges::default(), other);
+    }
 }
 
 /// Counters and gauges for INFO.

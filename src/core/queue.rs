@@ -1,15 +1,26 @@
 //! The FIFO line of one key: owners waiting for the lock, blocked in LOCK.WAIT or holding a leased
 //! place.
+//!
+//! A hostile client can put millions of owners in one line, so no operation here walks it: each
+//! waiter is found through an index (by owner, by the moment its place runs out, by connection)
+//! and the line itself is a [`RankedMap`] keyed by join order, which also gives an owner's
+//! position. Joining, leaving from anywhere, blocking, unblocking, the hand-off at the head and
+//! each place that runs out cost O(log n) in the line's length.
 
-use std::collections::VecDeque;
+use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 
-use hashbrown::HashSet;
+use hashbrown::HashMap;
 use tokio::sync::oneshot;
 
 use super::ConnId;
 use super::clock::Timestamp;
 use super::outcome::WaitOutcome;
+use super::ranked::RankedMap;
+
+/// Where an owner stands in one key's line: the order in which it joined. Never reused while the
+/// line exists, so a stale one finds nobody or is told apart by its wait id.
+pub(crate) type Place = u64;
 
 /// One blocked LOCK.WAIT call.
 #[derive(Debug)]
@@ -39,117 +50,209 @@ impl Waiter {
     pub(crate) fn is_blocked(&self) -> bool {
         !self.blockers.is_empty()
     }
+}
 
-    /// Whether the owner is still in line at `now`: blocked, or its place's lease not yet over.
-    fn is_live(&self, now: u64) -> bool {
-        self.is_blocked() || self.expires_at > now
+/// The indexes over the parts of a waiter that change while it is in line. Kept apart from the
+/// line so a waiter can be borrowed from one while the other is updated.
+#[derive(Debug, Default)]
+struct Indexes {
+    /// (expires_at, place) of every waiter that is not blocked.
+    expiries: BTreeSet<(u64, Place)>,
+    /// (conn, place): the connection each waiter's grant would bind to.
+    places_by_conn: BTreeSet<(ConnId, Place)>,
+    /// Blocked LOCK.WAIT calls per connection.
+    blockers_by_conn: HashMap<ConnId, usize>,
+    blocked: usize,
+}
+
+impl Indexes {
+    fn add(&mut self, place: Place, waiter: &Waiter) {
+        self.places_by_conn.insert((waiter.conn, place));
+        if waiter.is_blocked() {
+            self.blocked += 1;
+        } else {
+            self.expiries.insert((waiter.expires_at, place));
+        }
+        for blocker in &waiter.blockers {
+            *self.blockers_by_conn.entry(blocker.conn).or_default() += 1;
+        }
     }
 
-    /// The place's lease restarts (every TRY, and a WAIT that ends without an answer).
-    pub(crate) fn lease_place(&mut self, now: u64) {
-        self.expires_at = now.saturating_add(self.lease_ms);
+    fn remove(&mut self, place: Place, waiter: &Waiter) {
+        self.places_by_conn.remove(&(waiter.conn, place));
+        if waiter.is_blocked() {
+            self.blocked -= 1;
+        } else {
+            self.expiries.remove(&(waiter.expires_at, place));
+        }
+        for blocker in &waiter.blockers {
+            if let Some(count) = self.blockers_by_conn.get_mut(&blocker.conn) {
+                *count -= 1;
+                if *count == 0 {
+                    self.blockers_by_conn.remove(&blocker.conn);
+                }
+            }
+        }
     }
 }
 
-/// Joining, leaving at the head and checking whether an owner is in line are O(1), so that
-/// building a line of thousands of waiters stays linear.
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
-    waiters: VecDeque<Waiter>,
-    owners: HashSet<Arc<[u8]>>,
-    /// No place of a waiter that is not blocked runs out before this (None: none can). A lower
-    /// bound: expiries are only scanned for once it has passed.
-    places_expire_at: Option<u64>,
+    line: RankedMap<Waiter>,
+    next_place: Place,
+    owners: HashMap<Arc<[u8]>, Place>,
+    indexes: Indexes,
 }
 
 impl Queue {
     pub(crate) fn is_empty(&self) -> bool {
-        self.waiters.is_empty()
+        self.line.is_empty()
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.line.len()
+    }
+
+    /// How many waiters are blocked in LOCK.WAIT.
+    pub(crate) fn blocked_count(&self) -> usize {
+        self.indexes.blocked
+    }
+
+    /// The waiters, head first.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Waiter> {
-        self.waiters.iter()
+        self.line.values()
     }
 
-    pub(crate) fn get_mut(&mut self, index: usize) -> &mut Waiter {
-        &mut self.waiters[index]
+    pub(crate) fn place_of(&self, owner: &[u8]) -> Option<Place> {
+        self.owners.get(owner).copied()
     }
 
-    pub(crate) fn position(&self, owner: &[u8]) -> Option<usize> {
-        if !self.owners.contains(owner) {
-            return None;
+    /// How many waiters are ahead of `place` (0: it is the head).
+    pub(crate) fn position(&self, place: Place) -> usize {
+        self.line.rank(place)
+    }
+
+    pub(crate) fn join(&mut self, waiter: Waiter) -> Place {
+        let place = self.next_place;
+        self.next_place += 1;
+        self.owners.insert(Arc::clone(&waiter.owner), place);
+        self.indexes.add(place, &waiter);
+        self.line.insert(place, waiter);
+        place
+    }
+
+    /// The one way a waiter in line changes, so that the indexes follow it.
+    fn update<R>(&mut self, place: Place, op: impl FnOnce(&mut Waiter) -> R) -> Option<R> {
+        let waiter = self.line.get_mut(place)?;
+        self.indexes.remove(place, waiter);
+        let result = op(waiter);
+        self.indexes.add(place, waiter);
+        Some(result)
+    }
+
+    /// The owner's TRY or WAIT renews its place: the call's lease, restarted from now, and its
+    /// connection as the one a grant binds to.
+    pub(crate) fn renew(&mut self, place: Place, lease_ms: u64, conn: ConnId, now: u64) {
+        self.update(place, |waiter| {
+            waiter.lease_ms = lease_ms;
+            waiter.conn = conn;
+            waiter.expires_at = now.saturating_add(lease_ms);
+        });
+    }
+
+    pub(crate) fn block(&mut self, place: Place, blocker: Blocker) {
+        self.update(place, |waiter| waiter.blockers.push(blocker));
+    }
+
+    /// Removes the blocked WAIT `wait_id` of the owner at `place`. Returns false when it is not
+    /// blocked there (any more). An owner left with no blocked WAIT leaves the line if
+    /// `leave_queue`, or else holds its place for its lease from now.
+    pub(crate) fn unblock(&mut self, place: Place, wait_id: u64, leave_queue: bool, now: u64) -> bool {
+        let Some(at) =
+            self.line.get(place).and_then(|waiter| waiter.blockers.iter().position(|b| b.wait_id == wait_id))
+        else {
+            return false;
+        };
+        let leaves = self.update(place, |waiter| {
+            // Keep the order: the newest blocker is the one a grant binds to.
+            let blocker = waiter.blockers.remove(at);
+            if waiter.is_blocked() {
+                return false;
+            }
+            waiter.expires_at = now.saturating_add(waiter.lease_ms);
+            // A WAIT whose connection went leaves the line, unless the owner has renewed its
+            // place since on another connection (a later TRY or WAIT there): that connection
+            // now answers for the place, and its own close would take it.
+            leave_queue && waiter.conn == blocker.conn
+        });
+        if leaves == Some(true) {
+            self.remove(place);
         }
-        self.waiters.iter().position(|waiter| *waiter.owner == *owner)
-    }
-
-    pub(crate) fn push_back(&mut self, waiter: Waiter) -> usize {
-        self.owners.insert(Arc::clone(&waiter.owner));
-        self.waiters.push_back(waiter);
-        self.waiters.len() - 1
+        true
     }
 
     pub(crate) fn pop_front(&mut self) -> Option<Waiter> {
-        let waiter = self.waiters.pop_front()?;
-        self.owners.remove(&waiter.owner);
+        let (place, waiter) = self.line.pop_first()?;
+        self.forget(place, &waiter);
         Some(waiter)
     }
 
-    pub(crate) fn remove(&mut self, index: usize) -> Option<Waiter> {
-        let waiter = self.waiters.remove(index)?;
-        self.owners.remove(&waiter.owner);
+    pub(crate) fn remove(&mut self, place: Place) -> Option<Waiter> {
+        let waiter = self.line.remove(place)?;
+        self.forget(place, &waiter);
         Some(waiter)
     }
 
-    pub(crate) fn take_all(&mut self) -> VecDeque<Waiter> {
+    fn forget(&mut self, place: Place, waiter: &Waiter) {
+        self.owners.remove(&waiter.owner);
+        self.indexes.remove(place, waiter);
+    }
+
+    /// Empties the line, head first.
+    pub(crate) fn take_all(&mut self) -> impl Iterator<Item = Waiter> {
         self.owners.clear();
-        self.places_expire_at = None;
-        std::mem::take(&mut self.waiters)
+        self.indexes = Indexes::default();
+        self.line.drain()
     }
 
-    /// The next moment a place may run out.
+    /// The next moment a place runs out.
     pub(crate) fn places_expire_at(&self) -> Option<u64> {
-        self.places_expire_at
+        self.indexes.expiries.first().map(|(expires_at, _)| *expires_at)
     }
 
-    /// A waiter that is not blocked holds its place until `expires_at`.
-    pub(crate) fn place_leased_until(&mut self, expires_at: u64) {
-        self.places_expire_at = Some(self.places_expire_at.map_or(expires_at, |at| at.min(expires_at)));
-    }
-
-    /// Drops the waiters whose place has run out.
+    /// Drops the waiters whose place has run out: not blocked, and leased until `now` at most.
     pub(crate) fn drop_expired(&mut self, now: u64) {
-        if self.places_expire_at.is_none_or(|at| at > now) {
-            return;
+        while let Some(&(expires_at, place)) = self.indexes.expiries.first()
+            && expires_at <= now
+        {
+            self.remove(place);
         }
-        let owners = &mut self.owners;
-        self.waiters.retain(|waiter| {
-            let live = waiter.is_live(now);
-            if !live {
-                owners.remove(&waiter.owner);
-            }
-            live
-        });
-        self.places_expire_at =
-            self.waiters.iter().filter(|waiter| !waiter.is_blocked()).map(|waiter| waiter.expires_at).min();
     }
 
     /// `conn` closed: the places it last refreshed go, so that an owner who has left is never
     /// granted the lock. An owner still blocked on another connection stays, and a grant made
     /// once it is no longer blocked binds to the connection of its newest WAIT.
     pub(crate) fn drop_places_of(&mut self, conn: ConnId) {
-        let owners = &mut self.owners;
-        self.waiters.retain_mut(|waiter| {
-            if waiter.conn != conn {
-                return true;
+        let places: Vec<Place> = self.places_bound_to(conn).collect();
+        for place in places {
+            if self.line.get(place).is_some_and(Waiter::is_blocked) {
+                self.update(place, |waiter| {
+                    if let Some(newest) = waiter.blockers.iter().rev().find(|blocker| blocker.conn != conn) {
+                        waiter.conn = newest.conn;
+                    }
+                });
+            } else {
+                self.remove(place);
             }
-            if !waiter.is_blocked() {
-                owners.remove(&waiter.owner);
-                return false;
-            }
-            if let Some(newest) = waiter.blockers.iter().rev().find(|blocker| blocker.conn != conn) {
-                waiter.conn = newest.conn;
-            }
-            true
-        });
+        }
+    }
+
+    fn places_bound_to(&self, conn: ConnId) -> impl Iterator<Item = Place> + '_ {
+        self.indexes.places_by_conn.range((conn, Place::MIN)..=(conn, Place::MAX)).map(|(_, place)| *place)
+    }
+
+    /// Whether a grant may bind to `conn`: a place it refreshed last or a WAIT blocked on it.
+    pub(crate) fn bound_to_conn(&self, conn: ConnId) -> bool {
+        self.places_bound_to(conn).next().is_some() || self.indexes.blockers_by_conn.contains_key(&conn)
     }
 }

@@ -11,7 +11,7 @@ use hashbrown::hash_map::EntryRef;
 use super::clock::Timestamp;
 use super::events::LockEvent;
 use super::key_state::KeyState;
-use super::outcome::CoreStats;
+use super::outcome::{CoreStats, Gauges};
 
 /// Per-shard bookkeeping that the key states update.
 #[derive(Debug)]
@@ -75,12 +75,20 @@ pub(crate) struct Shard {
     /// Min-heap of (deadline, key). A key has at most one live entry (the one equal to its
     /// `timer_at`); superseded entries are skipped when popped and purged when they pile up.
     timers: BinaryHeap<Reverse<(u64, Arc<[u8]>)>>,
+    /// The sum of every key's [`KeyState::gauges`], adjusted by [`Shard::change`], the one place
+    /// keys change, so INFO never walks the keys.
+    gauges: Gauges,
     pub(crate) ctx: ShardCtx,
 }
 
 impl Shard {
     pub(crate) fn new(token_seed: u64) -> Shard {
-        Shard { keys: HashMap::new(), timers: BinaryHeap::new(), ctx: ShardCtx::new(token_seed) }
+        Shard {
+            keys: HashMap::new(),
+            timers: BinaryHeap::new(),
+            gauges: Gauges::default(),
+            ctx: ShardCtx::new(token_seed),
+        }
     }
 
     /// Every change of a key's state passes through here, as one step at one `now`: what fell due
@@ -94,11 +102,14 @@ impl Shard {
         now: Timestamp,
         op: impl FnOnce(&mut KeyState, &Arc<[u8]>, &mut ShardCtx) -> R,
     ) -> Option<R> {
-        let (key, state) = match self.keys.entry_ref(key) {
-            EntryRef::Occupied(entry) => (Arc::clone(entry.key()), entry.into_mut()),
+        let (key, state, before) = match self.keys.entry_ref(key) {
+            EntryRef::Occupied(entry) => {
+                let before = entry.get().gauges();
+                (Arc::clone(entry.key()), entry.into_mut(), before)
+            }
             EntryRef::Vacant(entry) if absent == Absent::Create => {
                 let key: Arc<[u8]> = Arc::from(key);
-                (Arc::clone(&key), entry.insert_with_key(key, Box::default()))
+                (Arc::clone(&key), entry.insert_with_key(key, Box::default()), Gauges::default())
             }
             EntryRef::Vacant(_) => return None,
         };
@@ -106,8 +117,10 @@ impl Shard {
         let result = op(state, &key, &mut self.ctx);
         if state.is_forgettable() {
             self.keys.remove(&key);
+            self.gauges.replace(before, Gauges::default());
             return Some(result);
         }
+        self.gauges.replace(before, state.gauges());
         if let Some(deadline) = state.next_deadline()
             && state.timer_at.is_none_or(|armed| deadline < armed)
         {
@@ -156,12 +169,17 @@ impl Shard {
         None
     }
 
-    pub(crate) fn key_count(&self) -> usize {
-        self.keys.len()
+    pub(crate) fn gauges(&self) -> Gauges {
+        self.gauges
     }
 
-    pub(crate) fn states(&self) -> impl Iterator<Item = &KeyState> {
-        self.keys.values().map(|state| &**state)
+    /// The gauges computed afresh from every key, to check the kept ones against.
+    pub(crate) fn recount_gauges(&self) -> Gauges {
+        let mut total = Gauges::default();
+        for state in self.keys.values() {
+            total.add(state.gauges());
+        }
+        total
     }
 
     #[cfg(test)]

@@ -1,4 +1,4 @@
-use super::testing::{acquired, at, blocked, conn, granted, request};
+use super::testing::{acquired, at, blocked, conn, granted, release_connection, request};
 use super::*;
 
 fn core() -> LockCore {
@@ -23,7 +23,7 @@ fn free_lock_is_granted_and_retry_by_holder_is_idempotent() {
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
     assert_eq!(core.try_lock(request("k", "a", 1, None), false, at(500)), TryOutcome::Acquired { token });
     // The retry renewed the lease: 1000 ms from t=500, so still held at t=1200.
-    assert_eq!(core.info(b"k", at(1_200)).unwrap().holder.unwrap().owner.as_ref(), b"a");
+    assert_eq!(core.info(b"k", at(1_200), usize::MAX).unwrap().holder.unwrap().owner.as_ref(), b"a");
 }
 
 #[test]
@@ -33,7 +33,7 @@ fn others_queue_in_order_and_a_repeat_keeps_its_place() {
     assert_eq!(core.try_lock(request("k", "b", 2, None), false, at(0)), TryOutcome::Queued { position: 1 });
     assert_eq!(core.try_lock(request("k", "c", 3, None), false, at(0)), TryOutcome::Queued { position: 2 });
     assert_eq!(core.try_lock(request("k", "b", 2, None), false, at(0)), TryOutcome::Queued { position: 1 });
-    let info = core.info(b"k", at(0)).unwrap();
+    let info = core.info(b"k", at(0), usize::MAX).unwrap();
     assert_eq!(info.queue, vec![Arc::from(&b"b"[..]), Arc::from(&b"c"[..])]);
     assert_eq!(info.state, LockStateName::Held);
 }
@@ -46,7 +46,7 @@ fn noqueue_reports_the_holder_and_queues_nothing() {
         core.try_lock(request("k", "b", 2, None), true, at(0)),
         TryOutcome::Busy { holder: Arc::from(&b"a"[..]) }
     );
-    assert!(core.info(b"k", at(0)).unwrap().queue.is_empty());
+    assert!(core.info(b"k", at(0), usize::MAX).unwrap().queue.is_empty());
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn failure_hands_off_to_the_head_only_with_a_larger_token() {
     };
     assert!(second > first);
     assert!(c.receiver.try_recv().is_err(), "only the head is woken");
-    let info = core.info(b"k", at(10)).unwrap();
+    let info = core.info(b"k", at(10), usize::MAX).unwrap();
     assert_eq!(info.holder.unwrap().token, second);
     assert_eq!(info.last_failure.as_deref(), Some(&b"disk full"[..]));
     assert_eq!(core.unlock(b"k", b"b", second, failure(), at(20)), UnlockOutcome::HandedOff);
@@ -139,7 +139,7 @@ fn keep_remembers_the_completion_for_late_arrivals() {
     core.unlock(b"k", b"a", token, success(Some("r"), Some(500)), at(0));
     assert!(matches!(core.try_lock(request("k", "late", 2, None), false, at(100)), TryOutcome::Done(_)));
     assert!(matches!(core.wait(request("k", "late2", 3, None), at(200)), WaitStart::Ready(WaitOutcome::Done(_))));
-    assert_eq!(core.info(b"k", at(200)).unwrap().state, LockStateName::Done);
+    assert_eq!(core.info(b"k", at(200), usize::MAX).unwrap().state, LockStateName::Done);
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(200)), UnlockOutcome::NotLocked);
     assert!(matches!(core.try_lock(request("k", "late", 2, None), false, at(501)), TryOutcome::Acquired { .. }));
 }
@@ -151,7 +151,7 @@ fn timed_out_wait_keeps_its_place_and_can_wait_again() {
     let b = blocked(core.wait(request("k", "b", 2, None), at(0)));
     blocked(core.wait(request("k", "c", 3, None), at(0)));
     assert_eq!(core.wait_timed_out(b, at(100)), None);
-    assert_eq!(core.info(b"k", at(100)).unwrap().queue[0].as_ref(), b"b");
+    assert_eq!(core.info(b"k", at(100), usize::MAX).unwrap().queue[0].as_ref(), b"b");
     let mut b = blocked(core.wait(request("k", "b", 2, None), at(150)));
     core.unlock(b"k", b"a", token, failure(), at(200));
     assert!(matches!(b.receiver.try_recv(), Ok(WaitOutcome::Acquired { .. })));
@@ -176,7 +176,7 @@ fn timeout_racing_a_grant_returns_the_grant() {
     core.unlock(b"k", b"a", token, failure(), at(10));
     // The grant was sent before the timeout was processed: the timeout must yield it.
     assert!(matches!(core.wait_timed_out(b, at(10)), Some(WaitOutcome::Acquired { .. })));
-    assert_eq!(core.info(b"k", at(10)).unwrap().holder.unwrap().owner.as_ref(), b"b");
+    assert_eq!(core.info(b"k", at(10), usize::MAX).unwrap().holder.unwrap().owner.as_ref(), b"b");
 }
 
 #[test]
@@ -199,7 +199,7 @@ fn grant_sent_to_a_waiter_that_then_disconnects_passes_on() {
     core.unlock(b"k", b"a", token, failure(), at(10));
     core.wait_abandoned(b, at(11));
     assert!(matches!(c.receiver.try_recv(), Ok(WaitOutcome::Acquired { .. })));
-    assert_eq!(core.info(b"k", at(11)).unwrap().holder.unwrap().owner.as_ref(), b"c");
+    assert_eq!(core.info(b"k", at(11), usize::MAX).unwrap().holder.unwrap().owner.as_ref(), b"c");
 }
 
 #[test]
@@ -238,7 +238,7 @@ fn lease_expiry_hands_off_and_fences_the_stale_holder() {
     assert!(fresh > stale);
     assert_eq!(core.unlock(b"k", b"a", stale, success(None, None), at(1_001)), UnlockOutcome::NotHolder);
     assert_eq!(core.extend(b"k", b"a", stale, 5_000, conn(1), at(1_001)), ExtendOutcome::NotHolder);
-    assert_eq!(core.info(b"k", at(1_001)).unwrap().last_failure.as_deref(), Some(&b"lease expired"[..]));
+    assert_eq!(core.info(b"k", at(1_001), usize::MAX).unwrap().last_failure.as_deref(), Some(&b"lease expired"[..]));
     assert_eq!(core.stats().lease_expiries, 1);
 }
 
@@ -248,7 +248,7 @@ fn extend_renews_the_lease() {
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
     assert_eq!(core.extend(b"k", b"a", token, 5_000, conn(1), at(900)), ExtendOutcome::Extended);
     core.expire(at(2_000));
-    assert_eq!(core.info(b"k", at(2_000)).unwrap().holder.unwrap().lease_remaining_ms, 3_900);
+    assert_eq!(core.info(b"k", at(2_000), usize::MAX).unwrap().holder.unwrap().lease_remaining_ms, 3_900);
     assert_eq!(core.extend(b"k", b"a", token + 1, 5_000, conn(1), at(900)), ExtendOutcome::NotHolder);
     assert_eq!(core.extend(b"nokey", b"a", token, 5_000, conn(1), at(900)), ExtendOutcome::NotLocked);
 }
@@ -257,9 +257,9 @@ fn extend_renews_the_lease() {
 fn leases_are_capped_by_the_maximum() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "a", 1, Some(u64::MAX)), false, at(0)));
-    assert_eq!(core.info(b"k", at(0)).unwrap().holder.unwrap().lease_remaining_ms, 60_000);
+    assert_eq!(core.info(b"k", at(0), usize::MAX).unwrap().holder.unwrap().lease_remaining_ms, 60_000);
     core.extend(b"k", b"a", token, u64::MAX, conn(1), at(0));
-    assert_eq!(core.info(b"k", at(0)).unwrap().holder.unwrap().lease_remaining_ms, 60_000);
+    assert_eq!(core.info(b"k", at(0), usize::MAX).unwrap().holder.unwrap().lease_remaining_ms, 60_000);
 }
 
 #[test]
@@ -280,9 +280,9 @@ fn holder_connection_close_releases_to_the_next_waiter() {
     let core = core();
     acquired(core.try_lock(request("k", "a", 7, None), false, at(0)));
     let mut b = blocked(core.wait(request("k", "b", 8, None), at(0)));
-    core.release_connection(conn(8), [&b"k"[..]], at(1));
+    release_connection(&core, conn(8), [&b"k"[..]], at(1));
     assert!(b.receiver.try_recv().is_err(), "another connection's close changes nothing");
-    core.release_connection(conn(7), [&b"k"[..]], at(1));
+    release_connection(&core, conn(7), [&b"k"[..]], at(1));
     assert!(matches!(b.receiver.try_recv(), Ok(WaitOutcome::Acquired { .. })));
     assert_eq!(core.stats().disconnect_releases, 1);
 }
@@ -291,8 +291,8 @@ fn holder_connection_close_releases_to_the_next_waiter() {
 fn release_on_disconnect_off_keeps_the_lease() {
     let core = core_with(false);
     acquired(core.try_lock(request("k", "a", 7, None), false, at(0)));
-    core.release_connection(conn(7), [&b"k"[..]], at(1));
-    assert_eq!(core.info(b"k", at(1)).unwrap().state, LockStateName::Held);
+    release_connection(&core, conn(7), [&b"k"[..]], at(1));
+    assert_eq!(core.info(b"k", at(1), usize::MAX).unwrap().state, LockStateName::Held);
 }
 
 #[test]
@@ -301,7 +301,7 @@ fn unqueued_owner_place_expires() {
     acquired(core.try_lock(request("k", "a", 1, Some(10_000)), false, at(0)));
     core.try_lock(request("k", "b", 2, None), false, at(0));
     core.expire(at(1_000));
-    assert!(core.info(b"k", at(1_000)).unwrap().queue.is_empty());
+    assert!(core.info(b"k", at(1_000), usize::MAX).unwrap().queue.is_empty());
 }
 
 #[test]
@@ -336,8 +336,8 @@ fn head_granted_after_its_wait_timed_out_is_bound_to_the_connection_it_waited_on
     assert_eq!(core.wait_timed_out(b, at(10)), None);
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(20)), UnlockOutcome::HandedOff);
     assert!(core.bound_to_conn(b"k", conn(5)));
-    core.release_connection(conn(5), [&b"k"[..]], at(30));
-    assert_eq!(core.info(b"k", at(30)).map(|info| info.state), None, "released and forgotten");
+    release_connection(&core, conn(5), [&b"k"[..]], at(30));
+    assert_eq!(core.info(b"k", at(30), usize::MAX).map(|info| info.state), None, "released and forgotten");
 }
 
 #[test]
@@ -345,9 +345,9 @@ fn owner_waiting_on_two_connections_is_bound_to_the_newest() {
     let core = core();
     let (grant, _older, mut newer, mut next) = grant_to_an_owner_on_two_connections(&core);
     assert_eq!(granted(&mut newer), Some(grant), "both calls of the owner are told");
-    core.release_connection(conn(2), [&b"k"[..]], at(4));
+    release_connection(&core, conn(2), [&b"k"[..]], at(4));
     assert_eq!(granted(&mut next), None, "the older connection is not the binding one");
-    core.release_connection(conn(3), [&b"k"[..]], at(5));
+    release_connection(&core, conn(3), [&b"k"[..]], at(5));
     assert!(granted(&mut next).is_some());
 }
 
@@ -366,7 +366,7 @@ fn late_expiry_wakes_only_the_head_with_a_lease_from_the_hand_off() {
     let token = granted(&mut a).expect("the head is granted");
     assert_eq!(granted(&mut b), None, "only the head is woken");
     assert_eq!(granted(&mut c), None, "only the head is woken");
-    let holder = core.info(b"k", at(350)).unwrap().holder.unwrap();
+    let holder = core.info(b"k", at(350), usize::MAX).unwrap().holder.unwrap();
     assert_eq!((holder.owner.as_ref(), holder.token, holder.lease_remaining_ms), (&b"a"[..], token, 100));
     assert_eq!(core.stats().lease_expiries, 1);
 }
@@ -381,7 +381,7 @@ fn late_expiry_skips_places_that_ran_out_meanwhile_but_not_blocked_waiters() {
     let mut w = blocked(core.wait(request("k", "w", 3, Some(100)), at(0)));
     core.expire(at(200));
     assert!(granted(&mut w).is_some(), "the blocked waiter is granted");
-    let info = core.info(b"k", at(200)).unwrap();
+    let info = core.info(b"k", at(200), usize::MAX).unwrap();
     assert_eq!(info.holder.map(|holder| holder.owner), Some(Arc::from(&b"w"[..])));
     assert!(info.queue.is_empty(), "q's place ran out at t=150");
 }
@@ -398,9 +398,13 @@ fn noqueue_poll_renews_the_place() {
     assert_eq!(busy, TryOutcome::Busy { holder: Arc::from(&b"a"[..]) });
     assert!(core.bound_to_conn(b"k", conn(3)), "a grant would bind to the polling connection");
     core.expire(at(1_500));
-    assert_eq!(core.info(b"k", at(1_500)).unwrap().queue, vec![Arc::from(&b"b"[..])], "leased until t=1900");
+    assert_eq!(
+        core.info(b"k", at(1_500), usize::MAX).unwrap().queue,
+        vec![Arc::from(&b"b"[..])],
+        "leased until t=1900"
+    );
     core.expire(at(1_900));
-    assert!(core.info(b"k", at(1_900)).unwrap().queue.is_empty());
+    assert!(core.info(b"k", at(1_900), usize::MAX).unwrap().queue.is_empty());
 }
 
 /// Issue 9: a LOCK.WAIT that timed out keeps the owner's place, but the place outlived its
@@ -413,7 +417,7 @@ fn a_departed_waiter_is_never_granted() {
     let departed = blocked(core.wait(request("k", "d", 2, None), at(0)));
     let mut next = blocked(core.wait(request("k", "n", 3, None), at(0)));
     assert_eq!(core.wait_timed_out(departed, at(10)), None);
-    core.release_connection(conn(2), [&b"k"[..]], at(20));
+    release_connection(&core, conn(2), [&b"k"[..]], at(20));
     assert_eq!(core.unlock(b"k", b"h", token, failure(), at(30)), UnlockOutcome::HandedOff);
     assert!(granted(&mut next).is_some(), "the waiter behind the departed owner is granted");
 }
@@ -425,13 +429,13 @@ fn a_closed_connection_keeps_the_place_of_an_owner_blocked_elsewhere() {
     let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
     let waiting = blocked(core.wait(request("k", "o", 3, None), at(0)));
     assert_eq!(core.try_lock(request("k", "o", 2, None), false, at(5)), TryOutcome::Queued { position: 1 });
-    core.release_connection(conn(2), [&b"k"[..]], at(10));
-    assert_eq!(core.info(b"k", at(10)).unwrap().queue, vec![Arc::from(&b"o"[..])]);
+    release_connection(&core, conn(2), [&b"k"[..]], at(10));
+    assert_eq!(core.info(b"k", at(10), usize::MAX).unwrap().queue, vec![Arc::from(&b"o"[..])]);
     assert_eq!(core.wait_timed_out(waiting, at(20)), None);
     assert_eq!(core.unlock(b"k", b"h", token, failure(), at(30)), UnlockOutcome::HandedOff);
     assert!(core.bound_to_conn(b"k", conn(3)), "the grant binds to the connection still open");
-    core.release_connection(conn(3), [&b"k"[..]], at(40));
-    assert_eq!(core.info(b"k", at(40)), None, "released when that one closes too");
+    release_connection(&core, conn(3), [&b"k"[..]], at(40));
+    assert_eq!(core.info(b"k", at(40), usize::MAX), None, "released when that one closes too");
 }
 
 /// `o` waits on connection 3, then renews its place with a TRY on connection 2; connection 3
@@ -443,8 +447,8 @@ fn an_abandoned_wait_leaves_a_place_renewed_elsewhere() {
     let waiting = blocked(core.wait(request("k", "o", 3, None), at(0)));
     assert_eq!(core.try_lock(request("k", "o", 2, None), false, at(5)), TryOutcome::Queued { position: 1 });
     core.wait_abandoned(waiting, at(10));
-    core.release_connection(conn(3), [&b"k"[..]], at(10));
-    assert_eq!(core.info(b"k", at(10)).unwrap().queue, vec![Arc::from(&b"o"[..])]);
+    release_connection(&core, conn(3), [&b"k"[..]], at(10));
+    assert_eq!(core.info(b"k", at(10), usize::MAX).unwrap().queue, vec![Arc::from(&b"o"[..])]);
     assert_eq!(core.unlock(b"k", b"h", token, failure(), at(20)), UnlockOutcome::HandedOff);
     assert!(core.bound_to_conn(b"k", conn(2)), "the grant binds to the connection that renewed the place");
 }
@@ -454,8 +458,8 @@ fn release_on_disconnect_off_keeps_the_places_of_a_closed_connection() {
     let core = core_with(false);
     acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
     assert_eq!(core.try_lock(request("k", "q", 2, None), false, at(0)), TryOutcome::Queued { position: 1 });
-    core.release_connection(conn(2), [&b"k"[..]], at(10));
-    assert_eq!(core.info(b"k", at(10)).unwrap().queue, vec![Arc::from(&b"q"[..])]);
+    release_connection(&core, conn(2), [&b"k"[..]], at(10));
+    assert_eq!(core.info(b"k", at(10), usize::MAX).unwrap().queue, vec![Arc::from(&b"q"[..])]);
 }
 
 /// Owner `o` blocked on two connections, 2 (older) and 3 (newer), and `n` behind it; the holder
@@ -478,12 +482,12 @@ fn closing_the_bound_connection_moves_the_grant_to_another_that_was_sent_it() {
     let core = core();
     let (grant, _older, newer, mut next) = grant_to_an_owner_on_two_connections(&core);
     drop(newer);
-    core.release_connection(conn(3), [&b"k"[..]], at(4));
-    let holder = core.info(b"k", at(4)).unwrap().holder.unwrap();
+    release_connection(&core, conn(3), [&b"k"[..]], at(4));
+    let holder = core.info(b"k", at(4), usize::MAX).unwrap().holder.unwrap();
     assert_eq!((holder.owner.as_ref(), holder.token), (&b"o"[..], grant));
     assert_eq!(granted(&mut next), None, "n is not a second holder");
     assert!(core.bound_to_conn(b"k", conn(2)));
-    core.release_connection(conn(2), [&b"k"[..]], at(5));
+    release_connection(&core, conn(2), [&b"k"[..]], at(5));
     assert!(granted(&mut next).is_some(), "the last connection that knew of the grant closed");
 }
 
@@ -494,12 +498,12 @@ fn a_closed_connection_that_read_the_grant_is_not_a_fallback() {
     let core = core();
     let (grant, older, newer, mut next) = grant_to_an_owner_on_two_connections(&core);
     drop(older);
-    core.release_connection(conn(2), [&b"k"[..]], at(4));
+    release_connection(&core, conn(2), [&b"k"[..]], at(4));
     assert_eq!(granted(&mut next), None, "connection 3 still holds it");
     drop(newer);
     core.grant_undelivered(b"k", grant, conn(3), at(5));
     assert!(granted(&mut next).is_some());
-    let info = core.info(b"k", at(5)).unwrap();
+    let info = core.info(b"k", at(5), usize::MAX).unwrap();
     assert_eq!(info.last_failure.as_deref(), Some(&b"waiter connection closed before the grant reached it"[..]));
 }
 
@@ -515,10 +519,10 @@ fn a_grant_that_never_reached_its_client_passes_on() {
     let grant = granted(&mut waiter).expect("w is sent the grant");
     core.grant_undelivered(b"k", grant, conn(2), at(2));
     assert!(granted(&mut next).is_some());
-    let info = core.info(b"k", at(2)).unwrap();
+    let info = core.info(b"k", at(2), usize::MAX).unwrap();
     assert_eq!(info.last_failure.as_deref(), Some(&b"waiter connection closed before the grant reached it"[..]));
     core.grant_undelivered(b"k", grant, conn(2), at(3));
-    let holder = core.info(b"k", at(3)).unwrap().holder.unwrap();
+    let holder = core.info(b"k", at(3), usize::MAX).unwrap().holder.unwrap();
     assert_eq!(holder.owner.as_ref(), b"n", "a stale grant changes nothing");
 }
 
@@ -529,6 +533,147 @@ fn an_extend_binds_the_lock_to_its_connection_alone() {
     let core = core();
     let (grant, _older, _newer, mut next) = grant_to_an_owner_on_two_connections(&core);
     assert_eq!(core.extend(b"k", b"o", grant, 1_000, conn(5), at(4)), ExtendOutcome::Extended);
-    core.release_connection(conn(5), [&b"k"[..]], at(5));
+    release_connection(&core, conn(5), [&b"k"[..]], at(5));
     assert!(granted(&mut next).is_some());
+}
+
+#[test]
+fn gauges_follow_every_change_and_match_a_recount() {
+    let core = core();
+    let a = acquired(core.try_lock(request("k1", "a", 1, Some(100)), false, at(0)));
+    acquired(core.try_lock(request("k2", "a", 1, None), false, at(0)));
+    core.try_lock(request("k1", "b", 2, Some(50)), false, at(0));
+    let c = blocked(core.wait(request("k1", "c", 3, None), at(0)));
+    let gauges = |keys, held_keys, waiters, blocked_waiters| Gauges { keys, held_keys, waiters, blocked_waiters };
+    assert_eq!(core.gauges(), gauges(2, 2, 2, 1));
+    // b's place runs out at t=50: it leaves through the expiry driver, not a request.
+    core.expire(at(50));
+    assert_eq!(core.gauges(), gauges(2, 2, 1, 1));
+    assert_eq!(core.wait_timed_out(c, at(60)), None);
+    assert_eq!(core.gauges(), gauges(2, 2, 1, 0));
+    assert_eq!(
+        core.unlock(b"k1", b"a", a, success(Some("r"), Some(500)), at(70)),
+        UnlockOutcome::Succeeded { waiters_told: 1 }
+    );
+    assert_eq!(core.gauges(), gauges(2, 1, 0, 0), "k1 is remembered (KEEP) but not held");
+    release_connection(&core, conn(1), [&b"k1"[..], &b"k2"[..]], at(80));
+    assert_eq!(core.gauges(), gauges(1, 0, 0, 0));
+    core.expire(at(2_000));
+    assert_eq!(core.gauges(), Gauges::default());
+    assert_eq!(core.gauges(), core.recount_gauges());
+}
+
+/// Positions, leaving from the middle and LOCK.INFO's listing, on a line long enough that a
+/// slip in the rank bookkeeping shows.
+#[test]
+fn a_long_line_keeps_positions_when_owners_leave_from_the_middle() {
+    let core = core();
+    acquired(core.try_lock(request("k", "holder", 1, Some(60_000)), false, at(0)));
+    let owners: Vec<String> = (0..10_000).map(|i| format!("w{i}")).collect();
+    for (i, owner) in owners.iter().enumerate() {
+        let outcome = core.try_lock(request("k", owner, 2, Some(60_000)), false, at(0));
+        assert_eq!(outcome, TryOutcome::Queued { position: i + 1 });
+    }
+    for owner in owners.iter().skip(1).step_by(2) {
+        assert!(core.cancel(b"k", owner.as_bytes(), at(1)));
+    }
+    assert!(!core.cancel(b"k", b"w1", at(1)), "already gone");
+    // w0 w2 w4 ... remain: w(2i) stands at i + 1.
+    for i in [0, 1, 777, 4_999] {
+        let outcome = core.try_lock(request("k", &owners[2 * i], 2, Some(60_000)), false, at(2));
+        assert_eq!(outcome, TryOutcome::Queued { position: i + 1 }, "w{}", 2 * i);
+    }
+    let rejoined = core.try_lock(request("k", "w1", 2, Some(60_000)), false, at(3));
+    assert_eq!(rejoined, TryOutcome::Queued { position: 5_001 }, "a returning owner joins at the end");
+    let info = core.info(b"k", at(3), 3).unwrap();
+    assert_eq!(info.queue, vec![Arc::from(&b"w0"[..]), Arc::from(&b"w2"[..]), Arc::from(&b"w4"[..])]);
+    assert_eq!((info.waiters, info.blocked), (5_001, 0));
+    assert_eq!(core.gauges(), core.recount_gauges());
+}
+
+/// A blocked WAIT in the middle of a long line times out and later leaves; the places around it
+/// keep their order.
+#[test]
+fn unblocking_in_the_middle_of_a_long_line() {
+    let core = core();
+    acquired(core.try_lock(request("k", "holder", 1, Some(60_000)), false, at(0)));
+    for i in 0..1_000 {
+        core.try_lock(request("k", &format!("w{i}"), 2, Some(60_000)), false, at(0));
+    }
+    let waiting = blocked(core.wait(request("k", "w500", 3, Some(60_000)), at(0)));
+    assert_eq!(core.info(b"k", at(0), 0).unwrap().blocked, 1);
+    assert_eq!(core.wait_timed_out(waiting, at(10)), None);
+    let info = core.info(b"k", at(10), 0).unwrap();
+    assert_eq!((info.waiters, info.blocked), (1_000, 0));
+    assert_eq!(core.try_lock(request("k", "w500", 3, None), false, at(10)), TryOutcome::Queued { position: 501 });
+    let mut again = blocked(core.wait(request("k", "w500", 3, None), at(11)));
+    core.wait_abandoned(blocked(core.wait(request("k", "w999", 4, None), at(11))), at(12));
+    assert_eq!(core.info(b"k", at(12), 0).unwrap().waiters, 999, "an abandoned WAIT takes its owner out");
+    assert_eq!(core.try_lock(request("k", "w998", 2, None), false, at(12)), TryOutcome::Queued { position: 999 });
+    assert!(again.receiver.try_recv().is_err());
+    assert_eq!(core.gauges(), core.recount_gauges());
+}
+
+/// A closing connection releases its keys a slice per shard-lock acquisition: N keys of one
+/// shard take ceil(N / RELEASE_SLICE) slices, each releasing a full slice but the last.
+#[test]
+fn a_closing_connection_releases_in_slices_of_one_shard_lock_each() {
+    let core = LockCore::new(
+        CoreSettings { default_lease_ms: 1_000, max_lease_ms: 60_000, release_on_disconnect: true, shards: 1 },
+        100,
+    );
+    let count = 2 * RELEASE_SLICE + 7;
+    let keys: Vec<Arc<[u8]>> = (0..count).map(|i| Arc::from(format!("k{i}").as_bytes())).collect();
+    for key in &keys {
+        acquired(core.try_lock(LockRequest { key, owner: b"a", lease_ms: None, conn: conn(1) }, false, at(0)));
+    }
+    let mut release = core.release_connection(conn(1), keys);
+    let mut held_after_each_slice = Vec::new();
+    loop {
+        let more = core.release_slice(&mut release, at(1));
+        held_after_each_slice.push(core.gauges().held_keys as usize);
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(held_after_each_slice, vec![count - RELEASE_SLICE, 7, 0]);
+    assert!(!core.release_slice(&mut release, at(1)), "nothing left");
+    assert_eq!(core.stats().disconnect_releases, count as u64);
+}
+
+/// With several shards, each slice takes keys of one shard only.
+#[test]
+fn release_slices_never_span_two_shards() {
+    let core = core();
+    let keys: Vec<Arc<[u8]>> = (0..1_000).map(|i| Arc::from(format!("k{i}").as_bytes())).collect();
+    let mut per_shard = vec![0usize; core.shard_count()];
+    for key in &keys {
+        acquired(core.try_lock(LockRequest { key, owner: b"a", lease_ms: None, conn: conn(1) }, false, at(0)));
+        per_shard[core.shard_of(key)] += 1;
+    }
+    let expected_slices: usize = per_shard.iter().map(|n| n.div_ceil(RELEASE_SLICE)).sum();
+    let mut release = core.release_connection(conn(1), keys);
+    let mut slices = 1;
+    while core.release_slice(&mut release, at(1)) {
+        slices += 1;
+    }
+    assert_eq!(slices, expected_slices);
+    assert_eq!(core.key_count(), 0);
+}
+
+#[test]
+fn owed_dones_of_a_long_line_are_paid_once_and_expire() {
+    let core = core();
+    let token = acquired(core.try_lock(request("k", "holder", 1, None), false, at(0)));
+    for i in 0..1_000 {
+        core.try_lock(request("k", &format!("w{i}"), 2, Some(100 + i)), false, at(0));
+    }
+    let told = core.unlock(b"k", b"holder", token, success(Some("r"), None), at(10));
+    assert_eq!(told, UnlockOutcome::Succeeded { waiters_told: 1_000 });
+    assert!(matches!(core.try_lock(request("k", "w7", 2, None), false, at(20)), TryOutcome::Done(_)));
+    assert!(matches!(core.try_lock(request("k", "w7", 2, None), false, at(20)), TryOutcome::Acquired { .. }));
+    // w500's place would have run out at t=600 (w499's at t=599): what it was owed goes with it.
+    core.unlock(b"k", b"w7", core.info(b"k", at(20), 0).unwrap().holder.unwrap().token, success(None, None), at(30));
+    assert!(matches!(core.try_lock(request("k", "w499", 2, None), false, at(598)), TryOutcome::Done(_)));
+    assert!(matches!(core.try_lock(request("k", "w500", 2, None), false, at(600)), TryOutcome::Acquired { .. }));
 }

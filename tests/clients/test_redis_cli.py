@@ -151,7 +151,7 @@ HINTS = {
     "LOCK.UNLOCK ": ["key owner token SUCCESS|FAILURE [RESULT result] [KEEP keep-ms] [REASON reason]"],
     "LOCK.EXTEND ": ["key owner token milliseconds"],
     "LOCK.CANCEL ": ["key owner"],
-    "LOCK.INFO ": ["key"],
+    "LOCK.INFO ": ["key [COUNT count]"],
     "LOCK.TRY build:42 ": ["owner [PX milliseconds] [NOQUEUE]"],
     "lock.wait build:42 node-1 ": ["timeout-ms [PX milliseconds]"],
 }

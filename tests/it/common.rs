@@ -196,7 +196,8 @@ impl KeyInfo {
             keep_ms: resp.field("keep_ms").opt_int(),
             last_failure: resp.field("last_failure").opt_text(),
         };
-        assert_eq!(info.waiters, info.queue.len() as i64, "waiters counts the queue: {info:?}");
+        // Without COUNT, LOCK.INFO lists the first 100 owners; waiters counts them all.
+        assert_eq!(info.queue.len() as i64, info.waiters.min(100), "waiters counts the queue: {info:?}");
         assert!(["free", "held", "done"].contains(&info.state.as_str()), "unknown state: {info:?}");
         assert_eq!(info.state == "held", info.holder.is_some(), "a holder exactly when held: {info:?}");
         info

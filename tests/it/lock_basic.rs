@@ -431,3 +431,24 @@ async fn keys_and_owners_longer_than_the_limit_are_refused() {
     query_out(&mut con, args!["LOCK.TRY", &exact, &exact]).await.token();
     server.stop().await.unwrap();
 }
+
+/// LOCK.INFO lists a bounded prefix of the queue (COUNT, default 100) and still counts it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_lists_at_most_count_owners_and_counts_the_whole_queue() {
+    let server = start().await;
+    let mut con = redis_conn(server.addr).await;
+    query_out(&mut con, args!["LOCK.TRY", "k", "holder"]).await.token();
+    for i in 0..150 {
+        assert_eq!(query_out(&mut con, args!["LOCK.TRY", "k", format!("w{i}")]).await, Out::Queued(i + 1));
+    }
+    let info = query_info(&mut con, "k").await;
+    assert_eq!((info.waiters, info.queue.len()), (150, 100));
+    assert_eq!((info.queue[0].as_str(), info.queue[99].as_str()), ("w0", "w99"));
+    for (count, listed) in [(0, 0), (2, 2), (1000, 150)] {
+        let reply = value_to_resp(&query(&mut con, args!["LOCK.INFO", "k", "COUNT", count]).await.unwrap());
+        let queue: Vec<String> = reply.field("queue").array().iter().map(Resp::text).collect();
+        assert_eq!(queue, (0..listed).map(|i| format!("w{i}")).collect::<Vec<_>>(), "COUNT {count}");
+        assert_eq!(reply.field("waiters").int(), 150, "COUNT {count}");
+    }
+    server.stop().await.unwrap();
+}

@@ -1,0 +1,54 @@
+//! Owners that were queued but not blocked when the holder succeeded: each must learn DONE on its
+//! next TRY or WAIT (instead of being granted the lock afresh) until its place would have run out.
+//!
+//! A SUCCESS over a line of millions leaves millions of these, and every change of the key looks
+//! here, so both the lookup by owner and the expiry are indexed rather than scanned.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+
+use super::outcome::Completion;
+
+#[derive(Debug, Default)]
+pub(crate) struct ToldDone {
+    by_owner: HashMap<Arc<[u8]>, (u64, Arc<Completion>)>,
+    by_deadline: BTreeSet<(u64, Arc<[u8]>)>,
+}
+
+impl ToldDone {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_owner.is_empty()
+    }
+
+    /// `owner` is owed `completion` until `until`.
+    pub(crate) fn insert(&mut self, owner: Arc<[u8]>, until: u64, completion: Arc<Completion>) {
+        if let Some((previous, _)) = self.by_owner.insert(Arc::clone(&owner), (until, completion)) {
+            self.by_deadline.remove(&(previous, Arc::clone(&owner)));
+        }
+        self.by_deadline.insert((until, owner));
+    }
+
+    /// The DONE owed to `owner`, which is thereby paid.
+    pub(crate) fn take(&mut self, owner: &[u8]) -> Option<Arc<Completion>> {
+        let (owner, (until, completion)) = self.by_owner.remove_entry(owner)?;
+        self.by_deadline.remove(&(until, owner));
+        Some(completion)
+    }
+
+    /// Forgets what is owed until `now` at most.
+    pub(crate) fn drop_expired(&mut self, now: u64) {
+        while let Some((until, _)) = self.by_deadline.first()
+            && *until <= now
+        {
+            if let Some((_, owner)) = self.by_deadline.pop_first() {
+                self.by_owner.remove(&owner);
+            }
+        }
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
+        self.by_deadline.first().map(|(until, _)| *until)
+    }
+}
