@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 mod baton_process;
 
 use baton_process::start_baton;
-use baton_testkit::process::Proc;
+use baton_testkit::process::{Proc, ServerProcess};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -542,6 +542,18 @@ async fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, bool) {
     }
 }
 
+/// Waits (up to 8 s) for the server to exit after `signal`.
+async fn until_exited(server: &mut ServerProcess, signal: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        if let Some(status) = server.proc.child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "baton still running 8 s after {signal}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_answers_blocked_waiters_and_exits_cleanly() {
     let mut server = start_baton(&[], "info");
@@ -594,14 +606,7 @@ async fn sigterm_under_load_answers_blocked_waiters_and_exits_cleanly() {
         let (got, clean) = read_until_closed(stream).await;
         assert!(got.is_empty() && clean, "idle client {i}: {got:?}, clean close: {clean}");
     }
-    let deadline = Instant::now() + Duration::from_secs(8);
-    let status = loop {
-        if let Some(status) = server.proc.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "baton still running 8 s after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let status = until_exited(&mut server, "SIGTERM").await;
     let took = signalled.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut rounds = 0;
@@ -618,7 +623,7 @@ async fn sigterm_under_load_answers_blocked_waiters_and_exits_cleanly() {
 // Signals, the open-files limit, --port 0
 
 /// Polls the server's log until it has a line containing `needle`.
-async fn until_logged(server: &baton_testkit::process::ServerProcess, needle: &str) {
+async fn until_logged(server: &ServerProcess, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !server.log_text().contains(needle) {
         assert!(Instant::now() < deadline, "never logged {needle:?}; log:\n{}", server.log_text());
@@ -647,14 +652,7 @@ async fn hangup_and_user_signals_are_ignored_and_sigquit_shuts_down_cleanly() {
     let (got, clean) = read_until_closed(&mut waiter).await;
     assert_eq!(got, b"-ERR server is shutting down\r\n");
     assert!(clean, "the waiter's connection was reset instead of closed");
-    let deadline = Instant::now() + Duration::from_secs(8);
-    let status = loop {
-        if let Some(status) = server.proc.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "baton still running 8 s after SIGQUIT");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let status = until_exited(&mut server, "SIGQUIT").await;
     assert_eq!(status.code(), Some(0), "exit status {status:?}; log:\n{}", server.log_text());
 }
 
@@ -669,7 +667,7 @@ async fn maxclients_is_lowered_to_the_open_files_limit_and_the_surplus_is_refuse
         .args(["--bind", "127.0.0.1", "--ephemeral-port", "--maxclients", "1000"])
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info");
-    let server = baton_testkit::process::ServerProcess::start(&mut command, baton_process::listening_addr);
+    let server = ServerProcess::start(&mut command, baton_process::listening_addr);
     let log = server.log_text();
     assert!(log.contains("maxclients reduced to fit the open files limit"), "{log}");
     let fitting = FILE_LIMIT - RESERVED;
