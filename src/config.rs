@@ -42,7 +42,8 @@ pub struct Config {
     #[arg(long, default_value = "127.0.0.1", env = "BATON_BIND")]
     pub bind: IpAddr,
 
-    /// TCP port to listen on; 0 picks a free port (printed in the log).
+    /// TCP port to listen on; 0 turns the plaintext listener off (as in Redis), which needs
+    /// --tls-port.
     #[arg(long, default_value_t = 6390, env = "BATON_PORT")]
     pub port: u16,
 
@@ -134,12 +135,22 @@ pub struct Config {
     /// Log line format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Send TCP keepalive probes to a client idle for this many seconds, so a peer that vanished
+    /// (and its blocked LOCK.WAIT) is noticed; 0 turns them off. Redis's `tcp-keepalive`.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=32_767))]
+    pub tcp_keepalive: u64,
+
+    /// For tests: listen for plaintext on a free port the system picks (said in the startup log
+    /// line) instead of --port.
+    #[arg(long, hide = true, conflicts_with = "port")]
+    pub ephemeral_port: bool,
 }
 
 impl Config {
-    /// Defaults as if started with no flags; tests use it and adjust fields.
+    /// Defaults as if started with no flags, but on a free port; tests use it and adjust fields.
     pub fn default_for_tests() -> Config {
-        Config::parse_from(["baton", "--port", "0"])
+        Config::parse_from(["baton", "--ephemeral-port"])
     }
 
     pub fn shard_count(&self) -> usize {

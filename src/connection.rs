@@ -24,6 +24,8 @@ use crate::core::{WaitOutcome, WaitTicket};
 use crate::errors;
 use crate::reply::Reply;
 use crate::session::Session;
+use crate::text::Escaped;
+use crate::write_progress::{Counted, WriteWatch};
 
 type Input = Option<Result<Request, CodecError>>;
 
@@ -31,13 +33,13 @@ type Input = Option<Result<Request, CodecError>>;
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 struct Connection<S> {
-    framed: Framed<S, RespCodec>,
+    framed: Framed<Counted<S>, RespCodec>,
     session: Session,
     shared: Arc<Shared>,
     /// Requests read while a LOCK.WAIT blocked, to run once it is answered, with their sizes.
     deferred: VecDeque<(Input, usize)>,
     deferred_bytes: usize,
-    write_stall: Duration,
+    write_watch: WriteWatch,
     lock_limits: LockLimits,
 }
 
@@ -76,6 +78,7 @@ where
     let addr = entry.addr;
     let id = entry.id;
     debug!(id, %addr, "client connected");
+    let (socket, write_watch) = WriteWatch::new(socket, Duration::from_millis(shared.config.output_stall_timeout_ms));
     let mut connection = Connection {
         framed: {
             let mut framed = Framed::new(socket, RespCodec::new(limits));
@@ -86,7 +89,7 @@ where
         shared: Arc::clone(&shared),
         deferred: VecDeque::new(),
         deferred_bytes: 0,
-        write_stall: Duration::from_millis(shared.config.output_stall_timeout_ms),
+        write_watch,
         lock_limits: LockLimits { max_key_bytes: config.max_key_bytes, max_result_bytes: config.max_result_bytes },
     };
     let exit = connection.run().await;
@@ -102,7 +105,8 @@ where
         Exit::Killed => debug!(id, %addr, "client killed"),
         Exit::OutputStalled => warn!(id, %addr, "closing connection: client stopped reading its replies"),
         Exit::ProtocolError(message) => {
-            warn!(id, %addr, error = %message, "closing connection after protocol error")
+            // Some protocol errors quote the offending byte, which may be a line break.
+            warn!(id, %addr, error = %Escaped::log(message.as_bytes()), "closing connection after protocol error")
         }
         Exit::Io(error) => debug!(id, %addr, %error, "connection error"),
     }
@@ -165,29 +169,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Queues a reply. Below [`WRITE_BATCH_BYTES`] buffered this completes without I/O; beyond it
-    /// the buffer is written first, and a client that stops reading for the stall timeout is
+    /// the buffer is written first, and a client that reads nothing for the stall timeout is
     /// disconnected instead of holding the task forever.
     async fn send(&mut self, reply: Reply) -> Result<(), Exit> {
         if self.framed.write_buffer().len() < WRITE_BATCH_BYTES {
             return self.framed.feed((reply, self.session.protocol())).await.map_err(Exit::from);
         }
-        match tokio::time::timeout(self.write_stall, self.framed.feed((reply, self.session.protocol()))).await {
-            Ok(result) => result.map_err(Exit::from),
-            Err(_) => Err(Exit::OutputStalled),
-        }
+        let feed = self.framed.feed((reply, self.session.protocol()));
+        self.write_watch.run(feed).await.map_err(|_| Exit::OutputStalled)?.map_err(Exit::from)
     }
 
     /// Writes out the buffered replies; a timer is armed only if the socket cannot take them now.
     async fn flush(&mut self) -> Result<(), Exit> {
-        let stall = self.write_stall;
         let mut flush = SinkExt::<(Reply, Protocol)>::flush(&mut self.framed);
         if let Some(result) = (&mut flush).now_or_never() {
             return result.map_err(Exit::from);
         }
-        match tokio::time::timeout(stall, flush).await {
-            Ok(result) => result.map_err(Exit::from),
-            Err(_) => Err(Exit::OutputStalled),
-        }
+        self.write_watch.run(flush).await.map_err(|_| Exit::OutputStalled)?.map_err(Exit::from)
     }
 
     async fn handle(&mut self, request: Request) -> Result<(), Exit> {

@@ -2,14 +2,15 @@
 //!
 //! Layers, each using only the ones below it:
 //!
-//! 1. [`config`], `errors` and [`core`] (the sharded lock table, free of I/O);
+//! 1. [`config`], `errors`, [`logging`] and [`core`] (the sharded lock table, free of I/O);
 //! 2. [`codec`] (RESP framing), `reply` (where outcomes become replies), `clients` (the registry
-//!    behind CLIENT LIST) and `metrics`;
+//!    behind CLIENT LIST), `metrics` and `write_progress`;
 //! 3. `context`: what every connection shares;
 //! 4. `session`: one connection's state;
 //! 5. `cmd`: requests parsed into typed commands and executed;
 //! 6. `connection`: one task per client;
-//! 7. [`server`]: listeners, background tasks and shutdown; the binary's `main` on top.
+//! 7. [`server`]: listeners (with `fd_limit` and `http` for the metrics endpoint), background
+//!    tasks and shutdown; the binary's `main` on top.
 //!
 //! The public surface is what the binary, the integration tests and the fuzz targets need.
 
@@ -25,12 +26,16 @@ mod connection;
 mod context;
 pub mod core;
 mod errors;
+mod fd_limit;
+mod http;
+pub mod logging;
 mod metrics;
 mod reply;
 pub mod server;
 mod session;
 mod text;
 mod tls;
+mod write_progress;
 
 /// Entry points for the fuzz targets, so they exercise the real request path rather than a copy.
 #[doc(hidden)]

@@ -7,17 +7,16 @@ use std::process::ExitCode;
 use baton::config::{Config, LogFormat};
 use baton::server::Server;
 use clap::Parser;
-use tracing::error;
+use futures_util::future::select_all;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let config = Config::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let colours = std::io::stderr().is_terminal();
-    // Log lines are written by a thread of their own, so a hand-off never waits on a write to
-    // stderr; it blocks only if that thread falls 128k lines behind (lines are never dropped).
-    let (writer, _flush_logs_on_exit) =
-        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
+    let (writer, _flush_logs_on_exit) = baton::logging::to_stderr();
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(colours);
     match config.log_format {
         LogFormat::Text => logs.init(),
@@ -35,6 +34,14 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // Before the listeners open: once a client can see the server, a signal must not kill it.
+        let signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(err) => {
+                error!(error = %err, "cannot install the signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
         let server = match Server::bind(config.clone()).await {
             Ok(server) => server,
             Err(err) => {
@@ -42,7 +49,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match server.run(shutdown_signal()).await {
+        match server.run(signals.until_shutdown()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 error!(error = %err, "server failed");
@@ -52,19 +59,48 @@ fn main() -> ExitCode {
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(stream) => stream,
-        Err(err) => {
-            error!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnSignal {
+    Shutdown,
+    Ignore,
+}
+
+/// Every signal whose default action would end the process at once, dropping blocked waiters'
+/// connections without an answer, is handled here instead.
+const HANDLED: [(&str, SignalKind, OnSignal); 6] = [
+    ("SIGINT", SignalKind::interrupt(), OnSignal::Shutdown),
+    ("SIGTERM", SignalKind::terminate(), OnSignal::Shutdown),
+    // Its default also dumps core; operators who send it want the process gone, so it stops as
+    // cleanly as on SIGTERM.
+    ("SIGQUIT", SignalKind::quit(), OnSignal::Shutdown),
+    // Redis ignores SIGHUP. baton has no configuration or log file to reopen.
+    ("SIGHUP", SignalKind::hangup(), OnSignal::Ignore),
+    ("SIGUSR1", SignalKind::user_defined1(), OnSignal::Ignore),
+    ("SIGUSR2", SignalKind::user_defined2(), OnSignal::Ignore),
+];
+
+struct Signals {
+    streams: Vec<Signal>,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        let streams = HANDLED.iter().map(|&(_, kind, _)| signal(kind)).collect::<Result<_, _>>()?;
+        Ok(Signals { streams })
+    }
+
+    /// Resolves on the first signal that means shutdown, logging those that are ignored.
+    async fn until_shutdown(mut self) {
+        loop {
+            let (_, index, _) = select_all(self.streams.iter_mut().map(|stream| Box::pin(stream.recv()))).await;
+            let (name, _, action) = HANDLED[index];
+            match action {
+                OnSignal::Shutdown => {
+                    info!(signal = name, "received a shutdown signal");
+                    return;
+                }
+                OnSignal::Ignore => warn!(signal = name, "received a signal that baton ignores"),
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
     }
 }

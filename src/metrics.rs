@@ -1,15 +1,14 @@
 //! Figures for INFO and the Prometheus endpoint that need more than a counter: the instantaneous
 //! command rate (sampled like Redis's, 16 samples 100 ms apart) and hand-off latency percentiles.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusRecorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use parking_lot::Mutex;
 
 use crate::core::CoreStats;
+use crate::logging;
 
 const OPS_SAMPLES: usize = 16;
 pub(crate) const OPS_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
@@ -108,25 +107,30 @@ pub(crate) struct Figures {
     pub(crate) handoff: HandoffLatency,
 }
 
-/// The Prometheus exporter: an HTTP listener serving what [`Prometheus::publish`] last recorded.
+/// The Prometheus text page, recorded from the figures when it is asked for: nothing is
+/// refreshed while nobody scrapes.
 pub(crate) struct Prometheus {
     recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Default for Prometheus {
+    fn default() -> Prometheus {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        Prometheus { recorder, handle }
+    }
 }
 
 impl Prometheus {
-    /// Binds the endpoint; the returned future serves it and must be spawned.
-    pub(crate) fn start(
-        addr: SocketAddr,
-    ) -> Result<(Prometheus, impl Future<Output = ()> + Send + 'static), BuildError> {
-        let (recorder, exporter) = PrometheusBuilder::new().with_http_listener(addr).build()?;
-        let serve = async move {
-            let _ = exporter.await;
-        };
-        Ok((Prometheus { recorder }, serve))
+    /// The page for `figures`.
+    pub(crate) fn render(&self, figures: &Figures) -> String {
+        self.publish(figures);
+        self.handle.render()
     }
 
     /// Copies the figures into the recorder (counters as absolute values).
-    pub(crate) fn publish(&self, figures: &Figures) {
+    fn publish(&self, figures: &Figures) {
         let core = &figures.core;
         let latency = &figures.handoff;
         metrics::with_local_recorder(&self.recorder, || {
@@ -141,6 +145,7 @@ impl Prometheus {
                 ("baton_connections_received_total", figures.connections_received),
                 ("baton_commands_processed_total", figures.commands_processed),
                 ("baton_rejected_connections_total", figures.rejected_connections),
+                ("baton_log_lines_dropped_total", logging::lines_dropped()),
             ];
             for (name, value) in counters {
                 metrics::counter!(name).absolute(value);

@@ -1,5 +1,7 @@
-//! The listener: accepts connections, enforces `--maxclients`, runs the lease reaper, and stops
-//! cleanly on shutdown (blocked waiters are answered with an error, then every connection closes).
+//! The listeners: accept connections (plaintext unless `--port 0`, TLS with `--tls-port`), enforce
+//! `--maxclients` within the open-files limit, set TCP keepalive, serve the metrics endpoint, run
+//! the lease reaper, and stop cleanly on shutdown (blocked waiters are answered with an error,
+//! then every connection closes).
 
 use std::future::Future;
 use std::io;
@@ -8,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use socket2::{SockRef, TcpKeepalive};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -21,25 +24,50 @@ use crate::connection;
 use crate::context::{ServerStats, Shared};
 use crate::core::{Clock, CoreSettings, LockCore, token_seed};
 use crate::errors;
+use crate::fd_limit::{self, RESERVED_FDS};
+use crate::http::{self, HttpLimits};
 use crate::metrics::{Metrics, OPS_SAMPLE_INTERVAL, Prometheus};
 use crate::tls;
 
 pub struct Server {
-    listener: TcpListener,
+    /// None with `--port 0`: TLS only.
+    listener: Option<TcpListener>,
     tls: Option<(TcpListener, TlsAcceptor)>,
+    metrics: Option<TcpListener>,
     shared: Arc<Shared>,
 }
 
 impl Server {
-    pub async fn bind(config: Config) -> io::Result<Server> {
-        let acceptor =
-            tls::acceptor(&config).map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
-        let listener = TcpListener::bind((config.bind, config.port)).await?;
+    pub async fn bind(mut config: Config) -> io::Result<Server> {
+        let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
+        let plain_port = if config.ephemeral_port { Some(0) } else { Some(config.port).filter(|&port| port != 0) };
+        if plain_port.is_none() && config.tls_port.is_none() {
+            return Err(invalid("--port 0 turns the plaintext listener off: set --tls-port to serve TLS".to_owned()));
+        }
+        let metrics_connections = if config.metrics_addr.is_some() { HttpLimits::METRICS.max_connections } else { 0 };
+        config.maxclients = fd_limit::fit_maxclients(config.maxclients, RESERVED_FDS + metrics_connections as u64)?;
+        let acceptor = tls::acceptor(&config).map_err(invalid)?;
+        let listener = match plain_port {
+            Some(port) => Some(TcpListener::bind((config.bind, port)).await?),
+            None => None,
+        };
         let tls = match (acceptor, config.tls_port) {
             (Some(acceptor), Some(port)) => Some((TcpListener::bind((config.bind, port)).await?, acceptor)),
             _ => None,
         };
-        let local_addr = listener.local_addr()?;
+        // The server serves without the endpoint rather than not at all.
+        let metrics = match config.metrics_addr {
+            Some(addr) => TcpListener::bind(addr)
+                .await
+                .inspect_err(|error| warn!(%addr, %error, "cannot start the Prometheus endpoint"))
+                .ok(),
+            None => None,
+        };
+        // Without a plaintext listener, port 0 is what INFO and CONFIG GET report, as Redis does.
+        let local_addr = match &listener {
+            Some(listener) => listener.local_addr()?,
+            None => SocketAddr::new(config.bind, 0),
+        };
         let core = LockCore::new(
             CoreSettings {
                 default_lease_ms: config.lease_ms,
@@ -60,11 +88,17 @@ impl Server {
             local_addr,
             metrics: Metrics::new(),
         });
-        Ok(Server { listener, tls, shared })
+        Ok(Server { listener, tls, metrics, shared })
     }
 
+    /// The plaintext listener's address; port 0 when there is none (`--port 0`).
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// The address of the Prometheus endpoint, when `--metrics-addr` is set and could be bound.
+    pub fn metrics_local_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|listener| listener.local_addr().ok())
     }
 
     /// The address of the TLS listener, when `--tls-port` is set.
@@ -80,9 +114,9 @@ impl Server {
     /// Serves until `signal` resolves or the shutdown token is cancelled.
     pub async fn run(self, signal: impl Future<Output = ()>) -> io::Result<()> {
         let tls_addr = self.tls_local_addr();
-        let Server { listener, tls, shared } = self;
+        let Server { listener, tls, metrics, shared } = self;
         info!(
-            addr = %shared.local_addr,
+            addr = listener.as_ref().map(|_| tracing::field::display(shared.local_addr)),
             tls_addr = ?tls_addr,
             shards = shared.core.shard_count(),
             lease_ms = shared.config.lease_ms,
@@ -99,14 +133,16 @@ impl Server {
         let tasks = TaskTracker::new();
         tasks.spawn(reap_leases(Arc::clone(&shared)));
         tasks.spawn(sample_ops(Arc::clone(&shared)));
-        if let Some(addr) = shared.config.metrics_addr {
-            tasks.spawn(serve_prometheus(Arc::clone(&shared), addr));
+        if let Some(metrics) = metrics {
+            tasks.spawn(serve_prometheus(Arc::clone(&shared), metrics));
         }
         tokio::pin!(signal);
         loop {
             let (accepted, acceptor) = tokio::select! {
-                accepted = listener.accept() => (accepted, None),
-                (accepted, acceptor) = accept_tls(tls.as_ref()) => (accepted, Some(acceptor)),
+                accepted = accept(listener.as_ref()) => (accepted, None),
+                accepted = accept(tls.as_ref().map(|(listener, _)| listener)) => {
+                    (accepted, tls.as_ref().map(|(_, acceptor)| acceptor.clone()))
+                }
                 () = &mut signal => break,
                 () = shared.shutdown.cancelled() => break,
             };
@@ -137,11 +173,25 @@ impl Server {
     }
 }
 
-async fn accept_tls(tls: Option<&(TcpListener, TlsAcceptor)>) -> (io::Result<(TcpStream, SocketAddr)>, TlsAcceptor) {
-    match tls {
-        Some((listener, acceptor)) => (listener.accept().await, acceptor.clone()),
+/// Accepts on `listener`; never resolves for a listener that is not there.
+async fn accept(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
         None => std::future::pending().await,
     }
+}
+
+/// Redis's anetKeepAlive: probes start after `idle_secs` of silence, repeat every third of that,
+/// and after 3 unanswered ones the connection is reset, which ends a dead peer's WAIT.
+fn set_keepalive(socket: &TcpStream, idle_secs: u64) -> io::Result<()> {
+    if idle_secs == 0 {
+        return Ok(());
+    }
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(idle_secs))
+        .with_interval(Duration::from_secs((idle_secs / 3).max(1)))
+        .with_retries(3);
+    SockRef::from(socket).set_tcp_keepalive(&keepalive)
 }
 
 /// Redis's protected mode: without a password only loopback clients are served.
@@ -165,6 +215,9 @@ fn admit(shared: &Arc<Shared>, tasks: &TaskTracker, socket: TcpStream, addr: Soc
         None
     };
     let _ = socket.set_nodelay(true);
+    if let Err(error) = set_keepalive(&socket, shared.config.tcp_keepalive) {
+        debug!(%addr, %error, "cannot set TCP keepalive");
+    }
     let shared = Arc::clone(shared);
     if let Some(reason) = refusal {
         shared.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +241,8 @@ fn admit(shared: &Arc<Shared>, tasks: &TaskTracker, socket: TcpStream, addr: Soc
         });
         return;
     }
-    let entry = shared.clients.register(addr, shared.local_addr);
+    // The address this client reached, so a TLS client's is the TLS listener's.
+    let entry = shared.clients.register(addr, socket.local_addr().unwrap_or(shared.local_addr));
     match tls {
         None => {
             tasks.spawn(connection::serve(socket, shared, entry));
@@ -246,31 +300,26 @@ async fn sample_ops(shared: Arc<Shared>) {
     }
 }
 
-/// Serves Prometheus metrics on `addr` and keeps its figures current until shutdown.
-async fn serve_prometheus(shared: Arc<Shared>, addr: SocketAddr) {
-    let (prometheus, exporter) = match Prometheus::start(addr) {
-        Ok(started) => started,
-        Err(error) => {
-            warn!(%addr, %error, "cannot start the Prometheus endpoint");
-            return;
-        }
-    };
-    info!(%addr, "Prometheus metrics at http://{addr}/metrics");
-    let exporter = tokio::spawn(exporter);
-    let mut ticker = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => prometheus.publish(&shared.figures()),
-            () = shared.shutdown.cancelled() => break,
-        }
+/// Serves Prometheus metrics, read when scraped, until shutdown.
+async fn serve_prometheus(shared: Arc<Shared>, listener: TcpListener) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "Prometheus metrics at http://{addr}/metrics");
     }
-    exporter.abort();
+    let prometheus = Prometheus::default();
+    let figures = Arc::clone(&shared);
+    let page = move || prometheus.render(&figures.figures());
+    tokio::select! {
+        () = http::serve(listener, "/metrics", HttpLimits::METRICS, page) => {}
+        () = shared.shutdown.cancelled() => {}
+    }
 }
 
 /// A server on its own runtime task, for tests and embedding.
 pub struct RunningServer {
+    /// Port 0 when there is no plaintext listener (`--port 0`).
     pub addr: SocketAddr,
     pub tls_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<io::Result<()>>,
 }
@@ -280,9 +329,10 @@ impl RunningServer {
         let server = Server::bind(config).await?;
         let addr = server.local_addr();
         let tls_addr = server.tls_local_addr();
+        let metrics_addr = server.metrics_local_addr();
         let shutdown = server.shutdown_token();
         let handle = tokio::spawn(server.run(std::future::pending()));
-        Ok(RunningServer { addr, tls_addr, shutdown, handle })
+        Ok(RunningServer { addr, tls_addr, metrics_addr, shutdown, handle })
     }
 
     /// Stops the server and waits until it has closed every connection.
@@ -309,5 +359,32 @@ mod tests {
         config.requirepass = None;
         config.protected_mode = crate::config::YesNo::No;
         assert!(!protected_mode_refuses(&config, remote));
+    }
+
+    #[tokio::test]
+    async fn accepted_sockets_get_redis_keepalive_settings() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let socket = SockRef::from(&accepted);
+        set_keepalive(&accepted, 0).unwrap();
+        assert!(!socket.keepalive().unwrap(), "0 leaves keepalive off");
+        set_keepalive(&accepted, 300).unwrap();
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(300));
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), Duration::from_secs(100));
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), 3);
+        set_keepalive(&accepted, 2).unwrap();
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), Duration::from_secs(1), "at least a second apart");
+    }
+
+    #[tokio::test]
+    async fn port_0_without_tls_is_refused_at_start() {
+        let mut config = Config::default_for_tests();
+        config.ephemeral_port = false;
+        config.port = 0;
+        let error = Server::bind(config).await.err().expect("no listener at all must not start");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        assert!(error.to_string().contains("--tls-port"), "{error}");
     }
 }

@@ -5,22 +5,35 @@
 
 use std::fmt;
 
+/// How much of one value a log line shows. A client may send values of up to
+/// `--max-result-bytes` (64 KiB by default); logged whole, one client could write hundreds of MB/s
+/// of log.
+pub(crate) const LOG_VALUE_BYTES: usize = 256;
+
 /// Displays bytes with `\xHH` escapes for control characters and non-ASCII bytes, and `\\` for a
 /// backslash, so the text reads back unambiguously.
 pub(crate) struct Escaped<'a> {
     bytes: &'a [u8],
     keep_spaces: bool,
+    /// The full length when `bytes` was cut short, said after the shown part.
+    cut_from: Option<usize>,
 }
 
 impl<'a> Escaped<'a> {
     /// For a space-separated field (CLIENT LIST): spaces are escaped too.
     pub(crate) fn field(bytes: &'a [u8]) -> Escaped<'a> {
-        Escaped { bytes, keep_spaces: false }
+        Escaped { bytes, keep_spaces: false, cut_from: None }
     }
 
-    /// For free text in a log line: spaces stay readable.
-    pub(crate) fn text(bytes: &'a [u8]) -> Escaped<'a> {
-        Escaped { bytes, keep_spaces: true }
+    /// For a value in a log line: spaces stay readable, and at most [`LOG_VALUE_BYTES`] are shown,
+    /// followed by `…(N bytes)` when the value is longer.
+    pub(crate) fn log(bytes: &'a [u8]) -> Escaped<'a> {
+        match bytes.get(..LOG_VALUE_BYTES) {
+            Some(shown) if bytes.len() > LOG_VALUE_BYTES => {
+                Escaped { bytes: shown, keep_spaces: true, cut_from: Some(bytes.len()) }
+            }
+            _ => Escaped { bytes, keep_spaces: true, cut_from: None },
+        }
     }
 
     fn is_plain(&self, byte: u8) -> bool {
@@ -44,13 +57,17 @@ impl fmt::Display for Escaped<'_> {
             }
             plain_from = index + 1;
         }
-        f.write_str(std::str::from_utf8(&self.bytes[plain_from..]).map_err(|_| fmt::Error)?)
+        f.write_str(std::str::from_utf8(&self.bytes[plain_from..]).map_err(|_| fmt::Error)?)?;
+        match self.cut_from {
+            Some(length) => write!(f, "…({length} bytes)"),
+            None => Ok(()),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Escaped;
+    use super::{Escaped, LOG_VALUE_BYTES};
 
     #[test]
     fn fields_escape_separators_and_non_ascii() {
@@ -62,11 +79,27 @@ mod tests {
     }
 
     #[test]
-    fn text_keeps_spaces_but_not_line_breaks() {
-        assert_eq!(Escaped::text(b"registry timeout").to_string(), "registry timeout");
+    fn log_values_keep_spaces_but_not_line_breaks() {
+        assert_eq!(Escaped::log(b"registry timeout").to_string(), "registry timeout");
         assert_eq!(
-            Escaped::text(b"x\n2026-11-28T00:00:00Z INFO forged").to_string(),
+            Escaped::log(b"x\n2026-11-28T00:00:00Z INFO forged").to_string(),
             "x\\x0a2026-11-28T00:00:00Z INFO forged"
         );
+    }
+
+    #[test]
+    fn log_values_are_cut_and_say_their_length() {
+        let exact = vec![b'a'; LOG_VALUE_BYTES];
+        assert_eq!(Escaped::log(&exact).to_string(), "a".repeat(LOG_VALUE_BYTES));
+        let mut long = vec![b'b'; 64 * 1024];
+        long[LOG_VALUE_BYTES - 1] = b'\n';
+        let shown = Escaped::log(&long).to_string();
+        let expected = format!("{}\\x0a…(65536 bytes)", "b".repeat(LOG_VALUE_BYTES - 1));
+        assert_eq!(shown, expected);
+        // What is cut is the value; escapes may lengthen what is shown, never past 4 bytes a byte.
+        let escapes = vec![0u8; 64 * 1024];
+        let shown = Escaped::log(&escapes).to_string();
+        assert!(shown.starts_with("\\x00\\x00") && shown.ends_with("…(65536 bytes)"), "{shown}");
+        assert_eq!(shown.len(), LOG_VALUE_BYTES * 4 + "…(65536 bytes)".len());
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 mod baton_process;
 
 use baton_process::start_baton;
-use baton_testkit::process::Proc;
+use baton_testkit::process::{Proc, ServerProcess};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -545,6 +545,18 @@ async fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, bool) {
     }
 }
 
+/// Waits (up to 8 s) for the server to exit after `signal`.
+async fn until_exited(server: &mut ServerProcess, signal: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        if let Some(status) = server.proc.child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "baton still running 8 s after {signal}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_answers_blocked_waiters_and_exits_cleanly() {
     let mut server = start_baton(&[], "info");
@@ -597,14 +609,7 @@ async fn sigterm_under_load_answers_blocked_waiters_and_exits_cleanly() {
         let (got, clean) = read_until_closed(stream).await;
         assert!(got.is_empty() && clean, "idle client {i}: {got:?}, clean close: {clean}");
     }
-    let deadline = Instant::now() + Duration::from_secs(8);
-    let status = loop {
-        if let Some(status) = server.proc.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "baton still running 8 s after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let status = until_exited(&mut server, "SIGTERM").await;
     let took = signalled.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut rounds = 0;
@@ -615,4 +620,88 @@ async fn sigterm_under_load_answers_blocked_waiters_and_exits_cleanly() {
     assert!(rounds > 0);
     let _ = token;
     println!("SIGTERM with 5 blocked waiters, 3 idle and 4 busy clients ({rounds} rounds): exit 0 after {took:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals, the open-files limit, --port 0
+
+/// Polls the server's log until it has a line containing `needle`.
+async fn until_logged(server: &ServerProcess, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log_text().contains(needle) {
+        assert!(Instant::now() < deadline, "never logged {needle:?}; log:\n{}", server.log_text());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hangup_and_user_signals_are_ignored_and_sigquit_shuts_down_cleanly() {
+    let mut server = start_baton(&[], "info");
+    let addr = server.addr;
+    let mut con = connect(addr).await;
+    let token = acquired_token(&query(&mut con, &["LOCK.TRY", "sig", "holder"]).await).expect("holder");
+    let mut waiter = TcpStream::connect(addr).await.expect("connect");
+    waiter.write_all(b"LOCK.WAIT sig waiter 0\r\n").await.expect("write");
+    until_blocked(&mut con, "sig", 1).await;
+    for signal in ["HUP", "USR1", "USR2"] {
+        server.proc.signal(signal);
+        until_logged(&server, &format!("signal=\"SIG{signal}\"")).await;
+        assert!(server.alive(), "SIG{signal} ended the server");
+        // Nothing was lost: the same holder, still one blocked waiter.
+        assert_eq!(holder(&mut con, "sig").await, Some(("holder".to_owned(), token)), "after SIG{signal}");
+        until_blocked(&mut con, "sig", 1).await;
+    }
+    server.proc.signal("QUIT");
+    let (got, clean) = read_until_closed(&mut waiter).await;
+    assert_eq!(got, b"-ERR server is shutting down\r\n");
+    assert!(clean, "the waiter's connection was reset instead of closed");
+    let status = until_exited(&mut server, "SIGQUIT").await;
+    assert_eq!(status.code(), Some(0), "exit status {status:?}; log:\n{}", server.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maxclients_is_lowered_to_the_open_files_limit_and_the_surplus_is_refused() {
+    const FILE_LIMIT: usize = 64;
+    // The reserve of descriptors that are not clients, as the server keeps it.
+    const RESERVED: usize = 32;
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", &format!("ulimit -n {FILE_LIMIT} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_baton")])
+        .args(["--bind", "127.0.0.1", "--ephemeral-port", "--maxclients", "1000"])
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info");
+    let server = ServerProcess::start(&mut command, baton_process::listening_addr);
+    let log = server.log_text();
+    assert!(log.contains("maxclients reduced to fit the open files limit"), "{log}");
+    let fitting = FILE_LIMIT - RESERVED;
+    let mut con = connect(server.addr).await;
+    let clients = text(&query(&mut con, &["INFO", "clients"]).await.expect("INFO")).expect("INFO text");
+    assert!(clients.contains(&format!("maxclients:{fitting}\r\n")), "{clients}");
+    // Fill every place (the INFO connection holds one), then some: the surplus is told, not left
+    // hanging in the backlog.
+    let mut served = Vec::new();
+    for _ in 1..fitting {
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        stream.write_all(b"PING\r\n").await.expect("write");
+        assert_eq!(read_reply(&mut stream, Duration::from_secs(5)).await, b"+PONG\r\n");
+        served.push(stream);
+    }
+    for _ in 0..8 {
+        let mut refused = TcpStream::connect(server.addr).await.expect("the listener still accepts");
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut got)).await.expect("closed");
+        assert_eq!(got, b"-ERR max number of clients reached\r\n");
+    }
+}
+
+#[test]
+fn port_0_without_a_tls_port_does_not_start() {
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run baton");
+    assert_eq!(output.status.code(), Some(1));
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("cannot start the server") && log.contains("set --tls-port"), "{log}");
 }

@@ -120,6 +120,7 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
         ("shards", shared.core.shard_count().to_string()),
         ("max-key-bytes", config.max_key_bytes.to_string()),
         ("max-result-bytes", config.max_result_bytes.to_string()),
+        ("tcp-keepalive", config.tcp_keepalive.to_string()),
     ]
 }
 
@@ -213,6 +214,7 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
             ("total_commands_processed", figures.commands_processed.to_string()),
             ("instantaneous_ops_per_sec", figures.ops_per_sec.to_string()),
             ("rejected_connections", figures.rejected_connections.to_string()),
+            ("log_lines_dropped", crate::logging::lines_dropped().to_string()),
         ],
     );
     section("replication", "Replication", vec![("role", "master".to_owned()), ("connected_slaves", "0".to_owned())]);

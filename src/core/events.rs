@@ -66,9 +66,10 @@ pub(crate) enum LockEvent {
     },
 }
 
-/// Keys, owners and reasons are binary: escaped, a newline in one cannot forge a log line.
+/// Keys, owners and reasons are binary and client-chosen: escaped, a newline in one cannot forge
+/// a log line, and cut short, a 64 KiB REASON does not become 64 KiB of log.
 fn text(bytes: &[u8]) -> Escaped<'_> {
-    Escaped::text(bytes)
+    Escaped::log(bytes)
 }
 
 pub(crate) fn emit(events: Vec<LockEvent>) {
@@ -98,5 +99,76 @@ pub(crate) fn emit(events: Vec<LockEvent>) {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(json: bool, events: Vec<LockEvent>) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let logs = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG);
+        if json {
+            tracing::subscriber::with_default(logs.json().finish(), || emit(events));
+        } else {
+            tracing::subscriber::with_default(logs.finish(), || emit(events));
+        }
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// A failure whose key forges a line break, whose owner is long and whose REASON is the
+    /// largest a client may send.
+    fn hostile_failure() -> LockEvent {
+        let reason = [&b"line one\nINFO forged "[..], &[b'r'; 64 * 1024]].concat();
+        LockEvent::Released {
+            key: Arc::from(&b"k\r\n2026-11-28 INFO forged"[..]),
+            owner: Arc::from(vec![b'o'; 1_000]),
+            token: 7,
+            cause: ReleaseCause::Failure(Some(Arc::from(reason))),
+            next: Some((Arc::from(&b"next"[..]), 8)),
+        }
+    }
+
+    #[test]
+    fn a_hostile_failure_logs_one_short_line_with_escaped_and_cut_values() {
+        let line = logged(false, vec![hostile_failure()]);
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(line.contains("key=k\\x0d\\x0a2026-11-28 INFO forged owner="), "{line}");
+        assert!(line.contains(&format!(" owner={}…(1000 bytes) ", "o".repeat(256))), "{line}");
+        let reason_shown = format!("line one\\x0aINFO forged {}", "r".repeat(256 - "line one\nINFO forged ".len()));
+        assert!(line.contains(&format!(" reason={reason_shown}…(65557 bytes) ")), "{line}");
+        assert!(line.contains(" next_owner=next next_token=Some(8)"), "{line}");
+        assert!(line.len() < 1_024, "{} bytes logged", line.len());
+    }
+
+    #[test]
+    fn json_logs_are_cut_the_same_way() {
+        let line = logged(true, vec![hostile_failure()]);
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(line.contains("\"reason\":\"line one\\\\x0aINFO forged r"), "{line}");
+        assert!(line.contains("…(65557 bytes)\""), "{line}");
+        assert!(line.len() < 1_024, "{} bytes logged", line.len());
     }
 }

@@ -13,6 +13,7 @@ mod lock_basic;
 mod lock_handoff;
 mod lock_lease;
 mod operator;
+mod ops;
 mod protocol;
 mod safety;
 mod tls;

@@ -153,3 +153,26 @@ async fn tls_port_without_certificate_files_is_refused_at_start() {
     let error = RunningServer::start(config).await.err().expect("must not start");
     assert!(error.to_string().contains("--tls-cert-file"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_0_serves_tls_only() {
+    let pki = Pki::generate("tls-only");
+    let mut config = pki.config(false);
+    config.ephemeral_port = false;
+    config.port = 0;
+    let server = RunningServer::start(config).await.unwrap();
+    assert_eq!(server.addr.port(), 0, "no plaintext listener");
+    let port = server.tls_addr.expect("TLS listener").port();
+    let ca = pki.path("ca.crt");
+    let tls = ["--tls", "--cacert", path_arg(&ca)];
+    let acquired = redis_cli(port, &tls, &["LOCK.TRY", "tls-only", "cli"]).await;
+    assert!(stdout(&acquired).starts_with("ACQUIRED"), "{acquired:?}");
+    // As Redis reports it with `port 0`.
+    let info = redis_cli(port, &tls, &["INFO", "server"]).await;
+    assert!(stdout(&info).lines().any(|line| line == "tcp_port:0"), "{info:?}");
+    let config_port = redis_cli(port, &tls, &["CONFIG", "GET", "port"]).await;
+    assert_eq!(stdout(&config_port), "port\n0");
+    let plain = redis_cli(port, &[], &["LOCK.TRY", "tls-only", "plain"]).await;
+    assert!(!stdout(&plain).starts_with("ACQUIRED"), "{plain:?}");
+    server.stop().await.unwrap();
+}

@@ -8,15 +8,16 @@ use std::process::Command;
 
 use baton_testkit::process::ServerProcess;
 
-/// Starts `baton --bind 127.0.0.1 --port 0 <args>` with `RUST_LOG=<rust_log>`; the port it got
-/// comes from its startup log line.
+/// Starts `baton --bind 127.0.0.1 --ephemeral-port <args>` with `RUST_LOG=<rust_log>`; the port it
+/// got comes from its startup log line.
 pub fn start_baton(args: &[&str], rust_log: &str) -> ServerProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
-    command.args(["--bind", "127.0.0.1", "--port", "0"]).args(args).env("NO_COLOR", "1").env("RUST_LOG", rust_log);
+    command.args(["--bind", "127.0.0.1", "--ephemeral-port"]).args(args).env("NO_COLOR", "1").env("RUST_LOG", rust_log);
     ServerProcess::start(&mut command, listening_addr)
 }
 
-fn listening_addr(line: &str) -> Option<SocketAddr> {
+/// The plaintext address in baton's startup log line.
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
     if !line.contains("ready to accept connections") {
         return None;
     }

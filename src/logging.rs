@@ -1,0 +1,217 @@
+//! Where log lines go: a queue bounded in bytes, written out by a thread of its own. A slow stderr
+//! never delays a hand-off, and a flood of log lines (one client failing in a loop) cannot grow
+//! memory without end: lines that do not fit are dropped and counted, and INFO shows the count
+//! (`log_lines_dropped`).
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
+use std::thread;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Room for about 20,000 lines of the longest lock event, enough to ride out a burst while stderr
+/// is briefly slow.
+pub const LOG_QUEUE_BYTES: usize = 4 << 20;
+
+/// How long the process waits at exit for queued lines to be written.
+const FLUSH_AT_EXIT: Duration = Duration::from_secs(1);
+
+/// The drop counter of the queue behind the process's logger, once [`to_stderr`] has made it.
+static PROCESS_QUEUE_DROPS: OnceLock<Arc<AtomicU64>> = OnceLock::new();
+
+/// Lines dropped so far because the process's log queue was full.
+pub(crate) fn lines_dropped() -> u64 {
+    PROCESS_QUEUE_DROPS.get().map_or(0, |dropped| dropped.load(Ordering::Relaxed))
+}
+
+#[derive(Default)]
+struct Queue {
+    lines: VecDeque<Vec<u8>>,
+    /// Bytes queued plus those taken by the writer thread and not yet written.
+    bytes: usize,
+    closed: bool,
+}
+
+struct Inner {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    limit_bytes: usize,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The `MakeWriter` handed to `tracing_subscriber`: each write is one formatted event.
+#[derive(Clone)]
+pub struct LogWriter {
+    inner: Arc<Inner>,
+}
+
+/// Owns the writer thread; dropping it writes what is queued (waiting at most a second, so a
+/// stuck stderr cannot hold the process at exit).
+pub struct LogThread {
+    inner: Arc<Inner>,
+    finished: mpsc::Receiver<()>,
+}
+
+/// A bounded queue in front of stderr; its drops are what INFO reports.
+pub fn to_stderr() -> (LogWriter, LogThread) {
+    let (writer, thread) = bounded(io::stderr(), LOG_QUEUE_BYTES);
+    let _ = PROCESS_QUEUE_DROPS.set(Arc::clone(&writer.inner.dropped));
+    (writer, thread)
+}
+
+fn bounded(mut output: impl Write + Send + 'static, limit_bytes: usize) -> (LogWriter, LogThread) {
+    let inner = Arc::new(Inner {
+        queue: Mutex::new(Queue::default()),
+        ready: Condvar::new(),
+        limit_bytes,
+        dropped: Arc::new(AtomicU64::new(0)),
+    });
+    let (finished_tx, finished) = mpsc::channel();
+    let shared = Arc::clone(&inner);
+    thread::Builder::new()
+        .name("baton-log".to_owned())
+        .spawn(move || {
+            shared.write_until_closed(&mut output);
+            let _ = finished_tx.send(());
+        })
+        .unwrap_or_else(|error| panic!("cannot start the logging thread: {error}"));
+    (LogWriter { inner: Arc::clone(&inner) }, LogThread { inner, finished })
+}
+
+impl Inner {
+    fn push(&self, line: &[u8]) {
+        let mut queue = self.queue.lock();
+        if queue.bytes + line.len() > self.limit_bytes {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        queue.bytes += line.len();
+        queue.lines.push_back(line.to_vec());
+        drop(queue);
+        self.ready.notify_one();
+    }
+
+    fn write_until_closed(&self, output: &mut impl Write) {
+        loop {
+            let batch = {
+                let mut queue = self.queue.lock();
+                while queue.lines.is_empty() && !queue.closed {
+                    self.ready.wait(&mut queue);
+                }
+                if queue.lines.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut queue.lines)
+            };
+            let mut written = 0;
+            for line in &batch {
+                // A line that cannot be written (stderr closed) is lost like a dropped one.
+                if output.write_all(line).is_err() {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                written += line.len();
+            }
+            let _ = output.flush();
+            self.queue.lock().bytes -= written;
+        }
+    }
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        self.inner.push(line);
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        self.clone()
+    }
+}
+
+impl Drop for LogThread {
+    fn drop(&mut self) {
+        self.inner.queue.lock().closed = true;
+        self.inner.ready.notify_one();
+        let _ = self.finished.recv_timeout(FLUSH_AT_EXIT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An output that takes nothing until the test opens it, like a stderr nobody reads.
+    struct Gated {
+        open: mpsc::Receiver<()>,
+        written: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Gated {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            let mut written = self.written.lock().unwrap();
+            if written.is_empty() {
+                let _ = self.open.recv();
+            }
+            written.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_output_bounds_the_queue_in_bytes_and_counts_what_is_dropped() {
+        let (open, gate) = mpsc::channel();
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let output = Gated { open: gate, written: Arc::clone(&written) };
+        let (mut writer, thread) = bounded(output, 1_000);
+        let lines: Vec<String> = (0..200).map(|n| format!("line {n:03} of a flood\n")).collect();
+        for line in &lines {
+            writer.write_all(line.as_bytes()).unwrap();
+        }
+        let queued = writer.inner.queue.lock().bytes;
+        assert!(queued <= 1_000, "{queued} bytes queued");
+        let dropped = writer.inner.dropped.load(Ordering::Relaxed);
+        assert!(dropped >= 200 - 1_000 / lines[0].len() as u64, "{dropped} dropped");
+        open.send(()).unwrap();
+        drop(thread);
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let kept: Vec<&str> = text.lines().collect();
+        assert_eq!(kept.len() as u64 + dropped, 200, "every line is written or counted as dropped");
+        // What is kept is whole lines, in order.
+        let mut later = lines.iter().map(|line| line.trim_end());
+        for line in kept {
+            assert!(later.any(|sent| sent == line), "{line:?} out of order or mangled");
+        }
+    }
+
+    #[test]
+    fn lines_that_fit_are_all_written_in_order_before_exit() {
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (open, gate) = mpsc::channel();
+        open.send(()).unwrap();
+        let (mut writer, thread) = bounded(Gated { open: gate, written: Arc::clone(&written) }, 1 << 20);
+        for n in 0..1_000 {
+            writeln!(writer, "{n}").unwrap();
+        }
+        drop(thread);
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let numbers: Vec<u32> = text.lines().map(|line| line.parse().unwrap()).collect();
+        assert_eq!(numbers, (0..1_000).collect::<Vec<_>>());
+        assert_eq!(writer.inner.dropped.load(Ordering::Relaxed), 0);
+    }
+}
