@@ -2,7 +2,8 @@
 //!
 //! Layers, each using only the ones below it:
 //!
-//! 1. [`config`], `errors` and [`core`] (the sharded lock table, free of I/O);
+//! 1. [`config`], `errors`, [`memory`] (the allocator and its figures) and [`core`] (the sharded
+//!    lock table, free of I/O);
 //! 2. [`codec`] (RESP framing), `reply` (where outcomes become replies), `clients` (the registry
 //!    behind CLIENT LIST) and `metrics`;
 //! 3. `context`: what every connection shares;
@@ -21,6 +22,7 @@ mod connection;
 mod context;
 pub mod core;
 mod errors;
+pub mod memory;
 mod metrics;
 mod reply;
 pub mod server;

@@ -7,6 +7,9 @@ use clap::Parser;
 use tracing::error;
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: baton::memory::Allocator = baton::memory::Allocator;
+
 fn main() -> ExitCode {
     let config = Config::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

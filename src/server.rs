@@ -21,6 +21,7 @@ use crate::connection;
 use crate::context::{ServerStats, Shared};
 use crate::core::{Clock, CoreSettings, LockCore, token_seed};
 use crate::errors;
+use crate::memory;
 use crate::metrics::{Metrics, OPS_SAMPLE_INTERVAL, Prometheus};
 use crate::tls;
 
@@ -99,6 +100,7 @@ impl Server {
         let tasks = TaskTracker::new();
         tasks.spawn(reap_leases(Arc::clone(&shared)));
         tasks.spawn(sample_ops(Arc::clone(&shared)));
+        tasks.spawn(memory::track(shared.shutdown.clone()));
         if let Some(addr) = shared.config.metrics_addr {
             tasks.spawn(serve_prometheus(Arc::clone(&shared), addr));
         }
