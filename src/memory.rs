@@ -103,7 +103,7 @@ pub(crate) fn info_fields(maxmemory: u64) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// `jemalloc-5.3.0`, as Redis names its allocator (jemalloc's own version string goes on with
+/// `jemalloc-5.3.1`, as Redis names its allocator (jemalloc's own version string goes on with
 /// the git description).
 fn allocator_name() -> String {
     let version = tikv_jemalloc_ctl::version::read().unwrap_or("unknown");
@@ -135,21 +135,22 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let lower = text.to_ascii_lowercase();
     let split = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
     let (digits, unit) = lower.split_at(split);
-    let multiplier: u64 = match unit {
-        "" | "b" => 1,
-        "k" => 1000,
-        "kb" => 1024,
-        "m" => 1000 * 1000,
-        "mb" => 1024 * 1024,
-        "g" => 1000 * 1000 * 1000,
-        "gb" => 1024 * 1024 * 1024,
-        _ => return Err(format!("'{text}': the unit must be one of b, k, kb, m, mb, g, gb")),
+    let multiplier: Option<u64> = match unit {
+        "" | "b" => Some(1),
+        "k" => Some(1000),
+        "kb" => Some(1024),
+        "m" => Some(1000 * 1000),
+        "mb" => Some(1024 * 1024),
+        "g" => Some(1000 * 1000 * 1000),
+        "gb" => Some(1024 * 1024 * 1024),
+        _ => None,
     };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|number| number.checked_mul(multiplier))
-        .ok_or_else(|| format!("'{text}' is not a size in bytes (e.g. 0, 1048576, 100mb, 1gb)"))
+    multiplier
+        .zip(digits.parse::<u64>().ok())
+        .and_then(|(multiplier, number)| number.checked_mul(multiplier))
+        .ok_or_else(|| {
+            format!("'{text}' is not a size: a whole number of bytes with an optional unit b, k, kb, m, mb, g or gb (e.g. 100mb)")
+        })
 }
 
 #[cfg(test)]

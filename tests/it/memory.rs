@@ -162,7 +162,7 @@ async fn over_maxmemory_the_server_drains_and_recovers() {
     holder.wait_blocked("k", 1).await;
 
     // Zeroed pages are counted as allocated without being touched.
-    let ballast = vec![0u8; usize::try_from(2 * headroom).unwrap()];
+    let ballast = std::hint::black_box(vec![0u8; usize::try_from(2 * headroom).unwrap()]);
     let mut newcomer = Raw::connect(addr).await;
     let try_other = args!["LOCK.TRY", "other", "newcomer"];
     poll_reply(&mut newcomer, &try_other, "memory over --maxmemory", |reply| reply.is_error() && reply.err() == OOM)
