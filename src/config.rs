@@ -145,6 +145,11 @@ pub struct Config {
     /// line) instead of --port.
     #[arg(long, hide = true, conflicts_with = "port")]
     pub ephemeral_port: bool,
+    /// Refuse commands that add state (LOCK.TRY, LOCK.WAIT, LOCK.UNLOCK ... KEEP) with Redis's OOM
+    /// error while the memory in use is over this many bytes; releases keep working, so the server
+    /// drains. Redis's units: 100mb, 1gb, plain bytes. 0 = no limit.
+    #[arg(long, default_value = "0", value_parser = crate::memory::parse_size)]
+    pub maxmemory: u64,
 }
 
 impl Config {

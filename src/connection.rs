@@ -29,6 +29,9 @@ use crate::write_progress::{Counted, WriteWatch};
 
 type Input = Option<Result<Request, CodecError>>;
 
+/// Room kept for requests read behind a blocked LOCK.WAIT once they have all run.
+const KEPT_DEFERRED: usize = 16;
+
 /// Replies buffered before they are written even though more pipelined requests wait.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
@@ -79,13 +82,16 @@ where
     let id = entry.id;
     debug!(id, %addr, "client connected");
     let (socket, write_watch) = WriteWatch::new(socket, Duration::from_millis(shared.config.output_stall_timeout_ms));
+    let session = Session::new(entry, &shared);
+    let mut codec = RespCodec::new(limits);
+    codec.set_authenticated(session.authenticated);
     let mut connection = Connection {
         framed: {
-            let mut framed = Framed::new(socket, RespCodec::new(limits));
+            let mut framed = Framed::new(socket, codec);
             framed.set_backpressure_boundary(WRITE_BATCH_BYTES);
             framed
         },
-        session: Session::new(entry, &shared),
+        session,
         shared: Arc::clone(&shared),
         deferred: VecDeque::new(),
         deferred_bytes: 0,
@@ -118,6 +124,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             let input = match self.deferred.pop_front() {
                 Some((input, size)) => {
                     self.deferred_bytes -= size;
+                    if self.deferred.is_empty() {
+                        // A long pipeline behind one WAIT must not keep its queue's table.
+                        self.deferred.shrink_to(KEPT_DEFERRED);
+                    }
                     input
                 }
                 // More pipelined input already buffered is decoded before replies are written. With
@@ -207,6 +217,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Err(reply) => return self.send(reply).await,
         };
         let action = command.execute(&mut self.session, &shared);
+        self.framed.codec_mut().set_authenticated(self.session.authenticated);
         match action {
             Action::Reply(reply) => self.send(reply).await,
             Action::ReplyAfterHandoff(reply) => {
@@ -299,8 +310,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     break Err(Exit::Shutdown);
                 }
                 Wake::Input(Some(Ok(request))) => {
-                    // Counted like the query buffer: argument bytes plus their framing.
-                    let size = request.args.iter().map(|arg| arg.len() + 16).sum::<usize>();
+                    // Kept for a while, so it must not pin the read buffer it was sliced from:
+                    // then what is counted is what it holds.
+                    let request = request.detach();
+                    let size = request.detached_size() + std::mem::size_of::<(Input, usize)>();
                     self.deferred_bytes += size;
                     if self.deferred_bytes > shared.config.max_query_buffer_bytes {
                         shared.core.wait_abandoned(ticket, now);

@@ -35,6 +35,9 @@ pub(crate) const PROTO_TOO_BIG_BULK_COUNT: &str = "ERR Protocol error: too big b
 pub(crate) const PROTO_TOO_BIG_INLINE: &str = "ERR Protocol error: too big inline request";
 pub(crate) const PROTO_UNBALANCED_QUOTES: &str = "ERR Protocol error: unbalanced quotes in request";
 pub(crate) const PROTO_QUERY_BUFFER: &str = "ERR Protocol error: query buffer limit exceeded";
+pub(crate) const PROTO_UNAUTHENTICATED_MULTIBULK_LEN: &str = "ERR Protocol error: unauthenticated multibulk length";
+pub(crate) const PROTO_UNAUTHENTICATED_BULK_LEN: &str = "ERR Protocol error: unauthenticated bulk length";
+pub(crate) const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 
 pub(crate) fn proto_expected_dollar(got: u8) -> String {
     format!("ERR Protocol error: expected '$', got '{}'", char::from(got))

@@ -2,7 +2,8 @@
 //!
 //! Layers, each using only the ones below it:
 //!
-//! 1. [`config`], `errors`, [`logging`] and [`core`] (the sharded lock table, free of I/O);
+//! 1. [`config`], `errors`, [`logging`], [`memory`] (the allocator and its figures) and [`core`]
+//!    (the sharded lock table, free of I/O);
 //! 2. [`codec`] (RESP framing), `reply` (where outcomes become replies), `clients` (the registry
 //!    behind CLIENT LIST), `metrics` and `write_progress`;
 //! 3. `context`: what every connection shares;
@@ -29,6 +30,7 @@ mod errors;
 mod fd_limit;
 mod http;
 pub mod logging;
+pub mod memory;
 mod metrics;
 mod reply;
 pub mod server;

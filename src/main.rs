@@ -12,6 +12,9 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: baton::memory::Allocator = baton::memory::Allocator;
+
 fn main() -> ExitCode {
     let config = Config::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

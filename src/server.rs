@@ -26,6 +26,7 @@ use crate::core::{Clock, CoreSettings, LockCore, token_seed};
 use crate::errors;
 use crate::fd_limit::{self, RESERVED_FDS};
 use crate::http::{self, HttpLimits};
+use crate::memory;
 use crate::metrics::{Metrics, OPS_SAMPLE_INTERVAL, Prometheus};
 use crate::tls;
 
@@ -133,6 +134,7 @@ impl Server {
         let tasks = TaskTracker::new();
         tasks.spawn(reap_leases(Arc::clone(&shared)));
         tasks.spawn(sample_ops(Arc::clone(&shared)));
+        tasks.spawn(memory::track(shared.shutdown.clone()));
         if let Some(metrics) = metrics {
             tasks.spawn(serve_prometheus(Arc::clone(&shared), metrics));
         }

@@ -209,6 +209,17 @@ fn bounded_text(what: &str, value: Bytes, max: usize) -> ParseResult<Arc<[u8]>> 
 }
 
 impl LockCommand {
+    /// Whether it may add state: take a lock, join a queue, or keep a result. Redis marks such
+    /// commands `denyoom`; a SUCCESS without KEEP frees the key, so only KEEP counts here.
+    pub(crate) fn adds_state(&self) -> bool {
+        matches!(
+            self,
+            LockCommand::Try(_)
+                | LockCommand::Wait(_)
+                | LockCommand::Unlock(Unlock { verdict: Verdict::Success { keep_ms: Some(_), .. }, .. })
+        )
+    }
+
     pub(crate) fn execute(self, session: &mut Session, shared: &Shared) -> Action {
         let core = &shared.core;
         let now = shared.clock.now();
@@ -291,6 +302,24 @@ mod tests {
 
     fn err(text: &str) -> ParseResult<LockCommand> {
         Err(Reply::error(text.to_owned()))
+    }
+
+    #[test]
+    fn only_taking_queueing_and_keeping_add_state() {
+        let adds = |line: &str| parse(line).unwrap_or_else(|reply| panic!("{line}: {reply:?}")).adds_state();
+        for line in ["LOCK.TRY k o", "LOCK.TRY k o NOQUEUE", "LOCK.WAIT k o 0", "LOCK.UNLOCK k o 1 SUCCESS KEEP 5"] {
+            assert!(adds(line), "{line}");
+        }
+        for line in [
+            "LOCK.UNLOCK k o 1 SUCCESS",
+            "LOCK.UNLOCK k o 1 SUCCESS RESULT r",
+            "LOCK.UNLOCK k o 1 FAILURE REASON r",
+            "LOCK.EXTEND k o 1 100",
+            "LOCK.CANCEL k o",
+            "LOCK.INFO k",
+        ] {
+            assert!(!adds(line), "{line}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use self::server::ServerCommand;
 use self::table::{CommandId, CommandSpec};
 use crate::context::Shared;
 use crate::errors;
+use crate::memory;
 use crate::reply::Reply;
 use crate::session::Session;
 
@@ -110,7 +111,17 @@ impl Command {
         Ok(command)
     }
 
+    /// Over `--maxmemory` what would add state is refused, while releases, reads and connection
+    /// commands go on, so that the server drains instead of growing until it dies.
+    fn refused_for_memory(&self, shared: &Shared) -> bool {
+        matches!(self, Command::Lock(command) if command.adds_state())
+            && memory::over_maxmemory(shared.config.maxmemory)
+    }
+
     pub(crate) fn execute(self, session: &mut Session, shared: &Shared) -> Action {
+        if self.refused_for_memory(shared) {
+            return Action::Reply(Reply::error(errors::OOM));
+        }
         match self {
             Command::Lock(command) => command.execute(session, shared),
             Command::Connection(command) => command.execute(session, shared),

@@ -9,6 +9,7 @@ use super::table;
 use crate::config::REDIS_COMPAT_VERSION;
 use crate::context::Shared;
 use crate::errors;
+use crate::memory;
 use crate::reply::Reply;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +122,8 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
         ("max-key-bytes", config.max_key_bytes.to_string()),
         ("max-result-bytes", config.max_result_bytes.to_string()),
         ("tcp-keepalive", config.tcp_keepalive.to_string()),
+        ("maxmemory", config.maxmemory.to_string()),
+        ("maxmemory-policy", "noeviction".to_owned()),
     ]
 }
 
@@ -205,6 +208,7 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
             ("maxclients", shared.config.maxclients.to_string()),
         ],
     );
+    section("memory", "Memory", memory::info_fields(shared.config.maxmemory));
     section("persistence", "Persistence", vec![("loading", "0".to_owned()), ("aof_enabled", "0".to_owned())]);
     section(
         "stats",

@@ -4,7 +4,9 @@
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::Decoder;
 
-use super::{CodecError, Request, RespCodec, inline, protocol_error};
+use super::{
+    CodecError, Request, RespCodec, UNAUTHENTICATED_MAX_ARGS, UNAUTHENTICATED_MAX_BULK_BYTES, inline, protocol_error,
+};
 use crate::errors;
 
 /// Longest `*<n>` or `$<len>` header line, as Redis's `PROTO_INLINE_MAX_SIZE`.
@@ -37,6 +39,21 @@ impl RespCodec {
             return Err(protocol_error(errors::PROTO_QUERY_BUFFER));
         }
         Ok(None)
+    }
+
+    /// The number of elements a `*<count>` header announces, checked in Redis's order: beyond an
+    /// `int`, then the unauthenticated cap, then `--max-args`.
+    fn check_count(&self, count: i64) -> Result<usize, CodecError> {
+        if count > i64::from(i32::MAX) {
+            return Err(protocol_error(errors::PROTO_INVALID_MULTIBULK_LEN));
+        }
+        if !self.authenticated && count > UNAUTHENTICATED_MAX_ARGS {
+            return Err(protocol_error(errors::PROTO_UNAUTHENTICATED_MULTIBULK_LEN));
+        }
+        usize::try_from(count)
+            .ok()
+            .filter(|&n| n <= self.limits.max_args)
+            .ok_or_else(|| protocol_error(errors::PROTO_INVALID_MULTIBULK_LEN))
     }
 
     /// Splits the complete multibulk frame `buf[..end]` off and slices its arguments out of it.
@@ -105,10 +122,7 @@ impl Decoder for RespCodec {
                         self.state = State::Start;
                         continue;
                     }
-                    let remaining = usize::try_from(count)
-                        .ok()
-                        .filter(|&n| n <= self.limits.max_args)
-                        .ok_or_else(|| protocol_error(errors::PROTO_INVALID_MULTIBULK_LEN))?;
+                    let remaining = self.check_count(count)?;
                     self.state = State::BulkHeader { remaining, pos: cr + 2, scanned: cr + 2 };
                 }
 
@@ -136,6 +150,9 @@ impl Decoder for RespCodec {
                         .and_then(|len| usize::try_from(len).ok())
                         .filter(|&len| len <= self.limits.max_bulk_bytes)
                         .ok_or_else(|| protocol_error(errors::PROTO_INVALID_BULK_LEN))?;
+                    if !self.authenticated && len > UNAUTHENTICATED_MAX_BULK_BYTES {
+                        return Err(protocol_error(errors::PROTO_UNAUTHENTICATED_BULK_LEN));
+                    }
                     let data = cr + 2;
                     let end = data
                         .checked_add(len)

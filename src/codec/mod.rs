@@ -30,7 +30,7 @@ use std::fmt;
 use std::io;
 use std::ops::Range;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use decode::State;
 
@@ -105,18 +105,64 @@ fn protocol_error(text: impl Into<Cow<'static, str>>) -> CodecError {
     CodecError::Protocol(text.into())
 }
 
+impl Request {
+    /// Copies the arguments out of the read buffer they slice into one allocation of their own.
+    /// A decoded argument keeps the whole buffer it was read into alive (a 30-byte request can pin
+    /// megabytes), which is harmless for a request run at once but not for one that is kept.
+    pub fn detach(self) -> Request {
+        let mut joined = BytesMut::with_capacity(self.args.iter().map(Bytes::len).sum());
+        for arg in &self.args {
+            joined.extend_from_slice(arg);
+        }
+        let joined = joined.freeze();
+        let mut offset = 0;
+        let args = self
+            .args
+            .iter()
+            .map(|arg| {
+                offset += arg.len();
+                joined.slice(offset - arg.len()..offset)
+            })
+            .collect();
+        Request { args }
+    }
+
+    /// Heap bytes a [detached](Request::detach) request holds: its arguments, their handles and
+    /// the allocation headers, as the allocator sees them.
+    pub fn detached_size(&self) -> usize {
+        /// The shared header `Bytes` allocates once a buffer is sliced, plus the allocator's
+        /// rounding of two small allocations.
+        const FIXED: usize = 64;
+        self.args.iter().map(|arg| arg.len() + std::mem::size_of::<Bytes>()).sum::<usize>() + FIXED
+    }
+}
+
+/// Redis's caps on a request from a client that has not authenticated yet
+/// (`processMultibulkBuffer`), so that an unauthenticated connection can park little memory.
+const UNAUTHENTICATED_MAX_ARGS: i64 = 10;
+const UNAUTHENTICATED_MAX_BULK_BYTES: usize = 16 * 1024;
+
 /// Tokio codec for the server side of RESP: decodes [`Request`]s, encodes
 /// `(`[`Reply`](crate::reply::Reply)`, `[`Protocol`]`)` pairs.
 #[derive(Debug)]
 pub struct RespCodec {
     limits: Limits,
+    /// Until a client authenticates its requests are held to Redis's much smaller caps.
+    authenticated: bool,
     state: State,
     /// Where the arguments found so far of the multibulk request at the front of the buffer lie.
     spans: Vec<Range<usize>>,
 }
 
 impl RespCodec {
+    /// A codec for an authenticated client (or a server without a password).
     pub fn new(limits: Limits) -> Self {
-        RespCodec { limits, state: State::Start, spans: Vec::new() }
+        RespCodec { limits, authenticated: true, state: State::Start, spans: Vec::new() }
+    }
+
+    /// The connection's authentication changed (AUTH, HELLO AUTH, RESET): the next request header
+    /// is checked against the caps that now apply.
+    pub fn set_authenticated(&mut self, authenticated: bool) {
+        self.authenticated = authenticated;
     }
 }

@@ -493,6 +493,73 @@ fn max_bulk_bytes_boundary() {
     assert_eq!(expect_error(limits, b"*1\r\n$6\r\n"), errors::PROTO_INVALID_BULK_LEN);
 }
 
+fn unauthenticated() -> RespCodec {
+    let mut codec = codec();
+    codec.set_authenticated(false);
+    codec
+}
+
+fn unauthenticated_error(input: &[u8]) -> String {
+    match decode_all(&mut unauthenticated(), &mut BytesMut::from(input)) {
+        Err(CodecError::Protocol(text)) => text.into_owned(),
+        other => panic!("expected a protocol error for {input:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn unauthenticated_requests_are_held_to_redis_caps() {
+    let ten: Vec<&[u8]> = std::iter::repeat_n(&b"x"[..], 10).collect();
+    assert_eq!(decode_all(&mut unauthenticated(), &mut BytesMut::from(&multibulk(&ten)[..])).unwrap().len(), 1);
+    // Refused from the header alone, before anything else arrives.
+    assert_eq!(unauthenticated_error(b"*11\r\n"), errors::PROTO_UNAUTHENTICATED_MULTIBULK_LEN);
+    let largest = vec![b'v'; 16 * 1024];
+    let frame = multibulk(&[b"AUTH", &largest]);
+    assert_eq!(decode_all(&mut unauthenticated(), &mut BytesMut::from(&frame[..])).unwrap().len(), 1);
+    assert_eq!(unauthenticated_error(b"*2\r\n$4\r\nAUTH\r\n$16385\r\n"), errors::PROTO_UNAUTHENTICATED_BULK_LEN);
+    // Redis's order: what no client may send is refused as such.
+    assert_eq!(unauthenticated_error(b"*2147483648\r\n"), errors::PROTO_INVALID_MULTIBULK_LEN);
+    assert_eq!(unauthenticated_error(b"*1\r\n$2000000\r\n"), errors::PROTO_INVALID_BULK_LEN);
+}
+
+#[test]
+fn authenticating_lifts_the_caps_for_the_next_request() {
+    let eleven: Vec<&[u8]> = std::iter::repeat_n(&b"x"[..], 11).collect();
+    let big = multibulk(&eleven);
+    let mut codec = unauthenticated();
+    let mut buf = BytesMut::from(&multibulk(&[b"AUTH", b"pw"])[..]);
+    buf.extend_from_slice(&big);
+    assert_eq!(codec.decode(&mut buf).unwrap(), Some(req(&[b"AUTH", b"pw"])));
+    codec.set_authenticated(true);
+    assert_eq!(codec.decode(&mut buf).unwrap().map(|request| request.args.len()), Some(11));
+    // RESET logs the client out again.
+    codec.set_authenticated(false);
+    buf.extend_from_slice(&big);
+    assert!(
+        matches!(codec.decode(&mut buf), Err(CodecError::Protocol(text)) if text == errors::PROTO_UNAUTHENTICATED_MULTIBULK_LEN)
+    );
+}
+
+#[test]
+fn detached_requests_own_their_bytes() {
+    let mut buf = BytesMut::with_capacity(1024 * 1024);
+    buf.extend_from_slice(&multibulk(&[b"LOCK.TRY", b"", b"owner"]));
+    let read_buffer = buf.as_ptr_range();
+    let request = codec().decode(&mut buf).unwrap().unwrap();
+    let detached = request.clone().detach();
+    assert_eq!(detached, request);
+    assert!(detached.args.iter().all(|arg| !read_buffer.contains(&arg.as_ptr())), "{detached:?}");
+    // Counted as what it holds, not the megabyte it was read into.
+    let size = detached.detached_size();
+    assert!((13..1024).contains(&size), "{size}");
+}
+
+#[test]
+fn detached_size_grows_with_the_arguments() {
+    let small = req(&[b"PING"]).detach().detached_size();
+    let large = req(&[b"PING", &[b'a'; 10_000]]).detach().detached_size();
+    assert_eq!(large - small, 10_000 + std::mem::size_of::<Bytes>());
+}
+
 #[test]
 fn truncated_request_at_eof_is_dropped() {
     let mut codec = codec();

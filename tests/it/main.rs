@@ -7,11 +7,17 @@
 
 mod common;
 
+/// The server's allocator, so that INFO's memory figures and `--maxmemory` see what they see in
+/// production.
+#[global_allocator]
+static ALLOCATOR: baton::memory::Allocator = baton::memory::Allocator;
+
 mod connection_cmds;
 mod contention;
 mod lock_basic;
 mod lock_handoff;
 mod lock_lease;
+mod memory;
 mod operator;
 mod ops;
 mod protocol;
