@@ -68,7 +68,8 @@ pub struct Config {
     #[arg(long)]
     pub shards: Option<usize>,
 
-    /// Require clients to AUTH with this password (the Redis `requirepass` semantics).
+    /// Require clients to AUTH with this password (the Redis `requirepass` semantics: it is the
+    /// default user's password; empty means none).
     #[arg(long, env = "BATON_REQUIREPASS", hide_env_values = true)]
     pub requirepass: Option<String>,
 
@@ -134,6 +135,12 @@ pub struct Config {
     /// Log line format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Users and their permissions, in Redis's ACL file format (`user node on >pass ~pull:*
+    /// +@write +lock.info`); read at startup and by ACL LOAD, written by ACL SAVE. A `default`
+    /// user in the file replaces the one --requirepass sets.
+    #[arg(long)]
+    pub aclfile: Option<std::path::PathBuf>,
 }
 
 impl Config {

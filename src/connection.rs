@@ -201,8 +201,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             state.last_command = Some(spec.command_name());
             state.last_active = std::time::Instant::now();
         });
-        if !self.session.authenticated && !cmd::allowed_unauthenticated(spec) {
-            return self.send(Reply::error(errors::NOAUTH)).await;
+        if let Err(reply) = cmd::authorize(spec, &request.args, &self.session, &shared) {
+            return self.send(reply).await;
         }
         let command = match Command::parse(spec, request.args, self.lock_limits) {
             Ok(command) => command,

@@ -4,7 +4,7 @@
 //!
 //! 1. [`config`], `errors` and [`core`] (the sharded lock table, free of I/O);
 //! 2. [`codec`] (RESP framing), `reply` (where outcomes become replies), `clients` (the registry
-//!    behind CLIENT LIST) and `metrics`;
+//!    behind CLIENT LIST), `acl` (users and permissions) and `metrics`;
 //! 3. `context`: what every connection shares;
 //! 4. `session`: one connection's state;
 //! 5. `cmd`: requests parsed into typed commands and executed;
@@ -13,6 +13,7 @@
 //!
 //! The public surface is what the binary, the integration tests and the fuzz targets need.
 
+mod acl;
 mod clients;
 mod cmd;
 pub mod codec;

@@ -10,7 +10,8 @@ use super::parse::{Args, ParseResult, eq_ignore_case, parse_int};
 use crate::context::Shared;
 use crate::core::{ExtendOutcome, LockRequest, TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart};
 use crate::errors;
-use crate::reply::Reply;
+use super::table::CommandId;
+use crate::reply::{self, Reply};
 use crate::session::Session;
 
 #[derive(Debug, Clone, Copy)]
@@ -237,7 +238,12 @@ impl LockCommand {
                 Action::Reply(Reply::from(outcome))
             }
             LockCommand::Cancel { key, owner } => Action::Reply(Reply::Int(i64::from(core.cancel(&key, &owner, now)))),
-            LockCommand::Info { key } => Action::Reply(Reply::from(core.info(&key, now).unwrap_or_default())),
+            LockCommand::Info { key } => {
+                // A token is the right to unlock: shown only to users who could break the lock
+                // anyway, by killing its holder's connection.
+                let token_visible = session.user().rules.read().may_run(CommandId::ClientKill.bit());
+                Action::Reply(reply::key_info(core.info(&key, now).unwrap_or_default(), token_visible))
+            }
         };
         if let Some(key) = bound {
             session.note_bound(&key, shared);
