@@ -350,6 +350,6 @@ mod tests {
         assert!(acl.user("admin").is_some(), "a failed load changes nothing");
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(Acl::new(catalogue(), None, Some(path)).unwrap_err().contains("opening file"));
-        assert_eq!(acl(None).save().unwrap_err(), errors::ACL_NO_FILE);
+        assert_eq!(Acl::new(catalogue(), None, None).unwrap().save().unwrap_err(), errors::ACL_NO_FILE);
     }
 }

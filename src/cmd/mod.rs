@@ -295,6 +295,49 @@ mod tests {
     }
 
     #[test]
+    fn acl_rules_name_every_table_entry() {
+        let catalogue = table::acl_catalogue();
+        for spec in every_spec() {
+            assert!(catalogue.command(&spec.full_name()).is_some(), "{}", spec.full_name());
+            for category in spec.acl_categories {
+                let category = category.trim_start_matches('@');
+                assert!(crate::acl::CATEGORIES.contains(&category), "{}: @{category}", spec.full_name());
+            }
+        }
+    }
+
+    #[test]
+    fn keys_come_from_the_table() {
+        let keys = |line: &str| {
+            let args = words(line);
+            let spec = resolve(&args).unwrap();
+            key_arguments(spec, &args).map(|(index, key)| (index, key.to_vec())).collect::<Vec<_>>()
+        };
+        assert_eq!(keys("LOCK.TRY pull:a o PX 10"), [(1, b"pull:a".to_vec())]);
+        assert_eq!(keys("LOCK.INFO k"), [(1, b"k".to_vec())]);
+        assert!(keys("PING").is_empty() && keys("CLIENT KILL ID 1").is_empty());
+    }
+
+    #[test]
+    fn permission_checks_the_command_then_its_keys() {
+        let acl = crate::acl::Acl::new(table::acl_catalogue(), None, None).unwrap();
+        acl.set_user("node", &["on", "nopass", "~pull:*", "%R~view:*", "+@write", "+lock.info", "-@dangerous"]).unwrap();
+        let node = acl.user("node").unwrap();
+        let verdict = |line: &str| {
+            let args = words(line);
+            permission(&node, resolve(&args).unwrap(), &args)
+        };
+        assert_eq!(verdict("LOCK.TRY pull:a o"), Ok(()));
+        assert_eq!(verdict("LOCK.TRY other o"), Err(Denial::Key(1)));
+        assert_eq!(verdict("LOCK.TRY view:a o"), Err(Denial::Key(1)), "a write needs write access");
+        assert_eq!(verdict("LOCK.INFO view:a"), Ok(()));
+        assert_eq!(verdict("CLIENT KILL ID 1"), Err(Denial::Command));
+        assert_eq!(verdict("CONFIG RESETSTAT"), Err(Denial::Command));
+        assert_eq!(verdict("PING"), Err(Denial::Command), "@connection was not granted");
+        assert_eq!(permission(&acl.default_user(), resolve(&words("CLIENT KILL ID 1")).unwrap(), &[]), Ok(()));
+    }
+
+    #[test]
     fn only_no_auth_commands_run_before_auth() {
         let allowed: Vec<String> =
             every_spec().filter(|spec| allowed_unauthenticated(spec)).map(|spec| spec.full_name()).collect();

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod acl;
 mod connection_cmds;
 mod contention;
 mod lock_basic;
