@@ -120,7 +120,9 @@ pub(crate) fn acl_file_line(path: &std::path::Path, line: usize, what: &str) -> 
 }
 
 pub(crate) fn acl_save_failed(error: &std::io::Error) -> String {
-    format!("ERR There was an error trying to save the ACLs. Please check the server logs for more information ({error})")
+    format!(
+        "ERR There was an error trying to save the ACLs. Please check the server logs for more information ({error})"
+    )
 }
 
 pub(crate) fn acl_unknown_category(category: &[u8]) -> String {

@@ -21,7 +21,8 @@ impl CommandEntry {
                 self.container.eq_ignore_ascii_case(container) && self.name.eq_ignore_ascii_case(sub)
             }
             // A container's name covers its subcommands too, as `+client` does in Redis.
-            None => self.name.eq_ignore_ascii_case(name) || self.container.eq_ignore_ascii_case(name),
+            None if self.container.is_empty() => self.name.eq_ignore_ascii_case(name),
+            None => self.container.eq_ignore_ascii_case(name),
         }
     }
 
@@ -120,7 +121,9 @@ impl Catalogue {
     }
 
     fn in_category<'a>(&'a self, category: &'a str) -> impl Iterator<Item = &'a CommandEntry> {
-        self.entries.iter().filter(move |entry| entry.categories.iter().any(|own| own.strip_prefix('@') == Some(category)))
+        self.entries
+            .iter()
+            .filter(move |entry| entry.categories.iter().any(|own| own.strip_prefix('@') == Some(category)))
     }
 }
 
@@ -149,6 +152,7 @@ pub(crate) mod tests {
         assert_eq!(catalogue.command("client"), Some(CommandBits(0b111_1000)));
         assert_eq!(catalogue.command("client|nosuch"), None);
         assert_eq!(catalogue.command("get"), None);
+        assert_eq!(catalogue.command("kill"), None, "a subcommand's own name is not a command");
     }
 
     #[test]

@@ -97,7 +97,14 @@ impl Acl {
         let username = String::from_utf8_lossy(username).into_owned();
         let mut log = self.log.lock();
         log.auth_failed(addr, &username, now);
-        log.add(LogEntry { count: 1, reason: Reason::Auth, object: "AUTH".to_owned(), username, client_info, last_seen: now });
+        log.add(LogEntry {
+            count: 1,
+            reason: Reason::Auth,
+            object: "AUTH".to_owned(),
+            username,
+            client_info,
+            last_seen: now,
+        });
     }
 
     /// A command refused for its name or a key: counted and logged in ACL LOG.
@@ -142,9 +149,7 @@ impl Acl {
         let existing = users.get(name);
         let mut changed = existing.map_or_else(Rules::default, |user| user.rules.read().clone());
         for rule in rules {
-            changed
-                .apply(rule, &self.catalogue)
-                .map_err(|error| errors::acl_setuser_modifier(rule, error.as_str()))?;
+            changed.apply(rule, &self.catalogue).map_err(|error| errors::acl_setuser_modifier(rule, error.as_str()))?;
         }
         match existing {
             Some(user) => *user.rules.write() = changed,
@@ -271,10 +276,16 @@ mod tests {
         assert_eq!(error, "ERR Error in ACL SETUSER modifier '+nosuch': Unknown command or category name in ACL");
         assert!(acl.authenticate(b"node", b"pw").is_some(), "the failed SETUSER changed nothing");
         assert!(acl.authenticate(b"node", b"bad").is_none() && acl.authenticate(b"nosuch", b"pw").is_none());
-        assert_eq!(acl.lines(), ["user default on nopass ~* &* +@all", &format!(
-            "user node on #{} ~pull:* resetchannels -@all +lock.try",
-            acl.user("node").unwrap().rules.read().password_hashes()[0]
-        )]);
+        assert_eq!(
+            acl.lines(),
+            [
+                "user default on nopass ~* &* +@all",
+                &format!(
+                    "user node on #{} ~pull:* resetchannels -@all +lock.try",
+                    acl.user("node").unwrap().rules.read().password_hashes()[0]
+                )
+            ]
+        );
         assert!(acl.set_user("a b", &[]).is_err());
     }
 
@@ -315,11 +326,15 @@ mod tests {
 
     #[test]
     fn files_parse_or_say_where_they_fail() {
-        let users = parse_file("# nodes\n\nuser node on >pw ~pull:* +@read\nuser admin on nopass +@all ~*\n", &catalogue())
-            .unwrap();
+        let users =
+            parse_file("# nodes\n\nuser node on >pw ~pull:* +@read\nuser admin on nopass +@all ~*\n", &catalogue())
+                .unwrap();
         assert_eq!(users.keys().collect::<Vec<_>>(), ["admin", "node"]);
         assert!(users["node"].accepts(b"pw") && users["node"].may_run(1) && !users["node"].may_run(0));
-        assert_eq!(parse_file("user a on\nuser a off\n", &catalogue()), Err((2, "Duplicate user 'a' found".to_owned())));
+        assert_eq!(
+            parse_file("user a on\nuser a off\n", &catalogue()),
+            Err((2, "Duplicate user 'a' found".to_owned()))
+        );
         assert_eq!(parse_file("\nusr a\n", &catalogue()), Err((2, "line should start with user keyword".to_owned())));
         assert_eq!(
             parse_file("user a +get\n", &catalogue()),

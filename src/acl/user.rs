@@ -184,7 +184,11 @@ impl Rules {
                     None => catalogue.command(target),
                 }
                 .ok_or(RuleError::UnknownCommand)?;
-                if allow { self.commands.allow(bits) } else { self.commands.deny(bits) }
+                if allow {
+                    self.commands.allow(bits)
+                } else {
+                    self.commands.deny(bits)
+                }
                 self.command_rules.retain(|earlier| earlier[1..] != *target);
                 self.command_rules.push(lower.to_owned());
             }

@@ -333,9 +333,10 @@ fn client(command: ClientCommand, session: &mut Session, shared: &Shared) -> Rep
             for entry in shared.clients.all() {
                 let id_matches = filter.id.is_none_or(|id| id == entry.id.get());
                 let addr_matches = filter.addr.as_ref().is_none_or(|addr| **addr == *entry.addr.to_string().as_bytes());
-                let user_matches = filter.user.as_ref().is_none_or(|user| {
-                    **user == *entry.snapshot().user.as_deref().unwrap_or(DEFAULT_USER).as_bytes()
-                });
+                let user_matches = filter
+                    .user
+                    .as_ref()
+                    .is_none_or(|user| **user == *entry.snapshot().user.as_deref().unwrap_or(DEFAULT_USER).as_bytes());
                 if id_matches && addr_matches && user_matches && !(skip_me && entry.id == session.id()) {
                     entry.send_control(Control::Kill);
                     killed += 1;

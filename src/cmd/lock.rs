@@ -7,10 +7,10 @@ use bytes::Bytes;
 
 use super::Action;
 use super::parse::{Args, ParseResult, eq_ignore_case, parse_int};
+use super::table::CommandId;
 use crate::context::Shared;
 use crate::core::{ExtendOutcome, LockRequest, TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart};
 use crate::errors;
-use super::table::CommandId;
 use crate::reply::{self, Reply};
 use crate::session::Session;
 

