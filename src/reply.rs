@@ -117,34 +117,47 @@ impl From<ExtendOutcome> for Reply {
     }
 }
 
-/// LOCK.INFO; `token_visible` false answers the token as nil, for a user who may not see it.
-pub(crate) fn key_info(info: KeyInfo, token_visible: bool) -> Reply {
-    let field = Reply::bulk_static;
-    let (holder, token, lease_ms) = match &info.holder {
-        Some(HolderInfo { owner, token, lease_remaining_ms }) => {
-            (Reply::bulk(owner), if token_visible { to_int(*token) } else { Reply::Nil }, to_int(*lease_remaining_ms))
-        }
-        None => (Reply::Nil, Reply::Nil, Reply::Nil),
-    };
-    let (finisher, result, keep_ms) = match &info.completion {
-        Some((completion, keep_remaining_ms)) => (
-            Reply::bulk(&completion.finisher),
-            Reply::bulk_or_nil(completion.result.as_deref()),
-            to_int(*keep_remaining_ms),
-        ),
-        None => (Reply::Nil, Reply::Nil, Reply::Nil),
-    };
-    Reply::Map(vec![
-        (field("state"), Reply::bulk(info.state.as_str())),
-        (field("holder"), holder),
-        (field("token"), token),
-        (field("lease_ms"), lease_ms),
-        (field("waiters"), to_int(info.queue.len() as u64)),
-        (field("queue"), Reply::Array(info.queue.iter().map(Reply::bulk).collect())),
-        (field("blocked"), to_int(info.blocked as u64)),
-        (field("finisher"), finisher),
-        (field("result"), result),
-        (field("keep_ms"), keep_ms),
-        (field("last_failure"), Reply::bulk_or_nil(info.last_failure.as_deref())),
-    ])
+impl From<KeyInfo> for Reply {
+    fn from(info: KeyInfo) -> Reply {
+        let field = Reply::bulk_static;
+        let (holder, token, lease_ms) = match &info.holder {
+            Some(HolderInfo { owner, token, lease_remaining_ms }) => {
+                (Reply::bulk(owner), to_int(*token), to_int(*lease_remaining_ms))
+            }
+            None => (Reply::Nil, Reply::Nil, Reply::Nil),
+        };
+        let (finisher, result, keep_ms) = match &info.completion {
+            Some((completion, keep_remaining_ms)) => (
+                Reply::bulk(&completion.finisher),
+                Reply::bulk_or_nil(completion.result.as_deref()),
+                to_int(*keep_remaining_ms),
+            ),
+            None => (Reply::Nil, Reply::Nil, Reply::Nil),
+        };
+        Reply::Map(vec![
+            (field("state"), Reply::bulk(info.state.as_str())),
+            (field("holder"), holder),
+            (field("token"), token),
+            (field("lease_ms"), lease_ms),
+            (field("waiters"), to_int(info.queue.len() as u64)),
+            (field("queue"), Reply::Array(info.queue.iter().map(Reply::bulk).collect())),
+            (field("blocked"), to_int(info.blocked as u64)),
+            (field("finisher"), finisher),
+            (field("result"), result),
+            (field("keep_ms"), keep_ms),
+            (field("last_failure"), Reply::bulk_or_nil(info.last_failure.as_deref())),
+        ])
+    }
+}
+
+/// LOCK.INFO for a user who may not see tokens (docs: Users and permissions): the same reply with
+/// the token answered as nil, so that the fields are still laid out in one place only.
+pub(crate) fn key_info_without_token(info: KeyInfo) -> Reply {
+    let mut reply = Reply::from(info);
+    if let Reply::Map(fields) = &mut reply
+        && let Some((_, token)) = fields.iter_mut().find(|(name, _)| *name == Reply::bulk_static("token"))
+    {
+        *token = Reply::Nil;
+    }
+    reply
 }

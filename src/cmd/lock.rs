@@ -241,8 +241,12 @@ impl LockCommand {
             LockCommand::Info { key } => {
                 // A token is the right to unlock: shown only to users who could break the lock
                 // anyway, by killing its holder's connection.
-                let token_visible = session.user().rules.read().may_run(CommandId::ClientKill.bit());
-                Action::Reply(reply::key_info(core.info(&key, now).unwrap_or_default(), token_visible))
+                let info = core.info(&key, now).unwrap_or_default();
+                if session.user().rules.read().may_run(CommandId::ClientKill.bit()) {
+                    Action::Reply(Reply::from(info))
+                } else {
+                    Action::Reply(reply::key_info_without_token(info))
+                }
             }
         };
         if let Some(key) = bound {
