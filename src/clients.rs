@@ -51,6 +51,8 @@ pub(crate) struct ClientState {
     pub last_active: Instant,
     /// The key of the LOCK.WAIT it is blocked in.
     pub blocked_on: Option<Bytes>,
+    /// The user it authenticated as; None for the default user.
+    pub user: Option<Arc<str>>,
 }
 
 /// A command's Redis full name as CLIENT LIST's `cmd=` and errors show it: `ping`, `client|list`.
@@ -132,7 +134,7 @@ impl ClientEntry {
             line,
             "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 \
              qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} \
-             user=default redir=-1 resp={} lib-name={} lib-ver={} lock={}",
+             user={} redir=-1 resp={} lib-name={} lib-ver={} lock={}",
             self.id,
             self.addr,
             self.local_addr,
@@ -141,6 +143,7 @@ impl ClientEntry {
             now.saturating_duration_since(state.last_active).as_secs(),
             flags,
             state.last_command.map_or_else(|| "NULL".to_owned(), |name| name.to_string()),
+            state.user.as_deref().unwrap_or("default"),
             self.protocol().version(),
             text(&state.lib_name),
             text(&state.lib_ver),
@@ -173,6 +176,7 @@ impl ClientRegistry {
                 last_command: None,
                 last_active: now,
                 blocked_on: None,
+                user: None,
             }),
             resp3: AtomicBool::new(false),
             control: Mutex::new(None),

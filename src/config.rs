@@ -69,7 +69,8 @@ pub struct Config {
     #[arg(long)]
     pub shards: Option<usize>,
 
-    /// Require clients to AUTH with this password (the Redis `requirepass` semantics).
+    /// Require clients to AUTH with this password (the Redis `requirepass` semantics: it is the
+    /// default user's password; empty means none).
     #[arg(long, env = "BATON_REQUIREPASS", hide_env_values = true)]
     pub requirepass: Option<String>,
 
@@ -150,6 +151,11 @@ pub struct Config {
     /// drains. Redis's units: 100mb, 1gb, plain bytes. 0 = no limit.
     #[arg(long, default_value = "0", value_parser = crate::memory::parse_size)]
     pub maxmemory: u64,
+    /// Users and their permissions, in Redis's ACL file format (`user node on >pass ~pull:*
+    /// +@write +lock.info`); read at startup and by ACL LOAD, written by ACL SAVE. A `default`
+    /// user in the file replaces the one --requirepass sets.
+    #[arg(long)]
+    pub aclfile: Option<std::path::PathBuf>,
 }
 
 impl Config {

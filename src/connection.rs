@@ -84,7 +84,7 @@ where
     let (socket, write_watch) = WriteWatch::new(socket, Duration::from_millis(shared.config.output_stall_timeout_ms));
     let session = Session::new(entry, &shared);
     let mut codec = RespCodec::new(limits);
-    codec.set_authenticated(session.authenticated);
+    codec.set_authenticated(session.authenticated());
     let mut connection = Connection {
         framed: {
             let mut framed = Framed::new(socket, codec);
@@ -209,15 +209,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             state.last_command = Some(spec.command_name());
             state.last_active = std::time::Instant::now();
         });
-        if !self.session.authenticated && !cmd::allowed_unauthenticated(spec) {
-            return self.send(Reply::error(errors::NOAUTH)).await;
+        if let Err(reply) = cmd::authorize(spec, &request.args, &self.session, &shared) {
+            return self.send(reply).await;
         }
         let command = match Command::parse(spec, request.args, self.lock_limits) {
             Ok(command) => command,
             Err(reply) => return self.send(reply).await,
         };
         let action = command.execute(&mut self.session, &shared);
-        self.framed.codec_mut().set_authenticated(self.session.authenticated);
+        self.framed.codec_mut().set_authenticated(self.session.authenticated());
         match action {
             Action::Reply(reply) => self.send(reply).await,
             Action::ReplyAfterHandoff(reply) => {

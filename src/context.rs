@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::acl::Acl;
 use crate::clients::ClientRegistry;
 use crate::config::Config;
 use crate::core::{Clock, LockCore};
@@ -32,6 +33,7 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
     pub(crate) local_addr: SocketAddr,
     pub(crate) metrics: Metrics,
+    pub(crate) acl: Acl,
 }
 
 impl Shared {
@@ -46,6 +48,7 @@ impl Shared {
         }
         self.core.reset_counters();
         self.metrics.reset();
+        self.acl.reset_counters();
     }
 
     /// The figures INFO and the metrics endpoint report, read now.

@@ -94,6 +94,69 @@ pub(crate) fn count_out_of_range(max: usize) -> String {
     format!("ERR COUNT must be between 0 and {max}")
 }
 
+pub(crate) const NOPERM_KEY: &str = "NOPERM No permissions to access a key";
+pub(crate) const ACL_NO_FILE: &str = "ERR This Redis instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Redis configuration file set) in order to store users in the Redis configuration.";
+pub(crate) const ACL_DEFAULT_UNDELETABLE: &str = "ERR The 'default' user cannot be removed";
+pub(crate) const ACL_BAD_USERNAME: &str = "ERR Usernames can't contain spaces or null characters";
+pub(crate) const ACL_GENPASS_BITS: &str =
+    "ERR ACL GENPASS argument must be the number of bits for the output password, a positive number up to 4096";
+pub(crate) const ACL_GENPASS_NO_RANDOM: &str = "ERR the system's random number generator failed";
+pub(crate) const ACL_RULE_SYNTAX: &str = "Syntax error";
+pub(crate) const ACL_RULE_UNKNOWN_COMMAND: &str = "Unknown command or category name in ACL";
+pub(crate) const ACL_RULE_BAD_HASH: &str =
+    "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters";
+pub(crate) const ACL_RULE_NO_SUCH_PASSWORD: &str = "The password you are trying to remove from the user does not exist";
+
+/// Redis 7.2's text: it names the user, so that an operator reading a client's log sees which
+/// user lacks the permission.
+pub(crate) fn noperm_command(user: &str, command: &str) -> String {
+    format!("NOPERM User {user} has no permissions to run the '{command}' command")
+}
+
+pub(crate) fn acl_setuser_modifier(rule: &str, reason: &str) -> String {
+    format!("ERR Error in ACL SETUSER modifier '{}': {reason}", printable(rule.as_bytes(), 128))
+}
+
+pub(crate) fn acl_file_open(path: &std::path::Path, error: &std::io::Error) -> String {
+    format!("ERR Error loading ACLs, opening file '{}': {error}", path.display())
+}
+
+/// Where an ACL file is wrong: `path:line: what`.
+pub(crate) fn acl_file_line(path: &std::path::Path, line: usize, what: &str) -> String {
+    format!("ERR {}:{line}: {what}", path.display())
+}
+
+pub(crate) fn acl_save_failed(error: &std::io::Error) -> String {
+    format!(
+        "ERR There was an error trying to save the ACLs. Please check the server logs for more information ({error})"
+    )
+}
+
+pub(crate) fn acl_unknown_category(category: &[u8]) -> String {
+    format!("ERR Unknown category '{}'", printable(category, 128))
+}
+
+pub(crate) fn acl_no_such_user(user: &[u8]) -> String {
+    format!("ERR User '{}' not found", printable(user, 128))
+}
+
+pub(crate) fn acl_no_such_command(command: &[u8]) -> String {
+    format!("ERR Command '{}' not found", printable(command, 128))
+}
+
+pub(crate) fn client_kill_no_such_user(user: &[u8]) -> String {
+    format!("ERR No such user '{}'", printable(user, 128))
+}
+
+/// ACL DRYRUN's answers when the user may not: bulk strings, not errors, as in Redis.
+pub(crate) fn dryrun_no_command(command: &str) -> String {
+    format!("This user has no permissions to run the '{command}' command")
+}
+
+pub(crate) fn dryrun_no_key(key: &[u8]) -> String {
+    format!("This user has no permissions to access the '{}' key", printable(key, 128))
+}
+
 /// Error texts must stay on one line and stay readable, whatever bytes a client sent.
 fn printable(data: &[u8], max: usize) -> String {
     let cut = &data[..data.len().min(max)];

@@ -5,7 +5,7 @@
 //! 1. [`config`], `errors`, [`logging`], [`memory`] (the allocator and its figures) and [`core`]
 //!    (the sharded lock table, free of I/O);
 //! 2. [`codec`] (RESP framing), `reply` (where outcomes become replies), `clients` (the registry
-//!    behind CLIENT LIST), `metrics` and `write_progress`;
+//!    behind CLIENT LIST), `acl` (users and permissions), `metrics` and `write_progress`;
 //! 3. `context`: what every connection shares;
 //! 4. `session`: one connection's state;
 //! 5. `cmd`: requests parsed into typed commands and executed;
@@ -19,6 +19,7 @@
 // unwrap (clippy.toml).
 #![warn(clippy::unwrap_used)]
 
+mod acl;
 mod clients;
 mod cmd;
 pub mod codec;

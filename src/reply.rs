@@ -149,3 +149,15 @@ impl From<KeyInfo> for Reply {
         ])
     }
 }
+
+/// LOCK.INFO for a user who may not see tokens (docs: Users and permissions): the same reply with
+/// the token answered as nil, so that the fields are still laid out in one place only.
+pub(crate) fn key_info_without_token(info: KeyInfo) -> Reply {
+    let mut reply = Reply::from(info);
+    if let Reply::Map(fields) = &mut reply
+        && let Some((_, token)) = fields.iter_mut().find(|(name, _)| *name == Reply::bulk_static("token"))
+    {
+        *token = Reply::Nil;
+    }
+    reply
+}

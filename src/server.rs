@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::acl::Acl;
 use crate::clients::{ClientRegistry, Control};
+use crate::cmd::table;
 use crate::config::Config;
 use crate::connection;
 use crate::context::{ServerStats, Shared};
@@ -69,6 +71,8 @@ impl Server {
             Some(listener) => listener.local_addr()?,
             None => SocketAddr::new(config.bind, 0),
         };
+        let acl = Acl::new(table::acl_catalogue(), config.requirepass.as_deref(), config.aclfile.clone())
+            .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
         let core = LockCore::new(
             CoreSettings {
                 default_lease_ms: config.lease_ms,
@@ -88,6 +92,7 @@ impl Server {
             started: Instant::now(),
             local_addr,
             metrics: Metrics::new(),
+            acl,
         });
         Ok(Server { listener, tls, metrics, shared })
     }
@@ -125,7 +130,7 @@ impl Server {
             protected_mode = shared.config.protected_mode.enabled(),
             "baton ready to accept connections"
         );
-        if !shared.config.bind.is_loopback() && shared.config.requirepass.is_none() {
+        if !shared.config.bind.is_loopback() && shared.acl.default_user_needs_no_password() {
             warn!(
                 bind = %shared.config.bind,
                 "listening beyond loopback without --requirepass; protected mode refuses remote clients unless --protected-mode no"
@@ -196,13 +201,14 @@ fn set_keepalive(socket: &TcpStream, idle_secs: u64) -> io::Result<()> {
     SockRef::from(socket).set_tcp_keepalive(&keepalive)
 }
 
-/// Redis's protected mode: without a password only loopback clients are served.
-fn protected_mode_refuses(config: &Config, peer: IpAddr) -> bool {
+/// Redis's protected mode: while the default user needs no password only loopback clients are
+/// served.
+fn protected_mode_refuses(config: &Config, acl: &Acl, peer: IpAddr) -> bool {
     let loopback = match peer {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
     };
-    config.protected_mode.enabled() && config.requirepass.is_none() && !loopback
+    config.protected_mode.enabled() && acl.default_user_needs_no_password() && !loopback
 }
 
 fn admit(shared: &Arc<Shared>, tasks: &TaskTracker, socket: TcpStream, addr: SocketAddr, tls: Option<TlsAcceptor>) {
@@ -210,7 +216,7 @@ fn admit(shared: &Arc<Shared>, tasks: &TaskTracker, socket: TcpStream, addr: Soc
     let refusal = if shared.clients.len() >= shared.config.maxclients {
         warn!(%addr, maxclients = shared.config.maxclients, "connection refused: max number of clients reached");
         Some(errors::MAX_CLIENTS)
-    } else if protected_mode_refuses(&shared.config, addr.ip()) {
+    } else if protected_mode_refuses(&shared.config, &shared.acl, addr.ip()) {
         warn!(%addr, "connection refused: protected mode (no --requirepass) serves loopback clients only");
         Some(errors::DENIED_PROTECTED_MODE)
     } else {
@@ -350,17 +356,17 @@ mod tests {
 
     #[test]
     fn protected_mode_serves_loopback_only_without_a_password() {
+        let acl = |password: Option<&str>| Acl::new(table::acl_catalogue(), password, None).unwrap();
         let mut config = Config::default_for_tests();
         let remote: IpAddr = "192.0.2.7".parse().unwrap();
-        assert!(protected_mode_refuses(&config, remote));
+        assert!(protected_mode_refuses(&config, &acl(None), remote));
         for local in ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
-            assert!(!protected_mode_refuses(&config, local.parse().unwrap()), "{local}");
+            assert!(!protected_mode_refuses(&config, &acl(None), local.parse().unwrap()), "{local}");
         }
-        config.requirepass = Some("secret".to_owned());
-        assert!(!protected_mode_refuses(&config, remote));
-        config.requirepass = None;
+        assert!(!protected_mode_refuses(&config, &acl(Some("secret")), remote));
+        assert!(protected_mode_refuses(&config, &acl(Some("")), remote), "an empty password is none");
         config.protected_mode = crate::config::YesNo::No;
-        assert!(!protected_mode_refuses(&config, remote));
+        assert!(!protected_mode_refuses(&config, &acl(None), remote));
     }
 
     #[tokio::test]

@@ -1,10 +1,11 @@
-//! Per-connection state that commands read and change: protocol version, authentication, name,
-//! and the locks this connection holds (so its close can release them).
+//! Per-connection state that commands read and change: protocol version, its user and whether it
+//! has authenticated, name, and the locks this connection holds (so its close can release them).
 
 use std::sync::Arc;
 
 use hashbrown::HashSet;
 
+use crate::acl::User;
 use crate::clients::ClientEntry;
 use crate::codec::Protocol;
 use crate::context::Shared;
@@ -12,7 +13,10 @@ use crate::core::ConnId;
 
 pub(crate) struct Session {
     pub(crate) entry: Arc<ClientEntry>,
-    pub(crate) authenticated: bool,
+    /// Whose permissions apply: the default user until an AUTH or HELLO AUTH succeeds.
+    user: Arc<User>,
+    /// As in Redis: a new connection is authenticated if the default user needs no password.
+    authenticated: bool,
     /// Keys this connection tried, waited for or extended: the locks its close may have to
     /// release. Pruned of keys it is no longer bound to.
     bound: HashSet<Arc<[u8]>>,
@@ -21,7 +25,24 @@ pub(crate) struct Session {
 
 impl Session {
     pub(crate) fn new(entry: Arc<ClientEntry>, shared: &Shared) -> Session {
-        Session { entry, authenticated: shared.config.requirepass.is_none(), bound: HashSet::new(), prune_at: 64 }
+        let (user, authenticated) = starting_user(shared);
+        Session { entry, user, authenticated, bound: HashSet::new(), prune_at: 64 }
+    }
+
+    pub(crate) fn user(&self) -> &Arc<User> {
+        &self.user
+    }
+
+    pub(crate) fn authenticated(&self) -> bool {
+        self.authenticated
+    }
+
+    /// AUTH or HELLO AUTH succeeded: from now on `user`'s permissions apply.
+    pub(crate) fn log_in(&mut self, user: Arc<User>) {
+        let shown = (!user.is_default()).then(|| Arc::clone(&user.name));
+        self.entry.update(|state| state.user = shown);
+        self.user = user;
+        self.authenticated = true;
     }
 
     /// The reply protocol, as HELLO last chose it.
@@ -64,8 +85,17 @@ impl Session {
 
     /// RESET: back to a fresh connection's state.
     pub(crate) fn reset(&mut self, shared: &Shared) {
-        self.authenticated = shared.config.requirepass.is_none();
+        (self.user, self.authenticated) = starting_user(shared);
+        self.entry.update(|state| state.user = None);
         self.entry.set_protocol(Protocol::Resp2);
         self.entry.update(|state| state.name = None);
     }
+}
+
+/// Where a new or RESET connection starts: as the default user, authenticated if that user needs
+/// no password.
+fn starting_user(shared: &Shared) -> (Arc<User>, bool) {
+    let user = shared.acl.default_user();
+    let authenticated = user.rules.read().needs_no_password();
+    (user, authenticated)
 }

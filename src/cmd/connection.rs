@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::action::Action;
 use super::parse::{Args, ParseResult, eq_ignore_case, parse_int};
+use crate::acl::DEFAULT_USER;
 use crate::clients::Control;
 use crate::codec::Protocol;
 use crate::config::REDIS_COMPAT_VERSION;
@@ -59,6 +60,7 @@ pub(crate) enum ClientCommand {
 pub(crate) struct KillFilter {
     pub(crate) id: Option<u64>,
     pub(crate) addr: Option<Bytes>,
+    pub(crate) user: Option<Bytes>,
 }
 
 fn syntax() -> Reply {
@@ -87,11 +89,8 @@ impl ConnectionCommand {
             ConnectionCommand::Ping(None) => Reply::Status("PONG".into()),
             ConnectionCommand::Ping(Some(message)) | ConnectionCommand::Echo(message) => Reply::Bulk(message),
             ConnectionCommand::Hello { protocol, auth, name } => hello(session, shared, protocol, auth, name),
-            ConnectionCommand::Auth { user, password } => match check_password(shared, user.as_deref(), &password) {
-                Ok(()) => {
-                    session.authenticated = true;
-                    Reply::ok()
-                }
+            ConnectionCommand::Auth { user, password } => match log_in(session, shared, user.as_deref(), &password) {
+                Ok(()) => Reply::ok(),
                 Err(reply) => reply,
             },
             ConnectionCommand::Select(0) => Reply::ok(),
@@ -135,25 +134,25 @@ pub(crate) fn parse_hello(mut args: Args) -> ParseResult<ConnectionCommand> {
     Ok(ConnectionCommand::Hello { protocol, auth, name })
 }
 
-/// Redis semantics: with no password set, the default user accepts any password; otherwise the
-/// user must be `default` and the password must match (compared in constant time).
-fn check_password(shared: &Shared, user: Option<&[u8]>, password: &[u8]) -> Result<(), Reply> {
-    let default_user = user.is_none_or(|user| user == b"default");
-    match &shared.config.requirepass {
-        None if user.is_none() => Err(Reply::error(errors::AUTH_NOT_CONFIGURED)),
-        None if default_user => Ok(()),
-        Some(expected) if default_user && constant_time_eq(expected.as_bytes(), password) => Ok(()),
-        _ => Err(Reply::error(errors::WRONGPASS)),
+/// AUTH and HELLO AUTH: a user given by name, or the default user. As in Redis, AUTH with only
+/// a password is an error while the default user needs none. A failure is counted, recorded in
+/// ACL LOG and logged (at most a line a second).
+fn log_in(session: &mut Session, shared: &Shared, user: Option<&[u8]>, password: &[u8]) -> Result<(), Reply> {
+    if user.is_none() && shared.acl.default_user_needs_no_password() {
+        return Err(Reply::error(errors::AUTH_NOT_CONFIGURED));
     }
-}
-
-/// Compares without an early exit, so the time taken does not reveal how much of a guess matched.
-fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
-    let mut difference = expected.len() ^ given.len();
-    for (index, &byte) in expected.iter().enumerate() {
-        difference |= usize::from(byte ^ given.get(index).copied().unwrap_or(!byte));
+    let name = user.unwrap_or(DEFAULT_USER.as_bytes());
+    match shared.acl.authenticate(name, password) {
+        Some(user) => {
+            session.log_in(user);
+            Ok(())
+        }
+        None => {
+            let now = Instant::now();
+            shared.acl.auth_failed(name, session.entry.addr, session.entry.info_line(now), now);
+            Err(Reply::error(errors::WRONGPASS))
+        }
     }
-    difference == 0
 }
 
 fn valid_client_name(name: &[u8]) -> bool {
@@ -167,13 +166,12 @@ fn hello(
     auth: Option<(Bytes, Bytes)>,
     name: Option<Bytes>,
 ) -> Reply {
-    if let Some((user, password)) = &auth {
-        if let Err(reply) = check_password(shared, Some(user), password) {
-            return reply;
-        }
-        session.authenticated = true;
+    if let Some((user, password)) = &auth
+        && let Err(reply) = log_in(session, shared, Some(user), password)
+    {
+        return reply;
     }
-    if !session.authenticated {
+    if !session.authenticated() {
         return Reply::error(errors::HELLO_NOAUTH);
     }
     if name.as_ref().is_some_and(|name| !valid_client_name(name)) {
@@ -269,6 +267,8 @@ pub(crate) fn parse_client_kill(mut args: Args) -> ParseResult<ClientCommand> {
             filter.id = Some(args.next_unsigned(errors::INVALID_CLIENT_ID)?);
         } else if eq_ignore_case(&option, "ADDR") {
             filter.addr = Some(args.next_bytes()?);
+        } else if eq_ignore_case(&option, "USER") {
+            filter.user = Some(args.next_bytes()?);
         } else if eq_ignore_case(&option, "SKIPME") {
             skip_me = if args.next_is("YES") {
                 true
@@ -324,11 +324,20 @@ fn client(command: ClientCommand, session: &mut Session, shared: &Shared) -> Rep
             Reply::bulk(text)
         }
         ClientCommand::Kill { filter, skip_me, legacy } => {
+            if let Some(user) = &filter.user
+                && shared.acl.user(&String::from_utf8_lossy(user)).is_none()
+            {
+                return Reply::error(errors::client_kill_no_such_user(user));
+            }
             let mut killed = 0;
             for entry in shared.clients.all() {
                 let id_matches = filter.id.is_none_or(|id| id == entry.id.get());
                 let addr_matches = filter.addr.as_ref().is_none_or(|addr| **addr == *entry.addr.to_string().as_bytes());
-                if id_matches && addr_matches && !(skip_me && entry.id == session.id()) {
+                let user_matches = filter
+                    .user
+                    .as_ref()
+                    .is_none_or(|user| **user == *entry.snapshot().user.as_deref().unwrap_or(DEFAULT_USER).as_bytes());
+                if id_matches && addr_matches && user_matches && !(skip_me && entry.id == session.id()) {
                     entry.send_control(Control::Kill);
                     killed += 1;
                 }
@@ -355,7 +364,7 @@ fn client(command: ClientCommand, session: &mut Session, shared: &Shared) -> Rep
             "GETNAME -- Return the name of the current connection.",
             "SETNAME <name> -- Assign the name <name> to the current connection.",
             "SETINFO <LIB-NAME|LIB-VER> <value> -- Set client library name or version.",
-            "KILL <ip:port> | KILL [ID <id>] [ADDR <ip:port>] [SKIPME yes|no] -- Kill connections.",
+            "KILL <ip:port> | KILL [ID <id>] [ADDR <ip:port>] [USER <username>] [SKIPME yes|no] -- Kill connections.",
             "UNBLOCK <clientid> [TIMEOUT|ERROR] -- End a blocked LOCK.WAIT of the client.",
             "NO-EVICT|NO-TOUCH <ON|OFF> -- Accepted for compatibility.",
             "HELP -- Print this help.",

@@ -7,10 +7,11 @@ use bytes::Bytes;
 
 use super::action::Action;
 use super::parse::{Args, ParseResult, eq_ignore_case, parse_int};
+use super::table::CommandId;
 use crate::context::Shared;
 use crate::core::{ExtendOutcome, LockRequest, TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart};
 use crate::errors;
-use crate::reply::Reply;
+use crate::reply::{self, Reply};
 use crate::session::Session;
 
 /// LOCK.INFO lists this many owners of a line without COUNT.
@@ -270,7 +271,14 @@ impl LockCommand {
             }
             LockCommand::Cancel { key, owner } => Action::Reply(Reply::Int(i64::from(core.cancel(&key, &owner, now)))),
             LockCommand::Info { key, listed } => {
-                Action::Reply(Reply::from(core.info(&key, now, listed).unwrap_or_default()))
+                // A token is the right to unlock: shown only to users who could break the lock
+                // anyway, by killing its holder's connection.
+                let info = core.info(&key, now, listed).unwrap_or_default();
+                if session.user().rules.read().may_run(CommandId::ClientKill.bit()) {
+                    Action::Reply(Reply::from(info))
+                } else {
+                    Action::Reply(reply::key_info_without_token(info))
+                }
             }
         };
         if let Some(key) = bound {

@@ -2,6 +2,7 @@
 //! command by one exhaustive match on the table's [`CommandId`], then executed against the session
 //! and the shared server state.
 
+pub(crate) mod acl;
 pub(crate) mod action;
 pub(crate) mod connection;
 pub(crate) mod lock;
@@ -11,12 +12,14 @@ pub(crate) mod table;
 
 use bytes::Bytes;
 
+use self::acl::AclCommand;
 pub(crate) use self::action::Action;
 use self::connection::{ClientCommand, ConnectionCommand};
 use self::lock::{LockCommand, LockLimits};
 use self::parse::{Args, ParseResult};
 use self::server::ServerCommand;
 use self::table::{CommandId, CommandSpec};
+use crate::acl::{Denial, KeyAccess, Reason, User};
 use crate::context::Shared;
 use crate::errors;
 use crate::memory;
@@ -28,6 +31,7 @@ pub(crate) enum Command {
     Lock(LockCommand),
     Connection(ConnectionCommand),
     Server(ServerCommand),
+    Acl(AclCommand),
 }
 
 /// The table entry for a request, with its subcommand resolved and arity checked.
@@ -58,6 +62,52 @@ pub(crate) fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, Reply> {
 /// Commands a client may send before it has authenticated: Redis's `no_auth` flag.
 pub(crate) fn allowed_unauthenticated(spec: &CommandSpec) -> bool {
     spec.flags.contains(&"no_auth")
+}
+
+/// Whether this connection may run this request: it must have authenticated (unless the command
+/// is `no_auth`), and its user must be allowed the command and its keys. A refusal is counted and
+/// recorded in ACL LOG.
+pub(crate) fn authorize(spec: &CommandSpec, args: &[Bytes], session: &Session, shared: &Shared) -> Result<(), Reply> {
+    if allowed_unauthenticated(spec) {
+        return Ok(());
+    }
+    if !session.authenticated() {
+        return Err(Reply::error(errors::NOAUTH));
+    }
+    let user = session.user();
+    let Err(denial) = permission(user, spec, args) else {
+        return Ok(());
+    };
+    let (reason, object, error) = match denial {
+        Denial::Command => (Reason::Command, spec.full_name(), errors::noperm_command(&user.name, &spec.full_name())),
+        Denial::Key(index) => {
+            (Reason::Key, String::from_utf8_lossy(&args[index]).into_owned(), errors::NOPERM_KEY.to_owned())
+        }
+    };
+    let now = std::time::Instant::now();
+    shared.acl.denied(reason, object, &user.name, session.entry.info_line(now), now);
+    Err(Reply::error(error))
+}
+
+/// The user's verdict on a request (ACL DRYRUN asks it too): the command, then each key, read
+/// and, for a command that writes, written.
+pub(crate) fn permission(user: &User, spec: &CommandSpec, args: &[Bytes]) -> Result<(), Denial> {
+    let access = KeyAccess { read: true, write: spec.flags.contains(&"write") };
+    user.check(spec.id.bit(), key_arguments(spec, args), access)
+}
+
+/// A request's keys with their argument indexes, from the table's first key, last key (negative:
+/// from the end) and step, as Redis finds them.
+fn key_arguments<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> impl Iterator<Item = (usize, &'a [u8])> {
+    let first = usize::try_from(spec.first_key).unwrap_or(0);
+    let last = match usize::try_from(spec.last_key) {
+        Ok(last) => Some(last),
+        Err(_) => args.len().checked_sub(spec.last_key.unsigned_abs() as usize),
+    };
+    let end = last.map_or(0, |last| (last + 1).min(args.len()));
+    let keys = if first == 0 { 0..0 } else { first..end };
+    let step = usize::try_from(spec.key_step).unwrap_or(1).max(1);
+    keys.step_by(step).map(move |index| (index, &args[index][..]))
 }
 
 impl Command {
@@ -105,8 +155,21 @@ impl Command {
             Id::ConfigSet => Command::Server(ServerCommand::ConfigUnsupported),
             Id::ConfigResetStat => Command::Server(ServerCommand::ConfigResetStat),
             Id::ConfigHelp => Command::Server(ServerCommand::ConfigHelp),
+            Id::AclCat => Command::Acl(acl::parse_cat(args)?),
+            Id::AclDelUser => Command::Acl(AclCommand::DelUser(args.rest())),
+            Id::AclDryRun => Command::Acl(acl::parse_dryrun(args)?),
+            Id::AclGenPass => Command::Acl(acl::parse_genpass(args)?),
+            Id::AclGetUser => Command::Acl(AclCommand::GetUser(args.next_bytes()?)),
+            Id::AclList => Command::Acl(AclCommand::List),
+            Id::AclLoad => Command::Acl(AclCommand::Load),
+            Id::AclLog => Command::Acl(acl::parse_log(args)?),
+            Id::AclSave => Command::Acl(AclCommand::Save),
+            Id::AclSetUser => Command::Acl(acl::parse_setuser(args)?),
+            Id::AclUsers => Command::Acl(AclCommand::Users),
+            Id::AclWhoAmI => Command::Acl(AclCommand::WhoAmI),
+            Id::AclHelp => Command::Acl(AclCommand::Help),
             // resolve() always descends into a container's subcommands: its arity needs one.
-            Id::Client | Id::Config => return Err(Reply::error(errors::SYNTAX)),
+            Id::Client | Id::Config | Id::Acl => return Err(Reply::error(errors::SYNTAX)),
         };
         Ok(command)
     }
@@ -126,6 +189,7 @@ impl Command {
             Command::Lock(command) => command.execute(session, shared),
             Command::Connection(command) => command.execute(session, shared),
             Command::Server(command) => Action::Reply(command.execute(shared)),
+            Command::Acl(command) => Action::Reply(command.execute(session, shared)),
         }
     }
 }
@@ -185,6 +249,19 @@ mod tests {
         "CONFIG SET maxclients 1",
         "CONFIG RESETSTAT",
         "CONFIG HELP",
+        "ACL CAT fast",
+        "ACL DELUSER a b",
+        "ACL DRYRUN default lock.info k",
+        "ACL GENPASS 64",
+        "ACL GETUSER default",
+        "ACL LIST",
+        "ACL LOAD",
+        "ACL LOG RESET",
+        "ACL SAVE",
+        "ACL SETUSER node on >pw ~pull:* +@read",
+        "ACL USERS",
+        "ACL WHOAMI",
+        "ACL HELP",
     ];
 
     #[test]
@@ -209,6 +286,50 @@ mod tests {
         for spec in every_spec().filter(|spec| !spec.has_subcommands() || spec.id == CommandId::Command) {
             assert!(covered.contains(&spec.id), "no sample request for {}", spec.full_name());
         }
+    }
+
+    #[test]
+    fn acl_rules_name_every_table_entry() {
+        let catalogue = table::acl_catalogue();
+        for spec in every_spec() {
+            assert!(catalogue.command(&spec.full_name()).is_some(), "{}", spec.full_name());
+            for category in spec.acl_categories {
+                let category = category.trim_start_matches('@');
+                assert!(crate::acl::CATEGORIES.contains(&category), "{}: @{category}", spec.full_name());
+            }
+        }
+    }
+
+    #[test]
+    fn keys_come_from_the_table() {
+        let keys = |line: &str| {
+            let args = words(line);
+            let spec = resolve(&args).unwrap();
+            key_arguments(spec, &args).map(|(index, key)| (index, key.to_vec())).collect::<Vec<_>>()
+        };
+        assert_eq!(keys("LOCK.TRY pull:a o PX 10"), [(1, b"pull:a".to_vec())]);
+        assert_eq!(keys("LOCK.INFO k"), [(1, b"k".to_vec())]);
+        assert!(keys("PING").is_empty() && keys("CLIENT KILL ID 1").is_empty());
+    }
+
+    #[test]
+    fn permission_checks_the_command_then_its_keys() {
+        let acl = crate::acl::Acl::new(table::acl_catalogue(), None, None).unwrap();
+        acl.set_user("node", &["on", "nopass", "~pull:*", "%R~view:*", "+@write", "+lock.info", "-@dangerous"])
+            .unwrap();
+        let node = acl.user("node").unwrap();
+        let verdict = |line: &str| {
+            let args = words(line);
+            permission(&node, resolve(&args).unwrap(), &args)
+        };
+        assert_eq!(verdict("LOCK.TRY pull:a o"), Ok(()));
+        assert_eq!(verdict("LOCK.TRY other o"), Err(Denial::Key(1)));
+        assert_eq!(verdict("LOCK.TRY view:a o"), Err(Denial::Key(1)), "a write needs write access");
+        assert_eq!(verdict("LOCK.INFO view:a"), Ok(()));
+        assert_eq!(verdict("CLIENT KILL ID 1"), Err(Denial::Command));
+        assert_eq!(verdict("CONFIG RESETSTAT"), Err(Denial::Command));
+        assert_eq!(verdict("PING"), Err(Denial::Command), "@connection was not granted");
+        assert_eq!(permission(&acl.default_user(), resolve(&words("CLIENT KILL ID 1")).unwrap(), &[]), Ok(()));
     }
 
     #[test]

@@ -199,6 +199,7 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
         ],
     );
     let figures = shared.figures();
+    let denied = shared.acl.denied_counts();
     section(
         "clients",
         "Clients",
@@ -219,6 +220,9 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
             ("instantaneous_ops_per_sec", figures.ops_per_sec.to_string()),
             ("rejected_connections", figures.rejected_connections.to_string()),
             ("log_lines_dropped", crate::logging::lines_dropped().to_string()),
+            ("acl_access_denied_auth", denied.auth.to_string()),
+            ("acl_access_denied_cmd", denied.command.to_string()),
+            ("acl_access_denied_key", denied.key.to_string()),
         ],
     );
     section("replication", "Replication", vec![("role", "master".to_owned()), ("connected_slaves", "0".to_owned())]);

@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 
+use crate::acl::{Catalogue, CommandEntry};
 use crate::clients::CommandName;
 use crate::reply::Reply;
 
@@ -53,6 +54,27 @@ pub(crate) enum CommandId {
     ConfigSet,
     ConfigResetStat,
     ConfigHelp,
+    Acl,
+    AclCat,
+    AclDelUser,
+    AclDryRun,
+    AclGenPass,
+    AclGetUser,
+    AclList,
+    AclLoad,
+    AclLog,
+    AclSave,
+    AclSetUser,
+    AclUsers,
+    AclWhoAmI,
+    AclHelp,
+}
+
+impl CommandId {
+    /// The command's place in a user's permission bitset.
+    pub(crate) fn bit(self) -> usize {
+        self as usize
+    }
 }
 
 /// One command, or one subcommand of a container command such as CLIENT.
@@ -482,6 +504,18 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         subcommands: CONFIG_SUBCOMMANDS,
         ..BASE
     },
+    CommandSpec {
+        id: CommandId::Acl,
+        name: "acl",
+        arity: -2,
+        acl_categories: &["@slow"],
+        group: "server",
+        since: "6.0.0",
+        summary: "A container for Access List Control commands",
+        complexity: "Depends on subcommand.",
+        subcommands: ACL_SUBCOMMANDS,
+        ..BASE
+    },
 ];
 
 const HELP_SUMMARY: &str = "Show helpful text about the different subcommands";
@@ -765,6 +799,149 @@ const CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
         ..CONFIG_SUB
     },
 ];
+
+const ACL_SUB: CommandSpec = CommandSpec {
+    container: "acl",
+    flags: &["admin", "noscript", "loading", "stale"],
+    acl_categories: &["@admin", "@slow", "@dangerous"],
+    group: "server",
+    since: "6.0.0",
+    ..BASE
+};
+
+/// The ACL subcommands anyone may run to learn about themselves, as in Redis.
+const ACL_SELF: CommandSpec =
+    CommandSpec { flags: &["noscript", "loading", "stale"], acl_categories: &["@slow"], ..ACL_SUB };
+
+const USERS_COMPLEXITY: &str = "O(N). Where N is the number of configured users.";
+
+const ACL_SUBCOMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        id: CommandId::AclCat,
+        name: "cat",
+        arity: -2,
+        summary: "List the ACL categories or the commands inside a category",
+        complexity: "O(1) since the categories and commands are a fixed set.",
+        args: &[string("categoryname").opt()],
+        ..ACL_SELF
+    },
+    CommandSpec {
+        id: CommandId::AclDelUser,
+        name: "deluser",
+        arity: -3,
+        summary: "Remove the specified ACL users and the associated rules",
+        complexity: "O(1) amortized time considering the typical user.",
+        args: &[string("username").multi()],
+        ..ACL_SUB
+    },
+    CommandSpec {
+        id: CommandId::AclDryRun,
+        name: "dryrun",
+        arity: -4,
+        since: "7.0.0",
+        summary: "Returns whether the user can execute the given command without executing the command.",
+        complexity: "O(1).",
+        args: &[string("username"), string("command"), string("arg").opt().multi()],
+        ..ACL_SUB
+    },
+    CommandSpec {
+        id: CommandId::AclGenPass,
+        name: "genpass",
+        arity: -2,
+        summary: "Generate a pseudorandom secure password to use for ACL users",
+        args: &[integer("bits").opt()],
+        ..ACL_SELF
+    },
+    CommandSpec {
+        id: CommandId::AclGetUser,
+        name: "getuser",
+        arity: 3,
+        summary: "Get the rules for a specific ACL user",
+        complexity: "O(N). Where N is the number of password, command and pattern rules that the user has.",
+        args: &[string("username")],
+        ..ACL_SUB
+    },
+    CommandSpec {
+        id: CommandId::AclList,
+        name: "list",
+        arity: 2,
+        summary: "List the current ACL rules in ACL config file format",
+        complexity: USERS_COMPLEXITY,
+        ..ACL_SUB
+    },
+    CommandSpec {
+        id: CommandId::AclLoad,
+        name: "load",
+        arity: 2,
+        summary: "Reload the ACLs from the configured ACL file",
+        complexity: USERS_COMPLEXITY,
+        ..ACL_SUB
+    },
+    CommandSpec {
+        id: CommandId::AclLog,
+        name: "log",
+        arity: -2,
+        summary: "List latest events denied because of ACLs in place",
+        complexity: "O(N) with N being the number of entries shown.",
+        args: &[oneof("operation", &[integer("count"), pure("reset", "RESET")]).opt()],
+        ..ACL_SUB
+    },
+    CommandSpec {
+        id: CommandId::AclSave,
+        name: "save",
+        arity: 2,
+        summary: "Save the current ACL rules in the configured ACL file",
+        complexity: USERS_COMPLEXITY,
+        ..ACL_SUB
+    },
+    CommandSpec {
+        id: CommandId::AclSetUser,
+        name: "setuser",
+        arity: -3,
+        summary: "Modify or create the rules for a specific ACL user",
+        complexity: "O(N). Where N is the number of rules provided.",
+        args: &[string("username"), string("rule").opt().multi()],
+        ..ACL_SUB
+    },
+    CommandSpec {
+        id: CommandId::AclUsers,
+        name: "users",
+        arity: 2,
+        summary: "List the username of all the configured ACL rules",
+        complexity: USERS_COMPLEXITY,
+        ..ACL_SUB
+    },
+    CommandSpec {
+        id: CommandId::AclWhoAmI,
+        name: "whoami",
+        arity: 2,
+        summary: "Return the name of the user associated to the current connection",
+        ..ACL_SELF
+    },
+    CommandSpec {
+        id: CommandId::AclHelp,
+        name: "help",
+        arity: 2,
+        flags: &["loading", "stale"],
+        summary: HELP_SUMMARY,
+        ..ACL_SELF
+    },
+];
+
+/// What ACL rules can name: every command and subcommand, with its id's bit.
+pub(crate) fn acl_catalogue() -> Catalogue {
+    let entries = COMMANDS
+        .iter()
+        .flat_map(|spec| std::iter::once(spec).chain(spec.subcommands))
+        .map(|spec| CommandEntry {
+            bit: spec.id.bit(),
+            container: spec.container,
+            name: spec.name,
+            categories: spec.acl_categories,
+        })
+        .collect();
+    Catalogue::new(entries)
+}
 
 // ---------------------------------------------------------------------------------------------
 // Lookups: run on every request, so they compare bytes in place and never allocate.

@@ -182,6 +182,25 @@ def test_auth_with_requirepass(baton, protocol):
         server.redis(protocol=protocol, password=None, retry=NO_RETRY).execute_command("LOCK.TRY", "py:auth", "b")
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_acl_users_with_redis_py(server, protocol):
+    admin = server.redis(protocol=protocol, decode_responses=True)
+    assert admin.acl_whoami() == "default"
+    assert admin.acl_setuser("node", enabled=True, passwords=["+node-pw"], keys=["pull:*"],
+                             commands=["+@write", "+lock.info", "+acl|whoami", "-@dangerous"], reset=True)
+    user = admin.acl_getuser("node")
+    assert user["enabled"] is True and "~pull:*" in user["keys"]
+    node = server.redis(protocol=protocol, username="node", password="node-pw", decode_responses=True)
+    assert node.acl_whoami() == "node"
+    assert node.execute_command("LOCK.TRY", "pull:py", "a")[0] == "ACQUIRED"
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        node.execute_command("LOCK.TRY", "other:py", "a")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        node.client_list()
+    assert "node" in admin.acl_users()
+    assert admin.acl_deluser("node") == 1
+
+
 def test_pipeline_of_lock_commands(server):
     r = server.redis()
     pipe = r.pipeline(transaction=False)

@@ -12,6 +12,7 @@ mod common;
 #[global_allocator]
 static ALLOCATOR: baton::memory::Allocator = baton::memory::Allocator;
 
+mod acl;
 mod connection_cmds;
 mod contention;
 mod lock_basic;
