@@ -611,8 +611,9 @@ impl Model {
         }
     }
 
-    /// The WAIT's connection closed: it leaves the line. A grant it was sent but never read
-    /// passes on, unless the owner learned of it some other way.
+    /// The WAIT's connection closed: it leaves the line (unless its place was renewed elsewhere
+    /// since). A grant it was sent but never read passes on, unless the owner learned of it some
+    /// other way.
     fn mark_abandoned(&mut self, ticket: TicketId) {
         if self.abandoned.len() <= ticket {
             self.abandoned.resize(ticket + 1, false);
@@ -623,10 +624,17 @@ impl Model {
     fn abandoned(&mut self, ticket: TicketId, now: u64) {
         self.counts.abandoned_waits += 1;
         match self.tickets[ticket].state.clone() {
+            // It leaves the line, unless the owner renewed its place since on another connection:
+            // then the place stays, not blocked, leased from now.
             TicketState::Pending => {
                 let (key, index) = self.remove_blocker(ticket).expect("a pending ticket is queued");
-                if self.keys[key].queue[index].blockers.is_empty() {
-                    self.keys[key].queue.remove(index);
+                let waiter = &mut self.keys[key].queue[index];
+                if waiter.blockers.is_empty() {
+                    if waiter.conn == self.tickets[ticket].conn {
+                        self.keys[key].queue.remove(index);
+                    } else {
+                        waiter.expires_at = now + waiter.lease;
+                    }
                 }
             }
             // The grant never reaches the client on this connection. Only the connection the lock
