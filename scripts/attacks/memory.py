@@ -20,139 +20,14 @@ Only loopback is used; every attack stops by itself within about a minute.
 import argparse
 import os
 import socket
-import subprocess
+import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Client, Probe, Server, resp  # noqa: E402
+
 PASSWORD = "pw"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def resp(*args):
-    out = b"*%d\r\n" % len(args)
-    for arg in args:
-        arg = arg if isinstance(arg, bytes) else str(arg).encode()
-        out += b"$%d\r\n%s\r\n" % (len(arg), arg)
-    return out
-
-
-class Client:
-    """A blocking RESP client that reads whole replies (enough for the replies used here)."""
-
-    def __init__(self, port, password=None):
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-        if password:
-            self.call("AUTH", password)
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError("closed")
-            self.buf += data
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def reply(self):
-        line = self.line()
-        kind, rest = line[:1], line[1:]
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            while len(self.buf) < n + 2:
-                self.buf += self.sock.recv(65536)
-            data, self.buf = self.buf[:n], self.buf[n + 2:]
-            return data
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self.reply() for _ in range(n)]
-        if kind == b":":
-            return int(rest)
-        return line
-
-    def call(self, *args):
-        self.sock.sendall(resp(*args))
-        return self.reply()
-
-
-class Server:
-    def __init__(self, binary, extra, password=None):
-        self.port = free_port()
-        self.redis = os.path.basename(binary).startswith("redis")
-        if self.redis:
-            cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            if password:
-                cmd += ["--requirepass", password]
-            cmd += extra
-        else:
-            cmd = [binary, "--port", str(self.port)] + (["--requirepass", password] if password else []) + extra
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.password = password
-        for _ in range(100):
-            try:
-                Client(self.port, password).call("PING")
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise SystemExit("server did not start")
-
-    def rss_mb(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
-
-    def cpu_seconds(self):
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-
-
-class Probe(threading.Thread):
-    """The well-behaved client: PING, take and release a lock, every 10 ms; keeps the worst."""
-
-    def __init__(self, server):
-        super().__init__(daemon=True)
-        self.server, self.worst, self.failures, self.stop_flag = server, 0.0, 0, threading.Event()
-        self.client = Client(server.port, server.password)
-        self.client.sock.settimeout(30)
-
-    def round(self):
-        c = self.client
-        c.call("PING")
-        if self.server.redis:
-            c.call("SET", "probe", "me", "NX", "PX", 30000)
-            c.call("DEL", "probe")
-        else:
-            reply = c.call("LOCK.TRY", "probe", "me")
-            if isinstance(reply, list) and reply[0] == b"ACQUIRED":
-                c.call("LOCK.UNLOCK", "probe", "me", reply[1], "SUCCESS")
-            else:
-                self.failures += 1
-
-    def run(self):
-        while not self.stop_flag.is_set():
-            start = time.monotonic()
-            try:
-                self.round()
-            except (OSError, ConnectionError):
-                self.failures += 1
-                return
-            self.worst = max(self.worst, time.monotonic() - start)
-            time.sleep(0.01)
 
 
 def measure(server, attack):
@@ -167,7 +42,7 @@ def measure(server, attack):
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
-    probe = Probe(server)
+    probe = Probe(server.port, server.redis, server.password)
     cpu0, t0 = server.cpu_seconds(), time.monotonic()
     sampler.start()
     probe.start()
@@ -175,11 +50,11 @@ def measure(server, attack):
     elapsed = time.monotonic() - t0
     cpu = 100 * (server.cpu_seconds() - cpu0) / elapsed
     during = server.rss_mb()
-    probe.stop_flag.set()
+    probe.stop.set()
     probe.join(timeout=31)
     done.set()
     sampler.join()
-    return before, max(peak[0], during), during, cpu, probe.worst * 1000, probe.failures, note
+    return before, max(peak[0], during), during, cpu, probe.worst * 1000, probe.errors, note
 
 
 def park(port, header, body, chunk=65536):

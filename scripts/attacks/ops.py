@@ -16,153 +16,39 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
-HOST = "127.0.0.1"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+from common import HOST, Client, Probe, free_port, resp  # noqa: E402
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+def connect(port, timeout=10.0):
+    """These attacks give up on a reply after 10 s: a hung server is an outcome, not a wait."""
+    return Client(port, timeout=timeout)
 
 
-def command(*args):
-    out = b"*%d\r\n" % len(args)
-    for arg in args:
-        arg = arg if isinstance(arg, bytes) else str(arg).encode()
-        out += b"$%d\r\n%s\r\n" % (len(arg), arg)
-    return out
+class Server(common.Server):
+    """Pipes the server's stderr to a reader thread that counts it (log-flood reads it slowly)."""
 
-
-class Conn:
-    """A blocking RESP connection with just enough of a reply parser for these attacks."""
-
-    def __init__(self, port, timeout=10.0):
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
-        self.buf = b""
-
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def reply(self):
-        line = self._line()
-        kind, rest = line[:1], line[1:]
-        if kind == b":":
-            return int(rest)
-        if kind in (b"+", b"-"):
-            return line
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            while len(self.buf) < n + 2:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise ConnectionError("closed")
-                self.buf += chunk
-            data, self.buf = self.buf[:n], self.buf[n + 2:]
-            return data
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self.reply() for _ in range(n)]
-        raise ValueError(line)
-
-    def call(self, *args):
-        self.sock.sendall(command(*args))
-        return self.reply()
-
-
-class Server:
     def __init__(self, kind, binary, extra=(), ulimit=None, stderr_reader=None):
-        self.port = free_port()
-        if kind == "redis":
-            argv = ["redis-server", "--bind", HOST, "--port", str(self.port), "--save", "", "--appendonly", "no"]
-        else:
-            argv = [binary, "--bind", HOST, "--port", str(self.port)]
-        argv += list(extra)
-        if ulimit:
-            argv = ["sh", "-c", f'ulimit -n {ulimit} && exec "$0" "$@"'] + argv
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env={**os.environ, "NO_COLOR": "1"})
+        super().__init__("redis-server" if kind == "redis" else binary, extra, ulimit=ulimit,
+                         stderr=subprocess.PIPE)
         self.stderr_bytes = 0
-        self.stderr_lines = []
-        reader = stderr_reader or self._read_all
-        threading.Thread(target=reader, args=(self,), daemon=True).start()
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                Conn(self.port, 1).call("PING")
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("server did not start")
-
-    @staticmethod
-    def _read_all(self):
-        for line in self.proc.stderr:
-            self.stderr_bytes += len(line)
-            if len(self.stderr_lines) < 1000:
-                self.stderr_lines.append(line.decode(errors="replace").rstrip())
-
-    def rss_kb(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-
-    def cpu_seconds(self):
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
+        threading.Thread(target=stderr_reader or count_stderr, args=(self,), daemon=True).start()
 
 
-class Probe(threading.Thread):
-    """The well-behaved client: PING + take and release a lock every 10 ms; keeps the worst."""
-
-    def __init__(self, server, kind):
-        super().__init__(daemon=True)
-        self.server, self.kind, self.worst, self.rounds, self.errors = server, kind, 0.0, 0, 0
-        self.stop = threading.Event()
-
-    def run(self):
-        conn = Conn(self.server.port)
-        while not self.stop.is_set():
-            start = time.perf_counter()
-            try:
-                conn.call("PING")
-                if self.kind == "redis":
-                    conn.call("SET", "probe", "p", "NX", "PX", 30000)
-                    conn.call("DEL", "probe")
-                else:
-                    token = conn.call("LOCK.TRY", "probe", "p")[1]
-                    conn.call("LOCK.UNLOCK", "probe", "p", token, "SUCCESS")
-                self.rounds += 1
-            except (OSError, ValueError, TypeError, IndexError):
-                self.errors += 1
-                time.sleep(0.1)
-                try:
-                    conn = Conn(self.server.port)
-                except OSError:
-                    pass
-            self.worst = max(self.worst, time.perf_counter() - start)
-            time.sleep(0.01)
+def count_stderr(server):
+    for line in server.proc.stderr:
+        server.stderr_bytes += len(line)
 
 
 def measured(server, kind, attack, seconds):
     """Runs attack(stop_event) for `seconds` beside the probe; returns (outcome, figures)."""
     rss_before, cpu_before, peak = server.rss_kb(), server.cpu_seconds(), 0
-    probe = Probe(server, kind)
+    probe = Probe(server.port, kind == "redis")
     probe.start()
     stop = threading.Event()
     result = {}
@@ -207,7 +93,7 @@ def log_flood(args):
         counts = [0] * 4
 
         def loop(i):
-            conn = Conn(server.port)
+            conn = connect(server.port)
             while not stop.is_set():
                 if args.server == "redis":
                     conn.call("SET", f"k{i}", reason)
@@ -227,7 +113,7 @@ def log_flood(args):
     outcome, figures = measured(server, args.server, attack, args.seconds)
     dropped = ""
     if args.server == "baton":
-        info = Conn(server.port).call("INFO", "stats").decode()
+        info = connect(server.port).call("INFO", "stats").decode()
         dropped = next((l for l in info.split("\r\n") if l.startswith("log_lines_dropped")), "no log_lines_dropped")
     print(f"log-flood {args.server}: {outcome}, stderr read {server.stderr_bytes >> 10} KiB, {dropped}; {figures}")
     server.stop()
@@ -296,7 +182,7 @@ def slow_reader(args):
     def attack(stop):
         s = socket.create_connection((HOST, server.port), timeout=30)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        s.sendall(command("ECHO", b"x" * size))
+        s.sendall(resp("ECHO", b"x" * size))
         received, started = 0, time.time()
         while received < size and time.time() - started < 40:
             try:
@@ -318,12 +204,12 @@ def signals(args):
     """Item 9: each signal with a holder and a blocked waiter (BLPOP on Redis)."""
     for name in ["HUP", "USR1", "USR2", "QUIT"]:
         server = Server(args.server, args.bin)
-        holder, waiter = Conn(server.port), Conn(server.port, timeout=3)
+        holder, waiter = connect(server.port), connect(server.port, timeout=3)
         if args.server == "redis":
-            waiter.sock.sendall(command("BLPOP", "q", 0))
+            waiter.sock.sendall(resp("BLPOP", "q", 0))
         else:
             holder.call("LOCK.TRY", "k", "holder")
-            waiter.sock.sendall(command("LOCK.WAIT", "k", "waiter", 0))
+            waiter.sock.sendall(resp("LOCK.WAIT", "k", "waiter", 0))
         time.sleep(0.3)
         server.proc.send_signal(getattr(signal, "SIG" + name))
         try:
@@ -340,7 +226,7 @@ def signals(args):
 def keepalive(args):
     """Item 12: the keepalive timer on the server's side of a client connection (ss -o)."""
     server = Server(args.server, args.bin)
-    conn = Conn(server.port)
+    conn = connect(server.port)
     conn.call("PING")
     local_port = conn.sock.getsockname()[1]
     ss = subprocess.run(["ss", "-tno", "state", "established", f"( sport = :{server.port} and dport = :{local_port} )"],
