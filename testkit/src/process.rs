@@ -56,10 +56,13 @@ impl ServerProcess {
         let lines = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = listening_addr(&line) {
+                let addr = listening_addr(&line);
+                // Kept before the address is reported, so the log a caller reads once it has
+                // the address already holds the line that gave it.
+                lines.lock().expect("log").push(line);
+                if let Some(addr) = addr {
                     let _ = addr_tx.send(addr);
                 }
-                lines.lock().expect("log").push(line);
             }
         });
         let addr = addr_rx
