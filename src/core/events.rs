@@ -10,7 +10,7 @@ use crate::text::Escaped;
 /// Why a holding ended other than by SUCCESS. Each cause is spelled here once: its name in the
 /// log and the `last_failure` text LOCK.INFO reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ReleaseCause {
+pub enum ReleaseCause {
     /// LOCK.UNLOCK FAILURE, with the holder's REASON when it gave one.
     Failure(Option<Arc<[u8]>>),
     LeaseExpired,

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::oneshot;
 
-use super::ConnId;
+use super::change::Change;
 use super::clock::Timestamp;
 use super::events::{LockEvent, ReleaseCause};
 use super::outcome::{
@@ -16,6 +16,8 @@ use super::outcome::{
 use super::queue::{Blocker, Place, Queue, Waiter};
 use super::shard::ShardCtx;
 use super::told_done::ToldDone;
+use super::unlock_memo::Unlocked;
+use super::{ConnId, RECOVERED};
 
 #[derive(Debug)]
 struct Holder {
@@ -109,11 +111,15 @@ impl KeyState {
     /// out by now are gone first; blocked waiters stay in line however late it is.
     pub(crate) fn settle(&mut self, key: &Arc<[u8]>, ctx: &mut ShardCtx, now: Timestamp) {
         if let Some(extra) = self.extra.as_deref_mut() {
-            extra.queue.drop_expired(now.ms());
+            let record = &mut ctx.record;
+            extra.queue.drop_expired(now.ms(), |owner| record.record(|| Change::Leave { key: Arc::clone(key), owner }));
             if extra.completion.as_ref().is_some_and(|(_, until)| *until <= now.ms()) {
                 extra.completion = None;
+                record.record(|| Change::Unkeep { key: Arc::clone(key) });
             }
-            extra.told_done.drop_expired(now.ms());
+            extra
+                .told_done
+                .drop_expired(now.ms(), |owner| record.record(|| Change::Paid { key: Arc::clone(key), owner }));
         }
         if self.holder.as_ref().is_some_and(|holder| holder.deadline <= now.ms()) {
             self.fail_holder(key, ReleaseCause::LeaseExpired, ctx, now);
@@ -143,8 +149,9 @@ impl KeyState {
         now: Timestamp,
     ) -> Option<WaitOutcome> {
         if let Some(extra) = self.extra.as_deref_mut() {
-            if let Some(completion) = extra.told_done.take(claim.owner) {
+            if let Some((owner, completion)) = extra.told_done.take(claim.owner) {
                 ctx.stats.done_answers += 1;
+                ctx.record.record(|| Change::Paid { key: Arc::clone(key), owner });
                 return Some(WaitOutcome::Done(completion));
             }
             if let Some((completion, _)) = &extra.completion {
@@ -163,6 +170,12 @@ impl KeyState {
                 holder.deadline = now.ms().saturating_add(claim.lease_ms);
                 holder.conn = claim.conn;
                 let token = holder.token;
+                ctx.record.record(|| Change::Hold {
+                    key: Arc::clone(key),
+                    owner: Arc::clone(&holder.owner),
+                    token,
+                    lease_ms: claim.lease_ms,
+                });
                 self.forget_other_recipients();
                 Some(WaitOutcome::Acquired { token })
             }
@@ -185,6 +198,12 @@ impl KeyState {
             });
         }
         self.forget_other_recipients();
+        ctx.record.record(|| Change::Hold {
+            key: Arc::clone(key),
+            owner: Arc::clone(&holder.owner),
+            token,
+            lease_ms: holder.lease_ms,
+        });
         self.holder = Some(Holder {
             owner: holder.owner,
             token,
@@ -199,18 +218,19 @@ impl KeyState {
     }
 
     /// Finds the owner's place in line or appends it, and renews it (see [`Queue::renew`]).
-    fn enqueue(&mut self, claim: Claim<'_>, ctx: &mut ShardCtx, now: Timestamp) -> Place {
-        let place = match self.place_of(claim.owner) {
+    fn enqueue(&mut self, key: &Arc<[u8]>, claim: Claim<'_>, ctx: &mut ShardCtx, now: Timestamp) -> Place {
+        let owner = ctx.owner_arc(claim.owner);
+        let place = self.join_or_renew(Arc::clone(&owner), claim.lease_ms, claim.conn, now);
+        ctx.record.record(|| Change::Join { key: Arc::clone(key), owner, lease_ms: claim.lease_ms });
+        place
+    }
+
+    fn join_or_renew(&mut self, owner: Arc<[u8]>, lease_ms: u64, conn: ConnId, now: Timestamp) -> Place {
+        let place = match self.place_of(&owner) {
             Some(place) => place,
-            None => self.extra().queue.join(Waiter {
-                owner: ctx.owner_arc(claim.owner),
-                lease_ms: claim.lease_ms,
-                expires_at: 0,
-                blockers: Vec::new(),
-                conn: claim.conn,
-            }),
+            None => self.extra().queue.join(Waiter { owner, lease_ms, expires_at: 0, blockers: Vec::new(), conn }),
         };
-        self.extra().queue.renew(place, claim.lease_ms, claim.conn, now.ms());
+        self.extra().queue.renew(place, lease_ms, conn, now.ms());
         place
     }
 
@@ -230,12 +250,14 @@ impl KeyState {
             // other TRY, so an owner that polls this way keeps it.
             if let Some(place) = self.place_of(claim.owner) {
                 self.extra().queue.renew(place, claim.lease_ms, claim.conn, now.ms());
+                let owner = ctx.owner_arc(claim.owner);
+                ctx.record.record(|| Change::Join { key: Arc::clone(key), owner, lease_ms: claim.lease_ms });
             }
             let holder =
                 self.holder.as_ref().map(|holder| Arc::clone(&holder.owner)).unwrap_or_else(|| Arc::from(&[][..]));
             return TryOutcome::Busy { holder };
         }
-        let place = self.enqueue(claim, ctx, now);
+        let place = self.enqueue(key, claim, ctx, now);
         TryOutcome::Queued { position: self.extra().queue.position(place) + 1 }
     }
 
@@ -250,7 +272,7 @@ impl KeyState {
         if let Some(outcome) = self.immediate(key, claim, ctx, now) {
             return Ok(outcome);
         }
-        let place = self.enqueue(claim, ctx, now);
+        let place = self.enqueue(key, claim, ctx, now);
         let wait_id = ctx.next_wait_id;
         ctx.next_wait_id += 1;
         let (sender, receiver) = oneshot::channel();
@@ -264,14 +286,27 @@ impl KeyState {
     /// has been answered already and the answer waits in its channel. A timed-out owner keeps its
     /// place for its queue lease; an abandoned one (connection gone) leaves the queue when it has
     /// no other blocked WAIT.
-    pub(crate) fn unblock(&mut self, place: Place, wait_id: u64, leave_queue: bool, now: Timestamp) -> bool {
-        self.extra.as_deref_mut().is_some_and(|extra| extra.queue.unblock(place, wait_id, leave_queue, now.ms()))
+    pub(crate) fn unblock(
+        &mut self,
+        key: &Arc<[u8]>,
+        place: Place,
+        wait_id: u64,
+        leave_queue: bool,
+        ctx: &mut ShardCtx,
+        now: Timestamp,
+    ) -> bool {
+        self.extra.as_deref_mut().is_some_and(|extra| {
+            extra.queue.unblock(place, wait_id, leave_queue, now.ms(), |owner| {
+                ctx.record.record(|| Change::Leave { key: Arc::clone(key), owner });
+            })
+        })
     }
 
     /// Gives the lock to the first live waiter, answering its blocked WAITs in this same step.
     /// Returns whether somebody got it.
     fn hand_off(&mut self, key: &Arc<[u8]>, ctx: &mut ShardCtx, now: Timestamp) -> bool {
         while let Some(waiter) = self.extra.as_deref_mut().and_then(|extra| extra.queue.pop_front()) {
+            ctx.record.record(|| Change::Leave { key: Arc::clone(key), owner: Arc::clone(&waiter.owner) });
             if !waiter.is_blocked() {
                 if waiter.expires_at <= now.ms() {
                     continue;
@@ -311,6 +346,7 @@ impl KeyState {
         let Some(holder) = self.holder.take() else {
             return false;
         };
+        ctx.record.record(|| Change::Free { key: Arc::clone(key), cause: Some(cause.clone()) });
         match cause {
             ReleaseCause::Failure(_) => ctx.stats.failures += 1,
             ReleaseCause::LeaseExpired => ctx.stats.lease_expiries += 1,
@@ -339,21 +375,45 @@ impl KeyState {
         ctx: &mut ShardCtx,
         now: Timestamp,
     ) -> UnlockOutcome {
-        let Some(holder) = &self.holder else {
-            return UnlockOutcome::NotLocked;
+        let holding = match &self.holder {
+            Some(holder) if *holder.owner == *owner && holder.token == token => Arc::clone(&holder.owner),
+            // A retry of an UNLOCK that was carried out gets the same answer.
+            other => {
+                return ctx.unlock_memo.answer(key, owner, token).unwrap_or(if other.is_some() {
+                    UnlockOutcome::NotHolder
+                } else {
+                    UnlockOutcome::NotLocked
+                });
+            }
         };
-        if *holder.owner != *owner || holder.token != token {
-            return UnlockOutcome::NotHolder;
-        }
+        let outcome = self.end_holding(key, token, verdict, ctx, now);
+        ctx.record.record(|| Change::Unlocked { key: Arc::clone(key), owner: Arc::clone(&holding), token, outcome });
+        ctx.unlock_memo.remember(token, Unlocked { key: Arc::clone(key), owner: holding, outcome });
+        outcome
+    }
+
+    /// The holding `token` ends with the holder's `verdict`.
+    fn end_holding(
+        &mut self,
+        key: &Arc<[u8]>,
+        token: u64,
+        verdict: Verdict,
+        ctx: &mut ShardCtx,
+        now: Timestamp,
+    ) -> UnlockOutcome {
         match verdict {
             Verdict::Success { result, keep_ms } => {
                 let Some(holder) = self.holder.take() else {
                     return UnlockOutcome::NotLocked;
                 };
-                let completion = Arc::new(Completion { finisher: Arc::clone(&holder.owner), result });
-                let waiters_told = self.tell_done(&completion, ctx, now);
+                ctx.record.record(|| Change::Free { key: Arc::clone(key), cause: None });
+                let completion = Arc::new(Completion { token, finisher: Arc::clone(&holder.owner), result });
+                ctx.record.record(|| Change::Finish { key: Arc::clone(key), completion: Arc::clone(&completion) });
+                let waiters_told = self.tell_done(key, &completion, ctx, now);
                 if let Some(keep_ms) = keep_ms {
-                    self.extra().completion = Some((completion, now.ms().saturating_add(keep_ms)));
+                    let until = now.ms().saturating_add(keep_ms);
+                    ctx.record.record(|| Change::Keep { key: Arc::clone(key), token, until });
+                    self.extra().completion = Some((completion, until));
                 }
                 ctx.stats.successes += 1;
                 if ctx.log_grants {
@@ -378,14 +438,27 @@ impl KeyState {
     }
 
     /// Empties the queue: blocked owners are answered now, the others on their next call.
-    fn tell_done(&mut self, completion: &Arc<Completion>, ctx: &mut ShardCtx, now: Timestamp) -> usize {
-        let Some(extra) = self.extra.as_deref_mut() else {
+    fn tell_done(
+        &mut self,
+        key: &Arc<[u8]>,
+        completion: &Arc<Completion>,
+        ctx: &mut ShardCtx,
+        now: Timestamp,
+    ) -> usize {
+        let Some(extra) = self.extra.as_deref_mut().filter(|extra| !extra.queue.is_empty()) else {
             return 0;
         };
+        ctx.record.record(|| Change::LeaveAll { key: Arc::clone(key) });
         let mut told = 0;
         for waiter in extra.queue.take_all() {
             if !waiter.is_blocked() {
                 if waiter.expires_at > now.ms() {
+                    ctx.record.record(|| Change::Owe {
+                        key: Arc::clone(key),
+                        owner: Arc::clone(&waiter.owner),
+                        token: completion.token,
+                        until: waiter.expires_at,
+                    });
                     extra.told_done.insert(waiter.owner, waiter.expires_at, Arc::clone(completion));
                     told += 1;
                 }
@@ -404,7 +477,14 @@ impl KeyState {
     }
 
     /// LOCK.EXTEND: the holder's lease restarts at `claim.lease_ms` and binds to `claim.conn`.
-    pub(crate) fn extend(&mut self, claim: Claim<'_>, token: u64, now: Timestamp) -> ExtendOutcome {
+    pub(crate) fn extend(
+        &mut self,
+        key: &Arc<[u8]>,
+        claim: Claim<'_>,
+        token: u64,
+        ctx: &mut ShardCtx,
+        now: Timestamp,
+    ) -> ExtendOutcome {
         let Some(holder) = &mut self.holder else {
             return ExtendOutcome::NotLocked;
         };
@@ -413,6 +493,12 @@ impl KeyState {
         }
         holder.deadline = now.ms().saturating_add(claim.lease_ms);
         holder.conn = claim.conn;
+        ctx.record.record(|| Change::Hold {
+            key: Arc::clone(key),
+            owner: Arc::clone(&holder.owner),
+            token,
+            lease_ms: claim.lease_ms,
+        });
         self.forget_other_recipients();
         ExtendOutcome::Extended
     }
@@ -426,11 +512,11 @@ impl KeyState {
     }
 
     /// Takes the owner out of the line; its blocked WAITs end as if timed out (their senders drop).
-    pub(crate) fn cancel(&mut self, owner: &[u8]) -> bool {
-        let Some(place) = self.place_of(owner) else {
+    pub(crate) fn cancel(&mut self, key: &Arc<[u8]>, owner: &[u8], ctx: &mut ShardCtx) -> bool {
+        let Some(waiter) = self.place_of(owner).and_then(|place| self.extra().queue.remove(place)) else {
             return false;
         };
-        self.extra().queue.remove(place);
+        ctx.record.record(|| Change::Leave { key: Arc::clone(key), owner: waiter.owner });
         true
     }
 
@@ -447,7 +533,8 @@ impl KeyState {
     /// if it is bound to `conn`.
     pub(crate) fn connection_closed(&mut self, key: &Arc<[u8]>, conn: ConnId, ctx: &mut ShardCtx, now: Timestamp) {
         if let Some(extra) = self.extra.as_deref_mut() {
-            extra.queue.drop_places_of(conn);
+            let record = &mut ctx.record;
+            extra.queue.drop_places_of(conn, |owner| record.record(|| Change::Leave { key: Arc::clone(key), owner }));
         }
         self.unbind(key, conn, ReleaseCause::HolderDisconnected, ctx, now);
     }
@@ -485,6 +572,94 @@ impl KeyState {
         }
     }
 
+    /// Replays one recorded change on recovery (see [`Change`]). Holders and places come back
+    /// bound to no connection ([`RECOVERED`]), leased afresh from `now`: a client re-attaches with
+    /// its next TRY, WAIT or EXTEND.
+    pub(crate) fn replay(&mut self, change: Change, ctx: &mut ShardCtx, now: Timestamp) {
+        match change {
+            Change::Hold { owner, token, lease_ms, .. } => {
+                ctx.next_token = ctx.next_token.max(token.saturating_add(1));
+                self.forget_other_recipients();
+                self.holder =
+                    Some(Holder { owner, token, deadline: now.ms().saturating_add(lease_ms), conn: RECOVERED });
+            }
+            Change::Free { cause, .. } => {
+                self.holder = None;
+                if cause.is_some() {
+                    self.extra().last_failure = cause;
+                }
+            }
+            Change::Join { owner, lease_ms, .. } => {
+                self.join_or_renew(owner, lease_ms, RECOVERED, now);
+            }
+            Change::Leave { owner, .. } => {
+                if let Some(place) = self.place_of(&owner) {
+                    self.extra().queue.remove(place);
+                }
+            }
+            Change::LeaveAll { .. } => self.extra().queue.take_all().for_each(drop),
+            Change::Finish { completion, .. } => ctx.replayed_completion = Some(completion),
+            Change::Keep { token, until, .. } => {
+                if let Some(completion) = ctx.replayed_completion(token) {
+                    self.extra().completion = Some((completion, until));
+                }
+            }
+            Change::Unkeep { .. } => self.extra().completion = None,
+            Change::Owe { owner, token, until, .. } => {
+                if let Some(completion) = ctx.replayed_completion(token) {
+                    self.extra().told_done.insert(owner, until, completion);
+                }
+            }
+            Change::Paid { owner, .. } => {
+                self.extra().told_done.take(&owner);
+            }
+            Change::Unlocked { key, owner, token, outcome } => {
+                ctx.unlock_memo.remember(token, Unlocked { key, owner, outcome });
+            }
+        }
+    }
+
+    /// The changes that rebuild this key's durable state, for a snapshot (see [`Change`]).
+    pub(crate) fn snapshot(&self, key: &Arc<[u8]>, now: Timestamp, out: &mut Vec<Change>) {
+        let extra = self.extra.as_deref();
+        if let Some(cause) = extra.and_then(|extra| extra.last_failure.clone()) {
+            out.push(Change::Free { key: Arc::clone(key), cause: Some(cause) });
+        }
+        if let Some(holder) = &self.holder {
+            out.push(Change::Hold {
+                key: Arc::clone(key),
+                owner: Arc::clone(&holder.owner),
+                token: holder.token,
+                lease_ms: holder.deadline.saturating_sub(now.ms()).max(1),
+            });
+        }
+        let Some(extra) = extra else {
+            return;
+        };
+        let mut finished: Option<u64> = None;
+        let mut finish = |completion: &Arc<Completion>, out: &mut Vec<Change>| {
+            if finished != Some(completion.token) {
+                finished = Some(completion.token);
+                out.push(Change::Finish { key: Arc::clone(key), completion: Arc::clone(completion) });
+            }
+        };
+        if let Some((completion, until)) = &extra.completion {
+            finish(completion, out);
+            out.push(Change::Keep { key: Arc::clone(key), token: completion.token, until: *until });
+        }
+        for (owner, until, completion) in extra.told_done.iter() {
+            finish(completion, out);
+            out.push(Change::Owe { key: Arc::clone(key), owner: Arc::clone(owner), token: completion.token, until });
+        }
+        for waiter in extra.queue.iter() {
+            out.push(Change::Join {
+                key: Arc::clone(key),
+                owner: Arc::clone(&waiter.owner),
+                lease_ms: waiter.lease_ms,
+            });
+        }
+    }
+
     /// LOCK.INFO, listing at most `listed` owners from the head of the line.
     pub(crate) fn info(&self, now: Timestamp, listed: usize) -> KeyInfo {
         let now = now.ms();
@@ -510,6 +685,17 @@ impl KeyState {
             completion,
             last_failure: extra.and_then(|extra| extra.last_failure.as_ref()).map(ReleaseCause::reason),
         }
+    }
+
+    pub(crate) fn owed_dones(&self) -> Vec<Arc<[u8]>> {
+        let mut owed: Vec<Arc<[u8]>> = self
+            .extra
+            .as_deref()
+            .into_iter()
+            .flat_map(|extra| extra.told_done.iter().map(|(owner, _, _)| Arc::clone(owner)))
+            .collect();
+        owed.sort();
+        owed
     }
 
     /// What this key adds to its shard's gauges, in O(1).

@@ -10,6 +10,8 @@ use super::clock::Timestamp;
 /// The record of a SUCCESS, shared by every waiter it is delivered to.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Completion {
+    /// The token of the holding that succeeded: names the completion in the journal.
+    pub token: u64,
     pub finisher: Arc<[u8]>,
     pub result: Option<Arc<[u8]>>,
 }

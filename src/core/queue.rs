@@ -166,8 +166,15 @@ impl Queue {
 
     /// Removes the blocked WAIT `wait_id` of the owner at `place`. Returns false when it is not
     /// blocked there (any more). An owner left with no blocked WAIT leaves the line if
-    /// `leave_queue`, or else holds its place for its lease from now.
-    pub(crate) fn unblock(&mut self, place: Place, wait_id: u64, leave_queue: bool, now: u64) -> bool {
+    /// `leave_queue` (then `left` is told), or else holds its place for its lease from now.
+    pub(crate) fn unblock(
+        &mut self,
+        place: Place,
+        wait_id: u64,
+        leave_queue: bool,
+        now: u64,
+        left: impl FnOnce(Arc<[u8]>),
+    ) -> bool {
         let Some(at) =
             self.line.get(place).and_then(|waiter| waiter.blockers.iter().position(|b| b.wait_id == wait_id))
         else {
@@ -185,8 +192,10 @@ impl Queue {
             // now answers for the place, and its own close would take it.
             leave_queue && waiter.conn == blocker.conn
         });
-        if leaves == Some(true) {
-            self.remove(place);
+        if leaves == Some(true)
+            && let Some(waiter) = self.remove(place)
+        {
+            left(waiter.owner);
         }
         true
     }
@@ -220,19 +229,23 @@ impl Queue {
         self.indexes.expiries.first().map(|(expires_at, _)| *expires_at)
     }
 
-    /// Drops the waiters whose place has run out: not blocked, and leased until `now` at most.
-    pub(crate) fn drop_expired(&mut self, now: u64) {
+    /// Drops the waiters whose place has run out (not blocked, and leased until `now` at most),
+    /// telling `left` of each.
+    pub(crate) fn drop_expired(&mut self, now: u64, mut left: impl FnMut(Arc<[u8]>)) {
         while let Some(&(expires_at, place)) = self.indexes.expiries.first()
             && expires_at <= now
         {
-            self.remove(place);
+            if let Some(waiter) = self.remove(place) {
+                left(waiter.owner);
+            }
         }
     }
 
     /// `conn` closed: the places it last refreshed go, so that an owner who has left is never
     /// granted the lock. An owner still blocked on another connection stays, and a grant made
-    /// once it is no longer blocked binds to the connection of its newest WAIT.
-    pub(crate) fn drop_places_of(&mut self, conn: ConnId) {
+    /// once it is no longer blocked binds to the connection of its newest WAIT. `left` is told of
+    /// each owner that leaves.
+    pub(crate) fn drop_places_of(&mut self, conn: ConnId, mut left: impl FnMut(Arc<[u8]>)) {
         let places: Vec<Place> = self.places_bound_to(conn).collect();
         for place in places {
             if self.line.get(place).is_some_and(Waiter::is_blocked) {
@@ -241,8 +254,8 @@ impl Queue {
                         waiter.conn = newest.conn;
                     }
                 });
-            } else {
-                self.remove(place);
+            } else if let Some(waiter) = self.remove(place) {
+                left(waiter.owner);
             }
         }
     }

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 use hashbrown::hash_map::EntryRef;
 
+use super::change::{Change, ChangeSink, Recorder};
 use super::clock::Timestamp;
 use super::events::LockEvent;
 use super::key_state::KeyState;
-use super::outcome::{CoreStats, Gauges};
+use super::outcome::{Completion, CoreStats, Gauges};
+use super::unlock_memo::UnlockMemo;
 
 /// Per-shard bookkeeping that the key states update.
 #[derive(Debug)]
@@ -26,6 +28,12 @@ pub(crate) struct ShardCtx {
     /// sleeps too long.
     pub(crate) earliest_new_deadline: Option<u64>,
     recent_owner: Option<Arc<[u8]>>,
+    /// The changes to journal, while a journal is attached.
+    pub(crate) record: Recorder,
+    pub(crate) unlock_memo: UnlockMemo,
+    /// While a journal is replayed: the completion its latest `Finish` named, which the `Keep` and
+    /// `Owe` changes right after it refer to.
+    pub(crate) replayed_completion: Option<Arc<Completion>>,
 }
 
 impl ShardCtx {
@@ -38,7 +46,14 @@ impl ShardCtx {
             log_grants: false,
             earliest_new_deadline: None,
             recent_owner: None,
+            record: Recorder::default(),
+            unlock_memo: UnlockMemo::default(),
+            replayed_completion: None,
         }
+    }
+
+    pub(crate) fn replayed_completion(&self, token: u64) -> Option<Arc<Completion>> {
+        self.replayed_completion.as_ref().filter(|completion| completion.token == token).cloned()
     }
 
     /// The owner as a shared string. One node usually takes many keys in a row, so the last owner
@@ -79,6 +94,7 @@ pub(crate) struct Shard {
     /// keys change, so INFO never walks the keys.
     gauges: Gauges,
     pub(crate) ctx: ShardCtx,
+    sink: Option<Arc<dyn ChangeSink>>,
 }
 
 impl Shard {
@@ -88,7 +104,42 @@ impl Shard {
             timers: BinaryHeap::new(),
             gauges: Gauges::default(),
             ctx: ShardCtx::new(token_seed),
+            sink: None,
         }
+    }
+
+    /// From now on every change is handed to `sink` (None: to nobody, and none is collected).
+    pub(crate) fn set_sink(&mut self, sink: Option<Arc<dyn ChangeSink>>) {
+        self.ctx.record.set_enabled(sink.is_some());
+        self.sink = sink;
+    }
+
+    /// Hands the changes of the operation that just ran to the sink, still under the shard lock
+    /// so that changes of a key reach it in the order they were made.
+    pub(crate) fn flush_changes(&mut self) {
+        let changes = self.ctx.record.changes();
+        if let Some(sink) = &self.sink
+            && !changes.is_empty()
+        {
+            sink.record(changes);
+        }
+    }
+
+    /// The changes that rebuild this shard's state (see [`Change`]), oldest remembered UNLOCK first.
+    pub(crate) fn snapshot(&self, now: Timestamp) -> Vec<Change> {
+        let mut out = Vec::new();
+        for (token, unlocked) in self.ctx.unlock_memo.iter() {
+            out.push(Change::Unlocked {
+                key: Arc::clone(&unlocked.key),
+                owner: Arc::clone(&unlocked.owner),
+                token,
+                outcome: unlocked.outcome,
+            });
+        }
+        for (key, state) in &self.keys {
+            state.snapshot(key, now, &mut out);
+        }
+        out
     }
 
     /// Every change of a key's state passes through here, as one step at one `now`: what fell due
@@ -102,6 +153,24 @@ impl Shard {
         now: Timestamp,
         op: impl FnOnce(&mut KeyState, &Arc<[u8]>, &mut ShardCtx) -> R,
     ) -> Option<R> {
+        self.step(key, absent, Some(now), op)
+    }
+
+    /// Replays one recorded step of a key. Nothing falls due meanwhile: what fell due while the
+    /// journal was written was journaled as it happened, and what falls due by now is settled by
+    /// the expiry driver once the replay is over.
+    pub(crate) fn replay(&mut self, key: &[u8], op: impl FnOnce(&mut KeyState, &mut ShardCtx)) {
+        self.step(key, Absent::Create, None, |state, _, ctx| op(state, ctx));
+    }
+
+    /// [`Shard::change`], settling what fell due at `settle_at` first.
+    fn step<R>(
+        &mut self,
+        key: &[u8],
+        absent: Absent,
+        settle_at: Option<Timestamp>,
+        op: impl FnOnce(&mut KeyState, &Arc<[u8]>, &mut ShardCtx) -> R,
+    ) -> Option<R> {
         let (key, state, before) = match self.keys.entry_ref(key) {
             EntryRef::Occupied(entry) => {
                 let before = entry.get().gauges();
@@ -113,7 +182,9 @@ impl Shard {
             }
             EntryRef::Vacant(_) => return None,
         };
-        state.settle(&key, &mut self.ctx, now);
+        if let Some(now) = settle_at {
+            state.settle(&key, &mut self.ctx, now);
+        }
         let result = op(state, &key, &mut self.ctx);
         if state.is_forgettable() {
             self.keys.remove(&key);

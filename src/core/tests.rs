@@ -75,7 +75,32 @@ fn failure_with_nobody_waiting_frees_the_key() {
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(0)), UnlockOutcome::Released);
     assert_eq!(core.key_count(), 0);
-    assert_eq!(core.unlock(b"k", b"a", token, failure(), at(0)), UnlockOutcome::NotLocked);
+    // A retry (its reply was lost) gets the same answer; another owner's guess does not.
+    assert_eq!(core.unlock(b"k", b"a", token, failure(), at(0)), UnlockOutcome::Released);
+    assert_eq!(core.unlock(b"k", b"b", token, failure(), at(0)), UnlockOutcome::NotLocked);
+}
+
+#[test]
+fn a_retried_unlock_is_answered_as_the_first_was_while_it_is_among_the_latest() {
+    let core = core();
+    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    core.try_lock(request("k", "b", 2, None), false, at(0));
+    assert_eq!(
+        core.unlock(b"k", b"a", token, success(None, None), at(1)),
+        UnlockOutcome::Succeeded { waiters_told: 1 }
+    );
+    let next = acquired(core.try_lock(request("k", "c", 3, None), false, at(2)));
+    assert_eq!(
+        core.unlock(b"k", b"a", token, success(None, None), at(3)),
+        UnlockOutcome::Succeeded { waiters_told: 1 }
+    );
+    assert_eq!(core.unlock(b"k", b"a", next, success(None, None), at(3)), UnlockOutcome::NotHolder);
+    for i in 0..unlock_memo::REMEMBERED_UNLOCKS * core.shard_count() * 4 {
+        let key = format!("other{i}");
+        let token = acquired(core.try_lock(request(&key, "x", 4, None), false, at(4)));
+        core.unlock(key.as_bytes(), b"x", token, failure(), at(4));
+    }
+    assert_eq!(core.unlock(b"k", b"a", token, success(None, None), at(5)), UnlockOutcome::NotHolder);
 }
 
 #[test]
@@ -140,7 +165,7 @@ fn keep_remembers_the_completion_for_late_arrivals() {
     assert!(matches!(core.try_lock(request("k", "late", 2, None), false, at(100)), TryOutcome::Done(_)));
     assert!(matches!(core.wait(request("k", "late2", 3, None), at(200)), WaitStart::Ready(WaitOutcome::Done(_))));
     assert_eq!(core.info(b"k", at(200), usize::MAX).unwrap().state, LockStateName::Done);
-    assert_eq!(core.unlock(b"k", b"a", token, failure(), at(200)), UnlockOutcome::NotLocked);
+    assert_eq!(core.unlock(b"k", b"a", token + 1, failure(), at(200)), UnlockOutcome::NotLocked);
     assert!(matches!(core.try_lock(request("k", "late", 2, None), false, at(501)), TryOutcome::Acquired { .. }));
 }
 

@@ -31,21 +31,27 @@ impl ToldDone {
     }
 
     /// The DONE owed to `owner`, which is thereby paid.
-    pub(crate) fn take(&mut self, owner: &[u8]) -> Option<Arc<Completion>> {
+    pub(crate) fn take(&mut self, owner: &[u8]) -> Option<(Arc<[u8]>, Arc<Completion>)> {
         let (owner, (until, completion)) = self.by_owner.remove_entry(owner)?;
-        self.by_deadline.remove(&(until, owner));
-        Some(completion)
+        self.by_deadline.remove(&(until, Arc::clone(&owner)));
+        Some((owner, completion))
     }
 
-    /// Forgets what is owed until `now` at most.
-    pub(crate) fn drop_expired(&mut self, now: u64) {
+    /// Forgets what is owed until `now` at most, telling `paid` of each owner.
+    pub(crate) fn drop_expired(&mut self, now: u64, mut paid: impl FnMut(Arc<[u8]>)) {
         while let Some((until, _)) = self.by_deadline.first()
             && *until <= now
         {
             if let Some((_, owner)) = self.by_deadline.pop_first() {
                 self.by_owner.remove(&owner);
+                paid(owner);
             }
         }
+    }
+
+    /// Every owner owed a DONE, with what and until when.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Arc<[u8]>, u64, &Arc<Completion>)> {
+        self.by_owner.iter().map(|(owner, (until, completion))| (owner, *until, completion))
     }
 
     pub(crate) fn next_deadline(&self) -> Option<u64> {

@@ -61,8 +61,10 @@ def test_lock_replies(server, protocol):
     info = as_dict(b.execute_command("LOCK.INFO", key))
     assert (info["state"], info["finisher"], info["result"]) == (b"done", b"a", b"built")
     assert 0 < info["keep_ms"] <= 5000 and info["holder"] is None
+    # A retried UNLOCK (its reply was lost) gets the first one's answer; a stranger's is refused.
+    assert a.execute_command("LOCK.UNLOCK", key, "a", token, "SUCCESS") == 1
     with pytest.raises(redis.ResponseError, match="^NOLOCK"):
-        a.execute_command("LOCK.UNLOCK", key, "a", token, "SUCCESS")
+        a.execute_command("LOCK.UNLOCK", key, "x", token, "SUCCESS")
 
     # FAILURE hands the lock to the head of the queue, then frees it.
     key2 = key + ":failure"

@@ -98,16 +98,21 @@ async fn unlock_and_extend_refuse_non_holders() {
 
     assert_eq!(query(&mut con, args!["LOCK.EXTEND", "k", "a", token, 60_000]).await.unwrap(), redis::Value::Int(1));
     assert_eq!(query(&mut con, args!["LOCK.UNLOCK", "k", "a", token, "SUCCESS"]).await.unwrap(), redis::Value::Int(0));
-    // Released: the old token is now for a lock nobody holds.
-    let reply = query_out(&mut con, args!["LOCK.UNLOCK", "k", "a", token, "SUCCESS"]).await;
+    // A retry (the client lost the reply) gets the same answer; the token is for a lock nobody
+    // holds now, so anyone else's UNLOCK or EXTEND with it is refused.
+    assert_eq!(query(&mut con, args!["LOCK.UNLOCK", "k", "a", token, "SUCCESS"]).await.unwrap(), redis::Value::Int(0));
+    let reply = query_out(&mut con, args!["LOCK.UNLOCK", "k", "b", token, "SUCCESS"]).await;
     assert!(reply.err_starts_with("NOLOCK"), "{reply:?}");
     let reply = query_out(&mut con, args!["LOCK.EXTEND", "k", "a", token, 1000]).await;
     assert!(reply.err_starts_with("NOLOCK"), "{reply:?}");
-    // Someone else's new holding: the old token is stale.
+    // Someone else's new holding: the old token is stale, though a's retry still gets its answer.
     let newer = query_out(&mut con, args!["LOCK.TRY", "k", "b"]).await.token();
     assert!(newer > token);
-    let reply = query_out(&mut con, args!["LOCK.UNLOCK", "k", "a", token, "FAILURE"]).await;
+    let reply = query_out(&mut con, args!["LOCK.UNLOCK", "k", "c", token, "FAILURE"]).await;
     assert!(reply.err_starts_with("NOTHOLDER"), "{reply:?}");
+    let reply = query_out(&mut con, args!["LOCK.EXTEND", "k", "a", token, 1000]).await;
+    assert!(reply.err_starts_with("NOTHOLDER"), "{reply:?}");
+    assert_eq!(query(&mut con, args!["LOCK.UNLOCK", "k", "a", token, "FAILURE"]).await.unwrap(), redis::Value::Int(0));
     server.stop().await.unwrap();
 }
 

@@ -24,7 +24,7 @@ async fn resp2_replies_have_the_documented_shapes() {
     assert_eq!(bytes, b":1\r\n");
     let (_, bytes) = con.cmd_frame(args!["LOCK.TRY", "k", "b"]).await;
     assert_eq!(bytes, b"*3\r\n$4\r\nDONE\r\n$1\r\na\r\n$-1\r\n", "DONE without RESULT carries a null bulk");
-    let (_, bytes) = con.cmd_frame(args!["LOCK.UNLOCK", "k", "a", token, "SUCCESS"]).await;
+    let (_, bytes) = con.cmd_frame(args!["LOCK.UNLOCK", "k", "b", token, "SUCCESS"]).await;
     assert!(bytes.starts_with(b"-NOLOCK "), "{:?}", String::from_utf8_lossy(&bytes));
     server.stop().await.unwrap();
 }
