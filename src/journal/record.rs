@@ -50,7 +50,7 @@ impl WallClock {
         self.wall_ms_at_zero.saturating_add(deadline_ms)
     }
 
-    fn from_wall(self, wall_ms: u64) -> u64 {
+    fn deadline_of_wall(self, wall_ms: u64) -> u64 {
         wall_ms.saturating_sub(self.wall_ms_at_zero).min(self.now_ms.saturating_add(self.max_ahead_ms))
     }
 }
@@ -216,10 +216,10 @@ fn decode_change(key: Arc<[u8]>, input: &mut Input<'_>, clock: WallClock) -> Res
             let result = input.optional_bytes()?;
             Change::Finish { key, completion: Arc::new(Completion { token, finisher, result }) }
         }
-        KEEP => Change::Keep { key, token: input.u64()?, until: clock.from_wall(input.u64()?) },
+        KEEP => Change::Keep { key, token: input.u64()?, until: clock.deadline_of_wall(input.u64()?) },
         UNKEEP => Change::Unkeep { key },
         OWE => {
-            Change::Owe { key, owner: input.shared_bytes()?, token: input.u64()?, until: clock.from_wall(input.u64()?) }
+            Change::Owe { key, owner: input.shared_bytes()?, token: input.u64()?, until: clock.deadline_of_wall(input.u64()?) }
         }
         PAID => Change::Paid { key, owner: input.shared_bytes()? },
         UNLOCKED => {
