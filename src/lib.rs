@@ -30,6 +30,7 @@ pub mod core;
 mod errors;
 mod fd_limit;
 mod http;
+mod journal;
 pub mod logging;
 pub mod memory;
 mod metrics;
