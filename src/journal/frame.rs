@@ -335,7 +335,10 @@ pub(crate) fn decode_clean_mark(bytes: &[u8]) -> Option<Lsn> {
 mod tests {
     use super::*;
 
-    fn read_all(bytes: &[u8]) -> (Vec<(Lsn, Vec<u8>)>, Option<(u64, BadRecord)>) {
+    /// The records read, and where and why reading stopped early.
+    type ReadAll = (Vec<(Lsn, Vec<u8>)>, Option<(u64, BadRecord)>);
+
+    fn read_all(bytes: &[u8]) -> ReadAll {
         let mut reader = RecordReader::new(bytes, 0, bytes.len() as u64);
         let mut records = Vec::new();
         loop {
