@@ -25,7 +25,7 @@ pub(crate) enum FsyncPolicy {
     Always,
     /// Released after write(2); a background fsync runs once a second.
     EverySec,
-    /// Released after write(2); fsynced only when a segment is closed, by `append_synced`,
+    /// Released after write(2); fsynced only around closing a segment, by `append_synced`,
     /// snapshots and close.
     No,
 }
@@ -149,8 +149,9 @@ impl Log {
             Writer::new(Arc::clone(&shared), Arc::clone(&dir), segment, options.segment_bytes, options.boot_id);
         let writer = spawn("journal-writer", move || writer.run())?;
         let mut log = Log { shared: Arc::clone(&shared), dir, writer: Some(writer), syncer: None };
-        if options.fsync == FsyncPolicy::EverySec {
-            log.syncer = Some(spawn("journal-fsync", move || writer::run_syncer(shared))?);
+        if options.fsync != FsyncPolicy::Always {
+            let every_second = options.fsync == FsyncPolicy::EverySec;
+            log.syncer = Some(spawn("journal-fsync", move || writer::run_syncer(shared, every_second))?);
         }
         Ok((log, recovered.recovery))
     }
@@ -293,7 +294,7 @@ impl Log {
         {
             tracing::error!("the journal writer thread panicked");
         }
-        *self.shared.syncer_stop.lock() = true;
+        self.shared.syncer.lock().stop = true;
         self.shared.syncer_wake.notify_one();
         if let Some(syncer) = self.syncer.take()
             && syncer.join().is_err()

@@ -60,6 +60,15 @@ pub(crate) struct Files {
     pub(crate) snapshot_bytes: u64,
 }
 
+/// Requests to the background syncer thread.
+#[derive(Debug, Default)]
+pub(crate) struct SyncerControl {
+    pub(crate) stop: bool,
+    /// The current segment is nearly full: fsync it now, so that the fsync the writer does when
+    /// it closes the segment (on the reply path) finds little left to flush.
+    pub(crate) early_sync: bool,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) fsyncs: AtomicU64,
@@ -90,8 +99,8 @@ pub(crate) struct Shared {
     sync_failure: Mutex<Option<WriteFailure>>,
     pub(crate) counters: Counters,
     pub(crate) snapshot_running: AtomicBool,
-    /// Tells the everysec syncer to stop; with `syncer_wake` it also serves as its timer.
-    pub(crate) syncer_stop: Mutex<bool>,
+    pub(crate) syncer: Mutex<SyncerControl>,
+    /// Wakes the syncer thread for an early sync or to stop; also its everysec timer.
     pub(crate) syncer_wake: Condvar,
     #[cfg(test)]
     pub(crate) injected_failure: Mutex<Option<std::io::ErrorKind>>,
@@ -131,7 +140,7 @@ impl Shared {
             sync_failure: Mutex::new(None),
             counters: Counters::default(),
             snapshot_running: AtomicBool::new(false),
-            syncer_stop: Mutex::new(false),
+            syncer: Mutex::new(SyncerControl::default()),
             syncer_wake: Condvar::new(),
             #[cfg(test)]
             injected_failure: Mutex::new(None),

@@ -459,13 +459,16 @@ proptest! {
 /// Not a test: measures records/s with 50 concurrent appenders, each waiting for its record's
 /// release before appending the next, under each policy. Run by hand:
 /// `cargo test --release --lib journal::tests::throughput -- --ignored --nocapture`
+/// (JOURNAL_BENCH_DIR picks the file system, JOURNAL_BENCH_POLICY one policy: always, everysec, no).
 #[test]
 #[ignore = "a measurement, not a check"]
 fn throughput() {
     const CLIENTS: usize = 50;
     const RUN: Duration = Duration::from_secs(5);
     let root = std::env::var_os("JOURNAL_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    for policy in [FsyncPolicy::No, FsyncPolicy::EverySec, FsyncPolicy::Always] {
+    let only = std::env::var("JOURNAL_BENCH_POLICY").ok();
+    let policies = [FsyncPolicy::No, FsyncPolicy::EverySec, FsyncPolicy::Always];
+    for policy in policies.into_iter().filter(|p| only.as_deref().is_none_or(|only| only == p.as_str())) {
         let temp = tempfile::tempdir_in(&root).unwrap();
         let options = LogOptions { segment_bytes: LogOptions::DEFAULT_SEGMENT_BYTES, ..options(policy) };
         let (log, _) = Log::open(temp.path(), options).unwrap();

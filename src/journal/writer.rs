@@ -59,6 +59,8 @@ pub(crate) struct Writer {
     pub(crate) boot_id: String,
     backlog: VecDeque<Batch>,
     spare: Vec<u8>,
+    /// Whether the syncer was asked to fsync the current segment before it fills up.
+    early_sync_asked: bool,
 }
 
 impl Writer {
@@ -69,7 +71,16 @@ impl Writer {
         segment_bytes: u64,
         boot_id: String,
     ) -> Writer {
-        Writer { shared, dir, segment, segment_bytes, boot_id, backlog: VecDeque::new(), spare: Vec::new() }
+        Writer {
+            shared,
+            dir,
+            segment,
+            segment_bytes,
+            boot_id,
+            backlog: VecDeque::new(),
+            spare: Vec::new(),
+            early_sync_asked: false,
+        }
     }
 
     pub(crate) fn run(mut self) {
@@ -177,6 +188,13 @@ impl Writer {
         let mut files = self.shared.files.lock();
         files.current_len = self.segment.len;
         files.written_lsn = last_lsn;
+        drop(files);
+        let nearly_full = self.segment.len >= self.segment_bytes - self.segment_bytes / 8;
+        if nearly_full && !self.early_sync_asked && self.shared.policy != FsyncPolicy::Always {
+            self.early_sync_asked = true;
+            self.shared.syncer.lock().early_sync = true;
+            self.shared.syncer_wake.notify_one();
+        }
         Ok(())
     }
 
@@ -221,6 +239,7 @@ impl Writer {
         let (file, header_len) =
             created.map_err(|error| (FailureKind::Write, self.failure_at("create segment", path.clone(), error)))?;
         let file = Arc::new(file);
+        self.early_sync_asked = false;
         let old = std::mem::replace(
             &mut self.segment,
             OpenSegment { file: Arc::clone(&file), path: path.clone(), first_lsn, len: header_len, has_records: false },
@@ -244,20 +263,32 @@ impl Writer {
     }
 }
 
-/// The everysec fsync, on its own thread so that a slow fsync (tens of milliseconds under
-/// writeback) delays no write and so no reply.
-pub(crate) fn run_syncer(shared: Arc<Shared>) {
-    let mut next = Instant::now() + std::time::Duration::from_secs(1);
+/// The background fsyncs, on their own thread so that a slow fsync (tens to hundreds of
+/// milliseconds under writeback) delays no write and so no reply: once a second under everysec,
+/// and under everysec and no when the writer says the current segment is nearly full.
+pub(crate) fn run_syncer(shared: Arc<Shared>, every_second: bool) {
+    const PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+    let mut next = Instant::now() + PERIOD;
     loop {
-        let mut stop = shared.syncer_stop.lock();
-        while !*stop && Instant::now() < next {
-            shared.syncer_wake.wait_until(&mut stop, next);
+        let mut control = shared.syncer.lock();
+        loop {
+            if control.stop {
+                return;
+            }
+            if control.early_sync || (every_second && Instant::now() >= next) {
+                break;
+            }
+            if every_second {
+                shared.syncer_wake.wait_until(&mut control, next);
+            } else {
+                shared.syncer_wake.wait(&mut control);
+            }
         }
-        if *stop {
-            return;
+        control.early_sync = false;
+        drop(control);
+        if Instant::now() >= next {
+            next = Instant::now() + PERIOD;
         }
-        drop(stop);
-        next = Instant::now() + std::time::Duration::from_secs(1);
         sync_current_segment(&shared);
     }
 }
