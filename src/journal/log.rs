@@ -1,0 +1,330 @@
+//! The journal's face: [`Log`] opens a directory, appends records, tells when they are released
+//! (written, or fsynced under `always`), writes snapshots, reports its status and closes cleanly.
+//! The work is done by the writer thread (`writer`), recovery (`recovery`) and `snapshot`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::Lsn;
+use super::dir::JournalDir;
+use super::error::{LogError, WriteFailure};
+use super::frame;
+use super::recovery::{self, Recovery};
+use super::snapshot::SnapshotWriter;
+use super::state::{Files, Shared, Stop};
+use super::writer::{self, OpenSegment, Writer};
+
+/// When a record counts as released, and how often the journal is fsynced (Redis's
+/// `appendfsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FsyncPolicy {
+    /// Released after the fdatasync covering its batch.
+    Always,
+    /// Released after write(2); a background fsync runs once a second.
+    EverySec,
+    /// Released after write(2); fsynced only around closing a segment, by `append_synced`,
+    /// snapshots and close.
+    No,
+}
+
+impl FsyncPolicy {
+    /// The `appendfsync` spelling, for INFO.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::EverySec => "everysec",
+            FsyncPolicy::No => "no",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct LogOptions {
+    pub(crate) fsync: FsyncPolicy,
+    /// A segment is closed once it reaches this size (it may exceed it by one batch).
+    pub(crate) segment_bytes: u64,
+    /// This boot's id (/proc/sys/kernel/random/boot_id), recorded in each segment header.
+    pub(crate) boot_id: String,
+    /// Truncate at mid-journal damage instead of refusing to open.
+    pub(crate) repair: bool,
+}
+
+impl LogOptions {
+    pub(crate) const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+}
+
+/// For INFO `# Persistence` and the Prometheus endpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct LogStatus {
+    pub(crate) policy: FsyncPolicy,
+    /// Segments plus the snapshot.
+    pub(crate) disk_bytes: u64,
+    /// The size of the last snapshot (0 without one).
+    pub(crate) snapshot_bytes: u64,
+    pub(crate) segments: u64,
+    pub(crate) last_lsn: Lsn,
+    pub(crate) written_lsn: Lsn,
+    pub(crate) synced_lsn: Lsn,
+    pub(crate) released_lsn: Lsn,
+    /// Appended but not yet written (grows while writes fail).
+    pub(crate) unwritten_bytes: u64,
+    /// None while writes and fsyncs succeed.
+    pub(crate) write_failure: Option<WriteFailure>,
+    pub(crate) last_fsync_unix_secs: Option<u64>,
+    pub(crate) fsyncs: u64,
+    pub(crate) fsync_total: Duration,
+    pub(crate) fsync_max: Duration,
+    pub(crate) bytes_written: u64,
+    pub(crate) records_written: u64,
+    pub(crate) snapshots_written: u64,
+    pub(crate) current_segment: PathBuf,
+    /// The current segment is known to be fsynced up to this byte offset: a power-loss test
+    /// truncates it there.
+    pub(crate) current_segment_synced_bytes: u64,
+}
+
+/// The journal. Send + Sync: the server shares it in an Arc.
+#[derive(Debug)]
+pub(crate) struct Log {
+    shared: Arc<Shared>,
+    dir: Arc<JournalDir>,
+    writer: Option<JoinHandle<()>>,
+    syncer: Option<JoinHandle<()>>,
+}
+
+impl Log {
+    /// Creates `dir` if missing, takes its lock (a second server on it fails with
+    /// [`LogError::Locked`]), validates and recovers what is there, and starts the writer on a new
+    /// segment after the last good record.
+    pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<(Log, Recovery), LogError> {
+        let dir = Arc::new(JournalDir::open(dir)?);
+        let recovered = recovery::recover(&dir, &options.boot_id, options.repair)?;
+        let next_lsn = recovered.next_lsn;
+        let mut older_segments = recovered.segment_sizes;
+
+        // Only the last segment can hold records the previous process never fsynced (it crashed
+        // under everysec, say). Make them durable before this process writes a later segment,
+        // or an OS crash could leave a hole in the middle of the journal.
+        let segment_path = dir.segment_path(next_lsn);
+        if let Some(&(first_lsn, _)) = older_segments.last() {
+            let path = dir.segment_path(first_lsn);
+            if recovered.empty_last_segment.as_ref() != Some(&path) {
+                sync_file(&path)?;
+            }
+        }
+        if let Some(empty) = &recovered.empty_last_segment {
+            // Holds no record: rewritten below if it has the new segment's name, removed if not.
+            older_segments.retain(|&(first_lsn, _)| dir.segment_path(first_lsn) != *empty);
+            if *empty != segment_path {
+                dir.remove_if_present(empty).map_err(|e| LogError::io(format!("removing {}", empty.display()), e))?;
+            }
+        }
+
+        // Each process writes a segment of its own, whose header records this boot: the next open
+        // compares it with its own boot id.
+        let create_error = |e| LogError::io(format!("creating {}", segment_path.display()), e);
+        let (file, header_len) =
+            writer::create_segment(&segment_path, next_lsn, &options.boot_id).map_err(create_error)?;
+        file.sync_all().map_err(create_error)?;
+        dir.sync().map_err(|e| LogError::io(format!("syncing {}", dir.path().display()), e))?;
+        let file = Arc::new(file);
+
+        let files = Files {
+            current: Arc::clone(&file),
+            current_path: segment_path.clone(),
+            current_first_lsn: next_lsn,
+            current_len: header_len,
+            current_synced_len: header_len,
+            written_lsn: next_lsn - 1,
+            older_segments,
+            snapshot_bytes: recovered.snapshot_bytes,
+        };
+        let shared = Arc::new(Shared::new(options.fsync, next_lsn, files));
+        let segment =
+            OpenSegment { file, path: segment_path, first_lsn: next_lsn, len: header_len, has_records: false };
+        let writer =
+            Writer::new(Arc::clone(&shared), Arc::clone(&dir), segment, options.segment_bytes, options.boot_id);
+        let writer = spawn("journal-writer", move || writer.run())?;
+        let mut log = Log { shared: Arc::clone(&shared), dir, writer: Some(writer), syncer: None };
+        if options.fsync != FsyncPolicy::Always {
+            let every_second = options.fsync == FsyncPolicy::EverySec;
+            log.syncer = Some(spawn("journal-fsync", move || writer::run_syncer(shared, every_second))?);
+        }
+        Ok((log, recovered.recovery))
+    }
+
+    /// Frames and buffers one record and returns its LSN. No I/O, no waiting on the writer: only
+    /// a short mutex around the buffer, so it may be called under the lock core's shard mutexes.
+    pub(crate) fn append(&self, payload: &[u8]) -> Lsn {
+        self.append_inner(payload, false)
+    }
+
+    /// Like [`Log::append`], but the record is fsynced before it or any later LSN is released,
+    /// whatever the policy (token-range reservations).
+    pub(crate) fn append_synced(&self, payload: &[u8]) -> Lsn {
+        self.append_inner(payload, true)
+    }
+
+    fn append_inner(&self, payload: &[u8], synced: bool) -> Lsn {
+        let mut pending = self.shared.pending.lock();
+        let lsn = pending.next_lsn;
+        pending.next_lsn += 1;
+        let wake = pending.buffer.is_empty();
+        if wake {
+            pending.buffer_first_lsn = lsn;
+        }
+        frame::encode_record(&mut pending.buffer, lsn, payload);
+        if synced {
+            pending.must_sync_upto = lsn;
+        }
+        drop(pending);
+        // Once per batch: a non-empty buffer means the writer was woken already or is busy and
+        // will look again before sleeping.
+        if wake {
+            self.shared.writer_wake.notify_one();
+        }
+        lsn
+    }
+
+    pub(crate) fn last_lsn(&self) -> Lsn {
+        self.shared.pending.lock().next_lsn - 1
+    }
+
+    /// Whether every record up to `lsn` is released.
+    pub(crate) fn is_released(&self, lsn: Lsn) -> bool {
+        self.shared.released_lsn.load(Ordering::Acquire) >= lsn
+    }
+
+    /// Waits until every record up to `lsn` is released; errors while the journal cannot write
+    /// or fsync. Cancel-safe. `lsn` must have been appended, or this waits forever.
+    pub(crate) async fn released(&self, lsn: Lsn) -> Result<(), LogError> {
+        loop {
+            let notified = self.shared.released_changed.notified();
+            tokio::pin!(notified);
+            // Registered before checking, so a release between the check and the await still wakes us.
+            notified.as_mut().enable();
+            if self.is_released(lsn) {
+                return Ok(());
+            }
+            if let Some(failure) = self.shared.failure() {
+                return Err(LogError::WriteFailing(failure));
+            }
+            notified.await;
+        }
+    }
+
+    /// The last write or fsync failure, while it lasts (it clears once one succeeds again).
+    pub(crate) fn write_failing(&self) -> Option<WriteFailure> {
+        self.shared.failure()
+    }
+
+    /// Starts a snapshot; only one at a time. Runs on the caller's thread; appends go on meanwhile.
+    pub(crate) fn snapshot(&self) -> Result<SnapshotWriter, LogError> {
+        if self.shared.snapshot_running.swap(true, Ordering::AcqRel) {
+            return Err(LogError::SnapshotInProgress);
+        }
+        SnapshotWriter::start(Arc::clone(&self.shared), Arc::clone(&self.dir))
+    }
+
+    pub(crate) fn status(&self) -> LogStatus {
+        let shared = &*self.shared;
+        let (last_lsn, buffered) = {
+            let pending = shared.pending.lock();
+            (pending.next_lsn - 1, pending.buffer.len() as u64)
+        };
+        let files = shared.files.lock();
+        let older_bytes: u64 = files.older_segments.iter().map(|(_, bytes)| bytes).sum();
+        let counters = &shared.counters;
+        let last_fsync = counters.last_fsync_unix_secs.load(Ordering::Relaxed);
+        LogStatus {
+            policy: shared.policy,
+            disk_bytes: older_bytes + files.current_len + files.snapshot_bytes,
+            snapshot_bytes: files.snapshot_bytes,
+            segments: files.older_segments.len() as u64 + 1,
+            last_lsn,
+            written_lsn: files.written_lsn,
+            synced_lsn: shared.synced_lsn.load(Ordering::Acquire),
+            released_lsn: shared.released_lsn.load(Ordering::Acquire),
+            unwritten_bytes: buffered + counters.backlog_bytes.load(Ordering::Relaxed),
+            write_failure: shared.failure(),
+            last_fsync_unix_secs: (last_fsync > 0).then_some(last_fsync),
+            fsyncs: counters.fsyncs.load(Ordering::Relaxed),
+            fsync_total: Duration::from_nanos(counters.fsync_nanos_total.load(Ordering::Relaxed)),
+            fsync_max: Duration::from_nanos(counters.fsync_nanos_max.load(Ordering::Relaxed)),
+            bytes_written: counters.bytes_written.load(Ordering::Relaxed),
+            records_written: counters.records_written.load(Ordering::Relaxed),
+            snapshots_written: counters.snapshots_written.load(Ordering::Relaxed),
+            current_segment: files.current_path.clone(),
+            current_segment_synced_bytes: files.current_synced_len,
+        }
+    }
+
+    /// Writes and fsyncs everything, marks the shutdown clean and releases the directory lock.
+    /// On error the mark is not written, so the next open treats this like a crash.
+    pub(crate) fn close(mut self) -> Result<(), LogError> {
+        self.stop_threads(Stop::Drain);
+        if let Some(failure) = self.shared.failure() {
+            return Err(LogError::WriteFailing(failure));
+        }
+        let last_lsn = self.last_lsn();
+        if self.shared.synced_lsn.load(Ordering::Acquire) < last_lsn {
+            let unsynced = std::io::Error::other("records remain unsynced after the writer stopped");
+            return Err(LogError::io("closing the journal", unsynced));
+        }
+        let path = self.dir.clean_mark_path();
+        self.dir
+            .write_durably(&path, &frame::encode_clean_mark(last_lsn))
+            .map_err(|e| LogError::io(format!("writing {}", path.display()), e))
+    }
+
+    fn stop_threads(&mut self, stop: Stop) {
+        {
+            let mut pending = self.shared.pending.lock();
+            if pending.stop == Stop::Run {
+                pending.stop = stop;
+            }
+            self.shared.writer_wake.notify_one();
+            self.shared.progress.notify_all();
+        }
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!("the journal writer thread panicked");
+        }
+        self.shared.syncer.lock().stop = true;
+        self.shared.syncer_wake.notify_one();
+        if let Some(syncer) = self.syncer.take()
+            && syncer.join().is_err()
+        {
+            tracing::error!("the journal fsync thread panicked");
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inject_failure(&self, error: Option<std::io::ErrorKind>) {
+        *self.shared.injected_failure.lock() = error;
+    }
+}
+
+/// Dropped without close(): like a crash, the threads stop without writing what is buffered and
+/// no clean-shutdown mark is written. The directory lock goes with the last reference to it.
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.stop_threads(Stop::Abandon);
+    }
+}
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, LogError> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(body)
+        .map_err(|e| LogError::io(format!("starting the {name} thread"), e))
+}
+
+fn sync_file(path: &Path) -> Result<(), LogError> {
+    let error = |e| LogError::io(format!("syncing {}", path.display()), e);
+    std::fs::File::open(path).map_err(error)?.sync_data().map_err(error)
+}

@@ -1,0 +1,254 @@
+//! What appenders, the writer thread, the everysec syncer and waiters share: the in-memory buffer
+//! of framed records, the LSN watermarks, the failure slots and the counters.
+//!
+//! Lock order: `pending` before `files`. Appenders take only `pending`, briefly, and never wait
+//! for anything while holding it: they run under the lock core's shard mutexes.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::Notify;
+
+use super::Lsn;
+use super::error::{LogError, WriteFailure};
+use super::log::FsyncPolicy;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    Run,
+    /// close(): write and fsync everything, then exit.
+    Drain,
+    /// Dropped without close(): exit at once, like a crash (buffered records are lost).
+    Abandon,
+}
+
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// Framed records not yet taken by the writer, in LSN order.
+    pub(crate) buffer: Vec<u8>,
+    pub(crate) buffer_first_lsn: Lsn,
+    pub(crate) next_lsn: Lsn,
+    /// The highest LSN appended with `append_synced`: its batch is fsynced before release.
+    pub(crate) must_sync_upto: Lsn,
+    /// The highest LSN a blocking caller (snapshot, close) waits to see fsynced.
+    pub(crate) sync_wanted: Lsn,
+    /// Threads blocked on `Shared::progress`, so the writer locks `pending` to wake them only
+    /// when someone waits.
+    pub(crate) blocking_waiters: usize,
+    pub(crate) stop: Stop,
+}
+
+/// The segments as the writer last left them, for the syncer, snapshots and status.
+#[derive(Debug)]
+pub(crate) struct Files {
+    pub(crate) current: Arc<File>,
+    pub(crate) current_path: PathBuf,
+    pub(crate) current_first_lsn: Lsn,
+    /// Bytes written to the current segment (header included).
+    pub(crate) current_len: u64,
+    /// Bytes of the current segment known to be fsynced.
+    pub(crate) current_synced_len: u64,
+    /// The LSN of the last record written; kept with `current_len` so the syncer captures a
+    /// consistent pair.
+    pub(crate) written_lsn: Lsn,
+    /// (first LSN, bytes) of every older segment still on disk.
+    pub(crate) older_segments: Vec<(Lsn, u64)>,
+    pub(crate) snapshot_bytes: u64,
+}
+
+/// Requests to the background syncer thread.
+#[derive(Debug, Default)]
+pub(crate) struct SyncerControl {
+    pub(crate) stop: bool,
+    /// The current segment is nearly full: fsync it now, so that the fsync the writer does when
+    /// it closes the segment (on the reply path) finds little left to flush.
+    pub(crate) early_sync: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) fsyncs: AtomicU64,
+    pub(crate) fsync_nanos_total: AtomicU64,
+    pub(crate) fsync_nanos_max: AtomicU64,
+    pub(crate) last_fsync_unix_secs: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) records_written: AtomicU64,
+    pub(crate) snapshots_written: AtomicU64,
+    /// Records taken from `pending` that the writer has not written yet (while failing).
+    pub(crate) backlog_bytes: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) policy: FsyncPolicy,
+    pub(crate) pending: Mutex<Pending>,
+    pub(crate) writer_wake: Condvar,
+    /// Wakes blocking waiters (snapshot, close) after a sync or a failure; used with `pending`.
+    pub(crate) progress: Condvar,
+    pub(crate) released_lsn: AtomicU64,
+    pub(crate) synced_lsn: AtomicU64,
+    /// Wakes async waiters after `released_lsn` moves or a failure appears; they re-check.
+    pub(crate) released_changed: Notify,
+    pub(crate) files: Mutex<Files>,
+    failing: AtomicBool,
+    write_failure: Mutex<Option<WriteFailure>>,
+    sync_failure: Mutex<Option<WriteFailure>>,
+    pub(crate) counters: Counters,
+    pub(crate) snapshot_running: AtomicBool,
+    pub(crate) syncer: Mutex<SyncerControl>,
+    /// Wakes the syncer thread for an early sync or to stop; also its everysec timer.
+    pub(crate) syncer_wake: Condvar,
+    #[cfg(test)]
+    pub(crate) injected_failure: Mutex<Option<std::io::ErrorKind>>,
+}
+
+/// Which of the two independent failure slots: the writer's write(2)s and the fsyncs (of either
+/// thread). Each clears only on its own kind of success, so a working write cannot hide a
+/// failing fsync.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FailureKind {
+    Write,
+    Sync,
+}
+
+impl Shared {
+    pub(crate) fn new(policy: FsyncPolicy, next_lsn: Lsn, files: Files) -> Shared {
+        let last = next_lsn - 1;
+        Shared {
+            policy,
+            pending: Mutex::new(Pending {
+                buffer: Vec::new(),
+                buffer_first_lsn: next_lsn,
+                next_lsn,
+                must_sync_upto: 0,
+                sync_wanted: 0,
+                blocking_waiters: 0,
+                stop: Stop::Run,
+            }),
+            writer_wake: Condvar::new(),
+            progress: Condvar::new(),
+            released_lsn: AtomicU64::new(last),
+            synced_lsn: AtomicU64::new(last),
+            released_changed: Notify::new(),
+            files: Mutex::new(files),
+            failing: AtomicBool::new(false),
+            write_failure: Mutex::new(None),
+            sync_failure: Mutex::new(None),
+            counters: Counters::default(),
+            snapshot_running: AtomicBool::new(false),
+            syncer: Mutex::new(SyncerControl::default()),
+            syncer_wake: Condvar::new(),
+            #[cfg(test)]
+            injected_failure: Mutex::new(None),
+        }
+    }
+
+    fn slot(&self, kind: FailureKind) -> &Mutex<Option<WriteFailure>> {
+        match kind {
+            FailureKind::Write => &self.write_failure,
+            FailureKind::Sync => &self.sync_failure,
+        }
+    }
+
+    pub(crate) fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn failure(&self) -> Option<WriteFailure> {
+        if !self.is_failing() {
+            return None;
+        }
+        self.write_failure.lock().clone().or_else(|| self.sync_failure.lock().clone())
+    }
+
+    pub(crate) fn set_failure(&self, kind: FailureKind, failure: WriteFailure) {
+        let mut slot = self.slot(kind).lock();
+        if slot.is_none() {
+            tracing::error!(
+                "{failure}; state changes are refused until it succeeds again (retrying, nothing buffered is dropped)"
+            );
+        }
+        // Keep the first failure's time: it says how long the journal has been failing.
+        let since = slot.as_ref().map_or(failure.since, |old| old.since);
+        *slot = Some(WriteFailure { since, ..failure });
+        drop(slot);
+        self.failing.store(true, Ordering::Release);
+        self.wake_waiters();
+    }
+
+    pub(crate) fn clear_failure(&self, kind: FailureKind) {
+        if !self.is_failing() {
+            return;
+        }
+        let mut slot = self.slot(kind).lock();
+        if let Some(old) = slot.take() {
+            tracing::warn!("journal {} to {} works again", old.operation, old.file.display());
+        }
+        drop(slot);
+        let still = self.write_failure.lock().is_some() || self.sync_failure.lock().is_some();
+        self.failing.store(still, Ordering::Release);
+    }
+
+    /// Wakes async waiters and blocking waiters so they re-check the watermarks and failures.
+    pub(crate) fn wake_waiters(&self) {
+        self.released_changed.notify_waiters();
+        let pending = self.pending.lock();
+        if pending.blocking_waiters > 0 {
+            self.progress.notify_all();
+        }
+    }
+
+    pub(crate) fn publish_released(&self, lsn: Lsn) {
+        self.released_lsn.fetch_max(lsn, Ordering::Release);
+        self.released_changed.notify_waiters();
+    }
+
+    /// Blocks until every record up to `lsn` is fsynced (asking the writer to do it), or fails.
+    pub(crate) fn wait_synced(&self, lsn: Lsn) -> Result<(), LogError> {
+        let mut pending = self.pending.lock();
+        pending.sync_wanted = pending.sync_wanted.max(lsn);
+        pending.blocking_waiters += 1;
+        self.writer_wake.notify_one();
+        let outcome = loop {
+            if self.synced_lsn.load(Ordering::Acquire) >= lsn {
+                break Ok(());
+            }
+            if let Some(failure) = self.failure() {
+                break Err(LogError::WriteFailing(failure));
+            }
+            if pending.stop != Stop::Run {
+                let gone = std::io::Error::other("the journal is closing");
+                break Err(LogError::io("waiting for fsync", gone));
+            }
+            self.progress.wait(&mut pending);
+        };
+        pending.blocking_waiters -= 1;
+        outcome
+    }
+
+    pub(crate) fn note_fsync(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let counters = &self.counters;
+        counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        counters.fsync_nanos_total.fetch_add(nanos, Ordering::Relaxed);
+        counters.fsync_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        counters.last_fsync_unix_secs.store(now, Ordering::Relaxed);
+        metrics::histogram!("baton_journal_fsync_seconds").record(took.as_secs_f64());
+    }
+
+    /// A test's stand-in for a full or failing disk: the next writes and fsyncs fail with it.
+    #[cfg(test)]
+    pub(crate) fn injected(&self) -> Option<std::io::Error> {
+        self.injected_failure.lock().map(std::io::Error::from)
+    }
+
+    #[cfg(not(test))]
+    pub(crate) fn injected(&self) -> Option<std::io::Error> {
+        None
+    }
+}

@@ -1,0 +1,334 @@
+//! The writer thread: group commit. It sleeps until records are buffered, takes the whole buffer
+//! at once, writes it with one pwrite, fsyncs when the policy or an `append_synced` record asks,
+//! and publishes the released LSN. Appenders meanwhile fill the next buffer, so the writer wakes
+//! once per batch, however many threads append.
+//!
+//! On a failed write or fsync the batch stays queued (with later ones behind it) and is retried
+//! every [`RETRY_INTERVAL`] at the same offset: nothing is dropped and records land in order.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+
+use super::Lsn;
+use super::dir::JournalDir;
+use super::error::WriteFailure;
+use super::frame::{self, SegmentHeader};
+use super::log::FsyncPolicy;
+use super::state::{FailureKind, Shared, Stop};
+
+pub(crate) const RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Creates (or empties) a segment file and writes its header. The caller makes it durable.
+pub(crate) fn create_segment(path: &std::path::Path, first_lsn: Lsn, boot_id: &str) -> io::Result<(File, u64)> {
+    let header = frame::encode_segment_header(&SegmentHeader { first_lsn, boot_id: boot_id.to_owned() });
+    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+    file.write_all(&header)?;
+    Ok((file, header.len() as u64))
+}
+
+/// The segment being appended to.
+#[derive(Debug)]
+pub(crate) struct OpenSegment {
+    pub(crate) file: Arc<File>,
+    pub(crate) path: PathBuf,
+    pub(crate) first_lsn: Lsn,
+    pub(crate) len: u64,
+    pub(crate) has_records: bool,
+}
+
+#[derive(Debug)]
+struct Batch {
+    bytes: Vec<u8>,
+    first_lsn: Lsn,
+    last_lsn: Lsn,
+    must_sync: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) dir: Arc<JournalDir>,
+    pub(crate) segment: OpenSegment,
+    pub(crate) segment_bytes: u64,
+    pub(crate) boot_id: String,
+    backlog: VecDeque<Batch>,
+    spare: Vec<u8>,
+    /// Whether the syncer was asked to fsync the current segment before it fills up.
+    early_sync_asked: bool,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        dir: Arc<JournalDir>,
+        segment: OpenSegment,
+        segment_bytes: u64,
+        boot_id: String,
+    ) -> Writer {
+        Writer {
+            shared,
+            dir,
+            segment,
+            segment_bytes,
+            boot_id,
+            backlog: VecDeque::new(),
+            spare: Vec::new(),
+            early_sync_asked: false,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut failing = false;
+        loop {
+            let Some((stop, sync_wanted)) = self.collect(failing) else { return };
+            match self.flush(sync_wanted) {
+                Ok(()) => {
+                    failing = false;
+                    self.shared.clear_failure(FailureKind::Write);
+                }
+                Err((kind, failure)) => {
+                    failing = true;
+                    self.shared.set_failure(kind, failure);
+                }
+            }
+            self.shared.wake_waiters();
+            // close() gets one more attempt, not a retry loop: a dead disk must not hang shutdown.
+            if stop == Stop::Drain {
+                return;
+            }
+        }
+    }
+
+    /// Waits for work and moves the buffered records into the backlog. None when abandoned.
+    fn collect(&mut self, failing: bool) -> Option<(Stop, Lsn)> {
+        let shared = &*self.shared;
+        let mut pending = shared.pending.lock();
+        let retry_at = failing.then(|| Instant::now() + RETRY_INTERVAL);
+        loop {
+            if pending.stop == Stop::Abandon {
+                return None;
+            }
+            match retry_at {
+                // Failing: new records must not trigger a retry each, only the clock does.
+                Some(at) => {
+                    if pending.stop == Stop::Drain || Instant::now() >= at {
+                        break;
+                    }
+                    shared.writer_wake.wait_until(&mut pending, at);
+                }
+                None => {
+                    let sync_owed = pending.sync_wanted > shared.synced_lsn.load(Ordering::Acquire);
+                    if !pending.buffer.is_empty() || sync_owed || pending.stop == Stop::Drain {
+                        break;
+                    }
+                    shared.writer_wake.wait(&mut pending);
+                }
+            }
+        }
+        if !pending.buffer.is_empty() {
+            let bytes = std::mem::replace(&mut pending.buffer, std::mem::take(&mut self.spare));
+            let first_lsn = pending.buffer_first_lsn;
+            let last_lsn = pending.next_lsn - 1;
+            let must_sync = shared.policy == FsyncPolicy::Always || pending.must_sync_upto >= first_lsn;
+            pending.buffer_first_lsn = pending.next_lsn;
+            shared.counters.backlog_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            self.backlog.push_back(Batch { bytes, first_lsn, last_lsn, must_sync });
+        }
+        if pending.stop == Stop::Drain {
+            pending.sync_wanted = pending.next_lsn - 1;
+        }
+        Some((pending.stop, pending.sync_wanted))
+    }
+
+    fn flush(&mut self, sync_wanted: Lsn) -> Result<(), (FailureKind, WriteFailure)> {
+        while let Some(batch) = self.backlog.front() {
+            let (first_lsn, last_lsn, must_sync) = (batch.first_lsn, batch.last_lsn, batch.must_sync);
+            if self.segment.has_records && self.segment.len >= self.segment_bytes {
+                self.roll(first_lsn)?;
+            }
+            let start = self.segment.len;
+            self.write_at(start, first_lsn, last_lsn)?;
+            if must_sync && let Err(failure) = self.sync() {
+                // After a failed fsync the kernel may have dropped the dirty pages and will not
+                // report it again: write the batch anew rather than trust a later fsync.
+                self.segment.len = start;
+                return Err(failure);
+            }
+            self.shared.publish_released(last_lsn);
+            if let Some(batch) = self.backlog.pop_front() {
+                self.shared.counters.backlog_bytes.fetch_sub(batch.bytes.len() as u64, Ordering::Relaxed);
+                self.recycle(batch.bytes);
+            }
+        }
+        if sync_wanted > self.shared.synced_lsn.load(Ordering::Acquire) {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn write_at(&mut self, start: u64, first_lsn: Lsn, last_lsn: Lsn) -> Result<(), (FailureKind, WriteFailure)> {
+        let Some(batch) = self.backlog.front() else { return Ok(()) };
+        let written = match self.shared.injected() {
+            Some(error) => Err(error),
+            None => self.segment.file.write_all_at(&batch.bytes, start),
+        };
+        written.map_err(|error| (FailureKind::Write, self.failure("write", error)))?;
+        let len = batch.bytes.len() as u64;
+        self.segment.len = start + len;
+        self.segment.has_records = true;
+        let counters = &self.shared.counters;
+        counters.bytes_written.fetch_add(len, Ordering::Relaxed);
+        counters.records_written.fetch_add(last_lsn - first_lsn + 1, Ordering::Relaxed);
+        let mut files = self.shared.files.lock();
+        files.current_len = self.segment.len;
+        files.written_lsn = last_lsn;
+        drop(files);
+        let nearly_full = self.segment.len >= self.segment_bytes - self.segment_bytes / 8;
+        if nearly_full && !self.early_sync_asked && self.shared.policy != FsyncPolicy::Always {
+            self.early_sync_asked = true;
+            self.shared.syncer.lock().early_sync = true;
+            self.shared.syncer_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Keeps the largest buffer's capacity for the next batch, so steady appends allocate nothing.
+    fn recycle(&mut self, mut bytes: Vec<u8>) {
+        if bytes.capacity() > self.spare.capacity() {
+            bytes.clear();
+            self.spare = bytes;
+        }
+    }
+
+    /// fdatasync of the current segment: covers every record written, since older segments were
+    /// fsynced when they were closed.
+    fn sync(&mut self) -> Result<(), (FailureKind, WriteFailure)> {
+        let written_lsn = self.shared.files.lock().written_lsn;
+        let started = Instant::now();
+        let synced = match self.shared.injected() {
+            Some(error) => Err(error),
+            None => self.segment.file.sync_data(),
+        };
+        synced.map_err(|error| (FailureKind::Sync, self.failure("fsync", error)))?;
+        self.shared.note_fsync(started.elapsed());
+        self.shared.synced_lsn.fetch_max(written_lsn, Ordering::AcqRel);
+        let mut files = self.shared.files.lock();
+        if files.current_first_lsn == self.segment.first_lsn {
+            files.current_synced_len = files.current_synced_len.max(self.segment.len);
+        }
+        drop(files);
+        self.shared.clear_failure(FailureKind::Sync);
+        Ok(())
+    }
+
+    /// Closes the current segment (fsynced first, so that only the last segment can ever hold a
+    /// torn or unsynced tail) and starts one named after `first_lsn`.
+    fn roll(&mut self, first_lsn: Lsn) -> Result<(), (FailureKind, WriteFailure)> {
+        self.sync()?;
+        let path = self.dir.segment_path(first_lsn);
+        let created = create_segment(&path, first_lsn, &self.boot_id).and_then(|file| {
+            self.dir.sync()?;
+            Ok(file)
+        });
+        let (file, header_len) =
+            created.map_err(|error| (FailureKind::Write, self.failure_at("create segment", path.clone(), error)))?;
+        let file = Arc::new(file);
+        self.early_sync_asked = false;
+        let old = std::mem::replace(
+            &mut self.segment,
+            OpenSegment { file: Arc::clone(&file), path: path.clone(), first_lsn, len: header_len, has_records: false },
+        );
+        let mut files = self.shared.files.lock();
+        files.older_segments.push((old.first_lsn, old.len));
+        files.current = file;
+        files.current_path = path;
+        files.current_first_lsn = first_lsn;
+        files.current_len = header_len;
+        files.current_synced_len = 0;
+        Ok(())
+    }
+
+    fn failure(&self, operation: &'static str, error: io::Error) -> WriteFailure {
+        self.failure_at(operation, self.segment.path.clone(), error)
+    }
+
+    fn failure_at(&self, operation: &'static str, file: PathBuf, error: io::Error) -> WriteFailure {
+        WriteFailure { operation, file, error: Arc::new(error), since: SystemTime::now() }
+    }
+}
+
+/// The background fsyncs, on their own thread so that a slow fsync (tens to hundreds of
+/// milliseconds under writeback) delays no write and so no reply: once a second under everysec,
+/// and under everysec and no when the writer says the current segment is nearly full.
+pub(crate) fn run_syncer(shared: Arc<Shared>, every_second: bool) {
+    const PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+    let mut next = Instant::now() + PERIOD;
+    loop {
+        let mut control = shared.syncer.lock();
+        loop {
+            if control.stop {
+                return;
+            }
+            if control.early_sync || (every_second && Instant::now() >= next) {
+                break;
+            }
+            if every_second {
+                shared.syncer_wake.wait_until(&mut control, next);
+            } else {
+                shared.syncer_wake.wait(&mut control);
+            }
+        }
+        control.early_sync = false;
+        drop(control);
+        if Instant::now() >= next {
+            next = Instant::now() + PERIOD;
+        }
+        sync_current_segment(&shared);
+    }
+}
+
+fn sync_current_segment(shared: &Shared) {
+    // Captured together: every record up to written_lsn is in this file or in an older,
+    // already fsynced segment.
+    let (file, path, first_lsn, len, written_lsn) = {
+        let files = shared.files.lock();
+        (
+            Arc::clone(&files.current),
+            files.current_path.clone(),
+            files.current_first_lsn,
+            files.current_len,
+            files.written_lsn,
+        )
+    };
+    if written_lsn <= shared.synced_lsn.load(Ordering::Acquire) {
+        return;
+    }
+    let started = Instant::now();
+    let synced = match shared.injected() {
+        Some(error) => Err(error),
+        None => file.sync_data(),
+    };
+    match synced {
+        Ok(()) => {
+            shared.note_fsync(started.elapsed());
+            shared.synced_lsn.fetch_max(written_lsn, Ordering::AcqRel);
+            let mut files = shared.files.lock();
+            if files.current_first_lsn == first_lsn {
+                files.current_synced_len = files.current_synced_len.max(len);
+            }
+            drop(files);
+            shared.clear_failure(FailureKind::Sync);
+        }
+        Err(error) => {
+            let failure =
+                WriteFailure { operation: "fsync", file: path, error: Arc::new(error), since: SystemTime::now() };
+            shared.set_failure(FailureKind::Sync, failure);
+        }
+    }
+}
