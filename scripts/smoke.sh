@@ -106,7 +106,7 @@ wait_blocked() {
 
 # --- start the server ---------------------------------------------------------------------------
 # A short default lease so that anything a check leaves behind (queue places, holds) runs out fast.
-"$BIN" --port "$port" --lease-ms 3000 >"$tmp/server.log" 2>&1 &
+"$BIN" --port "$port" --lease-ms 3000 --dir "$tmp/data" >"$tmp/server.log" 2>&1 &
 server=$!
 for _ in $(seq 100); do
     [ "$(timeout 1 redis-cli -p "$port" PING 2>/dev/null || true)" = PONG ] && break
@@ -193,7 +193,7 @@ holder_read kind
 holder_read t1
 # The waiter is a stdin script on one connection: after its WAIT is answered it fences the old
 # token and reads LOCK.INFO while it is the holder.
-printf '%s\n' "LOCK.WAIT smoke:handoff b 5000" "LOCK.UNLOCK smoke:handoff a $t1 SUCCESS" \
+printf '%s\n' "LOCK.WAIT smoke:handoff b 5000" "LOCK.EXTEND smoke:handoff a $t1 1000" \
     "LOCK.INFO smoke:handoff" | timeout 8 redis-cli -p "$port" >"$tmp/handoff.out" 2>&1 &
 waiter=$!
 check_true "LOCK.WAIT blocks behind the holder" "LOCK.INFO never showed 1 blocked waiter" \

@@ -20,6 +20,27 @@ impl YesNo {
     }
 }
 
+/// Redis's `appendfsync`: when a state change counts as written, so that its reply may go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AppendFsync {
+    /// After the journal is fsynced (group commit: one fsync covers every change made meanwhile).
+    Always,
+    /// After write(2); fsync once a second in the background.
+    Everysec,
+    /// After write(2); the OS decides when to flush.
+    No,
+}
+
+impl AppendFsync {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            AppendFsync::Always => "always",
+            AppendFsync::Everysec => "everysec",
+            AppendFsync::No => "no",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -156,12 +177,59 @@ pub struct Config {
     /// user in the file replaces the one --requirepass sets.
     #[arg(long)]
     pub aclfile: Option<std::path::PathBuf>,
+
+    /// Directory of the journal (created if missing, locked so that two servers cannot share it).
+    #[arg(long, default_value = "baton-data", env = "BATON_DIR")]
+    pub dir: std::path::PathBuf,
+
+    /// Keep every lock, queue place, KEEP result and owed DONE in a journal under --dir, so a
+    /// restart or crash loses none of them. `no` keeps everything in memory only.
+    #[arg(long, value_enum, default_value_t = YesNo::Yes)]
+    pub appendonly: YesNo,
+
+    /// When a change counts as written (Redis's appendfsync): `always` survives power loss,
+    /// `everysec` and `no` survive a crash of the process (after an OS crash the server grants
+    /// nothing new until every lease that may have been lost has run out).
+    #[arg(long, value_enum, default_value_t = AppendFsync::Everysec)]
+    pub appendfsync: AppendFsync,
+
+    /// Start even if the middle of the journal is damaged, cutting it there: everything after
+    /// the damage is lost (the refusal to start says how much).
+    #[arg(long)]
+    pub journal_repair: bool,
+
+    /// Rewrite the journal as a snapshot once it is at least this large (Redis's units) ...
+    #[arg(long, default_value = "64mb", value_parser = crate::memory::parse_size)]
+    pub auto_aof_rewrite_min_size: u64,
+
+    /// ... and has grown by this percentage since the last rewrite. 0 turns rewriting off.
+    #[arg(long, default_value_t = 100)]
+    pub auto_aof_rewrite_percentage: u64,
+
+    /// For tests: the size at which a journal segment is closed.
+    #[arg(long, hide = true, default_value = "64mb", value_parser = crate::memory::parse_size)]
+    pub journal_segment_size: u64,
+
+    /// For tests: this boot's id instead of /proc/sys/kernel/random/boot_id (a test changes it to
+    /// play an OS crash).
+    #[arg(long, hide = true)]
+    pub boot_id: Option<String>,
+
+    /// Remove --dir when the server stops (set by tests that made it).
+    #[arg(skip)]
+    pub remove_dir_on_stop: bool,
 }
 
 impl Config {
     /// Defaults as if started with no flags, but on a free port; tests use it and adjust fields.
+    /// The journal goes to a fresh directory of its own, removed when the server stops.
     pub fn default_for_tests() -> Config {
-        Config::parse_from(["baton", "--ephemeral-port"])
+        static DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut config = Config::parse_from(["baton", "--ephemeral-port"]);
+        let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        config.dir = std::env::temp_dir().join(format!("baton-test-{}-{n}", std::process::id()));
+        config.remove_dir_on_stop = true;
+        config
     }
 
     pub fn shard_count(&self) -> usize {

@@ -22,6 +22,7 @@ use crate::codec::{CodecError, Limits, Protocol, Request, RespCodec};
 use crate::context::Shared;
 use crate::core::{WaitOutcome, WaitTicket};
 use crate::errors;
+use crate::journal::Lsn;
 use crate::reply::Reply;
 use crate::session::Session;
 use crate::text::Escaped;
@@ -44,6 +45,8 @@ struct Connection<S> {
     deferred_bytes: usize,
     write_watch: WriteWatch,
     lock_limits: LockLimits,
+    /// The journal position the buffered replies depend on: none goes out before it is written.
+    unreleased: Lsn,
 }
 
 /// Why the connection loop ended.
@@ -97,6 +100,7 @@ where
         deferred_bytes: 0,
         write_watch,
         lock_limits: LockLimits { max_key_bytes: config.max_key_bytes, max_result_bytes: config.max_result_bytes },
+        unreleased: 0,
     };
     let exit = connection.run().await;
     if !matches!(exit, Exit::OutputStalled) {
@@ -185,17 +189,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.framed.write_buffer().len() < WRITE_BATCH_BYTES {
             return self.framed.feed((reply, self.session.protocol())).await.map_err(Exit::from);
         }
+        self.await_journal().await;
         let feed = self.framed.feed((reply, self.session.protocol()));
         self.write_watch.run(feed).await.map_err(|_| Exit::OutputStalled)?.map_err(Exit::from)
     }
 
     /// Writes out the buffered replies; a timer is armed only if the socket cannot take them now.
     async fn flush(&mut self) -> Result<(), Exit> {
+        self.await_journal().await;
         let mut flush = SinkExt::<(Reply, Protocol)>::flush(&mut self.framed);
         if let Some(result) = (&mut flush).now_or_never() {
             return result.map_err(Exit::from);
         }
         self.write_watch.run(flush).await.map_err(|_| Exit::OutputStalled)?.map_err(Exit::from)
+    }
+
+    /// Holds the buffered replies back until the changes they report are in the journal.
+    async fn await_journal(&mut self) {
+        if let Some(persistence) = &self.shared.persistence
+            && !persistence.is_released(self.unreleased)
+        {
+            persistence.released(self.unreleased).await;
+        }
+    }
+
+    /// A reply about to be buffered reports the changes made so far (its own among them).
+    fn depends_on_journal(&mut self) {
+        if let Some(persistence) = &self.shared.persistence {
+            self.unreleased = persistence.position();
+        }
     }
 
     async fn handle(&mut self, request: Request) -> Result<(), Exit> {
@@ -212,11 +234,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if let Err(reply) = cmd::authorize(spec, &request.args, &self.session, &shared) {
             return self.send(reply).await;
         }
+        let changes_locks = spec.flags.contains(&"write");
+        if let Some(persistence) = &shared.persistence {
+            if persistence.loading() && !spec.flags.contains(&"loading") {
+                return self.send(Reply::error(errors::LOADING)).await;
+            }
+            if changes_locks && let Some(failure) = persistence.write_failure() {
+                return self.send(Reply::error(errors::misconf(&failure))).await;
+            }
+        }
         let command = match Command::parse(spec, request.args, self.lock_limits) {
             Ok(command) => command,
             Err(reply) => return self.send(reply).await,
         };
         let action = command.execute(&mut self.session, &shared);
+        if changes_locks {
+            self.depends_on_journal();
+        }
         self.framed.codec_mut().set_authenticated(self.session.authenticated());
         match action {
             Action::Reply(reply) => self.send(reply).await,
@@ -232,6 +266,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 let granted_at = ticket.granted_at_cell();
                 let key = Arc::clone(ticket.key());
                 let (reply, granted) = self.block(ticket, timeout).await?;
+                // The answer was sent under the key's shard lock, before that operation's changes
+                // went to the journal (still under the lock): passing through the lock makes sure
+                // they are there to wait for.
+                shared.core.barrier(&key);
+                self.depends_on_journal();
                 // The waiter's answer goes out at once, whatever else is buffered.
                 let written = match self.send(reply).await {
                     Ok(()) => self.flush().await,
@@ -303,9 +342,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     shared.core.wait_abandoned(ticket, now);
                     break Err(Exit::Killed);
                 }
-                // Requests pipelined behind the WAIT are not run: the connection closes.
+                // Requests pipelined behind the WAIT are not run: the connection closes. The owner
+                // keeps its place: the server is going away, not the client (a journal keeps it
+                // for the next start).
                 Wake::Control(Control::Shutdown) => {
-                    shared.core.wait_abandoned(ticket, now);
+                    drop(ticket);
                     let _ = self.framed.feed((Reply::error(errors::SHUTTING_DOWN), self.session.protocol())).await;
                     break Err(Exit::Shutdown);
                 }

@@ -13,6 +13,7 @@ use crate::clients::ClientRegistry;
 use crate::config::Config;
 use crate::core::{Clock, LockCore};
 use crate::metrics::{Figures, Metrics};
+use crate::persistence::Persistence;
 
 /// Server-wide counters for INFO.
 #[derive(Debug, Default)]
@@ -34,6 +35,8 @@ pub(crate) struct Shared {
     pub(crate) local_addr: SocketAddr,
     pub(crate) metrics: Metrics,
     pub(crate) acl: Acl,
+    /// The journal; None with `--appendonly no`.
+    pub(crate) persistence: Option<Persistence>,
 }
 
 impl Shared {

@@ -38,6 +38,15 @@ pub(crate) const PROTO_QUERY_BUFFER: &str = "ERR Protocol error: query buffer li
 pub(crate) const PROTO_UNAUTHENTICATED_MULTIBULK_LEN: &str = "ERR Protocol error: unauthenticated multibulk length";
 pub(crate) const PROTO_UNAUTHENTICATED_BULK_LEN: &str = "ERR Protocol error: unauthenticated bulk length";
 pub(crate) const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+/// Redis's reply while it loads its data; clients such as ioredis wait and retry on it.
+pub(crate) const LOADING: &str = "LOADING baton is loading the journal in memory";
+
+/// Redis's reply to writes while its AOF cannot be written.
+pub(crate) fn misconf(failure: &str) -> String {
+    format!(
+        "MISCONF Errors writing to the journal, so commands that change locks are refused until it can be written again: {failure}"
+    )
+}
 
 pub(crate) fn proto_expected_dollar(got: u8) -> String {
     format!("ERR Protocol error: expected '$', got '{}'", char::from(got))

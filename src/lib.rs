@@ -34,6 +34,7 @@ mod journal;
 pub mod logging;
 pub mod memory;
 mod metrics;
+mod persistence;
 mod reply;
 pub mod server;
 mod session;

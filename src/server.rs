@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::acl::Acl;
 use crate::clients::{ClientRegistry, Control};
@@ -28,8 +28,10 @@ use crate::core::{Clock, CoreSettings, LockCore, token_seed};
 use crate::errors;
 use crate::fd_limit::{self, RESERVED_FDS};
 use crate::http::{self, HttpLimits};
+use crate::journal::Recovery;
 use crate::memory;
 use crate::metrics::{Metrics, OPS_SAMPLE_INTERVAL, Prometheus};
+use crate::persistence::{self, Persistence};
 use crate::tls;
 
 pub struct Server {
@@ -38,6 +40,8 @@ pub struct Server {
     tls: Option<(TcpListener, TlsAcceptor)>,
     metrics: Option<TcpListener>,
     shared: Arc<Shared>,
+    /// What the journal holds, replayed once the server runs.
+    recovery: Option<Recovery>,
 }
 
 impl Server {
@@ -47,6 +51,13 @@ impl Server {
         if plain_port.is_none() && config.tls_port.is_none() {
             return Err(invalid("--port 0 turns the plaintext listener off: set --tls-port to serve TLS".to_owned()));
         }
+        // First, so that a journal another server holds, or one that cannot be read, stops this
+        // one before it listens.
+        let clock = Clock::new();
+        let (persistence, recovery) = match Persistence::open(&config, &clock)? {
+            Some((persistence, recovery)) => (Some(persistence), Some(recovery)),
+            None => (None, None),
+        };
         let metrics_connections = if config.metrics_addr.is_some() { HttpLimits::METRICS.max_connections } else { 0 };
         config.maxclients = fd_limit::fit_maxclients(config.maxclients, RESERVED_FDS + metrics_connections as u64)?;
         let acceptor = tls::acceptor(&config).map_err(invalid)?;
@@ -85,7 +96,7 @@ impl Server {
         let shared = Arc::new(Shared {
             config,
             core,
-            clock: Clock::new(),
+            clock,
             clients: ClientRegistry::default(),
             stats: ServerStats::default(),
             shutdown: CancellationToken::new(),
@@ -93,8 +104,9 @@ impl Server {
             local_addr,
             metrics: Metrics::new(),
             acl,
+            persistence,
         });
-        Ok(Server { listener, tls, metrics, shared })
+        Ok(Server { listener, tls, metrics, shared, recovery })
     }
 
     /// The plaintext listener's address; port 0 when there is none (`--port 0`).
@@ -120,16 +132,19 @@ impl Server {
     /// Serves until `signal` resolves or the shutdown token is cancelled.
     pub async fn run(self, signal: impl Future<Output = ()>) -> io::Result<()> {
         let tls_addr = self.tls_local_addr();
-        let Server { listener, tls, metrics, shared } = self;
-        info!(
-            addr = listener.as_ref().map(|_| tracing::field::display(shared.local_addr)),
-            tls_addr = ?tls_addr,
-            shards = shared.core.shard_count(),
-            lease_ms = shared.config.lease_ms,
-            release_on_disconnect = shared.core.settings().release_on_disconnect,
-            protected_mode = shared.config.protected_mode.enabled(),
-            "baton ready to accept connections"
-        );
+        let Server { listener, tls, metrics, shared, recovery } = self;
+        let ready = || {
+            info!(
+                addr = listener.as_ref().map(|_| tracing::field::display(shared.local_addr)),
+                tls_addr = ?tls_addr,
+                shards = shared.core.shard_count(),
+                lease_ms = shared.config.lease_ms,
+                release_on_disconnect = shared.core.settings().release_on_disconnect,
+                protected_mode = shared.config.protected_mode.enabled(),
+                appendonly = shared.persistence.is_some(),
+                "baton ready to accept connections"
+            )
+        };
         if !shared.config.bind.is_loopback() && shared.acl.default_user_needs_no_password() {
             warn!(
                 bind = %shared.config.bind,
@@ -137,15 +152,41 @@ impl Server {
             );
         }
         let tasks = TaskTracker::new();
-        tasks.spawn(reap_leases(Arc::clone(&shared)));
         tasks.spawn(sample_ops(Arc::clone(&shared)));
+        tasks.spawn(persistence::rewrite_when_grown(Arc::clone(&shared)));
         tasks.spawn(memory::track(shared.shutdown.clone()));
         if let Some(metrics) = metrics {
             tasks.spawn(serve_prometheus(Arc::clone(&shared), metrics));
         }
         tokio::pin!(signal);
+        // Leases are reaped once the journal is replayed: until then the core is incomplete.
+        let load = async {
+            match recovery {
+                Some(recovery) => persistence::load(Arc::clone(&shared), recovery).await,
+                None => Ok(()),
+            }
+        };
+        tokio::pin!(load);
+        let mut loaded = None;
         loop {
             let (accepted, acceptor) = tokio::select! {
+                result = &mut load, if loaded.is_none() => {
+                    match &result {
+                        // As Redis does, "ready" once the data is loaded: clients that connect
+                        // before are told -LOADING.
+                        Ok(()) => {
+                            ready();
+                            tasks.spawn(reap_leases(Arc::clone(&shared)));
+                        }
+                        Err(error) => error!(%error, "cannot load the journal"),
+                    }
+                    let failed = result.is_err();
+                    loaded = Some(result);
+                    if failed {
+                        break;
+                    }
+                    continue;
+                }
                 accepted = accept(listener.as_ref()) => (accepted, None),
                 accepted = accept(tls.as_ref().map(|(listener, _)| listener)) => {
                     (accepted, tls.as_ref().map(|(_, acceptor)| acceptor.clone()))
@@ -175,8 +216,16 @@ impl Server {
         if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {
             warn!("some connections did not close within 5 s");
         }
+        // What happens from here is the server going away, not clients: not journaled.
+        shared.core.detach_sink();
+        if let (Some(persistence), Some(Ok(()))) = (&shared.persistence, &loaded) {
+            persistence.close();
+        }
+        if shared.config.remove_dir_on_stop {
+            let _ = std::fs::remove_dir_all(&shared.config.dir);
+        }
         info!("bye");
-        Ok(())
+        loaded.unwrap_or(Ok(()))
     }
 }
 
@@ -333,13 +382,24 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// Returns once the server serves, its journal loaded.
     pub async fn start(config: Config) -> io::Result<RunningServer> {
         let server = Server::bind(config).await?;
         let addr = server.local_addr();
         let tls_addr = server.tls_local_addr();
         let metrics_addr = server.metrics_local_addr();
         let shutdown = server.shutdown_token();
+        let shared = Arc::clone(&server.shared);
         let handle = tokio::spawn(server.run(std::future::pending()));
+        while shared.persistence.as_ref().is_some_and(Persistence::loading) {
+            if handle.is_finished() {
+                return match handle.await.map_err(io::Error::other)? {
+                    Err(error) => Err(error),
+                    Ok(()) => Err(io::Error::other("the server stopped before its journal was loaded")),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         Ok(RunningServer { addr, tls_addr, metrics_addr, shutdown, handle })
     }
 

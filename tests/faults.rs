@@ -667,7 +667,7 @@ async fn maxclients_is_lowered_to_the_open_files_limit_and_the_surplus_is_refuse
     let mut command = Command::new("sh");
     command
         .args(["-c", &format!("ulimit -n {FILE_LIMIT} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_baton")])
-        .args(["--bind", "127.0.0.1", "--ephemeral-port", "--maxclients", "1000"])
+        .args(["--bind", "127.0.0.1", "--ephemeral-port", "--maxclients", "1000", "--appendonly", "no"])
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info");
     let server = ServerProcess::start(&mut command, baton_process::listening_addr);
@@ -697,7 +697,7 @@ async fn maxclients_is_lowered_to_the_open_files_limit_and_the_surplus_is_refuse
 #[test]
 fn port_0_without_a_tls_port_does_not_start() {
     let output = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .args(["--bind", "127.0.0.1", "--port", "0", "--appendonly", "no"])
         .env("NO_COLOR", "1")
         .output()
         .expect("run baton");

@@ -2,8 +2,10 @@
 the well-behaved probe client. Loopback only."""
 
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -116,8 +118,13 @@ class Server:
         self.password = password
         self.redis = os.path.basename(binary).startswith("redis")
         argv = [binary, "--bind", HOST, "--port", str(self.port)]
+        self.dir = None
         if self.redis:
             argv += ["--save", "", "--appendonly", "no"]
+        else:
+            # baton's journal, on by default: a directory of this server's own.
+            self.dir = tempfile.mkdtemp(prefix="baton-attack-")
+            argv += ["--dir", self.dir]
         if password:
             argv += ["--requirepass", password]
         argv += list(extra)
@@ -151,6 +158,8 @@ class Server:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Probe(threading.Thread):

@@ -111,7 +111,9 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
         ("timeout", "0".to_owned()),
         ("databases", "1".to_owned()),
         ("save", String::new()),
-        ("appendonly", "no".to_owned()),
+        ("appendonly", if shared.persistence.is_some() { "yes" } else { "no" }.to_owned()),
+        ("appendfsync", config.appendfsync.as_str().to_owned()),
+        ("dir", config.dir.display().to_string()),
         ("protected-mode", if config.protected_mode.enabled() { "yes" } else { "no" }.to_owned()),
         ("proto-max-bulk-len", config.max_bulk_bytes.to_string()),
         ("client-query-buffer-limit", config.max_query_buffer_bytes.to_string()),
@@ -210,7 +212,11 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
         ],
     );
     section("memory", "Memory", memory::info_fields(shared.config.maxmemory));
-    section("persistence", "Persistence", vec![("loading", "0".to_owned()), ("aof_enabled", "0".to_owned())]);
+    let persistence = match &shared.persistence {
+        Some(persistence) => persistence.info_fields(),
+        None => vec![("loading", "0".to_owned()), ("aof_enabled", "0".to_owned())],
+    };
+    section("persistence", "Persistence", persistence);
     section(
         "stats",
         "Stats",

@@ -290,6 +290,12 @@ impl LockCore {
         self.on_shard(key, |shard| shard.peek(key).map(|(_, state)| state.owed_dones()).unwrap_or_default())
     }
 
+    /// Returns once whatever operation on `key`'s shard is under way has finished, changes
+    /// handed to the sink included.
+    pub(crate) fn barrier(&self, key: &[u8]) {
+        self.on_shard(key, |_| ());
+    }
+
     /// The core's own copy of `key`, if it has state, for callers that keep keys around (sharing
     /// it costs a reference count instead of a second copy).
     pub(crate) fn shared_key(&self, key: &[u8]) -> Option<Arc<[u8]>> {

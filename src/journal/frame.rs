@@ -30,10 +30,6 @@ fn record_crc(len: [u8; 4], lsn: [u8; 8], payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc, payload)
 }
 
-pub(crate) fn encoded_record_len(payload: &[u8]) -> usize {
-    RECORD_HEADER_BYTES + payload.len()
-}
-
 /// Appends one framed record to `out`. Payloads longer than [`MAX_PAYLOAD_BYTES`] are a caller
 /// bug: they would be written but refused as corrupt by the next recovery.
 pub(crate) fn encode_record(out: &mut Vec<u8>, lsn: Lsn, payload: &[u8]) {
@@ -360,7 +356,7 @@ mod tests {
         let (records, bad) = read_all(&bytes);
         assert_eq!(bad, None);
         assert_eq!(records, vec![(7, b"hello".to_vec()), (8, vec![]), (9, vec![0xAB; 300])]);
-        let last_start = bytes.len() - encoded_record_len(&[0xAB; 300]);
+        let last_start = bytes.len() - (RECORD_HEADER_BYTES + 300);
         for cut in last_start + 1..bytes.len() {
             let (records, bad) = read_all(&bytes[..cut]);
             assert_eq!(records.len(), 2);

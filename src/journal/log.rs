@@ -8,6 +8,8 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use parking_lot::Mutex;
+
 use super::Lsn;
 use super::dir::JournalDir;
 use super::error::{LogError, WriteFailure};
@@ -52,10 +54,6 @@ pub(crate) struct LogOptions {
     pub(crate) repair: bool,
 }
 
-impl LogOptions {
-    pub(crate) const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
-}
-
 /// For INFO `# Persistence` and the Prometheus endpoint.
 #[derive(Debug, Clone)]
 pub(crate) struct LogStatus {
@@ -91,8 +89,10 @@ pub(crate) struct LogStatus {
 pub(crate) struct Log {
     shared: Arc<Shared>,
     dir: Arc<JournalDir>,
-    writer: Option<JoinHandle<()>>,
-    syncer: Option<JoinHandle<()>>,
+    /// Taken when the threads stop; behind mutexes so that a log shared with the lock core (its
+    /// change sink) and every connection can still be closed by the server.
+    writer: Mutex<Option<JoinHandle<()>>>,
+    syncer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Log {
@@ -148,10 +148,10 @@ impl Log {
         let writer =
             Writer::new(Arc::clone(&shared), Arc::clone(&dir), segment, options.segment_bytes, options.boot_id);
         let writer = spawn("journal-writer", move || writer.run())?;
-        let mut log = Log { shared: Arc::clone(&shared), dir, writer: Some(writer), syncer: None };
+        let log = Log { shared: Arc::clone(&shared), dir, writer: Mutex::new(Some(writer)), syncer: Mutex::new(None) };
         if options.fsync != FsyncPolicy::Always {
             let every_second = options.fsync == FsyncPolicy::EverySec;
-            log.syncer = Some(spawn("journal-fsync", move || writer::run_syncer(shared, every_second))?);
+            *log.syncer.lock() = Some(spawn("journal-fsync", move || writer::run_syncer(shared, every_second))?);
         }
         Ok((log, recovered.recovery))
     }
@@ -262,9 +262,10 @@ impl Log {
         }
     }
 
-    /// Writes and fsyncs everything, marks the shutdown clean and releases the directory lock.
-    /// On error the mark is not written, so the next open treats this like a crash.
-    pub(crate) fn close(mut self) -> Result<(), LogError> {
+    /// Writes and fsyncs everything and marks the shutdown clean; the directory lock goes with the
+    /// log. On error the mark is not written, so the next open treats this like a crash. Records
+    /// appended afterwards are never written.
+    pub(crate) fn close(&self) -> Result<(), LogError> {
         self.stop_threads(Stop::Drain);
         if let Some(failure) = self.shared.failure() {
             return Err(LogError::WriteFailing(failure));
@@ -280,7 +281,7 @@ impl Log {
             .map_err(|e| LogError::io(format!("writing {}", path.display()), e))
     }
 
-    fn stop_threads(&mut self, stop: Stop) {
+    fn stop_threads(&self, stop: Stop) {
         {
             let mut pending = self.shared.pending.lock();
             if pending.stop == Stop::Run {
@@ -289,14 +290,16 @@ impl Log {
             self.shared.writer_wake.notify_one();
             self.shared.progress.notify_all();
         }
-        if let Some(writer) = self.writer.take()
+        let writer = self.writer.lock().take();
+        if let Some(writer) = writer
             && writer.join().is_err()
         {
             tracing::error!("the journal writer thread panicked");
         }
         self.shared.syncer.lock().stop = true;
         self.shared.syncer_wake.notify_one();
-        if let Some(syncer) = self.syncer.take()
+        let syncer = self.syncer.lock().take();
+        if let Some(syncer) = syncer
             && syncer.join().is_err()
         {
             tracing::error!("the journal fsync thread panicked");

@@ -7,11 +7,8 @@
 //! and file names; `state` what the threads share; `writer` the group-commit and everysec fsync
 //! threads; `recovery` reading back at open; `snapshot` writing snapshots; `error` the errors.
 
-// Until the server uses the journal: nothing outside this module calls it yet, so its items and
-// the re-exports below look unused.
-#![allow(dead_code, unused_imports)]
-
 mod dir;
+mod durable;
 mod error;
 mod frame;
 mod log;
@@ -27,7 +24,7 @@ mod tests;
 /// Log sequence number: 1, 2, 3, ... one per appended record, never reused across restarts.
 pub(crate) type Lsn = u64;
 
-pub(crate) use error::{Corruption, LogError, WriteFailure};
+pub(crate) use durable::{Journal, JournalOptions, Restored};
+pub(crate) use error::LogError;
 pub(crate) use log::{FsyncPolicy, Log, LogOptions, LogStatus};
-pub(crate) use recovery::{RecoveredRecord, Recovery, TruncatedTail};
-pub(crate) use snapshot::SnapshotWriter;
+pub(crate) use recovery::{RecoveredRecord, Recovery};

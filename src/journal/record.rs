@@ -218,9 +218,12 @@ fn decode_change(key: Arc<[u8]>, input: &mut Input<'_>, clock: WallClock) -> Res
         }
         KEEP => Change::Keep { key, token: input.u64()?, until: clock.deadline_of_wall(input.u64()?) },
         UNKEEP => Change::Unkeep { key },
-        OWE => {
-            Change::Owe { key, owner: input.shared_bytes()?, token: input.u64()?, until: clock.deadline_of_wall(input.u64()?) }
-        }
+        OWE => Change::Owe {
+            key,
+            owner: input.shared_bytes()?,
+            token: input.u64()?,
+            until: clock.deadline_of_wall(input.u64()?),
+        },
         PAID => Change::Paid { key, owner: input.shared_bytes()? },
         UNLOCKED => {
             Change::Unlocked { key, owner: input.shared_bytes()?, token: input.u64()?, outcome: decode_outcome(input)? }

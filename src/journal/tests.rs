@@ -100,6 +100,7 @@ fn records_round_trip_across_segments_and_lsns_continue_after_reopen() {
     assert_eq!(append_all(&log, &payloads), 500);
     assert!(log.status().segments > 10, "{:?}", log.status());
     log.close().unwrap();
+    drop(log);
 
     let (log, recovery) = Log::open(temp.path(), options(FsyncPolicy::EverySec)).unwrap();
     assert_eq!(recovery.last_lsn, 500);
@@ -126,6 +127,7 @@ fn reopening_without_appending_reuses_the_empty_segment() {
     let (log, _) = Log::open(temp.path(), options(FsyncPolicy::No)).unwrap();
     append_all(&log, &[b"a".to_vec()]);
     log.close().unwrap();
+    drop(log);
     let (_log, recovery) = Log::open(temp.path(), options(FsyncPolicy::No)).unwrap();
     assert_eq!(contents(recovery), vec![(Some(1), b"a".to_vec())]);
     assert_eq!(segment_files(temp.path()).len(), 2);
@@ -138,6 +140,7 @@ fn clean_shutdown_and_boot_id_are_detected() {
     assert!(!recovery.clean_shutdown && !recovery.boot_id_changed, "a new journal");
     append_all(&log, &[b"a".to_vec()]);
     log.close().unwrap();
+    drop(log);
 
     let (log, recovery) = Log::open(temp.path(), options(FsyncPolicy::No)).unwrap();
     assert!(recovery.clean_shutdown && !recovery.boot_id_changed);
@@ -146,6 +149,7 @@ fn clean_shutdown_and_boot_id_are_detected() {
     let (log, recovery) = Log::open(temp.path(), options(FsyncPolicy::No)).unwrap();
     assert!(!recovery.clean_shutdown, "the mark is consumed by the open before the crash");
     log.close().unwrap();
+    drop(log);
 
     let rebooted = LogOptions { boot_id: "boot-two".into(), ..options(FsyncPolicy::No) };
     let (log, recovery) = Log::open(temp.path(), rebooted.clone()).unwrap();
@@ -237,6 +241,7 @@ fn a_failing_disk_holds_records_and_resumes_without_losing_any() {
     assert!(log.write_failing().is_none());
     append_all(&log, &[b"after".to_vec()]);
     log.close().unwrap();
+    drop(log);
 
     let (_log, recovery) = Log::open(temp.path(), options(FsyncPolicy::No)).unwrap();
     let mut expected = vec![b"before".to_vec()];
@@ -252,6 +257,7 @@ fn close_reports_a_failing_disk_and_writes_no_mark() {
     log.inject_failure(Some(std::io::ErrorKind::Other));
     log.append(b"lost");
     assert!(log.close().is_err());
+    drop(log);
     let (_log, recovery) = Log::open(temp.path(), options(FsyncPolicy::EverySec)).unwrap();
     assert!(!recovery.clean_shutdown);
 }
@@ -279,6 +285,7 @@ fn a_snapshot_replaces_older_segments_and_recovery_replays_after_it() {
     assert!(remaining.len() < segments_before, "{} segments, {segments_before} before", remaining.len());
     assert!(first_lsn_of(&remaining[0]) <= 60 && first_lsn_of(&remaining[1]) > 60, "{remaining:?}");
     log.close().unwrap();
+    drop(log);
 
     let (log, recovery) = Log::open(temp.path(), options(FsyncPolicy::EverySec)).unwrap();
     assert_eq!((recovery.snapshot_records, recovery.replay_from, recovery.last_lsn), (3, 60, 120));
@@ -322,6 +329,7 @@ fn a_corrupt_snapshot_is_refused_naming_the_file() {
     snapshot.push(b"the state").unwrap();
     snapshot.finish(2).unwrap();
     log.close().unwrap();
+    drop(log);
     let path = temp.path().join("snapshot.snap");
     let mut bytes = fs::read(&path).unwrap();
     bytes[20] ^= 0x10;
@@ -337,6 +345,7 @@ fn a_missing_segment_is_a_gap_and_refused() {
     let (log, _) = Log::open(temp.path(), options(FsyncPolicy::No)).unwrap();
     append_all(&log, &(0..100).map(payload).collect::<Vec<_>>());
     log.close().unwrap();
+    drop(log);
     let segments = segment_files(temp.path());
     fs::remove_file(&segments[2]).unwrap();
     let error = Log::open(temp.path(), options(FsyncPolicy::No)).unwrap_err();
@@ -405,6 +414,7 @@ proptest! {
             prop_assert_eq!(next, payloads.len() as Lsn);
             block_on(log.released(next)).unwrap();
             log.close().unwrap();
+            drop(log);
             let (_log, recovery) = Log::open(temp.path(), options(FsyncPolicy::No)).unwrap();
             let mut expected = logged(1, kept);
             expected.push((Some(next), b"after".to_vec()));
@@ -450,6 +460,7 @@ proptest! {
         prop_assert_eq!(log.append(b"after"), kept as Lsn + 1);
         block_on(log.released(kept as Lsn + 1)).unwrap();
         log.close().unwrap();
+        drop(log);
         let (_log, recovery) = Log::open(journal.path(), options(FsyncPolicy::No)).unwrap();
         prop_assert!(recovery.clean_shutdown);
         prop_assert_eq!(recovery.last_lsn, kept as Lsn + 1);
@@ -470,7 +481,7 @@ fn throughput() {
     let policies = [FsyncPolicy::No, FsyncPolicy::EverySec, FsyncPolicy::Always];
     for policy in policies.into_iter().filter(|p| only.as_deref().is_none_or(|only| only == p.as_str())) {
         let temp = tempfile::tempdir_in(&root).unwrap();
-        let options = LogOptions { segment_bytes: LogOptions::DEFAULT_SEGMENT_BYTES, ..options(policy) };
+        let options = LogOptions { segment_bytes: 64 << 20, ..options(policy) };
         let (log, _) = Log::open(temp.path(), options).unwrap();
         let log = Arc::new(log);
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

@@ -12,7 +12,8 @@
 //! - [`process`]: child processes killed on drop, a server child that reports its address in its
 //!   log, resident memory from /proc;
 //! - [`pieces`] and [`decode`]: feeding a byte stream in pieces, to a `tokio_util` decoder too;
-//! - [`rng`]: a small seeded PRNG, so a failure can be replayed.
+//! - [`rng`]: a small seeded PRNG, so a failure can be replayed;
+//! - [`scratch`]: a temporary directory removed when dropped (each server's journal needs one).
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -24,6 +25,7 @@ pub mod redis_crate;
 pub mod reply;
 pub mod request;
 pub mod rng;
+pub mod scratch;
 
 pub use reply::Resp;
 pub use request::{IntoArg, encode, encode_into};

@@ -37,6 +37,9 @@ pub struct ServerProcess {
     pub proc: Proc,
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// The server's data directory when it is this process's alone; removed after the process
+    /// is killed (fields drop in order).
+    scratch: Option<crate::scratch::ScratchDir>,
 }
 
 impl ServerProcess {
@@ -68,7 +71,13 @@ impl ServerProcess {
         let addr = addr_rx
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("{command:?} did not report its address; log: {:?}", log.lock().expect("log")));
-        ServerProcess { proc, addr, log }
+        ServerProcess { proc, addr, log, scratch: None }
+    }
+
+    /// Removes `dir` once this process is gone.
+    pub fn owning(mut self, dir: crate::scratch::ScratchDir) -> ServerProcess {
+        self.scratch = Some(dir);
+        self
     }
 
     pub fn log_text(&self) -> String {

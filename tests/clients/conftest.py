@@ -4,9 +4,11 @@ The server binary is target/release/baton (scripts/test.sh builds it), or $BATON
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,6 +53,8 @@ class Server:
         if not BATON.exists():
             raise AssertionError(f"{BATON} not found: build it with `cargo build --release --bins`")
         self.flags = list(flags)
+        # The journal's directory: this server's alone, removed when it stops.
+        self.dir = tempfile.mkdtemp(prefix="baton-py-")
         self.password = password
         self.log_path = log_path
         self.host = HOST
@@ -58,7 +62,7 @@ class Server:
             self.port = free_port()
             self.log = open(log_path, "ab")
             self.proc = subprocess.Popen(
-                [str(BATON), "--bind", HOST, "--port", str(self.port), *self.flags],
+                [str(BATON), "--bind", HOST, "--port", str(self.port), "--dir", self.dir, *self.flags],
                 stdout=self.log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -114,6 +118,7 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture

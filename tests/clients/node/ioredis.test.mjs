@@ -4,6 +4,8 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -41,7 +43,8 @@ async function canConnect(port) {
 async function startServer(...flags) {
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
-    const proc = spawn(BATON, ["--bind", "127.0.0.1", "--port", String(port), ...flags], {
+    const dir = mkdtempSync(path.join(tmpdir(), "baton-ioredis-"));
+    const proc = spawn(BATON, ["--bind", "127.0.0.1", "--port", String(port), "--dir", dir, ...flags], {
       stdio: ["ignore", "ignore", "ignore"],
     });
     let exited = false;
@@ -49,7 +52,7 @@ async function startServer(...flags) {
     const deadline = Date.now() + 10_000;
     while (!exited && Date.now() < deadline) {
       if (await canConnect(port)) {
-        const server = { port, proc };
+        const server = { port, proc, dir };
         servers.push(server);
         return server;
       }
@@ -61,7 +64,10 @@ async function startServer(...flags) {
 }
 
 after(() => {
-  for (const { proc } of servers) proc.kill("SIGTERM");
+  for (const { proc, dir } of servers) {
+    proc.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+    proc.kill("SIGTERM");
+  }
 });
 
 const clients = [];

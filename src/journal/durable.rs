@@ -1,0 +1,284 @@
+//! The journal as the server uses it: the lock core's change sink (every batch of changes framed
+//! into the log under the shard lock that made it), recovery (snapshot and log replayed into a
+//! fresh core), token reservations, and compaction.
+//!
+//! Tokens: every token ever sent to a client is below a reservation that was fsynced before the
+//! reply went out (a reply waits for its records, and the log releases records in order), so a
+//! restart, even after an OS crash that lost unsynced records, starts its tokens above every one
+//! issued before. A reservation covers a million grants, so it costs one fsync per million.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::core::{Change, ChangeSink, Clock, LockCore, Timestamp};
+
+use super::record::{self, Record, WallClock};
+use super::{FsyncPolicy, Log, LogError, LogOptions, LogStatus, RecoveredRecord, Recovery};
+
+/// Grants one reservation covers.
+const RESERVED_TOKENS: u64 = 1 << 20;
+
+/// A snapshot payload is closed at the first key boundary past this size.
+const SNAPSHOT_PAYLOAD_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub(crate) struct JournalOptions {
+    pub(crate) dir: PathBuf,
+    pub(crate) fsync: FsyncPolicy,
+    pub(crate) repair: bool,
+    pub(crate) boot_id: String,
+    pub(crate) segment_bytes: u64,
+    /// Compaction starts once the journal is this large ...
+    pub(crate) rewrite_min_bytes: u64,
+    /// ... and has grown by this percentage over the last snapshot (Redis's
+    /// `auto-aof-rewrite-percentage`; 0 turns compaction off).
+    pub(crate) rewrite_percentage: u64,
+    pub(crate) max_lease_ms: u64,
+}
+
+/// What a recovery found and did, for the log and INFO.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Restored {
+    pub(crate) records: u64,
+    pub(crate) changes: u64,
+    pub(crate) keys: u64,
+    pub(crate) took: Duration,
+    /// The previous process did not close the journal and the machine rebooted since: records
+    /// it had not fsynced may be lost.
+    pub(crate) unclean_reboot: bool,
+    pub(crate) clean_shutdown: bool,
+    pub(crate) first_token: u64,
+}
+
+pub(crate) struct Journal {
+    log: Log,
+    options: JournalOptions,
+    /// Wall-clock milliseconds when the server's clock read zero.
+    wall_ms_at_zero: u64,
+    /// No token at or above this has been reserved yet (see the module comment).
+    tokens_below: AtomicU64,
+    snapshot_bytes_at_last_rewrite: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) enum RestoreError {
+    Log(LogError),
+    Record { lsn: Option<u64>, error: record::DecodeError },
+}
+
+impl std::fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreError::Log(error) => write!(f, "{error}"),
+            RestoreError::Record { lsn: Some(lsn), error } => write!(f, "journal record {lsn}: {error}"),
+            RestoreError::Record { lsn: None, error } => write!(f, "journal snapshot: {error}"),
+        }
+    }
+}
+
+impl From<LogError> for RestoreError {
+    fn from(error: LogError) -> RestoreError {
+        RestoreError::Log(error)
+    }
+}
+
+impl Journal {
+    /// Opens (or creates) the journal directory; its contents are replayed by [`Journal::restore`].
+    pub(crate) fn open(options: JournalOptions, clock: &Clock) -> Result<(Journal, Recovery), LogError> {
+        let (log, recovery) = Log::open(
+            &options.dir,
+            LogOptions {
+                fsync: options.fsync,
+                segment_bytes: options.segment_bytes,
+                boot_id: options.boot_id.clone(),
+                repair: options.repair,
+            },
+        )?;
+        let wall_ms_at_zero = unix_ms().saturating_sub(clock.now().ms());
+        let journal = Journal {
+            log,
+            options,
+            wall_ms_at_zero,
+            tokens_below: AtomicU64::new(0),
+            snapshot_bytes_at_last_rewrite: AtomicU64::new(0),
+        };
+        Ok((journal, recovery))
+    }
+
+    pub(crate) fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub(crate) fn options(&self) -> &JournalOptions {
+        &self.options
+    }
+
+    fn wall_clock(&self, now: Timestamp) -> WallClock {
+        WallClock { wall_ms_at_zero: self.wall_ms_at_zero, now_ms: now.ms(), max_ahead_ms: self.options.max_lease_ms }
+    }
+
+    /// Replays the snapshot and the log into `core` (which serves nobody yet), then reserves the
+    /// tokens the server starts with. Holders and places come back as the journal left them,
+    /// leased afresh from now; completions and owed DONEs keep their wall-clock end.
+    pub(crate) fn restore(&self, recovery: Recovery, core: &LockCore, clock: &Clock) -> Result<Restored, RestoreError> {
+        let started = Instant::now();
+        let now = clock.now();
+        let wall = self.wall_clock(now);
+        let mut restored = Restored {
+            unclean_reboot: recovery.boot_id_changed && !recovery.clean_shutdown,
+            clean_shutdown: recovery.clean_shutdown,
+            ..Restored::default()
+        };
+        let mut tokens_below = 0u64;
+        // Set by the snapshot's closing record: per shard, the last LSN its contents include.
+        let mut marks: Vec<u64> = Vec::new();
+        recovery.for_each(|item| {
+            let (lsn, payload) = match item {
+                RecoveredRecord::Snapshot(payload) => (None, payload),
+                RecoveredRecord::Logged { lsn, payload } => (Some(lsn), payload),
+            };
+            restored.records += 1;
+            let record = Record::decode(payload, wall).map_err(|error| RestoreError::Record { lsn, error })?;
+            match record {
+                Record::Batch(mut changes) => {
+                    if let (Some(lsn), Some(first)) = (lsn, changes.first())
+                        && !marks.is_empty()
+                        && lsn <= marks[LockCore::shard_index(first.key(), marks.len())]
+                    {
+                        // Already in the snapshot, which was taken after this record.
+                        changes.clear();
+                    }
+                    restored.changes += changes.len() as u64;
+                    core.replay(changes, now);
+                }
+                Record::Reserve { tokens_below: below } => tokens_below = tokens_below.max(below),
+                Record::SnapshotMarks { marks: snapshot_marks, tokens_below: below } => {
+                    tokens_below = tokens_below.max(below);
+                    marks = snapshot_marks;
+                }
+            }
+            Ok::<(), RestoreError>(())
+        })?;
+        // Tokens go on from the highest of: the reservations, the tokens replayed (the core
+        // raised its counters past them), and the wall clock's microseconds (what a fresh server
+        // starts from, so an empty journal changes nothing).
+        let first_token = tokens_below.max(crate::core::token_seed());
+        core.finish_replay(first_token);
+        self.reserve_tokens(first_token);
+        restored.first_token = first_token;
+        restored.keys = core.key_count() as u64;
+        restored.took = started.elapsed();
+        Ok(restored)
+    }
+
+    /// Reserves the tokens from `from` on, synced before any later record is released.
+    fn reserve_tokens(&self, from: u64) {
+        let below = from.saturating_add(RESERVED_TOKENS);
+        if self.tokens_below.fetch_max(below, Ordering::AcqRel) < below {
+            let mut payload = Vec::with_capacity(12);
+            Record::Reserve { tokens_below: below }.encode(self.wall_clock(Timestamp::from_ms(0)), &mut payload);
+            self.log.append_synced(&payload);
+        }
+    }
+
+    /// Whether the journal has grown enough over its last snapshot to rewrite it.
+    pub(crate) fn wants_rewrite(&self, status: &LogStatus) -> bool {
+        let percentage = self.options.rewrite_percentage;
+        if percentage == 0 || status.disk_bytes < self.options.rewrite_min_bytes {
+            return false;
+        }
+        let base = self.snapshot_bytes_at_last_rewrite.load(Ordering::Relaxed).max(1);
+        status.disk_bytes.saturating_sub(base).saturating_mul(100) / base >= percentage
+    }
+
+    /// Writes a snapshot of `core` and lets the log drop what it replaces. Each shard is copied
+    /// under its own lock (a stall of one shard's copy, not of the server); the records of a
+    /// shard's keys logged after its copy are replayed on top of it.
+    pub(crate) fn rewrite(&self, core: &LockCore, clock: &Clock) -> Result<u64, LogError> {
+        let mut writer = self.log.snapshot()?;
+        let mut marks = Vec::with_capacity(core.shard_count());
+        let mut payload = Vec::new();
+        for index in 0..core.shard_count() {
+            let now = clock.now();
+            let wall = self.wall_clock(now);
+            let (changes, mark) = core.snapshot_shard(index, now, || self.log.last_lsn());
+            marks.push(mark);
+            let mut rest = &changes[..];
+            while !rest.is_empty() {
+                // Whole keys per payload, so each key's state is one replayed step.
+                let mut end = 0;
+                let mut size = 0;
+                while end < rest.len() && (size < SNAPSHOT_PAYLOAD_BYTES || rest[end].key() == rest[end - 1].key()) {
+                    size += change_size_hint(&rest[end]);
+                    end += 1;
+                }
+                payload.clear();
+                record::encode_batch(&rest[..end], wall, &mut payload);
+                writer.push(&payload)?;
+                rest = &rest[end..];
+            }
+        }
+        let replay_from = marks.iter().min().copied().unwrap_or(0) + 1;
+        payload.clear();
+        let tokens_below = self.tokens_below.load(Ordering::Acquire);
+        Record::SnapshotMarks { marks, tokens_below }.encode(self.wall_clock(clock.now()), &mut payload);
+        writer.push(&payload)?;
+        writer.finish(replay_from)?;
+        let bytes = self.log.status().disk_bytes;
+        self.snapshot_bytes_at_last_rewrite.store(bytes, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    /// Writes everything and marks the shutdown clean.
+    pub(crate) fn close(&self) -> Result<(), LogError> {
+        self.log.close()
+    }
+}
+
+/// Roughly what a change takes in a payload, to cut snapshot payloads near a size.
+fn change_size_hint(change: &Change) -> usize {
+    match change {
+        Change::Finish { completion, .. } => {
+            24 + completion.finisher.len() + completion.result.as_ref().map_or(0, |result| result.len())
+        }
+        Change::Free { .. } => 64,
+        _ => 24,
+    }
+}
+
+impl ChangeSink for Journal {
+    fn record(&self, changes: &mut Vec<Change>) {
+        let top_token = changes
+            .iter()
+            .filter_map(|change| match change {
+                Change::Hold { token, .. } => Some(*token),
+                _ => None,
+            })
+            .max();
+        if let Some(token) = top_token
+            && token >= self.tokens_below.load(Ordering::Acquire)
+        {
+            self.reserve_tokens(token);
+        }
+        ENCODED.with_borrow_mut(|payload| {
+            payload.clear();
+            record::encode_batch(changes, self.wall_clock(Timestamp::from_ms(0)), payload);
+            self.log.append(payload);
+            // A burst of large batches must not pin their buffer on every worker thread.
+            if payload.capacity() > SNAPSHOT_PAYLOAD_BYTES {
+                *payload = Vec::new();
+            }
+        });
+        changes.clear();
+    }
+}
+
+thread_local! {
+    /// Reused for every batch a thread records, so recording allocates nothing.
+    static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(0))
+}

@@ -1,0 +1,239 @@
+//! The journal in the running server: opened from the flags, replayed while clients are told
+//! `-LOADING`, fed every change of the core, waited on before replies go out, rewritten as a
+//! snapshot when it has grown, closed cleanly at shutdown, and reported in INFO.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tracing::{error, info, warn};
+
+use crate::config::{AppendFsync, Config};
+use crate::context::Shared;
+use crate::core::{ChangeSink, Clock};
+use crate::journal::{FsyncPolicy, Journal, JournalOptions, LogStatus, Lsn, Recovery, Restored};
+
+pub(crate) struct Persistence {
+    journal: Arc<Journal>,
+    loading: AtomicBool,
+    restored: Mutex<Option<Restored>>,
+    rewrite: Mutex<RewriteState>,
+}
+
+#[derive(Debug, Default)]
+struct RewriteState {
+    in_progress: bool,
+    last_ok: Option<bool>,
+    last_took: Option<Duration>,
+}
+
+impl Persistence {
+    /// Opens the journal of `--dir` (None with `--appendonly no`); the server then replays it with
+    /// [`load`] while it already answers clients.
+    pub(crate) fn open(config: &Config, clock: &Clock) -> io::Result<Option<(Persistence, Recovery)>> {
+        if !config.appendonly.enabled() {
+            return Ok(None);
+        }
+        let options = JournalOptions {
+            dir: config.dir.clone(),
+            fsync: match config.appendfsync {
+                AppendFsync::Always => FsyncPolicy::Always,
+                AppendFsync::Everysec => FsyncPolicy::EverySec,
+                AppendFsync::No => FsyncPolicy::No,
+            },
+            repair: config.journal_repair,
+            boot_id: config.boot_id.clone().unwrap_or_else(boot_id),
+            segment_bytes: config.journal_segment_size.max(1),
+            rewrite_min_bytes: config.auto_aof_rewrite_min_size,
+            rewrite_percentage: config.auto_aof_rewrite_percentage,
+            max_lease_ms: config.max_lease_ms,
+        };
+        let (journal, recovery) = Journal::open(options, clock)
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.to_string()))?;
+        if let Some(tail) = &recovery.truncated_tail {
+            warn!(
+                file = %tail.file.display(),
+                offset = tail.offset,
+                bytes_dropped = tail.bytes_dropped,
+                "journal: cut a torn tail (a write the crash interrupted)"
+            );
+        }
+        if let Some(cut) = &recovery.repaired {
+            warn!(
+                file = %cut.file.display(),
+                offset = cut.offset,
+                first_lost_lsn = cut.first_lost_lsn,
+                bytes_lost = cut.bytes_lost,
+                reason = %cut.reason,
+                "journal: --journal-repair cut damaged records and everything after them"
+            );
+        }
+        let persistence = Persistence {
+            journal: Arc::new(journal),
+            loading: AtomicBool::new(true),
+            restored: Mutex::new(None),
+            rewrite: Mutex::new(RewriteState::default()),
+        };
+        Ok(Some((persistence, recovery)))
+    }
+
+    /// True until the journal has been replayed: clients get `-LOADING` meanwhile.
+    pub(crate) fn loading(&self) -> bool {
+        self.loading.load(Ordering::Acquire)
+    }
+
+    /// Why state changes are refused now (`-MISCONF`): the journal cannot be written.
+    pub(crate) fn write_failure(&self) -> Option<String> {
+        self.journal
+            .log()
+            .write_failing()
+            .map(|failure| format!("{} {}: {}", failure.operation, failure.file.display(), failure.error))
+    }
+
+    /// The journal position a reply sent now depends on: every change made so far.
+    pub(crate) fn position(&self) -> Lsn {
+        self.journal.log().last_lsn()
+    }
+
+    pub(crate) fn is_released(&self, position: Lsn) -> bool {
+        self.journal.log().is_released(position)
+    }
+
+    /// Waits until the changes up to `position` are written (or synced, with `always`). While
+    /// the disk refuses them this keeps waiting: the change was made and its reply must not go
+    /// out before it is durable; the journal keeps retrying.
+    pub(crate) async fn released(&self, position: Lsn) {
+        while self.journal.log().released(position).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Writes everything and marks the shutdown clean, once no connection can change anything.
+    pub(crate) fn close(&self) {
+        match self.journal.close() {
+            Ok(()) => info!("journal closed cleanly"),
+            Err(error) => error!(%error, "journal not closed cleanly: the next start recovers as after a crash"),
+        }
+    }
+
+    pub(crate) fn info_fields(&self) -> Vec<(&'static str, String)> {
+        let status: LogStatus = self.journal.log().status();
+        let rewrite = self.rewrite.lock();
+        let restored = self.restored.lock().clone().unwrap_or_default();
+        let flag = |on: bool| if on { "1" } else { "0" }.to_owned();
+        let ok = |ok: Option<bool>| match ok {
+            Some(false) => "err",
+            _ => "ok",
+        };
+        vec![
+            ("loading", flag(self.loading())),
+            ("aof_enabled", "1".to_owned()),
+            ("aof_fsync", status.policy.as_str().to_owned()),
+            ("aof_rewrite_in_progress", flag(rewrite.in_progress)),
+            ("aof_last_rewrite_time_sec", rewrite.last_took.map_or("-1".to_owned(), |took| took.as_secs().to_string())),
+            ("aof_last_bgrewrite_status", ok(rewrite.last_ok).to_owned()),
+            ("aof_last_write_status", ok(Some(status.write_failure.is_none())).to_owned()),
+            ("aof_current_size", status.disk_bytes.to_string()),
+            ("aof_base_size", status.snapshot_bytes.to_string()),
+            ("aof_buffer_length", status.unwritten_bytes.to_string()),
+            ("journal_dir", self.journal.options().dir.display().to_string()),
+            ("journal_segments", status.segments.to_string()),
+            ("journal_last_lsn", status.last_lsn.to_string()),
+            ("journal_written_lsn", status.written_lsn.to_string()),
+            ("journal_synced_lsn", status.synced_lsn.to_string()),
+            ("journal_released_lsn", status.released_lsn.to_string()),
+            ("journal_current_segment", status.current_segment.display().to_string()),
+            ("journal_current_segment_synced_bytes", status.current_segment_synced_bytes.to_string()),
+            ("journal_records_written", status.records_written.to_string()),
+            ("journal_bytes_written", status.bytes_written.to_string()),
+            ("journal_fsyncs", status.fsyncs.to_string()),
+            ("journal_fsync_avg_usec", (status.fsync_total.as_micros() / u128::from(status.fsyncs.max(1))).to_string()),
+            ("journal_fsync_max_usec", status.fsync_max.as_micros().to_string()),
+            ("journal_last_fsync_unix", status.last_fsync_unix_secs.unwrap_or(0).to_string()),
+            ("journal_snapshots_written", status.snapshots_written.to_string()),
+            ("journal_write_error", status.write_failure.map(|f| f.error.to_string()).unwrap_or_default()),
+            ("loading_loaded_records", restored.records.to_string()),
+            ("loading_loaded_keys", restored.keys.to_string()),
+            ("loading_took_usec", restored.took.as_micros().to_string()),
+            ("loading_clean_shutdown", flag(restored.clean_shutdown)),
+        ]
+    }
+}
+
+/// Replays the journal into the core (on a blocking thread: a million locks take a while), then
+/// starts journaling its changes and lets clients in. An unreadable journal stops the server.
+pub(crate) async fn load(shared: Arc<Shared>, recovery: Recovery) -> io::Result<()> {
+    let Some(persistence) = &shared.persistence else {
+        return Ok(());
+    };
+    let (snapshot_records, last_lsn) = (recovery.snapshot_records, recovery.last_lsn);
+    let replaying = Arc::clone(&shared);
+    let restored = tokio::task::spawn_blocking(move || {
+        let Some(persistence) = &replaying.persistence else {
+            return Ok(Restored::default());
+        };
+        persistence.journal.restore(recovery, &replaying.core, &replaying.clock)
+    })
+    .await
+    .map_err(io::Error::other)?
+    .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.to_string()))?;
+    shared.core.attach_sink(Arc::clone(&persistence.journal) as Arc<dyn ChangeSink>);
+    info!(
+        records = restored.records,
+        snapshot_records,
+        last_lsn,
+        changes = restored.changes,
+        keys = restored.keys,
+        took_ms = restored.took.as_millis() as u64,
+        clean_shutdown = restored.clean_shutdown,
+        unclean_reboot = restored.unclean_reboot,
+        dir = %persistence.journal.options().dir.display(),
+        "journal loaded"
+    );
+    *persistence.restored.lock() = Some(restored);
+    persistence.loading.store(false, Ordering::Release);
+    Ok(())
+}
+
+/// Rewrites the journal as a snapshot whenever it has grown past the `auto-aof-rewrite-*`
+/// thresholds, on a blocking thread, until shutdown.
+pub(crate) async fn rewrite_when_grown(shared: Arc<Shared>) {
+    let Some(persistence) = &shared.persistence else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shared.shutdown.cancelled() => return,
+        }
+        if persistence.loading() || !persistence.journal.wants_rewrite(&persistence.journal.log().status()) {
+            continue;
+        }
+        persistence.rewrite.lock().in_progress = true;
+        let started = Instant::now();
+        let rewriting = Arc::clone(&shared);
+        let result = tokio::task::spawn_blocking(move || match &rewriting.persistence {
+            Some(persistence) => {
+                persistence.journal.rewrite(&rewriting.core, &rewriting.clock).map_err(|e| e.to_string())
+            }
+            None => Ok(0),
+        })
+        .await
+        .unwrap_or_else(|error| Err(error.to_string()));
+        let took = started.elapsed();
+        match &result {
+            Ok(bytes) => info!(bytes, took_ms = took.as_millis() as u64, "journal rewritten as a snapshot"),
+            Err(error) => warn!(%error, "journal rewrite failed; the journal keeps growing until one succeeds"),
+        }
+        *persistence.rewrite.lock() =
+            RewriteState { in_progress: false, last_ok: Some(result.is_ok()), last_took: Some(took) };
+    }
+}
+
+/// This boot of the machine, to tell a process crash (nothing lost) from an OS crash.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|id| id.trim().to_owned()).unwrap_or_default()
+}
