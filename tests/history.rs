@@ -26,6 +26,19 @@
 //! later evidence shows it still waiting after T (a grant with a larger token, a DONE from a later
 //! SUCCESS, a nil WAIT whose timeout ran out after T, a CANCEL that removed it sent after T).
 //!
+//! In one episode in six the owner also waits on a second connection, a WAIT there racing the one
+//! on its main connection. A grant is told on every connection the owner is blocked on: it is one
+//! holding, from its first ACQUIRED reply on any of them, and one round's replies must all agree.
+//! A DONE takes the owner out of line, so a WAIT the server ran after it began a new round: a DONE
+//! beside a grant, or beside a DONE of another SUCCESS, ends the round and the other reply is the
+//! next round's. A nil beside a DONE may belong to either round, so it goes with the next one, where
+//! it proves nothing (a round that begins with it counts as joined only once a later reply came).
+//! With disconnects the second connection is sometimes closed mid-wait: once CLIENT LIST showed it
+//! blocked in its WAIT, as soon as the main WAIT is granted or told DONE. A WAIT that blocked
+//! cannot have renewed a lock the owner already held, so a grant told on the main connection must
+//! stay with the owner when the second connection closes (even when the lock was bound to the
+//! second, the newest to block), and its UNLOCK must work.
+//!
 //! Runs with 1 shard and with 64 shards. `BATON_HISTORY_SCALE=n` multiplies the episodes per
 //! client (default 1: a few seconds); `BATON_HISTORY_SEED` replays a run.
 
@@ -43,6 +56,7 @@ use baton_testkit::redis_crate::{query, result_to_resp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis::aio::MultiplexedConnection;
+use tokio::sync::oneshot;
 
 const KEYS: usize = 3;
 const CLIENTS: usize = 32;
@@ -59,6 +73,10 @@ const STALL_LEASE_MS: u64 = 600;
 /// Leases end on the server's whole-millisecond clock, so one may end up to 1 ms before PX has
 /// passed since the grant.
 const SERVER_CLOCK_GRAIN: Duration = Duration::from_millis(1);
+/// Share of episodes in which the owner also waits on a second connection.
+const TWO_CONNECTIONS: f64 = 1.0 / 6.0;
+/// How often the lookout asks whether a second connection is blocked yet.
+const LOOK_AGAIN: Duration = Duration::from_micros(200);
 
 fn key_name(key: usize) -> String {
     format!("hist:k{key}")
@@ -86,9 +104,23 @@ enum Answer {
     /// ACQUIRED over a connection that the client then closed at `closed`.
     Held {
         token: u64,
-        recv: Instant,
         closed: Instant,
     },
+}
+
+impl Answer {
+    /// The token of a grant, whether its connection stayed open or not.
+    fn granted(&self) -> Option<u64> {
+        match self {
+            Answer::Acquired(token) | Answer::Held { token, .. } => Some(*token),
+            _ => None,
+        }
+    }
+
+    /// A grant or a DONE: the round is over.
+    fn is_final(&self) -> bool {
+        self.granted().is_some() || matches!(self, Answer::Done { .. })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -105,12 +137,10 @@ struct Call {
 enum End {
     Acquired {
         token: u64,
-        recv: Instant,
     },
     Done {
         finisher: String,
         result: Option<String>,
-        recv: Instant,
     },
     /// Gave up: CANCEL removed it from the line (sent at `send`).
     Cancelled {
@@ -122,6 +152,7 @@ enum End {
     Abandoned,
 }
 
+/// One round of an owner on a key: from joining the line (or its first request) to how it ended.
 #[derive(Debug, Clone)]
 struct Episode {
     client: usize,
@@ -133,13 +164,14 @@ struct Episode {
     end: End,
 }
 
+/// A holding as its owner ended it. When it began is read from the episodes: the owner's first
+/// ACQUIRED reply with its token.
 #[derive(Debug, Clone)]
 struct Holding {
     client: usize,
     owner: String,
     key: usize,
     token: u64,
-    start: Instant,
     /// UNLOCK sent / answered.
     end: Instant,
     unlock_recv: Instant,
@@ -151,24 +183,27 @@ struct Holding {
     /// The holder sat on the lock past its lease: its UNLOCK came too late to count.
     stalled: bool,
     lease: Duration,
-    /// When the call that answered ACQUIRED was sent: its lease started no earlier.
-    asked: Instant,
 }
 
-impl Holding {
-    /// Until when the holder certainly had the lock: to its UNLOCK (or close), and no longer than
-    /// its lease. The lease runs from the grant, which came after the call was sent, so counting
-    /// it from the send is safe whatever the delivery delay; a grant whose lease had already
-    /// ended when it was sent then overlaps the next holding.
-    fn held_until(&self) -> Instant {
-        self.end.min(self.asked + self.lease - SERVER_CLOCK_GRAIN)
-    }
+/// How often the two-connection paths were taken, to show that a run exercised them.
+#[derive(Default)]
+struct TwoConnectionTally {
+    /// WAITs sent on both connections at once.
+    pairs: usize,
+    /// Rounds a DONE ended while the other connection's WAIT began the next one.
+    splits: usize,
+    /// Second connections closed mid-wait, once the main WAIT had ended the round.
+    closed: usize,
+    /// Of those, the ones closed once the main connection had been granted the lock, which the
+    /// owner must then keep.
+    closed_after_grant: usize,
 }
 
 #[derive(Default)]
 struct ClientLog {
     episodes: Vec<Episode>,
     holdings: Vec<Holding>,
+    tally: TwoConnectionTally,
 }
 
 /// A reply as the history records it (either client's reply, as `Resp`).
@@ -194,6 +229,140 @@ fn answer(reply: &Resp) -> Answer {
     }
 }
 
+async fn timed_call(con: &mut MultiplexedConnection, args: &[String], timeout: Option<Duration>) -> Call {
+    let send = Instant::now();
+    let reply = query(con, args).await;
+    let recv = Instant::now();
+    Call { what: args.join(" "), send, recv, answer: answer(&result_to_resp(reply)), timeout }
+}
+
+/// Whether connection `id` is blocked in a LOCK.WAIT right now, as CLIENT LIST shows it (the
+/// server marks it only once the WAIT has joined the line).
+async fn blocked_in_wait(lookout: &mut MultiplexedConnection, id: i64) -> bool {
+    let line = result_to_resp(query(lookout, &["CLIENT", "LIST", "ID", &id.to_string()]).await).text();
+    line.split_whitespace().any(|field| field == "flags=b")
+}
+
+/// Which of two concurrent WAITs of one owner ended its round with a DONE, leaving the other to
+/// the next round; `None` when both belong to one round.
+///
+/// A grant makes the owner the holder until it unlocks, so a WAIT the server ran after it is
+/// granted the same; a DONE takes the owner out of line, so a WAIT run after it begins a new
+/// round. Two replies that disagree are therefore a DONE first and the other one later: of two
+/// DONEs, the one from the earlier SUCCESS (smaller token). A nil beside a DONE may have come
+/// before or after it, so it too is left to the next round, where it proves nothing.
+fn round_ended_by(pair: [&Answer; 2]) -> Option<usize> {
+    let done = |answer: &Answer| match answer {
+        Answer::Done { result, .. } => Some(result_token(result)),
+        _ => None,
+    };
+    match pair.map(done) {
+        [Some(_), Some(_)] if pair[0] == pair[1] => None,
+        [Some(first), Some(second)] => Some(usize::from(second < first)),
+        [Some(_), None] => Some(0),
+        [None, Some(_)] => Some(1),
+        [None, None] => None,
+    }
+}
+
+/// The owner's calls since it joined the line, or since it may have.
+struct Round {
+    join_lower: Instant,
+    /// The first reply that proved it in line (or answered it). Unset while the round began with
+    /// a nil that may belong to the round before.
+    join_upper: Option<Instant>,
+    calls: Vec<Call>,
+}
+
+impl Round {
+    fn starting_with(call: Call) -> Round {
+        let join_upper = (call.answer != Answer::Nil).then_some(call.recv);
+        Round { join_lower: call.send, join_upper, calls: vec![call] }
+    }
+
+    fn push(&mut self, call: Call) {
+        self.join_upper.get_or_insert(call.recv);
+        self.calls.push(call);
+    }
+}
+
+/// How a round ended, as the episode goes on from it.
+enum RoundEnd {
+    /// Granted over a connection that is still open: the owner works and unlocks.
+    Holds(u64),
+    /// Granted over a connection it then closed: the holding (logged already) ended there.
+    Dropped(u64),
+    /// Any other way; `next` is a WAIT that belongs to the owner's next round.
+    Over { end: End, next: Option<Call> },
+}
+
+/// The owner's second connection, on which it waits at the same time as on its main one.
+struct SecondConnection {
+    conn: Connection,
+    /// Its CLIENT ID, to find it in CLIENT LIST.
+    id: i64,
+}
+
+impl SecondConnection {
+    async fn open(addr: std::net::SocketAddr) -> SecondConnection {
+        let mut conn = Connection::connect(addr, SLACK).await.expect("connect");
+        let id = conn.call(&[b"CLIENT", b"ID"]).await.expect("CLIENT ID").int();
+        SecondConnection { conn, id }
+    }
+
+    /// Sends a WAIT after `lag` and reads its reply: the connection and the call, or `None` if
+    /// the connection was closed first.
+    ///
+    /// With `close`, once `lookout` has seen the connection blocked in the WAIT, it is closed as
+    /// soon as `main_ended` says that the main WAIT was granted or told DONE (its own reply, if
+    /// one came meanwhile, goes unrecorded): both WAITs then ran before the close. A reply that
+    /// comes before the connection was seen blocked is read like any other.
+    async fn wait(
+        mut self,
+        args: &[String],
+        timeout: Duration,
+        lag: Duration,
+        close: bool,
+        mut main_ended: oneshot::Receiver<bool>,
+        lookout: &mut MultiplexedConnection,
+    ) -> Option<(SecondConnection, Call)> {
+        tokio::time::sleep(lag).await;
+        let what = format!("{} (second connection)", args.join(" "));
+        let send = Instant::now();
+        self.conn.queue(&args.iter().map(String::as_bytes).collect::<Vec<_>>());
+        self.conn.flush().await.expect("write");
+        let mut reply = None;
+        let mut seen_blocked = false;
+        while close && reply.is_none() && !seen_blocked {
+            seen_blocked = blocked_in_wait(lookout, self.id).await;
+            if !seen_blocked {
+                reply = self.conn.read_within(LOOK_AGAIN).await.expect("read").map(|reply| (reply, Instant::now()));
+            }
+        }
+        if seen_blocked {
+            loop {
+                tokio::select! {
+                    ended = &mut main_ended => {
+                        if ended == Ok(true) {
+                            return None;
+                        }
+                        break;
+                    }
+                    read = self.conn.read_within(timeout + SLACK), if reply.is_none() => {
+                        reply = read.expect("read").map(|reply| (reply, Instant::now()));
+                    }
+                }
+            }
+        }
+        if reply.is_none() {
+            reply = self.conn.read_within(timeout + SLACK).await.expect("read").map(|reply| (reply, Instant::now()));
+        }
+        let (reply, recv) = reply.unwrap_or_else(|| panic!("{what}: no reply within its timeout and {SLACK:?}"));
+        let call = Call { what, send, recv, answer: answer(&reply), timeout: Some(timeout) };
+        Some((self, call))
+    }
+}
+
 struct Client {
     id: usize,
     addr: std::net::SocketAddr,
@@ -203,6 +372,8 @@ struct Client {
     /// after its timeout.
     disconnects: bool,
     con: MultiplexedConnection,
+    /// Looks at the second connection from outside while the main one is blocked.
+    lookout: MultiplexedConnection,
     /// This episode's holder will stall past its lease (which is then short).
     stalls: bool,
     rng: StdRng,
@@ -219,10 +390,7 @@ impl Client {
     }
 
     async fn call(&mut self, args: &[String], timeout: Option<Duration>) -> Call {
-        let send = Instant::now();
-        let reply = query(&mut self.con, args).await;
-        let recv = Instant::now();
-        Call { what: args.join(" "), send, recv, answer: answer(&result_to_resp(reply)), timeout }
+        timed_call(&mut self.con, args, timeout).await
     }
 
     async fn run(mut self, episodes: usize) -> ClientLog {
@@ -235,15 +403,23 @@ impl Client {
 
     /// One attempt at the work on `key`: join the line (TRY, or straight into WAIT), wait with
     /// short timeouts (so timeouts race hand-offs), give up now and then, and when granted do the
-    /// "work" and report SUCCESS or FAILURE.
+    /// "work" and report SUCCESS or FAILURE. The attempt is one round in line, or more when a WAIT
+    /// on the second connection began a new one.
     async fn episode(&mut self, key: usize) {
         let k = key_name(key);
         let owner = format!("{}.{}", owner_name(self.id), self.generation);
         self.stalls = self.rng.random_bool(0.03);
-        let px = self.px().to_string();
-        let mut calls = Vec::new();
+        // A holder that will stall keeps to one connection: its lease is short enough that it might
+        // run out before a second WAIT reaches the server, which would then begin a new round.
+        let mut second = if !self.stalls && self.rng.random_bool(TWO_CONNECTIONS) {
+            Some(SecondConnection::open(self.addr).await)
+        } else {
+            None
+        };
+        let opened_second = second.is_some();
         let first = if self.rng.random_bool(0.7) {
-            self.call(&["LOCK.TRY".into(), k.clone(), owner.clone(), "PX".into(), px.clone()], None).await
+            let px = self.px().to_string();
+            self.call(&["LOCK.TRY".into(), k.clone(), owner.clone(), "PX".into(), px], None).await
         } else {
             let timeout = Duration::from_millis(self.rng.random_range(1..40));
             match self.wait_or_abandon(key, &owner, timeout).await {
@@ -263,96 +439,37 @@ impl Client {
                 }
             }
         };
-        let (join_lower, join_upper) = (first.send, first.recv);
-        let mut answer = first.answer.clone();
-        calls.push(first);
-        let mut nils = 0;
-        let give_up_after = self.rng.random_range(2..12);
-        let end = loop {
-            match answer {
-                Answer::Acquired(token) => break End::Acquired { token, recv: calls.last().expect("a call").recv },
-                Answer::Done { finisher, result } => {
-                    break End::Done { finisher, result, recv: calls.last().expect("a call").recv };
+        // Its first reply proves it in line, whatever it says: there is no round before.
+        let mut next_round = Some(Round { join_lower: first.send, join_upper: Some(first.recv), calls: vec![first] });
+        // After a connection of this owner closed mid-wait, the server may still keep something of
+        // it (a place, an owed DONE, a close it has yet to see): a fresh owner id keeps that out
+        // of the next episode.
+        let mut retire = false;
+        let mut holds = None;
+        while let Some(mut round) = next_round.take() {
+            let end = match self.see_round_through(key, &owner, &mut round, &mut second).await {
+                RoundEnd::Holds(token) => {
+                    holds = Some(token);
+                    End::Acquired { token }
                 }
-                Answer::Queued(_) | Answer::Nil => {
-                    if matches!(answer, Answer::Nil) {
-                        nils += 1;
-                    }
-                    if nils >= give_up_after {
-                        let cancel = self.call(&["LOCK.CANCEL".into(), k.clone(), owner.clone()], None).await;
-                        let send = cancel.send;
-                        let removed = cancel.answer == Answer::Int(1);
-                        calls.push(cancel);
-                        if removed {
-                            break End::Cancelled { send };
-                        }
-                        // Not in line any more: granted (as head, not blocked) or told DONE
-                        // meanwhile. A NOQUEUE TRY tells which.
-                        let probe = self
-                            .call(
-                                &[
-                                    "LOCK.TRY".into(),
-                                    k.clone(),
-                                    owner.clone(),
-                                    "PX".into(),
-                                    px.clone(),
-                                    "NOQUEUE".into(),
-                                ],
-                                None,
-                            )
-                            .await;
-                        answer = probe.answer.clone();
-                        calls.push(probe);
-                        if matches!(answer, Answer::Busy) {
-                            break End::Vanished;
-                        }
-                        continue;
-                    }
-                    let timeout = Duration::from_millis(self.rng.random_range(1..40));
-                    match self.wait_or_abandon(key, &owner, timeout).await {
-                        Ok(call) => {
-                            answer = call.answer.clone();
-                            calls.push(call);
-                        }
-                        Err(_) => break End::Abandoned,
-                    }
+                RoundEnd::Dropped(token) => {
+                    retire = true;
+                    End::Acquired { token }
                 }
-                Answer::Held { token, recv, closed } => {
-                    // Granted over a connection that closed at once: it held the lock until then.
-                    let asked = calls.last().expect("a call").send;
-                    self.log.holdings.push(Holding {
-                        asked,
-                        client: self.id,
-                        owner: owner.clone(),
-                        key,
-                        token,
-                        start: recv,
-                        end: closed,
-                        unlock_recv: closed,
-                        success: false,
-                        keep: false,
-                        reply: Answer::Nil,
-                        dropped: true,
-                        stalled: false,
-                        lease: Duration::from_millis(self.px()),
-                    });
-                    break End::Acquired { token, recv };
+                RoundEnd::Over { end, next } => {
+                    next_round = next.map(Round::starting_with);
+                    end
                 }
-                Answer::Busy | Answer::Int(_) | Answer::Error(_) => {
-                    panic!("client {}: unexpected answer {answer:?} after {calls:#?}", self.id)
-                }
-            }
-        };
-        let acquired = match (&end, calls.last()) {
-            (_, Some(Call { answer: Answer::Held { .. }, .. })) => None,
-            (End::Acquired { token, recv }, Some(call)) => Some((*token, *recv, call.send)),
-            _ => None,
-        };
-        if matches!(end, End::Abandoned) || acquired.is_none() && matches!(end, End::Acquired { .. }) {
+            };
+            retire |= matches!(end, End::Abandoned);
+            let join_upper = round.join_upper.unwrap_or(round.join_lower);
+            let (join_lower, calls) = (round.join_lower, round.calls);
+            self.log.episodes.push(Episode { client: self.id, key, join_lower, join_upper, calls, end });
+        }
+        if retire || opened_second && second.is_none() {
             self.generation += 1;
         }
-        self.log.episodes.push(Episode { client: self.id, key, join_lower, join_upper, calls, end });
-        if let Some((token, start, asked)) = acquired {
+        if let Some(token) = holds {
             let work = if self.stalls {
                 Duration::from_millis(STALL_LEASE_MS + 100)
             } else {
@@ -376,7 +493,6 @@ impl Client {
                 owner,
                 key,
                 token,
-                start,
                 end: unlock.send,
                 unlock_recv: unlock.recv,
                 success,
@@ -385,9 +501,158 @@ impl Client {
                 dropped: false,
                 stalled: self.stalls,
                 lease: Duration::from_millis(self.px()),
-                asked,
             });
         }
+    }
+
+    /// Waits in line until the round ends: a grant, a DONE, or giving up (a CANCEL, and a NOQUEUE
+    /// TRY to learn a grant or DONE that raced it). With a second connection, each wait is a WAIT
+    /// on both at once.
+    async fn see_round_through(
+        &mut self,
+        key: usize,
+        owner: &str,
+        round: &mut Round,
+        second: &mut Option<SecondConnection>,
+    ) -> RoundEnd {
+        let k = key_name(key);
+        let px = self.px().to_string();
+        let mut answer = round.calls.last().expect("a round starts with a call").answer.clone();
+        let mut next_round_call = None;
+        let mut nils = 0;
+        let give_up_after = self.rng.random_range(2..12);
+        loop {
+            match answer {
+                Answer::Acquired(token) => return RoundEnd::Holds(token),
+                Answer::Done { finisher, result } => {
+                    return RoundEnd::Over { end: End::Done { finisher, result }, next: next_round_call };
+                }
+                Answer::Held { token, closed } => {
+                    // Granted over a connection that closed at once: it held the lock until then.
+                    self.log.holdings.push(Holding {
+                        client: self.id,
+                        owner: owner.to_owned(),
+                        key,
+                        token,
+                        end: closed,
+                        unlock_recv: closed,
+                        success: false,
+                        keep: false,
+                        reply: Answer::Nil,
+                        dropped: true,
+                        stalled: false,
+                        lease: Duration::from_millis(self.px()),
+                    });
+                    return RoundEnd::Dropped(token);
+                }
+                Answer::Queued(_) | Answer::Nil => {}
+                Answer::Busy | Answer::Int(_) | Answer::Error(_) => {
+                    panic!("client {}: unexpected answer {answer:?} after {:#?}", self.id, round.calls)
+                }
+            }
+            if answer == Answer::Nil {
+                nils += 1;
+            }
+            // A round that began with a nil from either round waits on the main connection alone
+            // until a reply proves the owner in line: a CANCEL that found nothing before then
+            // would prove nothing.
+            let in_line = round.join_upper.is_some();
+            if in_line && nils >= give_up_after {
+                let cancel = self.call(&["LOCK.CANCEL".into(), k.clone(), owner.to_owned()], None).await;
+                let send = cancel.send;
+                let removed = cancel.answer == Answer::Int(1);
+                round.push(cancel);
+                if removed {
+                    return RoundEnd::Over { end: End::Cancelled { send }, next: None };
+                }
+                // Not in line any more: granted (as head, not blocked) or told DONE meanwhile. A
+                // NOQUEUE TRY tells which.
+                let probe = self
+                    .call(
+                        &["LOCK.TRY".into(), k.clone(), owner.to_owned(), "PX".into(), px.clone(), "NOQUEUE".into()],
+                        None,
+                    )
+                    .await;
+                answer = probe.answer.clone();
+                round.push(probe);
+                if matches!(answer, Answer::Busy) {
+                    return RoundEnd::Over { end: End::Vanished, next: None };
+                }
+                continue;
+            }
+            let Some(conn) = second.take_if(|_| in_line) else {
+                let timeout = Duration::from_millis(self.rng.random_range(1..40));
+                match self.wait_or_abandon(key, owner, timeout).await {
+                    Ok(call) => {
+                        answer = call.answer.clone();
+                        round.push(call);
+                    }
+                    Err(_) => return RoundEnd::Over { end: End::Abandoned, next: None },
+                }
+                continue;
+            };
+            let (main, waited) = self.wait_on_both(key, owner, conn).await;
+            self.log.tally.pairs += 1;
+            let other = match waited {
+                Some((conn, call)) => {
+                    *second = Some(conn);
+                    call
+                }
+                None => {
+                    // Closed once the main WAIT had ended the round: its answer stands.
+                    self.log.tally.closed += 1;
+                    self.log.tally.closed_after_grant += usize::from(main.answer.granted().is_some());
+                    answer = main.answer.clone();
+                    round.push(main);
+                    continue;
+                }
+            };
+            match round_ended_by([&main.answer, &other.answer]) {
+                Some(which) => {
+                    self.log.tally.splits += 1;
+                    let [ended, next] = if which == 0 { [main, other] } else { [other, main] };
+                    answer = ended.answer.clone();
+                    round.push(ended);
+                    next_round_call = Some(next);
+                }
+                None => {
+                    // One round: a grant on either connection stands for it.
+                    answer = if other.answer.granted().is_some() { &other } else { &main }.answer.clone();
+                    round.push(main);
+                    round.push(other);
+                }
+            }
+        }
+    }
+
+    /// A WAIT on the main connection and, at the same time, one by the same owner on the second
+    /// connection, which lags by up to 1.5 ms so that either may reach the server first. With
+    /// disconnects the second connection is closed when the main WAIT ends the round (see
+    /// [`SecondConnection::wait`]), and the WAITs are longer, so that the round often ends while
+    /// both are blocked.
+    async fn wait_on_both(
+        &mut self,
+        key: usize,
+        owner: &str,
+        second: SecondConnection,
+    ) -> (Call, Option<(SecondConnection, Call)>) {
+        let k = key_name(key);
+        let close = self.disconnects;
+        let timeouts_ms = if close { 20..80 } else { 1..40 };
+        let main_timeout = Duration::from_millis(self.rng.random_range(timeouts_ms.clone()));
+        let second_timeout = Duration::from_millis(self.rng.random_range(timeouts_ms));
+        let lag = Duration::from_micros(self.rng.random_range(0..1_500));
+        let main_args = self.wait_args(&k, owner, main_timeout);
+        let second_args = self.wait_args(&k, owner, second_timeout);
+        let (tell_ended, main_ended) = oneshot::channel();
+        let con = &mut self.con;
+        let main = async move {
+            let call = timed_call(con, &main_args, Some(main_timeout)).await;
+            // Unheard once the second WAIT has its reply.
+            let _ = tell_ended.send(call.answer.is_final());
+            call
+        };
+        tokio::join!(main, second.wait(&second_args, second_timeout, lag, close, main_ended, &mut self.lookout))
     }
 
     /// A WAIT, or (in disconnect mode, now and then) a WAIT over a connection of its own that is
@@ -414,7 +679,7 @@ impl Client {
             Err(_) => Answer::Error("connection closed".into()),
             // Granted on the connection we are closing: a holding that ends now.
             Ok(Some(reply)) => match answer(&reply) {
-                Answer::Acquired(token) => Answer::Held { token, recv, closed },
+                Answer::Acquired(token) => Answer::Held { token, closed },
                 answer => answer,
             },
         };
@@ -468,11 +733,30 @@ fn result_token(result: &Option<String>) -> Option<u64> {
     result.as_deref()?.strip_prefix('t')?.parse().ok()
 }
 
+/// A holding from when its owner learnt of it: its first ACQUIRED reply with the token, on
+/// whichever connection told it first (one grant told on several connections is one holding).
+struct Span<'a> {
+    holding: &'a Holding,
+    start: Instant,
+    /// When the last call answered with the grant was sent: its lease started no earlier.
+    asked: Instant,
+}
+
+impl Span<'_> {
+    /// Until when the holder certainly had the lock: to its UNLOCK (or close), and no longer than
+    /// its lease. The server granted or renewed the lease after each call that was answered with
+    /// it was sent, so counting it from the last such send is safe whatever the delivery delay;
+    /// a grant whose lease had already ended when it was sent then overlaps the next holding.
+    fn held_until(&self) -> Instant {
+        self.holding.end.min(self.asked + self.holding.lease - SERVER_CLOCK_GRAIN)
+    }
+}
+
 /// Evidence that the episode's owner was still in line (never having left since it joined) at
 /// some moment after `after`, when the lock's previous holding had token `token`.
 fn still_in_line_after(episode: &Episode, after: Instant, token: u64) -> Option<String> {
     match &episode.end {
-        End::Acquired { token: granted, .. } if *granted > token => {
+        End::Acquired { token: granted } if *granted > token => {
             return Some(format!("it was granted later, with token {granted}"));
         }
         End::Done { result, .. } if result_token(result).is_some_and(|t| t > token) => {
@@ -509,6 +793,20 @@ fn check(history: &History, start: Instant) -> Verdicts {
             if let Answer::Error(e) = &call.answer {
                 v.fail(format!("{} at {}: error {e}", call.what, at(call.send)));
             }
+            // One round has one outcome, on however many connections it was told.
+            let agrees = match (&episode.end, &call.answer) {
+                (End::Acquired { token }, Answer::Acquired(told) | Answer::Held { token: told, .. }) => told == token,
+                (End::Done { finisher, result }, Answer::Done { finisher: by, result: told }) => {
+                    by == finisher && told == result
+                }
+                (_, answer) => !answer.is_final(),
+            };
+            if !agrees {
+                v.fail(format!(
+                    "c{} on k{}: {} answered {:?} in a round that ended {:?}",
+                    episode.client, episode.key, call.what, call.answer, episode.end
+                ));
+            }
         }
         if matches!(episode.end, End::Vanished) {
             v.fail(format!("c{} on k{}: left the line without being told anything", episode.client, episode.key));
@@ -516,10 +814,28 @@ fn check(history: &History, start: Instant) -> Verdicts {
     }
 
     for key in 0..KEYS {
-        let mut holdings: Vec<&Holding> = history.holdings.iter().filter(|h| h.key == key).collect();
-        holdings.sort_by_key(|h| h.start);
+        let holdings: Vec<&Holding> = history.holdings.iter().filter(|h| h.key == key).collect();
         let episodes: Vec<&Episode> = history.episodes.iter().filter(|e| e.key == key).collect();
         let by_token: HashMap<u64, &Holding> = holdings.iter().map(|h| (h.token, *h)).collect();
+        // Each owner's first reply that told it of each grant, and its last call answered with it.
+        let mut told: HashMap<(usize, u64), (Instant, Instant)> = HashMap::new();
+        for e in &episodes {
+            for call in &e.calls {
+                if let Some(token) = call.answer.granted() {
+                    let (first_recv, last_send) = told.entry((e.client, token)).or_insert((call.recv, call.send));
+                    *first_recv = (*first_recv).min(call.recv);
+                    *last_send = (*last_send).max(call.send);
+                }
+            }
+        }
+        let mut spans = Vec::new();
+        for h in &holdings {
+            match told.get(&(h.client, h.token)) {
+                Some(&(start, asked)) => spans.push(Span { holding: h, start, asked }),
+                None => v.fail(format!("k{key}: c{} ended token {}, which no reply granted it", h.client, h.token)),
+            }
+        }
+        spans.sort_by_key(|span| span.start);
 
         // The lock is never lost: every holder's UNLOCK works, but one sent after the lease ended.
         for h in holdings.iter().filter(|h| !h.dropped) {
@@ -535,28 +851,28 @@ fn check(history: &History, start: Instant) -> Verdicts {
             }
         }
         // Mutual exclusion and increasing tokens.
-        for pair in holdings.windows(2) {
-            let (a, b) = (pair[0], pair[1]);
+        for pair in spans.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
             if b.start < a.held_until() {
                 v.fail(format!(
                     "k{key}: c{} (token {}) acquired at {} while c{} (token {}) held it until {}",
-                    b.client,
-                    b.token,
+                    b.holding.client,
+                    b.holding.token,
                     at(b.start),
-                    a.client,
-                    a.token,
+                    a.holding.client,
+                    a.holding.token,
                     at(a.held_until())
                 ));
             }
-            if b.token <= a.token {
-                v.fail(format!("k{key}: token {} granted after token {}", b.token, a.token));
+            if b.holding.token <= a.holding.token {
+                v.fail(format!("k{key}: token {} granted after token {}", b.holding.token, a.holding.token));
             }
         }
         // FIFO: certainly-earlier joiners get smaller tokens.
         let granted: Vec<(&Episode, u64)> = episodes
             .iter()
             .filter_map(|e| match e.end {
-                End::Acquired { token, .. } => Some((*e, token)),
+                End::Acquired { token } => Some((*e, token)),
                 _ => None,
             })
             .collect();
@@ -632,7 +948,7 @@ fn check(history: &History, start: Instant) -> Verdicts {
         // Every DONE names a SUCCESS that happened, with its result, and that this owner could
         // have been told about.
         for e in &episodes {
-            let End::Done { finisher, result, recv } = &e.end else {
+            let End::Done { finisher, result } = &e.end else {
                 continue;
             };
             let source = result_token(result).and_then(|t| by_token.get(&t));
@@ -645,7 +961,7 @@ fn check(history: &History, start: Instant) -> Verdicts {
                             e.client
                         ));
                     }
-                    if *recv < h.end {
+                    if e.calls.iter().any(|call| matches!(call.answer, Answer::Done { .. }) && call.recv < h.end) {
                         v.fail(format!("k{key}: c{} told DONE before the SUCCESS was sent", e.client));
                     }
                     if !h.keep && e.join_lower > h.unlock_recv {
@@ -681,13 +997,13 @@ async fn run_history(shards: usize, disconnects: bool) {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for id in 0..CLIENTS {
-        let con = connect(addr).await;
         let client = Client {
             id,
             addr,
             generation: 0,
             disconnects,
-            con,
+            con: connect(addr).await,
+            lookout: connect(addr).await,
             stalls: false,
             rng: StdRng::seed_from_u64(seed ^ (id as u64 * 0x9E37_79B9)),
             log: ClientLog::default(),
@@ -696,6 +1012,7 @@ async fn run_history(shards: usize, disconnects: bool) {
     }
     let budget = Duration::from_secs(60 * scale as u64);
     let mut history = History { episodes: Vec::new(), holdings: Vec::new(), disconnects };
+    let mut two = TwoConnectionTally::default();
     for task in tasks {
         let log = tokio::time::timeout(budget, task)
             .await
@@ -705,6 +1022,10 @@ async fn run_history(shards: usize, disconnects: bool) {
             .expect("client task");
         history.episodes.extend(log.episodes);
         history.holdings.extend(log.holdings);
+        two.pairs += log.tally.pairs;
+        two.splits += log.tally.splits;
+        two.closed += log.tally.closed;
+        two.closed_after_grant += log.tally.closed_after_grant;
     }
     let elapsed = start.elapsed();
 
@@ -754,10 +1075,15 @@ async fn run_history(shards: usize, disconnects: bool) {
         "history shards={shards} disconnects={disconnects} seed={seed}: {CLIENTS} clients, {KEYS} keys, {} episodes, {calls} calls ({waits} WAITs, \
          {timed_out} timed out), {} holdings ({failures} FAILURE, {handoffs} handed off), {done} told DONE, \
          {cancelled} cancelled, {abandoned} WAITs abandoned by closing, {dropped} holdings ended by closing, \
-         {raced} grants at the timeout, end state settled in {settled_in:?}; {} FIFO pairs and {} waiter/UNLOCK pairs checked; \
-         in {elapsed:?}; {} violations",
+         {raced} grants at the timeout; on two connections: {} WAIT pairs, {} rounds split by a DONE, {} second connections \
+         closed mid-wait ({} after the main one was granted); end state settled in {settled_in:?}; {} FIFO pairs and {} \
+         waiter/UNLOCK pairs checked; in {elapsed:?}; {} violations",
         history.episodes.len(),
         history.holdings.len(),
+        two.pairs,
+        two.splits,
+        two.closed,
+        two.closed_after_grant,
         verdicts.fifo_pairs,
         verdicts.line_checks,
         verdicts.violations.len()
@@ -783,7 +1109,9 @@ async fn history_sixty_four_shards() {
 
 /// Now and then a WAIT runs on a connection of its own that is closed before, at or just after
 /// its timeout (sometimes right after a grant arrived): abandoned waiters must never be granted
-/// for good, grants that reach a closing connection must pass on, and the lock is never lost.
+/// for good, grants that reach a closing connection must pass on, and the lock is never lost. An
+/// owner waiting on two connections has the second closed once the main one is answered: a grant
+/// told on both stays with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn history_with_disconnects() {
     run_history(8, true).await;
@@ -794,6 +1122,8 @@ async fn history_with_disconnects() {
 fn checker_catches_broken_histories() {
     let t0 = Instant::now();
     let ms = |n: u64| t0 + Duration::from_millis(n);
+    let caught = |history: &History, what: &str| check(history, t0).violations.iter().any(|v| v.contains(what));
+    let history = |episodes, holdings| History { episodes, holdings, disconnects: false };
     let call = |send: u64, recv: u64, answer: Answer| Call {
         what: "x".into(),
         send: ms(send),
@@ -801,12 +1131,21 @@ fn checker_catches_broken_histories() {
         answer,
         timeout: None,
     };
-    let holding = |client: usize, token, start, end, success, reply| Holding {
+    let wait = |send: u64, recv: u64, timeout: u64, answer: Answer| Call {
+        timeout: Some(Duration::from_millis(timeout)),
+        ..call(send, recv, answer)
+    };
+    let done = |finisher: usize, token: u64| Answer::Done {
+        finisher: owner_name(finisher),
+        result: Some(format!("t{token}")),
+    };
+    let told_done =
+        |finisher: usize, token: u64| End::Done { finisher: owner_name(finisher), result: Some(format!("t{token}")) };
+    let holding = |client: usize, token, end, success, reply| Holding {
         client,
         owner: owner_name(client),
         key: 0,
         token,
-        start: ms(start),
         end: ms(end),
         unlock_recv: ms(end + 1),
         success,
@@ -815,102 +1154,151 @@ fn checker_catches_broken_histories() {
         dropped: false,
         stalled: false,
         lease: Duration::from_millis(LEASE_MS),
-        asked: ms(start),
     };
-    let episode = |client, join: u64, end: End| Episode {
+    // An owner granted `token` at once, by a TRY answered at `at`.
+    let took = |client, token, at: u64| Episode {
+        client,
+        key: 0,
+        join_lower: ms(at),
+        join_upper: ms(at),
+        calls: vec![call(at, at, Answer::Acquired(token))],
+        end: End::Acquired { token },
+    };
+    // An owner that joined at `join` (QUEUED), then made `calls`, and ended `end`.
+    let queued = |client, join: u64, calls: Vec<Call>, end| Episode {
         client,
         key: 0,
         join_lower: ms(join),
         join_upper: ms(join + 1),
-        calls: vec![call(join, join + 1, Answer::Queued(1))],
+        calls: [vec![call(join, join + 1, Answer::Queued(1))], calls].concat(),
         end,
     };
-    let acquired = |token, recv| End::Acquired { token, recv: ms(recv) };
+    // ... and was granted `token` at `at`.
+    let waited = |client, join: u64, token, at: u64| {
+        queued(client, join, vec![wait(join + 1, at, 100, Answer::Acquired(token))], End::Acquired { token })
+    };
     // Overlapping holders.
-    let overlap = History {
-        episodes: vec![],
-        holdings: vec![holding(1, 10, 0, 50, false, Answer::Int(0)), holding(2, 11, 20, 60, false, Answer::Int(0))],
-        disconnects: false,
-    };
-    assert!(check(&overlap, t0).violations.iter().any(|v| v.contains("while")));
+    let overlap = history(
+        vec![took(1, 10, 0), took(2, 11, 20)],
+        vec![holding(1, 10, 50, false, Answer::Int(0)), holding(2, 11, 60, false, Answer::Int(0))],
+    );
+    assert!(caught(&overlap, "while"));
     // Tokens going down.
-    let down = History {
-        episodes: vec![],
-        holdings: vec![holding(1, 10, 0, 5, false, Answer::Int(0)), holding(2, 9, 20, 30, false, Answer::Int(0))],
-        disconnects: false,
-    };
-    assert!(check(&down, t0).violations.iter().any(|v| v.contains("granted after")));
+    let down = history(
+        vec![took(1, 10, 0), took(2, 9, 20)],
+        vec![holding(1, 10, 5, false, Answer::Int(0)), holding(2, 9, 30, false, Answer::Int(0))],
+    );
+    assert!(caught(&down, "granted after"));
     // FIFO broken: c2 joined first, c3 got the lock first.
-    let fifo = History {
-        episodes: vec![episode(2, 10, acquired(12, 100)), episode(3, 20, acquired(11, 50))],
-        holdings: vec![holding(3, 11, 50, 60, false, Answer::Int(1)), holding(2, 12, 100, 110, false, Answer::Int(0))],
-        disconnects: false,
-    };
-    assert!(check(&fifo, t0).violations.iter().any(|v| v.contains("FIFO")));
+    let fifo = history(
+        vec![waited(2, 10, 12, 100), waited(3, 20, 11, 50)],
+        vec![holding(3, 11, 60, false, Answer::Int(1)), holding(2, 12, 110, false, Answer::Int(0))],
+    );
+    assert!(caught(&fifo, "FIFO"));
     // A SUCCESS that leaves a waiter in line, which is later granted.
-    let after_done = History {
-        episodes: vec![episode(2, 10, acquired(12, 100))],
-        holdings: vec![holding(1, 11, 0, 50, true, Answer::Int(0)), holding(2, 12, 100, 110, false, Answer::Int(0))],
-        disconnects: false,
-    };
-    assert!(check(&after_done, t0).violations.iter().any(|v| v.contains("was in line")));
+    let after_done = history(
+        vec![took(1, 11, 0), waited(2, 10, 12, 100)],
+        vec![holding(1, 11, 50, true, Answer::Int(0)), holding(2, 12, 110, false, Answer::Int(0))],
+    );
+    assert!(caught(&after_done, "was in line"));
     // A FAILURE answered "released" while somebody waited.
-    let lost_wakeup = History {
-        episodes: vec![episode(2, 10, acquired(12, 100))],
-        holdings: vec![holding(1, 11, 0, 50, false, Answer::Int(0)), holding(2, 12, 100, 110, false, Answer::Int(0))],
-        disconnects: false,
-    };
-    assert!(check(&lost_wakeup, t0).violations.iter().any(|v| v.contains("was in line")));
+    let lost_wakeup = history(
+        vec![took(1, 11, 0), waited(2, 10, 12, 100)],
+        vec![holding(1, 11, 50, false, Answer::Int(0)), holding(2, 12, 110, false, Answer::Int(0))],
+    );
+    assert!(caught(&lost_wakeup, "was in line"));
     // A DONE nobody sent.
-    let phantom = History {
-        episodes: vec![episode(2, 10, End::Done { finisher: "c1".into(), result: Some("t99".into()), recv: ms(20) })],
-        holdings: vec![],
-        disconnects: false,
-    };
-    assert!(check(&phantom, t0).violations.iter().any(|v| v.contains("no such SUCCESS")));
+    let phantom = history(vec![queued(2, 10, vec![wait(11, 20, 100, done(1, 99))], told_done(1, 99))], vec![]);
+    assert!(caught(&phantom, "no such SUCCESS"));
     // A lost lock.
-    let lost = History {
-        episodes: vec![],
-        holdings: vec![holding(1, 10, 0, 5, true, Answer::Error("NOTHOLDER".into()))],
-        disconnects: false,
-    };
-    assert!(check(&lost, t0).violations.iter().any(|v| v.contains("UNLOCK answered")));
+    let lost = history(vec![took(1, 10, 0)], vec![holding(1, 10, 5, true, Answer::Error("NOTHOLDER".into()))]);
+    assert!(caught(&lost, "UNLOCK answered"));
     // A back-dated grant: c1 stalled past its 600 ms lease; c2 was granted 1 ms after c1's own
     // grant, as if c1's lease had ended before it was even sent.
-    let stalled = |client, token, start, end| Holding {
+    let stalled = |client, token, end| Holding {
         stalled: true,
         lease: Duration::from_millis(STALL_LEASE_MS),
         reply: Answer::Error("NOTHOLDER".into()),
-        ..holding(client, token, start, end, false, Answer::Nil)
+        ..holding(client, token, end, false, Answer::Nil)
     };
-    let back_dated = History {
-        episodes: vec![],
-        holdings: vec![stalled(1, 10, 0, 750), holding(2, 11, 1, 20, false, Answer::Int(0))],
-        disconnects: false,
-    };
-    assert!(check(&back_dated, t0).violations.iter().any(|v| v.contains("while")));
+    let back_dated = history(
+        vec![took(1, 10, 0), took(2, 11, 1)],
+        vec![stalled(1, 10, 750), holding(2, 11, 20, false, Answer::Int(0))],
+    );
+    assert!(caught(&back_dated, "while"));
     // ... whereas a hand-off once the lease ran out is fine, and the late UNLOCK must be refused.
-    let expired = History {
-        episodes: vec![],
-        holdings: vec![stalled(1, 10, 0, 750), holding(2, 11, 601, 620, false, Answer::Int(0))],
-        disconnects: false,
-    };
+    let expired = history(
+        vec![took(1, 10, 0), took(2, 11, 601)],
+        vec![stalled(1, 10, 750), holding(2, 11, 620, false, Answer::Int(0))],
+    );
     assert_eq!(check(&expired, t0).violations, Vec::<String>::new());
-    let late_unlock_worked = History {
-        episodes: vec![],
-        holdings: vec![Holding { reply: Answer::Int(0), ..stalled(1, 10, 0, 750) }],
-        disconnects: false,
-    };
-    assert!(check(&late_unlock_worked, t0).violations.iter().any(|v| v.contains("after its lease")));
+    let late_unlock_worked =
+        history(vec![took(1, 10, 0)], vec![Holding { reply: Answer::Int(0), ..stalled(1, 10, 750) }]);
+    assert!(caught(&late_unlock_worked, "after its lease"));
     // And a clean history passes.
-    let clean = History {
-        episodes: vec![episode(2, 10, acquired(12, 60)), episode(3, 20, acquired(13, 80))],
-        holdings: vec![
-            holding(1, 11, 0, 50, false, Answer::Int(1)),
-            holding(2, 12, 60, 70, false, Answer::Int(1)),
-            holding(3, 13, 80, 90, false, Answer::Int(0)),
+    let clean = history(
+        vec![took(1, 11, 0), waited(2, 10, 12, 60), waited(3, 20, 13, 80)],
+        vec![
+            holding(1, 11, 50, false, Answer::Int(1)),
+            holding(2, 12, 70, false, Answer::Int(1)),
+            holding(3, 13, 90, false, Answer::Int(0)),
         ],
-        disconnects: false,
-    };
+    );
     assert_eq!(check(&clean, t0).violations, Vec::<String>::new());
+
+    // Owners on two connections. c1 hands the lock on at 50 to c2, which waits on both of its
+    // connections and is told the grant on both: one holding, from the first ACQUIRED. c2 ends it
+    // with SUCCESS at 60. c3 is told DONE on its second connection; its main WAIT, which the
+    // server ran after that DONE, began a new round: a nil, then a grant of the free lock.
+    let c2_told_on_both = |second_recv| {
+        queued(
+            2,
+            10,
+            vec![wait(30, 52, 40, Answer::Acquired(11)), wait(31, second_recv, 40, Answer::Acquired(11))],
+            End::Acquired { token: 11 },
+        )
+    };
+    let c3_told_done = |done_recv| queued(3, 12, vec![wait(41, done_recv, 30, done(2, 11))], told_done(2, 11));
+    let c3_next_round = Episode {
+        client: 3,
+        key: 0,
+        join_lower: ms(40),
+        join_upper: ms(77),
+        calls: vec![wait(40, 75, 30, Answer::Nil), wait(76, 77, 30, Answer::Acquired(12))],
+        end: End::Acquired { token: 12 },
+    };
+    let c1_c2_holdings = || vec![holding(1, 10, 50, false, Answer::Int(1)), holding(2, 11, 60, true, Answer::Int(1))];
+    let two_connections = |second_recv, done_recv| {
+        history(
+            vec![took(1, 10, 0), c2_told_on_both(second_recv), c3_told_done(done_recv), c3_next_round.clone()],
+            [c1_c2_holdings(), vec![holding(3, 12, 80, false, Answer::Int(0))]].concat(),
+        )
+    };
+    assert_eq!(check(&two_connections(51, 61), t0).violations, Vec::<String>::new());
+    // Had c2's second connection been told the grant at 40, c2 held the lock while c1 still did.
+    assert!(caught(&two_connections(40, 61), "c2 (token 11) acquired at 40.000ms while c1"));
+    // A DONE on a second connection before the SUCCESS was sent.
+    assert!(caught(&two_connections(51, 55), "told DONE before the SUCCESS"));
+    // Had c3's nil been of its first round (the server kept it in line after the SUCCESS that told
+    // it DONE), it would have been in line after that SUCCESS.
+    let unsplit = history(
+        vec![
+            took(1, 10, 0),
+            c2_told_on_both(51),
+            queued(3, 12, vec![wait(40, 75, 30, Answer::Nil), wait(41, 61, 30, done(2, 11))], told_done(2, 11)),
+        ],
+        c1_c2_holdings(),
+    );
+    assert!(caught(&unsplit, "c3 was in line"));
+    // One round told two different grants on its two connections.
+    let two_grants = history(
+        vec![queued(
+            2,
+            10,
+            vec![wait(30, 52, 40, Answer::Acquired(11)), wait(31, 53, 40, Answer::Acquired(12))],
+            End::Acquired { token: 11 },
+        )],
+        vec![holding(2, 11, 60, false, Answer::Int(0))],
+    );
+    assert!(caught(&two_grants, "in a round that ended"));
 }
