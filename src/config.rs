@@ -215,6 +215,11 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub boot_id: Option<String>,
 
+    /// For tests: read the wall clock this many milliseconds off (negative: behind), as after an
+    /// operator or NTP stepped it.
+    #[arg(long, hide = true, default_value_t = 0, allow_hyphen_values = true)]
+    pub wall_clock_offset_ms: i64,
+
     /// Remove --dir when the server stops (set by tests that made it).
     #[arg(skip)]
     pub remove_dir_on_stop: bool,

@@ -297,15 +297,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// the core, which settles any race with a grant under the shard lock.
     /// The reply comes with the token when it grants the lock.
     async fn block(&mut self, mut ticket: WaitTicket, timeout: Option<Duration>) -> Result<(Reply, Option<u64>), Exit> {
-        if let Err(exit) = self.flush().await {
-            self.shared.core.wait_abandoned(ticket, self.shared.clock.now());
-            return Err(exit);
-        }
         let shared = Arc::clone(&self.shared);
         let entry = Arc::clone(&self.session.entry);
+        // Blocked as far as CLIENT UNBLOCK and CLIENT LIST can tell from now on, while the
+        // replies before the WAIT are still being written (after the journal): an UNBLOCK
+        // meanwhile is waiting in the control channel when the loop below starts.
         entry.clear_unblock();
         entry.update(|state| state.blocked_on = Some(bytes::Bytes::copy_from_slice(ticket.key())));
         shared.stats.blocked_clients.fetch_add(1, Ordering::Relaxed);
+        if let Err(exit) = self.flush().await {
+            entry.update(|state| state.blocked_on = None);
+            shared.stats.blocked_clients.fetch_sub(1, Ordering::Relaxed);
+            shared.core.wait_abandoned(ticket, shared.clock.now());
+            return Err(exit);
+        }
         let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
 
         enum Wake {

@@ -49,6 +49,7 @@ impl Persistence {
             rewrite_min_bytes: config.auto_aof_rewrite_min_size,
             rewrite_percentage: config.auto_aof_rewrite_percentage,
             max_lease_ms: config.max_lease_ms,
+            wall_offset_ms: config.wall_clock_offset_ms,
         };
         let (journal, recovery) = Journal::open(options, clock)
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.to_string()))?;
@@ -118,7 +119,8 @@ impl Persistence {
         }
     }
 
-    pub(crate) fn info_fields(&self) -> Vec<(&'static str, String)> {
+    /// `grants_paused_ms`: how long grants stay paused after an OS crash (the core knows).
+    pub(crate) fn info_fields(&self, grants_paused_ms: u64) -> Vec<(&'static str, String)> {
         let status: LogStatus = self.journal.log().status();
         let rewrite = self.rewrite.lock();
         let restored = self.restored.lock().clone().unwrap_or_default();
@@ -158,6 +160,8 @@ impl Persistence {
             ("loading_loaded_keys", restored.keys.to_string()),
             ("loading_took_usec", restored.took.as_micros().to_string()),
             ("loading_clean_shutdown", flag(restored.clean_shutdown)),
+            ("loading_unclean_reboot", flag(restored.unclean_reboot)),
+            ("grants_paused_ms", grants_paused_ms.to_string()),
         ]
     }
 }
@@ -187,11 +191,18 @@ pub(crate) async fn load(shared: Arc<Shared>, recovery: Recovery) -> io::Result<
         changes = restored.changes,
         keys = restored.keys,
         took_ms = restored.took.as_millis() as u64,
+        grants_paused_ms = restored.grants_paused_ms,
         clean_shutdown = restored.clean_shutdown,
         unclean_reboot = restored.unclean_reboot,
         dir = %persistence.journal.options().dir.display(),
         "journal loaded"
     );
+    if restored.grants_paused_ms > 0 {
+        warn!(
+            grants_paused_ms = restored.grants_paused_ms,
+            "the machine restarted without the journal being closed: writes not yet synced may be lost, so no lock is granted until every lease they may have promised has run out (holders can still renew, extend and unlock)"
+        );
+    }
     *persistence.restored.lock() = Some(restored);
     persistence.loading.store(false, Ordering::Release);
     Ok(())

@@ -146,6 +146,7 @@ impl From<KeyInfo> for Reply {
             (field("result"), result),
             (field("keep_ms"), keep_ms),
             (field("last_failure"), Reply::bulk_or_nil(info.last_failure.as_deref())),
+            (field("grants_paused_ms"), to_int(info.grants_paused_ms)),
         ])
     }
 }

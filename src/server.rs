@@ -91,7 +91,7 @@ impl Server {
                 release_on_disconnect: config.release_on_disconnect.enabled(),
                 shards: config.shard_count(),
             },
-            token_seed(),
+            token_seed(config.wall_clock_offset_ms),
         );
         let shared = Arc::new(Shared {
             config,

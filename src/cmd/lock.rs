@@ -9,7 +9,7 @@ use super::action::Action;
 use super::parse::{Args, ParseResult, eq_ignore_case, parse_int};
 use super::table::CommandId;
 use crate::context::Shared;
-use crate::core::{ExtendOutcome, LockRequest, TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart};
+use crate::core::{ExtendOutcome, KeyInfo, LockRequest, TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart};
 use crate::errors;
 use crate::reply::{self, Reply};
 use crate::session::Session;
@@ -273,7 +273,10 @@ impl LockCommand {
             LockCommand::Info { key, listed } => {
                 // A token is the right to unlock: shown only to users who could break the lock
                 // anyway, by killing its holder's connection.
-                let info = core.info(&key, now, listed).unwrap_or_default();
+                let info = KeyInfo {
+                    grants_paused_ms: core.grants_paused_ms(now),
+                    ..core.info(&key, now, listed).unwrap_or_default()
+                };
                 if session.user().rules.read().may_run(CommandId::ClientKill.bit()) {
                     Action::Reply(Reply::from(info))
                 } else {

@@ -213,7 +213,7 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
     );
     section("memory", "Memory", memory::info_fields(shared.config.maxmemory));
     let persistence = match &shared.persistence {
-        Some(persistence) => persistence.info_fields(),
+        Some(persistence) => persistence.info_fields(shared.core.grants_paused_ms(shared.clock.now())),
         None => vec![("loading", "0".to_owned()), ("aof_enabled", "0".to_owned())],
     };
     section("persistence", "Persistence", persistence);

@@ -61,6 +61,9 @@ impl Default for Clock {
 /// First fencing token of a fresh server: microseconds since the Unix epoch. Tokens then only grow,
 /// so a holder fenced before a restart stays fenced after it (as long as the wall clock does not
 /// go back and grants stay below a million per second per shard on average).
-pub(crate) fn token_seed() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |since| u64::try_from(since.as_micros()).unwrap_or(1)).max(1)
+/// `wall_offset_ms` moves the wall clock this server reads (tests play a clock stepped back or on).
+pub(crate) fn token_seed(wall_offset_ms: i64) -> u64 {
+    let micros =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |since| u64::try_from(since.as_micros()).unwrap_or(1));
+    micros.saturating_add_signed(wall_offset_ms.saturating_mul(1_000)).max(1)
 }

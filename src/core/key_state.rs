@@ -124,19 +124,31 @@ impl KeyState {
         if self.holder.as_ref().is_some_and(|holder| holder.deadline <= now.ms()) {
             self.fail_holder(key, ReleaseCause::LeaseExpired, ctx, now);
         }
+        // Grants were paused (after an OS crash) and are no longer: the head of the line gets
+        // the lock it would have got meanwhile.
+        if self.free_with_a_line() && !ctx.grants_paused(now) {
+            self.hand_off(key, ctx, now);
+        }
         if self.extra.as_ref().is_some_and(|extra| extra.is_empty()) {
             self.extra = None;
         }
     }
 
     /// The earliest moment something about this key expires.
-    pub(crate) fn next_deadline(&self) -> Option<u64> {
+    /// A free lock with a line waits for `grants_resume_at` (see [`KeyState::settle`]).
+    pub(crate) fn next_deadline(&self, grants_resume_at: Option<u64>) -> Option<u64> {
         let holder = self.holder.as_ref().map(|holder| holder.deadline);
         let extra = self.extra.as_deref();
         let places = extra.and_then(|extra| extra.queue.places_expire_at());
         let completion = extra.and_then(|extra| extra.completion.as_ref()).map(|(_, until)| *until);
         let told = extra.and_then(|extra| extra.told_done.next_deadline());
-        holder.into_iter().chain(places).chain(completion).chain(told).min()
+        let resume = grants_resume_at.filter(|_| self.free_with_a_line());
+        holder.into_iter().chain(places).chain(completion).chain(told).chain(resume).min()
+    }
+
+    /// Only while grants are paused is a lock free with owners in line.
+    fn free_with_a_line(&self) -> bool {
+        self.holder.is_none() && self.queue().is_some_and(|queue| !queue.is_empty())
     }
 
     /// The answers TRY and WAIT give without queueing: a DONE the owner is owed, a remembered
@@ -160,6 +172,8 @@ impl KeyState {
             }
         }
         match &mut self.holder {
+            // Paused: the caller queues like behind a holder.
+            None if ctx.grants_paused(now) => None,
             None => {
                 let holder =
                     NewHolder { owner: ctx.owner_arc(claim.owner), lease_ms: claim.lease_ms, conn: claim.conn };
@@ -305,6 +319,9 @@ impl KeyState {
     /// Gives the lock to the first live waiter, answering its blocked WAITs in this same step.
     /// Returns whether somebody got it.
     fn hand_off(&mut self, key: &Arc<[u8]>, ctx: &mut ShardCtx, now: Timestamp) -> bool {
+        if ctx.grants_paused(now) {
+            return false;
+        }
         while let Some(waiter) = self.extra.as_deref_mut().and_then(|extra| extra.queue.pop_front()) {
             ctx.record.record(|| Change::Leave { key: Arc::clone(key), owner: Arc::clone(&waiter.owner) });
             if !waiter.is_blocked() {
@@ -684,6 +701,8 @@ impl KeyState {
             blocked: self.queue().map_or(0, Queue::blocked_count),
             completion,
             last_failure: extra.and_then(|extra| extra.last_failure.as_ref()).map(ReleaseCause::reason),
+            // Server-wide: the caller fills it in.
+            grants_paused_ms: 0,
         }
     }
 

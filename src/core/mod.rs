@@ -85,13 +85,21 @@ pub struct LockCore {
     /// The deadline the expiry driver plans to wake at ([`NO_WAKE_PLANNED`] while it is scanning).
     planned_wake: AtomicU64,
     timers_changed: Notify,
+    /// See [`LockCore::pause_grants_until`]; 0 when never paused.
+    grants_resume_at: AtomicU64,
 }
 
 impl LockCore {
     pub fn new(settings: CoreSettings, token_seed: u64) -> LockCore {
         let count = settings.shards.max(1).next_power_of_two();
         let shards = (0..count).map(|_| Mutex::new(Shard::new(token_seed))).collect();
-        LockCore { shards, settings, planned_wake: AtomicU64::new(NO_WAKE_PLANNED), timers_changed: Notify::new() }
+        LockCore {
+            shards,
+            settings,
+            planned_wake: AtomicU64::new(NO_WAKE_PLANNED),
+            timers_changed: Notify::new(),
+            grants_resume_at: AtomicU64::new(0),
+        }
     }
 
     pub(crate) fn settings(&self) -> &CoreSettings {
@@ -404,6 +412,23 @@ impl LockCore {
                 })
             });
         }
+    }
+
+    /// Grants nothing before `resume_at` (this clock's ms): TRY queues, WAIT blocks, a FAILURE or
+    /// an expiry leaves the lock free with its line, and at `resume_at` every such line's head
+    /// gets its lock. Holders keep renewing, extending and unlocking. After an OS crash, the
+    /// records of grants not yet synced may be lost; pausing for the longest lease ever granted
+    /// makes sure none of those holders still believes it holds (Chubby's lock-delay).
+    pub fn pause_grants_until(&self, resume_at: u64) {
+        self.grants_resume_at.store(resume_at, Ordering::Release);
+        for shard in self.shards.iter() {
+            shard.lock().ctx.grants_resume_at = Some(resume_at);
+        }
+    }
+
+    /// How long grants stay paused, from `now`.
+    pub fn grants_paused_ms(&self, now: Timestamp) -> u64 {
+        self.grants_resume_at.load(Ordering::Acquire).saturating_sub(now.ms())
     }
 
     /// The replay is over; every token issued from now on is at least `next_token`.

@@ -144,6 +144,9 @@ pub struct KeyInfo {
     /// The remembered completion (KEEP) and how long it is kept still.
     pub completion: Option<(Arc<Completion>, u64)>,
     pub last_failure: Option<Arc<[u8]>>,
+    /// How long the server grants nothing more (after an OS crash; see
+    /// [`crate::core::LockCore::pause_grants_until`]); 0 normally.
+    pub grants_paused_ms: u64,
 }
 
 /// What the lock table holds right now. Kept up to date as keys change (see `Shard::change`), so

@@ -34,6 +34,8 @@ pub(crate) struct ShardCtx {
     /// While a journal is replayed: the completion its latest `Finish` named, which the `Keep` and
     /// `Owe` changes right after it refer to.
     pub(crate) replayed_completion: Option<Arc<Completion>>,
+    /// No lock is granted before this moment (see [`crate::core::LockCore::pause_grants_until`]).
+    pub(crate) grants_resume_at: Option<u64>,
 }
 
 impl ShardCtx {
@@ -49,7 +51,13 @@ impl ShardCtx {
             record: Recorder::default(),
             unlock_memo: UnlockMemo::default(),
             replayed_completion: None,
+            grants_resume_at: None,
         }
+    }
+
+    /// Whether grants are paused at `now`.
+    pub(crate) fn grants_paused(&self, now: Timestamp) -> bool {
+        self.grants_resume_at.is_some_and(|resume_at| now.ms() < resume_at)
     }
 
     pub(crate) fn replayed_completion(&self, token: u64) -> Option<Arc<Completion>> {
@@ -192,7 +200,7 @@ impl Shard {
             return Some(result);
         }
         self.gauges.replace(before, state.gauges());
-        if let Some(deadline) = state.next_deadline()
+        if let Some(deadline) = state.next_deadline(self.ctx.grants_resume_at)
             && state.timer_at.is_none_or(|armed| deadline < armed)
         {
             state.timer_at = Some(deadline);

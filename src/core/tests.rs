@@ -702,3 +702,28 @@ fn owed_dones_of_a_long_line_are_paid_once_and_expire() {
     assert!(matches!(core.try_lock(request("k", "w499", 2, None), false, at(598)), TryOutcome::Done(_)));
     assert!(matches!(core.try_lock(request("k", "w500", 2, None), false, at(600)), TryOutcome::Acquired { .. }));
 }
+
+#[test]
+fn while_grants_are_paused_nobody_new_gets_a_lock_and_the_line_is_served_when_they_resume() {
+    let core = core();
+    let held = acquired(core.try_lock(request("held", "h", 1, Some(10_000)), false, at(0)));
+    core.pause_grants_until(1_000);
+    assert_eq!(core.grants_paused_ms(at(400)), 600);
+    // A free lock is not granted: TRY queues, WAIT blocks.
+    assert_eq!(core.try_lock(request("free", "a", 2, Some(5_000)), false, at(100)), TryOutcome::Queued { position: 1 });
+    let mut b = blocked(core.wait(request("free", "b", 3, Some(5_000)), at(100)));
+    // The holder keeps its lock; its FAILURE leaves the lock free with its line.
+    assert_eq!(acquired(core.try_lock(request("held", "h", 1, Some(10_000)), false, at(200))), held);
+    let mut c = blocked(core.wait(request("held", "c", 4, None), at(200)));
+    assert_eq!(core.unlock(b"held", b"h", held, failure(), at(300)), UnlockOutcome::Released);
+    let info = core.info(b"held", at(300), 10).unwrap();
+    assert_eq!((info.state, info.waiters), (LockStateName::Free, 1));
+    assert_eq!(granted(&mut c), None);
+    // At the resume, each line's head is granted, in line order.
+    assert_eq!(core.expire(at(999)), Some(1_000));
+    core.expire(at(1_000));
+    assert!(granted(&mut c).is_some_and(|token| token > held));
+    assert!(matches!(core.try_lock(request("free", "a", 2, None), false, at(1_001)), TryOutcome::Acquired { .. }));
+    assert_eq!(granted(&mut b), None);
+    assert_eq!(core.info(b"free", at(1_001), 10).unwrap().queue, vec![Arc::<[u8]>::from(&b"b"[..])]);
+}

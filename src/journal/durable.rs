@@ -19,6 +19,10 @@ use super::{FsyncPolicy, Log, LogError, LogOptions, LogStatus, RecoveredRecord, 
 /// Grants one reservation covers.
 const RESERVED_TOKENS: u64 = 1 << 20;
 
+/// Added to the lease ceiling when grants pause after an OS crash: clocks of holders and server
+/// do not run at exactly the same rate.
+const LOCK_DELAY_SLACK_MS: u64 = 1_000;
+
 /// A snapshot payload is closed at the first key boundary past this size.
 const SNAPSHOT_PAYLOAD_BYTES: usize = 1 << 20;
 
@@ -35,6 +39,8 @@ pub(crate) struct JournalOptions {
     /// `auto-aof-rewrite-percentage`; 0 turns compaction off).
     pub(crate) rewrite_percentage: u64,
     pub(crate) max_lease_ms: u64,
+    /// See `--wall-clock-offset-ms`.
+    pub(crate) wall_offset_ms: i64,
 }
 
 /// What a recovery found and did, for the log and INFO.
@@ -49,6 +55,8 @@ pub(crate) struct Restored {
     pub(crate) unclean_reboot: bool,
     pub(crate) clean_shutdown: bool,
     pub(crate) first_token: u64,
+    /// How long grants are paused for (see [`LockCore::pause_grants_until`]); 0: not paused.
+    pub(crate) grants_paused_ms: u64,
 }
 
 pub(crate) struct Journal {
@@ -58,6 +66,8 @@ pub(crate) struct Journal {
     wall_ms_at_zero: u64,
     /// No token at or above this has been reserved yet (see the module comment).
     tokens_below: AtomicU64,
+    /// The longest lease any holder was promised, as recorded (synced) in the journal.
+    lease_ceiling_ms: AtomicU64,
     snapshot_bytes_at_last_rewrite: AtomicU64,
 }
 
@@ -95,12 +105,13 @@ impl Journal {
                 repair: options.repair,
             },
         )?;
-        let wall_ms_at_zero = unix_ms().saturating_sub(clock.now().ms());
+        let wall_ms_at_zero = unix_ms().saturating_add_signed(options.wall_offset_ms).saturating_sub(clock.now().ms());
         let journal = Journal {
             log,
             options,
             wall_ms_at_zero,
             tokens_below: AtomicU64::new(0),
+            lease_ceiling_ms: AtomicU64::new(0),
             snapshot_bytes_at_last_rewrite: AtomicU64::new(0),
         };
         Ok((journal, recovery))
@@ -153,6 +164,9 @@ impl Journal {
                     core.replay(changes, now);
                 }
                 Record::Reserve { tokens_below: below } => tokens_below = tokens_below.max(below),
+                Record::LeaseCeiling { ms } => {
+                    self.lease_ceiling_ms.fetch_max(ms, Ordering::AcqRel);
+                }
                 Record::SnapshotMarks { marks: snapshot_marks, tokens_below: below } => {
                     tokens_below = tokens_below.max(below);
                     marks = snapshot_marks;
@@ -163,10 +177,19 @@ impl Journal {
         // Tokens go on from the highest of: the reservations, the tokens replayed (the core
         // raised its counters past them), and the wall clock's microseconds (what a fresh server
         // starts from, so an empty journal changes nothing).
-        let first_token = tokens_below.max(crate::core::token_seed());
+        let first_token = tokens_below.max(crate::core::token_seed(self.options.wall_offset_ms));
         core.finish_replay(first_token);
         self.reserve_tokens(first_token);
         restored.first_token = first_token;
+        // After an OS crash (a new boot, and the journal not closed) records written but not
+        // synced may be gone, among them grants whose holders may still be working: nothing is
+        // granted until every lease that may have been lost has run out. With `always` nothing
+        // acknowledged was unsynced.
+        if restored.unclean_reboot && self.options.fsync != FsyncPolicy::Always {
+            restored.grants_paused_ms =
+                self.lease_ceiling_ms.load(Ordering::Acquire).saturating_add(LOCK_DELAY_SLACK_MS);
+            core.pause_grants_until(now.ms().saturating_add(restored.grants_paused_ms));
+        }
         restored.keys = core.key_count() as u64;
         restored.took = started.elapsed();
         Ok(restored)
@@ -178,6 +201,15 @@ impl Journal {
         if self.tokens_below.fetch_max(below, Ordering::AcqRel) < below {
             let mut payload = Vec::with_capacity(12);
             Record::Reserve { tokens_below: below }.encode(self.wall_clock(Timestamp::from_ms(0)), &mut payload);
+            self.log.append_synced(&payload);
+        }
+    }
+
+    /// Records a longer lease than any before, synced before any later record is released.
+    fn raise_lease_ceiling(&self, ms: u64) {
+        if self.lease_ceiling_ms.fetch_max(ms, Ordering::AcqRel) < ms {
+            let mut payload = Vec::with_capacity(12);
+            Record::LeaseCeiling { ms }.encode(self.wall_clock(Timestamp::from_ms(0)), &mut payload);
             self.log.append_synced(&payload);
         }
     }
@@ -224,6 +256,10 @@ impl Journal {
         let tokens_below = self.tokens_below.load(Ordering::Acquire);
         Record::SnapshotMarks { marks, tokens_below }.encode(self.wall_clock(clock.now()), &mut payload);
         writer.push(&payload)?;
+        payload.clear();
+        Record::LeaseCeiling { ms: self.lease_ceiling_ms.load(Ordering::Acquire) }
+            .encode(self.wall_clock(clock.now()), &mut payload);
+        writer.push(&payload)?;
         writer.finish(replay_from)?;
         let bytes = self.log.status().disk_bytes;
         self.snapshot_bytes_at_last_rewrite.store(bytes, Ordering::Relaxed);
@@ -249,17 +285,15 @@ fn change_size_hint(change: &Change) -> usize {
 
 impl ChangeSink for Journal {
     fn record(&self, changes: &mut Vec<Change>) {
-        let top_token = changes
-            .iter()
-            .filter_map(|change| match change {
-                Change::Hold { token, .. } => Some(*token),
-                _ => None,
-            })
-            .max();
-        if let Some(token) = top_token
-            && token >= self.tokens_below.load(Ordering::Acquire)
-        {
-            self.reserve_tokens(token);
+        for change in changes.iter() {
+            if let Change::Hold { token, lease_ms, .. } = change {
+                if *token >= self.tokens_below.load(Ordering::Acquire) {
+                    self.reserve_tokens(*token);
+                }
+                if *lease_ms > self.lease_ceiling_ms.load(Ordering::Acquire) {
+                    self.raise_lease_ceiling(*lease_ms);
+                }
+            }
         }
         ENCODED.with_borrow_mut(|payload| {
             payload.clear();

@@ -19,6 +19,7 @@ use super::Lsn;
 const BATCH: u8 = 1;
 const RESERVE: u8 = 2;
 const SNAPSHOT_MARKS: u8 = 3;
+const LEASE_CEILING: u8 = 4;
 
 /// One payload of the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,9 @@ pub(crate) enum Record {
     /// Closes a snapshot: shard `i` of `marks.len()` holds exactly the changes of its keys up to
     /// `marks[i]`; later records of its keys are replayed after it.
     SnapshotMarks { marks: Vec<Lsn>, tokens_below: u64 },
+    /// No holder was ever promised a longer lease: how long grants pause after an OS crash.
+    /// Synced before a reply promises more.
+    LeaseCeiling { ms: u64 },
 }
 
 /// The offset between the server's clock and the wall clock, so deadlines can cross a restart.
@@ -72,6 +76,10 @@ impl Record {
                 out.push(RESERVE);
                 put_u64(out, *tokens_below);
             }
+            Record::LeaseCeiling { ms } => {
+                out.push(LEASE_CEILING);
+                put_u64(out, *ms);
+            }
             Record::SnapshotMarks { marks, tokens_below } => {
                 out.push(SNAPSHOT_MARKS);
                 put_u64(out, *tokens_below);
@@ -88,6 +96,7 @@ impl Record {
         let record = match input.byte()? {
             BATCH => Record::Batch(decode_batch(&mut input, clock)?),
             RESERVE => Record::Reserve { tokens_below: input.u64()? },
+            LEASE_CEILING => Record::LeaseCeiling { ms: input.u64()? },
             SNAPSHOT_MARKS => {
                 let tokens_below = input.u64()?;
                 let count = input.len(1)?;
@@ -474,6 +483,7 @@ mod tests {
         prop_oneof![
             batch().prop_map(Record::Batch),
             any::<u64>().prop_map(|tokens_below| Record::Reserve { tokens_below }),
+            any::<u64>().prop_map(|ms| Record::LeaseCeiling { ms }),
             (prop::collection::vec(any::<u64>(), 0..8), any::<u64>())
                 .prop_map(|(marks, tokens_below)| Record::SnapshotMarks { marks, tokens_below }),
         ]

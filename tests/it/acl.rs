@@ -156,7 +156,7 @@ async fn setuser_getuser_list_deluser() {
 
     // A change applies to connections already logged in; DELUSER closes them.
     let mut node = logged_in(server.addr, "node", "pw").await;
-    assert_eq!(node.cmd(args!["LOCK.INFO", "pull:a"]).await.array().len(), 22);
+    assert_eq!(node.cmd(args!["LOCK.INFO", "pull:a"]).await.array().len(), 24);
     assert_eq!(admin.cmd(args!["ACL", "SETUSER", "node", "-lock.info"]).await, ok());
     assert!(node.cmd(args!["LOCK.INFO", "pull:a"]).await.err().starts_with("NOPERM"));
     assert_eq!(admin.cmd(args!["ACL", "DELUSER", "default"]).await.err(), "ERR The 'default' user cannot be removed");

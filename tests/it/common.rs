@@ -162,7 +162,7 @@ pub struct KeyInfo {
     pub last_failure: Option<String>,
 }
 
-pub const INFO_FIELDS: [&str; 11] = [
+pub const INFO_FIELDS: [&str; 12] = [
     "state",
     "holder",
     "token",
@@ -174,6 +174,7 @@ pub const INFO_FIELDS: [&str; 11] = [
     "result",
     "keep_ms",
     "last_failure",
+    "grants_paused_ms",
 ];
 
 impl KeyInfo {

@@ -19,7 +19,7 @@ async fn resp2_replies_have_the_documented_shapes() {
     let (_, bytes) = con.cmd_frame(args!["LOCK.WAIT", "k", "b", 20]).await;
     assert_eq!(bytes, b"*-1\r\n", "a WAIT timeout is a RESP2 null array");
     let (_, bytes) = con.cmd_frame(args!["LOCK.INFO", "k"]).await;
-    assert!(bytes.starts_with(b"*22\r\n$5\r\nstate\r\n$4\r\nheld\r\n"), "{:?}", String::from_utf8_lossy(&bytes));
+    assert!(bytes.starts_with(b"*24\r\n$5\r\nstate\r\n$4\r\nheld\r\n"), "{:?}", String::from_utf8_lossy(&bytes));
     let (_, bytes) = con.cmd_frame(args!["LOCK.UNLOCK", "k", "a", token, "SUCCESS", "KEEP", 10_000]).await;
     assert_eq!(bytes, b":1\r\n");
     let (_, bytes) = con.cmd_frame(args!["LOCK.TRY", "k", "b"]).await;
@@ -37,7 +37,7 @@ async fn resp3_nil_is_underscore_and_info_is_a_map() {
     let (reply, bytes) = con.cmd_frame(args!["LOCK.WAIT", "k", "b", 20]).await;
     assert_eq!(bytes, b"_\r\n", "a WAIT timeout is RESP3 null, got {reply:?}");
     let (reply, bytes) = con.cmd_frame(args!["LOCK.INFO", "k"]).await;
-    assert!(bytes.starts_with(b"%11\r\n"), "LOCK.INFO is a RESP3 map: {:?}", String::from_utf8_lossy(&bytes));
+    assert!(bytes.starts_with(b"%12\r\n"), "LOCK.INFO is a RESP3 map: {:?}", String::from_utf8_lossy(&bytes));
     let info = KeyInfo::from_resp(&reply);
     assert_eq!(info.queue, ["b"]);
     assert_eq!(info.token, Some(token));
@@ -52,7 +52,7 @@ async fn resp3_nil_is_underscore_and_info_is_a_map() {
     let (_, bytes) = con.cmd_frame(args!["HELLO", "2"]).await;
     assert!(bytes.starts_with(b"*"), "HELLO 2 answers in RESP2");
     let (_, bytes) = con.cmd_frame(args!["LOCK.INFO", "k"]).await;
-    assert!(bytes.starts_with(b"*22\r\n"));
+    assert!(bytes.starts_with(b"*24\r\n"));
     server.stop().await.unwrap();
 }
 
