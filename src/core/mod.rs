@@ -503,6 +503,12 @@ impl LockCore {
         }
     }
 
+    /// Room in the key tables and timer heaps, summed over the shards (tests check it shrinks).
+    #[cfg(test)]
+    pub(crate) fn table_capacity(&self) -> (usize, usize) {
+        self.shards.iter().map(|shard| shard.lock().capacity()).fold((0, 0), |(k, t), (sk, st)| (k + sk, t + st))
+    }
+
     /// Number of keys with any state (held, queued, or remembering a completion).
     pub fn key_count(&self) -> usize {
         self.gauges().keys as usize

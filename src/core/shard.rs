@@ -91,6 +91,9 @@ pub(crate) enum Absent {
     Skip,
 }
 
+/// Tables this small are not worth shrinking.
+const SPARSE_SLACK: usize = 1024;
+
 pub(crate) struct Shard {
     /// Boxed: the table stays a third the size, which matters more than one allocation per key
     /// because the table is sized in powers of two and is often half empty.
@@ -197,6 +200,7 @@ impl Shard {
         if state.is_forgettable() {
             self.keys.remove(&key);
             self.gauges.replace(before, Gauges::default());
+            self.shrink_if_sparse();
             return Some(result);
         }
         self.gauges.replace(before, state.gauges());
@@ -218,6 +222,19 @@ impl Shard {
     }
 
     /// Keeps the heap proportional to the live keys when keys churn faster than their leases end.
+    /// A table that once held a million keys keeps its memory after they are gone unless told:
+    /// shrunk to twice the keys left once they fill less than a quarter, which costs O(1) per
+    /// removal amortized (the next shrink needs the keys halved again).
+    fn shrink_if_sparse(&mut self) {
+        let len = self.keys.len();
+        if self.keys.capacity() > 4 * len + SPARSE_SLACK {
+            self.keys.shrink_to(2 * len);
+        }
+        if self.timers.capacity() > 4 * self.timers.len() + SPARSE_SLACK {
+            self.timers.shrink_to(2 * self.timers.len());
+        }
+    }
+
     fn purge_stale_timers(&mut self) {
         if self.timers.len() <= 2 * self.keys.len() + 1024 {
             return;
@@ -231,7 +248,9 @@ impl Shard {
     pub(crate) fn expire(&mut self, now: Timestamp) -> Option<u64> {
         while let Some(Reverse((deadline, _))) = self.timers.peek() {
             if *deadline > now.ms() {
-                return Some(*deadline);
+                let next = *deadline;
+                self.shrink_if_sparse();
+                return Some(next);
             }
             let Some(Reverse((deadline, key))) = self.timers.pop() else {
                 break;
@@ -245,6 +264,7 @@ impl Shard {
             state.timer_at = None;
             self.change(&key, Absent::Skip, now, |_, _, _| ());
         }
+        self.shrink_if_sparse();
         None
     }
 
@@ -259,6 +279,11 @@ impl Shard {
             total.add(state.gauges());
         }
         total
+    }
+
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> (usize, usize) {
+        (self.keys.capacity(), self.timers.capacity())
     }
 
     #[cfg(test)]

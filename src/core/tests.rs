@@ -727,3 +727,19 @@ fn while_grants_are_paused_nobody_new_gets_a_lock_and_the_line_is_served_when_th
     assert_eq!(granted(&mut b), None);
     assert_eq!(core.info(b"free", at(1_001), 10).unwrap().queue, vec![Arc::<[u8]>::from(&b"b"[..])]);
 }
+
+#[test]
+fn the_tables_shrink_back_after_a_mass_release() {
+    let core = core_with(true);
+    let keys: Vec<String> = (0..50_000).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        acquired(core.try_lock(request(key, "a", 1, Some(1_000)), false, at(0)));
+    }
+    let full = core.table_capacity();
+    release_connection(&core, conn(1), keys.iter().map(|key| key.as_bytes()), at(1));
+    assert_eq!(core.key_count(), 0);
+    // The leases' timers go as they come due.
+    core.expire(at(2_000));
+    let (keys_left, timers_left) = core.table_capacity();
+    assert!(keys_left * 10 < full.0 && timers_left * 10 < full.1, "{full:?} -> {:?}", (keys_left, timers_left));
+}
