@@ -199,14 +199,19 @@ struct Event {
     reply: Option<(Answer, Instant)>,
 }
 
+/// (key, token).
+type Holding = (String, u64);
+/// (key, when the call that joined the line was sent, when its reply came).
+type Place = (String, Instant, Instant);
+
 /// Where a workload client stood when its server died, as far as its acknowledged replies say.
 #[derive(Debug, Clone, Default)]
 struct Standing {
     /// Its last event is an acknowledged ACQUIRED: (key, token).
-    holding: Option<(String, u64)>,
+    holding: Option<Holding>,
     /// In line by an acknowledged QUEUED (or a timed-out WAIT), not since asked to leave:
     /// (key, when the call that joined was sent, when its reply came).
-    queued: Option<(String, Instant, Instant)>,
+    queued: Option<Place>,
     /// Acknowledged SUCCESS ... KEEP: (key, result).
     keeps: Vec<(String, String)>,
     /// The last acknowledged UNLOCK: its arguments, answer, and the UNLOCK count when it was
@@ -220,6 +225,9 @@ struct Client {
     rng: Rng,
     events: Vec<Event>,
     standing: Standing,
+    /// `standing`'s holding and place before the last call was sent: what stands if that call
+    /// never reached the server.
+    before_last_call: (Option<Holding>, Option<Place>),
     keep_episodes: usize,
     unlocks: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -255,7 +263,10 @@ impl Client {
             reply: None,
         });
         // Whatever it held, it is now asking something else (an UNLOCK ends the holding).
-        self.standing.holding = None;
+        self.before_last_call = (self.standing.holding.take(), self.standing.queued.clone());
+        if kind == Kind::Cancel {
+            self.standing.queued = None;
+        }
         conn.flush().await?;
         let reply = conn.read().await?;
         let received = Instant::now();
@@ -300,6 +311,22 @@ impl Client {
         let ms = self.rng.below(max + 1);
         if ms > 0 {
             tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
+    /// Where it stood when the server was gone for sure (`dead_at`): a call sent before may or
+    /// may not have been carried out (a polling TRY may have taken an owed DONE, an UNLOCK may
+    /// have ended the holding), so its holding and place are unknown; a call sent after never
+    /// reached the server.
+    fn settle(&mut self, dead_at: Instant) {
+        let Some(last) = self.events.last() else { return };
+        if last.reply.is_some() {
+            return;
+        }
+        if last.sent > dead_at {
+            (self.standing.holding, self.standing.queued) = self.before_last_call.clone();
+        } else {
+            (self.standing.holding, self.standing.queued) = (None, None);
         }
     }
 
@@ -356,7 +383,6 @@ impl Client {
 
     /// LOCK.CANCEL; if it was not in line any more, it may have been handed the lock meanwhile.
     async fn leave(&mut self, conn: &mut Connection, key: &str) -> std::io::Result<()> {
-        self.standing.queued = None;
         let args = self.lock_call("LOCK.CANCEL", key, &[]);
         match self.call(conn, Kind::Cancel, key, 0, args).await? {
             Answer::Int(1) => Ok(()),
@@ -373,10 +399,10 @@ impl Client {
         let hold_ms = if self.rng.percent(30) { 25 } else { 4 };
         self.sleep_ms(hold_ms).await;
         let verdict: Vec<String> = match self.rng.below(100) {
-            0..45 => vec!["FAILURE".into()],
-            45..80 => vec!["SUCCESS".into(), "RESULT".into(), format!("{}:{token}", self.owner)],
+            0..50 => vec!["FAILURE".into()],
+            50..90 => vec!["SUCCESS".into(), "RESULT".into(), format!("{}:{token}", self.owner)],
             _ => {
-                vec!["SUCCESS".into(), "RESULT".into(), format!("{}:{token}", self.owner), "KEEP".into(), "150".into()]
+                vec!["SUCCESS".into(), "RESULT".into(), format!("{}:{token}", self.owner), "KEEP".into(), "40".into()]
             }
         };
         let mut extra = vec![token.to_string()];
@@ -549,7 +575,13 @@ async fn check_after_restart(
     // (iii) Every acknowledged live holding survives, with its token.
     for client in clients {
         if let Some((key, token)) = &client.standing.holding {
-            let started = client.events.last().expect("the ACQUIRED").sent;
+            let started = client
+                .events
+                .iter()
+                .rev()
+                .find(|e| matches!(e.reply, Some((Answer::Acquired(t), _)) if t == *token))
+                .expect("the ACQUIRED")
+                .sent;
             if started + Duration::from_millis(LEASE_MS) < kill_at + Duration::from_millis(500) {
                 continue;
             }
@@ -750,6 +782,7 @@ async fn kill_under_load(policy: &str) {
             rng: Rng::new(seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             events: Vec::new(),
             standing: Standing::default(),
+            before_last_call: (None, None),
             keep_episodes: 0,
             unlocks: std::sync::Arc::clone(&unlocks),
         })
@@ -771,14 +804,16 @@ async fn kill_under_load(policy: &str) {
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(200 + rng.below(500))).await;
+        let log = kill9(server);
+        // Reaped: nothing sent from now on reaches it.
         let kill_at = Instant::now();
         kills.push(kill_at);
-        let log = kill9(server);
         for task in tasks {
-            let client = tokio::time::timeout(Duration::from_secs(20), task)
+            let mut client = tokio::time::timeout(Duration::from_secs(20), task)
                 .await
                 .unwrap_or_else(|_| panic!("a client did not notice the kill; server log:\n{log}"))
                 .expect("a workload client panicked (see above)");
+            client.settle(kill_at);
             clients.push(client);
         }
         drop(probe_con);
@@ -1247,8 +1282,10 @@ async fn full_disk_answers_misconf_and_recovers() {
     let dir_arg = dir.to_str().expect("utf-8").to_owned();
     let flags = ["--dir", dir_arg.as_str(), "--journal-segment-size", "64kb", "--appendfsync", "always"];
     let server = start_baton(&flags, "info");
+    // Kept open to the end: closing it would release f:before.
+    let mut holder = Raw::connect(server.addr).await;
+    let before = acquired(&call(&mut holder, args!["LOCK.TRY", "f:before", "a", "PX", 60_000u64]).await, "before");
     let mut raw = Raw::connect(server.addr).await;
-    let before = acquired(&call(&mut raw, args!["LOCK.TRY", "f:before", "a", "PX", 60_000u64]).await, "before");
 
     // Fill the file system.
     let filler = mount.join("filler");
@@ -1311,9 +1348,17 @@ async fn full_disk_answers_misconf_and_recovers() {
         Answer::Error(e) if e.starts_with("MISCONF") => None,
         other => panic!("f:stuck: {other:?}"),
     };
-    kill9(server);
+    let first_log = kill9(server);
+    drop(holder);
     let server = start_baton(&flags, "info");
     let mut raw = Raw::connect(server.addr).await;
+    let state = raw.cmd(args!["LOCK.INFO", "f:before"]).await;
+    assert_eq!(
+        state.get("token").and_then(|t| t.opt_int()),
+        Some(before as i64),
+        "f:before, held before the disk filled up, after a restart: {state:?}\nfirst server:\n{first_log}\nrestarted:\n{}",
+        server.log_text()
+    );
     assert_eq!(call(&mut raw, args!["LOCK.TRY", "f:before", "a"]).await, Answer::Acquired(before));
     assert_eq!(call(&mut raw, args!["LOCK.TRY", "f:after", "a"]).await, Answer::Acquired(after));
     if let Some(token) = stuck_token {
