@@ -2,14 +2,15 @@
 # Benchmarks baton side by side with Redis (issue 5). Installs redis-server/redis-tools if missing,
 # builds the server and the load generator (bench/) in release, and for each workload starts a
 # fresh baton and a fresh Redis on free loopback ports (both without persistence, or with
-# --journal both with an append-only journal fsynced every second: baton's default), runs
+# --journal POLICY both with an append-only journal under that appendfsync policy: always,
+# everysec (baton's default) or no), runs
 # target/release/baton-bench (and redis-benchmark for W2) against both, stops them, and prints one
 # Markdown table. Everything talks to 127.0.0.1 only; every step has a timeout. See
 # docs/benchmarks.md for what each workload does.
 #
 # Usage: scripts/bench.sh [--duration S] [--connections N] [--pipeline N] [--waiters N,N]
 #                         [--handoffs N] [--keys N] [--client-threads N] [--only w1,w2,...]
-#                         [--baton-threads N] [--results FILE] [--journal]
+#                         [--baton-threads N] [--results FILE] [--journal always|everysec|no]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +24,8 @@ CLIENT_THREADS=1     # baton-bench runtime threads
 ONLY=w1,w2,w3,w4,w5,w6
 RESULTS=
 BATON_THREADS=       # baton --threads (default: one worker per core)
-JOURNAL=no           # --journal: baton --appendonly yes (everysec), Redis --appendonly yes --appendfsync everysec
+JOURNAL=no           # --journal POLICY: both servers journal, with --appendfsync POLICY
+FSYNC=everysec
 
 usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -39,7 +41,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY=$2; shift 2 ;;
         --results) RESULTS=$2; shift 2 ;;
         --baton-threads) BATON_THREADS=$2; shift 2 ;;
-        --journal) JOURNAL=yes; shift ;;
+        --journal) JOURNAL=yes; FSYNC=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -122,11 +124,11 @@ start_servers() {
     BATON_PORT=$($BENCH free-port)
     rm -rf "$WORK/baton-data" "$WORK/appendonlydir"
     "$BATON" --bind 127.0.0.1 --port "$BATON_PORT" --maxclients 20000 ${BATON_THREADS:+--threads "$BATON_THREADS"} \
-        --dir "$WORK/baton-data" --appendonly "$JOURNAL" 2>"$WORK/baton.log" &
+        --dir "$WORK/baton-data" --appendonly "$JOURNAL" --appendfsync "$FSYNC" 2>"$WORK/baton.log" &
     BATON_PID=$!
     REDIS_PORT=$($BENCH free-port)
     while [ "$REDIS_PORT" = "$BATON_PORT" ]; do REDIS_PORT=$($BENCH free-port); done
-    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly "$JOURNAL" --appendfsync everysec \
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly "$JOURNAL" --appendfsync "$FSYNC" \
         --maxclients 20000 \
         --daemonize no --dir "$WORK" --logfile "$WORK/redis.log" &
     REDIS_PID=$!
