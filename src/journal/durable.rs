@@ -106,13 +106,16 @@ impl Journal {
             },
         )?;
         let wall_ms_at_zero = unix_ms().saturating_add_signed(options.wall_offset_ms).saturating_sub(clock.now().ms());
+        // The snapshot found is the last rewrite: a restart rewrites only a journal that has grown
+        // past it, however long ago it was written.
+        let base_bytes = log.status().snapshot_bytes;
         let journal = Journal {
             log,
             options,
             wall_ms_at_zero,
             tokens_below: AtomicU64::new(0),
             lease_ceiling_ms: AtomicU64::new(0),
-            snapshot_bytes_at_last_rewrite: AtomicU64::new(0),
+            snapshot_bytes_at_last_rewrite: AtomicU64::new(base_bytes),
         };
         Ok((journal, recovery))
     }
