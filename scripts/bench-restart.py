@@ -15,7 +15,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,67 +22,24 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "attacks"))
-from common import free_port  # noqa: E402
+from common import Client, free_port, resp  # noqa: E402
 
 HOST = "127.0.0.1"
 
 
-def command(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        arg = arg if isinstance(arg, bytes) else str(arg).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(out)
+def take(key, baton):
+    return resp("LOCK.TRY", key, "owner", "PX", 3_600_000) if baton else resp("SET", key, "owner", "NX", "PX", 3_600_000)
 
 
-class Conn:
-    def __init__(self, port):
-        self.sock = socket.create_connection((HOST, port), timeout=600)
-        self.buf = b""
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def reply(self):
-        """One reply, flattened enough for what this script reads."""
-        line = self.line()
-        kind, rest = line[:1], line[1:]
-        if kind in (b"+", b"-", b":"):
-            return line
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            while len(self.buf) < n + 2:
-                self.buf += self.sock.recv(1 << 20)
-            data, self.buf = self.buf[:n], self.buf[n + 2:]
-            return data
-        if kind in (b"*", b"%"):
-            n = int(rest) * (2 if kind == b"%" else 1)
-            return [self.reply() for _ in range(max(n, 0))]
-        raise ValueError(line)
+def read_back(key, baton):
+    """What proves a lock is back: the holder's re-TRY (the same token) or the key's value."""
+    return resp("LOCK.TRY", key, "owner", "PX", 3_600_000) if baton else resp("GET", key)
 
 
 def fill(port, locks, baton):
-    conn = Conn(port)
-    batch = 10_000
-    for start in range(0, locks, batch):
-        reqs = []
-        for i in range(start, min(locks, start + batch)):
-            key = b"lock:%d" % i
-            reqs.append(command("LOCK.TRY", key, "owner", "PX", 3_600_000) if baton
-                        else command("SET", key, "owner", "NX", "PX", 3_600_000))
-        conn.sock.sendall(b"".join(reqs))
-        for _ in reqs:
-            conn.reply()
-    last = b"lock:%d" % (locks - 1)
-    conn.sock.sendall(command("LOCK.TRY", last, "owner", "PX", 3_600_000) if baton else command("GET", last))
+    conn = Client(port, timeout=600)
+    conn.pipeline((take(b"lock:%d" % i, baton) for i in range(locks)), batch=10_000)
+    conn.sock.sendall(read_back(b"lock:%d" % (locks - 1), baton))
     return conn, conn.reply()
 
 
@@ -91,36 +47,35 @@ def start(argv, log):
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
+def pong(port):
+    """Whether the server answers PING (not -LOADING, not refused)."""
+    try:
+        conn = Client(port, timeout=5)
+        answered = conn.call("PING") == b"+PONG"
+        conn.sock.close()
+        return answered
+    except (ConnectionError, OSError):
+        return False
+
+
 def wait_ping(port, proc, failure):
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            conn = Conn(port)
-            conn.sock.sendall(command("PING"))
-            if conn.reply() == b"+PONG":
-                conn.sock.close()
-                return
-        except (ConnectionError, OSError):
-            pass
+        if pong(port):
+            return
         time.sleep(0.02)
     raise SystemExit(failure)
 
 
 def serving(port, key, baton, expected, deadline):
     while time.monotonic() < deadline:
-        try:
-            conn = Conn(port)
-            conn.sock.sendall(command("PING"))
-            if conn.reply() != b"+PONG":
-                conn.sock.close()
-                time.sleep(0.005)
-                continue
-            conn.sock.sendall(command("LOCK.TRY", key, "owner", "PX", 3_600_000) if baton else command("GET", key))
+        if pong(port):
+            conn = Client(port, timeout=60)
+            conn.sock.sendall(read_back(key, baton))
             got = conn.reply()
             conn.sock.close()
             return got == expected
-        except (ConnectionError, OSError):
-            time.sleep(0.005)
+        time.sleep(0.005)
     return False
 
 
