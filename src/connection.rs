@@ -271,6 +271,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // they are there to wait for.
                 shared.core.barrier(&key);
                 self.depends_on_journal();
+                self.await_journal().await;
+                // Hand-off latency: from the grant to its reply being ready to write, journal
+                // included. Taken before the write, so that a client that has read its grant
+                // finds it counted in INFO.
+                if let Some(granted_at) = granted_at.get() {
+                    shared.metrics.record_handoff(shared.clock.now().duration_since(*granted_at));
+                }
                 // The waiter's answer goes out at once, whatever else is buffered.
                 let written = match self.send(reply).await {
                     Ok(()) => self.flush().await,
@@ -283,9 +290,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         shared.core.grant_undelivered(&key, token, self.session.id(), shared.clock.now());
                     }
                     return Err(exit);
-                }
-                if let Some(granted_at) = granted_at.get() {
-                    shared.metrics.record_handoff(shared.clock.now().duration_since(*granted_at));
                 }
                 Ok(())
             }

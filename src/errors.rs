@@ -38,6 +38,10 @@ pub(crate) const PROTO_QUERY_BUFFER: &str = "ERR Protocol error: query buffer li
 pub(crate) const PROTO_UNAUTHENTICATED_MULTIBULK_LEN: &str = "ERR Protocol error: unauthenticated multibulk length";
 pub(crate) const PROTO_UNAUTHENTICATED_BULK_LEN: &str = "ERR Protocol error: unauthenticated bulk length";
 pub(crate) const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+pub(crate) const JOURNAL_OFF: &str = "ERR the journal is off (--appendonly no): there is nothing to rewrite";
+pub(crate) const REWRITE_IN_PROGRESS: &str = "ERR Background append only file rewriting already in progress";
+/// BGREWRITEAOF's status reply, Redis's words.
+pub(crate) const REWRITE_STARTED: &str = "Background append only file rewriting started";
 /// Redis's reply while it loads its data; clients such as ioredis wait and retry on it.
 pub(crate) const LOADING: &str = "LOADING baton is loading the journal in memory";
 

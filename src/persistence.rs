@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::config::{AppendFsync, Config};
@@ -20,11 +21,15 @@ pub(crate) struct Persistence {
     loading: AtomicBool,
     restored: Mutex<Option<Restored>>,
     rewrite: Mutex<RewriteState>,
+    /// BGREWRITEAOF asks the rewriting task for a rewrite now.
+    rewrite_requested: Notify,
 }
 
 #[derive(Debug, Default)]
 struct RewriteState {
     in_progress: bool,
+    /// Asked for by BGREWRITEAOF and not started yet.
+    requested: bool,
     last_ok: Option<bool>,
     last_took: Option<Duration>,
 }
@@ -76,6 +81,7 @@ impl Persistence {
             loading: AtomicBool::new(true),
             restored: Mutex::new(None),
             rewrite: Mutex::new(RewriteState::default()),
+            rewrite_requested: Notify::new(),
         };
         Ok(Some((persistence, recovery)))
     }
@@ -111,6 +117,17 @@ impl Persistence {
         }
     }
 
+    /// BGREWRITEAOF: starts a rewrite unless one is under way (false then).
+    pub(crate) fn request_rewrite(&self) -> bool {
+        let mut rewrite = self.rewrite.lock();
+        if rewrite.in_progress || rewrite.requested {
+            return false;
+        }
+        rewrite.requested = true;
+        self.rewrite_requested.notify_one();
+        true
+    }
+
     /// Writes everything and marks the shutdown clean, once no connection can change anything.
     pub(crate) fn close(&self) {
         match self.journal.close() {
@@ -134,6 +151,7 @@ impl Persistence {
             ("aof_enabled", "1".to_owned()),
             ("aof_fsync", status.policy.as_str().to_owned()),
             ("aof_rewrite_in_progress", flag(rewrite.in_progress)),
+            ("aof_rewrite_scheduled", flag(rewrite.requested)),
             ("aof_last_rewrite_time_sec", rewrite.last_took.map_or("-1".to_owned(), |took| took.as_secs().to_string())),
             ("aof_last_bgrewrite_status", ok(rewrite.last_ok).to_owned()),
             ("aof_last_write_status", ok(Some(status.write_failure.is_none())).to_owned()),
@@ -209,7 +227,7 @@ pub(crate) async fn load(shared: Arc<Shared>, recovery: Recovery) -> io::Result<
 }
 
 /// Rewrites the journal as a snapshot whenever it has grown past the `auto-aof-rewrite-*`
-/// thresholds, on a blocking thread, until shutdown.
+/// thresholds or BGREWRITEAOF asks, on a blocking thread, until shutdown.
 pub(crate) async fn rewrite_when_grown(shared: Arc<Shared>) {
     let Some(persistence) = &shared.persistence else {
         return;
@@ -218,12 +236,20 @@ pub(crate) async fn rewrite_when_grown(shared: Arc<Shared>) {
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            () = persistence.rewrite_requested.notified() => {}
             () = shared.shutdown.cancelled() => return,
         }
-        if persistence.loading() || !persistence.journal.wants_rewrite(&persistence.journal.log().status()) {
+        let requested = persistence.rewrite.lock().requested;
+        if persistence.loading()
+            || !(requested || persistence.journal.wants_rewrite(&persistence.journal.log().status()))
+        {
             continue;
         }
-        persistence.rewrite.lock().in_progress = true;
+        {
+            let mut rewrite = persistence.rewrite.lock();
+            rewrite.in_progress = true;
+            rewrite.requested = false;
+        }
         let started = Instant::now();
         let rewriting = Arc::clone(&shared);
         let result = tokio::task::spawn_blocking(move || match &rewriting.persistence {
@@ -239,8 +265,10 @@ pub(crate) async fn rewrite_when_grown(shared: Arc<Shared>) {
             Ok(bytes) => info!(bytes, took_ms = took.as_millis() as u64, "journal rewritten as a snapshot"),
             Err(error) => warn!(%error, "journal rewrite failed; the journal keeps growing until one succeeds"),
         }
-        *persistence.rewrite.lock() =
-            RewriteState { in_progress: false, last_ok: Some(result.is_ok()), last_took: Some(took) };
+        let mut rewrite = persistence.rewrite.lock();
+        rewrite.in_progress = false;
+        rewrite.last_ok = Some(result.is_ok());
+        rewrite.last_took = Some(took);
     }
 }
 

@@ -1,4 +1,5 @@
-//! Server commands for tools and monitoring: INFO, COMMAND, DBSIZE, CONFIG GET.
+//! Server commands for tools and monitoring: INFO, COMMAND, DBSIZE, CONFIG GET, and
+//! BGREWRITEAOF for the journal.
 
 use std::fmt::Write as _;
 
@@ -16,6 +17,7 @@ use crate::reply::Reply;
 pub(crate) enum ServerCommand {
     Info(Vec<Bytes>),
     DbSize,
+    BgRewriteAof,
     CommandAll,
     CommandCount,
     CommandInfo(Vec<Bytes>),
@@ -62,6 +64,11 @@ impl ServerCommand {
         match self {
             ServerCommand::Info(sections) => Reply::bulk(info_text(shared, &sections)),
             ServerCommand::DbSize => Reply::Int(i64::try_from(shared.core.key_count()).unwrap_or(i64::MAX)),
+            ServerCommand::BgRewriteAof => match &shared.persistence {
+                None => Reply::error(errors::JOURNAL_OFF),
+                Some(persistence) if persistence.request_rewrite() => Reply::Status(errors::REWRITE_STARTED.into()),
+                Some(_) => Reply::error(errors::REWRITE_IN_PROGRESS),
+            },
             ServerCommand::CommandAll => table::command_info_all(),
             ServerCommand::CommandCount => table::command_count(),
             ServerCommand::CommandInfo(names) => table::command_info(&names),

@@ -31,6 +31,7 @@ pub(crate) enum CommandId {
     Reset,
     Info,
     DbSize,
+    BgRewriteAof,
     Command,
     CommandCount,
     CommandDocs,
@@ -464,6 +465,17 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         group: "server",
         since: "1.0.0",
         summary: "Return the number of keys in the selected database",
+        ..BASE
+    },
+    CommandSpec {
+        id: CommandId::BgRewriteAof,
+        name: "bgrewriteaof",
+        arity: 1,
+        flags: &["admin", "noscript", "no_async_loading"],
+        acl_categories: &["@admin", "@slow", "@dangerous"],
+        group: "server",
+        since: "1.0.0",
+        summary: "Asynchronously rewrite the append-only file",
         ..BASE
     },
     CommandSpec {

@@ -148,3 +148,31 @@ async fn client_that_never_reads_is_disconnected_and_others_are_served() {
     assert!(closed.is_ok(), "the slow client's connection was not closed");
     server.stop().await.unwrap();
 }
+
+/// BGREWRITEAOF rewrites the journal as a snapshot in the background, as Redis's does its AOF;
+/// INFO shows it done, and without a journal it is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bgrewriteaof_writes_a_snapshot_of_the_journal() {
+    let server = crate::common::start().await;
+    let mut con = Raw::connect(server.addr).await;
+    cmd_out(&mut con, args!["LOCK.TRY", "kept", "a"]).await.token();
+    let started = con.cmd(args!["BGREWRITEAOF"]).await;
+    assert_eq!(started.text(), "Background append only file rewriting started");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = con.cmd(args!["INFO", "persistence"]).await.text();
+        if field(&info, "journal_snapshots_written") == 1 {
+            assert_eq!(field(&info, "aof_rewrite_in_progress"), 0, "{info}");
+            assert!(info.contains("aof_last_bgrewrite_status:ok"), "{info}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no snapshot written: {info}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await.unwrap();
+
+    let server = crate::common::start_with(|config| config.appendonly = baton::config::YesNo::No).await;
+    let mut con = Raw::connect(server.addr).await;
+    assert!(con.cmd(args!["BGREWRITEAOF"]).await.err().starts_with("ERR the journal is off"));
+    server.stop().await.unwrap();
+}
