@@ -172,6 +172,7 @@ impl Log {
         let mut pending = self.shared.pending.lock();
         let lsn = pending.next_lsn;
         pending.next_lsn += 1;
+        self.shared.last_appended_lsn.store(lsn, Ordering::Release);
         let wake = pending.buffer.is_empty();
         if wake {
             pending.buffer_first_lsn = lsn;
@@ -190,7 +191,7 @@ impl Log {
     }
 
     pub(crate) fn last_lsn(&self) -> Lsn {
-        self.shared.pending.lock().next_lsn - 1
+        self.shared.last_appended_lsn.load(Ordering::Acquire)
     }
 
     /// Whether every record up to `lsn` is released.

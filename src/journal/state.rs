@@ -91,6 +91,9 @@ pub(crate) struct Shared {
     pub(crate) progress: Condvar,
     pub(crate) released_lsn: AtomicU64,
     pub(crate) synced_lsn: AtomicU64,
+    /// The last LSN appended, kept beside `pending` so that every reply can read the position it
+    /// waits for without taking the appenders' mutex.
+    pub(crate) last_appended_lsn: AtomicU64,
     /// Wakes async waiters after `released_lsn` moves or a failure appears; they re-check.
     pub(crate) released_changed: Notify,
     pub(crate) files: Mutex<Files>,
@@ -133,6 +136,7 @@ impl Shared {
             progress: Condvar::new(),
             released_lsn: AtomicU64::new(last),
             synced_lsn: AtomicU64::new(last),
+            last_appended_lsn: AtomicU64::new(last),
             released_changed: Notify::new(),
             files: Mutex::new(files),
             failing: AtomicBool::new(false),
