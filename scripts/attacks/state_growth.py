@@ -10,6 +10,7 @@ attack's own figures. Bounded: every attack has a fixed count or duration; loopb
   state_growth.py info  BINARY [--keys 2000000]   INFO latency with N held locks, a client looping INFO
   state_growth.py close BINARY [--keys 300000]    a connection holding N locks closes
   state_growth.py queue BINARY [--waiters 1000000] TRY/CANCEL latency and LOCK.INFO size with N waiters
+  state_growth.py rewrite BINARY [--keys 1000000] BGREWRITEAOF of the journal (Redis: of its AOF) with N held locks
 
 --threads 1 runs baton on one worker thread, as Redis runs commands on one thread: then any
 stretch of work that does not yield stalls every other client, however many cores are free.
@@ -21,7 +22,9 @@ elements with LPOS/LREM for the queue; a client blocked on BLPOP over N keys clo
 import argparse
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 
@@ -168,9 +171,41 @@ def attack_queue(args, server):
             f"cpu_pct={cpu:.0f} rss_mb={rss0:.0f}")
 
 
+def attack_rewrite(args, server):
+    holder = Client(server.port)
+    fill_locks(holder, server.redis, args.keys, "k")
+    time.sleep(1.0)
+    checker = Client(server.port)
+
+    def persistence():
+        text = checker.call("INFO", "persistence").decode()
+        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+    def rewrite(stop_at):
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        before = persistence().get("journal_snapshots_written")
+        checker.call("BGREWRITEAOF")
+        while True:
+            info = persistence()
+            done = (info.get("aof_rewrite_in_progress") == "0" and info.get("aof_rewrite_scheduled") == "0"
+                    and (server.redis or info.get("journal_snapshots_written") != before))
+            if done:
+                break
+            time.sleep(0.005)
+        rewrite_ms = (time.perf_counter() - t0) * 1000
+        while time.time() < stop_at:
+            time.sleep(0.05)
+        return rewrite_ms
+
+    worst, p99, count, cpu, rewrite_ms = with_probe(server, args.seconds, rewrite)
+    return (f"rewrite keys={args.keys} rewrite_ms={rewrite_ms:.0f} probe_worst_ms={worst:.1f} "
+            f"probe_p99_ms={p99:.1f} probes={count} cpu_pct={cpu:.0f} rss_mb={server.rss_mb():.0f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("attack", choices=["info", "close", "queue"])
+    parser.add_argument("attack", choices=["info", "close", "queue", "rewrite"])
     parser.add_argument("binary")
     parser.add_argument("--keys", type=int, default=None)
     parser.add_argument("--waiters", type=int, default=1_000_000)
@@ -178,17 +213,23 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="baton's --threads (default: one per core)")
     args = parser.parse_args()
     if args.keys is None:
-        args.keys = 2_000_000 if args.attack == "info" else 300_000
+        args.keys = {"info": 2_000_000, "rewrite": 1_000_000}.get(args.attack, 300_000)
+    aof_dir = tempfile.mkdtemp(prefix="redis-aof-") if args.attack == "rewrite" and args.binary == "redis" else None
     if args.binary == "redis":
-        server = Server("redis-server", ["--enable-debug-command", "yes"])
+        aof = ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", aof_dir] if aof_dir else []
+        server = Server("redis-server", ["--enable-debug-command", "yes", *aof])
     else:
         threads = [] if args.threads is None else ["--threads", str(args.threads)]
         server = Server(args.binary, ["--lease-ms", "600000", *threads])
     try:
-        attack = {"info": attack_info, "close": attack_close, "queue": attack_queue}[args.attack]
+        attack = {"info": attack_info, "close": attack_close, "queue": attack_queue, "rewrite": attack_rewrite}[
+            args.attack
+        ]
         print(f"{os.path.basename(args.binary)} {attack(args, server)}", flush=True)
     finally:
         server.stop()
+        if aof_dir:
+            shutil.rmtree(aof_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
