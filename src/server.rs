@@ -51,16 +51,19 @@ impl Server {
         if plain_port.is_none() && config.tls_port.is_none() {
             return Err(invalid("--port 0 turns the plaintext listener off: set --tls-port to serve TLS".to_owned()));
         }
-        // First, so that a journal another server holds, or one that cannot be read, stops this
-        // one before it listens.
+        let metrics_connections = if config.metrics_addr.is_some() { HttpLimits::METRICS.max_connections } else { 0 };
+        config.maxclients = fd_limit::fit_maxclients(config.maxclients, RESERVED_FDS + metrics_connections as u64)?;
+        let acceptor = tls::acceptor(&config).map_err(invalid)?;
+        let acl = Acl::new(table::acl_catalogue(), config.requirepass.as_deref(), config.aclfile.clone())
+            .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
+        // Before listening, so that a journal another server holds, or one that cannot be read,
+        // stops this server before any client can reach it; after the flags are checked, so that
+        // a mistyped flag creates no directory.
         let clock = Clock::new();
         let (persistence, recovery) = match Persistence::open(&config, &clock)? {
             Some((persistence, recovery)) => (Some(persistence), Some(recovery)),
             None => (None, None),
         };
-        let metrics_connections = if config.metrics_addr.is_some() { HttpLimits::METRICS.max_connections } else { 0 };
-        config.maxclients = fd_limit::fit_maxclients(config.maxclients, RESERVED_FDS + metrics_connections as u64)?;
-        let acceptor = tls::acceptor(&config).map_err(invalid)?;
         let listener = match plain_port {
             Some(port) => Some(TcpListener::bind((config.bind, port)).await?),
             None => None,
@@ -82,8 +85,6 @@ impl Server {
             Some(listener) => listener.local_addr()?,
             None => SocketAddr::new(config.bind, 0),
         };
-        let acl = Acl::new(table::acl_catalogue(), config.requirepass.as_deref(), config.aclfile.clone())
-            .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
         let core = LockCore::new(
             CoreSettings {
                 default_lease_ms: config.lease_ms,
