@@ -11,10 +11,10 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
-use crate::config::{AppendFsync, Config};
+use crate::config::Config;
 use crate::context::Shared;
 use crate::core::{ChangeSink, Clock};
-use crate::journal::{FsyncPolicy, Journal, JournalOptions, LogStatus, Lsn, Recovery, Restored};
+use crate::journal::{Journal, JournalOptions, LogStatus, Lsn, Recovery, Restored};
 
 pub(crate) struct Persistence {
     journal: Arc<Journal>,
@@ -43,11 +43,7 @@ impl Persistence {
         }
         let options = JournalOptions {
             dir: config.dir.clone(),
-            fsync: match config.appendfsync {
-                AppendFsync::Always => FsyncPolicy::Always,
-                AppendFsync::Everysec => FsyncPolicy::EverySec,
-                AppendFsync::No => FsyncPolicy::No,
-            },
+            fsync: config.appendfsync,
             repair: config.journal_repair,
             boot_id: config.boot_id.clone().unwrap_or_else(boot_id),
             segment_bytes: config.journal_segment_size.max(1),

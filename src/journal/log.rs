@@ -19,29 +19,10 @@ use super::snapshot::SnapshotWriter;
 use super::state::{Files, Shared, Stop};
 use super::writer::{self, OpenSegment, Writer};
 
-/// When a record counts as released, and how often the journal is fsynced (Redis's
-/// `appendfsync`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FsyncPolicy {
-    /// Released after the fdatasync covering its batch.
-    Always,
-    /// Released after write(2); a background fsync runs once a second.
-    EverySec,
-    /// Released after write(2); fsynced only around closing a segment, by `append_synced`,
-    /// snapshots and close.
-    No,
-}
-
-impl FsyncPolicy {
-    /// The `appendfsync` spelling, for INFO.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            FsyncPolicy::Always => "always",
-            FsyncPolicy::EverySec => "everysec",
-            FsyncPolicy::No => "no",
-        }
-    }
-}
+/// When a record counts as released, and how often the journal is fsynced: Redis's
+/// `appendfsync`, as the flag spells it. `No` still fsyncs around closing a segment, for
+/// `append_synced`, snapshots and close.
+pub(crate) use crate::config::AppendFsync as FsyncPolicy;
 
 #[derive(Debug, Clone)]
 pub(crate) struct LogOptions {
@@ -150,7 +131,7 @@ impl Log {
         let writer = spawn("journal-writer", move || writer.run())?;
         let log = Log { shared: Arc::clone(&shared), dir, writer: Mutex::new(Some(writer)), syncer: Mutex::new(None) };
         if options.fsync != FsyncPolicy::Always {
-            let every_second = options.fsync == FsyncPolicy::EverySec;
+            let every_second = options.fsync == FsyncPolicy::Everysec;
             *log.syncer.lock() = Some(spawn("journal-fsync", move || writer::run_syncer(shared, every_second))?);
         }
         Ok((log, recovered.recovery))

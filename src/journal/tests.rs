@@ -94,7 +94,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn records_round_trip_across_segments_and_lsns_continue_after_reopen() {
     let temp = tempfile::tempdir().unwrap();
     let payloads: Vec<Vec<u8>> = (0..500).map(payload).collect();
-    let (log, recovery) = Log::open(temp.path(), options(FsyncPolicy::EverySec)).unwrap();
+    let (log, recovery) = Log::open(temp.path(), options(FsyncPolicy::Everysec)).unwrap();
     assert_eq!(recovery.last_lsn, 0);
     assert!(contents(recovery).is_empty());
     assert_eq!(append_all(&log, &payloads), 500);
@@ -102,7 +102,7 @@ fn records_round_trip_across_segments_and_lsns_continue_after_reopen() {
     log.close().unwrap();
     drop(log);
 
-    let (log, recovery) = Log::open(temp.path(), options(FsyncPolicy::EverySec)).unwrap();
+    let (log, recovery) = Log::open(temp.path(), options(FsyncPolicy::Everysec)).unwrap();
     assert_eq!(recovery.last_lsn, 500);
     assert!(recovery.clean_shutdown && !recovery.boot_id_changed);
     assert_eq!(contents(recovery), logged(1, &payloads));
@@ -110,7 +110,7 @@ fn records_round_trip_across_segments_and_lsns_continue_after_reopen() {
     block_on(log.released(501)).unwrap();
     drop(log);
 
-    let (_log, recovery) = Log::open(temp.path(), options(FsyncPolicy::EverySec)).unwrap();
+    let (_log, recovery) = Log::open(temp.path(), options(FsyncPolicy::Everysec)).unwrap();
     let mut expected = logged(1, &payloads);
     expected.push((Some(501), b"next".to_vec()));
     assert!(!recovery.clean_shutdown);
@@ -205,7 +205,7 @@ fn no_policy_never_fsyncs_but_append_synced_does() {
 #[test]
 fn everysec_fsyncs_in_the_background() {
     let temp = tempfile::tempdir().unwrap();
-    let (log, _) = Log::open(temp.path(), options(FsyncPolicy::EverySec)).unwrap();
+    let (log, _) = Log::open(temp.path(), options(FsyncPolicy::Everysec)).unwrap();
     let last = append_all(&log, &[b"a".to_vec()]);
     let deadline = Instant::now() + Duration::from_secs(5);
     while log.status().synced_lsn < last {
@@ -253,12 +253,12 @@ fn a_failing_disk_holds_records_and_resumes_without_losing_any() {
 #[test]
 fn close_reports_a_failing_disk_and_writes_no_mark() {
     let temp = tempfile::tempdir().unwrap();
-    let (log, _) = Log::open(temp.path(), options(FsyncPolicy::EverySec)).unwrap();
+    let (log, _) = Log::open(temp.path(), options(FsyncPolicy::Everysec)).unwrap();
     log.inject_failure(Some(std::io::ErrorKind::Other));
     log.append(b"lost");
     assert!(log.close().is_err());
     drop(log);
-    let (_log, recovery) = Log::open(temp.path(), options(FsyncPolicy::EverySec)).unwrap();
+    let (_log, recovery) = Log::open(temp.path(), options(FsyncPolicy::Everysec)).unwrap();
     assert!(!recovery.clean_shutdown);
 }
 
@@ -266,7 +266,7 @@ fn close_reports_a_failing_disk_and_writes_no_mark() {
 fn a_snapshot_replaces_older_segments_and_recovery_replays_after_it() {
     let temp = tempfile::tempdir().unwrap();
     let payloads: Vec<Vec<u8>> = (0..120).map(payload).collect();
-    let (log, _) = Log::open(temp.path(), options(FsyncPolicy::EverySec)).unwrap();
+    let (log, _) = Log::open(temp.path(), options(FsyncPolicy::Everysec)).unwrap();
     append_all(&log, &payloads[..100]);
     let segments_before = segment_files(temp.path()).len();
 
@@ -287,7 +287,7 @@ fn a_snapshot_replaces_older_segments_and_recovery_replays_after_it() {
     log.close().unwrap();
     drop(log);
 
-    let (log, recovery) = Log::open(temp.path(), options(FsyncPolicy::EverySec)).unwrap();
+    let (log, recovery) = Log::open(temp.path(), options(FsyncPolicy::Everysec)).unwrap();
     assert_eq!((recovery.snapshot_records, recovery.replay_from, recovery.last_lsn), (3, 60, 120));
     let mut expected: Contents = vec![(None, b"state one".to_vec()), (None, vec![]), (None, b"state three".to_vec())];
     expected.extend(logged(60, &payloads[59..]));
@@ -478,7 +478,7 @@ fn throughput() {
     const RUN: Duration = Duration::from_secs(5);
     let root = std::env::var_os("JOURNAL_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let only = std::env::var("JOURNAL_BENCH_POLICY").ok();
-    let policies = [FsyncPolicy::No, FsyncPolicy::EverySec, FsyncPolicy::Always];
+    let policies = [FsyncPolicy::No, FsyncPolicy::Everysec, FsyncPolicy::Always];
     for policy in policies.into_iter().filter(|p| only.as_deref().is_none_or(|only| only == p.as_str())) {
         let temp = tempfile::tempdir_in(&root).unwrap();
         let options = LogOptions { segment_bytes: 64 << 20, ..options(policy) };
