@@ -234,7 +234,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if let Err(reply) = cmd::authorize(spec, &request.args, &self.session, &shared) {
             return self.send(reply).await;
         }
-        let changes_locks = spec.flags.contains(&"write");
+        let changes_locks = spec.is_write();
         if let Some(persistence) = &shared.persistence {
             if persistence.loading() && !spec.flags.contains(&"loading") {
                 return self.send(Reply::error(errors::LOADING)).await;

@@ -92,7 +92,7 @@ pub(crate) fn authorize(spec: &CommandSpec, args: &[Bytes], session: &Session, s
 /// The user's verdict on a request (ACL DRYRUN asks it too): the command, then each key, read
 /// and, for a command that writes, written.
 pub(crate) fn permission(user: &User, spec: &CommandSpec, args: &[Bytes]) -> Result<(), Denial> {
-    let access = KeyAccess { read: true, write: spec.flags.contains(&"write") };
+    let access = KeyAccess { read: true, write: spec.is_write() };
     user.check(spec.id.bit(), key_arguments(spec, args), access)
 }
 

@@ -145,6 +145,12 @@ impl ArgKind {
 }
 
 impl CommandSpec {
+    /// Redis's `write` flag: the command changes locks (its keys are written, the journal
+    /// records it, a failing journal refuses it).
+    pub(crate) fn is_write(&self) -> bool {
+        self.flags.contains(&"write")
+    }
+
     /// Whether `argc` arguments (the command name, and the subcommand name for a subcommand,
     /// included) satisfy this command's arity.
     pub(crate) fn arity_ok(&self, argc: usize) -> bool {
@@ -1002,8 +1008,7 @@ fn key_specs(spec: &CommandSpec) -> Reply {
     if spec.first_key <= 0 {
         return Reply::Array(Vec::new());
     }
-    let flags: &'static [&'static str] =
-        if spec.flags.contains(&"write") { &["RW", "access", "update"] } else { &["RO", "access"] };
+    let flags: &'static [&'static str] = if spec.is_write() { &["RW", "access", "update"] } else { &["RO", "access"] };
     // find_keys' lastkey is relative to the first key; a negative last key counts from the end.
     let lastkey = if spec.last_key < 0 { spec.last_key } else { spec.last_key - spec.first_key };
     let key_spec = Reply::Map(vec![

@@ -201,18 +201,20 @@ impl Journal {
     /// Reserves the tokens from `from` on, synced before any later record is released.
     fn reserve_tokens(&self, from: u64) {
         let below = from.saturating_add(RESERVED_TOKENS);
-        if self.tokens_below.fetch_max(below, Ordering::AcqRel) < below {
-            let mut payload = Vec::with_capacity(12);
-            Record::Reserve { tokens_below: below }.encode(self.wall_clock(Timestamp::from_ms(0)), &mut payload);
-            self.log.append_synced(&payload);
-        }
+        self.raise_synced(&self.tokens_below, below, Record::Reserve { tokens_below: below });
     }
 
     /// Records a longer lease than any before, synced before any later record is released.
     fn raise_lease_ceiling(&self, ms: u64) {
-        if self.lease_ceiling_ms.fetch_max(ms, Ordering::AcqRel) < ms {
+        self.raise_synced(&self.lease_ceiling_ms, ms, Record::LeaseCeiling { ms });
+    }
+
+    /// Raises a high-water mark to `value` and, if it rose, appends `record` (which says so) to
+    /// be fsynced before any later record is released.
+    fn raise_synced(&self, mark: &AtomicU64, value: u64, record: Record) {
+        if mark.fetch_max(value, Ordering::AcqRel) < value {
             let mut payload = Vec::with_capacity(12);
-            Record::LeaseCeiling { ms }.encode(self.wall_clock(Timestamp::from_ms(0)), &mut payload);
+            record.encode(self.wall_clock(Timestamp::from_ms(0)), &mut payload);
             self.log.append_synced(&payload);
         }
     }
