@@ -12,19 +12,11 @@ far. Loopback only; stops by itself.
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "attacks"))
-from common import Client, free_port, resp  # noqa: E402
-
-
-def persistence(conn):
-    text = conn.call("INFO", "persistence").decode()
-    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+from common import Client, Server, info_fields, resp  # noqa: E402
 
 
 def main():
@@ -34,22 +26,11 @@ def main():
     parser.add_argument("--every", type=float, default=10)
     parser.add_argument("--held", type=int, default=10_000)
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="bench-journal-size-")
-    port = free_port()
-    proc = subprocess.Popen([args.baton, "--bind", "127.0.0.1", "--port", str(port), "--dir", os.path.join(work, "data")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    # A journal directory of its own, removed when the server stops.
+    server = Server(args.baton)
+    port = server.port
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                info = Client(port, timeout=5)
-                if info.call("PING") == b"+PONG":
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("baton did not start")
-            time.sleep(0.05)
+        info = Client(port, timeout=5)
         holder = Client(port, timeout=60)
         holder.pipeline(resp("LOCK.TRY", f"held:{i}", "holder", "PX", 3_600_000) for i in range(args.held))
         churn = Client(port, timeout=60)
@@ -61,7 +42,7 @@ def main():
         while True:
             now = time.monotonic()
             if now >= next_sample:
-                p = persistence(info)
+                p = info_fields(info, "persistence")
                 print(f"{now - started:.0f}\t{cycles}\t{int(p['aof_current_size']) / 1e6:.1f}\t"
                       f"{int(p['aof_base_size']) / 1e6:.1f}\t{p['journal_snapshots_written']}", flush=True)
                 next_sample += args.every
@@ -78,9 +59,7 @@ def main():
                 churn.reply()
             cycles += batch
     finally:
-        proc.kill()
-        proc.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        server.stop()
 
 
 if __name__ == "__main__":

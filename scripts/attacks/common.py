@@ -109,6 +109,12 @@ class Client:
             self.read()
 
 
+def info_fields(conn, section):
+    """INFO `section` as a dict of field to text."""
+    text = conn.call("INFO", section).decode()
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
 class Server:
     """baton, or redis-server (told apart by the binary's name), on a free loopback port."""
 

@@ -29,7 +29,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Client, Probe, Server, resp  # noqa: E402
+from common import Client, Probe, Server, info_fields, resp  # noqa: E402
 
 
 def probe(port, redis, stop_at, out):
@@ -55,6 +55,20 @@ def with_probe(server, seconds, attack):
     p.join()
     cpu = (server.cpu_seconds() - cpu0) / (time.time() - t0) * 100
     return worst, p99, count, cpu, extra
+
+
+def timed(start, done, stop_at):
+    """The attack's own figure: milliseconds from start() until done() says so (polled), then idle
+    until the probe stops."""
+    time.sleep(0.5)
+    t0 = time.perf_counter()
+    start()
+    while not done():
+        time.sleep(0.001)
+    took_ms = (time.perf_counter() - t0) * 1000
+    while time.time() < stop_at:
+        time.sleep(0.05)
+    return took_ms
 
 
 def fill_locks(conn, redis, count, prefix):
@@ -99,23 +113,16 @@ def attack_close(args, server):
     time.sleep(1.0)
     rss_before = server.rss_mb()
 
-    def close(stop_at):
-        time.sleep(0.5)
-        t0 = time.perf_counter()
-        holder.sock.close()
-        checker = Client(server.port)
+    checker = Client(server.port)
+
+    def released():
         # DBSIZE (baton) drops to 0 once every lock is released; Redis: the client count.
-        while True:
-            if server.redis:
-                if b"connected_clients:2" in checker.call("INFO", "clients"):
-                    break
-            elif checker.call("DBSIZE") == 0:
-                break
-            time.sleep(0.001)
-        released_ms = (time.perf_counter() - t0) * 1000
-        while time.time() < stop_at:
-            time.sleep(0.05)
-        return released_ms
+        if server.redis:
+            return b"connected_clients:2" in checker.call("INFO", "clients")
+        return checker.call("DBSIZE") == 0
+
+    def close(stop_at):
+        return timed(holder.sock.close, released, stop_at)
 
     worst, p99, count, cpu, released_ms = with_probe(server, args.seconds, close)
     return (f"close keys={args.keys} release_ms={released_ms:.0f} probe_worst_ms={worst:.1f} "
@@ -176,27 +183,15 @@ def attack_rewrite(args, server):
     fill_locks(holder, server.redis, args.keys, "k")
     time.sleep(1.0)
     checker = Client(server.port)
+    before = info_fields(checker, "persistence").get("journal_snapshots_written")
 
-    def persistence():
-        text = checker.call("INFO", "persistence").decode()
-        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    def rewritten():
+        info = info_fields(checker, "persistence")
+        return (info.get("aof_rewrite_in_progress") == "0" and info.get("aof_rewrite_scheduled") == "0"
+                and (server.redis or info.get("journal_snapshots_written") != before))
 
     def rewrite(stop_at):
-        time.sleep(0.5)
-        t0 = time.perf_counter()
-        before = persistence().get("journal_snapshots_written")
-        checker.call("BGREWRITEAOF")
-        while True:
-            info = persistence()
-            done = (info.get("aof_rewrite_in_progress") == "0" and info.get("aof_rewrite_scheduled") == "0"
-                    and (server.redis or info.get("journal_snapshots_written") != before))
-            if done:
-                break
-            time.sleep(0.005)
-        rewrite_ms = (time.perf_counter() - t0) * 1000
-        while time.time() < stop_at:
-            time.sleep(0.05)
-        return rewrite_ms
+        return timed(lambda: checker.call("BGREWRITEAOF"), rewritten, stop_at)
 
     worst, p99, count, cpu, rewrite_ms = with_probe(server, args.seconds, rewrite)
     return (f"rewrite keys={args.keys} rewrite_ms={rewrite_ms:.0f} probe_worst_ms={worst:.1f} "
