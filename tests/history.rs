@@ -37,10 +37,16 @@
 //! blocked in its WAIT, as soon as the main WAIT is granted or told DONE. A WAIT that blocked
 //! cannot have renewed a lock the owner already held, so a grant told on the main connection must
 //! stay with the owner when the second connection closes (even when the lock was bound to the
-//! second, the newest to block), and its UNLOCK must work.
+//! second, the newest to block), and its UNLOCK must work. What the closed connection was told
+//! goes unread, and it may have been a DONE from a SUCCESS the server ran before the main WAIT
+//! (which then began a new round): the round ends unheard there, and the main WAIT's answer is
+//! the next round's.
 //!
 //! Runs with 1 shard and with 64 shards. `BATON_HISTORY_SCALE=n` multiplies the episodes per
-//! client (default 1: a few seconds); `BATON_HISTORY_SEED` replays a run.
+//! client (default 1: a few seconds); `BATON_HISTORY_SEED` seeds the clients' choices (the
+//! interleaving is the machine's). To investigate a violation: `BATON_HISTORY_DUMP=dir` writes
+//! every round and holding of a failing run there, and `BATON_HISTORY_LOG=1` logs the server's
+//! grants, DONEs and releases to stderr (each run's keys are named after its shard count).
 
 // A test binary has no outside users: `pub` in its modules only shares helpers between them.
 #![allow(unreachable_pub)]
@@ -78,8 +84,10 @@ const TWO_CONNECTIONS: f64 = 1.0 / 6.0;
 /// How often the lookout asks whether a second connection is blocked yet.
 const LOOK_AGAIN: Duration = Duration::from_micros(200);
 
-fn key_name(key: usize) -> String {
-    format!("hist:k{key}")
+/// Each run has keys of its own (named after its shard count), so that the logs of runs that share
+/// a process tell them apart.
+fn key_name(run: usize, key: usize) -> String {
+    format!("hist{run}:k{key}")
 }
 
 fn owner_name(client: usize) -> String {
@@ -150,6 +158,9 @@ enum End {
     Vanished,
     /// Its connection closed while its WAIT was blocked.
     Abandoned,
+    /// Its answer went to a second connection that was closed before it was read: the owner may
+    /// have been told DONE there, at a moment nobody saw.
+    Unheard,
 }
 
 /// One round of an owner on a key: from joining the line (or its first request) to how it ended.
@@ -292,8 +303,8 @@ enum RoundEnd {
     Holds(u64),
     /// Granted over a connection it then closed: the holding (logged already) ended there.
     Dropped(u64),
-    /// Any other way; `next` is a WAIT that belongs to the owner's next round.
-    Over { end: End, next: Option<Call> },
+    /// Any other way; `next` is the owner's next round, begun by a WAIT of this one.
+    Over { end: End, next: Option<Round> },
 }
 
 /// The owner's second connection, on which it waits at the same time as on its main one.
@@ -365,6 +376,8 @@ impl SecondConnection {
 
 struct Client {
     id: usize,
+    /// Which run (its shard count): names its keys.
+    run: usize,
     addr: std::net::SocketAddr,
     /// Bumped whenever a connection of this client is closed mid-wait: a new owner id from then.
     generation: u32,
@@ -406,7 +419,7 @@ impl Client {
     /// "work" and report SUCCESS or FAILURE. The attempt is one round in line, or more when a WAIT
     /// on the second connection began a new one.
     async fn episode(&mut self, key: usize) {
-        let k = key_name(key);
+        let k = key_name(self.run, key);
         let owner = format!("{}.{}", owner_name(self.id), self.generation);
         self.stalls = self.rng.random_bool(0.03);
         // A holder that will stall keeps to one connection: its lease is short enough that it might
@@ -457,7 +470,7 @@ impl Client {
                     End::Acquired { token }
                 }
                 RoundEnd::Over { end, next } => {
-                    next_round = next.map(Round::starting_with);
+                    next_round = next;
                     end
                 }
             };
@@ -515,7 +528,7 @@ impl Client {
         round: &mut Round,
         second: &mut Option<SecondConnection>,
     ) -> RoundEnd {
-        let k = key_name(key);
+        let k = key_name(self.run, key);
         let px = self.px().to_string();
         let mut answer = round.calls.last().expect("a round starts with a call").answer.clone();
         let mut next_round_call = None;
@@ -525,7 +538,8 @@ impl Client {
             match answer {
                 Answer::Acquired(token) => return RoundEnd::Holds(token),
                 Answer::Done { finisher, result } => {
-                    return RoundEnd::Over { end: End::Done { finisher, result }, next: next_round_call };
+                    let next = next_round_call.map(Round::starting_with);
+                    return RoundEnd::Over { end: End::Done { finisher, result }, next };
                 }
                 Answer::Held { token, closed } => {
                     // Granted over a connection that closed at once: it held the lock until then.
@@ -599,12 +613,16 @@ impl Client {
                     call
                 }
                 None => {
-                    // Closed once the main WAIT had ended the round: its answer stands.
+                    // Closed once the main WAIT was granted or told DONE, with whatever the second
+                    // connection was told unread. That may have been a DONE from a SUCCESS before
+                    // the main WAIT reached the server, which then began a new round: so the
+                    // round ends unheard, and the main WAIT's answer is the next round's. That
+                    // round may also be this one still (the second connection told the same), so
+                    // it may have begun as early as this one did.
                     self.log.tally.closed += 1;
                     self.log.tally.closed_after_grant += usize::from(main.answer.granted().is_some());
-                    answer = main.answer.clone();
-                    round.push(main);
-                    continue;
+                    let next = Round { join_lower: round.join_lower, join_upper: Some(main.recv), calls: vec![main] };
+                    return RoundEnd::Over { end: End::Unheard, next: Some(next) };
                 }
             };
             match round_ended_by([&main.answer, &other.answer]) {
@@ -636,7 +654,7 @@ impl Client {
         owner: &str,
         second: SecondConnection,
     ) -> (Call, Option<(SecondConnection, Call)>) {
-        let k = key_name(key);
+        let k = key_name(self.run, key);
         let close = self.disconnects;
         let timeouts_ms = if close { 20..80 } else { 1..40 };
         let main_timeout = Duration::from_millis(self.rng.random_range(timeouts_ms.clone()));
@@ -658,7 +676,7 @@ impl Client {
     /// A WAIT, or (in disconnect mode, now and then) a WAIT over a connection of its own that is
     /// closed after a random while: `Err(when it was closed)` if no answer had come by then.
     async fn wait_or_abandon(&mut self, key: usize, owner: &str, timeout: Duration) -> Result<Call, Instant> {
-        let k = key_name(key);
+        let k = key_name(self.run, key);
         if !self.disconnects || timeout < Duration::from_millis(8) || !self.rng.random_bool(0.1) {
             return Ok(self.wait_call(&k, owner, timeout).await);
         }
@@ -986,7 +1004,31 @@ async fn connect(addr: std::net::SocketAddr) -> MultiplexedConnection {
     baton_testkit::redis_crate::connect(&format!("redis://{addr}/"), Duration::from_secs(60)).await.expect("connect")
 }
 
+/// Every round and holding as the clients saw them, rounds by join time, in ms since `start`.
+fn dump(history: &History, start: Instant) -> String {
+    let ms = |t: Instant| t.saturating_duration_since(start).as_secs_f64() * 1e3;
+    let mut episodes: Vec<&Episode> = history.episodes.iter().collect();
+    episodes.sort_by_key(|e| e.join_lower);
+    let mut out = String::new();
+    for e in episodes {
+        let (client, key, lower, upper) = (e.client, e.key, ms(e.join_lower), ms(e.join_upper));
+        out += &format!("round c{client} k{key} joined {lower:.3}..{upper:.3}, ended {:?}\n", e.end);
+        for c in &e.calls {
+            out += &format!("    {} sent {:.3} answered {:.3}: {:?}\n", c.what, ms(c.send), ms(c.recv), c.answer);
+        }
+    }
+    for h in &history.holdings {
+        out += &format!("holding {h:?}, ended {:.3}\n", ms(h.end));
+    }
+    out
+}
+
 async fn run_history(shards: usize, disconnects: bool) {
+    // The server's own account (grants, releases, DONEs at debug level) on stderr, to read
+    // beside a dump: each run names its keys after its shard count.
+    if std::env::var_os("BATON_HISTORY_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_env_filter("baton=debug").with_writer(std::io::stderr).try_init();
+    }
     let scale: usize = std::env::var("BATON_HISTORY_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
     let seed: u64 =
         std::env::var("BATON_HISTORY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| rand::rng().random());
@@ -999,6 +1041,7 @@ async fn run_history(shards: usize, disconnects: bool) {
     for id in 0..CLIENTS {
         let client = Client {
             id,
+            run: shards,
             addr,
             generation: 0,
             disconnects,
@@ -1039,7 +1082,7 @@ async fn run_history(shards: usize, disconnects: bool) {
     loop {
         leftovers.clear();
         for key in 0..KEYS {
-            let info = result_to_resp(query(&mut con, &["LOCK.INFO".to_owned(), key_name(key)]).await);
+            let info = result_to_resp(query(&mut con, &["LOCK.INFO".to_owned(), key_name(shards, key)]).await);
             if !info.field("holder").is_nil() || info.field("waiters") != Resp::Int(0) {
                 leftovers.push(format!("k{key}: holder {}, queue {}", info.field("holder"), info.field("queue")));
             }
@@ -1088,6 +1131,13 @@ async fn run_history(shards: usize, disconnects: bool) {
         verdicts.line_checks,
         verdicts.violations.len()
     );
+    if !verdicts.violations.is_empty()
+        && let Ok(dir) = std::env::var("BATON_HISTORY_DUMP")
+    {
+        let path = std::path::Path::new(&dir).join(format!("history-{shards}-{seed}.txt"));
+        std::fs::write(&path, dump(&history, start)).expect("writing the history dump");
+        println!("history written to {}", path.display());
+    }
     assert!(
         verdicts.violations.is_empty(),
         "seed {seed} (shards {shards}): {} violations:\n{}",
@@ -1301,4 +1351,24 @@ fn checker_catches_broken_histories() {
         vec![holding(2, 11, 60, false, Answer::Int(0))],
     );
     assert!(caught(&two_grants, "in a round that ended"));
+    // c2 queued at 10 and waited on both connections; the second, closed once the main WAIT was
+    // granted, may have been told DONE by c1's SUCCESS at 50 before the main WAIT ran: that grant
+    // is a new round's (which may still have begun at 10), and the first round ended unheard.
+    // Recorded as one round, it is caught like any grant after a SUCCESS (`after_done` above).
+    let unheard = history(
+        vec![
+            took(1, 11, 0),
+            queued(2, 10, vec![], End::Unheard),
+            Episode {
+                client: 2,
+                key: 0,
+                join_lower: ms(10),
+                join_upper: ms(70),
+                calls: vec![wait(30, 70, 40, Answer::Acquired(12))],
+                end: End::Acquired { token: 12 },
+            },
+        ],
+        vec![holding(1, 11, 50, true, Answer::Int(0)), holding(2, 12, 80, false, Answer::Int(0))],
+    );
+    assert_eq!(check(&unheard, t0).violations, Vec::<String>::new());
 }

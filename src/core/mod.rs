@@ -157,7 +157,7 @@ impl LockCore {
         &self,
         key: &[u8],
         now: Timestamp,
-        op: impl FnOnce(&mut key_state::KeyState, &Arc<[u8]>, &mut shard::ShardCtx) -> R,
+        op: impl FnOnce(&mut key_state::KeyState, &Arc<[u8]>, &mut shard::ShardCtx, Timestamp) -> R,
     ) -> R {
         self.on_shard(key, |shard| shard.change(key, Absent::Create, now, op))
             .expect("Absent::Create always has a state to change")
@@ -168,7 +168,7 @@ impl LockCore {
         &self,
         key: &[u8],
         now: Timestamp,
-        op: impl FnOnce(&mut key_state::KeyState, &Arc<[u8]>, &mut shard::ShardCtx) -> R,
+        op: impl FnOnce(&mut key_state::KeyState, &Arc<[u8]>, &mut shard::ShardCtx, Timestamp) -> R,
     ) -> Option<R> {
         self.on_shard(key, |shard| shard.change(key, Absent::Skip, now, op))
     }
@@ -190,7 +190,7 @@ impl LockCore {
         now: Timestamp,
     ) -> (TryOutcome, Arc<[u8]>) {
         let claim = self.claim(&request);
-        self.change_key(request.key, now, |state, key, ctx| {
+        self.change_key(request.key, now, |state, key, ctx, now| {
             (state.try_lock(key, claim, noqueue, ctx, now), Arc::clone(key))
         })
     }
@@ -202,7 +202,7 @@ impl LockCore {
     /// [`LockCore::wait`], also handing back the core's copy of the key.
     pub(crate) fn wait_sharing_key(&self, request: LockRequest<'_>, now: Timestamp) -> (WaitStart, Arc<[u8]>) {
         let claim = self.claim(&request);
-        self.change_key(request.key, now, |state, key, ctx| {
+        self.change_key(request.key, now, |state, key, ctx, now| {
             let start = match state.wait(key, claim, ctx, now) {
                 Ok(outcome) => WaitStart::Ready(outcome),
                 Err(blocked) => WaitStart::Blocked(WaitTicket {
@@ -222,7 +222,7 @@ impl LockCore {
     /// its reply); otherwise it is no longer blocked and keeps its place for its queue lease.
     pub fn wait_timed_out(&self, mut ticket: WaitTicket, now: Timestamp) -> Option<WaitOutcome> {
         let key = Arc::clone(&ticket.key);
-        let unblocked = self.change_existing(&key, now, |state, key, ctx| {
+        let unblocked = self.change_existing(&key, now, |state, key, ctx, now| {
             state.unblock(key, ticket.place, ticket.wait_id, false, ctx, now)
         });
         // Not blocked any more: the answer was sent under the shard lock, so it is in the channel.
@@ -234,7 +234,7 @@ impl LockCore {
     /// in the same step.
     pub fn wait_abandoned(&self, mut ticket: WaitTicket, now: Timestamp) {
         let key = Arc::clone(&ticket.key);
-        self.change_existing(&key, now, |state, key, ctx| {
+        self.change_existing(&key, now, |state, key, ctx, now| {
             if state.unblock(key, ticket.place, ticket.wait_id, true, ctx, now) {
                 return;
             }
@@ -250,7 +250,7 @@ impl LockCore {
     /// one that was sent the same grant (the lock then binds to the newest of those), or one it
     /// renewed or extended on since.
     pub fn grant_undelivered(&self, key: &[u8], token: u64, conn: ConnId, now: Timestamp) {
-        self.change_existing(key, now, |state, key, ctx| state.grant_undelivered(key, token, conn, ctx, now));
+        self.change_existing(key, now, |state, key, ctx, now| state.grant_undelivered(key, token, conn, ctx, now));
     }
 
     pub fn unlock(&self, key: &[u8], owner: &[u8], token: u64, verdict: Verdict, now: Timestamp) -> UnlockOutcome {
@@ -262,7 +262,9 @@ impl LockCore {
         };
         self.on_shard(key, |shard| {
             shard
-                .change(key, Absent::Skip, now, |state, key, ctx| state.unlock(key, owner, token, verdict, ctx, now))
+                .change(key, Absent::Skip, now, |state, key, ctx, now| {
+                    state.unlock(key, owner, token, verdict, ctx, now)
+                })
                 // A retry of an UNLOCK that was carried out gets the same answer.
                 .unwrap_or_else(|| shard.ctx.unlock_memo.answer(key, owner, token).unwrap_or(UnlockOutcome::NotLocked))
         })
@@ -278,17 +280,17 @@ impl LockCore {
         now: Timestamp,
     ) -> ExtendOutcome {
         let claim = Claim { owner, lease_ms: self.lease_for(Some(lease_ms)), conn };
-        self.change_existing(key, now, |state, key, ctx| state.extend(key, claim, token, ctx, now))
+        self.change_existing(key, now, |state, key, ctx, now| state.extend(key, claim, token, ctx, now))
             .unwrap_or(ExtendOutcome::NotLocked)
     }
 
     pub fn cancel(&self, key: &[u8], owner: &[u8], now: Timestamp) -> bool {
-        self.change_existing(key, now, |state, key, ctx| state.cancel(key, owner, ctx)).unwrap_or(false)
+        self.change_existing(key, now, |state, key, ctx, _| state.cancel(key, owner, ctx)).unwrap_or(false)
     }
 
     /// LOCK.INFO of `key`, listing at most `listed` owners from the head of its line.
     pub fn info(&self, key: &[u8], now: Timestamp, listed: usize) -> Option<KeyInfo> {
-        self.change_existing(key, now, |state, _, _| state.info(now, listed))
+        self.change_existing(key, now, |state, _, _, now| state.info(now, listed))
     }
 
     /// The owners `key` owes a DONE (a SUCCESS emptied the line while they were not blocked), in
@@ -346,7 +348,9 @@ impl LockCore {
         let conn = release.conn;
         self.on_shard_at(index, |shard| {
             for key in &slice {
-                shard.change(key, Absent::Skip, now, |state, key, ctx| state.connection_closed(key, conn, ctx, now));
+                shard.change(key, Absent::Skip, now, |state, key, ctx, now| {
+                    state.connection_closed(key, conn, ctx, now)
+                });
             }
         });
         release.drop_finished_shards();

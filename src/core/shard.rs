@@ -36,6 +36,8 @@ pub(crate) struct ShardCtx {
     pub(crate) replayed_completion: Option<Arc<Completion>>,
     /// No lock is granted before this moment (see [`crate::core::LockCore::pause_grants_until`]).
     pub(crate) grants_resume_at: Option<u64>,
+    /// The latest moment an operation on this shard ran at (see [`Shard::change`]).
+    latest: Timestamp,
 }
 
 impl ShardCtx {
@@ -52,6 +54,7 @@ impl ShardCtx {
             unlock_memo: UnlockMemo::default(),
             replayed_completion: None,
             grants_resume_at: None,
+            latest: Timestamp::from_ms(0),
         }
     }
 
@@ -153,18 +156,26 @@ impl Shard {
         out
     }
 
-    /// Every change of a key's state passes through here, as one step at one `now`: what fell due
-    /// is settled, `op` runs, and the key's timer is re-armed or the key forgotten. Given the same
-    /// calls with the same timestamps, a shard ends in the same state, so this is where a journal
-    /// records each change (and where a replay feeds them back).
+    /// Every change of a key's state passes through here, as one step at one moment: what fell
+    /// due is settled, `op` runs, and the key's timer is re-armed or the key forgotten. Given the
+    /// same calls with the same timestamps, a shard ends in the same state, so this is where a
+    /// journal records each change (and where a replay feeds them back).
+    ///
+    /// The moment `op` is handed is `now`, or the latest one this shard has run at if that is
+    /// later: a caller reads the clock before it takes the shard lock and may be descheduled in
+    /// between, and a step run at a moment older than one already seen could start a lease before
+    /// the request it grants arrived (a hand-off inside a late UNLOCK to a WAIT that came after
+    /// its clock reading), which would end the lease earlier than its holder may count on.
     pub(crate) fn change<R>(
         &mut self,
         key: &[u8],
         absent: Absent,
         now: Timestamp,
-        op: impl FnOnce(&mut KeyState, &Arc<[u8]>, &mut ShardCtx) -> R,
+        op: impl FnOnce(&mut KeyState, &Arc<[u8]>, &mut ShardCtx, Timestamp) -> R,
     ) -> Option<R> {
-        self.step(key, absent, Some(now), op)
+        let now = self.ctx.latest.max(now);
+        self.ctx.latest = now;
+        self.step(key, absent, Some(now), |state, key, ctx| op(state, key, ctx, now))
     }
 
     /// Replays one recorded step of a key. Nothing falls due meanwhile: what fell due while the
@@ -262,7 +273,7 @@ impl Shard {
                 continue;
             }
             state.timer_at = None;
-            self.change(&key, Absent::Skip, now, |_, _, _| ());
+            self.change(&key, Absent::Skip, now, |_, _, _, _| ());
         }
         self.shrink_if_sparse();
         None

@@ -396,6 +396,27 @@ fn late_expiry_wakes_only_the_head_with_a_lease_from_the_hand_off() {
     assert_eq!(core.stats().lease_expiries, 1);
 }
 
+/// A caller reads the clock before it takes the shard lock. An UNLOCK whose reading is older than
+/// a WAIT that blocked meanwhile (its thread was descheduled in between) used to hand the lock to
+/// that WAIT with a lease counted from the UNLOCK's reading, ending before the waiter's own
+/// reading plus its PX: the history test caught the next holder granted while the waiter could
+/// still count on its lease. A shard's time never goes back, so the lease starts no earlier than
+/// the WAIT it answers.
+#[test]
+fn a_late_unlock_with_an_older_clock_reading_grants_a_full_lease() {
+    let core = core();
+    let token = acquired(core.try_lock(request("k", "h", 1, Some(1_000)), false, at(0)));
+    let mut w = blocked(core.wait(request("k", "w", 2, Some(600)), at(20)));
+    core.unlock(b"k", b"h", token, failure(), at(10));
+    let granted_token = granted(&mut w).expect("the waiter is granted");
+    core.expire(at(619));
+    let holder = core.info(b"k", at(619), usize::MAX).unwrap().holder.expect("still held at 619");
+    assert_eq!((holder.owner.as_ref(), holder.token, holder.lease_remaining_ms), (&b"w"[..], granted_token, 1));
+    core.expire(at(620));
+    let holder = core.info(b"k", at(620), usize::MAX).and_then(|info| info.holder);
+    assert_eq!(holder.map(|holder| holder.owner), None, "the lease ran out at 20 + 600");
+}
+
 /// At a late hand-off a place that is not blocked counts only if its own lease has not run out by
 /// then; a blocked waiter counts however late it is.
 #[test]
