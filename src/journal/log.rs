@@ -1,6 +1,7 @@
 //! The journal's face: [`Log`] opens a directory, appends records, tells when they are released
 //! (written, or fsynced under `always`), writes snapshots, reports its status and closes cleanly.
-//! The work is done by the writer thread (`writer`), recovery (`recovery`) and `snapshot`.
+//! The work is done by the writer (`writer`: its thread, or under everysec and no the task that
+//! waits for a record), recovery (`recovery`) and `snapshot`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,6 +71,9 @@ pub(crate) struct LogStatus {
 pub(crate) struct Log {
     shared: Arc<Shared>,
     dir: Arc<JournalDir>,
+    /// The segment being written and what is queued for it: the writer thread's, and under
+    /// everysec and no also that of a task writing for its reply (see [`Log::released`]).
+    writer_state: Arc<Mutex<Writer>>,
     /// Taken when the threads stop; behind mutexes so that a log shared with the lock core (its
     /// change sink) and every connection can still be closed by the server.
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -126,10 +130,22 @@ impl Log {
         let shared = Arc::new(Shared::new(options.fsync, next_lsn, files));
         let segment =
             OpenSegment { file, path: segment_path, first_lsn: next_lsn, len: header_len, has_records: false };
-        let writer =
-            Writer::new(Arc::clone(&shared), Arc::clone(&dir), segment, options.segment_bytes, options.boot_id);
-        let writer = spawn("journal-writer", move || writer.run())?;
-        let log = Log { shared: Arc::clone(&shared), dir, writer: Mutex::new(Some(writer)), syncer: Mutex::new(None) };
+        let writer_state = Arc::new(Mutex::new(Writer::new(
+            Arc::clone(&shared),
+            Arc::clone(&dir),
+            segment,
+            options.segment_bytes,
+            options.boot_id,
+        )));
+        let (thread_shared, thread_state) = (Arc::clone(&shared), Arc::clone(&writer_state));
+        let writer = spawn("journal-writer", move || writer::run(thread_shared, thread_state))?;
+        let log = Log {
+            shared: Arc::clone(&shared),
+            dir,
+            writer_state,
+            writer: Mutex::new(Some(writer)),
+            syncer: Mutex::new(None),
+        };
         if options.fsync != FsyncPolicy::Always {
             let every_second = options.fsync == FsyncPolicy::Everysec;
             *log.syncer.lock() = Some(spawn("journal-fsync", move || writer::run_syncer(shared, every_second))?);
@@ -154,17 +170,23 @@ impl Log {
         let lsn = pending.next_lsn;
         pending.next_lsn += 1;
         self.shared.last_appended_lsn.store(lsn, Ordering::Release);
-        let wake = pending.buffer.is_empty();
-        if wake {
+        let first_of_batch = pending.buffer.is_empty();
+        if first_of_batch {
             pending.buffer_first_lsn = lsn;
         }
         frame::encode_record(&mut pending.buffer, lsn, payload);
         if synced {
             pending.must_sync_upto = lsn;
         }
+        // Under `always` the writer thread writes every batch: woken once per batch (a non-empty
+        // buffer means it was woken already, or is busy and looks again before sleeping). Under
+        // everysec and no the replies' tasks write, and the thread is woken only for a record
+        // that must be fsynced, or when it sleeps for want of work.
+        let wake = synced || (first_of_batch && (self.shared.policy == FsyncPolicy::Always || pending.writer_idle));
+        if wake {
+            pending.writer_idle = false;
+        }
         drop(pending);
-        // Once per batch: a non-empty buffer means the writer was woken already or is busy and
-        // will look again before sleeping.
         if wake {
             self.shared.writer_wake.notify_one();
         }
@@ -182,7 +204,12 @@ impl Log {
 
     /// Waits until every record up to `lsn` is released; errors while the journal cannot write
     /// or fsync. Cancel-safe. `lsn` must have been appended, or this waits forever.
+    ///
+    /// Under everysec and no the caller writes the buffered records itself (its own and everyone
+    /// else's) unless another task is at it, whose write then releases them: one write(2) on the
+    /// reply path instead of two thread hops.
     pub(crate) async fn released(&self, lsn: Lsn) -> Result<(), LogError> {
+        let mut yielded = false;
         loop {
             let notified = self.shared.released_changed.notified();
             tokio::pin!(notified);
@@ -193,6 +220,22 @@ impl Log {
             }
             if let Some(failure) = self.shared.failure() {
                 return Err(LogError::WriteFailing(failure));
+            }
+            if self.shared.policy != FsyncPolicy::Always && !yielded {
+                // Like Redis writing its AOF buffer once per turn of its event loop: the other
+                // tasks ready on this thread run first, so that one write covers their records too.
+                yielded = true;
+                tokio::task::yield_now().await;
+                continue;
+            }
+            if self.shared.policy != FsyncPolicy::Always
+                && let Some(mut writer) = self.writer_state.try_lock()
+            {
+                writer.write_pending();
+                drop(writer);
+                if self.is_released(lsn) {
+                    return Ok(());
+                }
             }
             notified.await;
         }

@@ -1,7 +1,8 @@
 //! What appenders, the writer thread, the everysec syncer and waiters share: the in-memory buffer
 //! of framed records, the LSN watermarks, the failure slots and the counters.
 //!
-//! Lock order: `pending` before `files`. Appenders take only `pending`, briefly, and never wait
+//! Lock order: the writer's state (`Log`'s, taken by the writer thread or a task writing for its
+//! reply) before `pending` before `files`. Appenders take only `pending`, briefly, and never wait
 //! for anything while holding it: they run under the lock core's shard mutexes.
 
 use std::fs::File;
@@ -39,6 +40,10 @@ pub(crate) struct Pending {
     /// Threads blocked on `Shared::progress`, so the writer locks `pending` to wake them only
     /// when someone waits.
     pub(crate) blocking_waiters: usize,
+    /// Under everysec and no the writer thread polls for records nobody wrote (the replies'
+    /// tasks write the rest, see [`crate::journal::log::Log::released`]); after a while with
+    /// nothing to do it sleeps until an appender wakes it, which this tells appenders to do.
+    pub(crate) writer_idle: bool,
     pub(crate) stop: Stop,
 }
 
@@ -130,6 +135,7 @@ impl Shared {
                 must_sync_upto: 0,
                 sync_wanted: 0,
                 blocking_waiters: 0,
+                writer_idle: false,
                 stop: Stop::Run,
             }),
             writer_wake: Condvar::new(),

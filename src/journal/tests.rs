@@ -216,6 +216,27 @@ fn everysec_fsyncs_in_the_background() {
     assert!(status.fsyncs >= 1 && status.last_fsync_unix_secs.is_some(), "{status:?}");
 }
 
+/// Under everysec and no the replies' tasks write the records; one nobody waits for (a lease
+/// that ran out with nobody in line) is written by the writer thread's poll, also after the
+/// thread went to sleep for want of work.
+#[test]
+fn records_nobody_waits_for_are_written_anyway() {
+    let temp = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(temp.path(), options(FsyncPolicy::Everysec)).unwrap();
+    let written = |lsn| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log.status().written_lsn < lsn {
+            assert!(Instant::now() < deadline, "record {lsn} was never written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    written(log.append(b"polled"));
+    // Long enough for the writer thread to stop polling and sleep until woken.
+    std::thread::sleep(Duration::from_millis(1_500));
+    written(log.append(b"after a sleep"));
+    written(log.append(b"polled again"));
+}
+
 #[test]
 fn a_failing_disk_holds_records_and_resumes_without_losing_any() {
     let temp = tempfile::tempdir().unwrap();

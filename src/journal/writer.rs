@@ -1,7 +1,11 @@
-//! The writer thread: group commit. It sleeps until records are buffered, takes the whole buffer
-//! at once, writes it with one pwrite, fsyncs when the policy or an `append_synced` record asks,
-//! and publishes the released LSN. Appenders meanwhile fill the next buffer, so the writer wakes
-//! once per batch, however many threads append.
+//! The writer: group commit. Whoever writes takes the whole buffer at once, writes it with one
+//! pwrite, fsyncs when the policy or an `append_synced` record asks, and publishes the released
+//! LSN; appenders meanwhile fill the next buffer. Under `always` the writer thread does it all,
+//! woken once per batch however many threads append. Under everysec and no a reply waits only
+//! for the write, so the task waiting for it writes the buffer itself ([`Writer::write_pending`]):
+//! a hop to the writer thread and back would cost more than the write. The thread then only polls
+//! for records nobody waited for, and does what may block for long: retries after a failure, the
+//! fsync that closes a full segment, and records that must be synced.
 //!
 //! On a failed write or fsync the batch stays queued (with later ones behind it) and is retried
 //! every [`RETRY_INTERVAL`] at the same offset: nothing is dropped and records land in order.
@@ -13,16 +17,24 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
 
 use super::Lsn;
 use super::dir::JournalDir;
 use super::error::WriteFailure;
 use super::frame::{self, SegmentHeader};
 use super::log::FsyncPolicy;
-use super::state::{FailureKind, Shared, Stop};
+use super::state::{FailureKind, Pending, Shared, Stop};
 
-pub(crate) const RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Under everysec and no, how often the writer thread looks for records that no reply waited
+/// for (a lease that ran out with nobody in line, say), and how many empty looks before it
+/// sleeps until an appender wakes it.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+const IDLE_POLLS: u32 = 100;
 
 /// Creates (or empties) a segment file and writes its header. The caller makes it durable.
 pub(crate) fn create_segment(path: &std::path::Path, first_lsn: Lsn, boot_id: &str) -> io::Result<(File, u64)> {
@@ -83,73 +95,59 @@ impl Writer {
         }
     }
 
-    pub(crate) fn run(mut self) {
-        let mut failing = false;
-        loop {
-            let Some((stop, sync_wanted)) = self.collect(failing) else { return };
-            match self.flush(sync_wanted) {
-                Ok(()) => {
-                    failing = false;
-                    self.shared.clear_failure(FailureKind::Write);
-                }
-                Err((kind, failure)) => {
-                    failing = true;
-                    self.shared.set_failure(kind, failure);
-                }
-            }
-            self.shared.wake_waiters();
-            // close() gets one more attempt, not a retry loop: a dead disk must not hang shutdown.
-            if stop == Stop::Drain {
+    /// Moves the buffered records into the backlog, in one batch.
+    fn take_batch(&mut self, pending: &mut Pending) {
+        if pending.buffer.is_empty() {
+            return;
+        }
+        let bytes = std::mem::replace(&mut pending.buffer, std::mem::take(&mut self.spare));
+        let first_lsn = pending.buffer_first_lsn;
+        let last_lsn = pending.next_lsn - 1;
+        let must_sync = self.shared.policy == FsyncPolicy::Always || pending.must_sync_upto >= first_lsn;
+        pending.buffer_first_lsn = pending.next_lsn;
+        self.shared.counters.backlog_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.backlog.push_back(Batch { bytes, first_lsn, last_lsn, must_sync });
+    }
+
+    /// Writes the buffered records on the caller's thread (a task about to reply), unless that is
+    /// the writer thread's job: a record that must be fsynced, a full segment to close (with an
+    /// fsync), batches left from a failure (which go first, at the writer's retry pace), or a
+    /// stop. Then the writer thread is woken for it.
+    pub(crate) fn write_pending(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        {
+            let mut pending = shared.pending.lock();
+            if pending.buffer.is_empty() {
                 return;
+            }
+            let threads_job = pending.must_sync_upto >= pending.buffer_first_lsn
+                || pending.stop != Stop::Run
+                || !self.backlog.is_empty()
+                || self.segment_full();
+            if threads_job {
+                pending.writer_idle = false;
+                shared.writer_wake.notify_one();
+                return;
+            }
+            self.take_batch(&mut pending);
+        }
+        match self.flush(0) {
+            Ok(()) => shared.clear_failure(FailureKind::Write),
+            Err((kind, failure)) => {
+                shared.set_failure(kind, failure);
+                shared.writer_wake.notify_one();
             }
         }
     }
 
-    /// Waits for work and moves the buffered records into the backlog. None when abandoned.
-    fn collect(&mut self, failing: bool) -> Option<(Stop, Lsn)> {
-        let shared = &*self.shared;
-        let mut pending = shared.pending.lock();
-        let retry_at = failing.then(|| Instant::now() + RETRY_INTERVAL);
-        loop {
-            if pending.stop == Stop::Abandon {
-                return None;
-            }
-            match retry_at {
-                // Failing: new records must not trigger a retry each, only the clock does.
-                Some(at) => {
-                    if pending.stop == Stop::Drain || Instant::now() >= at {
-                        break;
-                    }
-                    shared.writer_wake.wait_until(&mut pending, at);
-                }
-                None => {
-                    let sync_owed = pending.sync_wanted > shared.synced_lsn.load(Ordering::Acquire);
-                    if !pending.buffer.is_empty() || sync_owed || pending.stop == Stop::Drain {
-                        break;
-                    }
-                    shared.writer_wake.wait(&mut pending);
-                }
-            }
-        }
-        if !pending.buffer.is_empty() {
-            let bytes = std::mem::replace(&mut pending.buffer, std::mem::take(&mut self.spare));
-            let first_lsn = pending.buffer_first_lsn;
-            let last_lsn = pending.next_lsn - 1;
-            let must_sync = shared.policy == FsyncPolicy::Always || pending.must_sync_upto >= first_lsn;
-            pending.buffer_first_lsn = pending.next_lsn;
-            shared.counters.backlog_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            self.backlog.push_back(Batch { bytes, first_lsn, last_lsn, must_sync });
-        }
-        if pending.stop == Stop::Drain {
-            pending.sync_wanted = pending.next_lsn - 1;
-        }
-        Some((pending.stop, pending.sync_wanted))
+    fn segment_full(&self) -> bool {
+        self.segment.has_records && self.segment.len >= self.segment_bytes
     }
 
     fn flush(&mut self, sync_wanted: Lsn) -> Result<(), (FailureKind, WriteFailure)> {
         while let Some(batch) = self.backlog.front() {
             let (first_lsn, last_lsn, must_sync) = (batch.first_lsn, batch.last_lsn, batch.must_sync);
-            if self.segment.has_records && self.segment.len >= self.segment_bytes {
+            if self.segment_full() {
                 self.roll(first_lsn)?;
             }
             let start = self.segment.len;
@@ -260,6 +258,81 @@ impl Writer {
 
     fn failure_at(&self, operation: &'static str, file: PathBuf, error: io::Error) -> WriteFailure {
         WriteFailure { operation, file, error: Arc::new(error), since: SystemTime::now() }
+    }
+}
+
+/// The writer thread: see the module's documentation.
+pub(crate) fn run(shared: Arc<Shared>, state: Arc<Mutex<Writer>>) {
+    loop {
+        // A failure may be a task's write's: the retries are this thread's.
+        if !wait_for_work(&shared, shared.is_failing()) {
+            return;
+        }
+        let mut writer = state.lock();
+        let (stop, sync_wanted) = {
+            let mut pending = shared.pending.lock();
+            writer.take_batch(&mut pending);
+            if pending.stop == Stop::Drain {
+                pending.sync_wanted = pending.next_lsn - 1;
+            }
+            (pending.stop, pending.sync_wanted)
+        };
+        match writer.flush(sync_wanted) {
+            Ok(()) => shared.clear_failure(FailureKind::Write),
+            Err((kind, failure)) => shared.set_failure(kind, failure),
+        }
+        drop(writer);
+        shared.wake_waiters();
+        // close() gets one more attempt, not a retry loop: a dead disk must not hang shutdown.
+        if stop == Stop::Drain {
+            return;
+        }
+    }
+}
+
+/// Waits until there is something for the writer thread to do; false when abandoned. Under
+/// everysec and no, buffered records are its to write only once it has slept on them for a poll
+/// interval (the replies' tasks write them meanwhile), unless they must be fsynced.
+fn wait_for_work(shared: &Shared, failing: bool) -> bool {
+    let mut pending = shared.pending.lock();
+    let retry_at = failing.then(|| Instant::now() + RETRY_INTERVAL);
+    let polls = shared.policy != FsyncPolicy::Always;
+    let mut waited = false;
+    let mut idle_polls = 0;
+    loop {
+        match pending.stop {
+            Stop::Abandon => return false,
+            Stop::Drain => return true,
+            Stop::Run => {}
+        }
+        match retry_at {
+            // Failing: new records must not trigger a retry each, only the clock does.
+            Some(at) => {
+                if Instant::now() >= at {
+                    return true;
+                }
+                shared.writer_wake.wait_until(&mut pending, at);
+            }
+            // A task's write failed meanwhile: its batch waits in the backlog for this thread.
+            None if shared.is_failing() => return true,
+            None => {
+                let sync_owed = pending.sync_wanted > shared.synced_lsn.load(Ordering::Acquire);
+                let buffered = !pending.buffer.is_empty();
+                let must_sync = buffered && pending.must_sync_upto >= pending.buffer_first_lsn;
+                if sync_owed || must_sync || (buffered && (!polls || waited)) {
+                    return true;
+                }
+                if !polls || pending.writer_idle {
+                    shared.writer_wake.wait(&mut pending);
+                } else if shared.writer_wake.wait_for(&mut pending, POLL_INTERVAL).timed_out()
+                    && pending.buffer.is_empty()
+                {
+                    idle_polls += 1;
+                    pending.writer_idle = idle_polls >= IDLE_POLLS;
+                }
+                waited = true;
+            }
+        }
     }
 }
 
