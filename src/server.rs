@@ -332,6 +332,11 @@ async fn reap_leases(shared: Arc<Shared>) {
     loop {
         let now = shared.clock.now();
         let next = shared.core.expire(now);
+        if next.is_some_and(|deadline| deadline <= now.ms()) {
+            // More expiries are due than one slice per shard: let clients in between slices.
+            tokio::task::yield_now().await;
+            continue;
+        }
         let wake_at = next.map_or_else(
             || tokio::time::Instant::now() + Duration::from_secs(1),
             |deadline| shared.clock.instant_at(deadline).into(),

@@ -136,9 +136,14 @@ class Server:
         argv += list(extra)
         if ulimit:
             argv = ["sh", "-c", f'ulimit -n {ulimit} && exec "$0" "$@"'] + argv
+        self.argv, self.stdout, self.stderr = argv, stdout, stderr
+        self.start()
+
+    def start(self, wait_s=10):
         # NO_COLOR: whoever reads the log counts plain lines, not escape codes.
-        self.proc = subprocess.Popen(argv, stdout=stdout, stderr=stderr, env={**os.environ, "NO_COLOR": "1"})
-        deadline = time.monotonic() + 10
+        self.proc = subprocess.Popen(self.argv, stdout=self.stdout, stderr=self.stderr,
+                                     env={**os.environ, "NO_COLOR": "1"})
+        deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             try:
                 Client(self.port, password, timeout=1).call("PING")
@@ -159,6 +164,12 @@ class Server:
         with open(f"/proc/{self.proc.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def restart(self, wait_s=60):
+        """SIGTERM (a clean stop), then the same command line on the same port and directory."""
+        self.proc.terminate()
+        self.proc.wait()
+        self.start(wait_s)
 
     def stop(self):
         if self.proc.poll() is None:

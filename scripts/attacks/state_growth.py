@@ -11,6 +11,7 @@ attack's own figures. Bounded: every attack has a fixed count or duration; loopb
   state_growth.py close BINARY [--keys 300000]    a connection holding N locks closes
   state_growth.py queue BINARY [--waiters 1000000] TRY/CANCEL latency and LOCK.INFO size with N waiters
   state_growth.py rewrite BINARY [--keys 1000000] BGREWRITEAOF of the journal (Redis: of its AOF) with N held locks
+  state_growth.py expire BINARY [--keys 300000]   N leases ending in the same millisecond (baton only)
 
 --threads 1 runs baton on one worker thread, as Redis runs commands on one thread: then any
 stretch of work that does not yield stalls every other client, however many cores are free.
@@ -198,9 +199,37 @@ def attack_rewrite(args, server):
             f"probe_p99_ms={p99:.1f} probes={count} cpu_pct={cpu:.0f} rss_mb={server.rss_mb():.0f}")
 
 
+def attack_expire(args, server):
+    """N locks with a 5 s lease, then a clean restart: the journal re-leases every recovered holder
+    from the moment of recovery, so all N leases end in the same millisecond, 5 s later (holders
+    that never came back). The probe runs across that moment."""
+    if server.redis:
+        raise SystemExit("expire: baton only (Redis keeps each key's own expiry time across a restart)")
+    lease_ms = 5000
+    holder = Client(server.port)
+    holder.pipeline(resp("LOCK.TRY", f"k:{i}", "holder", "PX", lease_ms) for i in range(args.keys))
+    holder.sock.close()
+    server.restart()
+    restarted = time.time()
+    checker = Client(server.port)
+    held = checker.call("DBSIZE")
+
+    def expired(stop_at):
+        while checker.call("DBSIZE") != 0:
+            time.sleep(0.001)
+        took_ms = (time.time() - restarted) * 1000 - lease_ms
+        while time.time() < stop_at:
+            time.sleep(0.05)
+        return took_ms
+
+    worst, p99, count, cpu, late_ms = with_probe(server, max(args.seconds, lease_ms / 1000 + 3), expired)
+    return (f"expire keys={held} all_expired_ms_after_lease_end={late_ms:.0f} probe_worst_ms={worst:.1f} "
+            f"probe_p99_ms={p99:.1f} probes={count} cpu_pct={cpu:.0f} rss_mb={server.rss_mb():.0f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("attack", choices=["info", "close", "queue", "rewrite"])
+    parser.add_argument("attack", choices=["info", "close", "queue", "rewrite", "expire"])
     parser.add_argument("binary")
     parser.add_argument("--keys", type=int, default=None)
     parser.add_argument("--waiters", type=int, default=1_000_000)
@@ -217,9 +246,13 @@ def main():
         threads = [] if args.threads is None else ["--threads", str(args.threads)]
         server = Server(args.binary, ["--lease-ms", "600000", *threads])
     try:
-        attack = {"info": attack_info, "close": attack_close, "queue": attack_queue, "rewrite": attack_rewrite}[
-            args.attack
-        ]
+        attack = {
+            "info": attack_info,
+            "close": attack_close,
+            "queue": attack_queue,
+            "rewrite": attack_rewrite,
+            "expire": attack_expire,
+        }[args.attack]
         print(f"{os.path.basename(args.binary)} {attack(args, server)}", flush=True)
     finally:
         server.stop()

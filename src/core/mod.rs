@@ -56,10 +56,11 @@ pub const RECOVERED: ConnId = NonZeroU64::MAX;
 /// cannot hold an `Option`, and no deadline in milliseconds reaches this.
 const NO_WAKE_PLANNED: u64 = u64::MAX;
 
-/// Keys a closing connection releases per shard-lock acquisition. Each costs about a microsecond
-/// under the lock, so other clients of the shard wait a fraction of a millisecond, while the lock
-/// is taken a few hundred times less often than key by key.
-pub const RELEASE_SLICE: usize = 256;
+/// Keys that background work (a closing connection's release, lease expiries) changes per
+/// shard-lock acquisition. Each costs about a microsecond under the lock, so other clients of the
+/// shard wait a fraction of a millisecond, while the lock is taken a few hundred times less often
+/// than key by key.
+pub const SLICE: usize = 256;
 
 #[derive(Debug, Clone, Copy)]
 pub struct CoreSettings {
@@ -92,7 +93,7 @@ pub struct LockCore {
 impl LockCore {
     pub fn new(settings: CoreSettings, token_seed: u64) -> LockCore {
         let count = settings.shards.max(1).next_power_of_two();
-        let shards = (0..count).map(|_| Mutex::new(Shard::new(token_seed))).collect();
+        let shards = (0..count).map(|_| Mutex::new(Shard::new(token_seed, count))).collect();
         LockCore {
             shards,
             settings,
@@ -333,7 +334,7 @@ impl LockCore {
         release
     }
 
-    /// Releases up to [`RELEASE_SLICE`] keys of `release`, all of one shard, under one
+    /// Releases up to [`SLICE`] keys of `release`, all of one shard, under one
     /// acquisition of its lock: the queue places the connection last refreshed are dropped
     /// (unless the owner is blocked on another connection), and every lock bound to it fails over
     /// to the next waiter, unless the owner was sent the same grant on a connection still open.
@@ -344,7 +345,7 @@ impl LockCore {
         let Some(keys) = release.by_shard.last_mut() else {
             return false;
         };
-        let slice = keys.split_off(keys.len().saturating_sub(RELEASE_SLICE));
+        let slice = keys.split_off(keys.len().saturating_sub(SLICE));
         let conn = release.conn;
         self.on_shard_at(index, |shard| {
             for key in &slice {
@@ -357,8 +358,10 @@ impl LockCore {
         !release.by_shard.is_empty()
     }
 
-    /// Applies every expiry due at `now` (lease expiries hand the lock on). Returns the next
-    /// deadline, so the caller knows when to come back.
+    /// Applies the expiries due at `now` (lease expiries hand the lock on), up to [`SLICE`] per
+    /// shard, taking each shard's lock once. Returns the next deadline, so the caller knows when
+    /// to come back: at or before `now` while expiries remain due (a million leases that end
+    /// together), when it should yield to other work and come back at once.
     pub fn expire(&self, now: Timestamp) -> Option<u64> {
         // Deadlines added while we scan lower this again and notify.
         self.planned_wake.store(NO_WAKE_PLANNED, Ordering::Release);
@@ -366,7 +369,7 @@ impl LockCore {
         for shard in self.shards.iter() {
             let (deadline, events) = {
                 let mut shard = shard.lock();
-                let deadline = shard.expire(now);
+                let deadline = shard.expire(now, SLICE);
                 shard.flush_changes();
                 shard.ctx.earliest_new_deadline = None;
                 (deadline, std::mem::take(&mut shard.ctx.events))

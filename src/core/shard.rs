@@ -41,7 +41,7 @@ pub(crate) struct ShardCtx {
 }
 
 impl ShardCtx {
-    fn new(token_seed: u64) -> ShardCtx {
+    fn new(token_seed: u64, shards: usize) -> ShardCtx {
         ShardCtx {
             next_token: token_seed.max(1),
             next_wait_id: 1,
@@ -51,7 +51,7 @@ impl ShardCtx {
             earliest_new_deadline: None,
             recent_owner: None,
             record: Recorder::default(),
-            unlock_memo: UnlockMemo::default(),
+            unlock_memo: UnlockMemo::for_one_of(shards),
             replayed_completion: None,
             grants_resume_at: None,
             latest: Timestamp::from_ms(0),
@@ -112,12 +112,13 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    pub(crate) fn new(token_seed: u64) -> Shard {
+    /// Shard of a table of `shards`.
+    pub(crate) fn new(token_seed: u64, shards: usize) -> Shard {
         Shard {
             keys: HashMap::new(),
             timers: BinaryHeap::new(),
             gauges: Gauges::default(),
-            ctx: ShardCtx::new(token_seed),
+            ctx: ShardCtx::new(token_seed, shards),
             sink: None,
         }
     }
@@ -255,10 +256,12 @@ impl Shard {
             .retain(|Reverse((deadline, key))| keys.get(key).is_some_and(|state| state.timer_at == Some(*deadline)));
     }
 
-    /// Processes every timer due at `now`; returns the next deadline still pending.
-    pub(crate) fn expire(&mut self, now: Timestamp) -> Option<u64> {
+    /// Processes the timers due at `now`, at most `budget` of them; returns the next deadline
+    /// still pending (at or before `now` when the budget ran out first).
+    pub(crate) fn expire(&mut self, now: Timestamp, budget: usize) -> Option<u64> {
+        let mut processed = 0;
         while let Some(Reverse((deadline, _))) = self.timers.peek() {
-            if *deadline > now.ms() {
+            if *deadline > now.ms() || processed == budget {
                 let next = *deadline;
                 self.shrink_if_sparse();
                 return Some(next);
@@ -274,6 +277,7 @@ impl Shard {
             }
             state.timer_at = None;
             self.change(&key, Absent::Skip, now, |_, _, _, _| ());
+            processed += 1;
         }
         self.shrink_if_sparse();
         None

@@ -95,7 +95,7 @@ fn a_retried_unlock_is_answered_as_the_first_was_while_it_is_among_the_latest() 
         UnlockOutcome::Succeeded { waiters_told: 1 }
     );
     assert_eq!(core.unlock(b"k", b"a", next, success(None, None), at(3)), UnlockOutcome::NotHolder);
-    for i in 0..unlock_memo::REMEMBERED_UNLOCKS * core.shard_count() * 4 {
+    for i in 0..unlock_memo::REMEMBERED_UNLOCKS * 4 {
         let key = format!("other{i}");
         let token = acquired(core.try_lock(request(&key, "x", 4, None), false, at(4)));
         core.unlock(key.as_bytes(), b"x", token, failure(), at(4));
@@ -661,14 +661,14 @@ fn unblocking_in_the_middle_of_a_long_line() {
 }
 
 /// A closing connection releases its keys a slice per shard-lock acquisition: N keys of one
-/// shard take ceil(N / RELEASE_SLICE) slices, each releasing a full slice but the last.
+/// shard take ceil(N / SLICE) slices, each releasing a full slice but the last.
 #[test]
 fn a_closing_connection_releases_in_slices_of_one_shard_lock_each() {
     let core = LockCore::new(
         CoreSettings { default_lease_ms: 1_000, max_lease_ms: 60_000, release_on_disconnect: true, shards: 1 },
         100,
     );
-    let count = 2 * RELEASE_SLICE + 7;
+    let count = 2 * SLICE + 7;
     let keys: Vec<Arc<[u8]>> = (0..count).map(|i| Arc::from(format!("k{i}").as_bytes())).collect();
     for key in &keys {
         acquired(core.try_lock(LockRequest { key, owner: b"a", lease_ms: None, conn: conn(1) }, false, at(0)));
@@ -682,9 +682,35 @@ fn a_closing_connection_releases_in_slices_of_one_shard_lock_each() {
             break;
         }
     }
-    assert_eq!(held_after_each_slice, vec![count - RELEASE_SLICE, 7, 0]);
+    assert_eq!(held_after_each_slice, vec![count - SLICE, 7, 0]);
     assert!(!core.release_slice(&mut release, at(1)), "nothing left");
     assert_eq!(core.stats().disconnect_releases, count as u64);
+}
+
+/// Leases that end together expire a slice per shard-lock acquisition, and `expire` says that
+/// more are due (a deadline at or before now) until none is.
+#[test]
+fn leases_that_end_together_expire_a_slice_at_a_time() {
+    let core = LockCore::new(
+        CoreSettings { default_lease_ms: 1_000, max_lease_ms: 60_000, release_on_disconnect: true, shards: 1 },
+        100,
+    );
+    let count = 2 * SLICE + 7;
+    for i in 0..count {
+        acquired(core.try_lock(request(&format!("k{i}"), "a", 1, Some(100)), false, at(0)));
+    }
+    acquired(core.try_lock(request("later", "a", 1, Some(500)), false, at(0)));
+    let mut held_after_each_call = Vec::new();
+    loop {
+        let next = core.expire(at(100));
+        held_after_each_call.push(core.gauges().held_keys as usize);
+        if next != Some(100) {
+            assert_eq!(next, Some(500), "then the next lease to end");
+            break;
+        }
+    }
+    assert_eq!(held_after_each_call, vec![count + 1 - SLICE, 8, 1]);
+    assert_eq!(core.stats().lease_expiries, count as u64);
 }
 
 /// With several shards, each slice takes keys of one shard only.
@@ -697,7 +723,7 @@ fn release_slices_never_span_two_shards() {
         acquired(core.try_lock(LockRequest { key, owner: b"a", lease_ms: None, conn: conn(1) }, false, at(0)));
         per_shard[core.shard_of(key)] += 1;
     }
-    let expected_slices: usize = per_shard.iter().map(|n| n.div_ceil(RELEASE_SLICE)).sum();
+    let expected_slices: usize = per_shard.iter().map(|n| n.div_ceil(SLICE)).sum();
     let mut release = core.release_connection(conn(1), keys);
     let mut slices = 1;
     while core.release_slice(&mut release, at(1)) {
