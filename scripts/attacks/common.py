@@ -146,7 +146,7 @@ class Server:
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             try:
-                Client(self.port, password, timeout=1).call("PING")
+                Client(self.port, self.password, timeout=1).call("PING")
                 return
             except OSError:
                 time.sleep(0.05)

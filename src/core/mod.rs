@@ -358,18 +358,26 @@ impl LockCore {
         !release.by_shard.is_empty()
     }
 
-    /// Applies the expiries due at `now` (lease expiries hand the lock on), up to [`SLICE`] per
-    /// shard, taking each shard's lock once. Returns the next deadline, so the caller knows when
-    /// to come back: at or before `now` while expiries remain due (a million leases that end
-    /// together), when it should yield to other work and come back at once.
+    /// Applies the expiries due at `now` (lease expiries hand the lock on), [`SLICE`] of them at
+    /// most, taking each shard's lock at most once. Returns the next deadline, so the caller
+    /// knows when to come back: at or before `now` while expiries remain due (a million leases
+    /// that end together), when it should yield to other work and come back at once. One call
+    /// costs about what one request does, so on one worker thread the clients' requests
+    /// interleave with the expiries.
     pub fn expire(&self, now: Timestamp) -> Option<u64> {
         // Deadlines added while we scan lower this again and notify.
         self.planned_wake.store(NO_WAKE_PLANNED, Ordering::Release);
         let mut next: Option<u64> = None;
+        let mut budget = SLICE;
         for shard in self.shards.iter() {
+            if budget == 0 {
+                // Shards not looked at may have expiries due: come back at once.
+                next = Some(now.ms());
+                break;
+            }
             let (deadline, events) = {
                 let mut shard = shard.lock();
-                let deadline = shard.expire(now, SLICE);
+                let deadline = shard.expire(now, &mut budget);
                 shard.flush_changes();
                 shard.ctx.earliest_new_deadline = None;
                 (deadline, std::mem::take(&mut shard.ctx.events))

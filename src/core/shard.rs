@@ -256,12 +256,11 @@ impl Shard {
             .retain(|Reverse((deadline, key))| keys.get(key).is_some_and(|state| state.timer_at == Some(*deadline)));
     }
 
-    /// Processes the timers due at `now`, at most `budget` of them; returns the next deadline
-    /// still pending (at or before `now` when the budget ran out first).
-    pub(crate) fn expire(&mut self, now: Timestamp, budget: usize) -> Option<u64> {
-        let mut processed = 0;
+    /// Processes the timers due at `now`, taking one from `budget` for each; returns the next
+    /// deadline still pending (at or before `now` when the budget ran out first).
+    pub(crate) fn expire(&mut self, now: Timestamp, budget: &mut usize) -> Option<u64> {
         while let Some(Reverse((deadline, _))) = self.timers.peek() {
-            if *deadline > now.ms() || processed == budget {
+            if *deadline > now.ms() || *budget == 0 {
                 let next = *deadline;
                 self.shrink_if_sparse();
                 return Some(next);
@@ -277,7 +276,7 @@ impl Shard {
             }
             state.timer_at = None;
             self.change(&key, Absent::Skip, now, |_, _, _, _| ());
-            processed += 1;
+            *budget -= 1;
         }
         self.shrink_if_sparse();
         None

@@ -36,6 +36,9 @@ pub(crate) const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 const IDLE_POLLS: u32 = 100;
 
+/// The largest batch buffer kept for reuse.
+const SPARE_BYTES: usize = 1 << 20;
+
 /// Creates (or empties) a segment file and writes its header. The caller makes it durable.
 pub(crate) fn create_segment(path: &std::path::Path, first_lsn: Lsn, boot_id: &str) -> io::Result<(File, u64)> {
     let header = frame::encode_segment_header(&SegmentHeader { first_lsn, boot_id: boot_id.to_owned() });
@@ -196,9 +199,11 @@ impl Writer {
         Ok(())
     }
 
-    /// Keeps the largest buffer's capacity for the next batch, so steady appends allocate nothing.
+    /// Keeps the largest buffer's capacity for the next batch, so steady appends allocate nothing;
+    /// but not one that a burst (a mass release or expiry) grew past [`SPARE_BYTES`], which would
+    /// stay allocated for good.
     fn recycle(&mut self, mut bytes: Vec<u8>) {
-        if bytes.capacity() > self.spare.capacity() {
+        if bytes.capacity() > self.spare.capacity() && bytes.capacity() <= SPARE_BYTES {
             bytes.clear();
             self.spare = bytes;
         }
