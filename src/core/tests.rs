@@ -6,7 +6,16 @@ fn core() -> LockCore {
 }
 
 fn core_with(release_on_disconnect: bool) -> LockCore {
-    LockCore::new(CoreSettings { default_lease_ms: 1_000, max_lease_ms: 60_000, release_on_disconnect, shards: 4 }, 100)
+    core_of(release_on_disconnect, 4)
+}
+
+/// Every key in one shard, for tests that count what one shard-lock acquisition does.
+fn one_shard_core() -> LockCore {
+    core_of(true, 1)
+}
+
+fn core_of(release_on_disconnect: bool, shards: usize) -> LockCore {
+    LockCore::new(CoreSettings { default_lease_ms: 1_000, max_lease_ms: 60_000, release_on_disconnect, shards }, 100)
 }
 
 fn success(result: Option<&str>, keep_ms: Option<u64>) -> Verdict {
@@ -664,10 +673,7 @@ fn unblocking_in_the_middle_of_a_long_line() {
 /// shard take ceil(N / SLICE) slices, each releasing a full slice but the last.
 #[test]
 fn a_closing_connection_releases_in_slices_of_one_shard_lock_each() {
-    let core = LockCore::new(
-        CoreSettings { default_lease_ms: 1_000, max_lease_ms: 60_000, release_on_disconnect: true, shards: 1 },
-        100,
-    );
+    let core = one_shard_core();
     let count = 2 * SLICE + 7;
     let keys: Vec<Arc<[u8]>> = (0..count).map(|i| Arc::from(format!("k{i}").as_bytes())).collect();
     for key in &keys {
@@ -691,10 +697,7 @@ fn a_closing_connection_releases_in_slices_of_one_shard_lock_each() {
 /// more are due (a deadline at or before now) until none is.
 #[test]
 fn leases_that_end_together_expire_a_slice_at_a_time() {
-    let core = LockCore::new(
-        CoreSettings { default_lease_ms: 1_000, max_lease_ms: 60_000, release_on_disconnect: true, shards: 1 },
-        100,
-    );
+    let core = one_shard_core();
     let count = 2 * SLICE + 7;
     for i in 0..count {
         acquired(core.try_lock(request(&format!("k{i}"), "a", 1, Some(100)), false, at(0)));
