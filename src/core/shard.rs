@@ -94,7 +94,7 @@ pub(crate) enum Absent {
     Skip,
 }
 
-/// Tables this small are not worth shrinking.
+/// Tables and timer heaps this small are not worth shrinking or purging.
 const SPARSE_SLACK: usize = 1024;
 
 pub(crate) struct Shard {
@@ -212,6 +212,7 @@ impl Shard {
         if state.is_forgettable() {
             self.keys.remove(&key);
             self.gauges.replace(before, Gauges::default());
+            self.purge_stale_timers();
             self.shrink_if_sparse();
             return Some(result);
         }
@@ -233,10 +234,9 @@ impl Shard {
         self.keys.get_key_value(key).map(|(key, state)| (key, &**state))
     }
 
-    /// Keeps the heap proportional to the live keys when keys churn faster than their leases end.
     /// A table that once held a million keys keeps its memory after they are gone unless told:
     /// shrunk to twice the keys left once they fill less than a quarter, which costs O(1) per
-    /// removal amortized (the next shrink needs the keys halved again).
+    /// removal amortized (the next shrink needs the keys halved again). The same for the heap.
     fn shrink_if_sparse(&mut self) {
         let len = self.keys.len();
         if self.keys.capacity() > 4 * len + SPARSE_SLACK {
@@ -247,8 +247,13 @@ impl Shard {
         }
     }
 
+    /// Keeps the heap proportional to the live keys. Each entry holds its key, and one whose key
+    /// is gone (released, or its timer re-armed) would stay until its deadline: a million locks
+    /// released long before their leases end would keep a million keys allocated. Purged once
+    /// the entries outnumber the live keys twice over (plus slack), which is O(1) amortized per
+    /// removal or arming.
     fn purge_stale_timers(&mut self) {
-        if self.timers.len() <= 2 * self.keys.len() + 1024 {
+        if self.timers.len() <= 2 * self.keys.len() + SPARSE_SLACK {
             return;
         }
         let keys = &self.keys;
