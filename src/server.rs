@@ -333,7 +333,7 @@ async fn reap_leases(shared: Arc<Shared>) {
         let now = shared.clock.now();
         let next = shared.core.expire(now);
         if next.is_some_and(|deadline| deadline <= now.ms()) {
-            // More expiries are due than one slice per shard: let clients in between slices.
+            // More expiries are due than one pass handles: let clients in between passes.
             tokio::task::yield_now().await;
             continue;
         }

@@ -15,7 +15,7 @@ use super::outcome::UnlockOutcome;
 
 /// UNLOCK answers remembered by the whole server (a few megabytes when all are in use).
 pub(crate) const REMEMBERED_UNLOCKS: usize = 32_768;
-pub(crate) const MIN_SLOTS: usize = 16;
+const MIN_SLOTS: usize = 16;
 
 #[derive(Debug)]
 pub(crate) struct Unlocked {

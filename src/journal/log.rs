@@ -221,20 +221,20 @@ impl Log {
             if let Some(failure) = self.shared.failure() {
                 return Err(LogError::WriteFailing(failure));
             }
-            if self.shared.policy != FsyncPolicy::Always && !yielded {
-                // Like Redis writing its AOF buffer once per turn of its event loop: the other
-                // tasks ready on this thread run first, so that one write covers their records too.
-                yielded = true;
-                tokio::task::yield_now().await;
-                continue;
-            }
-            if self.shared.policy != FsyncPolicy::Always
-                && let Some(mut writer) = self.writer_state.try_lock()
-            {
-                writer.write_pending();
-                drop(writer);
-                if self.is_released(lsn) {
-                    return Ok(());
+            if self.shared.policy != FsyncPolicy::Always {
+                if !yielded {
+                    // Like Redis writing its AOF buffer once per turn of its event loop: the other
+                    // tasks ready on this thread run first, so one write covers their records too.
+                    yielded = true;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                if let Some(mut writer) = self.writer_state.try_lock() {
+                    writer.write_pending();
+                    drop(writer);
+                    if self.is_released(lsn) {
+                        return Ok(());
+                    }
                 }
             }
             notified.await;

@@ -47,6 +47,13 @@ pub(crate) struct Pending {
     pub(crate) stop: Stop,
 }
 
+impl Pending {
+    /// Whether the buffer holds a record appended with `append_synced`.
+    pub(crate) fn holds_synced_record(&self) -> bool {
+        !self.buffer.is_empty() && self.must_sync_upto >= self.buffer_first_lsn
+    }
+}
+
 /// The segments as the writer last left them, for the syncer, snapshots and status.
 #[derive(Debug)]
 pub(crate) struct Files {

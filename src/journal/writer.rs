@@ -103,10 +103,10 @@ impl Writer {
         if pending.buffer.is_empty() {
             return;
         }
+        let must_sync = self.shared.policy == FsyncPolicy::Always || pending.holds_synced_record();
         let bytes = std::mem::replace(&mut pending.buffer, std::mem::take(&mut self.spare));
         let first_lsn = pending.buffer_first_lsn;
         let last_lsn = pending.next_lsn - 1;
-        let must_sync = self.shared.policy == FsyncPolicy::Always || pending.must_sync_upto >= first_lsn;
         pending.buffer_first_lsn = pending.next_lsn;
         self.shared.counters.backlog_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.backlog.push_back(Batch { bytes, first_lsn, last_lsn, must_sync });
@@ -123,7 +123,7 @@ impl Writer {
             if pending.buffer.is_empty() {
                 return;
             }
-            let threads_job = pending.must_sync_upto >= pending.buffer_first_lsn
+            let threads_job = pending.holds_synced_record()
                 || pending.stop != Stop::Run
                 || !self.backlog.is_empty()
                 || self.segment_full();
@@ -323,8 +323,7 @@ fn wait_for_work(shared: &Shared, failing: bool) -> bool {
             None => {
                 let sync_owed = pending.sync_wanted > shared.synced_lsn.load(Ordering::Acquire);
                 let buffered = !pending.buffer.is_empty();
-                let must_sync = buffered && pending.must_sync_upto >= pending.buffer_first_lsn;
-                if sync_owed || must_sync || (buffered && (!polls || waited)) {
+                if sync_owed || pending.holds_synced_record() || (buffered && (!polls || waited)) {
                     return true;
                 }
                 if !polls || pending.writer_idle {
