@@ -236,14 +236,23 @@ struct MHolder {
     owner: usize,
     grant: GrantId,
     deadline: u64,
-    /// The connection whose close releases the lock: the one it last acquired, waited or
-    /// extended on. When one grant reaches several blocked WAITs of the owner at once, the one
-    /// whose WAIT came last; after a grant to an owner that was not blocked, the connection of
-    /// its last TRY or WAIT.
+    /// The connection the lock is bound to: the one it last acquired, waited or extended on.
+    /// When one grant reaches several blocked WAITs of the owner at once, the one whose WAIT came
+    /// last; after a grant to an owner that was not blocked, the connection of its last TRY or
+    /// WAIT.
     conn: Option<ConnId>,
-    /// The owner renewed or extended on a connection of its choosing: other WAITs that were sent
-    /// the grant no longer stand in for the one the lock is bound to.
-    rebound: bool,
+    /// Connections the lock was bound to before a renewal or EXTEND moved it, oldest first: the
+    /// owner was told there that it holds the lock, so they still speak for it.
+    renewed_from: Vec<ConnId>,
+}
+
+impl MHolder {
+    fn rebind(&mut self, conn: ConnId) {
+        if let Some(previous) = self.conn.replace(conn).filter(|&previous| previous != conn) {
+            self.renewed_from.retain(|&other| other != conn);
+            self.renewed_from.push(previous);
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -409,14 +418,13 @@ impl Model {
             self.counts.immediate_grants += 1;
             let grant = self.new_grant(key);
             self.keys[key].holder =
-                Some(MHolder { owner, grant, deadline: now + lease, conn: Some(conn), rebound: false });
+                Some(MHolder { owner, grant, deadline: now + lease, conn: Some(conn), renewed_from: Vec::new() });
             return Some(MOutcome::Acquired(grant));
         }
         match &mut self.keys[key].holder {
             Some(holder) if holder.owner == owner => {
                 holder.deadline = now + lease;
-                holder.conn = Some(conn);
-                holder.rebound = true;
+                holder.rebind(conn);
                 Some(MOutcome::Acquired(holder.grant))
             }
             _ => None,
@@ -491,8 +499,13 @@ impl Model {
             for &ticket in &waiter.blockers {
                 self.tickets[ticket].state = TicketState::Delivered(MOutcome::Acquired(grant));
             }
-            self.keys[key].holder =
-                Some(MHolder { owner: waiter.owner, grant, deadline: now + waiter.lease, conn, rebound: false });
+            self.keys[key].holder = Some(MHolder {
+                owner: waiter.owner,
+                grant,
+                deadline: now + waiter.lease,
+                conn,
+                renewed_from: Vec::new(),
+            });
             return true;
         }
         false
@@ -583,8 +596,7 @@ impl Model {
             return ExtendOutcome::NotHolder;
         }
         holder.deadline = now + lease_for(Some(lease));
-        holder.conn = Some(conn);
-        holder.rebound = true;
+        holder.rebind(conn);
         ExtendOutcome::Extended
     }
 
@@ -665,9 +677,10 @@ impl Model {
         }
     }
 
-    /// `gone` can no longer speak for the holder. If the lock is bound to it, it moves to the
-    /// newest other connection, still open, whose WAIT was sent the same grant (the owner was told
-    /// there); with none, it passes on for `cause`.
+    /// `gone` can no longer speak for the holder. If the lock is bound to it, it moves to another
+    /// connection, still open, where the owner was told it holds it: the newest the lock was bound
+    /// to before a renewal moved it, else the newest whose WAIT was sent the grant. With none, it
+    /// passes on for `cause`.
     fn unbind(&mut self, key: usize, gone: ConnId, cause: Cause, now: u64) {
         let Some(holder) = &self.keys[key].holder else {
             return;
@@ -675,20 +688,19 @@ impl Model {
         if holder.conn != Some(gone) {
             return;
         }
+        let open = |conn: ConnId| conn != gone && !self.closed.contains(&conn);
         let sent = TicketState::Delivered(MOutcome::Acquired(holder.grant));
-        let rebound = holder.rebound;
-        let other = (0..self.tickets.len())
+        let renewed_from = holder.renewed_from.iter().rev().copied().find(|&conn| open(conn));
+        let waited_on = (0..self.tickets.len())
             .filter(|&t| {
-                let conn = self.tickets[t].conn;
-                !rebound
-                    && conn != gone
-                    && !self.closed.contains(&conn)
+                open(self.tickets[t].conn)
                     && !self.abandoned.get(t).copied().unwrap_or(false)
                     && self.tickets[t].state == sent
             })
-            .max();
-        match other {
-            Some(t) => self.keys[key].holder.as_mut().expect("checked above").conn = Some(self.tickets[t].conn),
+            .max()
+            .map(|t| self.tickets[t].conn);
+        match renewed_from.or(waited_on) {
+            Some(conn) => self.keys[key].holder.as_mut().expect("checked above").conn = Some(conn),
             None => {
                 self.fail(key, cause, None, now);
             }

@@ -41,8 +41,8 @@ struct NewHolder {
 struct Extra {
     queue: Queue,
     /// Other connections of the holder's owner that were sent the current grant (an owner
-    /// blocked on several connections) and may still speak for it; the lock is bound to the
-    /// newest connection that was sent it.
+    /// blocked on several connections, or renewing on another connection) and may still speak
+    /// for it, oldest first; the lock is bound to the newest.
     grant_also_sent_to: Vec<ConnId>,
     /// The remembered completion (KEEP) and when it is forgotten.
     completion: Option<(Arc<Completion>, u64)>,
@@ -182,7 +182,6 @@ impl KeyState {
             }
             Some(holder) if *holder.owner == *claim.owner => {
                 holder.deadline = now.ms().saturating_add(claim.lease_ms);
-                holder.conn = claim.conn;
                 let token = holder.token;
                 ctx.record.record(|| Change::Hold {
                     key: Arc::clone(key),
@@ -190,7 +189,7 @@ impl KeyState {
                     token,
                     lease_ms: claim.lease_ms,
                 });
-                self.forget_other_recipients();
+                self.rebind(claim.conn);
                 Some(WaitOutcome::Acquired { token })
             }
             Some(_) => None,
@@ -509,19 +508,36 @@ impl KeyState {
             return ExtendOutcome::NotHolder;
         }
         holder.deadline = now.ms().saturating_add(claim.lease_ms);
-        holder.conn = claim.conn;
         ctx.record.record(|| Change::Hold {
             key: Arc::clone(key),
             owner: Arc::clone(&holder.owner),
             token,
             lease_ms: claim.lease_ms,
         });
-        self.forget_other_recipients();
+        self.rebind(claim.conn);
         ExtendOutcome::Extended
     }
 
-    /// The lock is bound afresh (a new grant, or the owner renewed or extended on a connection of
-    /// its choosing): connections that were sent an earlier grant no longer stand in for it.
+    /// The holder renewed (TRY or WAIT) or extended on `conn`: the lock binds to it. The connection
+    /// it was bound to keeps speaking for the owner, who was told there that it holds the lock, so
+    /// that a close of one of them alone does not pass the lock on while the other is open.
+    /// Requests of one owner on two connections are applied in no set order: a WAIT sent on a
+    /// connection the client then walked away from may be applied after the owner's WAIT on its
+    /// new connection, and that close must not take the lock the new connection was told of.
+    fn rebind(&mut self, conn: ConnId) {
+        let Some(holder) = self.holder.as_mut() else {
+            return;
+        };
+        let previous = std::mem::replace(&mut holder.conn, conn);
+        let also = &mut self.extra().grant_also_sent_to;
+        also.retain(|other| *other != conn);
+        // A recovered holding was bound to no connection: nothing to keep.
+        if previous != conn && previous != RECOVERED {
+            also.push(previous);
+        }
+    }
+
+    /// A new grant: connections that were sent an earlier one no longer stand in for it.
     fn forget_other_recipients(&mut self) {
         if let Some(extra) = self.extra.as_deref_mut() {
             extra.grant_also_sent_to.clear();

@@ -546,6 +546,24 @@ fn closing_the_bound_connection_moves_the_grant_to_another_that_was_sent_it() {
     assert!(granted(&mut next).is_some(), "the last connection that knew of the grant closed");
 }
 
+/// The chaos test's race, made deterministic: the owner walked away from connection 3 with a WAIT
+/// in flight and waited again on connection 2, which was granted; the old WAIT, applied late,
+/// renewed the holding on connection 3. That connection's close passed the lock on although
+/// connection 2 had been told it holds: two holders.
+#[test]
+fn a_late_renewal_on_a_connection_that_then_closes_leaves_the_lock_with_the_other() {
+    let core = core();
+    let token = acquired(core.try_lock(request("k", "o", 2, None), false, at(0)));
+    let mut next = blocked(core.wait(request("k", "n", 4, None), at(1)));
+    assert_eq!(acquired(core.try_lock(request("k", "o", 3, None), false, at(2))), token);
+    release_connection(&core, conn(3), [&b"k"[..]], at(3));
+    assert_eq!(granted(&mut next), None, "n is not a second holder");
+    assert!(core.bound_to_conn(b"k", conn(2)));
+    assert_eq!(core.extend(b"k", b"o", token, 5_000, conn(2), at(4)), ExtendOutcome::Extended);
+    release_connection(&core, conn(2), [&b"k"[..]], at(5));
+    assert!(granted(&mut next).is_some(), "every connection that was told of the holding closed");
+}
+
 /// A connection that was sent the grant, read it and closed no longer counts: when the grant then
 /// fails to reach the bound connection, the lock passes on instead of binding to a closed one.
 #[test]
@@ -581,14 +599,19 @@ fn a_grant_that_never_reached_its_client_passes_on() {
     assert_eq!(holder.owner.as_ref(), b"n", "a stale grant changes nothing");
 }
 
-/// Once the owner renews or extends on a connection of its choosing, the lock is bound there
-/// alone: closing it releases the lock, whatever older WAITs were sent the grant.
+/// An EXTEND on a third connection binds the lock there too: it passes on only once every
+/// connection the owner was told on has closed, newest binding first.
 #[test]
-fn an_extend_binds_the_lock_to_its_connection_alone() {
+fn an_extend_elsewhere_keeps_the_connections_told_of_the_grant() {
     let core = core();
     let (grant, _older, _newer, mut next) = grant_to_an_owner_on_two_connections(&core);
     assert_eq!(core.extend(b"k", b"o", grant, 1_000, conn(5), at(4)), ExtendOutcome::Extended);
     release_connection(&core, conn(5), [&b"k"[..]], at(5));
+    assert!(core.bound_to_conn(b"k", conn(3)), "back to the newest WAIT that was told");
+    release_connection(&core, conn(3), [&b"k"[..]], at(6));
+    assert!(core.bound_to_conn(b"k", conn(2)));
+    assert_eq!(granted(&mut next), None);
+    release_connection(&core, conn(2), [&b"k"[..]], at(7));
     assert!(granted(&mut next).is_some());
 }
 
