@@ -72,7 +72,46 @@ fn text(bytes: &[u8]) -> Escaped<'_> {
     Escaped::log(bytes)
 }
 
+/// Up to this many failed releases in one batch (one command, one pass of the lease reaper, one
+/// slice of a closing connection's locks) are logged a line each at INFO. A larger batch (a mass
+/// expiry, a connection closing with its locks) is told in one INFO line per cause, with an
+/// example, and its single lines go to DEBUG: writing a line per lease cost a mass expiry more
+/// than the expiry itself (300,000 leases: 1.78 s with the lines, 0.66 s without).
+const RELEASES_LOGGED_ONE_BY_ONE: usize = 4;
+
+/// One line per event with the event's fields at `$level` (a `tracing` level macro).
+macro_rules! release_line {
+    ($level:ident, $key:expr, $owner:expr, $token:expr, $cause:expr, $next:expr) => {{
+        let (next_owner, next_token) = match $next {
+            Some((owner, token)) => (text(owner), Some(*token)),
+            None => (text(b""), None),
+        };
+        $level!(
+            key = %text($key),
+            owner = %text($owner),
+            token = $token,
+            cause = $cause.name(),
+            reason = %text(&$cause.reason()),
+            next_owner = %next_owner,
+            next_token = ?next_token,
+            "lock released as failed"
+        );
+    }};
+}
+
+/// How many releases of a batch had one cause, and the first of them as an example.
+struct CauseSummary {
+    cause: &'static str,
+    count: usize,
+    key: Arc<[u8]>,
+    owner: Arc<[u8]>,
+}
+
 pub(crate) fn emit(events: Vec<LockEvent>) {
+    let releases = events.iter().filter(|event| matches!(event, LockEvent::Released { .. })).count();
+    let summed_up = releases > RELEASES_LOGGED_ONE_BY_ONE;
+    // Four causes: a list beats a map.
+    let mut summary: Vec<CauseSummary> = Vec::new();
     for event in events {
         match event {
             LockEvent::Granted { key, owner, token, handoff } => {
@@ -82,23 +121,20 @@ pub(crate) fn emit(events: Vec<LockEvent>) {
                 let keep_ms = keep_ms.unwrap_or(0);
                 debug!(key = %text(&key), owner = %text(&owner), token, waiters_told, keep_ms, "work succeeded");
             }
+            LockEvent::Released { key, owner, token, cause, next } if summed_up => {
+                release_line!(debug, &key, &owner, token, cause, &next);
+                match summary.iter_mut().find(|summary| summary.cause == cause.name()) {
+                    Some(summary) => summary.count += 1,
+                    None => summary.push(CauseSummary { cause: cause.name(), count: 1, key, owner }),
+                }
+            }
             LockEvent::Released { key, owner, token, cause, next } => {
-                let (next_owner, next_token) = match &next {
-                    Some((owner, token)) => (text(owner), Some(*token)),
-                    None => (text(b""), None),
-                };
-                info!(
-                    key = %text(&key),
-                    owner = %text(&owner),
-                    token,
-                    cause = cause.name(),
-                    reason = %text(&cause.reason()),
-                    next_owner = %next_owner,
-                    next_token = ?next_token,
-                    "lock released as failed"
-                );
+                release_line!(info, &key, &owner, token, cause, &next);
             }
         }
+    }
+    for CauseSummary { cause, count, key, owner } in summary {
+        info!(count, cause, example_key = %text(&key), example_owner = %text(&owner), "locks released as failed");
     }
 }
 
@@ -123,13 +159,10 @@ mod tests {
         }
     }
 
-    fn logged(json: bool, events: Vec<LockEvent>) -> String {
+    fn logged(json: bool, level: tracing::Level, events: Vec<LockEvent>) -> String {
         let captured = Captured::default();
         let writer = captured.clone();
-        let logs = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG);
+        let logs = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).with_max_level(level);
         if json {
             tracing::subscriber::with_default(logs.json().finish(), || emit(events));
         } else {
@@ -153,7 +186,7 @@ mod tests {
 
     #[test]
     fn a_hostile_failure_logs_one_short_line_with_escaped_and_cut_values() {
-        let line = logged(false, vec![hostile_failure()]);
+        let line = logged(false, tracing::Level::DEBUG, vec![hostile_failure()]);
         assert_eq!(line.lines().count(), 1, "{line}");
         assert!(line.contains("key=k\\x0d\\x0a2026-11-28 INFO forged owner="), "{line}");
         assert!(line.contains(&format!(" owner={}…(1000 bytes) ", "o".repeat(256))), "{line}");
@@ -163,9 +196,47 @@ mod tests {
         assert!(line.len() < 1_024, "{} bytes logged", line.len());
     }
 
+    fn expiry(n: usize) -> LockEvent {
+        LockEvent::Released {
+            key: Arc::from(format!("k{n}").as_bytes()),
+            owner: Arc::from(&b"o"[..]),
+            token: n as u64,
+            cause: ReleaseCause::LeaseExpired,
+            next: None,
+        }
+    }
+
+    #[test]
+    fn a_few_releases_are_logged_one_by_one() {
+        let lines = logged(false, tracing::Level::INFO, (0..RELEASES_LOGGED_ONE_BY_ONE).map(expiry).collect());
+        assert_eq!(lines.lines().count(), RELEASES_LOGGED_ONE_BY_ONE, "{lines}");
+        assert!(lines.lines().all(|line| line.contains("lock released as failed key=k")), "{lines}");
+    }
+
+    #[test]
+    fn a_mass_release_is_summed_up_per_cause_at_info_and_told_in_full_at_debug() {
+        let mut events: Vec<LockEvent> = (0..10).map(expiry).collect();
+        events.push(hostile_failure());
+        let info = logged(false, tracing::Level::INFO, events);
+        let lines: Vec<&str> = info.lines().collect();
+        assert_eq!(lines.len(), 2, "{info}");
+        assert!(
+            lines[0]
+                .contains("locks released as failed count=10 cause=\"lease-expired\" example_key=k0 example_owner=o"),
+            "{info}"
+        );
+        assert!(lines[1].contains("count=1 cause=\"failure\" example_key=k\\x0d\\x0a2026-11-28"), "{info}");
+
+        let mut events: Vec<LockEvent> = (0..10).map(expiry).collect();
+        events.push(hostile_failure());
+        let debug = logged(false, tracing::Level::DEBUG, events);
+        assert_eq!(debug.lines().filter(|line| line.contains("lock released as failed key=")).count(), 11, "{debug}");
+        assert_eq!(debug.lines().filter(|line| line.contains("locks released as failed count=")).count(), 2, "{debug}");
+    }
+
     #[test]
     fn json_logs_are_cut_the_same_way() {
-        let line = logged(true, vec![hostile_failure()]);
+        let line = logged(true, tracing::Level::DEBUG, vec![hostile_failure()]);
         assert_eq!(line.lines().count(), 1, "{line}");
         assert!(line.contains("\"reason\":\"line one\\\\x0aINFO forged r"), "{line}");
         assert!(line.contains("…(65557 bytes)\""), "{line}");

@@ -369,22 +369,25 @@ impl LockCore {
         self.planned_wake.store(NO_WAKE_PLANNED, Ordering::Release);
         let mut next: Option<u64> = None;
         let mut budget = SLICE;
+        let mut events = Vec::new();
         for shard in self.shards.iter() {
             if budget == 0 {
                 // Shards not looked at may have expiries due: come back at once.
                 next = Some(now.ms());
                 break;
             }
-            let (deadline, events) = {
+            let deadline = {
                 let mut shard = shard.lock();
                 let deadline = shard.expire(now, &mut budget);
                 shard.flush_changes();
                 shard.ctx.earliest_new_deadline = None;
-                (deadline, std::mem::take(&mut shard.ctx.events))
+                events.append(&mut shard.ctx.events);
+                deadline
             };
-            events::emit(events);
             next = next.into_iter().chain(deadline).min();
         }
+        // One batch for the pass, so that a mass expiry is told in a line, not one per shard.
+        events::emit(events);
         if let Some(next) = next {
             self.planned_wake.fetch_min(next, Ordering::AcqRel);
         }
