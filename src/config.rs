@@ -81,8 +81,9 @@ pub struct Config {
     #[arg(long, value_enum, default_value_t = YesNo::Yes)]
     pub release_on_disconnect: YesNo,
 
-    /// Worker threads serving connections. Default: one per CPU core. On a machine shared with
-    /// busy clients, fewer threads than cores can serve more requests.
+    /// Threads serving connections, each an event loop of its own that serves every connection
+    /// it is given from accept to close. Default: one per CPU core. On a machine shared with busy
+    /// clients, fewer threads than cores can serve more requests.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub threads: Option<u64>,
 
@@ -235,6 +236,11 @@ impl Config {
         config.dir = std::env::temp_dir().join(format!("baton-test-{}-{n}", std::process::id()));
         config.remove_dir_on_stop = true;
         config
+    }
+
+    pub fn event_loop_count(&self) -> usize {
+        let cores = || std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.threads.and_then(|threads| usize::try_from(threads).ok()).unwrap_or_else(cores)
     }
 
     pub fn shard_count(&self) -> usize {

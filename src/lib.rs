@@ -28,6 +28,7 @@ mod connection;
 mod context;
 pub mod core;
 mod errors;
+mod event_loops;
 mod fd_limit;
 mod http;
 mod journal;

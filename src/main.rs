@@ -25,11 +25,9 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.threads {
-        builder.worker_threads(usize::try_from(threads).unwrap_or(1));
-    }
-    let runtime = match builder.enable_all().build() {
+    // This thread accepts and runs the background work (the lease reaper, metrics, the journal's
+    // loading and rewrites); connections are served by the server's event loops (`--threads`).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             error!(error = %err, "cannot start the runtime");

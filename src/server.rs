@@ -26,6 +26,7 @@ use crate::connection;
 use crate::context::{ServerStats, Shared};
 use crate::core::{Clock, CoreSettings, LockCore, token_seed};
 use crate::errors;
+use crate::event_loops::EventLoops;
 use crate::fd_limit::{self, RESERVED_FDS};
 use crate::http::{self, HttpLimits};
 use crate::journal::Recovery;
@@ -42,6 +43,7 @@ pub struct Server {
     shared: Arc<Shared>,
     /// What the journal holds, replayed once the server runs.
     recovery: Option<Recovery>,
+    loops: EventLoops,
 }
 
 impl Server {
@@ -107,7 +109,8 @@ impl Server {
             acl,
             persistence,
         });
-        Ok(Server { listener, tls, metrics, shared, recovery })
+        let loops = EventLoops::start(shared.config.event_loop_count())?;
+        Ok(Server { listener, tls, metrics, shared, recovery, loops })
     }
 
     /// The plaintext listener's address; port 0 when there is none (`--port 0`).
@@ -133,12 +136,13 @@ impl Server {
     /// Serves until `signal` resolves or the shutdown token is cancelled.
     pub async fn run(self, signal: impl Future<Output = ()>) -> io::Result<()> {
         let tls_addr = self.tls_local_addr();
-        let Server { listener, tls, metrics, shared, recovery } = self;
+        let Server { listener, tls, metrics, shared, recovery, loops } = self;
         let ready = || {
             info!(
                 addr = listener.as_ref().map(|_| tracing::field::display(shared.local_addr)),
                 tls_addr = ?tls_addr,
                 shards = shared.core.shard_count(),
+                event_loops = loops.count(),
                 lease_ms = shared.config.lease_ms,
                 release_on_disconnect = shared.core.settings().release_on_disconnect,
                 protected_mode = shared.config.protected_mode.enabled(),
@@ -196,7 +200,7 @@ impl Server {
                 () = shared.shutdown.cancelled() => break,
             };
             match accepted {
-                Ok((socket, addr)) => admit(&shared, &tasks, socket, addr, acceptor),
+                Ok((socket, addr)) => admit(&shared, &tasks, &loops, socket, addr, acceptor),
                 // Out of file descriptors and the like: back off instead of spinning.
                 Err(error) => {
                     warn!(%error, "accept failed");
@@ -217,6 +221,7 @@ impl Server {
         if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {
             warn!("some connections did not close within 5 s");
         }
+        loops.stop().await;
         // What happens from here is the server going away, not clients: not journaled.
         shared.core.detach_sink();
         if let (Some(persistence), Some(Ok(()))) = (&shared.persistence, &loaded) {
@@ -261,7 +266,14 @@ fn protected_mode_refuses(config: &Config, acl: &Acl, peer: IpAddr) -> bool {
     config.protected_mode.enabled() && acl.default_user_needs_no_password() && !loopback
 }
 
-fn admit(shared: &Arc<Shared>, tasks: &TaskTracker, socket: TcpStream, addr: SocketAddr, tls: Option<TlsAcceptor>) {
+fn admit(
+    shared: &Arc<Shared>,
+    tasks: &TaskTracker,
+    loops: &EventLoops,
+    socket: TcpStream,
+    addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+) {
     shared.stats.total_connections_received.fetch_add(1, Ordering::Relaxed);
     let refusal = if shared.clients.len() >= shared.config.maxclients {
         warn!(%addr, maxclients = shared.config.maxclients, "connection refused: max number of clients reached");
@@ -301,26 +313,40 @@ fn admit(shared: &Arc<Shared>, tasks: &TaskTracker, socket: TcpStream, addr: Soc
     }
     // The address this client reached, so a TLS client's is the TLS listener's.
     let entry = shared.clients.register(addr, socket.local_addr().unwrap_or(shared.local_addr));
-    match tls {
-        None => {
-            tasks.spawn(connection::serve(socket, shared, entry));
+    // The socket moves to the loop that will serve it: registered with this listener's reactor,
+    // it would be woken through this thread.
+    let socket = match socket.into_std() {
+        Ok(socket) => socket,
+        Err(error) => {
+            debug!(%addr, %error, "cannot hand the connection to an event loop");
+            shared.clients.unregister(entry.id);
+            return;
         }
-        Some(acceptor) => {
-            tasks.spawn(async move {
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-                    Ok(Ok(stream)) => connection::serve(stream, shared, entry).await,
-                    Ok(Err(error)) => {
-                        debug!(%addr, %error, "TLS handshake failed");
-                        shared.clients.unregister(entry.id);
-                    }
-                    Err(_) => {
-                        debug!(%addr, "TLS handshake timed out");
-                        shared.clients.unregister(entry.id);
-                    }
+    };
+    loops.spawn(tasks.track_future(async move {
+        let socket = match TcpStream::from_std(socket) {
+            Ok(socket) => socket,
+            Err(error) => {
+                debug!(%addr, %error, "cannot register the connection with its event loop");
+                shared.clients.unregister(entry.id);
+                return;
+            }
+        };
+        match tls {
+            None => connection::serve(socket, shared, entry).await,
+            Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                Ok(Ok(stream)) => connection::serve(stream, shared, entry).await,
+                Ok(Err(error)) => {
+                    debug!(%addr, %error, "TLS handshake failed");
+                    shared.clients.unregister(entry.id);
                 }
-            });
+                Err(_) => {
+                    debug!(%addr, "TLS handshake timed out");
+                    shared.clients.unregister(entry.id);
+                }
+            },
         }
-    }
+    }));
 }
 
 const REFUSAL_TIMEOUT: Duration = Duration::from_millis(500);
