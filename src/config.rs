@@ -76,8 +76,9 @@ pub struct Config {
     #[arg(long, default_value_t = 86_400_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_lease_ms: u64,
 
-    /// When the connection on which the holder last acquired, waited or extended closes, treat it
-    /// as FAILURE and hand the lock to the next waiter. `no` keeps pure lease semantics.
+    /// When the last connection on which the holder was told it holds the lock (ACQUIRED, EXTEND)
+    /// closes, treat it as FAILURE and hand the lock to the next waiter. `no` keeps pure lease
+    /// semantics.
     #[arg(long, value_enum, default_value_t = YesNo::Yes)]
     pub release_on_disconnect: YesNo,
 
