@@ -11,6 +11,9 @@
 # Usage: scripts/bench.sh [--duration S] [--connections N] [--pipeline N] [--waiters N,N]
 #                         [--handoffs N] [--keys N] [--client-threads N] [--only w1,w2,...]
 #                         [--baton-threads N] [--results FILE] [--journal always|everysec|no]
+#                         [--runs N]
+# With --runs N (default 1) every workload runs N times, the servers' order alternating; the table
+# shows medians and the median (lowest-highest) of the runs' baton ÷ Redis ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,10 +27,11 @@ CLIENT_THREADS=1     # baton-bench runtime threads
 ONLY=w1,w2,w3,w4,w5,w6
 RESULTS=
 BATON_THREADS=       # baton --threads (default: one worker per core)
+RUNS=1
 JOURNAL=no           # --journal POLICY: both servers journal, with --appendfsync POLICY
 FSYNC=everysec
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,6 +46,7 @@ while [ $# -gt 0 ]; do
         --results) RESULTS=$2; shift 2 ;;
         --baton-threads) BATON_THREADS=$2; shift 2 ;;
         --journal) JOURNAL=yes; FSYNC=$2; shift 2 ;;
+        --runs) RUNS=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -139,18 +144,25 @@ start_servers() {
 # Runs baton-bench against both servers: bench_both SUBCOMMAND [ARGS...]
 # A failed run is reported and the others go on; the script then exits non-zero.
 FAILED=()
+bench_one() {
+    local target=$1 sub=$2; shift 2
+    local port=$BATON_PORT extra=("${BATON_EXTRA[@]}")
+    if [ "$target" = redis ]; then port=$REDIS_PORT; extra=("${REDIS_EXTRA[@]}"); fi
+    log "$sub $* ($target)"
+    timeout 600 "$BENCH" "$sub" --target "$target" --port "$port" --threads "$CLIENT_THREADS" "$@" \
+        "${extra[@]}" | tee -a "$RESULTS" || FAILED+=("$sub $* ($target)")
+}
+# Odd runs measure baton first, even runs Redis first.
 bench_both() {
-    local sub=$1; shift
-    log "$sub $* (baton)"
-    timeout 600 "$BENCH" "$sub" --target baton --port "$BATON_PORT" --threads "$CLIENT_THREADS" "$@" \
-        "${BATON_EXTRA[@]}" | tee -a "$RESULTS" || FAILED+=("$sub $* (baton)")
-    log "$sub $* (redis)"
-    timeout 600 "$BENCH" "$sub" --target redis --port "$REDIS_PORT" --threads "$CLIENT_THREADS" "$@" \
-        "${REDIS_EXTRA[@]}" | tee -a "$RESULTS" || FAILED+=("$sub $* (redis)")
+    if [ $((RUN % 2)) = 1 ]; then
+        bench_one baton "$@"; bench_one redis "$@"
+    else
+        bench_one redis "$@"; bench_one baton "$@"
+    fi
 }
 
-# bench_both with each server's PID (--pid), for the workloads that measure its memory.
-bench_both_measuring_memory() {
+# bench_both with each server's PID (--pid), for the workloads that measure its memory or CPU.
+bench_both_measuring_server() {
     BATON_EXTRA=(--pid "$BATON_PID"); REDIS_EXTRA=(--pid "$REDIS_PID")
     bench_both "$@"
     BATON_EXTRA=(); REDIS_EXTRA=()
@@ -167,9 +179,14 @@ redis_benchmark() {
     local n
     n=$(awk -v r="$rps" -v d="$DURATION" 'BEGIN { n = int(r * d); if (n < 20000) n = 20000; if (n > 20000000) n = 20000000; print n }')
     log "redis-benchmark $target -P $pipeline -n $n: $*"
-    local line
+    local line pid=$BATON_PID cpu_before
+    if [ "$target" = redis ]; then pid=$REDIS_PID; fi
+    cpu_before=$(cpu_ticks "$pid")
     line=$(timeout 600 redis-benchmark "${common[@]}" -n "$n" "$@" | tail -1 | tr -d '"') || line=
     if [ -z "$line" ]; then FAILED+=("redis-benchmark $target -P $pipeline"); return 0; fi
+    local cpu_us
+    cpu_us=$(awk -v t=$(( $(cpu_ticks "$pid") - cpu_before )) -v hz="$(getconf CLK_TCK)" -v n="$n" \
+        'BEGIN { printf "%.3f", t / hz * 1e6 / n }')
     # test,rps,avg_latency_ms,min_latency_ms,p50_latency_ms,p95_latency_ms,p99_latency_ms,max_latency_ms
     local workload
     if [ "$pipeline" = 1 ]; then
@@ -177,8 +194,9 @@ redis_benchmark() {
     else
         workload="W2 redis-benchmark, $CONNECTIONS clients, -P $pipeline (LOCK.TRY vs SET NX PX)"
     fi
-    echo "$line" | awk -F, -v t="$target" -v id="w2.p$pipeline" -v w="$workload" 'BEGIN { OFS = "\t" } {
+    echo "$line" | awk -F, -v t="$target" -v id="w2.p$pipeline" -v w="$workload" -v cpu="$cpu_us" 'BEGIN { OFS = "\t" } {
         print "RESULT", id ".rps", t, $2, "higher", w, "requests/s"
+        print "RESULT", id ".cpu", t, cpu, "lower", w, "server CPU per request (µs)"
         print "RESULT", id ".p50", t, $5 * 1000, "lower", w, "p50 latency (µs)"
         print "RESULT", id ".p99", t, $7 * 1000, "lower", w, "p99 latency (µs)"
     }' | tee -a "$RESULTS"
@@ -186,22 +204,28 @@ redis_benchmark() {
 
 wants() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
+# CPU time (user + system, clock ticks) process $1 has used.
+cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 STARTED=$(date +%s)
 BATON_EXTRA=()
 REDIS_EXTRA=()
 
+for RUN in $(seq "$RUNS"); do
+if [ "$RUNS" -gt 1 ]; then log "run $RUN of $RUNS"; printf 'RUN\t%s\n' "$RUN" >>"$RESULTS"; fi
 if wants w1; then
     start_servers
-    bench_both cycle --connections "$CONNECTIONS" --pipeline 1 --duration "$DURATION"
-    bench_both cycle --connections "$CONNECTIONS" --pipeline "$PIPELINE" --duration "$DURATION"
+    bench_both_measuring_server cycle --connections "$CONNECTIONS" --pipeline 1 --duration "$DURATION"
+    bench_both_measuring_server cycle --connections "$CONNECTIONS" --pipeline "$PIPELINE" --duration "$DURATION"
     stop_servers
 fi
 if wants w2; then
     start_servers
     for p in 1 "$PIPELINE"; do
-        redis_benchmark baton "$BATON_PORT" "$p" LOCK.TRY 'key:__rand_int__' o
-        redis_benchmark redis "$REDIS_PORT" "$p" SET 'key:__rand_int__' o NX PX 30000
+        w2_baton() { redis_benchmark baton "$BATON_PORT" "$p" LOCK.TRY 'key:__rand_int__' o; }
+        w2_redis() { redis_benchmark redis "$REDIS_PORT" "$p" SET 'key:__rand_int__' o NX PX 30000; }
+        if [ $((RUN % 2)) = 1 ]; then w2_baton; w2_redis; else w2_redis; w2_baton; fi
     done
     stop_servers
 fi
@@ -212,7 +236,7 @@ if wants w3; then
 fi
 if wants w4; then
     start_servers
-    bench_both_measuring_memory fanout --waiters "$WAITERS"
+    bench_both_measuring_server fanout --waiters "$WAITERS"
     stop_servers
 fi
 if wants w5; then
@@ -222,9 +246,10 @@ if wants w5; then
 fi
 if wants w6; then
     start_servers
-    bench_both_measuring_memory memory --keys "$KEYS"
+    bench_both_measuring_server memory --keys "$KEYS"
     stop_servers
 fi
+done
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$(( $(date +%s) - STARTED ))
@@ -237,7 +262,7 @@ echo "- Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: 
 echo "- Load average before / after: $LOAD_BEFORE / $LOAD_AFTER"
 echo "- baton $BUILT (as built at the start), $(rustc --version)"
 echo "- $(redis-server --version | cut -d' ' -f1-3), $(redis-benchmark --version 2>/dev/null | head -1 || true)"
-echo "- Command: scripts/bench.sh --duration $DURATION --connections $CONNECTIONS --pipeline $PIPELINE --waiters $WAITERS --handoffs $HANDOFFS --keys $KEYS --client-threads $CLIENT_THREADS --only $ONLY"
+echo "- Command: scripts/bench.sh --duration $DURATION --connections $CONNECTIONS --pipeline $PIPELINE --waiters $WAITERS --handoffs $HANDOFFS --keys $KEYS --client-threads $CLIENT_THREADS --only $ONLY --runs $RUNS$( [ "$JOURNAL" = yes ] && echo " --journal $FSYNC")"
 echo
 "$BENCH" table "$RESULTS"
 if [ ${#FAILED[@]} -gt 0 ]; then

@@ -59,6 +59,9 @@ pub enum Command {
         duration: f64,
         #[arg(long, default_value_t = 1.0)]
         warmup: f64,
+        /// Server PID: reports the server's CPU time per cycle over the measured seconds.
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// W3: PING floor, then lock hand-off latency between waiters of one key.
     Handoff {

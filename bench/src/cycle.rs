@@ -1,16 +1,24 @@
 //! W1: uncontended acquire/release cycles on distinct keys, unpipelined or pipelined.
 
 use baton_testkit::client::Connection;
+use baton_testkit::process::cpu_seconds;
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 
 use crate::cli::{Common, Target};
 use crate::client::{self, CAD_LUA, expect_int, expect_ok, load_script, open_many, token_of};
 use crate::report::{Better, emit, emit_latencies};
-use crate::stats::{new_hist, now_ns, secs_ns};
+use crate::stats::{new_hist, now_ns, secs_ns, sleep_until_ns};
 use crate::{Res, join_all};
 
-pub async fn cycle(common: &Common, connections: usize, pipeline: usize, duration: f64, warmup: f64) -> Res<()> {
+pub async fn cycle(
+    common: &Common,
+    connections: usize,
+    pipeline: usize,
+    duration: f64,
+    warmup: f64,
+    pid: Option<u32>,
+) -> Res<()> {
     let target = common.target;
     let sha = match target {
         Target::Redis => Some(load_script(&mut client::open(common).await?, CAD_LUA).await?),
@@ -25,9 +33,19 @@ pub async fn cycle(common: &Common, connections: usize, pipeline: usize, duratio
         let sha = sha.clone();
         set.spawn(cycle_conn(conn, target, index, pipeline, measure_from, end, sha));
     }
+    // The server's CPU time over the measured seconds: a fairer figure than cycles/s when the
+    // load generator shares the server's cores.
+    let server_cpu = async {
+        let Some(pid) = pid else { return Ok(None) };
+        sleep_until_ns(measure_from).await;
+        let before = cpu_seconds(pid)?;
+        sleep_until_ns(end).await;
+        Ok::<_, std::io::Error>(Some(cpu_seconds(pid)? - before))
+    };
+    let (results, server_cpu) = tokio::join!(join_all(set), server_cpu);
     let mut hist = new_hist();
     let mut cycles = 0;
-    for (count, part) in join_all(set).await? {
+    for (count, part) in results? {
         cycles += count;
         hist.add(&part)?;
     }
@@ -39,6 +57,10 @@ pub async fn cycle(common: &Common, connections: usize, pipeline: usize, duratio
     };
     emit(&format!("{id}.rate"), target, cycles as f64 / seconds, Better::Higher, &workload, "cycles/s");
     emit_latencies(&format!("{id}.lat"), target, &hist, &workload, "cycle latency");
+    if let Some(cpu) = server_cpu? {
+        let per_cycle_us = cpu * 1e6 / cycles.max(1) as f64;
+        emit(&format!("{id}.cpu"), target, per_cycle_us, Better::Lower, &workload, "server CPU per cycle (µs)");
+    }
     Ok(())
 }
 

@@ -77,8 +77,8 @@ pub fn main() -> std::process::ExitCode {
 
 pub async fn run(command: Command) -> Res<()> {
     match command {
-        Command::Cycle { common, connections, pipeline, duration, warmup } => {
-            cycle::cycle(&common, connections, pipeline.max(1), duration, warmup).await
+        Command::Cycle { common, connections, pipeline, duration, warmup, pid } => {
+            cycle::cycle(&common, connections, pipeline.max(1), duration, warmup, pid).await
         }
         Command::Handoff { common, waiters, handoffs, pings } => {
             handoff::ping_floor(&common, pings).await?;

@@ -51,8 +51,77 @@ struct Row {
     workload: String,
     metric: String,
     better: String,
+    /// Medians over the runs.
     baton: Option<f64>,
     redis: Option<f64>,
+    /// baton ÷ Redis of each run that measured both.
+    ratios: Vec<f64>,
+}
+
+impl Row {
+    /// The median of the runs' ratios (not the ratio of the medians: each run pairs two
+    /// servers measured side by side under the same noise).
+    fn ratio(&self) -> Option<f64> {
+        median(&self.ratios)
+    }
+
+    fn ratio_text(&self) -> String {
+        let Some(ratio) = self.ratio() else {
+            return "—".to_owned();
+        };
+        let (low, high) = spread(&self.ratios);
+        if self.ratios.len() > 1 { format!("{ratio:.2}× ({low:.2}–{high:.2})") } else { format!("{ratio:.2}×") }
+    }
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[middle]),
+        _ => Some((sorted[middle - 1] + sorted[middle]) / 2.0),
+    }
+}
+
+fn spread(values: &[f64]) -> (f64, f64) {
+    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (low, high)
+}
+
+/// One figure's values per run: `RUN <n>` lines (written by `scripts/bench.sh --runs`) start a
+/// run; figures before any are run 0.
+struct Measured {
+    id: String,
+    workload: String,
+    metric: String,
+    better: String,
+    runs: Vec<RunValues>,
+}
+
+/// A run's number and its baton and Redis values.
+type RunValues = (usize, Option<f64>, Option<f64>);
+
+impl Measured {
+    fn into_row(self) -> Row {
+        let values = |pick: fn(&RunValues) -> Option<f64>| -> Vec<f64> { self.runs.iter().filter_map(pick).collect() };
+        let ratios = self
+            .runs
+            .iter()
+            .filter_map(|&(_, baton, redis)| Some(baton? / redis.filter(|&redis| redis != 0.0)?))
+            .collect();
+        Row {
+            baton: median(&values(|run| run.1)),
+            redis: median(&values(|run| run.2)),
+            ratios,
+            id: self.id,
+            workload: self.workload,
+            metric: self.metric,
+            better: self.better,
+        }
+    }
 }
 
 pub fn thousands(value: f64) -> String {
@@ -79,6 +148,48 @@ fn number(value: Option<f64>) -> String {
     }
 }
 
+/// The figures of RESULT lines, one row per figure, runs paired (other lines are ignored).
+fn rows_of(text: &str) -> Res<Vec<Row>> {
+    let mut measured: Vec<Measured> = Vec::new();
+    let mut run = 0;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        if let ["RUN", number] = fields[..] {
+            run = number.parse()?;
+            continue;
+        }
+        if fields.len() != 7 || fields[0] != "RESULT" {
+            continue;
+        }
+        let value: f64 = fields[3].parse()?;
+        let key = (fields[1], fields[5]);
+        let index = match measured.iter().position(|row| (row.id.as_str(), row.workload.as_str()) == key) {
+            Some(index) => index,
+            None => {
+                measured.push(Measured {
+                    id: fields[1].to_owned(),
+                    workload: fields[5].to_owned(),
+                    metric: fields[6].to_owned(),
+                    better: fields[4].to_owned(),
+                    runs: Vec::new(),
+                });
+                measured.len() - 1
+            }
+        };
+        let runs = &mut measured[index].runs;
+        if runs.last().is_none_or(|&(last, ..)| last != run) {
+            runs.push((run, None, None));
+        }
+        let this_run = runs.last_mut().expect("pushed above");
+        match fields[2] {
+            "baton" => this_run.1 = Some(value),
+            "redis" => this_run.2 = Some(value),
+            other => return fail(format!("unknown target {other}")),
+        }
+    }
+    Ok(measured.into_iter().map(Measured::into_row).collect())
+}
+
 pub fn table(files: &[PathBuf]) -> Res<()> {
     let mut text = String::new();
     if files.is_empty() {
@@ -88,42 +199,17 @@ pub fn table(files: &[PathBuf]) -> Res<()> {
         text.push_str(&std::fs::read_to_string(file)?);
         text.push('\n');
     }
-    let mut rows: Vec<Row> = Vec::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split('\t').collect();
-        if fields.len() != 7 || fields[0] != "RESULT" {
-            continue;
-        }
-        let value: f64 = fields[3].parse()?;
-        let key = (fields[1], fields[5]);
-        let index = match rows.iter().position(|row| (row.id.as_str(), row.workload.as_str()) == key) {
-            Some(index) => index,
-            None => {
-                rows.push(Row {
-                    id: fields[1].to_owned(),
-                    workload: fields[5].to_owned(),
-                    metric: fields[6].to_owned(),
-                    better: fields[4].to_owned(),
-                    baton: None,
-                    redis: None,
-                });
-                rows.len() - 1
-            }
-        };
-        match fields[2] {
-            "baton" => rows[index].baton = Some(value),
-            "redis" => rows[index].redis = Some(value),
-            other => return fail(format!("unknown target {other}")),
-        }
+    let rows = rows_of(&text)?;
+    let runs = rows.iter().map(|row| row.ratios.len()).max().unwrap_or(0);
+    if runs > 1 {
+        println!("Medians of {runs} runs; the ratio is the median of the runs' ratios (lowest–highest).");
+        println!();
     }
     println!("| Workload | Metric | baton | Redis | baton ÷ Redis |");
     println!("| --- | --- | ---: | ---: | ---: |");
     let mut last_workload = "";
     for row in &rows {
-        let ratio = match (row.baton, row.redis) {
-            (Some(baton), Some(redis)) if redis != 0.0 => format!("{:.2}×", baton / redis),
-            _ => "—".to_owned(),
-        };
+        let ratio = row.ratio_text();
         let arrow = match row.better.as_str() {
             "higher" => " ↑",
             "lower" => " ↓",
@@ -143,7 +229,7 @@ pub fn table(files: &[PathBuf]) -> Res<()> {
 /// The targets, each with its figures and whether it is met.
 fn targets(rows: &[Row]) {
     let find = |id: &str| rows.iter().find(|row| row.id == id);
-    let both = |id: &str| find(id).and_then(|row| Some((row.baton?, row.redis?)));
+    let both = |id: &str| find(id).and_then(|row| Some((row.baton?, row.redis?, row.ratio()?)));
     let mut lines: Vec<(String, String, &str)> = Vec::new();
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     for (id, what) in [
@@ -152,8 +238,7 @@ fn targets(rows: &[Row]) {
         ("w2.p1.rps", "W2 redis-benchmark -P 1 requests/s ≥ 1.0× Redis"),
         ("w2.p16.rps", "W2 redis-benchmark -P 16 requests/s ≥ 1.0× Redis"),
     ] {
-        if let Some((baton, redis)) = both(id) {
-            let ratio = baton / redis;
+        if let Some((baton, redis, ratio)) = both(id) {
             lines.push((
                 what.to_owned(),
                 format!("{} vs {} = {ratio:.2}×", number(Some(baton)), number(Some(redis))),
@@ -162,7 +247,7 @@ fn targets(rows: &[Row]) {
         }
     }
     let ping = find("w3.ping.p50").and_then(|row| row.baton);
-    if let (Some(ping), Some((baton, redis))) = (ping, both("w3.handoff.lat.p50")) {
+    if let (Some(ping), Some((baton, redis, _))) = (ping, both("w3.handoff.lat.p50")) {
         let ratio = baton / ping;
         lines.push((
             "W3 hand-off p50 ≤ 1.5× PING p50 (baton, same run)".to_owned(),
@@ -176,8 +261,7 @@ fn targets(rows: &[Row]) {
             verdict(ratio >= 2.5),
         ));
     }
-    if let Some((baton, redis)) = both("w4.n10000.last") {
-        let ratio = baton / redis;
+    if let Some((baton, redis, ratio)) = both("w4.n10000.last") {
         let status = if ratio <= 0.5 {
             "met (and the aim of ½)"
         } else if ratio <= 1.0 {
@@ -192,8 +276,7 @@ fn targets(rows: &[Row]) {
             status,
         ));
     }
-    if let Some((baton, redis)) = both("w6.lock") {
-        let ratio = baton / redis;
+    if let Some((baton, redis, ratio)) = both("w6.lock") {
         lines.push((
             "W6 memory per held lock ≤ Redis".to_owned(),
             format!("{baton:.0} B vs {redis:.0} B = {ratio:.2}×"),
@@ -224,6 +307,31 @@ mod tests {
         assert_eq!(thousands(1_000.0), "1,000");
         assert_eq!(thousands(1_234_567.0), "1,234,567");
         assert_eq!(thousands(-12_345.0), "-12,345");
+    }
+
+    #[test]
+    fn runs_are_paired_and_their_ratios_summed_up_by_the_median() {
+        let result = |target: &str, value: f64| format!("RESULT\tw1.p1.rate\t{target}\t{value}\thigher\tW1\tcycles/s");
+        let text = [
+            "RUN\t1".to_owned(),
+            result("baton", 90.0),
+            result("redis", 100.0),
+            "RUN\t2".to_owned(),
+            result("redis", 50.0),
+            result("baton", 60.0),
+            "RUN\t3".to_owned(),
+            result("baton", 100.0),
+            result("redis", 100.0),
+        ]
+        .join("\n");
+        let rows = rows_of(&text).unwrap();
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!((row.baton, row.redis), (Some(90.0), Some(100.0)));
+        assert_eq!(row.ratio(), Some(1.0));
+        assert_eq!(row.ratio_text(), "1.00× (0.90–1.20)");
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[1.0, 3.0]), Some(2.0));
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub fn secs_ns(secs: f64) -> u64 {
     (secs.max(0.0) * 1e9) as u64
 }
 
+/// Sleeps until [`now_ns`] reads `at` (at once if it has passed).
+pub async fn sleep_until_ns(at: u64) {
+    tokio::time::sleep(std::time::Duration::from_nanos(at.saturating_sub(now_ns()))).await;
+}
+
 pub fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("valid histogram bounds")
 }

@@ -104,6 +104,19 @@ pub fn rss_kb(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no VmRSS in /proc/{pid}/status")))
 }
 
+/// CPU time (user + system, all threads) process `pid` has used, in seconds, from /proc. Linux
+/// reports it in ticks of 1/100 s to user space (USER_HZ) on every architecture it runs on.
+pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let invalid = || io::Error::new(io::ErrorKind::InvalidData, format!("cannot parse /proc/{pid}/stat"));
+    // The command name (field 2) may hold spaces and parentheses: fields are counted after its
+    // last ')'. utime and stime are fields 14 and 15.
+    let after_name = &stat[stat.rfind(')').ok_or_else(invalid)? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<u64>().ok()).ok_or_else(invalid);
+    Ok((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +125,19 @@ mod tests {
     fn reads_its_own_resident_memory() {
         assert!(rss_kb(std::process::id()).expect("VmRSS") > 0);
         assert!(rss_kb(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn reads_the_cpu_time_it_spends() {
+        let before = cpu_seconds(std::process::id()).expect("stat");
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < std::time::Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let spent = cpu_seconds(std::process::id()).expect("stat") - before;
+        assert!(spent > 0.05, "200 ms of spinning counted as {spent} s");
+        assert!(cpu_seconds(u32::MAX).is_err());
     }
 
     #[test]
