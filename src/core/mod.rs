@@ -22,6 +22,7 @@ mod ranked;
 mod shard;
 #[doc(hidden)]
 pub mod testing;
+mod timers;
 mod told_done;
 mod unlock_memo;
 
