@@ -97,15 +97,19 @@ pub(crate) enum Absent {
 /// Tables and timer wheels this small are not worth shrinking or purging.
 const SPARSE_SLACK: usize = 1024;
 
-/// A key and its state, as the shard's table holds them.
-type Held = (Arc<[u8]>, Box<KeyState>);
+/// A key and its state, boxed together: the table holds one pointer a slot, which matters more
+/// than one allocation per key because the table is sized in powers of two and is often half
+/// empty; the key's (fat) pointer sits in that allocation beside the state.
+#[derive(Debug)]
+struct Held {
+    key: Arc<[u8]>,
+    state: KeyState,
+}
 
 /// Generic over the hasher only so that a test can make every key's hash collide.
 pub(crate) struct Shard<S = DefaultHashBuilder> {
-    /// Boxed: the table stays a third the size, which matters more than one allocation per key
-    /// because the table is sized in powers of two and is often half empty. A table rather than a
-    /// map so that a timer can find its key by hash.
-    keys: HashTable<Held>,
+    /// A table rather than a map so that a timer can find its key by hash.
+    keys: HashTable<Box<Held>>,
     hasher: S,
     /// Every key whose `timer_at` is set has an entry there at that deadline, with the key's
     /// hash; entries of keys that re-armed earlier or went are skipped when they fire and purged
@@ -159,8 +163,8 @@ impl<S: BuildHasher + Default> Shard<S> {
                 outcome: unlocked.outcome,
             });
         }
-        for (key, state) in &self.keys {
-            state.snapshot(key, now, &mut out);
+        for held in &self.keys {
+            held.state.snapshot(&held.key, now, &mut out);
         }
         out
     }
@@ -204,17 +208,17 @@ impl<S: BuildHasher + Default> Shard<S> {
     ) -> Option<R> {
         let hash = self.hasher.hash_one(key);
         let Shard { keys, hasher, timers, gauges, ctx, .. } = self;
-        let (mut entry, before) = match keys.entry(hash, |(held, _)| **held == *key, hash_with(hasher)) {
+        let (mut entry, before) = match keys.entry(hash, |held| *held.key == *key, hash_with(hasher)) {
             Entry::Occupied(entry) => {
-                let before = entry.get().1.gauges();
+                let before = entry.get().state.gauges();
                 (entry, before)
             }
             Entry::Vacant(entry) if absent == Absent::Create => {
-                (entry.insert((Arc::from(key), Box::default())), Gauges::default())
+                (entry.insert(Box::new(Held { key: Arc::from(key), state: KeyState::default() })), Gauges::default())
             }
             Entry::Vacant(_) => return None,
         };
-        let (key, state) = entry.get_mut();
+        let Held { key, state } = &mut **entry.get_mut();
         if let Some(now) = settle_at {
             state.settle(key, ctx, now);
         }
@@ -241,7 +245,7 @@ impl<S: BuildHasher + Default> Shard<S> {
 
     /// The state of `key` as it is, without settling it (for questions that change nothing).
     pub(crate) fn peek(&self, key: &[u8]) -> Option<(&Arc<[u8]>, &KeyState)> {
-        self.keys.find(self.hasher.hash_one(key), |(held, _)| **held == *key).map(|(key, state)| (key, &**state))
+        self.keys.find(self.hasher.hash_one(key), |held| *held.key == *key).map(|held| (&held.key, &held.state))
     }
 
     /// A table that once held a million keys keeps its memory after they are gone unless told:
@@ -275,11 +279,11 @@ impl<S: BuildHasher + Default> Shard<S> {
         {
             // Keys whose hashes collide and that are due together have an entry each: one key
             // per entry.
-            let Some((key, state)) = self.keys.find_mut(timer.hash, armed_for(timer, &self.hasher)) else {
+            let Some(held) = self.keys.find_mut(timer.hash, armed_for(timer, &self.hasher)) else {
                 continue;
             };
-            state.timer_at = None;
-            let key = Arc::clone(key);
+            held.state.timer_at = None;
+            let key = Arc::clone(&held.key);
             self.change(&key, Absent::Skip, now, |_, _, _, _| ());
             *budget -= 1;
         }
@@ -293,8 +297,8 @@ impl<S: BuildHasher + Default> Shard<S> {
     /// The gauges computed afresh from every key, to check the kept ones against.
     pub(crate) fn recount_gauges(&self) -> Gauges {
         let mut total = Gauges::default();
-        for (_, state) in &self.keys {
-            total.add(state.gauges());
+        for held in &self.keys {
+            total.add(held.state.gauges());
         }
         total
     }
@@ -311,14 +315,14 @@ impl<S: BuildHasher + Default> Shard<S> {
 }
 
 /// What the table needs to move its keys when it grows or shrinks.
-fn hash_with(hasher: &impl BuildHasher) -> impl Fn(&Held) -> u64 {
-    |(key, _)| hasher.hash_one(&**key)
+fn hash_with(hasher: &impl BuildHasher) -> impl Fn(&Box<Held>) -> u64 {
+    |held| hasher.hash_one(&*held.key)
 }
 
 /// Whether a key in the table is the one `timer` stands for: armed at its deadline, with its hash
 /// (the table compares only a few bits of the hash).
-fn armed_for(timer: Timer, hasher: &impl BuildHasher) -> impl Fn(&Held) -> bool {
-    move |(key, state)| state.timer_at == Some(timer.deadline) && hasher.hash_one(&**key) == timer.hash
+fn armed_for(timer: Timer, hasher: &impl BuildHasher) -> impl Fn(&Box<Held>) -> bool {
+    move |held| held.state.timer_at == Some(timer.deadline) && hasher.hash_one(&*held.key) == timer.hash
 }
 
 #[cfg(test)]
