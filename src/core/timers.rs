@@ -18,6 +18,11 @@ use std::mem;
 const SLOT_BITS: u32 = 6;
 const SLOTS: usize = 1 << SLOT_BITS;
 
+/// Room for entries that a slot of level 0 keeps once emptied: those slots fill again every
+/// 64 ms, and freeing and growing their vectors each time was the wheel's main cost. Room beyond
+/// this (a burst) is given back.
+const KEPT_ROOM: usize = 64;
+
 /// The key with this hash is due at `deadline` (ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timer {
@@ -115,7 +120,11 @@ impl Timers {
                 let slot = &mut slots.slots[index];
                 let entry = slot.entries.pop();
                 if slot.entries.is_empty() {
-                    slots.take(index);
+                    slots.occupied &= !(1 << index);
+                    slot.earliest = u64::MAX;
+                    if slot.entries.capacity() > KEPT_ROOM {
+                        slot.entries = Vec::new();
+                    }
                 }
                 self.len -= 1;
                 return entry;
@@ -226,6 +235,16 @@ mod tests {
         assert_eq!((timers.len(), timers.next_deadline()), (1, Some(1_007)));
         assert!(timers.capacity() < 10, "{}", timers.capacity());
         assert_eq!(due(&mut timers, u64::MAX), vec![1_007]);
+    }
+
+    #[test]
+    fn an_emptied_slot_gives_back_the_room_a_burst_took() {
+        let mut timers = Timers::new();
+        for hash in 0..10 * KEPT_ROOM as u64 {
+            timers.arm(5, hash);
+        }
+        assert_eq!(due(&mut timers, 5).len(), 10 * KEPT_ROOM);
+        assert_eq!(timers.capacity(), 0);
     }
 
     proptest! {
