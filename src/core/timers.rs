@@ -11,7 +11,7 @@
 //!
 //! Level `l` has 64 slots of 64^l ms each and holds the entries whose deadline differs from
 //! `elapsed` first in bits `6l..6l+6`. Eleven levels cover every `u64` deadline, so none needs
-//! clamping; levels are added only once a deadline needs them.
+//! clamping; levels are added only once a deadline needs them (three for the default 30 s lease).
 
 use std::mem;
 
@@ -63,7 +63,8 @@ impl Level {
 
 #[derive(Debug)]
 pub(crate) struct Timers {
-    /// A level is 2 KiB: only as many exist as the furthest deadline needs.
+    /// A level is 2 KiB: only as many exist as the furthest deadline needs, and none while no
+    /// timer is armed.
     levels: Vec<Level>,
     /// Every entry due before this moment has been handed out; entries are placed relative to it.
     elapsed: u64,
@@ -127,6 +128,11 @@ impl Timers {
                     }
                 }
                 self.len -= 1;
+                if self.len == 0 {
+                    // A shard with no timer left keeps no level: with many shards (up to 65,536)
+                    // and few keys each, a few KiB of levels a shard would outweigh the keys.
+                    self.levels.clear();
+                }
                 return entry;
             }
             for entry in self.levels[level].take(index) {
@@ -211,7 +217,7 @@ mod tests {
             assert_eq!(due(&mut timers, deadline - 1), Vec::<u64>::new(), "nothing before {deadline}");
             assert_eq!(due(&mut timers, deadline), vec![deadline]);
         }
-        assert_eq!((timers.len(), timers.next_deadline()), (0, None));
+        assert_eq!((timers.len(), timers.next_deadline(), timers.levels.len()), (0, None, 0));
     }
 
     #[test]
