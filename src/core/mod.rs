@@ -519,7 +519,7 @@ impl LockCore {
         }
     }
 
-    /// Room in the key tables and timer heaps, summed over the shards (tests check it shrinks).
+    /// Room in the key tables and timer wheels, summed over the shards (tests check it shrinks).
     #[cfg(test)]
     pub(crate) fn table_capacity(&self) -> (usize, usize) {
         self.shards.iter().map(|shard| shard.lock().capacity()).fold((0, 0), |(k, t), (sk, st)| (k + sk, t + st))
