@@ -63,7 +63,7 @@ impl Extra {
 #[derive(Debug, Default)]
 pub(crate) struct KeyState {
     holder: Option<Holder>,
-    /// The deadline of this key's live entry in the shard's timer heap.
+    /// The deadline of this key's live entry among the shard's timers.
     pub(crate) timer_at: Option<u64>,
     extra: Option<Box<Extra>>,
 }

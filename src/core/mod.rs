@@ -22,6 +22,7 @@ mod ranked;
 mod shard;
 #[doc(hidden)]
 pub mod testing;
+mod timers;
 mod told_done;
 mod unlock_memo;
 
@@ -521,7 +522,7 @@ impl LockCore {
         }
     }
 
-    /// Room in the key tables and timer heaps, summed over the shards (tests check it shrinks).
+    /// Room in the key tables and timer wheels, summed over the shards (tests check it shrinks).
     #[cfg(test)]
     pub(crate) fn table_capacity(&self) -> (usize, usize) {
         self.shards.iter().map(|shard| shard.lock().capacity()).fold((0, 0), |(k, t), (sk, st)| (k + sk, t + st))

@@ -1,18 +1,18 @@
 //! One shard of the lock table: its keys, their timers, and the bookkeeping the key states share.
 //! Everything here runs under the shard's mutex.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::HashMap;
-use hashbrown::hash_map::EntryRef;
+use hashbrown::hash_table::Entry;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::change::{Change, ChangeSink, Recorder};
 use super::clock::Timestamp;
 use super::events::LockEvent;
 use super::key_state::KeyState;
 use super::outcome::{Completion, CoreStats, Gauges};
+use super::timers::{Timer, Timers};
 use super::unlock_memo::UnlockMemo;
 
 /// Per-shard bookkeeping that the key states update.
@@ -94,16 +94,27 @@ pub(crate) enum Absent {
     Skip,
 }
 
-/// Tables and timer heaps this small are not worth shrinking or purging.
+/// Tables and timer wheels this small are not worth shrinking or purging.
 const SPARSE_SLACK: usize = 1024;
 
-pub(crate) struct Shard {
-    /// Boxed: the table stays a third the size, which matters more than one allocation per key
-    /// because the table is sized in powers of two and is often half empty.
-    keys: HashMap<Arc<[u8]>, Box<KeyState>>,
-    /// Min-heap of (deadline, key). A key has at most one live entry (the one equal to its
-    /// `timer_at`); superseded entries are skipped when popped and purged when they pile up.
-    timers: BinaryHeap<Reverse<(u64, Arc<[u8]>)>>,
+/// A key and its state, boxed together: the table holds one pointer a slot, which matters more
+/// than one allocation per key because the table is sized in powers of two and is often half
+/// empty; the key's (fat) pointer sits in that allocation beside the state.
+#[derive(Debug)]
+struct Held {
+    key: Arc<[u8]>,
+    state: KeyState,
+}
+
+/// Generic over the hasher only so that a test can make every key's hash collide.
+pub(crate) struct Shard<S = DefaultHashBuilder> {
+    /// A table rather than a map so that a timer can find its key by hash.
+    keys: HashTable<Box<Held>>,
+    hasher: S,
+    /// Every key whose `timer_at` is set has an entry there at that deadline, with the key's
+    /// hash; entries of keys that re-armed earlier or went are skipped when they fire and purged
+    /// when they pile up.
+    timers: Timers,
     /// The sum of every key's [`KeyState::gauges`], adjusted by [`Shard::change`], the one place
     /// keys change, so INFO never walks the keys.
     gauges: Gauges,
@@ -111,12 +122,13 @@ pub(crate) struct Shard {
     sink: Option<Arc<dyn ChangeSink>>,
 }
 
-impl Shard {
+impl<S: BuildHasher + Default> Shard<S> {
     /// Shard of a table of `shards`.
-    pub(crate) fn new(token_seed: u64, shards: usize) -> Shard {
+    pub(crate) fn new(token_seed: u64, shards: usize) -> Shard<S> {
         Shard {
-            keys: HashMap::new(),
-            timers: BinaryHeap::new(),
+            keys: HashTable::new(),
+            hasher: S::default(),
+            timers: Timers::new(),
             gauges: Gauges::default(),
             ctx: ShardCtx::new(token_seed, shards),
             sink: None,
@@ -151,8 +163,8 @@ impl Shard {
                 outcome: unlocked.outcome,
             });
         }
-        for (key, state) in &self.keys {
-            state.snapshot(key, now, &mut out);
+        for held in &self.keys {
+            held.state.snapshot(&held.key, now, &mut out);
         }
         out
     }
@@ -194,36 +206,38 @@ impl Shard {
         settle_at: Option<Timestamp>,
         op: impl FnOnce(&mut KeyState, &Arc<[u8]>, &mut ShardCtx) -> R,
     ) -> Option<R> {
-        let (key, state, before) = match self.keys.entry_ref(key) {
-            EntryRef::Occupied(entry) => {
-                let before = entry.get().gauges();
-                (Arc::clone(entry.key()), entry.into_mut(), before)
+        let hash = self.hasher.hash_one(key);
+        let Shard { keys, hasher, timers, gauges, ctx, .. } = self;
+        let (mut entry, before) = match keys.entry(hash, |held| *held.key == *key, hash_with(hasher)) {
+            Entry::Occupied(entry) => {
+                let before = entry.get().state.gauges();
+                (entry, before)
             }
-            EntryRef::Vacant(entry) if absent == Absent::Create => {
-                let key: Arc<[u8]> = Arc::from(key);
-                (Arc::clone(&key), entry.insert_with_key(key, Box::default()), Gauges::default())
+            Entry::Vacant(entry) if absent == Absent::Create => {
+                (entry.insert(Box::new(Held { key: Arc::from(key), state: KeyState::default() })), Gauges::default())
             }
-            EntryRef::Vacant(_) => return None,
+            Entry::Vacant(_) => return None,
         };
+        let Held { key, state } = &mut **entry.get_mut();
         if let Some(now) = settle_at {
-            state.settle(&key, &mut self.ctx, now);
+            state.settle(key, ctx, now);
         }
-        let result = op(state, &key, &mut self.ctx);
+        let result = op(state, key, ctx);
         if state.is_forgettable() {
-            self.keys.remove(&key);
-            self.gauges.replace(before, Gauges::default());
+            entry.remove();
+            gauges.replace(before, Gauges::default());
             self.purge_stale_timers();
             self.shrink_if_sparse();
             return Some(result);
         }
-        self.gauges.replace(before, state.gauges());
-        if let Some(deadline) = state.next_deadline(self.ctx.grants_resume_at)
+        gauges.replace(before, state.gauges());
+        if let Some(deadline) = state.next_deadline(ctx.grants_resume_at)
             && state.timer_at.is_none_or(|armed| deadline < armed)
         {
             state.timer_at = Some(deadline);
-            self.timers.push(Reverse((deadline, key)));
-            self.ctx.earliest_new_deadline =
-                Some(self.ctx.earliest_new_deadline.map_or(deadline, |earliest| earliest.min(deadline)));
+            timers.arm(deadline, hash);
+            ctx.earliest_new_deadline =
+                Some(ctx.earliest_new_deadline.map_or(deadline, |earliest| earliest.min(deadline)));
             self.purge_stale_timers();
         }
         Some(result)
@@ -231,60 +245,49 @@ impl Shard {
 
     /// The state of `key` as it is, without settling it (for questions that change nothing).
     pub(crate) fn peek(&self, key: &[u8]) -> Option<(&Arc<[u8]>, &KeyState)> {
-        self.keys.get_key_value(key).map(|(key, state)| (key, &**state))
+        self.keys.find(self.hasher.hash_one(key), |held| *held.key == *key).map(|held| (&held.key, &held.state))
     }
 
     /// A table that once held a million keys keeps its memory after they are gone unless told:
     /// shrunk to twice the keys left once they fill less than a quarter, which costs O(1) per
-    /// removal amortized (the next shrink needs the keys halved again). The same for the heap.
+    /// removal amortized (the next shrink needs the keys halved again). The timer wheel gives
+    /// back its slots' memory as they empty, and its purge the rest.
     fn shrink_if_sparse(&mut self) {
         let len = self.keys.len();
         if self.keys.capacity() > 4 * len + SPARSE_SLACK {
-            self.keys.shrink_to(2 * len);
-        }
-        if self.timers.capacity() > 4 * self.timers.len() + SPARSE_SLACK {
-            self.timers.shrink_to(2 * self.timers.len());
+            self.keys.shrink_to(2 * len, hash_with(&self.hasher));
         }
     }
 
-    /// Keeps the heap proportional to the live keys. Each entry holds its key, and one whose key
-    /// is gone (released, or its timer re-armed) would stay until its deadline: a million locks
-    /// released long before their leases end would keep a million keys allocated. Purged once
-    /// the entries outnumber the live keys twice over (plus slack), which is O(1) amortized per
+    /// Keeps the timer wheel proportional to the live keys: the entries of a million locks
+    /// released long before their leases end would otherwise stay until then. Purged once the
+    /// entries outnumber the live keys twice over (plus slack), which is O(1) amortized per
     /// removal or arming.
     fn purge_stale_timers(&mut self) {
         if self.timers.len() <= 2 * self.keys.len() + SPARSE_SLACK {
             return;
         }
-        let keys = &self.keys;
-        self.timers
-            .retain(|Reverse((deadline, key))| keys.get(key).is_some_and(|state| state.timer_at == Some(*deadline)));
+        let Shard { keys, hasher, timers, .. } = self;
+        timers.retain(|timer| keys.find(timer.hash, armed_for(timer, hasher)).is_some());
     }
 
-    /// Processes the timers due at `now`, taking one from `budget` for each; returns the next
-    /// deadline still pending (at or before `now` when the budget ran out first).
+    /// Processes the timers due at `now`, taking one from `budget` for each key it expires;
+    /// returns the next deadline still pending (at or before `now` when the budget ran out first).
     pub(crate) fn expire(&mut self, now: Timestamp, budget: &mut usize) -> Option<u64> {
-        while let Some(Reverse((deadline, _))) = self.timers.peek() {
-            if *deadline > now.ms() || *budget == 0 {
-                let next = *deadline;
-                self.shrink_if_sparse();
-                return Some(next);
-            }
-            let Some(Reverse((deadline, key))) = self.timers.pop() else {
-                break;
-            };
-            let Some(state) = self.keys.get_mut(&key) else {
+        while *budget > 0
+            && let Some(timer) = self.timers.pop_due(now.ms())
+        {
+            // Keys whose hashes collide and that are due together have an entry each: one key
+            // per entry.
+            let Some(held) = self.keys.find_mut(timer.hash, armed_for(timer, &self.hasher)) else {
                 continue;
             };
-            if state.timer_at != Some(deadline) {
-                continue;
-            }
-            state.timer_at = None;
+            held.state.timer_at = None;
+            let key = Arc::clone(&held.key);
             self.change(&key, Absent::Skip, now, |_, _, _, _| ());
             *budget -= 1;
         }
-        self.shrink_if_sparse();
-        None
+        self.timers.next_deadline()
     }
 
     pub(crate) fn gauges(&self) -> Gauges {
@@ -294,8 +297,8 @@ impl Shard {
     /// The gauges computed afresh from every key, to check the kept ones against.
     pub(crate) fn recount_gauges(&self) -> Gauges {
         let mut total = Gauges::default();
-        for state in self.keys.values() {
-            total.add(state.gauges());
+        for held in &self.keys {
+            total.add(held.state.gauges());
         }
         total
     }
@@ -308,5 +311,127 @@ impl Shard {
     #[cfg(test)]
     pub(crate) fn timer_count(&self) -> usize {
         self.timers.len()
+    }
+}
+
+/// What the table needs to move its keys when it grows or shrinks.
+fn hash_with(hasher: &impl BuildHasher) -> impl Fn(&Box<Held>) -> u64 {
+    |held| hasher.hash_one(&*held.key)
+}
+
+/// Whether a key in the table is the one `timer` stands for: armed at its deadline, with its hash
+/// (the table compares only a few bits of the hash).
+fn armed_for(timer: Timer, hasher: &impl BuildHasher) -> impl Fn(&Box<Held>) -> bool {
+    move |held| held.state.timer_at == Some(timer.deadline) && hasher.hash_one(&*held.key) == timer.hash
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::{BuildHasherDefault, Hasher};
+
+    use super::*;
+    use crate::core::key_state::Claim;
+    use crate::core::testing::{acquired, at, conn};
+    use crate::core::{UnlockOutcome, Verdict};
+
+    /// Every key hashes the same: each timer entry's hash matches every key.
+    #[derive(Default)]
+    struct OneHash;
+
+    impl Hasher for OneHash {
+        fn finish(&self) -> u64 {
+            7
+        }
+
+        fn write(&mut self, _: &[u8]) {}
+    }
+
+    type CollidingShard = Shard<BuildHasherDefault<OneHash>>;
+
+    fn shard() -> Shard {
+        Shard::new(1, 1)
+    }
+
+    /// Takes or renews `key` for `lease_ms`; returns the token.
+    fn hold<S: BuildHasher + Default>(shard: &mut Shard<S>, key: &str, lease_ms: u64, now: u64) -> u64 {
+        let claim = Claim { owner: b"o", lease_ms, conn: conn(1) };
+        shard
+            .change(key.as_bytes(), Absent::Create, at(now), |state, key, ctx, now| {
+                acquired(state.try_lock(key, claim, false, ctx, now))
+            })
+            .expect("created")
+    }
+
+    fn is_held<S: BuildHasher + Default>(shard: &Shard<S>, key: &str) -> bool {
+        shard.peek(key.as_bytes()).is_some()
+    }
+
+    fn expire<S: BuildHasher + Default>(shard: &mut Shard<S>, now: u64, budget: usize) -> (Option<u64>, usize) {
+        let mut left = budget;
+        let next = shard.expire(at(now), &mut left);
+        (next, budget - left)
+    }
+
+    #[test]
+    fn keys_whose_hashes_collide_expire_each_at_its_own_deadline() {
+        let mut shard = CollidingShard::new(1, 1);
+        // Armed first, so that the table finds it first for every entry.
+        hold(&mut shard, "later", 200, 0);
+        hold(&mut shard, "a", 100, 0);
+        hold(&mut shard, "b", 100, 0);
+        assert_eq!(expire(&mut shard, 100, 2), (Some(200), 2), "both due, and only they, within a budget of two");
+        assert!(!is_held(&shard, "a") && !is_held(&shard, "b") && is_held(&shard, "later"));
+        assert_eq!(expire(&mut shard, 200, 2), (None, 1));
+        assert_eq!((shard.ctx.stats.lease_expiries, shard.timer_count()), (3, 0));
+    }
+
+    #[test]
+    fn a_timer_re_armed_earlier_fires_then_and_its_old_entry_does_nothing() {
+        let mut shard = shard();
+        hold(&mut shard, "k", 1_000, 0);
+        hold(&mut shard, "k", 100, 10);
+        assert_eq!(expire(&mut shard, 109, 10), (Some(110), 0));
+        assert_eq!(expire(&mut shard, 110, 10), (Some(1_000), 1));
+        assert!(!is_held(&shard, "k"));
+        hold(&mut shard, "k", 1_500, 200);
+        assert_eq!(expire(&mut shard, 1_000, 10), (Some(1_700), 0), "the old entry finds the key armed later");
+        assert!(is_held(&shard, "k"));
+    }
+
+    #[test]
+    fn a_timer_re_armed_later_fires_at_the_old_deadline_and_arms_the_new_one() {
+        let mut shard = shard();
+        hold(&mut shard, "k", 100, 0);
+        hold(&mut shard, "k", 1_000, 50);
+        assert_eq!(expire(&mut shard, 100, 10), (Some(1_050), 1));
+        assert!(is_held(&shard, "k"));
+        assert_eq!(expire(&mut shard, 1_050, 10), (None, 1));
+        assert!(!is_held(&shard, "k"));
+    }
+
+    #[test]
+    fn the_timer_of_a_forgotten_key_expires_nothing() {
+        let mut shard = shard();
+        let token = hold(&mut shard, "gone", 100, 0);
+        hold(&mut shard, "kept", 100, 0);
+        let unlocked = shard.change(b"gone", Absent::Skip, at(10), |state, key, ctx, now| {
+            state.unlock(key, b"o", token, Verdict::Failure { reason: None }, ctx, now)
+        });
+        assert_eq!(unlocked, Some(UnlockOutcome::Released));
+        assert_eq!(expire(&mut shard, 100, 10), (None, 1));
+        assert!(!is_held(&shard, "kept"));
+        assert_eq!(shard.timer_count(), 0);
+    }
+
+    #[test]
+    fn the_budget_caps_expiries_and_what_is_left_is_due_now() {
+        let mut shard = shard();
+        for key in ["a", "b", "c"] {
+            hold(&mut shard, key, 100, 0);
+        }
+        hold(&mut shard, "d", 300, 0);
+        assert_eq!(expire(&mut shard, 150, 2), (Some(100), 2));
+        assert_eq!(expire(&mut shard, 150, 2), (Some(300), 1));
+        assert_eq!(shard.gauges().held_keys, 1);
     }
 }

@@ -351,15 +351,15 @@ fn stats_count_gauges() {
 }
 
 #[test]
-fn churn_does_not_grow_the_timer_heap_without_bound() {
+fn churn_does_not_grow_the_timers_without_bound() {
     let core = core();
     for i in 0..20_000u64 {
         let key = format!("k{i}");
         let token = acquired(core.try_lock(request(&key, "a", 1, None), false, at(0)));
         core.unlock(key.as_bytes(), b"a", token, success(None, None), at(0));
     }
-    let heap_total: usize = core.shards.iter().map(|shard| shard.lock().timer_count()).sum();
-    assert!(heap_total <= 4 * (2 + 1024), "heap holds {heap_total} entries");
+    let timers: usize = core.shards.iter().map(|shard| shard.lock().timer_count()).sum();
+    assert!(timers <= 4 * (2 + 1024), "{timers} timer entries");
 }
 
 #[test]
@@ -811,8 +811,7 @@ fn the_tables_shrink_back_after_a_mass_release() {
     let full = core.table_capacity();
     release_connection(&core, conn(1), keys.iter().map(|key| key.as_bytes()), at(1));
     assert_eq!(core.key_count(), 0);
-    // The leases' timers (each holding its key) go with the keys, not when their leases would
-    // have ended.
+    // The leases' timer entries go with the keys, not when their leases would have ended.
     let (keys_left, timers_left) = core.table_capacity();
     assert!(keys_left * 10 < full.0 && timers_left * 10 < full.1, "{full:?} -> {:?}", (keys_left, timers_left));
 }
