@@ -83,8 +83,9 @@ pub struct Config {
     pub release_on_disconnect: YesNo,
 
     /// Threads serving connections, each an event loop of its own that serves every connection
-    /// it is given from accept to close. Default: one per CPU core. On a machine shared with busy
-    /// clients, fewer threads than cores can serve more requests.
+    /// it is given from accept to close. Default: one per CPU core but one, and at least one (as
+    /// Redis advises for its I/O threads): the kernel's network work, the journal's threads and
+    /// clients on the same machine need a core too.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub threads: Option<u64>,
 
@@ -240,8 +241,8 @@ impl Config {
     }
 
     pub fn event_loop_count(&self) -> usize {
-        let cores = || std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.threads.and_then(|threads| usize::try_from(threads).ok()).unwrap_or_else(cores)
+        let all_cores_but_one = || std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
+        self.threads.and_then(|threads| usize::try_from(threads).ok()).unwrap_or_else(all_cores_but_one)
     }
 
     pub fn shard_count(&self) -> usize {
