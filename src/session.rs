@@ -56,15 +56,20 @@ impl Session {
 
     /// Remembers that a lock on `key` may be bound to this connection (it holds it, or is queued
     /// for it). The set is pruned as it grows, so a long-lived connection that touches many keys
-    /// stays bounded by what it is still bound to.
+    /// stays bounded by what it is still bound to. A prune looks every key up in the core, which
+    /// costs about what taking the lock did: when it finds most keys still bound (a connection
+    /// holding many locks) the next one waits for the set to grow fourfold rather than double,
+    /// which cut the prunes' share of pipelined TRYs on new keys from a fifth of the CPU.
     pub(crate) fn note_bound(&mut self, key: &Arc<[u8]>, shared: &Shared) {
         if !self.bound.insert(Arc::clone(key)) {
             return;
         }
         if self.bound.len() >= self.prune_at {
             let conn = self.id();
+            let before = self.bound.len();
             self.bound.retain(|key| shared.core.bound_to_conn(key, conn));
-            self.prune_at = (self.bound.len() * 2).max(64);
+            let growth = if self.bound.len() * 2 > before { 4 } else { 2 };
+            self.prune_at = (self.bound.len() * growth).max(64);
         }
     }
 
