@@ -529,11 +529,15 @@ impl KeyState {
             return;
         };
         let previous = std::mem::replace(&mut holder.conn, conn);
-        let also = &mut self.extra().grant_also_sent_to;
-        also.retain(|other| *other != conn);
+        if previous == conn {
+            return;
+        }
+        if let Some(extra) = self.extra.as_deref_mut() {
+            extra.grant_also_sent_to.retain(|other| *other != conn);
+        }
         // A recovered holding was bound to no connection: nothing to keep.
-        if previous != conn && previous != RECOVERED {
-            also.push(previous);
+        if previous != RECOVERED {
+            self.extra().grant_also_sent_to.push(previous);
         }
     }
 
