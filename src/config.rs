@@ -83,9 +83,8 @@ pub struct Config {
     pub release_on_disconnect: YesNo,
 
     /// Threads serving connections, each an event loop of its own that serves every connection
-    /// it is given from accept to close. Default: one per CPU core but one, and at least one (as
-    /// Redis advises for its I/O threads): the kernel's network work, the journal's threads and
-    /// clients on the same machine need a core too.
+    /// it is given from accept to close. Default: one per CPU core. On a machine whose cores busy
+    /// clients share, fewer loops can serve more unpipelined requests (see docs/benchmarks.md).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub threads: Option<u64>,
 
@@ -241,8 +240,8 @@ impl Config {
     }
 
     pub fn event_loop_count(&self) -> usize {
-        let all_cores_but_one = || std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
-        self.threads.and_then(|threads| usize::try_from(threads).ok()).unwrap_or_else(all_cores_but_one)
+        let cores = || std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.threads.and_then(|threads| usize::try_from(threads).ok()).unwrap_or_else(cores)
     }
 
     pub fn shard_count(&self) -> usize {
