@@ -122,7 +122,7 @@ pub(crate) struct Shard<S = DefaultHashBuilder> {
     sink: Option<Arc<dyn ChangeSink>>,
 }
 
-impl<S: BuildHasher + Default> Shard<S> {
+impl<S: BuildHasher + Default + Clone> Shard<S> {
     /// Shard of a table of `shards`.
     pub(crate) fn new(token_seed: u64, shards: usize) -> Shard<S> {
         Shard {
@@ -186,37 +186,53 @@ impl<S: BuildHasher + Default> Shard<S> {
         now: Timestamp,
         op: impl FnOnce(&mut KeyState, &Arc<[u8]>, &mut ShardCtx, Timestamp) -> R,
     ) -> Option<R> {
+        let hash = self.hasher.hash_one(key);
+        let create = (absent == Absent::Create).then_some(key);
+        self.change_found(hash, |held| *held.key == *key, create, now, op)
+    }
+
+    /// [`Shard::change`] of the key with `hash` that `is_key` accepts (created from `create` if
+    /// there is none).
+    fn change_found<R>(
+        &mut self,
+        hash: u64,
+        is_key: impl Fn(&Box<Held>) -> bool,
+        create: Option<&[u8]>,
+        now: Timestamp,
+        op: impl FnOnce(&mut KeyState, &Arc<[u8]>, &mut ShardCtx, Timestamp) -> R,
+    ) -> Option<R> {
         let now = self.ctx.latest.max(now);
         self.ctx.latest = now;
-        self.step(key, absent, Some(now), |state, key, ctx| op(state, key, ctx, now))
+        self.step(hash, is_key, create, Some(now), |state, key, ctx| op(state, key, ctx, now))
     }
 
     /// Replays one recorded step of a key. Nothing falls due meanwhile: what fell due while the
     /// journal was written was journaled as it happened, and what falls due by now is settled by
     /// the expiry driver once the replay is over.
     pub(crate) fn replay(&mut self, key: &[u8], op: impl FnOnce(&mut KeyState, &mut ShardCtx)) {
-        self.step(key, Absent::Create, None, |state, _, ctx| op(state, ctx));
+        let hash = self.hasher.hash_one(key);
+        self.step(hash, |held| *held.key == *key, Some(key), None, |state, _, ctx| op(state, ctx));
     }
 
     /// [`Shard::change`], settling what fell due at `settle_at` first.
     fn step<R>(
         &mut self,
-        key: &[u8],
-        absent: Absent,
+        hash: u64,
+        is_key: impl Fn(&Box<Held>) -> bool,
+        create: Option<&[u8]>,
         settle_at: Option<Timestamp>,
         op: impl FnOnce(&mut KeyState, &Arc<[u8]>, &mut ShardCtx) -> R,
     ) -> Option<R> {
-        let hash = self.hasher.hash_one(key);
         let Shard { keys, hasher, timers, gauges, ctx, .. } = self;
-        let (mut entry, before) = match keys.entry(hash, |held| *held.key == *key, hash_with(hasher)) {
-            Entry::Occupied(entry) => {
+        let (mut entry, before) = match (keys.entry(hash, is_key, hash_with(hasher)), create) {
+            (Entry::Occupied(entry), _) => {
                 let before = entry.get().state.gauges();
                 (entry, before)
             }
-            Entry::Vacant(entry) if absent == Absent::Create => {
+            (Entry::Vacant(entry), Some(key)) => {
                 (entry.insert(Box::new(Held { key: Arc::from(key), state: KeyState::default() })), Gauges::default())
             }
-            Entry::Vacant(_) => return None,
+            (Entry::Vacant(_), None) => return None,
         };
         let Held { key, state } = &mut **entry.get_mut();
         if let Some(now) = settle_at {
@@ -274,18 +290,20 @@ impl<S: BuildHasher + Default> Shard<S> {
     /// Processes the timers due at `now`, taking one from `budget` for each key it expires;
     /// returns the next deadline still pending (at or before `now` when the budget ran out first).
     pub(crate) fn expire(&mut self, now: Timestamp, budget: &mut usize) -> Option<u64> {
+        // A copy (a seed) so that the key is found and changed in one lookup while `self` is
+        // borrowed for the change.
+        let hasher = self.hasher.clone();
         while *budget > 0
             && let Some(timer) = self.timers.pop_due(now.ms())
         {
             // Keys whose hashes collide and that are due together have an entry each: one key
-            // per entry.
-            let Some(held) = self.keys.find_mut(timer.hash, armed_for(timer, &self.hasher)) else {
-                continue;
-            };
-            held.state.timer_at = None;
-            let key = Arc::clone(&held.key);
-            self.change(&key, Absent::Skip, now, |_, _, _, _| ());
-            *budget -= 1;
+            // per entry. The step settles what fell due; its timer is re-armed if more is due.
+            let fired = self.change_found(timer.hash, armed_for(timer, &hasher), None, now, |state, _, _, _| {
+                state.timer_at = None;
+            });
+            if fired.is_some() {
+                *budget -= 1;
+            }
         }
         self.timers.next_deadline()
     }
@@ -353,7 +371,7 @@ mod tests {
     }
 
     /// Takes or renews `key` for `lease_ms`; returns the token.
-    fn hold<S: BuildHasher + Default>(shard: &mut Shard<S>, key: &str, lease_ms: u64, now: u64) -> u64 {
+    fn hold<S: BuildHasher + Default + Clone>(shard: &mut Shard<S>, key: &str, lease_ms: u64, now: u64) -> u64 {
         let claim = Claim { owner: b"o", lease_ms, conn: conn(1) };
         shard
             .change(key.as_bytes(), Absent::Create, at(now), |state, key, ctx, now| {
@@ -362,11 +380,11 @@ mod tests {
             .expect("created")
     }
 
-    fn is_held<S: BuildHasher + Default>(shard: &Shard<S>, key: &str) -> bool {
+    fn is_held<S: BuildHasher + Default + Clone>(shard: &Shard<S>, key: &str) -> bool {
         shard.peek(key.as_bytes()).is_some()
     }
 
-    fn expire<S: BuildHasher + Default>(shard: &mut Shard<S>, now: u64, budget: usize) -> (Option<u64>, usize) {
+    fn expire<S: BuildHasher + Default + Clone>(shard: &mut Shard<S>, now: u64, budget: usize) -> (Option<u64>, usize) {
         let mut left = budget;
         let next = shard.expire(at(now), &mut left);
         (next, budget - left)
