@@ -240,12 +240,17 @@ impl Config {
     }
 
     pub fn event_loop_count(&self) -> usize {
-        let cores = || std::thread::available_parallelism().map_or(1, |n| n.get());
         self.threads.and_then(|threads| usize::try_from(threads).ok()).unwrap_or_else(cores)
     }
 
     pub fn shard_count(&self) -> usize {
-        let wanted = self.shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get() * 4));
+        let wanted = self.shards.unwrap_or_else(|| cores() * 4);
         wanted.clamp(1, 1 << 16).next_power_of_two()
     }
+}
+
+/// CPU cores this process may use (1 if unknown), which the defaults of `--threads` and
+/// `--shards` scale with.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
