@@ -35,6 +35,7 @@ mod journal;
 pub mod logging;
 pub mod memory;
 mod metrics;
+mod owner;
 mod persistence;
 mod reply;
 pub mod server;

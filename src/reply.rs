@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::core::{Completion, ExtendOutcome, HolderInfo, KeyInfo, TryOutcome, UnlockOutcome, WaitOutcome};
 use crate::errors;
+use crate::owner;
 
 /// A protocol-neutral reply; the codec renders it for the connection's protocol version.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +69,7 @@ fn acquired(token: u64) -> Reply {
 fn done(completion: &Completion) -> Reply {
     Reply::Array(vec![
         Reply::bulk_static("DONE"),
-        Reply::bulk(&completion.finisher),
+        Reply::bulk(owner::shown(&completion.finisher)),
         Reply::bulk_or_nil(completion.result.as_deref()),
     ])
 }
@@ -80,7 +81,9 @@ impl From<TryOutcome> for Reply {
             TryOutcome::Queued { position } => {
                 Reply::Array(vec![Reply::bulk_static("QUEUED"), to_int(position as u64)])
             }
-            TryOutcome::Busy { holder } => Reply::Array(vec![Reply::bulk_static("BUSY"), Reply::bulk(&holder)]),
+            TryOutcome::Busy { holder } => {
+                Reply::Array(vec![Reply::bulk_static("BUSY"), Reply::bulk(owner::shown(&holder))])
+            }
             TryOutcome::Done(completion) => done(&completion),
         }
     }
@@ -122,13 +125,13 @@ impl From<KeyInfo> for Reply {
         let field = Reply::bulk_static;
         let (holder, token, lease_ms) = match &info.holder {
             Some(HolderInfo { owner, token, lease_remaining_ms }) => {
-                (Reply::bulk(owner), to_int(*token), to_int(*lease_remaining_ms))
+                (Reply::bulk(owner::shown(owner)), to_int(*token), to_int(*lease_remaining_ms))
             }
             None => (Reply::Nil, Reply::Nil, Reply::Nil),
         };
         let (finisher, result, keep_ms) = match &info.completion {
             Some((completion, keep_remaining_ms)) => (
-                Reply::bulk(&completion.finisher),
+                Reply::bulk(owner::shown(&completion.finisher)),
                 Reply::bulk_or_nil(completion.result.as_deref()),
                 to_int(*keep_remaining_ms),
             ),
@@ -140,7 +143,7 @@ impl From<KeyInfo> for Reply {
             (field("token"), token),
             (field("lease_ms"), lease_ms),
             (field("waiters"), to_int(info.waiters as u64)),
-            (field("queue"), Reply::Array(info.queue.iter().map(Reply::bulk).collect())),
+            (field("queue"), Reply::Array(info.queue.iter().map(|queued| Reply::bulk(owner::shown(queued))).collect())),
             (field("blocked"), to_int(info.blocked as u64)),
             (field("finisher"), finisher),
             (field("result"), result),

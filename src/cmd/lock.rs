@@ -11,6 +11,7 @@ use super::table::CommandId;
 use crate::context::Shared;
 use crate::core::{ExtendOutcome, KeyInfo, LockRequest, TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart};
 use crate::errors;
+use crate::owner;
 use crate::reply::{self, Reply};
 use crate::session::Session;
 
@@ -221,7 +222,22 @@ impl LockCommand {
         )
     }
 
-    pub(crate) fn execute(self, session: &mut Session, shared: &Shared) -> Action {
+    /// The owner the request acts as; LOCK.INFO names none.
+    fn owner_mut(&mut self) -> Option<&mut Bytes> {
+        match self {
+            LockCommand::Try(TryLock { owner, .. })
+            | LockCommand::Wait(WaitLock { owner, .. })
+            | LockCommand::Unlock(Unlock { owner, .. })
+            | LockCommand::Extend(Extend { owner, .. })
+            | LockCommand::Cancel { owner, .. } => Some(owner),
+            LockCommand::Info { .. } => None,
+        }
+    }
+
+    pub(crate) fn execute(mut self, session: &mut Session, shared: &Shared) -> Action {
+        if let Some(owner) = self.owner_mut() {
+            *owner = owner::scoped(session.user(), std::mem::take(owner));
+        }
         let core = &shared.core;
         let now = shared.clock.now();
         let conn = session.id();

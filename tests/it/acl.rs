@@ -105,6 +105,38 @@ async fn the_example_policy_end_to_end() {
     server.stop().await.unwrap();
 }
 
+/// Two users may spell the same owner; neither can act as the other's: no renewal that would
+/// answer the other's token, no UNLOCK or EXTEND of its lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_belong_to_their_users() {
+    let file = AclFile::new(
+        "owners",
+        "user default off\n\
+         user alice on >alice-pw ~pull:* +@all -@dangerous\n\
+         user bob on >bob-pw ~pull:* +@all -@dangerous\n",
+    );
+    let server = start_with(|config| config.aclfile = Some(file.0.clone())).await;
+    let mut alice = logged_in(server.addr, "alice", "alice-pw").await;
+    let mut bob = logged_in(server.addr, "bob", "bob-pw").await;
+
+    let token = cmd_out(&mut alice, args!["LOCK.TRY", "pull:x", "node"]).await.token();
+    assert_eq!(cmd_out(&mut bob, args!["LOCK.TRY", "pull:x", "node"]).await, Out::Queued(1));
+    assert_eq!(cmd_out(&mut bob, args!["LOCK.TRY", "pull:x", "node", "NOQUEUE"]).await, Out::busy("node"));
+    for (command, reply) in [
+        (args!["LOCK.UNLOCK", "pull:x", "node", token, "FAILURE"], "NOTHOLDER"),
+        (args!["LOCK.EXTEND", "pull:x", "node", token, 60_000], "NOTHOLDER"),
+    ] {
+        assert!(bob.cmd(command).await.err().starts_with(reply));
+    }
+    let info = bob.info("pull:x").await;
+    assert_eq!((info.holder.as_deref(), info.queue), (Some("node"), vec!["node".to_owned()]));
+
+    let told = alice.cmd(args!["LOCK.UNLOCK", "pull:x", "node", token, "SUCCESS", "RESULT", "r"]).await;
+    assert_eq!(told, Resp::Int(1), "bob's node was in line");
+    assert_eq!(cmd_out(&mut bob, args!["LOCK.TRY", "pull:x", "node"]).await, Out::done("node", Some("r")));
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setuser_getuser_list_deluser() {
     let server = start().await;
