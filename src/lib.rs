@@ -21,6 +21,7 @@
 
 mod acl;
 mod clients;
+mod cluster;
 mod cmd;
 pub mod codec;
 pub mod config;

@@ -24,7 +24,10 @@ mod tests;
 /// Log sequence number: 1, 2, 3, ... one per appended record, never reused across restarts.
 pub(crate) type Lsn = u64;
 
+pub(crate) use durable::unix_ms;
 pub(crate) use durable::{Journal, JournalOptions, Restored};
 pub(crate) use error::LogError;
+pub(crate) use frame::{NextRecord, RecordReader, encode_record};
 pub(crate) use log::{FsyncPolicy, Log, LogOptions, LogStatus};
+pub(crate) use record::{Record, WallClock, encode_batch};
 pub(crate) use recovery::{RecoveredRecord, Recovery};

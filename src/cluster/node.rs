@@ -1,0 +1,74 @@
+//! One cluster node: its Raft, with the log under its `--dir`, its state machine, and the bus
+//! it serves its peers on.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use openraft::BasicNode;
+use openraft::error::{InitializeError, RaftError};
+use openraft::type_config::async_runtime::WatchReceiver;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::bus::{self, Bus};
+use super::log_store::LogStore;
+use super::raft::{self, NodeId, Raft};
+use super::state_machine::StateMachine;
+use crate::core::{Clock, CoreSettings};
+
+pub(crate) struct Node {
+    pub(crate) id: NodeId,
+    pub(crate) raft: Raft,
+    pub(crate) state: StateMachine,
+    bus_shutdown: CancellationToken,
+}
+
+impl Node {
+    /// Starts node `id` of the cluster whose members are `peers` (id → bus address), with its
+    /// Raft log under `dir`. A fresh set of nodes started with the same peers forms the cluster
+    /// by itself: each proposes the same initial membership, which only a node with an empty log
+    /// accepts, so whichever is first does it and the others learn it from the leader.
+    pub(crate) async fn start(
+        id: NodeId,
+        peers: &BTreeMap<NodeId, SocketAddr>,
+        dir: &Path,
+        settings: CoreSettings,
+        clock: Clock,
+    ) -> io::Result<Node> {
+        let own = peers
+            .get(&id)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("node {id} is not among the peers")))?;
+        let listener = TcpListener::bind(own).await?;
+        let log = LogStore::open(&dir.join("raft"))?;
+        let state = StateMachine::new(settings, clock);
+        let config = raft::config().validate().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        let raft = Raft::new(id, config.into(), Bus, log, state.clone()).await.map_err(io::Error::other)?;
+        let bus_shutdown = CancellationToken::new();
+        tokio::spawn(bus::serve(listener, raft.clone(), bus_shutdown.clone()));
+        let members: BTreeMap<NodeId, BasicNode> =
+            peers.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.to_string() })).collect();
+        match raft.initialize(members).await {
+            Ok(()) => info!(node = id, "cluster: initialized a new cluster"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                info!(node = id, "cluster: rejoining (the log is not empty)")
+            }
+            Err(error) => return Err(io::Error::other(error)),
+        }
+        Ok(Node { id, raft, state, bus_shutdown })
+    }
+
+    /// Whether this node believes it leads (it may have been deposed without knowing yet: what
+    /// it proposes then never commits).
+    pub(crate) fn leads(&self) -> bool {
+        self.raft.metrics().borrow_watched().state.is_leader()
+    }
+
+    /// Stops the node as a crash would, from its peers' point of view: its Raft and its bus stop.
+    pub(crate) async fn stop(self) {
+        self.bus_shutdown.cancel();
+        let _ = self.raft.shutdown().await;
+    }
+}

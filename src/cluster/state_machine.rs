@@ -1,0 +1,192 @@
+//! Applies committed entries to a lock core, and snapshots it, for openraft.
+//!
+//! An entry holds one journal record; a batch of changes is replayed into the core exactly as a
+//! restart replays the journal, so a follower's core is what the leader's was after the same
+//! records. Applying reads no clock but to re-arm leases and places from the moment they arrive,
+//! which is what makes it safe: a follower that becomes leader counts each lease from no earlier
+//! than when it learned of it, so no holder loses its lock early, whatever the clocks of the two
+//! machines say.
+//!
+//! A snapshot is the core re-expressed as records (the journal's rewrite does the same), framed
+//! as the journal frames them, followed by the token reservation: installing one replays it
+//! into a fresh core.
+
+use std::io::{self, Cursor};
+use std::sync::Arc;
+
+use futures_util::{Stream, TryStreamExt};
+use openraft::EntryPayload;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use parking_lot::Mutex;
+
+use super::raft::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::core::{Clock, CoreSettings, LockCore, token_seed};
+use crate::journal::{NextRecord, Record, RecordReader, WallClock, encode_batch, encode_record};
+
+pub(crate) type SnapshotData = Cursor<Vec<u8>>;
+
+#[derive(Clone)]
+pub(crate) struct StateMachine {
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    core: Arc<LockCore>,
+    settings: CoreSettings,
+    clock: Clock,
+    /// Wall-clock milliseconds when `clock` read zero: deadlines travel as wall-clock times.
+    wall_ms_at_zero: u64,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    /// No token below this is ever issued again (the highest reservation applied).
+    tokens_below: u64,
+    snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+}
+
+impl StateMachine {
+    pub(crate) fn new(settings: CoreSettings, clock: Clock) -> StateMachine {
+        let wall_ms_at_zero = crate::journal::unix_ms().saturating_sub(clock.now().ms());
+        StateMachine {
+            inner: Arc::new(Mutex::new(Inner {
+                core: Arc::new(LockCore::new(settings.clone(), token_seed(0))),
+                settings,
+                clock,
+                wall_ms_at_zero,
+                last_applied: None,
+                membership: StoredMembership::default(),
+                tokens_below: 0,
+                snapshot: None,
+            })),
+        }
+    }
+
+    /// The core as of the last applied entry.
+    pub(crate) fn core(&self) -> Arc<LockCore> {
+        Arc::clone(&self.inner.lock().core)
+    }
+}
+
+impl Inner {
+    fn wall_clock(&self) -> WallClock {
+        WallClock {
+            wall_ms_at_zero: self.wall_ms_at_zero,
+            now_ms: self.clock.now().ms(),
+            max_ahead_ms: self.settings.max_lease_ms,
+        }
+    }
+
+    fn apply_record(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match Record::decode(bytes, self.wall_clock())
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.to_string()))?
+        {
+            Record::Batch(changes) => self.core.replay(changes, self.clock.now()),
+            Record::Reserve { tokens_below } | Record::SnapshotMarks { tokens_below, .. } => {
+                self.tokens_below = self.tokens_below.max(tokens_below);
+            }
+            Record::LeaseCeiling { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn build_snapshot(&mut self) -> Vec<u8> {
+        let mut framed = Vec::new();
+        let mut payload = Vec::new();
+        for index in 0..self.core.shard_count() {
+            let (changes, ()) = self.core.snapshot_shard(index, self.clock.now(), || ());
+            if changes.is_empty() {
+                continue;
+            }
+            payload.clear();
+            encode_batch(&changes, self.wall_clock(), &mut payload);
+            encode_record(&mut framed, 0, &payload);
+        }
+        payload.clear();
+        Record::Reserve { tokens_below: self.tokens_below }.encode(self.wall_clock(), &mut payload);
+        encode_record(&mut framed, 0, &payload);
+        framed
+    }
+
+    fn install(&mut self, meta: &SnapshotMeta, data: Vec<u8>) -> io::Result<()> {
+        self.core = Arc::new(LockCore::new(self.settings.clone(), token_seed(0)));
+        self.tokens_below = 0;
+        let mut reader = RecordReader::new(Cursor::new(&data), 0, data.len() as u64);
+        loop {
+            match reader.next_record()? {
+                NextRecord::Record { payload, .. } => {
+                    let payload = payload.to_vec();
+                    self.apply_record(&payload)?;
+                }
+                NextRecord::End => break,
+                NextRecord::Bad(bad) => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("snapshot: {bad}")));
+                }
+            }
+        }
+        self.last_applied = meta.last_log_id.clone();
+        self.membership = meta.last_membership.clone();
+        self.snapshot = Some((meta.clone(), data));
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let mut inner = self.inner.lock();
+        let data = inner.build_snapshot();
+        let meta = SnapshotMeta { last_log_id: inner.last_applied.clone(), last_membership: inner.membership.clone() };
+        inner.snapshot = Some((meta.clone(), data.clone()));
+        Ok(Snapshot { meta, snapshot: Cursor::new(data) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let inner = self.inner.lock();
+        Ok((inner.last_applied.clone(), inner.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            {
+                let mut inner = self.inner.lock();
+                match &entry.payload {
+                    EntryPayload::Blank => {}
+                    EntryPayload::Normal(record) => inner.apply_record(&record.0)?,
+                    EntryPayload::Membership(membership) => {
+                        inner.membership = StoredMembership::new(Some(entry.log_id.clone()), membership.clone());
+                    }
+                }
+                inner.last_applied = Some(entry.log_id.clone());
+            }
+            if let Some(responder) = responder {
+                responder.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+        self.inner.lock().install(meta, snapshot.into_inner())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(self
+            .inner
+            .lock()
+            .snapshot
+            .as_ref()
+            .map(|(meta, data)| Snapshot { meta: meta.clone(), snapshot: Cursor::new(data.clone()) }))
+    }
+}

@@ -1,0 +1,93 @@
+//! Three nodes on loopback, each with its own directory: a cluster forms by itself, replicates
+//! what its leader proposes, elects a new leader when the old one dies, and a node restarted
+//! from its directory catches up.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::node::Node;
+use super::raft::{NodeId, Record};
+use crate::core::{Change, Clock, CoreSettings};
+use crate::journal::{self, WallClock};
+
+const PATIENCE: Option<Duration> = Some(Duration::from_secs(30));
+
+fn settings() -> CoreSettings {
+    CoreSettings { default_lease_ms: 30_000, max_lease_ms: 3_600_000, release_on_disconnect: true, shards: 4 }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// What a leader proposes when `owner` is granted `key` with `token`.
+fn grant(key: &str, owner: &str, token: u64) -> Record {
+    let change =
+        Change::Hold { key: Arc::from(key.as_bytes()), owner: Arc::from(owner.as_bytes()), token, lease_ms: 60_000 };
+    let mut bytes = Vec::new();
+    let clock = WallClock { wall_ms_at_zero: journal::unix_ms(), now_ms: 0, max_ahead_ms: 3_600_000 };
+    journal::Record::Batch(vec![change]).encode(clock, &mut bytes);
+    Record(bytes)
+}
+
+/// Proposes `record` through whichever node leads, retrying while leadership settles (a node
+/// may believe it leads until its lease runs out). Returns the leader's id and the entry's index.
+async fn propose(nodes: &[&Node], record: Record) -> (NodeId, u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE.unwrap();
+    loop {
+        for node in nodes {
+            if node.leads()
+                && let Ok(written) = node.raft.client_write(record.clone()).await
+            {
+                return (node.id, written.log_id.index);
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader accepted a proposal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `node` has applied `index`, then returns who holds `key` there, and with what token.
+async fn holder_after(node: &Node, index: u64, key: &str) -> Option<(String, u64)> {
+    node.raft.wait(PATIENCE).applied_index_at_least(Some(index), "applied").await.unwrap();
+    let info = node.state.core().info(key.as_bytes(), Clock::new().now(), 10)?;
+    info.holder.map(|holder| (String::from_utf8(holder.owner.to_vec()).unwrap(), holder.token))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_elect_and_catch_up() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let peers: BTreeMap<NodeId, SocketAddr> = (1..=3).map(|id| (id, free_addr())).collect();
+    let clock = Clock::new();
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        nodes.push(Node::start(id, &peers, dirs[id as usize - 1].path(), settings(), clock).await.unwrap());
+    }
+
+    let (first, index) = propose(&nodes.iter().collect::<Vec<_>>(), grant("k1", "o1", 7)).await;
+    for node in &nodes {
+        assert_eq!(holder_after(node, index, "k1").await, Some(("o1".into(), 7)), "node {}", node.id);
+    }
+
+    // The leader dies; the other two elect one of themselves and go on.
+    let dead = nodes.remove(first as usize - 1);
+    dead.stop().await;
+    let survivors: Vec<&Node> = nodes.iter().collect();
+    let (second, index) = propose(&survivors, grant("k2", "o2", 9)).await;
+    assert_ne!(second, first);
+    for node in &survivors {
+        assert_eq!(holder_after(node, index, "k2").await, Some(("o2".into(), 9)));
+        assert_eq!(holder_after(node, index, "k1").await, Some(("o1".into(), 7)));
+    }
+
+    // The dead node restarts from its directory and learns what it missed.
+    let back = Node::start(first, &peers, dirs[first as usize - 1].path(), settings(), clock).await.unwrap();
+    assert_eq!(holder_after(&back, index, "k2").await, Some(("o2".into(), 9)));
+    assert_eq!(holder_after(&back, index, "k1").await, Some(("o1".into(), 7)));
+    back.stop().await;
+    for node in nodes {
+        node.stop().await;
+    }
+}
