@@ -152,22 +152,27 @@ def read_lines(path):
     return path.read_text().split() if path.exists() else []
 
 
-def test_work_runs_exactly_once(recipe, baton, nodes, tmp_path):
-    server = baton()
-    work = 'echo "$BATON_NODE" >> did; sleep 0.5; echo "image-built-by-$BATON_NODE"'
-    batch, codes = run_together(nodes, recipe, server, "job:once", tmp_path, work, [f"n{i}" for i in range(1, 6)])
-    did = read_lines(tmp_path / "did")
+def assert_ran_once(batch, codes, workdir, product):
+    """Every node exited 0 and the work ran once: its node reports SUCCESS with
+    "<product>-by-<node>", the others DONE with that. Returns the node that did the work."""
+    did = read_lines(workdir / "did")
     assert len(did) == 1, f"the work ran {len(did)} times: {did}\n{describe(batch)}"
     winner = did[0]
     for node in batch:
         assert codes[node.name] == 0, describe(batch)
+        outcome = "SUCCESS" if node.name == winner else f"DONE finisher={winner}"
+        assert node.last() == f"{node.name}: {outcome} result={product}-by-{winner}", node.describe()
+    return winner
+
+
+def test_work_runs_exactly_once(recipe, baton, nodes, tmp_path):
+    server = baton()
+    work = 'echo "$BATON_NODE" >> did; sleep 0.5; echo "image-built-by-$BATON_NODE"'
+    batch, codes = run_together(nodes, recipe, server, "job:once", tmp_path, work, [f"n{i}" for i in range(1, 6)])
+    winner = assert_ran_once(batch, codes, tmp_path, "image-built")
+    for node in batch:
         assert node.lines()[0] == f"{node.name}: WAITING key=job:once", node.describe()
-        if node.name == winner:
-            assert f"{winner}: ACQUIRED token=" in node.output(), node.describe()
-            assert node.last() == f"{winner}: SUCCESS result=image-built-by-{winner}", node.describe()
-        else:
-            assert node.last() == f"{node.name}: DONE finisher={winner} result=image-built-by-{winner}", node.describe()
-            assert "ACQUIRED" not in node.output()
+        assert (f"{node.name}: ACQUIRED token=" in node.output()) == (node.name == winner), node.describe()
     # A node arriving later is told DONE too (the recipes unlock with KEEP).
     late, codes = run_together(nodes, recipe, server, "job:once", tmp_path, work, ["late"])
     assert codes["late"] == 0 and late[0].last() == f"late: DONE finisher={winner} result=image-built-by-{winner}"
@@ -209,18 +214,13 @@ def test_long_work_is_kept_alive_by_extend(recipe, baton, nodes, tmp_path):
     work = 'echo "$BATON_NODE" >> did; sleep 3; echo "long-job-by-$BATON_NODE"'
     options = ["--lease-ms", "900", "--wait-ms", "300"]
     batch, codes = run_together(nodes, recipe, server, "job:long", tmp_path, work, ["n1", "n2", "n3"], *options)
-    did = read_lines(tmp_path / "did")
-    assert len(did) == 1, f"the work ran {len(did)} times: {did}\n{describe(batch)}"
-    winner = did[0]
+    winner = assert_ran_once(batch, codes, tmp_path, "long-job")
     for node in batch:
-        assert codes[node.name] == 0, describe(batch)
         if node.name == winner:
             extends = [line for line in node.lines() if line.startswith(f"{winner}: EXTENDED token=")]
             assert len(extends) >= 5, node.describe()
-            assert node.last() == f"{winner}: SUCCESS result=long-job-by-{winner}", node.describe()
         else:
             assert f"{node.name}: STILL WAITING" in node.lines(), node.describe()
-            assert node.last() == f"{node.name}: DONE finisher={winner} result=long-job-by-{winner}", node.describe()
     stats = server.info()
     assert stats["lock_lease_expiries"] == 0, stats
     assert (stats["lock_grants"], stats["lock_handoffs"], stats["lock_successes"]) == (1, 0, 1), stats
@@ -235,17 +235,10 @@ def test_wait_outlasts_the_client_read_timeout(recipe, baton, nodes, tmp_path):
     work = f'echo "$BATON_NODE" >> did; sleep {seconds}; echo "slow-job-by-$BATON_NODE"'
     connections_before = server.info("stats")["total_connections_received"]
     batch, codes = run_together(nodes, recipe, server, "job:slow", tmp_path, work, ["n1", "n2", "n3"])
-    did = read_lines(tmp_path / "did")
-    assert len(did) == 1, f"the work ran {len(did)} times: {did}\n{describe(batch)}"
-    winner = did[0]
-    for node in batch:
-        assert codes[node.name] == 0, describe(batch)
-        if node.name == winner:
-            assert node.last() == f"{winner}: SUCCESS result=slow-job-by-{winner}", node.describe()
-        else:
-            assert node.last() == f"{node.name}: DONE finisher={winner} result=slow-job-by-{winner}", node.describe()
-            if recipe.read_timeout is not None:
-                assert f"{node.name}: STILL WAITING" in node.lines(), node.describe()
+    winner = assert_ran_once(batch, codes, tmp_path, "slow-job")
+    if recipe.read_timeout is not None:
+        for node in batch:
+            assert (f"{node.name}: STILL WAITING" in node.lines()) == (node.name != winner), node.describe()
     stats = server.info("all")
     assert (stats["lock_grants"], stats["lock_successes"], stats["lock_failures"]) == (1, 1, 0), stats
     assert stats["lock_disconnect_releases"] == 0, stats
