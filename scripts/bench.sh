@@ -156,8 +156,9 @@ bench_one() {
     local port=$BATON_PORT extra=("${BATON_EXTRA[@]}")
     if [ "$target" = redis ]; then port=$REDIS_PORT; extra=("${REDIS_EXTRA[@]}"); fi
     log "$sub $* ($target)"
+    # QUANTILES lines (latency distributions, for --charts) go to the results file only.
     timeout 600 "$BENCH" "$sub" --target "$target" --port "$port" --threads "$CLIENT_THREADS" "$@" \
-        "${extra[@]}" | tee -a "$RESULTS" || FAILED+=("$sub $* ($target)")
+        "${extra[@]}" | tee -a "$RESULTS" | awk '!/^QUANTILES\t/' || FAILED+=("$sub $* ($target)")
 }
 # Odd runs measure baton first, even runs Redis first.
 bench_both() {

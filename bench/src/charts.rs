@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
 use plotters::coord::combinators::NestedValue;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::Res;
 use crate::cli::Target;
@@ -54,6 +56,17 @@ pub fn write_all(results: &Results, dir: &Path) -> Res<Vec<PathBuf>> {
         }
     }
     Ok(written)
+}
+
+/// The series' legend, in the upper left corner.
+fn legend<'a, 'b: 'a, CT: CoordTranslate>(chart: &mut ChartContext<'a, SVGBackend<'b>, CT>) -> Res<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()?;
+    Ok(())
 }
 
 /// Draws on a white SVG canvas and returns the SVG text.
@@ -99,10 +112,10 @@ struct Axes {
     x_desc: &'static str,
     y_desc: &'static str,
     x_label: fn(f64) -> String,
-    y_range: std::ops::Range<f64>,
 }
 
-fn curves_chart(axes: &Axes, curves: &[Curve]) -> Res<String> {
+/// Draws `curves` over a logarithmic x axis and the y axis `y` (linear or logarithmic).
+fn curves_chart<Y: Ranged<ValueType = f64> + ValueFormatter<f64>>(axes: &Axes, curves: &[Curve], y: Y) -> Res<String> {
     let xs = || curves.iter().flat_map(|curve| curve.points.iter().map(|&(x, _)| x)).filter(|&x| x > 0.0);
     let low = xs().fold(f64::INFINITY, f64::min);
     let high = xs().fold(f64::NEG_INFINITY, f64::max);
@@ -114,7 +127,7 @@ fn curves_chart(axes: &Axes, curves: &[Curve]) -> Res<String> {
             .y_label_area_size(64)
             .build_cartesian_2d(
                 (low / 1.5..high * 1.5).log_scale().with_key_points(log_ticks(low / 1.5, high * 1.5)),
-                axes.y_range.clone(),
+                y,
             )?;
         chart
             .configure_mesh()
@@ -141,18 +154,16 @@ fn curves_chart(axes: &Axes, curves: &[Curve]) -> Res<String> {
                 None => drawn,
             };
             let spreads = curve.points.iter().filter(|(_, y)| y.high > y.low);
-            chart.draw_series(spreads.map(|&(x, y)| ErrorBar::new_vertical(x, y.low, y.median, y.high, curve.color, 8)))?;
+            chart.draw_series(
+                spreads.map(|&(x, y)| ErrorBar::new_vertical(x, y.low, y.median, y.high, curve.color, 8)),
+            )?;
             if curve.points.len() <= 12 {
-                chart.draw_series(curve.points.iter().map(|&(x, y)| Circle::new((x, y.median), 3, curve.color.filled())))?;
+                chart.draw_series(
+                    curve.points.iter().map(|&(x, y)| Circle::new((x, y.median), 3, curve.color.filled())),
+                )?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()?;
-        Ok(())
+        legend(&mut chart)
     })
 }
 
@@ -160,7 +171,8 @@ fn curves_chart(axes: &Axes, curves: &[Curve]) -> Res<String> {
 /// fives too when there are fewer than four powers.
 fn log_ticks(low: f64, high: f64) -> Vec<f64> {
     let decades = (low.log10().floor() as i32)..=(high.log10().ceil() as i32);
-    let within = |ticks: Vec<f64>| -> Vec<f64> { ticks.into_iter().filter(|tick| (low..=high).contains(tick)).collect() };
+    let within =
+        |ticks: Vec<f64>| -> Vec<f64> { ticks.into_iter().filter(|tick| (low..=high).contains(tick)).collect() };
     let powers = within(decades.clone().map(|decade| 10f64.powi(decade)).collect());
     if powers.len() >= 4 {
         return powers;
@@ -194,7 +206,11 @@ fn handoff_cdf(results: &Results) -> Res<Option<String>> {
                 label: (index == 0).then(|| name(target).to_owned()),
                 color: color(target),
                 dashed: false,
-                points: distribution.points.iter().map(|&(q, us)| (us, Spread { median: q, low: q, high: q })).collect(),
+                points: distribution
+                    .points
+                    .iter()
+                    .map(|&(q, us)| (us, Spread { median: q, low: q, high: q }))
+                    .collect(),
             });
         }
     }
@@ -210,9 +226,8 @@ fn handoff_cdf(results: &Results) -> Res<Option<String>> {
         x_desc: "µs from the holder's unlock to the next holder's grant (log)",
         y_desc: "fraction of hand-offs",
         x_label: short,
-        y_range: 0.0..1.0,
     };
-    curves_chart(&axes, &curves).map(Some)
+    curves_chart(&axes, &curves, RangedCoordf64::from(0.0..1.0)).map(Some)
 }
 
 fn plural(count: usize, what: &str) -> String {
@@ -300,13 +315,7 @@ fn throughput(results: &Results) -> Res<Option<String>> {
                 Text::new(short(bar.median), (at(index, middle), bar.high.max(bar.median) + top * 0.01), text.clone())
             }))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()?;
-        Ok(())
+        legend(&mut chart)
     })
     .map(Some)
 }
@@ -319,6 +328,8 @@ struct ScaleChart {
     caption: &'static str,
     x_desc: &'static str,
     y_desc: &'static str,
+    /// A logarithmic y axis, for latencies whose p99 is many times their p50.
+    y_log: bool,
 }
 
 const LATENCIES: &[(&str, &str, bool)] = &[(".lat.p50", "p50", false), (".lat.p99", "p99", true)];
@@ -328,7 +339,8 @@ const HELD: ScaleChart = ScaleChart {
     series: LATENCIES,
     caption: "S1: TRY+UNLOCK latency (1 conn, unpipelined) vs other locks held",
     x_desc: "other locks held (log)",
-    y_desc: "µs per cycle",
+    y_desc: "µs per cycle (log)",
+    y_log: true,
 };
 
 const QUEUE: ScaleChart = ScaleChart {
@@ -336,7 +348,8 @@ const QUEUE: ScaleChart = ScaleChart {
     series: LATENCIES,
     caption: "S2: hand-off latency vs owners in line on the key (baton)",
     x_desc: "owners in line, head included (log)",
-    y_desc: "µs unlock → grant",
+    y_desc: "µs unlock → grant (log)",
+    y_log: true,
 };
 
 const MEMORY: ScaleChart = ScaleChart {
@@ -345,6 +358,7 @@ const MEMORY: ScaleChart = ScaleChart {
     caption: "S3: RSS growth per held lock vs locks held",
     x_desc: "locks held (log)",
     y_desc: "bytes per lock",
+    y_log: false,
 };
 
 /// N of a figure id `<prefix>.n<N><suffix>`.
@@ -379,15 +393,20 @@ fn scale(results: &Results, spec: &ScaleChart) -> Res<Option<String>> {
     if curves.is_empty() {
         return Ok(None);
     }
-    let top = curves.iter().flat_map(|curve| curve.points.iter().map(|(_, y)| y.high)).fold(0.0, f64::max);
+    let ys = || curves.iter().flat_map(|curve| curve.points.iter().flat_map(|(_, y)| [y.low, y.high]));
+    let (bottom, top) = (ys().fold(f64::INFINITY, f64::min), ys().fold(0.0, f64::max));
     let axes = Axes {
         caption: if runs > 1 { format!("{} (median of {runs} runs)", spec.caption) } else { spec.caption.to_owned() },
         x_desc: spec.x_desc,
         y_desc: spec.y_desc,
         x_label: |x| short(x.round()),
-        y_range: 0.0..top.max(1.0) * 1.2,
     };
-    curves_chart(&axes, &curves).map(Some)
+    if spec.y_log {
+        let (low, high) = (bottom.max(0.1) / 2.0, top.max(1.0) * 2.0);
+        curves_chart(&axes, &curves, (low..high).log_scale().with_key_points(log_ticks(low, high))).map(Some)
+    } else {
+        curves_chart(&axes, &curves, RangedCoordf64::from(0.0..top.max(1.0) * 1.2)).map(Some)
+    }
 }
 
 #[cfg(test)]
@@ -407,7 +426,8 @@ mod tests {
                 lines.push(result("w1.p16.rate", target, 90_000.0 / scale));
                 lines.push(result("w2.p1.rps", target, 70_000.0 * scale));
                 lines.push(result("w2.p16.rps", target, 300_000.0 * (scale + wobble)));
-                let points: Vec<String> = (0..=100).map(|p| format!("{}:{}", p as f64 / 100.0, 20.0 * scale + p as f64)).collect();
+                let points: Vec<String> =
+                    (0..=100).map(|p| format!("{}:{}", p as f64 / 100.0, 20.0 * scale + p as f64)).collect();
                 lines.push(format!("QUANTILES\tw3.handoff.lat\t{target}\t{}", points.join(" ")));
                 lines.push(result("w3.handoff.lat.p50", target, 70.0 * scale));
                 for level in [1_000, 100_000, 1_000_000] {
@@ -440,7 +460,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let written = write_all(&parse(&synthetic()).unwrap(), dir.path()).unwrap();
         let names: Vec<_> = written.iter().map(|path| path.file_name().unwrap().to_str().unwrap()).collect();
-        assert_eq!(names, ["handoff-cdf.svg", "throughput.svg", "scale-held.svg", "scale-queue.svg", "scale-memory.svg"]);
+        assert_eq!(
+            names,
+            ["handoff-cdf.svg", "throughput.svg", "scale-held.svg", "scale-queue.svg", "scale-memory.svg"]
+        );
         assert_svg(&written[0], &["baton", "Redis"]);
         assert_svg(&written[1], &["baton", "Redis", "W1 unpipelined", "W1 pipeline 16", "W2 -P 1", "W2 -P 16", "40k"]);
         assert_svg(&written[2], &["baton p50", "baton p99", "Redis p50", "Redis p99", "1M"]);

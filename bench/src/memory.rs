@@ -48,7 +48,9 @@ async fn per_lock(
         tokio::time::sleep(Duration::from_millis(500)).await;
         let after = rss_kb(pid)?;
         let per_lock = (after.saturating_sub(before) * 1024) as f64 / level.max(1) as f64;
-        note(format!("{target}: {level} held locks ({elapsed:.1} s); RSS {before} kB → {after} kB ({per_lock:.0} B per lock)"));
+        note(format!(
+            "{target}: {level} held locks ({elapsed:.1} s); RSS {before} kB → {after} kB ({per_lock:.0} B per lock)"
+        ));
         let (id, workload) = label(level);
         emit(&id, target, per_lock, Better::Lower, &workload, "RSS growth per held lock (B)");
     }

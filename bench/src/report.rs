@@ -33,17 +33,17 @@ pub fn note(message: impl fmt::Display) {
     eprintln!("baton-bench: {message}");
 }
 
-/// The quantiles a `QUANTILES` line gives: every percent, and the tail in finer steps.
-fn distribution_quantiles() -> impl Iterator<Item = f64> {
-    (0..100).map(|percent| f64::from(percent) / 100.0).chain([0.995, 0.999, 0.9995, 0.9999, 1.0])
+/// A histogram's distribution for the charts (the table skips it):
+/// `QUANTILES <id> <target> <q>:<µs> <q>:<µs> …` at every percent, and the tail in finer steps.
+fn quantiles_line(id: &str, target: Target, hist: &Histogram<u64>) -> String {
+    let quantiles = (0..100).map(|percent| f64::from(percent) / 100.0).chain([0.995, 0.999, 0.9995, 0.9999, 1.0]);
+    let points: Vec<String> = quantiles.map(|q| format!("{q}:{}", quantile_us(hist, q))).collect();
+    format!("QUANTILES\t{id}\t{target}\t{}", points.join(" "))
 }
 
-/// p50/p99/p99.9 rows for a latency histogram, and a `QUANTILES` line with its distribution (for
-/// the charts; the table skips it): `QUANTILES <id> <target> <q>:<µs> <q>:<µs> …`.
+/// p50/p99/p99.9 rows for a latency histogram, and its `QUANTILES` line.
 pub fn emit_latencies(id: &str, target: Target, hist: &Histogram<u64>, workload: &str, what: &str) {
-    let points: Vec<String> =
-        distribution_quantiles().map(|q| format!("{q}:{}", quantile_us(hist, q))).collect();
-    println!("QUANTILES\t{id}\t{target}\t{}", points.join(" "));
+    println!("{}", quantiles_line(id, target, hist));
     for (suffix, q, label) in [("p50", 0.5, "p50"), ("p99", 0.99, "p99"), ("p999", 0.999, "p99.9")] {
         emit(
             &format!("{id}.{suffix}"),
@@ -257,6 +257,23 @@ mod tests {
         assert_eq!((row.baton, row.redis), (Some(90.0), Some(100.0)));
         assert_eq!(row.ratio(), Some(1.0));
         assert_eq!(row.ratio_text(), "1.00× (0.90–1.20)");
+    }
+
+    #[test]
+    fn a_quantiles_line_reads_back_as_the_histogram_it_came_from() {
+        let mut hist = crate::stats::new_hist();
+        for us in 1..=1000 {
+            hist.record(us * 1000).unwrap();
+        }
+        let results = results::parse(&quantiles_line("w3.handoff.lat", Target::Redis, &hist)).unwrap();
+        let [distribution] = &results.distributions[..] else { panic!("one distribution expected") };
+        assert_eq!((distribution.id.as_str(), distribution.target), ("w3.handoff.lat", Target::Redis));
+        let points = &distribution.points;
+        assert_eq!(points.len(), 105);
+        assert!(points.windows(2).all(|pair| pair[0].0 < pair[1].0 && pair[0].1 <= pair[1].1), "{points:?}");
+        assert_eq!((points[0].0, points[104].0), (0.0, 1.0));
+        assert!((499.0..=501.0).contains(&points[50].1), "p50 of 1..=1000 µs: {:?}", points[50]);
+        assert!((1000.0..=1001.0).contains(&points[104].1), "max: {:?}", points[104]);
     }
 
     #[test]

@@ -163,24 +163,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runs_are_paired_by_figure() {
-        let result = |target: &str, value: f64| format!("RESULT\tw1.p1.rate\t{target}\t{value}\thigher\tW1\tcycles/s");
-        let text = [
-            "RUN\t1".to_owned(),
-            result("baton", 90.0),
-            result("redis", 100.0),
-            "RUN\t2".to_owned(),
-            result("redis", 50.0),
-            "a line of something else".to_owned(),
-            result("baton", 60.0),
-        ]
-        .join("\n");
-        let results = parse(&text).unwrap();
-        assert_eq!(results.figures.len(), 1);
+    fn figures_are_told_apart_by_id_and_workload_and_values_kept_by_run() {
+        let text = "RUN\t1\n\
+            RESULT\tw1.p1.rate\tbaton\t90\thigher\tW1, 50 conns\tcycles/s\n\
+            RESULT\tw1.p1.rate\tredis\t100\thigher\tW1, 50 conns\tcycles/s\n\
+            RESULT\tw1.p1.rate\tbaton\t7\thigher\tW1, 10 conns\tcycles/s\n\
+            RUN\t2\n\
+            a line of something else\n\
+            RESULT\tw1.p1.rate\tbaton\t60\thigher\tW1, 50 conns\tcycles/s\n";
+        let results = parse(text).unwrap();
+        assert_eq!(results.figures.len(), 2);
         let figure = results.figure("w1.p1.rate").unwrap();
         assert_eq!(figure.values(Target::Baton), [90.0, 60.0]);
-        assert_eq!(figure.values(Target::Redis), [100.0, 50.0]);
-        assert_eq!(figure.ratios(), [0.9, 1.2]);
+        assert_eq!(figure.values(Target::Redis), [100.0]);
+        assert_eq!(figure.ratios(), [0.9], "only run 1 measured both");
+        assert_eq!(results.figures[1].values(Target::Baton), [7.0]);
         assert!(results.figure("w1.p16.rate").is_none());
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use baton_testkit::Resp;
 use baton_testkit::client::Connection;
 
-use crate::cli::{Common, Target, Takers};
+use crate::cli::{Common, Takers, Target};
 use crate::client::{self, await_waiters, expect_int, info_field, token_of};
 use crate::cycle::{cycle_conn, release_script};
 use crate::fill::{Filler, HOUR_MS};
@@ -27,7 +27,8 @@ pub async fn held_latency(common: &Common, levels: &[usize], takers: Takers, dur
         filler.hold_locks(target, level).await?;
         let measure_from = now_ns() + secs_ns(warmup);
         let end = measure_from + secs_ns(duration);
-        let (cycles, hist) = cycle_conn(client::open(common).await?, target, 0, 1, measure_from, end, sha.clone()).await?;
+        let (cycles, hist) =
+            cycle_conn(client::open(common).await?, target, 0, 1, measure_from, end, sha.clone()).await?;
         note(format!("{target}: {cycles} cycles with {level} other locks held"));
         let workload = format!("S1 TRY+UNLOCK, 1 conn unpipelined, {} other locks held", thousands(level as f64));
         emit_latencies(&format!("s1.n{level}.lat"), target, &hist, &workload, "cycle latency");
