@@ -190,3 +190,22 @@ pub enum Command {
     /// Prints a free TCP port on 127.0.0.1.
     FreePort,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+        let parsed =
+            Cli::try_parse_from(["baton-bench", "scale-memory", "--target", "redis", "--port", "1", "--pid", "2"]);
+        let Ok(Cli { command: Command::ScaleMemory { levels, takers, .. } }) = parsed else {
+            panic!("scale-memory did not parse: {parsed:?}");
+        };
+        assert_eq!(levels, [10_000, 1_000_000, 5_000_000]);
+        assert_eq!((takers.connections, takers.batch), (4, 1000));
+    }
+}
