@@ -12,7 +12,7 @@ use super::clock::Timestamp;
 use super::events::LockEvent;
 use super::key_state::KeyState;
 use super::outcome::{Completion, CoreStats, Gauges};
-use super::timers::{Timer, Timers};
+use super::timers::{PurgeCursor, Timer, Timers};
 use super::unlock_memo::UnlockMemo;
 
 /// Per-shard bookkeeping that the key states update.
@@ -97,6 +97,9 @@ pub(crate) enum Absent {
 /// Tables and timer wheels this small are not worth shrinking or purging.
 const SPARSE_SLACK: usize = 1024;
 
+/// Timer entries a purge examines per operation (see [`Shard::purge_stale_timers`]).
+const PURGE_SLICE: usize = 16;
+
 /// A key and its state, boxed together: the table holds one pointer a slot, which matters more
 /// than one allocation per key because the table is sized in powers of two and is often half
 /// empty; the key's (fat) pointer sits in that allocation beside the state.
@@ -115,6 +118,8 @@ pub(crate) struct Shard<S = DefaultHashBuilder> {
     /// hash; entries of keys that re-armed earlier or went are skipped when they fire and purged
     /// when they pile up.
     timers: Timers,
+    /// Where the purge of stale timer entries is, while one is under way.
+    timer_purge: Option<PurgeCursor>,
     /// The sum of every key's [`KeyState::gauges`], adjusted by [`Shard::change`], the one place
     /// keys change, so INFO never walks the keys.
     gauges: Gauges,
@@ -129,6 +134,7 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
             keys: HashTable::new(),
             hasher: S::default(),
             timers: Timers::new(),
+            timer_purge: None,
             gauges: Gauges::default(),
             ctx: ShardCtx::new(token_seed, shards),
             sink: None,
@@ -276,15 +282,20 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
     }
 
     /// Keeps the timer wheel proportional to the live keys: the entries of a million locks
-    /// released long before their leases end would otherwise stay until then. Purged once the
-    /// entries outnumber the live keys twice over (plus slack), which is O(1) amortized per
-    /// removal or arming.
+    /// released long before their leases end would otherwise stay until then. A purge starts once
+    /// the entries outnumber the live keys twice over (plus slack) and goes on by a slice of
+    /// [`PURGE_SLICE`] entries in each operation that arms a timer or forgets a key (each makes
+    /// at most one stale entry, and at least half the entries are stale when a pass starts), so
+    /// it is O(1) per operation, never a walk of the whole shard.
     fn purge_stale_timers(&mut self) {
-        if self.timers.len() <= 2 * self.keys.len() + SPARSE_SLACK {
-            return;
-        }
-        let Shard { keys, hasher, timers, .. } = self;
-        timers.retain(|timer| keys.find(timer.hash, armed_for(timer, hasher)).is_some());
+        let cursor = match self.timer_purge {
+            Some(cursor) => cursor,
+            None if self.timers.len() > 2 * self.keys.len() + SPARSE_SLACK => PurgeCursor::default(),
+            None => return,
+        };
+        let Shard { keys, hasher, timers, timer_purge, .. } = self;
+        *timer_purge =
+            timers.purge_step(cursor, PURGE_SLICE, |timer| keys.find(timer.hash, armed_for(timer, hasher)).is_some());
     }
 
     /// Processes the timers due at `now`, taking one from `budget` for each key it expires;
