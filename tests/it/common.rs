@@ -236,6 +236,13 @@ pub async fn query_info(con: &mut MultiplexedConnection, key: impl IntoArg) -> K
 // ---------------------------------------------------------------------------------------------
 // Misc
 
+/// A number from INFO's stats section.
+pub async fn info_field(con: &mut Raw, field: &str) -> i64 {
+    let text = con.cmd(args!["INFO", "stats"]).await.text();
+    let line = text.lines().find_map(|line| line.strip_prefix(&format!("{field}:"))).expect(field);
+    line.trim().parse().unwrap()
+}
+
 /// Polls an async condition until it holds or [`POLL_DEADLINE`] passes.
 pub async fn eventually<F, Fut>(what: &str, mut condition: F)
 where
