@@ -5,6 +5,7 @@
 //! the socket keeps being read so that a close is noticed at once and the waiter leaves the queue.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use crate::context::Shared;
 use crate::core::{WaitOutcome, WaitTicket};
 use crate::errors;
 use crate::journal::Lsn;
+use crate::outbox::Outbox;
 use crate::reply::Reply;
 use crate::session::Session;
 use crate::text::Escaped;
@@ -220,7 +222,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         self.await_journal().await;
         let feed = self.framed.feed((reply, self.session.protocol()));
-        self.write_watch.run(feed).await.map_err(|_| Exit::OutputStalled)?.map_err(Exit::from)
+        write_slowly(&self.write_watch, &self.session.entry.outbox, feed).await
     }
 
     /// Writes out the buffered replies; a timer is armed only if the socket cannot take them now.
@@ -230,7 +232,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if let Some(result) = (&mut flush).now_or_never() {
             return result.map_err(Exit::from);
         }
-        self.write_watch.run(flush).await.map_err(|_| Exit::OutputStalled)?.map_err(Exit::from)
+        write_slowly(&self.write_watch, &self.session.entry.outbox, flush).await
     }
 
     /// Holds the buffered replies back until the changes they report are in the journal.
@@ -456,6 +458,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         entry.update(|state| state.blocked_on = None);
         shared.stats.blocked_clients.fetch_sub(1, Ordering::Relaxed);
         outcome
+    }
+}
+
+/// A write the socket could not take at once: the client is cut off if it stops reading for the
+/// stall timeout, or as soon as what is queued for it (a subscriber, a monitor) passes its
+/// output-buffer limit meanwhile.
+async fn write_slowly(
+    watch: &WriteWatch,
+    outbox: &Outbox,
+    write: impl Future<Output = Result<(), CodecError>>,
+) -> Result<(), Exit> {
+    tokio::select! {
+        written = watch.run(write) => written.map_err(|_| Exit::OutputStalled)?.map_err(Exit::from),
+        () = outbox.overflowed() => Err(Exit::OutputBufferLimit),
     }
 }
 

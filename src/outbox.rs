@@ -18,6 +18,8 @@ use crate::reply::Reply;
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     ready: Notify,
+    /// Wakes a connection stuck writing to a client that reads nothing, to close it.
+    overflow: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -62,13 +64,17 @@ impl Outbox {
         }
         queue.bytes += size;
         queue.items.push_back(reply);
-        if queue.over_limit(limit) {
+        let overflowed = queue.over_limit(limit);
+        if overflowed {
             queue.overflowed = true;
             queue.items = VecDeque::new();
             queue.bytes = 0;
         }
         drop(queue);
         self.ready.notify_one();
+        if overflowed {
+            self.overflow.notify_waiters();
+        }
     }
 
     /// Takes what is queued, oldest first, up to about `max_bytes` (one reply at least, if any).
@@ -96,6 +102,20 @@ impl Outbox {
     /// Resolves when something was queued (or the limit passed) since the last call.
     pub(crate) async fn ready(&self) {
         self.ready.notified().await;
+    }
+
+    /// Resolves once the limit has been passed.
+    pub(crate) async fn overflowed(&self) {
+        loop {
+            let notified = self.overflow.notified();
+            tokio::pin!(notified);
+            // Registered before the flag is read, so that an overflow in between still wakes us.
+            notified.as_mut().enable();
+            if self.queue.lock().overflowed {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
