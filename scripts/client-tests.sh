@@ -4,7 +4,7 @@
 # - pytest tests/clients: redis-cli (one-shot, --pipe, stdin scripts, interactive in tmux),
 #   redis-benchmark, redis-py sync/asyncio in RESP2/RESP3, and the examples/ recipes (shell,
 #   Python, Rust, Node) run as concurrent nodes;
-# - node --test tests/clients/node: ioredis;
+# - node --test tests/clients/node: ioredis, and ioredis and node-redis subscribers and monitors;
 # - cargo test --test clients: redis-rs sync and async.
 # Every suite starts its own servers on free loopback ports and stops them; each is bounded by a
 # timeout. Ends with `clients: N passed, M failed` and exits non-zero on any failure.
@@ -50,16 +50,16 @@ else
     count pytest 0 1
 fi
 
-# --- ioredis ------------------------------------------------------------------------------------
-(cd tests/clients/node && timeout --kill-after=10 120 node --test --test-reporter=tap ioredis.test.mjs) >"$work/node.tap" 2>&1
+# --- ioredis, node-redis -------------------------------------------------------------------------
+(cd tests/clients/node && timeout --kill-after=10 120 node --test --test-reporter=tap ioredis.test.mjs pubsub.test.mjs) >"$work/node.tap" 2>&1
 node_status=$?
 cat "$work/node.tap"
 node_pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$work/node.tap" | tail -1)
 node_fail=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$work/node.tap" | tail -1)
 if [ -z "$node_pass" ] || { [ "$node_status" -ne 0 ] && [ "${node_fail:-0}" -eq 0 ]; }; then
-    count ioredis "${node_pass:-0}" 1
+    count node "${node_pass:-0}" 1
 else
-    count ioredis "$node_pass" "${node_fail:-0}"
+    count node "$node_pass" "${node_fail:-0}"
 fi
 
 # --- redis-rs -----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 # Installs what the test suite needs on a fresh Debian machine, skipping what is already there:
 # - redis-cli and redis-benchmark (redis-tools), tmux for the interactive redis-cli test;
 # - redis-py 8, pytest and pytest-asyncio for tests/clients/*.py;
-# - ioredis for tests/clients/node (npm ci from its package-lock.json).
+# - ioredis and node-redis for tests/clients/node (npm ci from its package-lock.json).
 # Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +37,7 @@ if ! python_ok; then
 fi
 
 node_dir=tests/clients/node
-if [ ! -d "$node_dir/node_modules/ioredis" ] || [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; then
+if [ ! -d "$node_dir/node_modules/ioredis" ] || [ ! -d "$node_dir/node_modules/redis" ] || [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; then
     (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
@@ -45,4 +45,5 @@ redis-cli --version
 redis-benchmark --version
 tmux -V
 python3 -c 'import redis, pytest; print("redis-py", redis.__version__, "/ pytest", pytest.__version__)'
-echo "node $(node --version) / ioredis $(node -p 'require("./'"$node_dir"'/node_modules/ioredis/package.json").version')"
+echo "node $(node --version) / ioredis $(node -p 'require("./'"$node_dir"'/node_modules/ioredis/package.json").version')" \
+    "/ node-redis $(node -p 'require("./'"$node_dir"'/node_modules/redis/package.json").version')"
