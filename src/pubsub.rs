@@ -124,7 +124,8 @@ impl PubSub {
         let mut receivers = 0;
         if let Some(subscribers) = registry.channels.get(channel) {
             for subscriber in subscribers {
-                let message = vec![Reply::bulk_static("message"), Reply::Bulk(channel.clone()), Reply::Bulk(payload.clone())];
+                let message =
+                    vec![Reply::bulk_static("message"), Reply::Bulk(channel.clone()), Reply::Bulk(payload.clone())];
                 subscriber.outbox.push(Reply::Push(message), &self.limit);
             }
             receivers += subscribers.len();

@@ -259,9 +259,10 @@ impl Rules {
     /// for PSUBSCRIBE) a pattern that is one of them.
     pub(crate) fn may_use_channel(&self, name: &[u8], literal: bool) -> bool {
         self.all_channels
-            || self.channels.iter().any(|pattern| {
-                if literal { pattern.source().as_bytes() == name } else { pattern.matches(name) }
-            })
+            || self
+                .channels
+                .iter()
+                .any(|pattern| if literal { pattern.source().as_bytes() == name } else { pattern.matches(name) })
     }
 
     /// Whether a new connection starts authenticated as this user (Redis: on and nopass).

@@ -114,7 +114,10 @@ fn channel_arguments<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Option<Channe
 /// Redis's RESP2 subscribed context runs only these (see [`Session::in_subscribed_context`]).
 pub(crate) fn allowed_while_subscribed(spec: &CommandSpec) -> bool {
     use CommandId as Id;
-    matches!(spec.id, Id::Subscribe | Id::PSubscribe | Id::Unsubscribe | Id::PUnsubscribe | Id::Ping | Id::Quit | Id::Reset)
+    matches!(
+        spec.id,
+        Id::Subscribe | Id::PSubscribe | Id::Unsubscribe | Id::PUnsubscribe | Id::Ping | Id::Quit | Id::Reset
+    )
 }
 
 /// A request's keys with their argument indexes, from the table's first key, last key (negative:

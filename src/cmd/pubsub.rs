@@ -23,7 +23,10 @@ pub(crate) enum PubSubCommand {
     Subscribe(Kind, Vec<Bytes>),
     /// No names: every channel (or pattern) subscribed to.
     Unsubscribe(Kind, Vec<Bytes>),
-    Publish { channel: Bytes, message: Bytes },
+    Publish {
+        channel: Bytes,
+        message: Bytes,
+    },
     Channels(Option<Bytes>),
     NumSub(Vec<Bytes>),
     NumPat,
@@ -172,7 +175,11 @@ mod tests {
             shown("HELLO 2 SETNAME n AUTH u pw").unwrap(),
             r#"[0 127.0.0.1:9] "HELLO" "2" "SETNAME" "n" "AUTH" "(redacted)" "(redacted)""#
         );
-        assert_eq!(shown("HELLO 3 AUTH u").unwrap(), r#"[0 127.0.0.1:9] "HELLO" "3" "AUTH" "u""#, "refused, as in Redis");
+        assert_eq!(
+            shown("HELLO 3 AUTH u").unwrap(),
+            r#"[0 127.0.0.1:9] "HELLO" "3" "AUTH" "u""#,
+            "refused, as in Redis"
+        );
         assert_eq!(shown("HELLO 3").unwrap(), r#"[0 127.0.0.1:9] "HELLO" "3""#);
         for admin in ["CONFIG GET port", "ACL SETUSER u >pw", "CLIENT LIST", "MONITOR", "BGREWRITEAOF"] {
             assert_eq!(shown(admin), None, "{admin}");

@@ -374,13 +374,10 @@ impl KeyState {
         // One line tells the whole step: who failed and who has the lock now. It goes before the
         // grant it led to, so that observers learn of the release, then of the hand-off.
         let next = self.holder.as_ref().map(|next| (Arc::clone(&next.owner), next.token));
-        ctx.events.insert(grant_events_from, LockEvent::Released {
-            key: Arc::clone(key),
-            owner: holder.owner,
-            token: holder.token,
-            cause,
-            next,
-        });
+        ctx.events.insert(
+            grant_events_from,
+            LockEvent::Released { key: Arc::clone(key), owner: holder.owner, token: holder.token, cause, next },
+        );
         handed_off
     }
 

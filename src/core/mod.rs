@@ -36,8 +36,8 @@ use tokio::sync::Notify;
 pub use change::{Change, ChangeSink};
 pub(crate) use clock::token_seed;
 pub use clock::{Clock, Timestamp};
-pub use events::{Notification, ReleaseCause};
 pub(crate) use events::{LockEvent, LockObserver};
+pub use events::{Notification, ReleaseCause};
 pub(crate) use outcome::CoreStats;
 pub use outcome::{
     Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,

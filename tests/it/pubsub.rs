@@ -70,8 +70,12 @@ async fn a_subscriber_with_the_redis_crate_watches_a_hand_off_in_order() {
 async fn expiries_cancels_and_closed_holders_are_told_too() {
     let server = start_notifying().await;
     let mut subscriber = Raw::connect(server.addr).await;
-    assert_eq!(subscriber.cmd(args!["PSUBSCRIBE", "__lock__:*"]).await, frame(false, &["psubscribe", "__lock__:*"], Some(1)));
-    let event = |key: &str, what: &str| frame(false, &["pmessage", "__lock__:*", &format!("__lock__:{key}"), what], None);
+    assert_eq!(
+        subscriber.cmd(args!["PSUBSCRIBE", "__lock__:*"]).await,
+        frame(false, &["psubscribe", "__lock__:*"], Some(1))
+    );
+    let event =
+        |key: &str, what: &str| frame(false, &["pmessage", "__lock__:*", &format!("__lock__:{key}"), what], None);
 
     let mut ctl = Raw::connect(server.addr).await;
     let token = cmd_out(&mut ctl, args!["LOCK.TRY", "lease", "a"]).await.token();
@@ -97,7 +101,10 @@ async fn expiries_cancels_and_closed_holders_are_told_too() {
 async fn resp2_subscribers_are_held_to_the_subscribed_context() {
     let server = start_notifying().await;
     let mut sub = Raw::connect(server.addr).await;
-    assert_eq!(sub.cmd(args!["UNSUBSCRIBE"]).await, Resp::Array(vec![bulk("unsubscribe"), Resp::NilBulk, Resp::Int(0)]));
+    assert_eq!(
+        sub.cmd(args!["UNSUBSCRIBE"]).await,
+        Resp::Array(vec![bulk("unsubscribe"), Resp::NilBulk, Resp::Int(0)])
+    );
     sub.send(args!["SUBSCRIBE", "__lock__:a", "__lock__:b", "__lock__:a"]).await;
     assert_eq!(sub.read().await, frame(false, &["subscribe", "__lock__:a"], Some(1)));
     assert_eq!(sub.read().await, frame(false, &["subscribe", "__lock__:b"], Some(2)));
@@ -154,7 +161,10 @@ async fn resp3_subscribers_get_pushes_and_may_run_any_command() {
     let events: Vec<&Resp> = heard.iter().filter(|reply| matches!(reply, Resp::Push(_))).collect();
     assert_eq!(
         events,
-        [&frame(true, &["message", "__lock__:k", "released"], None), &frame(true, &["message", "__lock__:k", "handoff"], None)]
+        [
+            &frame(true, &["message", "__lock__:k", "released"], None),
+            &frame(true, &["message", "__lock__:k", "handoff"], None)
+        ]
     );
     // Its own FAILURE's events follow that command's reply.
     assert_eq!(sub.read().await, frame(true, &["message", "__lock__:k", "released"], None));
@@ -190,8 +200,10 @@ async fn notifications_are_off_by_default_and_config_set_turns_them_on() {
         refused(ctl.cmd(args!["CONFIG", "SET", "notify-lock-events", "yes", "notify-lock-events", "no"]).await),
         "ERR CONFIG SET failed (possibly related to argument 'notify-lock-events') - duplicate parameter"
     );
-    assert!(refused(ctl.cmd(args!["CONFIG", "SET", "notify-lock-events", "yes", "maxclients", "1"]).await)
-        .starts_with("ERR CONFIG SET failed (possibly related to argument 'maxclients') - baton takes it from"));
+    assert!(
+        refused(ctl.cmd(args!["CONFIG", "SET", "notify-lock-events", "yes", "maxclients", "1"]).await)
+            .starts_with("ERR CONFIG SET failed (possibly related to argument 'maxclients') - baton takes it from")
+    );
     assert_eq!(ctl.cmd(args!["CONFIG", "GET", "notify-lock-events"]).await.pairs()[0].1, bulk("no"), "all or nothing");
     assert_eq!(
         refused(ctl.cmd(args!["CONFIG", "SET", "nosuch", "1"]).await),
@@ -247,7 +259,8 @@ async fn publish_reaches_subscribers_but_not_the_lock_channels() {
 async fn channel_permissions_follow_redis() {
     let server = start_notifying().await;
     let mut admin = Raw::connect(server.addr).await;
-    let rules = args!["ACL", "SETUSER", "watcher", "on", ">pw", "resetchannels", "&__lock__:pull:*", "+@pubsub", "+auth"];
+    let rules =
+        args!["ACL", "SETUSER", "watcher", "on", ">pw", "resetchannels", "&__lock__:pull:*", "+@pubsub", "+auth"];
     assert_eq!(admin.cmd(rules).await, Resp::Simple("OK".into()));
     let mut watcher = Raw::connect(server.addr).await;
     watcher.cmd(args!["AUTH", "watcher", "pw"]).await;
@@ -255,7 +268,10 @@ async fn channel_permissions_follow_redis() {
         watcher.cmd(args!["SUBSCRIBE", "__lock__:pull:a", "__lock__:push:a"]).await.err(),
         "NOPERM No permissions to access a channel"
     );
-    assert_eq!(watcher.cmd(args!["PSUBSCRIBE", "__lock__:pull:a*"]).await.err(), "NOPERM No permissions to access a channel");
+    assert_eq!(
+        watcher.cmd(args!["PSUBSCRIBE", "__lock__:pull:a*"]).await.err(),
+        "NOPERM No permissions to access a channel"
+    );
     assert_eq!(
         watcher.cmd(args!["PSUBSCRIBE", "__lock__:pull:*"]).await,
         frame(false, &["psubscribe", "__lock__:pull:*"], Some(1)),
@@ -273,7 +289,12 @@ async fn channel_permissions_follow_redis() {
     let mut node = Raw::connect(server.addr).await;
     admin.cmd(args!["ACL", "SETUSER", "node", "on", ">pw", "~*", "&*", "+@all", "-@pubsub"]).await;
     node.cmd(args!["AUTH", "node", "pw"]).await;
-    assert!(node.cmd(args!["SUBSCRIBE", "__lock__:x"]).await.err().starts_with("NOPERM User node has no permissions to run the 'subscribe'"));
+    assert!(
+        node.cmd(args!["SUBSCRIBE", "__lock__:x"])
+            .await
+            .err()
+            .starts_with("NOPERM User node has no permissions to run the 'subscribe'")
+    );
     server.stop().await.unwrap();
 }
 
