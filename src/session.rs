@@ -124,7 +124,7 @@ impl Session {
     /// Redis's RESP2 subscribed mode: replies and messages share one stream, so only the pub/sub
     /// commands, PING, QUIT and RESET may run.
     pub(crate) fn in_subscribed_context(&self) -> bool {
-        self.protocol() == Protocol::Resp2 && self.subscription_count() > 0
+        self.subscription_count() > 0 && self.protocol() == Protocol::Resp2
     }
 
     /// SUBSCRIBE or PSUBSCRIBE `name` (again is no change). Returns the count of subscriptions.
@@ -149,8 +149,9 @@ impl Session {
     }
 
     /// What UNSUBSCRIBE or PUNSUBSCRIBE with no arguments leaves.
-    pub(crate) fn subscriptions(&mut self, kind: Kind) -> Vec<Bytes> {
-        self.subscriptions_of(kind).iter().cloned().collect()
+    pub(crate) fn subscriptions(&self, kind: Kind) -> Vec<Bytes> {
+        let names = if kind == Kind::Channel { &self.channels } else { &self.patterns };
+        names.iter().cloned().collect()
     }
 
     /// MONITOR.

@@ -42,7 +42,7 @@ pub(crate) enum ListFilter {
 /// CONFIG SET parameter value [parameter value ...]
 pub(crate) fn parse_config_set(args: Args) -> ParseResult<ServerCommand> {
     let words = args.rest();
-    if words.len() % 2 != 0 {
+    if !words.len().is_multiple_of(2) {
         return Err(Reply::error(errors::wrong_arity("config|set")));
     }
     let pairs = words.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();

@@ -1,8 +1,6 @@
 //! MONITOR: Redis's line format, secrets redacted, admin commands left out, RESET to leave it, the
 //! admin permission it needs, and a monitor too slow for its output-buffer limit.
 
-use baton::config::OutputLimit;
-
 use crate::common::*;
 
 /// A MONITOR line without its time (which varies): `[0 addr] "arg" ...`.
@@ -73,22 +71,15 @@ async fn monitor_needs_admin_permission() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_monitor_too_slow_for_its_limit_is_disconnected_and_counted() {
-    let server = start_with(|config| {
-        config.pubsub_output_buffer_limit = OutputLimit::parse("256kb 0 0").unwrap();
-    })
-    .await;
+    let server = start_with_small_output_limit().await;
     let mut monitor = Raw::connect(server.addr).await;
     monitor.cmd(args!["MONITOR"]).await;
     let mut busy = Raw::connect(server.addr).await;
     let message = vec![b'x'; 64 * 1024];
-    let mut sent = 0;
-    while info_field(&mut busy, "client_output_buffer_limit_disconnections").await == 0 {
-        assert!(sent < 4_000, "the monitor that reads nothing is never cut off");
-        for _ in 0..16 {
-            assert_eq!(busy.cmd(args!["ECHO", message.clone()]).await, Resp::Bulk(message.clone()));
-            sent += 1;
-        }
-    }
+    let sent = until_cut_off_for_output(&mut busy, async |busy: &mut Raw| {
+        assert_eq!(busy.cmd(args!["ECHO", message.clone()]).await, Resp::Bulk(message.clone()));
+    })
+    .await;
     let received = monitor.read_until_closed().await;
     assert!(received.len() < sent * message.len(), "cut off before it could read every line");
     cmd_out(&mut busy, args!["LOCK.TRY", "k", "o"]).await.token();

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use baton::config::{OutputLimit, YesNo};
+use baton::config::YesNo;
 use futures_util::StreamExt;
 use redis::Value;
 
@@ -300,26 +300,18 @@ async fn channel_permissions_follow_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_too_slow_for_its_limit_is_disconnected_and_counted() {
-    let server = start_with(|config| {
-        config.pubsub_output_buffer_limit = OutputLimit::parse("256kb 0 0").unwrap();
-    })
-    .await;
+    let server = start_with_small_output_limit().await;
     let mut slow = Raw::connect(server.addr).await;
     slow.cmd(args!["SUBSCRIBE", "firehose"]).await;
     let mut steady = Raw::connect(server.addr).await;
     steady.cmd(args!["SUBSCRIBE", "firehose"]).await;
     let mut publisher = Raw::connect(server.addr).await;
     let payload = vec![b'x'; 64 * 1024];
-    // The slow one reads nothing: once the socket buffers are full, its queue passes the limit.
-    let mut published = 0;
-    while info_field(&mut publisher, "client_output_buffer_limit_disconnections").await == 0 {
-        assert!(published < 4_000, "the slow subscriber is never cut off");
-        for _ in 0..16 {
-            publisher.cmd(args!["PUBLISH", "firehose", payload.clone()]).await;
-            steady.read().await;
-            published += 1;
-        }
-    }
+    let published = until_cut_off_for_output(&mut publisher, async |publisher: &mut Raw| {
+        publisher.cmd(args!["PUBLISH", "firehose", payload.clone()]).await;
+        steady.read().await;
+    })
+    .await;
     let received = slow.read_until_closed().await;
     assert!(received.len() < published * payload.len(), "it was cut off before it could read everything");
     assert_eq!(publisher.cmd(args!["PUBSUB", "NUMSUB", "firehose"]).await.array()[1], Resp::Int(1));
