@@ -5,7 +5,7 @@
 #   redis-benchmark, redis-py and valkey-py sync/asyncio in RESP2/RESP3, the examples/ recipes
 #   (shell, Python, Rust, Node, Go) run as concurrent nodes, and deploy/ (the systemd unit, the
 #   Grafana dashboard's metrics against a live server);
-# - node --test tests/clients/node: ioredis and node-redis;
+# - node --test tests/clients/node: ioredis and node-redis, and their subscribers and monitors;
 # - cargo test --test clients: redis-rs sync and async.
 # Every suite starts its own servers on free loopback ports and stops them; each is bounded by a
 # timeout. Ends with `clients: N passed, M failed` and exits non-zero on any failure.
@@ -52,7 +52,7 @@ else
 fi
 
 # --- ioredis, node-redis --------------------------------------------------------------------------
-(cd tests/clients/node && timeout --kill-after=10 180 node --test --test-reporter=tap ioredis.test.mjs node-redis.test.mjs) >"$work/node.tap" 2>&1
+(cd tests/clients/node && timeout --kill-after=10 180 node --test --test-reporter=tap ioredis.test.mjs node-redis.test.mjs pubsub.test.mjs) >"$work/node.tap" 2>&1
 node_status=$?
 cat "$work/node.tap"
 node_pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$work/node.tap" | tail -1)

@@ -25,6 +25,9 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// A map in RESP3, a flat key/value array in RESP2.
     Map(Vec<(Reply, Reply)>),
+    /// Out-of-band data (pub/sub messages and confirmations): a push (`>`) in RESP3, an array in
+    /// RESP2.
+    Push(Vec<Reply>),
 }
 
 impl Reply {

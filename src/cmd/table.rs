@@ -69,6 +69,17 @@ pub(crate) enum CommandId {
     AclUsers,
     AclWhoAmI,
     AclHelp,
+    Subscribe,
+    PSubscribe,
+    Unsubscribe,
+    PUnsubscribe,
+    Publish,
+    PubSub,
+    PubSubChannels,
+    PubSubNumSub,
+    PubSubNumPat,
+    PubSubHelp,
+    Monitor,
 }
 
 impl CommandId {
@@ -499,6 +510,78 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::Monitor,
+        name: "monitor",
+        arity: 1,
+        flags: &["admin", "noscript", "loading", "stale"],
+        acl_categories: &["@admin", "@slow", "@dangerous"],
+        group: "server",
+        since: "1.0.0",
+        summary: "Listen for all requests received by the server in real time",
+        ..BASE
+    },
+    CommandSpec {
+        id: CommandId::Subscribe,
+        name: "subscribe",
+        arity: -2,
+        summary: "Listen for messages published to the given channels",
+        complexity: "O(N) where N is the number of channels to subscribe to.",
+        args: &[string("channel").multi()],
+        ..PUBSUB_LISTEN
+    },
+    CommandSpec {
+        id: CommandId::PSubscribe,
+        name: "psubscribe",
+        arity: -2,
+        summary: "Listen for messages published to channels matching the given patterns",
+        complexity: "O(N) where N is the number of patterns the client is already subscribed to.",
+        args: &[block("pattern", &[pattern("pattern")]).multi()],
+        ..PUBSUB_LISTEN
+    },
+    CommandSpec {
+        id: CommandId::Unsubscribe,
+        name: "unsubscribe",
+        arity: -1,
+        summary: "Stop listening for messages posted to the given channels",
+        complexity: "O(N) where N is the number of clients already subscribed to a channel.",
+        args: &[string("channel").opt().multi()],
+        ..PUBSUB_LISTEN
+    },
+    CommandSpec {
+        id: CommandId::PUnsubscribe,
+        name: "punsubscribe",
+        arity: -1,
+        summary: "Stop listening for messages posted to channels matching the given patterns",
+        complexity: "O(N+M) where N is the number of patterns the client is already subscribed and M is the number of total patterns subscribed in the system (by any client).",
+        args: &[pattern("pattern").opt().multi()],
+        ..PUBSUB_LISTEN
+    },
+    CommandSpec {
+        id: CommandId::Publish,
+        name: "publish",
+        arity: 3,
+        flags: &["pubsub", "loading", "stale", "fast"],
+        acl_categories: &["@pubsub", "@fast"],
+        group: "pubsub",
+        since: "2.0.0",
+        summary: "Post a message to a channel (not to the __lock__: channels of the lock events)",
+        complexity: "O(N+M) where N is the number of clients subscribed to the receiving channel and M is the total number of subscribed patterns (by any client).",
+        args: &[string("channel"), string("message")],
+        ..BASE
+    },
+    CommandSpec {
+        id: CommandId::PubSub,
+        name: "pubsub",
+        arity: -2,
+        acl_categories: &["@slow"],
+        group: "pubsub",
+        since: "2.8.0",
+        summary: "A container for Pub/Sub commands",
+        complexity: "Depends on subcommand.",
+        subcommands: PUBSUB_SUBCOMMANDS,
+        ..BASE
+    },
+    CommandSpec {
         id: CommandId::Client,
         name: "client",
         arity: -2,
@@ -537,6 +620,62 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
 ];
 
 const HELP_SUMMARY: &str = "Show helpful text about the different subcommands";
+
+/// SUBSCRIBE and its kin, as Redis declares them.
+const PUBSUB_LISTEN: CommandSpec = CommandSpec {
+    flags: &["pubsub", "noscript", "loading", "stale"],
+    acl_categories: &["@pubsub", "@slow"],
+    group: "pubsub",
+    since: "2.0.0",
+    ..BASE
+};
+
+const PUBSUB_SUB: CommandSpec = CommandSpec {
+    container: "pubsub",
+    flags: &["pubsub", "loading", "stale"],
+    acl_categories: &["@pubsub", "@slow"],
+    group: "pubsub",
+    since: "2.8.0",
+    ..BASE
+};
+
+const PUBSUB_SUBCOMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        id: CommandId::PubSubChannels,
+        name: "channels",
+        arity: -2,
+        summary: "List active channels",
+        complexity: "O(N) where N is the number of active channels, and assuming constant time pattern matching (relatively short channels and patterns)",
+        args: &[pattern("pattern").opt()],
+        ..PUBSUB_SUB
+    },
+    CommandSpec {
+        id: CommandId::PubSubNumSub,
+        name: "numsub",
+        arity: -2,
+        summary: "Get the count of subscribers for channels",
+        complexity: "O(N) for the NUMSUB subcommand, where N is the number of requested channels",
+        args: &[string("channel").opt().multi()],
+        ..PUBSUB_SUB
+    },
+    CommandSpec {
+        id: CommandId::PubSubNumPat,
+        name: "numpat",
+        arity: 2,
+        summary: "Get the count of unique patterns pattern subscriptions",
+        ..PUBSUB_SUB
+    },
+    CommandSpec {
+        id: CommandId::PubSubHelp,
+        name: "help",
+        arity: 2,
+        flags: &["loading", "stale"],
+        acl_categories: &["@slow"],
+        since: "6.2.0",
+        summary: HELP_SUMMARY,
+        ..PUBSUB_SUB
+    },
+];
 
 const COMMAND_SUB: CommandSpec = CommandSpec {
     container: "command",

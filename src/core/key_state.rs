@@ -202,7 +202,7 @@ impl KeyState {
         if handoff {
             ctx.stats.handoffs += 1;
         }
-        if ctx.log_grants {
+        if ctx.collect_all_events {
             ctx.events.push(LockEvent::Granted {
                 key: Arc::clone(key),
                 owner: Arc::clone(&holder.owner),
@@ -369,16 +369,15 @@ impl KeyState {
             ReleaseCause::HolderDisconnected | ReleaseCause::GrantUndelivered => ctx.stats.disconnect_releases += 1,
         }
         self.extra().last_failure = Some(cause.clone());
+        let grant_events_from = ctx.events.len();
         let handed_off = self.hand_off(key, ctx, now);
-        // One line tells the whole step: who failed and who has the lock now.
+        // One line tells the whole step: who failed and who has the lock now. It goes before the
+        // grant it led to, so that observers learn of the release, then of the hand-off.
         let next = self.holder.as_ref().map(|next| (Arc::clone(&next.owner), next.token));
-        ctx.events.push(LockEvent::Released {
-            key: Arc::clone(key),
-            owner: holder.owner,
-            token: holder.token,
-            cause,
-            next,
-        });
+        ctx.events.insert(
+            grant_events_from,
+            LockEvent::Released { key: Arc::clone(key), owner: holder.owner, token: holder.token, cause, next },
+        );
         handed_off
     }
 
@@ -432,7 +431,7 @@ impl KeyState {
                     self.extra().completion = Some((completion, until));
                 }
                 ctx.stats.successes += 1;
-                if ctx.log_grants {
+                if ctx.collect_all_events {
                     ctx.events.push(LockEvent::Succeeded {
                         key: Arc::clone(key),
                         owner: holder.owner,
@@ -553,6 +552,9 @@ impl KeyState {
         let Some(waiter) = self.place_of(owner).and_then(|place| self.extra().queue.remove(place)) else {
             return false;
         };
+        if ctx.collect_all_events {
+            ctx.events.push(LockEvent::Cancelled { key: Arc::clone(key), owner: Arc::clone(&waiter.owner) });
+        }
         ctx.record.record(|| Change::Leave { key: Arc::clone(key), owner: waiter.owner });
         true
     }

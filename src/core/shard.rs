@@ -22,8 +22,9 @@ pub(crate) struct ShardCtx {
     pub(crate) next_wait_id: u64,
     pub(crate) stats: CoreStats,
     pub(crate) events: Vec<LockEvent>,
-    /// Grants are the hot path; only collect their events when they will be logged.
-    pub(crate) log_grants: bool,
+    /// Grants, successes and cancels are the hot path; their events are only collected while
+    /// they will be logged or observed (releases are rarer and always logged).
+    pub(crate) collect_all_events: bool,
     /// The earliest timer this operation armed, so the core can wake the expiry driver if it now
     /// sleeps too long.
     pub(crate) earliest_new_deadline: Option<u64>,
@@ -47,7 +48,7 @@ impl ShardCtx {
             next_wait_id: 1,
             stats: CoreStats::default(),
             events: Vec::new(),
-            log_grants: false,
+            collect_all_events: false,
             earliest_new_deadline: None,
             recent_owner: None,
             record: Recorder::default(),
