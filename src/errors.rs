@@ -26,6 +26,7 @@ pub(crate) const UNBLOCK_MODE: &str = "ERR CLIENT UNBLOCK reason should be TIMEO
 pub(crate) const INVALID_CLIENT_ID: &str = "ERR Invalid client ID";
 pub(crate) const CONFIG_SET_UNSUPPORTED: &str =
     "ERR CONFIG SET is not supported: restart baton with the matching --flag";
+pub(crate) const INVALID_CURSOR: &str = "ERR invalid cursor";
 pub(crate) const UNBLOCKED: &str = "UNBLOCKED client unblocked via CLIENT UNBLOCK";
 
 pub(crate) const PROTO_INVALID_MULTIBULK_LEN: &str = "ERR Protocol error: invalid multibulk length";
@@ -81,6 +82,11 @@ pub(crate) fn unrecognized_option(option: &[u8]) -> String {
 
 pub(crate) fn unknown_client_type(kind: &[u8]) -> String {
     format!("ERR Unknown client type '{}'", printable(kind, 128))
+}
+
+/// SCAN's TYPE names no type Redis or baton knows (Redis 7.4's words).
+pub(crate) fn unknown_type_name(name: &[u8]) -> String {
+    format!("ERR unknown type name '{}'", printable(name, 128))
 }
 
 pub(crate) fn wrong_arity(command: &str) -> String {
