@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The client compatibility tests: real Redis tools and client libraries against target/release/baton
 # (build it first: `cargo build --release --bins`; scripts/install-test-deps.sh installs the tools):
-# - pytest tests/clients: redis-cli (one-shot, --pipe, stdin scripts, interactive in tmux),
-#   redis-benchmark, redis-py sync/asyncio in RESP2/RESP3, and the examples/ recipes (shell,
+# - pytest tests/clients: redis-cli (one-shot, --pipe, stdin scripts, --scan, --bigkeys,
+#   --memkeys, --stat, interactive in tmux), redis-benchmark, redis-py sync/asyncio in RESP2/RESP3,
+#   the commands redis-commander sends when it loads, and the examples/ recipes (shell,
 #   Python, Rust, Node) run as concurrent nodes;
 # - node --test tests/clients/node: ioredis;
 # - cargo test --test clients: redis-rs sync and async.
