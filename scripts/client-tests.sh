@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The client compatibility tests: real Redis tools and client libraries against target/release/baton
 # (build it first: `cargo build --release --bins`; scripts/install-test-deps.sh installs the tools):
-# - pytest tests/clients: redis-cli (one-shot, --pipe, stdin scripts, interactive in tmux),
-#   redis-benchmark, redis-py and valkey-py sync/asyncio in RESP2/RESP3, the examples/ recipes
-#   (shell, Python, Rust, Node, Go) run as concurrent nodes, and deploy/ (the systemd unit, the
-#   Grafana dashboard's metrics against a live server);
+# - pytest tests/clients: redis-cli (one-shot, --pipe, stdin scripts, --scan, --bigkeys,
+#   --memkeys, --stat, interactive in tmux), redis-benchmark, redis-py and valkey-py sync/asyncio in
+#   RESP2/RESP3, the commands redis-commander sends when it loads, the examples/ recipes (shell,
+#   Python, Rust, Node, Go) run as concurrent nodes, and deploy/ (the systemd unit, the Grafana
+#   dashboard's metrics against a live server);
 # - node --test tests/clients/node: ioredis and node-redis, and their subscribers and monitors;
 # - cargo test --test clients: redis-rs sync and async.
 # Every suite starts its own servers on free loopback ports and stops them; each is bounded by a

@@ -24,6 +24,7 @@ pub(crate) const CLIENT_INFO_SPACES: &str =
     "ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.";
 pub(crate) const UNBLOCK_MODE: &str = "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR";
 pub(crate) const INVALID_CLIENT_ID: &str = "ERR Invalid client ID";
+pub(crate) const INVALID_CURSOR: &str = "ERR invalid cursor";
 pub(crate) const UNBLOCKED: &str = "UNBLOCKED client unblocked via CLIENT UNBLOCK";
 pub(crate) const PUBLISH_LOCK_CHANNEL: &str =
     "ERR the __lock__: channels carry the server's lock events (--notify-lock-events): PUBLISH to them is refused";
@@ -101,6 +102,11 @@ pub(crate) fn subscribed_context(command: &str) -> String {
     format!(
         "ERR Can't execute '{command}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
     )
+}
+
+/// SCAN's TYPE names no type Redis or baton knows (Redis 7.4's words).
+pub(crate) fn unknown_type_name(name: &[u8]) -> String {
+    format!("ERR unknown type name '{}'", printable(name, 128))
 }
 
 pub(crate) fn wrong_arity(command: &str) -> String {

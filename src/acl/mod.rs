@@ -25,6 +25,7 @@ use crate::errors;
 
 pub(crate) use self::commands::{CATEGORIES, Catalogue, CommandEntry};
 pub(crate) use self::log::{Entry as LogEntry, Reason};
+/// Redis's glob, which SCAN's MATCH takes as well.
 pub(crate) use self::pattern::glob_match;
 pub(crate) use self::user::{ChannelUse, DEFAULT_USER, Denial, KeyAccess, Rules, User};
 

@@ -5,6 +5,7 @@
 pub(crate) mod acl;
 pub(crate) mod action;
 pub(crate) mod connection;
+pub(crate) mod keyspace;
 pub(crate) mod lock;
 pub(crate) mod parse;
 pub(crate) mod pubsub;
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use self::acl::AclCommand;
 pub(crate) use self::action::Action;
 use self::connection::{ClientCommand, ConnectionCommand};
+use self::keyspace::KeyspaceCommand;
 use self::lock::{LockCommand, LockLimits};
 use self::parse::{Args, ParseResult};
 use self::pubsub::PubSubCommand;
@@ -34,6 +36,7 @@ pub(crate) enum Command {
     Lock(LockCommand),
     Connection(ConnectionCommand),
     Server(ServerCommand),
+    Keyspace(KeyspaceCommand),
     Acl(AclCommand),
     PubSub(PubSubCommand),
 }
@@ -169,6 +172,11 @@ impl Command {
             Id::ClientHelp => Command::Connection(Conn::Client(Client::Help)),
             Id::Info => Command::Server(ServerCommand::Info(args.rest())),
             Id::DbSize => Command::Server(ServerCommand::DbSize),
+            Id::Scan => Command::Keyspace(keyspace::parse_scan(args, limits)?),
+            Id::Type => Command::Keyspace(KeyspaceCommand::Type(args.next_bytes()?)),
+            Id::Exists => Command::Keyspace(KeyspaceCommand::Exists(args.rest())),
+            Id::MemoryUsage => Command::Keyspace(keyspace::parse_memory_usage(args)?),
+            Id::MemoryHelp => Command::Keyspace(KeyspaceCommand::MemoryHelp),
             Id::BgRewriteAof => Command::Server(ServerCommand::BgRewriteAof),
             Id::Command => Command::Server(ServerCommand::CommandAll),
             Id::CommandCount => Command::Server(ServerCommand::CommandCount),
@@ -204,7 +212,7 @@ impl Command {
             Id::PubSubHelp => Command::PubSub(PubSubCommand::Help),
             Id::Monitor => Command::PubSub(PubSubCommand::Monitor),
             // resolve() always descends into a container's subcommands: its arity needs one.
-            Id::Client | Id::Config | Id::Acl | Id::PubSub => return Err(Reply::error(errors::SYNTAX)),
+            Id::Client | Id::Config | Id::Memory | Id::Acl | Id::PubSub => return Err(Reply::error(errors::SYNTAX)),
         };
         Ok(command)
     }
@@ -224,6 +232,7 @@ impl Command {
             Command::Lock(command) => command.execute(session, shared),
             Command::Connection(command) => command.execute(session, shared),
             Command::Server(command) => Action::Reply(command.execute(shared)),
+            Command::Keyspace(command) => Action::Reply(command.execute(shared)),
             Command::Acl(command) => Action::Reply(command.execute(session, shared)),
             Command::PubSub(command) => command.execute(session, shared),
         }
@@ -264,6 +273,11 @@ mod tests {
         "RESET",
         "INFO locks",
         "DBSIZE",
+        "SCAN 0 MATCH pull:* COUNT 5 TYPE lock",
+        "TYPE k",
+        "EXISTS a b a",
+        "MEMORY USAGE k SAMPLES 2",
+        "MEMORY HELP",
         "BGREWRITEAOF",
         "COMMAND",
         "COMMAND COUNT",

@@ -31,6 +31,12 @@ pub(crate) enum CommandId {
     Reset,
     Info,
     DbSize,
+    Scan,
+    Type,
+    Exists,
+    Memory,
+    MemoryUsage,
+    MemoryHelp,
     BgRewriteAof,
     Command,
     CommandCount,
@@ -485,6 +491,57 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::Scan,
+        name: "scan",
+        arity: -2,
+        flags: &["readonly"],
+        acl_categories: &["@keyspace", "@read", "@slow"],
+        tips: &["nondeterministic_output", "request_policy:special"],
+        group: "generic",
+        since: "2.8.0",
+        summary: "Incrementally iterate the keys space",
+        complexity: "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection.",
+        args: &[
+            integer("cursor"),
+            pattern("pattern").tok("MATCH").opt(),
+            integer("count").tok("COUNT").opt(),
+            string("type").tok("TYPE").opt(),
+        ],
+        ..BASE
+    },
+    CommandSpec {
+        id: CommandId::Type,
+        name: "type",
+        arity: 2,
+        flags: &["readonly", "fast"],
+        first_key: 1,
+        last_key: 1,
+        key_step: 1,
+        acl_categories: &["@keyspace", "@read", "@fast"],
+        group: "generic",
+        since: "1.0.0",
+        summary: "Determine the type stored at key",
+        args: &[key("key")],
+        ..BASE
+    },
+    CommandSpec {
+        id: CommandId::Exists,
+        name: "exists",
+        arity: -2,
+        flags: &["readonly", "fast"],
+        first_key: 1,
+        last_key: -1,
+        key_step: 1,
+        acl_categories: &["@keyspace", "@read", "@fast"],
+        tips: &["request_policy:multi_shard", "response_policy:agg_sum"],
+        group: "generic",
+        since: "1.0.0",
+        summary: "Determine if a key exists",
+        complexity: "O(N) where N is the number of keys to check.",
+        args: &[key("key").multi()],
+        ..BASE
+    },
+    CommandSpec {
         id: CommandId::BgRewriteAof,
         name: "bgrewriteaof",
         arity: 1,
@@ -603,6 +660,18 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         summary: "A container for server configuration commands",
         complexity: "Depends on subcommand.",
         subcommands: CONFIG_SUBCOMMANDS,
+        ..BASE
+    },
+    CommandSpec {
+        id: CommandId::Memory,
+        name: "memory",
+        arity: -2,
+        acl_categories: &["@slow"],
+        group: "server",
+        since: "4.0.0",
+        summary: "A container for memory diagnostics commands",
+        complexity: "Depends on subcommand.",
+        subcommands: MEMORY_SUBCOMMANDS,
         ..BASE
     },
     CommandSpec {
@@ -954,6 +1023,34 @@ const CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
         since: "5.0.0",
         summary: HELP_SUMMARY,
         ..CONFIG_SUB
+    },
+];
+
+const MEMORY_SUB: CommandSpec =
+    CommandSpec { container: "memory", acl_categories: &["@slow"], group: "server", since: "4.0.0", ..BASE };
+
+const MEMORY_SUBCOMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        id: CommandId::MemoryUsage,
+        name: "usage",
+        arity: -3,
+        flags: &["readonly"],
+        first_key: 2,
+        last_key: 2,
+        key_step: 1,
+        acl_categories: &["@read", "@slow"],
+        summary: "Estimate the memory usage of a key",
+        complexity: "O(N) where N is the number of samples.",
+        args: &[key("key"), integer("count").tok("SAMPLES").opt()],
+        ..MEMORY_SUB
+    },
+    CommandSpec {
+        id: CommandId::MemoryHelp,
+        name: "help",
+        arity: 2,
+        flags: &["loading", "stale"],
+        summary: HELP_SUMMARY,
+        ..MEMORY_SUB
     },
 ];
 
@@ -1395,9 +1492,12 @@ mod tests {
             }
             if spec.first_key > 0 {
                 assert!(spec.arity.abs() > spec.first_key, "{name}");
-                assert!(spec.last_key >= spec.first_key && spec.key_step > 0, "{name}");
+                // A negative last key counts from the end (EXISTS: every argument).
+                assert!((spec.last_key >= spec.first_key || spec.last_key < 0) && spec.key_step > 0, "{name}");
                 assert_eq!(spec.args.iter().filter(|a| a.kind == ArgKind::Key).count(), 1, "{name}");
-                assert_eq!(spec.args[spec.first_key as usize - 1].kind, ArgKind::Key, "{name}");
+                // `args` leaves out the command's name, and a subcommand's.
+                let names = if spec.container.is_empty() { 1 } else { 2 };
+                assert_eq!(spec.args[spec.first_key as usize - names].kind, ArgKind::Key, "{name}");
             } else {
                 assert_eq!((spec.last_key, spec.key_step), (0, 0), "{name}");
             }

@@ -14,7 +14,9 @@
 mod change;
 mod clock;
 mod events;
+mod footprint;
 mod key_state;
+mod key_table;
 mod keyslot;
 mod outcome;
 mod queue;
@@ -45,6 +47,7 @@ pub use outcome::{
 };
 
 use key_state::Claim;
+use key_table::{POSITION_BITS, ScanBudget};
 use shard::{Absent, Shard};
 
 /// Connections are numbered from 1 by the server; the core only compares them.
@@ -334,6 +337,50 @@ impl LockCore {
         self.on_shard(key, |shard| shard.peek(key).map(|(_, state)| state.owed_dones()).unwrap_or_default())
     }
 
+    /// Whether `key` has any state (a holder, a line, a remembered or owed DONE) once what fell
+    /// due is settled: the keys EXISTS, TYPE and SCAN know of.
+    pub fn exists(&self, key: &[u8], now: Timestamp) -> bool {
+        self.change_existing(key, now, |state, _, _, _| !state.is_forgettable()).unwrap_or(false)
+    }
+
+    /// MEMORY USAGE: an estimate of the bytes `key` takes, its line and owed DONEs estimated from
+    /// their first `samples` entries (see `footprint`); None when it has no state.
+    pub fn footprint(&self, key: &[u8], samples: usize, now: Timestamp) -> Option<usize> {
+        self.change_existing(key, now, |state, key, _, _| {
+            (!state.is_forgettable()).then(|| shard::footprint(key, state, samples))
+        })
+        .flatten()
+    }
+
+    /// One SCAN call: the keys from `cursor` on, about `count` of them, and the cursor to go on
+    /// from (0 once every shard has been gone through). None when `cursor` names no shard here.
+    ///
+    /// A cursor is a shard index above [`POSITION_BITS`] bits and a position in that shard's
+    /// table below (see `key_table`); 0 starts an iteration. The shards are gone through in
+    /// order, each from the position on, one shard lock at a time and for a bounded number of
+    /// keys: what one call costs does not grow with the number of keys. A key present from the
+    /// first call to the last is returned, whatever keys come and go and however the tables
+    /// grow and shrink meanwhile, and no key is returned twice. With at most 2^16 shards a
+    /// cursor stays below 2^48, exact even for clients that read it as a double.
+    pub fn scan(&self, cursor: u64, count: usize) -> Option<ScanPage> {
+        let mut shard = usize::try_from(cursor >> POSITION_BITS).ok().filter(|shard| *shard < self.shards.len())?;
+        // Truncation keeps the position bits.
+        let mut position = cursor as u32;
+        let mut budget = ScanBudget::new(count);
+        let mut keys = Vec::new();
+        loop {
+            match self.shards[shard].lock().scan(position, &mut budget, &mut keys) {
+                Some(next) => position = next,
+                None if shard + 1 == self.shards.len() => return Some(ScanPage { cursor: 0, keys }),
+                None => (shard, position) = (shard + 1, 0),
+            }
+            if budget.exhausted() {
+                let cursor = ((shard as u64) << POSITION_BITS) | u64::from(position);
+                return Some(ScanPage { cursor, keys });
+            }
+        }
+    }
+
     /// Returns once whatever operation on `key`'s shard is under way has finished, changes
     /// handed to the sink included.
     pub(crate) fn barrier(&self, key: &[u8]) {
@@ -572,6 +619,13 @@ impl LockCore {
     pub fn key_count(&self) -> usize {
         self.gauges().keys as usize
     }
+}
+
+/// What one SCAN call found (see [`LockCore::scan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanPage {
+    pub cursor: u64,
+    pub keys: Vec<Arc<[u8]>>,
 }
 
 /// The keys of a closed connection still to release, by shard (see

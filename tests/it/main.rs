@@ -15,6 +15,7 @@ static ALLOCATOR: baton::memory::Allocator = baton::memory::Allocator;
 mod acl;
 mod connection_cmds;
 mod contention;
+mod keyspace;
 mod lock_basic;
 mod lock_handoff;
 mod lock_lease;
