@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use super::lock::LockLimits;
-use super::parse::{Args, ParseResult, eq_ignore_case, parse_int};
+use super::parse::{Args, ParseResult, eq_ignore_case};
 use crate::acl::glob_match;
 use crate::context::Shared;
 use crate::core::ScanPage;
@@ -54,7 +54,7 @@ pub(crate) fn parse_scan(mut args: Args, limits: LockLimits) -> ParseResult<Keys
     let mut scan = Scan { cursor, pattern: None, count: SCAN_COUNT_DEFAULT, locks_wanted: true };
     while let Some(option) = args.next_optional() {
         if eq_ignore_case(&option, "COUNT") {
-            let count = parse_int(&args.next_bytes()?).ok_or_else(|| Reply::error(errors::NOT_AN_INTEGER))?;
+            let count = args.next_int()?;
             let count =
                 usize::try_from(count).ok().filter(|count| *count >= 1).ok_or_else(|| Reply::error(errors::SYNTAX))?;
             scan.count = count.min(SCAN_COUNT_MAX);
@@ -95,7 +95,7 @@ pub(crate) fn parse_memory_usage(mut args: Args) -> ParseResult<KeyspaceCommand>
         if !eq_ignore_case(&option, "SAMPLES") {
             return Err(Reply::error(errors::SYNTAX));
         }
-        let count = parse_int(&args.next_bytes()?).ok_or_else(|| Reply::error(errors::NOT_AN_INTEGER))?;
+        let count = args.next_int()?;
         samples = match usize::try_from(count) {
             Ok(0) => SAMPLES_MAX,
             Ok(count) => count.min(SAMPLES_MAX),
