@@ -13,11 +13,16 @@
 // skipped), `<node>: FAILURE reason=...` (exit 1), `<node>: LOST ...` (exit 3: the lock was lost
 // while working). Connection and usage errors go to stderr with exit 2.
 //
-// The points that matter with ioredis:
-// - One connection from LOCK.WAIT to LOCK.UNLOCK, and no automatic reconnect: baton releases the
-//   lock as FAILURE when the connection that took it closes, so a silent reconnect in the middle
-//   would lose it (retryStrategy returning null, no offline queue).
-// - No commandTimeout shorter than the WAIT timeout (ioredis sets none by default).
+// The points that matter with ioredis, whose defaults are used throughout:
+// - One connection from LOCK.WAIT to LOCK.UNLOCK (one Redis object, not shared with other work):
+//   baton releases the lock as FAILURE when the connection that took it closes.
+// - Each LOCK.WAIT blocks for --wait-ms at most and is sent again when it times out: the owner
+//   keeps its place in line. ioredis has no read timeout by default; a `commandTimeout` must be
+//   longer than --wait-ms, or the WAIT fails on the client while the server keeps it.
+// - ioredis's default reconnects (which re-send unanswered commands) are safe here: a re-sent WAIT
+//   by the same owner keeps its place (or gets the same token), a re-sent UNLOCK gets the first
+//   one's answer, and a lock lost with a dropped connection makes the next EXTEND or UNLOCK answer
+//   NOTHOLDER or NOLOCK.
 // - While the command runs, LOCK.EXTEND renews the lease every lease/3.
 "use strict";
 
@@ -46,7 +51,7 @@ function options(argv) {
         key: { type: "string" },
         node: { type: "string" },
         "lease-ms": { type: "string", default: "30000" },
-        "wait-ms": { type: "string", default: "10000" },
+        "wait-ms": { type: "string", default: "2000" },
         "keep-ms": { type: "string", default: "600000" },
       },
     });
@@ -123,13 +128,8 @@ async function once(args) {
     host: args.host,
     port: args.port,
     password: args.password,
+    // Connect in connect() below, so that a server that cannot be reached is an error at once.
     lazyConnect: true,
-    connectTimeout: 5000,
-    // A reconnect between WAIT and UNLOCK would silently lose the lock: fail instead.
-    retryStrategy: () => null,
-    enableOfflineQueue: false,
-    autoResendUnfulfilledCommands: false,
-    maxRetriesPerRequest: 0,
     // Fencing tokens are opaque integers: keep them exact as strings rather than JS numbers.
     stringNumbers: true,
   });

@@ -12,11 +12,16 @@ It prints what it did, one line per step, the last line being the outcome:
 skipped), ``<node>: FAILURE reason=...`` (exit 1), ``<node>: LOST ...`` (exit 3: the lock was lost
 while working). Connection and usage errors go to stderr with exit 2.
 
-The points that matter with redis-py (``pip install redis``):
-- One connection from LOCK.WAIT to LOCK.UNLOCK (``single_connection_client=True``, no retries):
-  baton releases the lock as FAILURE when the connection that took it closes, so a silent
-  reconnect in the middle would lose the lock.
-- ``socket_timeout`` longer than the WAIT timeout, or a blocking WAIT ends in a TimeoutError.
+The points that matter with redis-py (``pip install redis``), whose defaults are used throughout:
+- One connection from LOCK.WAIT to LOCK.UNLOCK (``single_connection_client=True``): baton releases
+  the lock as FAILURE when the connection that took it closes.
+- Each LOCK.WAIT blocks for --wait-ms at most, shorter than the client's read timeout (redis-py's
+  default ``socket_timeout`` is 5 s), and is sent again when it times out: the owner keeps its place
+  in line. A WAIT that outlived the read timeout would end in a TimeoutError, which redis-py's
+  default retry answers by reconnecting and sending the WAIT again, and again.
+- redis-py's default retries are safe here: a re-sent WAIT by the same owner keeps its place (or
+  gets the same token), a re-sent UNLOCK gets the first one's answer, and a lock lost with a
+  dropped connection makes the next EXTEND or UNLOCK answer NOTHOLDER or NOLOCK.
 - While the command runs, LOCK.EXTEND renews the lease every lease/3 (this process only waits for
   the command, so no thread shares the connection).
 """
@@ -28,8 +33,14 @@ import sys
 import tempfile
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+
+# Time a WAIT needs on top of its timeout-ms before the client has its reply: a round trip and the
+# server's timer, with room for a busy machine.
+REPLY_MARGIN_MS = 1000
+
+
+class UsageError(Exception):
+    pass
 
 
 def text(value):
@@ -50,8 +61,9 @@ def parse_args(argv):
     parser.add_argument("--node", required=True, help="this node's id, the lock owner; unique per node")
     parser.add_argument("--lease-ms", type=int, default=30_000,
                         help="lease of the lock (and of our place in line); renewed every lease/3 while working")
-    parser.add_argument("--wait-ms", type=int, default=10_000,
-                        help="how long one LOCK.WAIT blocks before we ask again (our place is kept); 0 = forever")
+    parser.add_argument("--wait-ms", type=int, default=2_000,
+                        help="how long one LOCK.WAIT blocks before we ask again (our place is kept); "
+                             "below the client's read timeout")
     parser.add_argument("--keep-ms", type=int, default=600_000,
                         help="how long the server remembers the success, answering DONE to late nodes")
     parser.add_argument("command", nargs=argparse.REMAINDER,
@@ -65,18 +77,16 @@ def parse_args(argv):
 
 
 def connect(args):
-    return redis.Redis(
-        host=args.host,
-        port=args.port,
-        password=args.password,
-        protocol=3,
-        single_connection_client=True,
-        # A reconnect between WAIT and UNLOCK would silently lose the lock: fail instead.
-        retry=Retry(NoBackoff(), 0),
-        socket_connect_timeout=5,
-        # Longer than one WAIT, or a blocking WAIT ends in a client-side TimeoutError.
-        socket_timeout=None if args.wait_ms == 0 else args.wait_ms / 1000 + 5,
-    )
+    """One connection with redis-py's defaults, checked against --wait-ms."""
+    r = redis.Redis(host=args.host, port=args.port, password=args.password, single_connection_client=True)
+    read_timeout = r.get_connection_kwargs().get("socket_timeout")
+    if read_timeout is not None and not 0 < args.wait_ms <= read_timeout * 1000 - REPLY_MARGIN_MS:
+        r.close()
+        raise UsageError(
+            f"--wait-ms must be between 1 and {read_timeout * 1000 - REPLY_MARGIN_MS:.0f}: "
+            f"each LOCK.WAIT must end before the client's {read_timeout} s read timeout"
+        )
+    return r
 
 
 def wait_for_turn(r, args):
@@ -161,6 +171,9 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return once(args)
+    except UsageError as err:
+        print(f"once.py: {err}", file=sys.stderr, flush=True)
+        return 2
     except (redis.RedisError, RuntimeError) as err:
         print(f"{args.node}: ERROR {err}", file=sys.stderr, flush=True)
         return 2

@@ -13,12 +13,15 @@
 //! `<node>: FAILURE reason=…` (exit 1), `<node>: LOST …` (exit 3: the lock was lost while working).
 //! Connection and usage errors go to stderr with exit 2.
 //!
-//! The points that matter with redis-rs:
+//! The points that matter with redis-rs, whose defaults are used throughout:
 //! - One dedicated connection from LOCK.WAIT to LOCK.UNLOCK: baton releases the lock as FAILURE
-//!   when the connection that took it closes, so do not use a pool or reconnecting manager here.
+//!   when the connection that took it closes, so do not use a pool or a connection that other
+//!   tasks share.
 //! - The async connections' default response timeout is 500 ms: a LOCK.WAIT that blocks longer
-//!   fails on the client side while the server still has it queued. Set a response timeout longer
-//!   than the WAIT timeout (or none at all for `LOCK.WAIT … 0`).
+//!   fails on the client side while the server still has it queued. So each LOCK.WAIT blocks for
+//!   `--wait-ms` (300 ms, at most 400) and is sent again when it times out: the owner keeps its
+//!   place in line. A WAIT that the client gave up on anyway (a slow network or server) is sent
+//!   again too; if its late reply was a grant, the new WAIT answers ACQUIRED with the same token.
 //! - While the command runs, LOCK.EXTEND renews the lease every lease/3.
 
 use std::process::{ExitCode, ExitStatus, Stdio};
@@ -26,9 +29,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo, Value,
-};
+use redis::{Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
@@ -54,8 +55,9 @@ struct Args {
     /// Lease of the lock (and of our place in line) in ms; renewed every lease/3 while working.
     #[arg(long, default_value_t = 30_000)]
     lease_ms: u64,
-    /// How long one LOCK.WAIT blocks before we ask again (our place in line is kept); 0 = forever.
-    #[arg(long, default_value_t = 10_000)]
+    /// How long one LOCK.WAIT blocks before we ask again (our place in line is kept); below the
+    /// client's 500 ms response timeout, with room for the round trip.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=400))]
     wait_ms: u64,
     /// How long the server remembers the success, answering DONE to late nodes.
     #[arg(long, default_value_t = 600_000)]
@@ -97,20 +99,12 @@ fn parse_wait(reply: &Value) -> Result<Wait, String> {
 }
 
 async fn connect(args: &Args) -> redis::RedisResult<MultiplexedConnection> {
-    let mut redis_info = RedisConnectionInfo::default().set_protocol(ProtocolVersion::RESP3);
+    let mut redis_info = RedisConnectionInfo::default();
     if let Some(password) = &args.password {
         redis_info = redis_info.set_password(password);
     }
     let info = ConnectionAddr::Tcp(args.host.clone(), args.port).into_connection_info()?.set_redis_settings(redis_info);
-    // The default response timeout (500 ms) would cut every longer LOCK.WAIT short.
-    let response_timeout = match args.wait_ms {
-        0 => None,
-        ms => Some(Duration::from_millis(ms) + Duration::from_secs(5)),
-    };
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(response_timeout);
-    Client::open(info)?.get_multiplexed_async_connection_with_config(&config).await
+    Client::open(info)?.get_multiplexed_async_connection().await
 }
 
 /// Runs the work while renewing the lease. Err is a lost lock (the work was stopped).
@@ -170,15 +164,21 @@ async fn once(args: &Args) -> Result<u8, String> {
         connect(args).await.map_err(|err| format!("cannot connect to {}:{}: {err}", args.host, args.port))?;
     println!("{node}: WAITING key={}", args.key);
     let token = loop {
-        let reply: Value = redis::cmd("LOCK.WAIT")
+        let reply = redis::cmd("LOCK.WAIT")
             .arg(&args.key)
             .arg(node)
             .arg(args.wait_ms)
             .arg("PX")
             .arg(args.lease_ms)
-            .query_async(&mut conn)
-            .await
-            .map_err(|err| format!("LOCK.WAIT: {err}"))?;
+            .query_async::<Value>(&mut conn)
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            // The client gave up before the server answered: the connection stays open and drops
+            // the late reply, so this is a WAIT that timed out.
+            Err(err) if err.is_timeout() => Value::Nil,
+            Err(err) => return Err(format!("LOCK.WAIT: {err}")),
+        };
         match parse_wait(&reply)? {
             Wait::Acquired(token) => break token,
             Wait::Done { finisher, result } => {

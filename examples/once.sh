@@ -17,9 +17,11 @@
 # redis-cli runs for the whole operation as a coprocess: we write commands to its stdin, one per
 # line, and read its replies in CSV (one line per reply, strings quoted and escaped).
 # (The other way is to run the server with `--release-on-disconnect no` and rely on leases only.)
+# Each LOCK.WAIT blocks for --wait-ms at most and is sent again when it times out: the owner keeps
+# its place in line. redis-cli has no read timeout; each read here waits --wait-ms plus 5 s.
 set -uo pipefail
 
-host=127.0.0.1 port=6390 key='' node='' lease_ms=30000 wait_ms=10000 keep_ms=600000
+host=127.0.0.1 port=6390 key='' node='' lease_ms=30000 wait_ms=2000 keep_ms=600000
 password=${BATON_PASSWORD-}
 
 usage() {

@@ -11,9 +11,12 @@
 # Usage: scripts/bench.sh [--duration S] [--connections N] [--pipeline N] [--waiters N,N]
 #                         [--handoffs N] [--keys N] [--client-threads N] [--only w1,w2,...]
 #                         [--baton-threads N] [--results FILE] [--journal always|everysec|no]
-#                         [--runs N]
+#                         [--runs N] [--scale-max N] [--charts DIR]
 # With --runs N (default 1) every workload runs N times, the servers' order alternating; the table
 # shows medians and the median (lowest-highest) of the runs' baton ÷ Redis ratios.
+# The scale curves s1 (cycle latency vs locks held), s2 (hand-off latency vs owners in line,
+# baton only) and s3 (memory per lock vs locks held) run only when --only names them; --scale-max
+# skips their levels above N. --charts DIR also draws SVG charts of the results into DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,10 +31,12 @@ ONLY=w1,w2,w3,w4,w5,w6
 RESULTS=
 BATON_THREADS=       # baton --threads (default: one worker per core)
 RUNS=1
+SCALE_MAX=5000000    # largest level of s1-s3 (locks held, owners in line)
+CHARTS=              # --charts DIR: SVG charts of the results
 JOURNAL=no           # --journal POLICY: both servers journal, with --appendfsync POLICY
 FSYNC=everysec
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -47,6 +52,8 @@ while [ $# -gt 0 ]; do
         --baton-threads) BATON_THREADS=$2; shift 2 ;;
         --journal) JOURNAL=yes; FSYNC=$2; shift 2 ;;
         --runs) RUNS=$2; shift 2 ;;
+        --scale-max) SCALE_MAX=$2; shift 2 ;;
+        --charts) CHARTS=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -149,8 +156,9 @@ bench_one() {
     local port=$BATON_PORT extra=("${BATON_EXTRA[@]}")
     if [ "$target" = redis ]; then port=$REDIS_PORT; extra=("${REDIS_EXTRA[@]}"); fi
     log "$sub $* ($target)"
+    # QUANTILES lines (latency distributions, for --charts) go to the results file only.
     timeout 600 "$BENCH" "$sub" --target "$target" --port "$port" --threads "$CLIENT_THREADS" "$@" \
-        "${extra[@]}" | tee -a "$RESULTS" || FAILED+=("$sub $* ($target)")
+        "${extra[@]}" | tee -a "$RESULTS" | awk '!/^QUANTILES\t/' || FAILED+=("$sub $* ($target)")
 }
 # Odd runs measure baton first, even runs Redis first.
 bench_both() {
@@ -204,6 +212,9 @@ redis_benchmark() {
 
 wants() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
+# The levels of a scale curve up to --scale-max: levels N,N,...
+levels() { echo "$1" | tr ',' '\n' | awk -v max="$SCALE_MAX" '$1 <= max' | paste -sd, -; }
+
 # CPU time (user + system, clock ticks) process $1 has used.
 cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 
@@ -249,6 +260,22 @@ if wants w6; then
     bench_both_measuring_server memory --keys "$KEYS"
     stop_servers
 fi
+if wants s1 && [ -n "$(levels 1000,100000,1000000)" ]; then
+    start_servers
+    bench_both scale-held --levels "$(levels 1000,100000,1000000)" --duration "$DURATION"
+    stop_servers
+fi
+if wants s2 && [ -n "$(levels 10,10000,1000000)" ]; then
+    # Baton only: the Redis recipes keep no line of waiters.
+    start_servers
+    bench_one baton scale-queue --levels "$(levels 10,10000,1000000)"
+    stop_servers
+fi
+if wants s3 && [ -n "$(levels 10000,1000000,5000000)" ]; then
+    start_servers
+    bench_both_measuring_server scale-memory --levels "$(levels 10000,1000000,5000000)"
+    stop_servers
+fi
 done
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -262,9 +289,13 @@ echo "- Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: 
 echo "- Load average before / after: $LOAD_BEFORE / $LOAD_AFTER"
 echo "- baton $BUILT (as built at the start), $(rustc --version)"
 echo "- $(redis-server --version | cut -d' ' -f1-3), $(redis-benchmark --version 2>/dev/null | head -1 || true)"
-echo "- Command: scripts/bench.sh --duration $DURATION --connections $CONNECTIONS --pipeline $PIPELINE --waiters $WAITERS --handoffs $HANDOFFS --keys $KEYS --client-threads $CLIENT_THREADS --only $ONLY --runs $RUNS$( [ "$JOURNAL" = yes ] && echo " --journal $FSYNC")"
+echo "- Command: scripts/bench.sh --duration $DURATION --connections $CONNECTIONS --pipeline $PIPELINE --waiters $WAITERS --handoffs $HANDOFFS --keys $KEYS --client-threads $CLIENT_THREADS --only $ONLY --runs $RUNS --scale-max $SCALE_MAX$( [ "$JOURNAL" = yes ] && echo " --journal $FSYNC")$( [ -n "$CHARTS" ] && echo " --charts $CHARTS")"
 echo
 "$BENCH" table "$RESULTS"
+if [ -n "$CHARTS" ]; then
+    log "charts:"
+    "$BENCH" charts --out "$CHARTS" "$RESULTS" >&2 || FAILED+=("charts")
+fi
 if [ ${#FAILED[@]} -gt 0 ]; then
     log "FAILED: ${FAILED[*]}"
     exit 1

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The client compatibility tests: real Redis tools and client libraries against target/release/baton
 # (build it first: `cargo build --release --bins`; scripts/install-test-deps.sh installs the tools):
-# - pytest tests/clients: redis-cli (one-shot, --pipe, stdin scripts, interactive in tmux),
-#   redis-benchmark, redis-py sync/asyncio in RESP2/RESP3, and the examples/ recipes (shell,
-#   Python, Rust, Node) run as concurrent nodes;
-# - node --test tests/clients/node: ioredis;
+# - pytest tests/clients: redis-cli (one-shot, --pipe, stdin scripts, --scan, --bigkeys,
+#   --memkeys, --stat, interactive in tmux), redis-benchmark, redis-py and valkey-py sync/asyncio in
+#   RESP2/RESP3, the commands redis-commander sends when it loads, the examples/ recipes (shell,
+#   Python, Rust, Node, Go) run as concurrent nodes, and deploy/ (the systemd unit, the Grafana
+#   dashboard's metrics against a live server);
+# - node --test tests/clients/node: ioredis and node-redis, and their subscribers and monitors;
 # - cargo test --test clients: redis-rs sync and async.
 # Every suite starts its own servers on free loopback ports and stops them; each is bounded by a
 # timeout. Ends with `clients: N passed, M failed` and exits non-zero on any failure.
@@ -32,7 +34,7 @@ if ! cargo build --release --quiet --example once; then
 fi
 
 # --- redis-cli, redis-benchmark, redis-py, the recipes -------------------------------------------
-timeout --kill-after=10 300 python3 -m pytest tests/clients -q -ra --junitxml="$work/pytest.xml"
+timeout --kill-after=10 600 python3 -m pytest tests/clients -q -ra --junitxml="$work/pytest.xml"
 if [ -s "$work/pytest.xml" ]; then
     read -r total bad skipped < <(python3 - "$work/pytest.xml" <<'EOF'
 import sys, xml.etree.ElementTree as ET
@@ -50,16 +52,16 @@ else
     count pytest 0 1
 fi
 
-# --- ioredis ------------------------------------------------------------------------------------
-(cd tests/clients/node && timeout --kill-after=10 120 node --test --test-reporter=tap ioredis.test.mjs) >"$work/node.tap" 2>&1
+# --- ioredis, node-redis --------------------------------------------------------------------------
+(cd tests/clients/node && timeout --kill-after=10 180 node --test --test-reporter=tap ioredis.test.mjs node-redis.test.mjs pubsub.test.mjs) >"$work/node.tap" 2>&1
 node_status=$?
 cat "$work/node.tap"
 node_pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$work/node.tap" | tail -1)
 node_fail=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$work/node.tap" | tail -1)
 if [ -z "$node_pass" ] || { [ "$node_status" -ne 0 ] && [ "${node_fail:-0}" -eq 0 ]; }; then
-    count ioredis "${node_pass:-0}" 1
+    count node "${node_pass:-0}" 1
 else
-    count ioredis "$node_pass" "${node_fail:-0}"
+    count node "$node_pass" "${node_fail:-0}"
 fi
 
 # --- redis-rs -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::codec::Protocol;
 use crate::core::ConnId;
+use crate::outbox::Outbox;
 use crate::text::Escaped;
 
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub(crate) struct ClientEntry {
     resp3: AtomicBool,
     control: Mutex<Option<Control>>,
     control_sent: Notify,
+    /// Pub/sub messages and MONITOR lines for this connection.
+    pub(crate) outbox: Outbox,
 }
 
 /// Orders from other clients (CLIENT KILL / CLIENT UNBLOCK) to a connection task.
@@ -53,6 +56,31 @@ pub(crate) struct ClientState {
     pub blocked_on: Option<Bytes>,
     /// The user it authenticated as; None for the default user.
     pub user: Option<Arc<str>>,
+    /// Channels and patterns it is subscribed to.
+    pub subscriptions: usize,
+    pub pattern_subscriptions: usize,
+    pub monitor: bool,
+}
+
+impl ClientState {
+    /// CLIENT LIST's `TYPE pubsub`.
+    pub(crate) fn is_pubsub(&self) -> bool {
+        self.subscriptions + self.pattern_subscriptions > 0
+    }
+
+    /// CLIENT LIST's flags, in Redis's order: `O` monitor, `P` pub/sub, `b` blocked, else `N`.
+    fn flags(&self) -> String {
+        let mut flags = String::new();
+        for (set, flag) in [(self.monitor, 'O'), (self.is_pubsub(), 'P'), (self.blocked_on.is_some(), 'b')] {
+            if set {
+                flags.push(flag);
+            }
+        }
+        if flags.is_empty() {
+            flags.push('N');
+        }
+        flags
+    }
 }
 
 /// A command's Redis full name as CLIENT LIST's `cmd=` and errors show it: `ping`, `client|list`.
@@ -128,11 +156,10 @@ impl ClientEntry {
         let state = self.snapshot();
         let text =
             |value: &Option<Bytes>| value.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
-        let flags = if state.blocked_on.is_some() { "b" } else { "N" };
         let mut line = String::with_capacity(256);
         let _ = write!(
             line,
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 \
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub={} psub={} ssub=0 multi=-1 \
              qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} \
              user={} redir=-1 resp={} lib-name={} lib-ver={} lock={}",
             self.id,
@@ -141,7 +168,9 @@ impl ClientEntry {
             text(&state.name),
             now.saturating_duration_since(self.created).as_secs(),
             now.saturating_duration_since(state.last_active).as_secs(),
-            flags,
+            state.flags(),
+            state.subscriptions,
+            state.pattern_subscriptions,
             state.last_command.map_or_else(|| "NULL".to_owned(), |name| name.to_string()),
             state.user.as_deref().unwrap_or("default"),
             self.protocol().version(),
@@ -177,10 +206,14 @@ impl ClientRegistry {
                 last_active: now,
                 blocked_on: None,
                 user: None,
+                subscriptions: 0,
+                pattern_subscriptions: 0,
+                monitor: false,
             }),
             resp3: AtomicBool::new(false),
             control: Mutex::new(None),
             control_sent: Notify::new(),
+            outbox: Outbox::default(),
         });
         self.clients.lock().insert(id, Arc::clone(&entry));
         entry

@@ -41,6 +41,40 @@ impl AppendFsync {
     }
 }
 
+/// Redis's `client-output-buffer-limit` of one class: a client is disconnected as soon as what is
+/// queued for it passes `hard_bytes`, or once it has stayed over `soft_bytes` for
+/// `soft_duration`. 0 bytes is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimit {
+    pub hard_bytes: usize,
+    pub soft_bytes: usize,
+    pub soft_duration: std::time::Duration,
+}
+
+impl OutputLimit {
+    /// Redis's notation: `<hard> <soft> <soft seconds>`, the sizes in Redis's units (`32mb 8mb 60`).
+    pub fn parse(text: &str) -> Result<OutputLimit, String> {
+        let size = |word: &str| {
+            crate::memory::parse_size(word).and_then(|bytes| usize::try_from(bytes).map_err(|error| error.to_string()))
+        };
+        match text.split_whitespace().collect::<Vec<_>>()[..] {
+            [hard, soft, seconds] => Ok(OutputLimit {
+                hard_bytes: size(hard)?,
+                soft_bytes: size(soft)?,
+                soft_duration: std::time::Duration::from_secs(
+                    seconds.parse().map_err(|_| format!("'{seconds}' is not a whole number of seconds"))?,
+                ),
+            }),
+            _ => Err(format!("'{text}' is not '<hard limit> <soft limit> <soft seconds>' (e.g. '32mb 8mb 60')")),
+        }
+    }
+
+    /// As CONFIG GET shows it: bytes and seconds.
+    pub(crate) fn describe(&self) -> String {
+        format!("{} {} {}", self.hard_bytes, self.soft_bytes, self.soft_duration.as_secs())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -130,6 +164,20 @@ pub struct Config {
     /// client that never reads would otherwise pin its connection's buffers forever).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub output_stall_timeout_ms: u64,
+
+    /// Publish lock events (granted, handoff, released, done, expired, cancelled) to the pub/sub
+    /// channel `__lock__:<key>`, as Redis's keyspace notifications do; also `CONFIG SET
+    /// notify-lock-events yes|no`. Off by default: it costs every lock operation a little while
+    /// anyone subscribes.
+    #[arg(long, value_enum, default_value_t = YesNo::No, num_args = 0..=1, default_missing_value = "yes")]
+    pub notify_lock_events: YesNo,
+
+    /// Redis's `client-output-buffer-limit pubsub`, for subscribers and MONITOR clients: a client
+    /// that reads its messages slower than they come is disconnected once what is queued for it
+    /// passes the hard limit, or stays over the soft limit for the soft seconds. Sizes in Redis's
+    /// units; 0 turns a limit off.
+    #[arg(long, default_value = "32mb 8mb 60", value_parser = OutputLimit::parse)]
+    pub pubsub_output_buffer_limit: OutputLimit,
 
     /// Serve Prometheus metrics over HTTP at this address (e.g. 127.0.0.1:9390); off by default.
     #[arg(long)]
@@ -253,4 +301,34 @@ impl Config {
 /// `--shards` scale with.
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn output_limits_read_like_redis() {
+        let limit = OutputLimit::parse("32mb 8mb 60").unwrap();
+        assert_eq!(
+            limit,
+            OutputLimit { hard_bytes: 32 << 20, soft_bytes: 8 << 20, soft_duration: Duration::from_secs(60) }
+        );
+        assert_eq!(limit.describe(), "33554432 8388608 60", "CONFIG GET's form");
+        assert_eq!(OutputLimit::parse(" 0  0 0 ").unwrap().hard_bytes, 0);
+        assert!(OutputLimit::parse("32mb 8mb").is_err());
+        assert!(OutputLimit::parse("32mb 8mb x").is_err());
+        assert!(OutputLimit::parse("lots 8mb 60").is_err());
+    }
+
+    #[test]
+    fn notify_lock_events_is_off_unless_asked_for() {
+        let parse = |args: &[&str]| Config::parse_from(["baton"].iter().chain(args)).notify_lock_events;
+        assert_eq!(parse(&[]), YesNo::No);
+        assert_eq!(parse(&["--notify-lock-events"]), YesNo::Yes);
+        assert_eq!(parse(&["--notify-lock-events", "no"]), YesNo::No);
+        assert_eq!(parse(&["--notify-lock-events", "--port", "1"]), YesNo::Yes);
+    }
 }

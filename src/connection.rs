@@ -5,6 +5,7 @@
 //! the socket keeps being read so that a close is noticed at once and the waiter leaves the queue.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use crate::context::Shared;
 use crate::core::{WaitOutcome, WaitTicket};
 use crate::errors;
 use crate::journal::Lsn;
+use crate::outbox::Outbox;
 use crate::reply::Reply;
 use crate::session::Session;
 use crate::text::Escaped;
@@ -57,6 +59,8 @@ enum Exit {
     Shutdown,
     /// The client stopped reading its replies.
     OutputStalled,
+    /// What was queued for a subscriber or monitor passed `--pubsub-output-buffer-limit`.
+    OutputBufferLimit,
     ProtocolError(String),
     Io(std::io::Error),
 }
@@ -103,9 +107,10 @@ where
         unreleased: 0,
     };
     let exit = connection.run().await;
-    if !matches!(exit, Exit::OutputStalled) {
+    if !matches!(exit, Exit::OutputStalled | Exit::OutputBufferLimit) {
         let _ = connection.flush().await;
     }
+    connection.session.stop_listening(&shared);
     connection.session.release_all(&shared).await;
     shared.clients.unregister(id);
     match exit {
@@ -114,6 +119,14 @@ where
         }
         Exit::Killed => debug!(id, %addr, "client killed"),
         Exit::OutputStalled => warn!(id, %addr, "closing connection: client stopped reading its replies"),
+        Exit::OutputBufferLimit => {
+            shared.stats.output_buffer_limit_disconnections.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                id,
+                %addr,
+                "closing connection: messages for it passed --pubsub-output-buffer-limit (a subscriber or monitor reading too slowly)"
+            )
+        }
         Exit::ProtocolError(message) => {
             // Some protocol errors quote the offending byte, which may be a line break.
             warn!(id, %addr, error = %Escaped::log(message.as_bytes()), "closing connection after protocol error")
@@ -169,15 +182,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.shared.shutdown.is_cancelled() {
             return Err(Exit::Shutdown);
         }
+        let entry = Arc::clone(&self.session.entry);
         loop {
             tokio::select! {
                 input = self.framed.next() => return Ok(input),
-                control = self.session.entry.next_control() => match control {
+                control = entry.next_control() => match control {
                     Control::Kill => return Err(Exit::Killed),
                     Control::Shutdown => return Err(Exit::Shutdown),
                     // Not blocked: nothing to end.
                     Control::Unblock { .. } => {}
                 },
+                () = entry.outbox.ready(), if self.session.receives_pushes() => {
+                    self.deliver_pushes().await?;
+                    self.flush().await?;
+                }
+            }
+        }
+    }
+
+    /// Writes what was queued for this subscriber or monitor (see [`crate::outbox`]).
+    async fn deliver_pushes(&mut self) -> Result<(), Exit> {
+        loop {
+            let pushes = self.session.entry.outbox.take(WRITE_BATCH_BYTES).map_err(|_| Exit::OutputBufferLimit)?;
+            if pushes.is_empty() {
+                return Ok(());
+            }
+            for push in pushes {
+                self.send(push).await?;
             }
         }
     }
@@ -191,7 +222,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         self.await_journal().await;
         let feed = self.framed.feed((reply, self.session.protocol()));
-        self.write_watch.run(feed).await.map_err(|_| Exit::OutputStalled)?.map_err(Exit::from)
+        write_slowly(&self.write_watch, &self.session.entry.outbox, feed).await
     }
 
     /// Writes out the buffered replies; a timer is armed only if the socket cannot take them now.
@@ -201,7 +232,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if let Some(result) = (&mut flush).now_or_never() {
             return result.map_err(Exit::from);
         }
-        self.write_watch.run(flush).await.map_err(|_| Exit::OutputStalled)?.map_err(Exit::from)
+        write_slowly(&self.write_watch, &self.session.entry.outbox, flush).await
     }
 
     /// Holds the buffered replies back until the changes they report are in the journal.
@@ -234,6 +265,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if let Err(reply) = cmd::authorize(spec, &request.args, &self.session, &shared) {
             return self.send(reply).await;
         }
+        if self.session.in_subscribed_context() && !cmd::allowed_while_subscribed(spec) {
+            return self.send(Reply::error(errors::subscribed_context(&spec.full_name()))).await;
+        }
         let changes_locks = spec.is_write();
         if let Some(persistence) = &shared.persistence {
             if persistence.loading() && !spec.flags.contains(&"loading") {
@@ -243,17 +277,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return self.send(Reply::error(errors::misconf(&failure))).await;
             }
         }
-        let command = match Command::parse(spec, request.args, self.lock_limits) {
-            Ok(command) => command,
+        // Messages published before this command ran go out before its reply, as in Redis.
+        if self.session.receives_pushes() {
+            self.deliver_pushes().await?;
+        }
+        let monitor_line = if shared.monitors.active() {
+            cmd::pubsub::monitor_line(spec, &request.args, self.session.entry.addr)
+        } else {
+            None
+        };
+        let action = Command::parse(spec, request.args, self.lock_limits)
+            .map(|command| command.execute(&mut self.session, &shared));
+        // After the command ran, as Redis feeds its monitors: a RESET from a monitor is not its own.
+        if let Some(line) = monitor_line {
+            shared.monitors.feed(line);
+        }
+        let action = match action {
+            Ok(action) => action,
             Err(reply) => return self.send(reply).await,
         };
-        let action = command.execute(&mut self.session, &shared);
         if changes_locks {
             self.depends_on_journal();
         }
         self.framed.codec_mut().set_authenticated(self.session.authenticated());
         match action {
             Action::Reply(reply) => self.send(reply).await,
+            Action::Replies(replies) => {
+                for reply in replies {
+                    self.send(reply).await?;
+                }
+                Ok(())
+            }
             Action::ReplyAfterHandoff(reply) => {
                 tokio::task::yield_now().await;
                 self.send(reply).await
@@ -322,6 +376,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             TimedOut,
             Input(Input),
             Control(Control),
+            Pushes,
         }
         let outcome = loop {
             // A client that has gone, or been killed, is looked at before an answer that arrived
@@ -334,9 +389,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 control = entry.next_control() => Wake::Control(control),
                 answer = &mut ticket.receiver => Wake::Answer(answer),
                 () = sleep_until(deadline) => Wake::TimedOut,
+                // A RESP3 subscriber (or a monitor) hears its messages while it waits.
+                () = entry.outbox.ready(), if self.session.receives_pushes() => Wake::Pushes,
             };
             let now = shared.clock.now();
             match wake {
+                Wake::Pushes => {
+                    let delivered = match self.deliver_pushes().await {
+                        Ok(()) => self.flush().await,
+                        Err(exit) => Err(exit),
+                    };
+                    if let Err(exit) = delivered {
+                        shared.core.wait_abandoned(ticket, now);
+                        break Err(exit);
+                    }
+                }
                 Wake::Answer(Ok(outcome)) => break Ok(answer(outcome)),
                 // The owner was cancelled out of the queue (LOCK.CANCEL): it ends like a timeout.
                 Wake::Answer(Err(_)) => break Ok((Reply::NilArray, None)),
@@ -391,6 +458,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         entry.update(|state| state.blocked_on = None);
         shared.stats.blocked_clients.fetch_sub(1, Ordering::Relaxed);
         outcome
+    }
+}
+
+/// A write the socket could not take at once: the client is cut off if it stops reading for the
+/// stall timeout, or as soon as what is queued for it (a subscriber, a monitor) passes its
+/// output-buffer limit meanwhile.
+async fn write_slowly(
+    watch: &WriteWatch,
+    outbox: &Outbox,
+    write: impl Future<Output = Result<(), CodecError>>,
+) -> Result<(), Exit> {
+    tokio::select! {
+        written = watch.run(write) => written.map_err(|_| Exit::OutputStalled)?.map_err(Exit::from),
+        () = outbox.overflowed() => Err(Exit::OutputBufferLimit),
     }
 }
 

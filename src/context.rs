@@ -3,6 +3,7 @@
 //! sessions and connections can all reach it without reaching up into the server that owns it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -13,7 +14,9 @@ use crate::clients::ClientRegistry;
 use crate::config::Config;
 use crate::core::{Clock, LockCore};
 use crate::metrics::{Figures, Metrics};
+use crate::monitor::Monitors;
 use crate::persistence::Persistence;
+use crate::pubsub::PubSub;
 
 /// Server-wide counters for INFO.
 #[derive(Debug, Default)]
@@ -22,6 +25,8 @@ pub(crate) struct ServerStats {
     pub(crate) total_commands_processed: AtomicU64,
     pub(crate) rejected_connections: AtomicU64,
     pub(crate) blocked_clients: AtomicU64,
+    /// Subscribers and monitors cut off for passing `--pubsub-output-buffer-limit`.
+    pub(crate) output_buffer_limit_disconnections: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -37,6 +42,9 @@ pub(crate) struct Shared {
     pub(crate) acl: Acl,
     /// The journal; None with `--appendonly no`.
     pub(crate) persistence: Option<Persistence>,
+    /// Also the core's observer, for the lock events.
+    pub(crate) pubsub: Arc<PubSub>,
+    pub(crate) monitors: Monitors,
 }
 
 impl Shared {
@@ -46,6 +54,7 @@ impl Shared {
             &self.stats.total_connections_received,
             &self.stats.total_commands_processed,
             &self.stats.rejected_connections,
+            &self.stats.output_buffer_limit_disconnections,
         ] {
             counter.store(0, Ordering::Relaxed);
         }

@@ -24,9 +24,10 @@ pub(crate) const CLIENT_INFO_SPACES: &str =
     "ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.";
 pub(crate) const UNBLOCK_MODE: &str = "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR";
 pub(crate) const INVALID_CLIENT_ID: &str = "ERR Invalid client ID";
-pub(crate) const CONFIG_SET_UNSUPPORTED: &str =
-    "ERR CONFIG SET is not supported: restart baton with the matching --flag";
+pub(crate) const INVALID_CURSOR: &str = "ERR invalid cursor";
 pub(crate) const UNBLOCKED: &str = "UNBLOCKED client unblocked via CLIENT UNBLOCK";
+pub(crate) const PUBLISH_LOCK_CHANNEL: &str =
+    "ERR the __lock__: channels carry the server's lock events (--notify-lock-events): PUBLISH to them is refused";
 
 pub(crate) const PROTO_INVALID_MULTIBULK_LEN: &str = "ERR Protocol error: invalid multibulk length";
 pub(crate) const PROTO_INVALID_BULK_LEN: &str = "ERR Protocol error: invalid bulk length";
@@ -83,6 +84,31 @@ pub(crate) fn unknown_client_type(kind: &[u8]) -> String {
     format!("ERR Unknown client type '{}'", printable(kind, 128))
 }
 
+pub(crate) fn config_set_unknown(name: &[u8]) -> String {
+    format!("ERR Unknown option or number of arguments for CONFIG SET - '{}'", printable(name, 128))
+}
+
+pub(crate) fn config_set_failed(name: &[u8], why: &str) -> String {
+    format!("ERR CONFIG SET failed (possibly related to argument '{}') - {why}", printable(name, 128))
+}
+
+/// A parameter CONFIG GET shows but only the command line sets.
+pub(crate) fn config_set_fixed(name: &[u8]) -> String {
+    config_set_failed(name, "baton takes it from its command line: restart baton with the matching --flag")
+}
+
+/// Redis's answer to a command a RESP2 client may not run while subscribed.
+pub(crate) fn subscribed_context(command: &str) -> String {
+    format!(
+        "ERR Can't execute '{command}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+    )
+}
+
+/// SCAN's TYPE names no type Redis or baton knows (Redis 7.4's words).
+pub(crate) fn unknown_type_name(name: &[u8]) -> String {
+    format!("ERR unknown type name '{}'", printable(name, 128))
+}
+
 pub(crate) fn wrong_arity(command: &str) -> String {
     format!("ERR wrong number of arguments for '{command}' command")
 }
@@ -108,6 +134,7 @@ pub(crate) fn count_out_of_range(max: usize) -> String {
 }
 
 pub(crate) const NOPERM_KEY: &str = "NOPERM No permissions to access a key";
+pub(crate) const NOPERM_CHANNEL: &str = "NOPERM No permissions to access a channel";
 pub(crate) const ACL_NO_FILE: &str = "ERR This Redis instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Redis configuration file set) in order to store users in the Redis configuration.";
 pub(crate) const ACL_DEFAULT_UNDELETABLE: &str = "ERR The 'default' user cannot be removed";
 pub(crate) const ACL_BAD_USERNAME: &str = "ERR Usernames can't contain spaces or null characters";
@@ -119,6 +146,7 @@ pub(crate) const ACL_RULE_UNKNOWN_COMMAND: &str = "Unknown command or category n
 pub(crate) const ACL_RULE_BAD_HASH: &str =
     "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters";
 pub(crate) const ACL_RULE_NO_SUCH_PASSWORD: &str = "The password you are trying to remove from the user does not exist";
+pub(crate) const ACL_RULE_CHANNEL_AFTER_ALL: &str = "Adding a pattern after the * pattern (or the 'allchannels' flag) is not valid and does not have any effect. Try 'resetchannels' to start with an empty list of channels";
 
 /// Redis 7.2's text: it names the user, so that an operator reading a client's log sees which
 /// user lacks the permission.
@@ -168,6 +196,10 @@ pub(crate) fn dryrun_no_command(command: &str) -> String {
 
 pub(crate) fn dryrun_no_key(key: &[u8]) -> String {
     format!("This user has no permissions to access the '{}' key", printable(key, 128))
+}
+
+pub(crate) fn dryrun_no_channel(channel: &[u8]) -> String {
+    format!("This user has no permissions to access the '{}' channel", printable(channel, 128))
 }
 
 /// Error texts must stay on one line and stay readable, whatever bytes a client sent.

@@ -5,7 +5,9 @@
 //! 1. [`config`], `errors`, [`logging`], [`memory`] (the allocator and its figures) and [`core`]
 //!    (the sharded lock table, free of I/O);
 //! 2. [`codec`] (RESP framing), `reply` (where outcomes become replies), `clients` (the registry
-//!    behind CLIENT LIST), `acl` (users and permissions), `metrics` and `write_progress`;
+//!    behind CLIENT LIST), `acl` (users and permissions), `metrics`, `write_progress`, and what
+//!    the server sends unasked: `outbox` (each connection's queue of it), `pubsub` (channels,
+//!    subscribers, the lock events) and `monitor` (MONITOR);
 //! 3. `context`: what every connection shares;
 //! 4. `session`: one connection's state;
 //! 5. `cmd`: requests parsed into typed commands and executed;
@@ -36,8 +38,11 @@ mod journal;
 pub mod logging;
 pub mod memory;
 mod metrics;
+mod monitor;
+mod outbox;
 mod owner;
 mod persistence;
+mod pubsub;
 mod reply;
 pub mod server;
 mod session;

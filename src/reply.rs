@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use crate::core::{Completion, ExtendOutcome, HolderInfo, KeyInfo, TryOutcome, UnlockOutcome, WaitOutcome};
+use crate::core::{Completion, ExtendOutcome, HolderInfo, KeyInfo, ScanPage, TryOutcome, UnlockOutcome, WaitOutcome};
 use crate::errors;
 use crate::owner;
 
@@ -25,6 +25,9 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// A map in RESP3, a flat key/value array in RESP2.
     Map(Vec<(Reply, Reply)>),
+    /// Out-of-band data (pub/sub messages and confirmations): a push (`>`) in RESP3, an array in
+    /// RESP2.
+    Push(Vec<Reply>),
 }
 
 impl Reply {
@@ -150,6 +153,16 @@ impl From<KeyInfo> for Reply {
             (field("keep_ms"), keep_ms),
             (field("last_failure"), Reply::bulk_or_nil(info.last_failure.as_deref())),
             (field("grants_paused_ms"), to_int(info.grants_paused_ms)),
+        ])
+    }
+}
+
+/// SCAN's reply: the next cursor as a bulk string, then the keys.
+impl From<ScanPage> for Reply {
+    fn from(page: ScanPage) -> Reply {
+        Reply::Array(vec![
+            Reply::bulk(page.cursor.to_string()),
+            Reply::Array(page.keys.iter().map(Reply::bulk).collect()),
         ])
     }
 }

@@ -24,7 +24,7 @@ use crate::cmd::table;
 use crate::config::Config;
 use crate::connection;
 use crate::context::{ServerStats, Shared};
-use crate::core::{Clock, CoreSettings, LockCore, token_seed};
+use crate::core::{Clock, CoreSettings, LockCore, LockObserver, token_seed};
 use crate::errors;
 use crate::event_loops::EventLoops;
 use crate::fd_limit::{self, RESERVED_FDS};
@@ -32,7 +32,9 @@ use crate::http::{self, HttpLimits};
 use crate::journal::Recovery;
 use crate::memory;
 use crate::metrics::{Metrics, OPS_SAMPLE_INTERVAL, Prometheus};
+use crate::monitor::Monitors;
 use crate::persistence::{self, Persistence};
+use crate::pubsub::PubSub;
 use crate::tls;
 
 pub struct Server {
@@ -87,7 +89,7 @@ impl Server {
             Some(listener) => listener.local_addr()?,
             None => SocketAddr::new(config.bind, 0),
         };
-        let core = LockCore::new(
+        let mut core = LockCore::new(
             CoreSettings {
                 default_lease_ms: config.lease_ms,
                 max_lease_ms: config.max_lease_ms,
@@ -96,6 +98,9 @@ impl Server {
             },
             token_seed(config.wall_clock_offset_ms),
         );
+        let pubsub = Arc::new(PubSub::new(config.notify_lock_events.enabled(), config.pubsub_output_buffer_limit));
+        core.set_observer(Arc::clone(&pubsub) as Arc<dyn LockObserver>);
+        let monitors = Monitors::new(config.pubsub_output_buffer_limit);
         let shared = Arc::new(Shared {
             config,
             core,
@@ -108,6 +113,8 @@ impl Server {
             metrics: Metrics::new(),
             acl,
             persistence,
+            pubsub,
+            monitors,
         });
         let loops = EventLoops::start(shared.config.event_loop_count())?;
         Ok(Server { listener, tls, metrics, shared, recovery, loops })

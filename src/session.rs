@@ -1,8 +1,10 @@
 //! Per-connection state that commands read and change: protocol version, its user and whether it
-//! has authenticated, name, and the locks this connection holds (so its close can release them).
+//! has authenticated, name, the locks this connection holds (so its close can release them), and
+//! what it listens to (pub/sub channels and patterns, MONITOR).
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use hashbrown::HashSet;
 
 use crate::acl::User;
@@ -10,6 +12,7 @@ use crate::clients::ClientEntry;
 use crate::codec::Protocol;
 use crate::context::Shared;
 use crate::core::ConnId;
+use crate::pubsub::Kind;
 
 pub(crate) struct Session {
     pub(crate) entry: Arc<ClientEntry>,
@@ -21,12 +24,24 @@ pub(crate) struct Session {
     /// release. Pruned of keys it is no longer bound to.
     bound: HashSet<Arc<[u8]>>,
     prune_at: usize,
+    channels: HashSet<Bytes>,
+    patterns: HashSet<Bytes>,
+    monitoring: bool,
 }
 
 impl Session {
     pub(crate) fn new(entry: Arc<ClientEntry>, shared: &Shared) -> Session {
         let (user, authenticated) = starting_user(shared);
-        Session { entry, user, authenticated, bound: HashSet::new(), prune_at: 64 }
+        Session {
+            entry,
+            user,
+            authenticated,
+            bound: HashSet::new(),
+            prune_at: 64,
+            channels: HashSet::new(),
+            patterns: HashSet::new(),
+            monitoring: false,
+        }
     }
 
     pub(crate) fn user(&self) -> &Arc<User> {
@@ -88,8 +103,95 @@ impl Session {
         }
     }
 
+    fn subscriptions_of(&mut self, kind: Kind) -> &mut HashSet<Bytes> {
+        match kind {
+            Kind::Channel => &mut self.channels,
+            Kind::Pattern => &mut self.patterns,
+        }
+    }
+
+    /// How many channels and patterns this connection is subscribed to.
+    pub(crate) fn subscription_count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+
+    /// Whether the server may send this connection what it did not ask for: pub/sub messages,
+    /// MONITOR lines.
+    pub(crate) fn receives_pushes(&self) -> bool {
+        self.monitoring || self.subscription_count() > 0
+    }
+
+    /// Redis's RESP2 subscribed mode: replies and messages share one stream, so only the pub/sub
+    /// commands, PING, QUIT and RESET may run.
+    pub(crate) fn in_subscribed_context(&self) -> bool {
+        self.subscription_count() > 0 && self.protocol() == Protocol::Resp2
+    }
+
+    /// SUBSCRIBE or PSUBSCRIBE `name` (again is no change). Returns the count of subscriptions.
+    pub(crate) fn subscribe(&mut self, kind: Kind, name: Bytes, shared: &Shared) -> usize {
+        if !self.subscriptions_of(kind).contains(&name) {
+            // Open before subscribing, so that no message in between is turned away.
+            self.entry.outbox.open();
+            shared.pubsub.subscribe(kind, name.clone(), &self.entry);
+            self.subscriptions_of(kind).insert(name);
+            self.listening_changed();
+        }
+        self.subscription_count()
+    }
+
+    /// UNSUBSCRIBE or PUNSUBSCRIBE `name` (if subscribed). Returns the count of subscriptions.
+    pub(crate) fn unsubscribe(&mut self, kind: Kind, name: &[u8], shared: &Shared) -> usize {
+        if self.subscriptions_of(kind).remove(name) {
+            shared.pubsub.unsubscribe(kind, name, self.id());
+            self.listening_changed();
+        }
+        self.subscription_count()
+    }
+
+    /// What UNSUBSCRIBE or PUNSUBSCRIBE with no arguments leaves.
+    pub(crate) fn subscriptions(&self, kind: Kind) -> Vec<Bytes> {
+        let names = if kind == Kind::Channel { &self.channels } else { &self.patterns };
+        names.iter().cloned().collect()
+    }
+
+    /// MONITOR.
+    pub(crate) fn start_monitoring(&mut self, shared: &Shared) {
+        if !self.monitoring {
+            self.entry.outbox.open();
+            shared.monitors.add(&self.entry);
+            self.monitoring = true;
+            self.listening_changed();
+        }
+    }
+
+    /// RESET or close: every subscription ends, and so does MONITOR.
+    pub(crate) fn stop_listening(&mut self, shared: &Shared) {
+        for kind in [Kind::Channel, Kind::Pattern] {
+            for name in std::mem::take(self.subscriptions_of(kind)) {
+                shared.pubsub.unsubscribe(kind, &name, self.id());
+            }
+        }
+        if std::mem::take(&mut self.monitoring) {
+            shared.monitors.remove(self.id());
+        }
+        self.listening_changed();
+    }
+
+    /// Shows what this connection listens to in CLIENT LIST, and turns away what it no longer does.
+    fn listening_changed(&self) {
+        if !self.receives_pushes() {
+            self.entry.outbox.close();
+        }
+        self.entry.update(|state| {
+            state.subscriptions = self.channels.len();
+            state.pattern_subscriptions = self.patterns.len();
+            state.monitor = self.monitoring;
+        });
+    }
+
     /// RESET: back to a fresh connection's state.
     pub(crate) fn reset(&mut self, shared: &Shared) {
+        self.stop_listening(shared);
         (self.user, self.authenticated) = starting_user(shared);
         self.entry.update(|state| state.user = None);
         self.entry.set_protocol(Protocol::Resp2);

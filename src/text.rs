@@ -3,7 +3,7 @@
 //! fields with spaces, so a key holding either could forge a field or a whole line; such bytes
 //! are written as escapes instead.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 /// How much of one value a log line shows. A client may send values of up to
 /// `--max-result-bytes` (64 KiB by default); logged whole, one client could write hundreds of MB/s
@@ -65,9 +65,42 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// Redis's `sdscatrepr`, as MONITOR quotes each argument: in double quotes, with `\\`, `\"`,
+/// `\n`, `\r`, `\t`, `\a`, `\b`, and `\xHH` for any other byte that is not printable ASCII.
+pub(crate) struct Quoted<'a>(pub(crate) &'a [u8]);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_char('"')?;
+        for &byte in self.0 {
+            match byte {
+                b'\\' => f.write_str("\\\\")?,
+                b'"' => f.write_str("\\\"")?,
+                b'\n' => f.write_str("\\n")?,
+                b'\r' => f.write_str("\\r")?,
+                b'\t' => f.write_str("\\t")?,
+                0x07 => f.write_str("\\a")?,
+                0x08 => f.write_str("\\b")?,
+                b' '..=b'~' => f.write_char(char::from(byte))?,
+                _ => write!(f, "\\x{byte:02x}")?,
+            }
+        }
+        f.write_char('"')
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Escaped, LOG_VALUE_BYTES};
+    use super::{Escaped, LOG_VALUE_BYTES, Quoted};
+
+    #[test]
+    fn quoted_follows_redis_sdscatrepr() {
+        // What Redis 7's MONITOR showed for `SET a"b <01 0a 5c ff>`.
+        assert_eq!(Quoted(b"a\"b").to_string(), r#""a\"b""#);
+        assert_eq!(Quoted(b"\x01\n\\\xff").to_string(), r#""\x01\n\\\xff""#);
+        assert_eq!(Quoted(b"\r\t\x07\x08 ~").to_string(), r#""\r\t\a\b ~""#);
+        assert_eq!(Quoted(b"").to_string(), r#""""#);
+    }
 
     #[test]
     fn fields_escape_separators_and_non_ascii() {

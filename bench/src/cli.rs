@@ -43,6 +43,17 @@ pub struct Common {
     pub io_timeout_s: u64,
 }
 
+/// The connections that build a workload's state (held locks, places in line).
+#[derive(Args, Debug, Clone, Copy)]
+pub struct Takers {
+    /// Connections taking the locks (or places), each keeping them while open.
+    #[arg(long = "connections", default_value_t = 4)]
+    pub connections: usize,
+    /// Requests per pipelined batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// W1: uncontended acquire/release cycles on distinct keys.
@@ -115,17 +126,86 @@ pub enum Command {
         pid: u32,
         #[arg(long, default_value_t = 1_000_000)]
         keys: usize,
-        #[arg(long, default_value_t = 4)]
-        connections: usize,
-        /// Requests per pipelined batch.
+        #[command(flatten)]
+        takers: Takers,
+    },
+    /// S1: TRY+UNLOCK latency (W1's cycle, 1 connection, unpipelined) with more and more other
+    /// locks held.
+    ScaleHeld {
+        #[command(flatten)]
+        common: Common,
+        /// Comma-separated counts of other locks held, taken in ascending order.
+        #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
+        levels: Vec<usize>,
+        #[command(flatten)]
+        takers: Takers,
+        /// Measured seconds per level (after the warm-up).
+        #[arg(long, default_value_t = 2.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 0.5)]
+        warmup: f64,
+    },
+    /// S2 (baton only): hand-off latency with more and more owners queued on the key.
+    ScaleQueue {
+        #[command(flatten)]
+        common: Common,
+        /// Comma-separated counts of owners in line, head included, in ascending order.
+        #[arg(long, value_delimiter = ',', default_value = "10,10000,1000000")]
+        levels: Vec<usize>,
+        #[command(flatten)]
+        takers: Takers,
+        /// Measured hand-offs per level.
         #[arg(long, default_value_t = 1000)]
-        batch: usize,
+        handoffs: u64,
+        /// Stop a level's hand-offs after this many seconds.
+        #[arg(long, default_value_t = 10.0)]
+        max_seconds: f64,
+    },
+    /// S3: RSS growth per held lock at more and more held locks.
+    ScaleMemory {
+        #[command(flatten)]
+        common: Common,
+        /// Server PID (RSS is read from /proc/PID/status).
+        #[arg(long)]
+        pid: u32,
+        /// Comma-separated counts of held locks, taken in ascending order.
+        #[arg(long, value_delimiter = ',', default_value = "10000,1000000,5000000")]
+        levels: Vec<usize>,
+        #[command(flatten)]
+        takers: Takers,
     },
     /// Renders RESULT lines (from files or stdin) as Markdown tables.
     Table {
         /// Files with RESULT lines; other lines are ignored.
         files: Vec<PathBuf>,
     },
+    /// Draws SVG charts from RESULT and QUANTILES lines (from files or stdin) into a directory.
+    Charts {
+        /// Directory for the SVG files (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Files with RESULT lines; other lines are ignored.
+        files: Vec<PathBuf>,
+    },
     /// Prints a free TCP port on 127.0.0.1.
     FreePort,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+        let parsed =
+            Cli::try_parse_from(["baton-bench", "scale-memory", "--target", "redis", "--port", "1", "--pid", "2"]);
+        let Ok(Cli { command: Command::ScaleMemory { levels, takers, .. } }) = parsed else {
+            panic!("scale-memory did not parse: {parsed:?}");
+        };
+        assert_eq!(levels, [10_000, 1_000_000, 5_000_000]);
+        assert_eq!((takers.connections, takers.batch), (4, 1000));
+    }
 }

@@ -73,21 +73,25 @@ pub async fn load_script(conn: &mut Connection, script: &str) -> Res<Vec<u8>> {
     }
 }
 
-/// Number of blocked waiters on `key` according to LOCK.INFO.
-async fn blocked_on(conn: &mut Connection, key: &[u8]) -> Res<i64> {
-    let reply = conn.call(&[b"LOCK.INFO", key]).await?;
+/// One field of `key`'s LOCK.INFO, its queue listed up to `count` owners.
+pub async fn info_field(conn: &mut Connection, key: &[u8], count: usize, field: &str) -> Res<Resp> {
+    let count = count.to_string();
+    let reply = conn.call(&[b"LOCK.INFO", key, b"COUNT", count.as_bytes()]).await?;
     let Resp::Array(items) = &reply else {
         return fail(format!("LOCK.INFO answered {reply}"));
     };
-    for pair in items.chunks(2) {
-        if pair.len() == 2
-            && pair[0].bulk_is("blocked")
-            && let Resp::Int(count) = pair[1]
-        {
-            return Ok(count);
-        }
+    match items.chunks(2).find(|pair| pair.len() == 2 && pair[0].bulk_is(field)) {
+        Some(pair) => Ok(pair[1].clone()),
+        None => fail(format!("LOCK.INFO has no '{field}' field: {reply}")),
     }
-    fail(format!("LOCK.INFO has no 'blocked' field: {reply}"))
+}
+
+/// Number of blocked waiters on `key` according to LOCK.INFO.
+async fn blocked_on(conn: &mut Connection, key: &[u8]) -> Res<i64> {
+    match info_field(conn, key, 0, "blocked").await? {
+        Resp::Int(count) => Ok(count),
+        other => fail(format!("LOCK.INFO's 'blocked' is {other}")),
+    }
 }
 
 /// Polls until `want` waiters are blocked on `key` (baton) or subscribed to `channel` (Redis).

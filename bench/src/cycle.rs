@@ -20,10 +20,7 @@ pub async fn cycle(
     pid: Option<u32>,
 ) -> Res<()> {
     let target = common.target;
-    let sha = match target {
-        Target::Redis => Some(load_script(&mut client::open(common).await?, CAD_LUA).await?),
-        Target::Baton => None,
-    };
+    let sha = release_script(common).await?;
     let conns = open_many(common, connections).await?;
     let start = now_ns();
     let measure_from = start + secs_ns(warmup);
@@ -64,7 +61,17 @@ pub async fn cycle(
     Ok(())
 }
 
-async fn cycle_conn(
+/// The Redis side's compare-and-delete, loaded (baton needs none).
+pub async fn release_script(common: &Common) -> Res<Option<Vec<u8>>> {
+    match common.target {
+        Target::Redis => Ok(Some(load_script(&mut client::open(common).await?, CAD_LUA).await?)),
+        Target::Baton => Ok(None),
+    }
+}
+
+/// Cycles on keys `cycle:<index>:*` until `end`; returns the cycles that started at
+/// `measure_from` or later and ended by `end`, and their latencies.
+pub async fn cycle_conn(
     mut conn: Connection,
     target: Target,
     index: usize,

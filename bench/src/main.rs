@@ -10,20 +10,29 @@
 //! `RESULT <id> <target> <value> <better> <workload label> <metric label>`
 //! where `better` is `higher`, `lower` or `none`.
 //!
-//! Layout: `cli` (flags), `client` (the RESP client as the workloads use it), one module per
-//! workload (`cycle` W1, `handoff` W3, `fanout` W4, `contended` W5 with its FIFO check in `fifo`,
-//! `memory` W6), `stats` (time, histograms), `report` (RESULT lines and the table). W2 is
+//! Latency histograms also get a `QUANTILES <id> <target> <q>:<µs> …` line (their distribution,
+//! for the charts).
+//!
+//! Layout: `cli` (flags), `client` (the RESP client as the workloads use it), `fill` (connections
+//! that build up held locks or places in line), one module per workload (`cycle` W1, `handoff`
+//! W3, `fanout` W4, `contended` W5 with its FIFO check in `fifo`, `memory` W6 and the S3 scale
+//! curve, `scale` the S1 and S2 scale curves), `stats` (time, histograms), `report` (RESULT lines
+//! and the table), `results` (reading the lines back), `charts` (SVG charts of them). W2 is
 //! redis-benchmark, run by scripts/bench.sh.
 
+mod charts;
 mod cli;
 mod client;
 mod contended;
 mod cycle;
 mod fanout;
 mod fifo;
+mod fill;
 mod handoff;
 mod memory;
 mod report;
+mod results;
+mod scale;
 mod stats;
 
 use std::error::Error;
@@ -47,8 +56,11 @@ pub fn main() -> std::process::ExitCode {
         | Command::Handoff { common, .. }
         | Command::Fanout { common, .. }
         | Command::Contended { common, .. }
-        | Command::Memory { common, .. } => common.threads,
-        Command::Table { .. } | Command::FreePort => 1,
+        | Command::Memory { common, .. }
+        | Command::ScaleHeld { common, .. }
+        | Command::ScaleQueue { common, .. }
+        | Command::ScaleMemory { common, .. } => common.threads,
+        Command::Table { .. } | Command::Charts { .. } | Command::FreePort => 1,
     };
     let mut builder = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -106,16 +118,36 @@ pub async fn run(command: Command) -> Res<()> {
             };
             contended::contended(&common, settings).await
         }
-        Command::Memory { common, pid, keys, connections, batch } => {
-            memory::memory(&common, pid, keys, connections.max(1), batch.max(1)).await
+        Command::Memory { common, pid, keys, takers } => memory::memory(&common, pid, keys, takers).await,
+        Command::ScaleHeld { common, levels, takers, duration, warmup } => {
+            scale::held_latency(&common, &ascending(levels), takers, duration, warmup).await
+        }
+        Command::ScaleQueue { common, levels, takers, handoffs, max_seconds } => {
+            scale::queue_handoff(&common, &ascending(levels), takers, handoffs, max_seconds).await
+        }
+        Command::ScaleMemory { common, pid, levels, takers } => {
+            memory::memory_scale(&common, pid, &ascending(levels), takers).await
         }
         Command::Table { files } => report::table(&files),
+        Command::Charts { out, files } => {
+            for path in charts::write_all(&results::parse(&results::read(&files)?)?, &out)? {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
         Command::FreePort => {
             let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
             println!("{}", listener.local_addr()?.port());
             Ok(())
         }
     }
+}
+
+/// A scale workload's levels: each builds on the one before.
+fn ascending(mut levels: Vec<usize>) -> Vec<usize> {
+    levels.sort_unstable();
+    levels.dedup();
+    levels
 }
 
 /// Waits for every task; the first error (or panic) among them is the run's.

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use hdrhistogram::Histogram;
 
+use crate::Res;
 use crate::cli::Target;
+use crate::results::{self, Figure, median, spread};
 use crate::stats::quantile_us;
-use crate::{Res, fail};
 
 #[derive(Clone, Copy)]
 pub enum Better {
@@ -32,8 +33,17 @@ pub fn note(message: impl fmt::Display) {
     eprintln!("baton-bench: {message}");
 }
 
-/// p50/p99/p99.9 rows for a latency histogram.
+/// A histogram's distribution for the charts (the table skips it):
+/// `QUANTILES <id> <target> <q>:<µs> <q>:<µs> …` at every percent, and the tail in finer steps.
+fn quantiles_line(id: &str, target: Target, hist: &Histogram<u64>) -> String {
+    let quantiles = (0..100).map(|percent| f64::from(percent) / 100.0).chain([0.995, 0.999, 0.9995, 0.9999, 1.0]);
+    let points: Vec<String> = quantiles.map(|q| format!("{q}:{}", quantile_us(hist, q))).collect();
+    format!("QUANTILES\t{id}\t{target}\t{}", points.join(" "))
+}
+
+/// p50/p99/p99.9 rows for a latency histogram, and its `QUANTILES` line.
 pub fn emit_latencies(id: &str, target: Target, hist: &Histogram<u64>, workload: &str, what: &str) {
+    println!("{}", quantiles_line(id, target, hist));
     for (suffix, q, label) in [("p50", 0.5, "p50"), ("p99", 0.99, "p99"), ("p999", 0.999, "p99.9")] {
         emit(
             &format!("{id}.{suffix}"),
@@ -59,6 +69,18 @@ struct Row {
 }
 
 impl Row {
+    fn of(figure: Figure) -> Row {
+        Row {
+            baton: median(&figure.values(Target::Baton)),
+            redis: median(&figure.values(Target::Redis)),
+            ratios: figure.ratios(),
+            id: figure.id,
+            workload: figure.workload,
+            metric: figure.metric,
+            better: figure.better,
+        }
+    }
+
     /// The median of the runs' ratios (not the ratio of the medians: each run pairs two
     /// servers measured side by side under the same noise).
     fn ratio(&self) -> Option<f64> {
@@ -71,56 +93,6 @@ impl Row {
         };
         let (low, high) = spread(&self.ratios);
         if self.ratios.len() > 1 { format!("{ratio:.2}× ({low:.2}–{high:.2})") } else { format!("{ratio:.2}×") }
-    }
-}
-
-fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    match sorted.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(sorted[middle]),
-        _ => Some((sorted[middle - 1] + sorted[middle]) / 2.0),
-    }
-}
-
-fn spread(values: &[f64]) -> (f64, f64) {
-    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (low, high)
-}
-
-/// One figure's values per run: `RUN <n>` lines (written by `scripts/bench.sh --runs`) start a
-/// run; figures before any are run 0.
-struct Measured {
-    id: String,
-    workload: String,
-    metric: String,
-    better: String,
-    runs: Vec<RunValues>,
-}
-
-/// A run's number and its baton and Redis values.
-type RunValues = (usize, Option<f64>, Option<f64>);
-
-impl Measured {
-    fn into_row(self) -> Row {
-        let values = |pick: fn(&RunValues) -> Option<f64>| -> Vec<f64> { self.runs.iter().filter_map(pick).collect() };
-        let ratios = self
-            .runs
-            .iter()
-            .filter_map(|&(_, baton, redis)| Some(baton? / redis.filter(|&redis| redis != 0.0)?))
-            .collect();
-        Row {
-            baton: median(&values(|run| run.1)),
-            redis: median(&values(|run| run.2)),
-            ratios,
-            id: self.id,
-            workload: self.workload,
-            metric: self.metric,
-            better: self.better,
-        }
     }
 }
 
@@ -148,58 +120,13 @@ fn number(value: Option<f64>) -> String {
     }
 }
 
-/// The figures of RESULT lines, one row per figure, runs paired (other lines are ignored).
+/// The figures of RESULT lines, one row per figure, runs paired.
 fn rows_of(text: &str) -> Res<Vec<Row>> {
-    let mut measured: Vec<Measured> = Vec::new();
-    let mut run = 0;
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split('\t').collect();
-        if let ["RUN", number] = fields[..] {
-            run = number.parse()?;
-            continue;
-        }
-        if fields.len() != 7 || fields[0] != "RESULT" {
-            continue;
-        }
-        let value: f64 = fields[3].parse()?;
-        let key = (fields[1], fields[5]);
-        let index = match measured.iter().position(|row| (row.id.as_str(), row.workload.as_str()) == key) {
-            Some(index) => index,
-            None => {
-                measured.push(Measured {
-                    id: fields[1].to_owned(),
-                    workload: fields[5].to_owned(),
-                    metric: fields[6].to_owned(),
-                    better: fields[4].to_owned(),
-                    runs: Vec::new(),
-                });
-                measured.len() - 1
-            }
-        };
-        let runs = &mut measured[index].runs;
-        if runs.last().is_none_or(|&(last, ..)| last != run) {
-            runs.push((run, None, None));
-        }
-        let this_run = runs.last_mut().expect("pushed above");
-        match fields[2] {
-            "baton" => this_run.1 = Some(value),
-            "redis" => this_run.2 = Some(value),
-            other => return fail(format!("unknown target {other}")),
-        }
-    }
-    Ok(measured.into_iter().map(Measured::into_row).collect())
+    Ok(results::parse(text)?.figures.into_iter().map(Row::of).collect())
 }
 
 pub fn table(files: &[PathBuf]) -> Res<()> {
-    let mut text = String::new();
-    if files.is_empty() {
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
-    }
-    for file in files {
-        text.push_str(&std::fs::read_to_string(file)?);
-        text.push('\n');
-    }
-    let rows = rows_of(&text)?;
+    let rows = rows_of(&results::read(files)?)?;
     let runs = rows.iter().map(|row| row.ratios.len()).max().unwrap_or(0);
     if runs > 1 {
         println!("Medians of {runs} runs; the ratio is the median of the runs' ratios (lowest–highest).");
@@ -330,8 +257,23 @@ mod tests {
         assert_eq!((row.baton, row.redis), (Some(90.0), Some(100.0)));
         assert_eq!(row.ratio(), Some(1.0));
         assert_eq!(row.ratio_text(), "1.00× (0.90–1.20)");
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[1.0, 3.0]), Some(2.0));
+    }
+
+    #[test]
+    fn a_quantiles_line_reads_back_as_the_histogram_it_came_from() {
+        let mut hist = crate::stats::new_hist();
+        for us in 1..=1000 {
+            hist.record(us * 1000).unwrap();
+        }
+        let results = results::parse(&quantiles_line("w3.handoff.lat", Target::Redis, &hist)).unwrap();
+        let [distribution] = &results.distributions[..] else { panic!("one distribution expected") };
+        assert_eq!((distribution.id.as_str(), distribution.target), ("w3.handoff.lat", Target::Redis));
+        let points = &distribution.points;
+        assert_eq!(points.len(), 105);
+        assert!(points.windows(2).all(|pair| pair[0].0 < pair[1].0 && pair[0].1 <= pair[1].1), "{points:?}");
+        assert_eq!((points[0].0, points[104].0), (0.0, 1.0));
+        assert!((499.0..=501.0).contains(&points[50].1), "p50 of 1..=1000 µs: {:?}", points[50]);
+        assert!((1000.0..=1001.0).contains(&points[104].1), "max: {:?}", points[104]);
     }
 
     #[test]

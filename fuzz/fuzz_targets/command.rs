@@ -28,6 +28,10 @@ const NAMES: &[&str] = &[
     "CLIENT",
     "INFO",
     "DBSIZE",
+    "SCAN",
+    "TYPE",
+    "EXISTS",
+    "MEMORY",
     "COMMAND",
     "CONFIG",
 ];

@@ -19,6 +19,7 @@ pub(crate) enum Reason {
     Auth,
     Command,
     Key,
+    Channel,
 }
 
 impl Reason {
@@ -27,6 +28,7 @@ impl Reason {
             Reason::Auth => "auth",
             Reason::Command => "command",
             Reason::Key => "key",
+            Reason::Channel => "channel",
         }
     }
 }
@@ -35,7 +37,7 @@ impl Reason {
 pub(crate) struct Entry {
     pub(crate) count: u64,
     pub(crate) reason: Reason,
-    /// The command's full name, the key, or `AUTH`.
+    /// The command's full name, the key, the channel, or `AUTH`.
     pub(crate) object: String,
     pub(crate) username: String,
     pub(crate) client_info: String,

@@ -25,7 +25,9 @@ use crate::errors;
 
 pub(crate) use self::commands::{CATEGORIES, Catalogue, CommandEntry};
 pub(crate) use self::log::{Entry as LogEntry, Reason};
-pub(crate) use self::user::{DEFAULT_USER, Denial, KeyAccess, Rules, User};
+/// Redis's glob, which SCAN's MATCH takes as well.
+pub(crate) use self::pattern::glob_match;
+pub(crate) use self::user::{ChannelUse, DEFAULT_USER, Denial, KeyAccess, Rules, User};
 
 /// Refusals counted for INFO, under Redis's names.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,6 +35,7 @@ pub(crate) struct DeniedCounts {
     pub(crate) auth: u64,
     pub(crate) command: u64,
     pub(crate) key: u64,
+    pub(crate) channel: u64,
 }
 
 #[derive(Debug)]
@@ -47,6 +50,7 @@ pub(crate) struct Acl {
     denied_auth: AtomicU64,
     denied_command: AtomicU64,
     denied_key: AtomicU64,
+    denied_channel: AtomicU64,
 }
 
 impl Acl {
@@ -64,6 +68,7 @@ impl Acl {
             denied_auth: AtomicU64::new(0),
             denied_command: AtomicU64::new(0),
             denied_key: AtomicU64::new(0),
+            denied_channel: AtomicU64::new(0),
         };
         if acl.file.is_some() {
             acl.load()?;
@@ -109,7 +114,11 @@ impl Acl {
 
     /// A command refused for its name or a key: counted and logged in ACL LOG.
     pub(crate) fn denied(&self, reason: Reason, object: String, username: &str, client_info: String, now: Instant) {
-        let counter = if reason == Reason::Key { &self.denied_key } else { &self.denied_command };
+        let counter = match reason {
+            Reason::Key => &self.denied_key,
+            Reason::Channel => &self.denied_channel,
+            Reason::Auth | Reason::Command => &self.denied_command,
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         let entry = LogEntry { count: 1, reason, object, username: username.to_owned(), client_info, last_seen: now };
         self.log.lock().add(entry);
@@ -120,12 +129,13 @@ impl Acl {
             auth: self.denied_auth.load(Ordering::Relaxed),
             command: self.denied_command.load(Ordering::Relaxed),
             key: self.denied_key.load(Ordering::Relaxed),
+            channel: self.denied_channel.load(Ordering::Relaxed),
         }
     }
 
     /// CONFIG RESETSTAT.
     pub(crate) fn reset_counters(&self) {
-        for counter in [&self.denied_auth, &self.denied_command, &self.denied_key] {
+        for counter in [&self.denied_auth, &self.denied_command, &self.denied_key, &self.denied_channel] {
             counter.store(0, Ordering::Relaxed);
         }
     }
@@ -316,7 +326,7 @@ mod tests {
         acl.auth_failed(b"default", addr, "id=1".to_owned(), now);
         acl.auth_failed(b"default", addr, "id=1".to_owned(), now);
         acl.denied(Reason::Key, "other".to_owned(), "node", "id=2".to_owned(), now);
-        assert_eq!(acl.denied_counts(), DeniedCounts { auth: 2, command: 0, key: 1 });
+        assert_eq!(acl.denied_counts(), DeniedCounts { auth: 2, command: 0, key: 1, channel: 0 });
         let entries = acl.log_entries(10);
         assert_eq!((entries[0].reason, entries[0].count), (Reason::Key, 1));
         assert_eq!((entries[1].reason, entries[1].count, entries[1].object.as_str()), (Reason::Auth, 2, "AUTH"));

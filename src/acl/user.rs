@@ -78,6 +78,17 @@ pub(crate) enum Denial {
     Command,
     /// The index among the request's arguments of the first key it may not use.
     Key(usize),
+    /// Likewise for a pub/sub channel or pattern.
+    Channel(usize),
+}
+
+/// A request's pub/sub channels (SUBSCRIBE, PUBLISH) or patterns (PSUBSCRIBE), by argument index.
+/// A channel must match one of the user's `&` patterns; a pattern must be one of them, as in Redis.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChannelUse<'a> {
+    pub(crate) first: usize,
+    pub(crate) names: &'a [bytes::Bytes],
+    pub(crate) patterns: bool,
 }
 
 /// Why a rule was refused; the texts are Redis's.
@@ -87,6 +98,7 @@ pub(crate) enum RuleError {
     UnknownCommand,
     BadHash,
     NoSuchPassword,
+    ChannelAfterAll,
 }
 
 impl RuleError {
@@ -96,6 +108,7 @@ impl RuleError {
             RuleError::UnknownCommand => errors::ACL_RULE_UNKNOWN_COMMAND,
             RuleError::BadHash => errors::ACL_RULE_BAD_HASH,
             RuleError::NoSuchPassword => errors::ACL_RULE_NO_SUCH_PASSWORD,
+            RuleError::ChannelAfterAll => errors::ACL_RULE_CHANNEL_AFTER_ALL,
         }
     }
 }
@@ -112,8 +125,9 @@ pub(crate) struct Rules {
     command_rules: Vec<String>,
     all_commands_base: bool,
     keys: Vec<KeyRule>,
-    /// baton has no Pub/Sub: channel rules are kept only so that ACL LIST round-trips Redis's.
+    /// `allchannels` (`&*`): every channel; otherwise those `channels` match.
     all_channels: bool,
+    channels: Vec<KeyPattern>,
 }
 
 impl Rules {
@@ -149,8 +163,14 @@ impl Rules {
             }
             "allkeys" => return self.apply("~*", catalogue),
             "resetkeys" => self.keys.clear(),
-            "allchannels" | "&*" => self.all_channels = true,
-            "resetchannels" => self.all_channels = false,
+            "allchannels" | "&*" => {
+                self.all_channels = true;
+                self.channels.clear();
+            }
+            "resetchannels" => {
+                self.all_channels = false;
+                self.channels.clear();
+            }
             "allcommands" | "+@all" => self.set_all_commands(true),
             "nocommands" | "-@all" => self.set_all_commands(false),
             "reset" => *self = Rules::default(),
@@ -167,6 +187,7 @@ impl Rules {
             "#" => self.add_password(parse_hex(rest).ok_or(RuleError::BadHash)?),
             "!" => self.remove_password(&parse_hex(rest).ok_or(RuleError::BadHash)?)?,
             "~" => self.add_keys(true, true, rest),
+            "&" => self.add_channels(rest)?,
             "%" => {
                 let (access, pattern) = rest.split_once('~').ok_or(RuleError::Syntax)?;
                 let access = access.to_ascii_uppercase();
@@ -221,6 +242,27 @@ impl Rules {
         if !self.keys.contains(&rule) {
             self.keys.push(rule);
         }
+    }
+
+    fn add_channels(&mut self, pattern: &str) -> Result<(), RuleError> {
+        if self.all_channels {
+            return Err(RuleError::ChannelAfterAll);
+        }
+        let pattern = KeyPattern::new(pattern);
+        if !self.channels.contains(&pattern) {
+            self.channels.push(pattern);
+        }
+        Ok(())
+    }
+
+    /// Whether this user may use `name`: a channel any of its patterns matches, or (`literal`,
+    /// for PSUBSCRIBE) a pattern that is one of them.
+    pub(crate) fn may_use_channel(&self, name: &[u8], literal: bool) -> bool {
+        self.all_channels
+            || self
+                .channels
+                .iter()
+                .any(|pattern| if literal { pattern.source().as_bytes() == name } else { pattern.matches(name) })
     }
 
     /// Whether a new connection starts authenticated as this user (Redis: on and nopass).
@@ -278,8 +320,11 @@ impl Rules {
         self.keys.iter().map(KeyRule::describe).collect::<Vec<_>>().join(" ")
     }
 
-    pub(crate) fn describe_channels(&self) -> &'static str {
-        if self.all_channels { "&*" } else { "" }
+    pub(crate) fn describe_channels(&self) -> String {
+        if self.all_channels {
+            return "&*".to_owned();
+        }
+        self.channels.iter().map(|pattern| format!("&{}", pattern.source())).collect::<Vec<_>>().join(" ")
     }
 
     /// The rules as one ACL LIST / ACL file line's tail, in Redis's order.
@@ -287,7 +332,13 @@ impl Rules {
         let mut parts: Vec<String> = self.flags().into_iter().map(str::to_owned).collect();
         parts.extend(self.passwords.iter().map(|hash| format!("#{}", hex(hash))));
         parts.extend(self.keys.iter().map(KeyRule::describe));
-        parts.push(if self.all_channels { "&*" } else { "resetchannels" }.to_owned());
+        if !self.all_channels {
+            parts.push("resetchannels".to_owned());
+        }
+        parts.extend(self.channels.iter().map(|pattern| format!("&{}", pattern.source())));
+        if self.all_channels {
+            parts.push("&*".to_owned());
+        }
         parts.push(self.describe_commands());
         parts.join(" ")
     }
@@ -310,22 +361,29 @@ impl User {
         &*self.name == DEFAULT_USER
     }
 
-    /// Whether this user may run the command with this bit on these keys (argument index, key).
+    /// Whether this user may run the command with this bit on these keys (argument index, key)
+    /// and these channels.
     pub(crate) fn check<'a>(
         &self,
         bit: usize,
         keys: impl IntoIterator<Item = (usize, &'a [u8])>,
         access: KeyAccess,
+        channels: Option<ChannelUse<'_>>,
     ) -> Result<(), Denial> {
         let rules = self.rules.read();
         if !rules.may_run(bit) {
             return Err(Denial::Command);
         }
-        if rules.all_keys() {
-            return Ok(());
+        if !rules.all_keys()
+            && let Some((index, _)) = keys.into_iter().find(|(_, key)| !rules.may_use_key(key, access))
+        {
+            return Err(Denial::Key(index));
         }
-        match keys.into_iter().find(|(_, key)| !rules.may_use_key(key, access)) {
-            Some((index, _)) => Err(Denial::Key(index)),
+        let Some(ChannelUse { first, names, patterns }) = channels else {
+            return Ok(());
+        };
+        match names.iter().position(|name| !rules.may_use_channel(name, patterns)) {
+            Some(offset) => Err(Denial::Channel(first + offset)),
             None => Ok(()),
         }
     }
@@ -424,14 +482,37 @@ mod tests {
     #[test]
     fn checks_command_then_keys() {
         let node = User::new("node", rules("on nopass ~pull:* %R~view:* +lock.try +lock.info").unwrap());
-        assert_eq!(node.check(0, [(1, &b"pull:a"[..])], RW), Ok(()));
-        assert_eq!(node.check(0, [(1, &b"other"[..])], RW), Err(Denial::Key(1)));
-        assert_eq!(node.check(0, [(1, &b"view:a"[..])], RW), Err(Denial::Key(1)), "read-only pattern");
-        assert_eq!(node.check(1, [(1, &b"view:a"[..])], READ), Ok(()));
-        assert_eq!(node.check(5, [], RW), Err(Denial::Command));
-        assert_eq!(node.check(5, [(1, &b"pull:a"[..])], RW), Err(Denial::Command), "the command first");
+        assert_eq!(node.check(0, [(1, &b"pull:a"[..])], RW, None), Ok(()));
+        assert_eq!(node.check(0, [(1, &b"other"[..])], RW, None), Err(Denial::Key(1)));
+        assert_eq!(node.check(0, [(1, &b"view:a"[..])], RW, None), Err(Denial::Key(1)), "read-only pattern");
+        assert_eq!(node.check(1, [(1, &b"view:a"[..])], READ, None), Ok(()));
+        assert_eq!(node.check(5, [], RW, None), Err(Denial::Command));
+        assert_eq!(node.check(5, [(1, &b"pull:a"[..])], RW, None), Err(Denial::Command), "the command first");
         let admin = User::new("admin", Rules::superuser(None));
-        assert_eq!(admin.check(5, [(1, &b"anything"[..])], RW), Ok(()));
+        assert_eq!(admin.check(5, [(1, &b"anything"[..])], RW, None), Ok(()));
+    }
+
+    #[test]
+    fn channel_rules_match_channels_and_name_patterns_literally() {
+        let user = rules("resetchannels &__lock__:pull:* &news").unwrap();
+        assert!(user.may_use_channel(b"__lock__:pull:a", false) && user.may_use_channel(b"news", false));
+        assert!(!user.may_use_channel(b"__lock__:other", false));
+        assert!(user.may_use_channel(b"__lock__:pull:*", true), "a pattern the user has");
+        assert!(!user.may_use_channel(b"__lock__:pull:a*", true), "a narrower pattern is not one of them");
+        assert_eq!(user.describe_channels(), "&__lock__:pull:* &news");
+        assert!(user.describe().contains(" resetchannels &__lock__:pull:* &news "), "{}", user.describe());
+        let all = rules("allchannels").unwrap();
+        assert!(all.may_use_channel(b"anything", false) && all.may_use_channel(b"any*", true));
+        assert_eq!(rules("&* &x").unwrap_err().1, RuleError::ChannelAfterAll);
+        assert!(!rules("&x resetchannels").unwrap().may_use_channel(b"x", false));
+        assert!(!Rules::default().may_use_channel(b"x", false), "new users have no channels, as in Redis 7");
+
+        let node = User::new("node", rules("on nopass +@all ~* &__lock__:pull:*").unwrap());
+        let names = [bytes::Bytes::from_static(b"__lock__:pull:a"), bytes::Bytes::from_static(b"news")];
+        let subscribe = |patterns| Some(ChannelUse { first: 1, names: &names, patterns });
+        assert_eq!(node.check(0, [], RW, subscribe(false)), Err(Denial::Channel(2)));
+        assert_eq!(node.check(0, [], RW, subscribe(true)), Err(Denial::Channel(1)));
+        assert_eq!(node.check(0, [], RW, Some(ChannelUse { first: 1, names: &names[..1], patterns: false })), Ok(()));
     }
 
     #[test]

@@ -219,6 +219,7 @@ fn dry_run(shared: &Shared, user: &[u8], request: &[Bytes]) -> Reply {
         Ok(()) => Reply::ok(),
         Err(Denial::Command) => Reply::bulk(errors::dryrun_no_command(&spec.full_name())),
         Err(Denial::Key(index)) => Reply::bulk(errors::dryrun_no_key(&request[index])),
+        Err(Denial::Channel(index)) => Reply::bulk(errors::dryrun_no_channel(&request[index])),
     }
 }
 

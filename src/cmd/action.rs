@@ -10,6 +10,8 @@ use crate::reply::Reply;
 #[derive(Debug)]
 pub(crate) enum Action {
     Reply(Reply),
+    /// One reply after the other: SUBSCRIBE confirms each channel on its own, as in Redis.
+    Replies(Vec<Reply>),
     /// A LOCK.WAIT that has to wait; None blocks until answered.
     Block {
         ticket: WaitTicket,

@@ -40,7 +40,7 @@ pub(crate) enum ClientCommand {
     Info,
     List {
         ids: Option<Vec<u64>>,
-        normal_only: bool,
+        kind: Option<ClientKind>,
     },
     Kill {
         filter: KillFilter,
@@ -54,6 +54,15 @@ pub(crate) enum ClientCommand {
     /// CLIENT NO-EVICT / NO-TOUCH: accepted for compatibility; nothing is evicted or touched here.
     Flag,
     Help,
+}
+
+/// CLIENT LIST's TYPE: a subscriber is `pubsub`, anyone else `normal` (monitors too, as in
+/// Redis); baton has no masters or replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientKind {
+    Normal,
+    PubSub,
+    Replica,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -86,6 +95,11 @@ pub(crate) fn parse_auth(mut args: Args) -> ParseResult<ConnectionCommand> {
 impl ConnectionCommand {
     pub(crate) fn execute(self, session: &mut Session, shared: &Shared) -> Action {
         let reply = match self {
+            // Subscribed RESP2 clients read replies and messages from one stream: Redis answers
+            // their PING as a message-shaped array.
+            ConnectionCommand::Ping(message) if session.in_subscribed_context() => {
+                Reply::Array(vec![Reply::bulk_static("pong"), Reply::Bulk(message.unwrap_or_default())])
+            }
             ConnectionCommand::Ping(None) => Reply::Status("PONG".into()),
             ConnectionCommand::Ping(Some(message)) | ConnectionCommand::Echo(message) => Reply::Bulk(message),
             ConnectionCommand::Hello { protocol, auth, name } => hello(session, shared, protocol, auth, name),
@@ -231,14 +245,19 @@ pub(crate) fn parse_client_flag(mut args: Args) -> ParseResult<ClientCommand> {
 
 pub(crate) fn parse_client_list(mut args: Args) -> ParseResult<ClientCommand> {
     let mut ids = None;
-    let mut normal_only = true;
+    let mut kind = None;
     while let Some(option) = args.next_optional() {
         if eq_ignore_case(&option, "TYPE") {
-            let kind = args.next_bytes()?;
-            normal_only = eq_ignore_case(&kind, "NORMAL");
-            if !normal_only && !["MASTER", "REPLICA", "PUBSUB", "SLAVE"].iter().any(|k| eq_ignore_case(&kind, k)) {
-                return Err(Reply::error(errors::unknown_client_type(&kind)));
-            }
+            let name = args.next_bytes()?;
+            kind = Some(if eq_ignore_case(&name, "NORMAL") {
+                ClientKind::Normal
+            } else if eq_ignore_case(&name, "PUBSUB") {
+                ClientKind::PubSub
+            } else if ["MASTER", "REPLICA", "SLAVE"].iter().any(|k| eq_ignore_case(&name, k)) {
+                ClientKind::Replica
+            } else {
+                return Err(Reply::error(errors::unknown_client_type(&name)));
+            });
         } else if eq_ignore_case(&option, "ID") {
             let mut list = Vec::new();
             while args.remaining() > 0 {
@@ -252,7 +271,7 @@ pub(crate) fn parse_client_list(mut args: Args) -> ParseResult<ClientCommand> {
             return Err(syntax());
         }
     }
-    Ok(ClientCommand::List { ids, normal_only })
+    Ok(ClientCommand::List { ids, kind })
 }
 
 pub(crate) fn parse_client_kill(mut args: Args) -> ParseResult<ClientCommand> {
@@ -310,15 +329,19 @@ fn client(command: ClientCommand, session: &mut Session, shared: &Shared) -> Rep
             Reply::ok()
         }
         ClientCommand::Info => Reply::bulk(format!("{}\n", session.entry.info_line(Instant::now()))),
-        ClientCommand::List { ids, normal_only } => {
+        ClientCommand::List { ids, kind } => {
             let now = Instant::now();
             let mut text = String::new();
-            if normal_only {
-                for entry in shared.clients.all() {
-                    if ids.as_ref().is_none_or(|ids| ids.contains(&entry.id.get())) {
-                        text.push_str(&entry.info_line(now));
-                        text.push('\n');
-                    }
+            for entry in shared.clients.all() {
+                let kind_matches = match kind {
+                    None => true,
+                    Some(ClientKind::Normal) => !entry.snapshot().is_pubsub(),
+                    Some(ClientKind::PubSub) => entry.snapshot().is_pubsub(),
+                    Some(ClientKind::Replica) => false,
+                };
+                if kind_matches && ids.as_ref().is_none_or(|ids| ids.contains(&entry.id.get())) {
+                    text.push_str(&entry.info_line(now));
+                    text.push('\n');
                 }
             }
             Reply::bulk(text)
@@ -360,7 +383,7 @@ fn client(command: ClientCommand, session: &mut Session, shared: &Shared) -> Rep
             "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
             "ID -- Return the ID of the current connection.",
             "INFO -- Return information about the current client connection.",
-            "LIST [TYPE normal] [ID id ...] -- Return information about client connections.",
+            "LIST [TYPE normal|pubsub] [ID id ...] -- Return information about client connections.",
             "GETNAME -- Return the name of the current connection.",
             "SETNAME <name> -- Assign the name <name> to the current connection.",
             "SETINFO <LIB-NAME|LIB-VER> <value> -- Set client library name or version.",

@@ -102,7 +102,7 @@ pub(crate) fn parse_info(mut args: Args, limits: LockLimits) -> ParseResult<Lock
     let key = args.next_name("key", limits.max_key_bytes)?;
     let mut listed = INFO_LISTED_DEFAULT;
     if args.next_is("COUNT") {
-        let count = parse_int(&args.next_bytes()?).ok_or_else(|| Reply::error(errors::NOT_AN_INTEGER))?;
+        let count = args.next_int()?;
         listed = usize::try_from(count)
             .ok()
             .filter(|count| *count <= INFO_LISTED_MAX)

@@ -5,8 +5,10 @@
 pub(crate) mod acl;
 pub(crate) mod action;
 pub(crate) mod connection;
+pub(crate) mod keyspace;
 pub(crate) mod lock;
 pub(crate) mod parse;
+pub(crate) mod pubsub;
 pub(crate) mod server;
 pub(crate) mod table;
 
@@ -15,14 +17,17 @@ use bytes::Bytes;
 use self::acl::AclCommand;
 pub(crate) use self::action::Action;
 use self::connection::{ClientCommand, ConnectionCommand};
+use self::keyspace::KeyspaceCommand;
 use self::lock::{LockCommand, LockLimits};
 use self::parse::{Args, ParseResult};
+use self::pubsub::PubSubCommand;
 use self::server::ServerCommand;
 use self::table::{CommandId, CommandSpec};
-use crate::acl::{Denial, KeyAccess, Reason, User};
+use crate::acl::{ChannelUse, Denial, KeyAccess, Reason, User};
 use crate::context::Shared;
 use crate::errors;
 use crate::memory;
+use crate::pubsub::Kind;
 use crate::reply::Reply;
 use crate::session::Session;
 
@@ -31,7 +36,9 @@ pub(crate) enum Command {
     Lock(LockCommand),
     Connection(ConnectionCommand),
     Server(ServerCommand),
+    Keyspace(KeyspaceCommand),
     Acl(AclCommand),
+    PubSub(PubSubCommand),
 }
 
 /// The table entry for a request, with its subcommand resolved and arity checked.
@@ -78,11 +85,11 @@ pub(crate) fn authorize(spec: &CommandSpec, args: &[Bytes], session: &Session, s
     let Err(denial) = permission(user, spec, args) else {
         return Ok(());
     };
+    let argument = |index: usize| String::from_utf8_lossy(&args[index]).into_owned();
     let (reason, object, error) = match denial {
         Denial::Command => (Reason::Command, spec.full_name(), errors::noperm_command(&user.name, &spec.full_name())),
-        Denial::Key(index) => {
-            (Reason::Key, String::from_utf8_lossy(&args[index]).into_owned(), errors::NOPERM_KEY.to_owned())
-        }
+        Denial::Key(index) => (Reason::Key, argument(index), errors::NOPERM_KEY.to_owned()),
+        Denial::Channel(index) => (Reason::Channel, argument(index), errors::NOPERM_CHANNEL.to_owned()),
     };
     let now = std::time::Instant::now();
     shared.acl.denied(reason, object, &user.name, session.entry.info_line(now), now);
@@ -90,10 +97,30 @@ pub(crate) fn authorize(spec: &CommandSpec, args: &[Bytes], session: &Session, s
 }
 
 /// The user's verdict on a request (ACL DRYRUN asks it too): the command, then each key, read
-/// and, for a command that writes, written.
+/// and, for a command that writes, written, then each pub/sub channel.
 pub(crate) fn permission(user: &User, spec: &CommandSpec, args: &[Bytes]) -> Result<(), Denial> {
     let access = KeyAccess { read: true, write: spec.is_write() };
-    user.check(spec.id.bit(), key_arguments(spec, args), access)
+    user.check(spec.id.bit(), key_arguments(spec, args), access, channel_arguments(spec, args))
+}
+
+/// The channels a request names, which the ACL checks like keys. UNSUBSCRIBE needs no permission.
+fn channel_arguments<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Option<ChannelUse<'a>> {
+    let (names, patterns) = match spec.id {
+        CommandId::Subscribe => (args.get(1..)?, false),
+        CommandId::PSubscribe => (args.get(1..)?, true),
+        CommandId::Publish => (args.get(1..2)?, false),
+        _ => return None,
+    };
+    Some(ChannelUse { first: 1, names, patterns })
+}
+
+/// Redis's RESP2 subscribed context runs only these (see [`Session::in_subscribed_context`]).
+pub(crate) fn allowed_while_subscribed(spec: &CommandSpec) -> bool {
+    use CommandId as Id;
+    matches!(
+        spec.id,
+        Id::Subscribe | Id::PSubscribe | Id::Unsubscribe | Id::PUnsubscribe | Id::Ping | Id::Quit | Id::Reset
+    )
 }
 
 /// A request's keys with their argument indexes, from the table's first key, last key (negative:
@@ -145,6 +172,11 @@ impl Command {
             Id::ClientHelp => Command::Connection(Conn::Client(Client::Help)),
             Id::Info => Command::Server(ServerCommand::Info(args.rest())),
             Id::DbSize => Command::Server(ServerCommand::DbSize),
+            Id::Scan => Command::Keyspace(keyspace::parse_scan(args, limits)?),
+            Id::Type => Command::Keyspace(KeyspaceCommand::Type(args.next_bytes()?)),
+            Id::Exists => Command::Keyspace(KeyspaceCommand::Exists(args.rest())),
+            Id::MemoryUsage => Command::Keyspace(keyspace::parse_memory_usage(args)?),
+            Id::MemoryHelp => Command::Keyspace(KeyspaceCommand::MemoryHelp),
             Id::BgRewriteAof => Command::Server(ServerCommand::BgRewriteAof),
             Id::Command => Command::Server(ServerCommand::CommandAll),
             Id::CommandCount => Command::Server(ServerCommand::CommandCount),
@@ -153,7 +185,7 @@ impl Command {
             Id::CommandList => Command::Server(server::parse_command_list(args)?),
             Id::CommandHelp => Command::Server(ServerCommand::CommandHelp),
             Id::ConfigGet => Command::Server(ServerCommand::ConfigGet(args.rest())),
-            Id::ConfigSet => Command::Server(ServerCommand::ConfigUnsupported),
+            Id::ConfigSet => Command::Server(server::parse_config_set(args)?),
             Id::ConfigResetStat => Command::Server(ServerCommand::ConfigResetStat),
             Id::ConfigHelp => Command::Server(ServerCommand::ConfigHelp),
             Id::AclCat => Command::Acl(acl::parse_cat(args)?),
@@ -169,8 +201,18 @@ impl Command {
             Id::AclUsers => Command::Acl(AclCommand::Users),
             Id::AclWhoAmI => Command::Acl(AclCommand::WhoAmI),
             Id::AclHelp => Command::Acl(AclCommand::Help),
+            Id::Subscribe => Command::PubSub(PubSubCommand::Subscribe(Kind::Channel, args.rest())),
+            Id::PSubscribe => Command::PubSub(PubSubCommand::Subscribe(Kind::Pattern, args.rest())),
+            Id::Unsubscribe => Command::PubSub(PubSubCommand::Unsubscribe(Kind::Channel, args.rest())),
+            Id::PUnsubscribe => Command::PubSub(PubSubCommand::Unsubscribe(Kind::Pattern, args.rest())),
+            Id::Publish => Command::PubSub(pubsub::parse_publish(args)?),
+            Id::PubSubChannels => Command::PubSub(pubsub::parse_channels(args)?),
+            Id::PubSubNumSub => Command::PubSub(PubSubCommand::NumSub(args.rest())),
+            Id::PubSubNumPat => Command::PubSub(PubSubCommand::NumPat),
+            Id::PubSubHelp => Command::PubSub(PubSubCommand::Help),
+            Id::Monitor => Command::PubSub(PubSubCommand::Monitor),
             // resolve() always descends into a container's subcommands: its arity needs one.
-            Id::Client | Id::Config | Id::Acl => return Err(Reply::error(errors::SYNTAX)),
+            Id::Client | Id::Config | Id::Memory | Id::Acl | Id::PubSub => return Err(Reply::error(errors::SYNTAX)),
         };
         Ok(command)
     }
@@ -190,7 +232,9 @@ impl Command {
             Command::Lock(command) => command.execute(session, shared),
             Command::Connection(command) => command.execute(session, shared),
             Command::Server(command) => Action::Reply(command.execute(shared)),
+            Command::Keyspace(command) => Action::Reply(command.execute(shared)),
             Command::Acl(command) => Action::Reply(command.execute(session, shared)),
+            Command::PubSub(command) => command.execute(session, shared),
         }
     }
 }
@@ -229,6 +273,11 @@ mod tests {
         "RESET",
         "INFO locks",
         "DBSIZE",
+        "SCAN 0 MATCH pull:* COUNT 5 TYPE lock",
+        "TYPE k",
+        "EXISTS a b a",
+        "MEMORY USAGE k SAMPLES 2",
+        "MEMORY HELP",
         "BGREWRITEAOF",
         "COMMAND",
         "COMMAND COUNT",
@@ -248,7 +297,7 @@ mod tests {
         "CLIENT NO-TOUCH off",
         "CLIENT HELP",
         "CONFIG GET *",
-        "CONFIG SET maxclients 1",
+        "CONFIG SET notify-lock-events yes",
         "CONFIG RESETSTAT",
         "CONFIG HELP",
         "ACL CAT fast",
@@ -264,6 +313,16 @@ mod tests {
         "ACL USERS",
         "ACL WHOAMI",
         "ACL HELP",
+        "SUBSCRIBE a b",
+        "PSUBSCRIBE a*",
+        "UNSUBSCRIBE",
+        "PUNSUBSCRIBE a*",
+        "PUBLISH news hello",
+        "PUBSUB CHANNELS __lock__:*",
+        "PUBSUB NUMSUB a b",
+        "PUBSUB NUMPAT",
+        "PUBSUB HELP",
+        "MONITOR",
     ];
 
     #[test]

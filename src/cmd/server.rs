@@ -1,7 +1,8 @@
-//! Server commands for tools and monitoring: INFO, COMMAND, DBSIZE, CONFIG GET, and
+//! Server commands for tools and monitoring: INFO, COMMAND, DBSIZE, CONFIG GET / SET, and
 //! BGREWRITEAOF for the journal.
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
@@ -25,7 +26,7 @@ pub(crate) enum ServerCommand {
     CommandList(Option<ListFilter>),
     CommandHelp,
     ConfigGet(Vec<Bytes>),
-    ConfigUnsupported,
+    ConfigSet(Vec<(Bytes, Bytes)>),
     ConfigResetStat,
     ConfigHelp,
 }
@@ -36,6 +37,16 @@ pub(crate) enum ListFilter {
     Module(Bytes),
     AclCategory(Bytes),
     Pattern(Bytes),
+}
+
+/// CONFIG SET parameter value [parameter value ...]
+pub(crate) fn parse_config_set(args: Args) -> ParseResult<ServerCommand> {
+    let words = args.rest();
+    if !words.len().is_multiple_of(2) {
+        return Err(Reply::error(errors::wrong_arity("config|set")));
+    }
+    let pairs = words.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
+    Ok(ServerCommand::ConfigSet(pairs))
 }
 
 /// COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN pattern]
@@ -95,11 +106,11 @@ impl ServerCommand {
                 "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
                 "GET <pattern> -- Return parameters matching the glob-like <pattern> and their values.",
                 "RESETSTAT -- Reset the counters reported by INFO and the metrics endpoint.",
-                "SET -- Not supported: baton is configured by command-line flags.",
+                "SET notify-lock-events <yes|no> -- Publish lock events or not; the rest are command-line flags.",
                 "HELP -- Print this help.",
             ]),
             ServerCommand::ConfigGet(patterns) => config_get(shared, &patterns),
-            ServerCommand::ConfigUnsupported => Reply::error(errors::CONFIG_SET_UNSUPPORTED),
+            ServerCommand::ConfigSet(pairs) => config_set(shared, &pairs),
             ServerCommand::ConfigResetStat => {
                 shared.reset_stats();
                 Reply::ok()
@@ -118,22 +129,60 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
         ("timeout", "0".to_owned()),
         ("databases", "1".to_owned()),
         ("save", String::new()),
-        ("appendonly", if shared.persistence.is_some() { "yes" } else { "no" }.to_owned()),
+        ("appendonly", yes_no(shared.persistence.is_some()).to_owned()),
         ("appendfsync", config.appendfsync.as_str().to_owned()),
         ("dir", config.dir.display().to_string()),
-        ("protected-mode", if config.protected_mode.enabled() { "yes" } else { "no" }.to_owned()),
+        ("protected-mode", yes_no(config.protected_mode.enabled()).to_owned()),
         ("proto-max-bulk-len", config.max_bulk_bytes.to_string()),
         ("client-query-buffer-limit", config.max_query_buffer_bytes.to_string()),
         ("lease-ms", config.lease_ms.to_string()),
         ("max-lease-ms", config.max_lease_ms.to_string()),
-        ("release-on-disconnect", if config.release_on_disconnect.enabled() { "yes" } else { "no" }.to_owned()),
+        ("release-on-disconnect", yes_no(config.release_on_disconnect.enabled()).to_owned()),
         ("shards", shared.core.shard_count().to_string()),
         ("max-key-bytes", config.max_key_bytes.to_string()),
         ("max-result-bytes", config.max_result_bytes.to_string()),
         ("tcp-keepalive", config.tcp_keepalive.to_string()),
         ("maxmemory", config.maxmemory.to_string()),
         ("maxmemory-policy", "noeviction".to_owned()),
+        (NOTIFY_LOCK_EVENTS, yes_no(shared.pubsub.notifies()).to_owned()),
+        (
+            "client-output-buffer-limit",
+            format!("normal 0 0 0 slave 0 0 0 pubsub {}", config.pubsub_output_buffer_limit.describe()),
+        ),
     ]
+}
+
+/// The one parameter CONFIG SET changes; the others come from the command line.
+const NOTIFY_LOCK_EVENTS: &str = "notify-lock-events";
+
+fn yes_no(enabled: bool) -> &'static str {
+    if enabled { "yes" } else { "no" }
+}
+
+/// All the pairs apply or none does, as in Redis.
+fn config_set(shared: &Shared, pairs: &[(Bytes, Bytes)]) -> Reply {
+    let mut notify = None;
+    for (name, value) in pairs {
+        if !name.eq_ignore_ascii_case(NOTIFY_LOCK_EVENTS.as_bytes()) {
+            let known = config_values(shared).iter().any(|(known, _)| name.eq_ignore_ascii_case(known.as_bytes()));
+            let error = if known { errors::config_set_fixed(name) } else { errors::config_set_unknown(name) };
+            return Reply::error(error);
+        }
+        if notify.is_some() {
+            return Reply::error(errors::config_set_failed(name, "duplicate parameter"));
+        }
+        notify = Some(if value.eq_ignore_ascii_case(b"yes") {
+            true
+        } else if value.eq_ignore_ascii_case(b"no") {
+            false
+        } else {
+            return Reply::error(errors::config_set_failed(name, "argument must be 'yes' or 'no'"));
+        });
+    }
+    if let Some(notify) = notify {
+        shared.pubsub.set_notify(notify);
+    }
+    Reply::ok()
 }
 
 fn config_get(shared: &Shared, patterns: &[Bytes]) -> Reply {
@@ -209,6 +258,7 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
     );
     let figures = shared.figures();
     let denied = shared.acl.denied_counts();
+    let (pubsub_channels, pubsub_patterns) = shared.pubsub.counts();
     section(
         "clients",
         "Clients",
@@ -236,6 +286,13 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
             ("acl_access_denied_auth", denied.auth.to_string()),
             ("acl_access_denied_cmd", denied.command.to_string()),
             ("acl_access_denied_key", denied.key.to_string()),
+            ("acl_access_denied_channel", denied.channel.to_string()),
+            ("pubsub_channels", pubsub_channels.to_string()),
+            ("pubsub_patterns", pubsub_patterns.to_string()),
+            (
+                "client_output_buffer_limit_disconnections",
+                shared.stats.output_buffer_limit_disconnections.load(Ordering::Relaxed).to_string(),
+            ),
         ],
     );
     section("replication", "Replication", vec![("role", "master".to_owned()), ("connected_slaves", "0".to_owned())]);

@@ -31,6 +31,12 @@ pub(crate) enum CommandId {
     Reset,
     Info,
     DbSize,
+    Scan,
+    Type,
+    Exists,
+    Memory,
+    MemoryUsage,
+    MemoryHelp,
     BgRewriteAof,
     Command,
     CommandCount,
@@ -69,6 +75,17 @@ pub(crate) enum CommandId {
     AclUsers,
     AclWhoAmI,
     AclHelp,
+    Subscribe,
+    PSubscribe,
+    Unsubscribe,
+    PUnsubscribe,
+    Publish,
+    PubSub,
+    PubSubChannels,
+    PubSubNumSub,
+    PubSubNumPat,
+    PubSubHelp,
+    Monitor,
 }
 
 impl CommandId {
@@ -474,6 +491,57 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::Scan,
+        name: "scan",
+        arity: -2,
+        flags: &["readonly"],
+        acl_categories: &["@keyspace", "@read", "@slow"],
+        tips: &["nondeterministic_output", "request_policy:special"],
+        group: "generic",
+        since: "2.8.0",
+        summary: "Incrementally iterate the keys space",
+        complexity: "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection.",
+        args: &[
+            integer("cursor"),
+            pattern("pattern").tok("MATCH").opt(),
+            integer("count").tok("COUNT").opt(),
+            string("type").tok("TYPE").opt(),
+        ],
+        ..BASE
+    },
+    CommandSpec {
+        id: CommandId::Type,
+        name: "type",
+        arity: 2,
+        flags: &["readonly", "fast"],
+        first_key: 1,
+        last_key: 1,
+        key_step: 1,
+        acl_categories: &["@keyspace", "@read", "@fast"],
+        group: "generic",
+        since: "1.0.0",
+        summary: "Determine the type stored at key",
+        args: &[key("key")],
+        ..BASE
+    },
+    CommandSpec {
+        id: CommandId::Exists,
+        name: "exists",
+        arity: -2,
+        flags: &["readonly", "fast"],
+        first_key: 1,
+        last_key: -1,
+        key_step: 1,
+        acl_categories: &["@keyspace", "@read", "@fast"],
+        tips: &["request_policy:multi_shard", "response_policy:agg_sum"],
+        group: "generic",
+        since: "1.0.0",
+        summary: "Determine if a key exists",
+        complexity: "O(N) where N is the number of keys to check.",
+        args: &[key("key").multi()],
+        ..BASE
+    },
+    CommandSpec {
         id: CommandId::BgRewriteAof,
         name: "bgrewriteaof",
         arity: 1,
@@ -496,6 +564,78 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         summary: "Get array of Redis command details",
         complexity: "O(N) where N is the total number of Redis commands",
         subcommands: COMMAND_SUBCOMMANDS,
+        ..BASE
+    },
+    CommandSpec {
+        id: CommandId::Monitor,
+        name: "monitor",
+        arity: 1,
+        flags: &["admin", "noscript", "loading", "stale"],
+        acl_categories: &["@admin", "@slow", "@dangerous"],
+        group: "server",
+        since: "1.0.0",
+        summary: "Listen for all requests received by the server in real time",
+        ..BASE
+    },
+    CommandSpec {
+        id: CommandId::Subscribe,
+        name: "subscribe",
+        arity: -2,
+        summary: "Listen for messages published to the given channels",
+        complexity: "O(N) where N is the number of channels to subscribe to.",
+        args: &[string("channel").multi()],
+        ..PUBSUB_LISTEN
+    },
+    CommandSpec {
+        id: CommandId::PSubscribe,
+        name: "psubscribe",
+        arity: -2,
+        summary: "Listen for messages published to channels matching the given patterns",
+        complexity: "O(N) where N is the number of patterns the client is already subscribed to.",
+        args: &[block("pattern", &[pattern("pattern")]).multi()],
+        ..PUBSUB_LISTEN
+    },
+    CommandSpec {
+        id: CommandId::Unsubscribe,
+        name: "unsubscribe",
+        arity: -1,
+        summary: "Stop listening for messages posted to the given channels",
+        complexity: "O(N) where N is the number of clients already subscribed to a channel.",
+        args: &[string("channel").opt().multi()],
+        ..PUBSUB_LISTEN
+    },
+    CommandSpec {
+        id: CommandId::PUnsubscribe,
+        name: "punsubscribe",
+        arity: -1,
+        summary: "Stop listening for messages posted to channels matching the given patterns",
+        complexity: "O(N+M) where N is the number of patterns the client is already subscribed and M is the number of total patterns subscribed in the system (by any client).",
+        args: &[pattern("pattern").opt().multi()],
+        ..PUBSUB_LISTEN
+    },
+    CommandSpec {
+        id: CommandId::Publish,
+        name: "publish",
+        arity: 3,
+        flags: &["pubsub", "loading", "stale", "fast"],
+        acl_categories: &["@pubsub", "@fast"],
+        group: "pubsub",
+        since: "2.0.0",
+        summary: "Post a message to a channel (not to the __lock__: channels of the lock events)",
+        complexity: "O(N+M) where N is the number of clients subscribed to the receiving channel and M is the total number of subscribed patterns (by any client).",
+        args: &[string("channel"), string("message")],
+        ..BASE
+    },
+    CommandSpec {
+        id: CommandId::PubSub,
+        name: "pubsub",
+        arity: -2,
+        acl_categories: &["@slow"],
+        group: "pubsub",
+        since: "2.8.0",
+        summary: "A container for Pub/Sub commands",
+        complexity: "Depends on subcommand.",
+        subcommands: PUBSUB_SUBCOMMANDS,
         ..BASE
     },
     CommandSpec {
@@ -523,6 +663,18 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         ..BASE
     },
     CommandSpec {
+        id: CommandId::Memory,
+        name: "memory",
+        arity: -2,
+        acl_categories: &["@slow"],
+        group: "server",
+        since: "4.0.0",
+        summary: "A container for memory diagnostics commands",
+        complexity: "Depends on subcommand.",
+        subcommands: MEMORY_SUBCOMMANDS,
+        ..BASE
+    },
+    CommandSpec {
         id: CommandId::Acl,
         name: "acl",
         arity: -2,
@@ -537,6 +689,62 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
 ];
 
 const HELP_SUMMARY: &str = "Show helpful text about the different subcommands";
+
+/// SUBSCRIBE and its kin, as Redis declares them.
+const PUBSUB_LISTEN: CommandSpec = CommandSpec {
+    flags: &["pubsub", "noscript", "loading", "stale"],
+    acl_categories: &["@pubsub", "@slow"],
+    group: "pubsub",
+    since: "2.0.0",
+    ..BASE
+};
+
+const PUBSUB_SUB: CommandSpec = CommandSpec {
+    container: "pubsub",
+    flags: &["pubsub", "loading", "stale"],
+    acl_categories: &["@pubsub", "@slow"],
+    group: "pubsub",
+    since: "2.8.0",
+    ..BASE
+};
+
+const PUBSUB_SUBCOMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        id: CommandId::PubSubChannels,
+        name: "channels",
+        arity: -2,
+        summary: "List active channels",
+        complexity: "O(N) where N is the number of active channels, and assuming constant time pattern matching (relatively short channels and patterns)",
+        args: &[pattern("pattern").opt()],
+        ..PUBSUB_SUB
+    },
+    CommandSpec {
+        id: CommandId::PubSubNumSub,
+        name: "numsub",
+        arity: -2,
+        summary: "Get the count of subscribers for channels",
+        complexity: "O(N) for the NUMSUB subcommand, where N is the number of requested channels",
+        args: &[string("channel").opt().multi()],
+        ..PUBSUB_SUB
+    },
+    CommandSpec {
+        id: CommandId::PubSubNumPat,
+        name: "numpat",
+        arity: 2,
+        summary: "Get the count of unique patterns pattern subscriptions",
+        ..PUBSUB_SUB
+    },
+    CommandSpec {
+        id: CommandId::PubSubHelp,
+        name: "help",
+        arity: 2,
+        flags: &["loading", "stale"],
+        acl_categories: &["@slow"],
+        since: "6.2.0",
+        summary: HELP_SUMMARY,
+        ..PUBSUB_SUB
+    },
+];
 
 const COMMAND_SUB: CommandSpec = CommandSpec {
     container: "command",
@@ -815,6 +1023,34 @@ const CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
         since: "5.0.0",
         summary: HELP_SUMMARY,
         ..CONFIG_SUB
+    },
+];
+
+const MEMORY_SUB: CommandSpec =
+    CommandSpec { container: "memory", acl_categories: &["@slow"], group: "server", since: "4.0.0", ..BASE };
+
+const MEMORY_SUBCOMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        id: CommandId::MemoryUsage,
+        name: "usage",
+        arity: -3,
+        flags: &["readonly"],
+        first_key: 2,
+        last_key: 2,
+        key_step: 1,
+        acl_categories: &["@read", "@slow"],
+        summary: "Estimate the memory usage of a key",
+        complexity: "O(N) where N is the number of samples.",
+        args: &[key("key"), integer("count").tok("SAMPLES").opt()],
+        ..MEMORY_SUB
+    },
+    CommandSpec {
+        id: CommandId::MemoryHelp,
+        name: "help",
+        arity: 2,
+        flags: &["loading", "stale"],
+        summary: HELP_SUMMARY,
+        ..MEMORY_SUB
     },
 ];
 
@@ -1256,9 +1492,12 @@ mod tests {
             }
             if spec.first_key > 0 {
                 assert!(spec.arity.abs() > spec.first_key, "{name}");
-                assert!(spec.last_key >= spec.first_key && spec.key_step > 0, "{name}");
+                // A negative last key counts from the end (EXISTS: every argument).
+                assert!((spec.last_key >= spec.first_key || spec.last_key < 0) && spec.key_step > 0, "{name}");
                 assert_eq!(spec.args.iter().filter(|a| a.kind == ArgKind::Key).count(), 1, "{name}");
-                assert_eq!(spec.args[spec.first_key as usize - 1].kind, ArgKind::Key, "{name}");
+                // `args` leaves out the command's name, and a subcommand's.
+                let names = if spec.container.is_empty() { 1 } else { 2 };
+                assert_eq!(spec.args[spec.first_key as usize - names].kind, ArgKind::Key, "{name}");
             } else {
                 assert_eq!((spec.last_key, spec.key_step), (0, 0), "{name}");
             }

@@ -33,15 +33,16 @@ fn one_line(text: &str) -> Cow<'_, str> {
     if text.contains(['\r', '\n']) { Cow::Owned(text.replace(['\r', '\n'], " ")) } else { Cow::Borrowed(text) }
 }
 
-/// Upper-bound-ish size of the encoded reply, to reserve the output buffer once.
-fn encoded_len_estimate(reply: &Reply) -> usize {
+/// Upper-bound-ish size of the encoded reply, to reserve the output buffer once (and to count
+/// what is queued for a subscriber against its output-buffer limit).
+pub(crate) fn encoded_len_estimate(reply: &Reply) -> usize {
     // Type byte, up to 20 digits, CRLF.
     const HEADER: usize = 1 + 20 + 2;
     match reply {
         Reply::Status(text) | Reply::Error(text) => text.len().saturating_add(3),
         Reply::Int(_) | Reply::Nil | Reply::NilArray => HEADER,
         Reply::Bulk(data) => data.len().saturating_add(HEADER + 2),
-        Reply::Array(items) => {
+        Reply::Array(items) | Reply::Push(items) => {
             items.iter().fold(HEADER, |total, item| total.saturating_add(encoded_len_estimate(item)))
         }
         Reply::Map(pairs) => pairs.iter().fold(HEADER, |total, (key, value)| {
@@ -56,6 +57,16 @@ fn write_reply(reply: &Reply, protocol: Protocol, dst: &mut BytesMut) -> Result<
     match reply {
         Reply::Array(items) => {
             write_aggregate_header(dst, b'*', items.len());
+            for item in items {
+                write_reply(item, protocol, dst)?;
+            }
+            Ok(())
+        }
+        Reply::Push(items) => {
+            match protocol {
+                Protocol::Resp2 => write_aggregate_header(dst, b'*', items.len()),
+                Protocol::Resp3 => write_aggregate_header(dst, b'>', items.len()),
+            }
             for item in items {
                 write_reply(item, protocol, dst)?;
             }

@@ -710,6 +710,22 @@ fn encode_arrays() {
 }
 
 #[test]
+fn pushes_are_arrays_in_resp2() {
+    let message = Reply::Push(vec![Reply::bulk_static("message"), Reply::bulk("__lock__:k"), Reply::bulk("done")]);
+    both(
+        message,
+        b"*3\r\n$7\r\nmessage\r\n$10\r\n__lock__:k\r\n$4\r\ndone\r\n",
+        b">3\r\n$7\r\nmessage\r\n$10\r\n__lock__:k\r\n$4\r\ndone\r\n",
+    );
+    // UNSUBSCRIBE with nothing to leave names no channel.
+    both(
+        Reply::Push(vec![Reply::bulk_static("unsubscribe"), Reply::Nil, Reply::Int(0)]),
+        b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n",
+        b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n",
+    );
+}
+
+#[test]
 fn encode_maps() {
     both(Reply::Map(vec![]), b"*0\r\n", b"%0\r\n");
     // Order is kept, and so are repeated keys.

@@ -1,5 +1,6 @@
-//! What happened to a lock, collected under the shard lock and logged after it is released so that
-//! no shard lock is ever held across a write to the log.
+//! What happened to a lock, collected under the shard lock and, once it is released, logged and
+//! handed to the observer (the lock-event notifications), so that no shard lock is ever held
+//! across a write to the log or a message to a subscriber.
 
 use std::sync::Arc;
 
@@ -64,6 +65,69 @@ pub(crate) enum LockEvent {
         cause: ReleaseCause,
         next: Option<(Arc<[u8]>, u64)>,
     },
+    /// LOCK.CANCEL took the owner out of the line.
+    Cancelled {
+        key: Arc<[u8]>,
+        owner: Arc<[u8]>,
+    },
+}
+
+/// The events an observer is told of, one for each [`LockEvent`]; their names are the payloads
+/// of the `__lock__:<key>` notifications (docs/commands.md says when each fires).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notification {
+    /// A free lock was granted to a LOCK.TRY or LOCK.WAIT.
+    Granted,
+    /// The lock passed to the head of its line (after a release, an expiry, or a pause of grants).
+    Handoff,
+    /// The holding ended other than by SUCCESS or expiry: FAILURE, or the holder's connection
+    /// closed (with release-on-disconnect), or its grant never reached it.
+    Released,
+    /// LOCK.UNLOCK SUCCESS: the waiters were told DONE.
+    Done,
+    /// The holder's lease ran out.
+    Expired,
+    /// LOCK.CANCEL took an owner out of the line.
+    Cancelled,
+}
+
+impl Notification {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Notification::Granted => "granted",
+            Notification::Handoff => "handoff",
+            Notification::Released => "released",
+            Notification::Done => "done",
+            Notification::Expired => "expired",
+            Notification::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl LockEvent {
+    /// The key the event happened to and what observers are told of it.
+    pub(crate) fn notification(&self) -> (&Arc<[u8]>, Notification) {
+        match self {
+            LockEvent::Granted { key, handoff: false, .. } => (key, Notification::Granted),
+            LockEvent::Granted { key, handoff: true, .. } => (key, Notification::Handoff),
+            LockEvent::Succeeded { key, .. } => (key, Notification::Done),
+            LockEvent::Released { key, cause: ReleaseCause::LeaseExpired, .. } => (key, Notification::Expired),
+            LockEvent::Released { key, .. } => (key, Notification::Released),
+            LockEvent::Cancelled { key, .. } => (key, Notification::Cancelled),
+        }
+    }
+}
+
+/// Who is told of every lock event besides the log (the server's pub/sub hub). It sits above the
+/// core, which knows it only through this trait.
+pub(crate) trait LockObserver: Send + Sync {
+    /// Whether anyone listens now. Asked before every operation on the core, so it must cost no
+    /// more than an atomic load: while it says no, grants and successes collect no events.
+    fn listening(&self) -> bool;
+
+    /// One operation's events, in the order they happened, after its shard lock was released.
+    /// The events of one shard are observed in the order the operations ran.
+    fn observe(&self, events: &[LockEvent]);
 }
 
 /// Keys, owners and reasons are binary and client-chosen: escaped, a newline in one cannot forge
@@ -130,6 +194,9 @@ pub(crate) fn emit(events: Vec<LockEvent>) {
             }
             LockEvent::Released { key, owner, token, cause, next } => {
                 release_line!(info, &key, &owner, token, cause, &next);
+            }
+            LockEvent::Cancelled { key, owner } => {
+                debug!(key = %text(&key), owner = %text(&owner), "owner left the line (LOCK.CANCEL)");
             }
         }
     }

@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 use super::change::Change;
 use super::clock::Timestamp;
 use super::events::{LockEvent, ReleaseCause};
+use super::footprint::arc_bytes;
 use super::outcome::{
     Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,
     WaitOutcome,
@@ -51,6 +52,23 @@ struct Extra {
 }
 
 impl Extra {
+    /// See [`KeyState::footprint`].
+    fn footprint(&self, samples: usize) -> usize {
+        // The completion the owed DONEs share, when no KEEP remembers it.
+        let completion =
+            self.completion.as_ref().map(|(completion, _)| completion).or_else(|| self.told_done.any_completion());
+        let reason = match &self.last_failure {
+            Some(ReleaseCause::Failure(Some(reason))) => arc_bytes(reason),
+            _ => 0,
+        };
+        size_of::<Extra>()
+            + self.queue.footprint(samples)
+            + self.told_done.footprint(samples)
+            + self.grant_also_sent_to.capacity() * size_of::<ConnId>()
+            + completion.map_or(0, |completion| completion_footprint(completion))
+            + reason
+    }
+
     fn is_empty(&self) -> bool {
         self.queue.is_empty()
             && self.completion.is_none()
@@ -84,7 +102,22 @@ pub(crate) struct Claim<'a> {
     pub(crate) conn: ConnId,
 }
 
+/// A completion's allocation (its counts and fields) and its strings.
+fn completion_footprint(completion: &Completion) -> usize {
+    2 * size_of::<usize>()
+        + size_of::<Completion>()
+        + arc_bytes(&completion.finisher)
+        + completion.result.as_ref().map_or(0, arc_bytes)
+}
+
 impl KeyState {
+    /// The bytes this state takes beyond its own struct, the line and the owed DONEs estimated
+    /// from `samples` of their entries (see `core::footprint`).
+    pub(crate) fn footprint(&self, samples: usize) -> usize {
+        let holder = self.holder.as_ref().map_or(0, |holder| arc_bytes(&holder.owner));
+        holder + self.extra.as_deref().map_or(0, |extra| extra.footprint(samples))
+    }
+
     /// Nothing left worth remembering: the key can be forgotten.
     pub(crate) fn is_forgettable(&self) -> bool {
         self.holder.is_none()
@@ -202,7 +235,7 @@ impl KeyState {
         if handoff {
             ctx.stats.handoffs += 1;
         }
-        if ctx.log_grants {
+        if ctx.collect_all_events {
             ctx.events.push(LockEvent::Granted {
                 key: Arc::clone(key),
                 owner: Arc::clone(&holder.owner),
@@ -369,16 +402,15 @@ impl KeyState {
             ReleaseCause::HolderDisconnected | ReleaseCause::GrantUndelivered => ctx.stats.disconnect_releases += 1,
         }
         self.extra().last_failure = Some(cause.clone());
+        let grant_events_from = ctx.events.len();
         let handed_off = self.hand_off(key, ctx, now);
-        // One line tells the whole step: who failed and who has the lock now.
+        // One line tells the whole step: who failed and who has the lock now. It goes before the
+        // grant it led to, so that observers learn of the release, then of the hand-off.
         let next = self.holder.as_ref().map(|next| (Arc::clone(&next.owner), next.token));
-        ctx.events.push(LockEvent::Released {
-            key: Arc::clone(key),
-            owner: holder.owner,
-            token: holder.token,
-            cause,
-            next,
-        });
+        ctx.events.insert(
+            grant_events_from,
+            LockEvent::Released { key: Arc::clone(key), owner: holder.owner, token: holder.token, cause, next },
+        );
         handed_off
     }
 
@@ -432,7 +464,7 @@ impl KeyState {
                     self.extra().completion = Some((completion, until));
                 }
                 ctx.stats.successes += 1;
-                if ctx.log_grants {
+                if ctx.collect_all_events {
                     ctx.events.push(LockEvent::Succeeded {
                         key: Arc::clone(key),
                         owner: holder.owner,
@@ -553,6 +585,9 @@ impl KeyState {
         let Some(waiter) = self.place_of(owner).and_then(|place| self.extra().queue.remove(place)) else {
             return false;
         };
+        if ctx.collect_all_events {
+            ctx.events.push(LockEvent::Cancelled { key: Arc::clone(key), owner: Arc::clone(&waiter.owner) });
+        }
         ctx.record.record(|| Change::Leave { key: Arc::clone(key), owner: waiter.owner });
         true
     }

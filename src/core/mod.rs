@@ -6,7 +6,7 @@
 //! timers and funnels every change of a key through `Shard::change` (which also keeps the
 //! gauges); `key_state` is the state machine of one key, `queue` its FIFO line (over `ranked`, an
 //! order-statistics tree), `told_done` the DONEs it owes; `outcome` is what callers get back and
-//! `events` what is logged.
+//! `events` what is logged and told to the observer.
 //!
 //! Nothing a request or a timer does here walks all keys or a whole queue: a hostile client can
 //! make either hold millions of entries, and every shard lock held meanwhile stalls other clients.
@@ -14,7 +14,9 @@
 mod change;
 mod clock;
 mod events;
+mod footprint;
 mod key_state;
+mod key_table;
 mod keyslot;
 mod outcome;
 mod queue;
@@ -30,13 +32,14 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 pub use change::{Change, ChangeSink};
 pub(crate) use clock::token_seed;
 pub use clock::{Clock, Timestamp};
-pub use events::ReleaseCause;
+pub(crate) use events::{LockEvent, LockObserver};
+pub use events::{Notification, ReleaseCause};
 pub(crate) use outcome::CoreStats;
 pub use outcome::{
     Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,
@@ -44,6 +47,7 @@ pub use outcome::{
 };
 
 use key_state::Claim;
+use key_table::{POSITION_BITS, ScanBudget};
 use shard::{Absent, Shard};
 
 /// Connections are numbered from 1 by the server; the core only compares them.
@@ -89,6 +93,9 @@ pub struct LockCore {
     timers_changed: Notify,
     /// See [`LockCore::pause_grants_until`]; 0 when never paused.
     grants_resume_at: AtomicU64,
+    observer: Option<Arc<dyn LockObserver>>,
+    /// One per shard: whose turn it is to tell the observer (see [`LockCore::observation_turn`]).
+    observation_turns: Box<[Mutex<()>]>,
 }
 
 impl LockCore {
@@ -101,7 +108,28 @@ impl LockCore {
             planned_wake: AtomicU64::new(NO_WAKE_PLANNED),
             timers_changed: Notify::new(),
             grants_resume_at: AtomicU64::new(0),
+            observer: None,
+            observation_turns: (0..count).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    /// From now on every lock event is also told to `observer`, while it listens.
+    pub(crate) fn set_observer(&mut self, observer: Arc<dyn LockObserver>) {
+        self.observer = Some(observer);
+    }
+
+    /// The observer, if it listens now: one atomic load when nobody does.
+    fn listening_observer(&self) -> Option<&dyn LockObserver> {
+        self.observer.as_deref().filter(|observer| observer.listening())
+    }
+
+    /// Called with shard `index` still locked and the events of the operation that just ran on it:
+    /// the turn to tell the observer, taken before the shard lock is released, so that the next
+    /// operation on the shard (which may run on another thread as soon as it is) cannot tell its
+    /// events first, while the observer itself is called without the shard lock. None when
+    /// there is nothing to tell.
+    fn observation_turn(&self, index: usize, observing: bool, events: &[LockEvent]) -> Option<MutexGuard<'_, ()>> {
+        (observing && !events.is_empty()).then(|| self.observation_turns[index].lock())
     }
 
     pub(crate) fn settings(&self) -> &CoreSettings {
@@ -128,25 +156,32 @@ impl LockCore {
         Self::shard_index(key, self.shards.len())
     }
 
-    /// Locks the key's shard, runs `op`, and logs what happened once the shard lock is released.
+    /// Locks the key's shard, runs `op`, and logs what happened (and tells the observer) once the
+    /// shard lock is released.
     fn on_shard<R>(&self, key: &[u8], op: impl FnOnce(&mut Shard) -> R) -> R {
         self.on_shard_at(self.shard_of(key), op)
     }
 
     /// [`LockCore::on_shard`] by the shard's index.
     fn on_shard_at<R>(&self, index: usize, op: impl FnOnce(&mut Shard) -> R) -> R {
-        let (result, events, new_deadline) = {
+        let observer = self.listening_observer();
+        let (result, events, new_deadline, turn) = {
             let mut shard = self.shards[index].lock();
-            shard.ctx.log_grants = tracing::enabled!(tracing::Level::DEBUG);
+            shard.ctx.collect_all_events = observer.is_some() || tracing::enabled!(tracing::Level::DEBUG);
             let result = op(&mut shard);
             shard.flush_changes();
             let new_deadline = shard.ctx.earliest_new_deadline.take();
-            (result, std::mem::take(&mut shard.ctx.events), new_deadline)
+            let events = std::mem::take(&mut shard.ctx.events);
+            let turn = self.observation_turn(index, observer.is_some(), &events);
+            (result, events, new_deadline, turn)
         };
         if let Some(deadline) = new_deadline
             && deadline < self.planned_wake.fetch_min(deadline, Ordering::AcqRel)
         {
             self.timers_changed.notify_one();
+        }
+        if let (Some(observer), Some(_turn)) = (observer, turn) {
+            observer.observe(&events);
         }
         if !events.is_empty() {
             events::emit(events);
@@ -302,6 +337,50 @@ impl LockCore {
         self.on_shard(key, |shard| shard.peek(key).map(|(_, state)| state.owed_dones()).unwrap_or_default())
     }
 
+    /// Whether `key` has any state (a holder, a line, a remembered or owed DONE) once what fell
+    /// due is settled: the keys EXISTS, TYPE and SCAN know of.
+    pub fn exists(&self, key: &[u8], now: Timestamp) -> bool {
+        self.change_existing(key, now, |state, _, _, _| !state.is_forgettable()).unwrap_or(false)
+    }
+
+    /// MEMORY USAGE: an estimate of the bytes `key` takes, its line and owed DONEs estimated from
+    /// their first `samples` entries (see `footprint`); None when it has no state.
+    pub fn footprint(&self, key: &[u8], samples: usize, now: Timestamp) -> Option<usize> {
+        self.change_existing(key, now, |state, key, _, _| {
+            (!state.is_forgettable()).then(|| shard::footprint(key, state, samples))
+        })
+        .flatten()
+    }
+
+    /// One SCAN call: the keys from `cursor` on, about `count` of them, and the cursor to go on
+    /// from (0 once every shard has been gone through). None when `cursor` names no shard here.
+    ///
+    /// A cursor is a shard index above [`POSITION_BITS`] bits and a position in that shard's
+    /// table below (see `key_table`); 0 starts an iteration. The shards are gone through in
+    /// order, each from the position on, one shard lock at a time and for a bounded number of
+    /// keys: what one call costs does not grow with the number of keys. A key present from the
+    /// first call to the last is returned, whatever keys come and go and however the tables
+    /// grow and shrink meanwhile, and no key is returned twice. With at most 2^16 shards a
+    /// cursor stays below 2^48, exact even for clients that read it as a double.
+    pub fn scan(&self, cursor: u64, count: usize) -> Option<ScanPage> {
+        let mut shard = usize::try_from(cursor >> POSITION_BITS).ok().filter(|shard| *shard < self.shards.len())?;
+        // Truncation keeps the position bits.
+        let mut position = cursor as u32;
+        let mut budget = ScanBudget::new(count);
+        let mut keys = Vec::new();
+        loop {
+            match self.shards[shard].lock().scan(position, &mut budget, &mut keys) {
+                Some(next) => position = next,
+                None if shard + 1 == self.shards.len() => return Some(ScanPage { cursor: 0, keys }),
+                None => (shard, position) = (shard + 1, 0),
+            }
+            if budget.exhausted() {
+                let cursor = ((shard as u64) << POSITION_BITS) | u64::from(position);
+                return Some(ScanPage { cursor, keys });
+            }
+        }
+    }
+
     /// Returns once whatever operation on `key`'s shard is under way has finished, changes
     /// handed to the sink included.
     pub(crate) fn barrier(&self, key: &[u8]) {
@@ -371,20 +450,28 @@ impl LockCore {
         let mut next: Option<u64> = None;
         let mut budget = SLICE;
         let mut events = Vec::new();
-        for shard in self.shards.iter() {
+        let observer = self.listening_observer();
+        for (index, shard) in self.shards.iter().enumerate() {
             if budget == 0 {
                 // Shards not looked at may have expiries due: come back at once.
                 next = Some(now.ms());
                 break;
             }
-            let deadline = {
+            let shard_events_from = events.len();
+            let (deadline, turn) = {
                 let mut shard = shard.lock();
+                shard.ctx.collect_all_events = observer.is_some() || tracing::enabled!(tracing::Level::DEBUG);
                 let deadline = shard.expire(now, &mut budget);
                 shard.flush_changes();
                 shard.ctx.earliest_new_deadline = None;
                 events.append(&mut shard.ctx.events);
-                deadline
+                (deadline, self.observation_turn(index, observer.is_some(), &events[shard_events_from..]))
             };
+            // Observers hear of each shard's expiries before the next shard is looked at: the
+            // clients a hand-off woke may already be acting on it.
+            if let (Some(observer), Some(_turn)) = (observer, turn) {
+                observer.observe(&events[shard_events_from..]);
+            }
             next = next.into_iter().chain(deadline).min();
         }
         // One batch for the pass, so that a mass expiry is told in a line, not one per shard.
@@ -532,6 +619,13 @@ impl LockCore {
     pub fn key_count(&self) -> usize {
         self.gauges().keys as usize
     }
+}
+
+/// What one SCAN call found (see [`LockCore::scan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanPage {
+    pub cursor: u64,
+    pub keys: Vec<Arc<[u8]>>,
 }
 
 /// The keys of a closed connection still to release, by shard (see

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use super::ConnId;
 use super::clock::Timestamp;
+use super::footprint::{arc_bytes, extrapolate};
 use super::outcome::WaitOutcome;
 use super::ranked::RankedMap;
 
@@ -46,9 +47,28 @@ pub(crate) struct Waiter {
     pub(crate) conn: ConnId,
 }
 
+/// A blocked LOCK.WAIT's channel (tokio's oneshot: its counts, its state, the answer and two
+/// wakers) and its hand-off timestamp cell; neither size is public.
+const BLOCKER_ALLOCATIONS: usize = 3 * size_of::<usize>()
+    + size_of::<Option<WaitOutcome>>()
+    + 2 * size_of::<std::task::Waker>()
+    + 2 * size_of::<usize>()
+    + size_of::<OnceLock<Timestamp>>();
+
 impl Waiter {
     pub(crate) fn is_blocked(&self) -> bool {
         !self.blockers.is_empty()
+    }
+
+    /// What this waiter takes in its line: its node, its owner, its entries in the indexes, and
+    /// its blocked WAITs.
+    fn footprint(&self) -> usize {
+        let indexes = size_of::<(Arc<[u8]>, Place)>()
+            + 1
+            + size_of::<(ConnId, Place)>()
+            + if self.is_blocked() { 0 } else { size_of::<(u64, Place)>() };
+        let blockers = self.blockers.capacity() * size_of::<Blocker>() + self.blockers.len() * BLOCKER_ALLOCATIONS;
+        RankedMap::<Waiter>::ENTRY_BYTES + arc_bytes(&self.owner) + indexes + blockers
     }
 }
 
@@ -116,6 +136,11 @@ impl Queue {
     /// How many waiters are blocked in LOCK.WAIT.
     pub(crate) fn blocked_count(&self) -> usize {
         self.indexes.blocked
+    }
+
+    /// The bytes the waiters take, estimated from the first `samples` (see `footprint`).
+    pub(crate) fn footprint(&self, samples: usize) -> usize {
+        extrapolate(self.len(), self.iter().map(Waiter::footprint), samples)
     }
 
     /// The waiters, head first.

@@ -157,6 +157,9 @@ fn remove<V>(link: &mut Link<V>, key: u64) -> Option<V> {
 }
 
 impl<V> RankedMap<V> {
+    /// The allocation each entry takes (its node).
+    pub(crate) const ENTRY_BYTES: usize = size_of::<Node<V>>();
+
     pub(crate) fn len(&self) -> usize {
         size(&self.root) as usize
     }

@@ -4,15 +4,16 @@
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::hash_table::Entry;
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::DefaultHashBuilder;
 
 use super::change::{Change, ChangeSink, Recorder};
 use super::clock::Timestamp;
 use super::events::LockEvent;
+use super::footprint::arc_bytes;
 use super::key_state::KeyState;
+use super::key_table::{Entry, KeyTable, ScanBudget};
 use super::outcome::{Completion, CoreStats, Gauges};
-use super::timers::{Timer, Timers};
+use super::timers::{PurgeCursor, Timer, Timers};
 use super::unlock_memo::UnlockMemo;
 
 /// Per-shard bookkeeping that the key states update.
@@ -22,8 +23,9 @@ pub(crate) struct ShardCtx {
     pub(crate) next_wait_id: u64,
     pub(crate) stats: CoreStats,
     pub(crate) events: Vec<LockEvent>,
-    /// Grants are the hot path; only collect their events when they will be logged.
-    pub(crate) log_grants: bool,
+    /// Grants, successes and cancels are the hot path; their events are only collected while
+    /// they will be logged or observed (releases are rarer and always logged).
+    pub(crate) collect_all_events: bool,
     /// The earliest timer this operation armed, so the core can wake the expiry driver if it now
     /// sleeps too long.
     pub(crate) earliest_new_deadline: Option<u64>,
@@ -47,7 +49,7 @@ impl ShardCtx {
             next_wait_id: 1,
             stats: CoreStats::default(),
             events: Vec::new(),
-            log_grants: false,
+            collect_all_events: false,
             earliest_new_deadline: None,
             recent_owner: None,
             record: Recorder::default(),
@@ -94,8 +96,11 @@ pub(crate) enum Absent {
     Skip,
 }
 
-/// Tables and timer wheels this small are not worth shrinking or purging.
+/// Timer wheels this small are not worth purging.
 const SPARSE_SLACK: usize = 1024;
+
+/// Timer entries a purge examines per operation (see [`Shard::purge_stale_timers`]).
+const PURGE_SLICE: usize = 16;
 
 /// A key and its state, boxed together: the table holds one pointer a slot, which matters more
 /// than one allocation per key because the table is sized in powers of two and is often half
@@ -108,13 +113,16 @@ struct Held {
 
 /// Generic over the hasher only so that a test can make every key's hash collide.
 pub(crate) struct Shard<S = DefaultHashBuilder> {
-    /// A table rather than a map so that a timer can find its key by hash.
-    keys: HashTable<Box<Held>>,
+    /// A table rather than a map so that a timer can find its key by hash, in parts by hash
+    /// value so that SCAN can go through it a little at a time.
+    keys: KeyTable<Box<Held>>,
     hasher: S,
     /// Every key whose `timer_at` is set has an entry there at that deadline, with the key's
     /// hash; entries of keys that re-armed earlier or went are skipped when they fire and purged
     /// when they pile up.
     timers: Timers,
+    /// Where the purge of stale timer entries is, while one is under way.
+    timer_purge: Option<PurgeCursor>,
     /// The sum of every key's [`KeyState::gauges`], adjusted by [`Shard::change`], the one place
     /// keys change, so INFO never walks the keys.
     gauges: Gauges,
@@ -126,9 +134,10 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
     /// Shard of a table of `shards`.
     pub(crate) fn new(token_seed: u64, shards: usize) -> Shard<S> {
         Shard {
-            keys: HashTable::new(),
+            keys: KeyTable::new(),
             hasher: S::default(),
             timers: Timers::new(),
+            timer_purge: None,
             gauges: Gauges::default(),
             ctx: ShardCtx::new(token_seed, shards),
             sink: None,
@@ -163,7 +172,7 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
                 outcome: unlocked.outcome,
             });
         }
-        for held in &self.keys {
+        for held in self.keys.iter() {
             held.state.snapshot(&held.key, now, &mut out);
         }
         out
@@ -240,10 +249,10 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
         }
         let result = op(state, key, ctx);
         if state.is_forgettable() {
-            entry.remove();
+            entry.remove(hash_with(hasher));
             gauges.replace(before, Gauges::default());
+            self.keys.shrink_if_sparse(hash_with(&self.hasher));
             self.purge_stale_timers();
-            self.shrink_if_sparse();
             return Some(result);
         }
         gauges.replace(before, state.gauges());
@@ -259,32 +268,32 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
         Some(result)
     }
 
+    /// SCAN's step in this shard (see [`KeyTable::scan`]): the keys from position `from` on go
+    /// to `out`.
+    pub(crate) fn scan(&self, from: u32, budget: &mut ScanBudget, out: &mut Vec<Arc<[u8]>>) -> Option<u32> {
+        self.keys.scan(from, hash_with(&self.hasher), budget, |held| out.push(Arc::clone(&held.key)))
+    }
+
     /// The state of `key` as it is, without settling it (for questions that change nothing).
     pub(crate) fn peek(&self, key: &[u8]) -> Option<(&Arc<[u8]>, &KeyState)> {
         self.keys.find(self.hasher.hash_one(key), |held| *held.key == *key).map(|held| (&held.key, &held.state))
     }
 
-    /// A table that once held a million keys keeps its memory after they are gone unless told:
-    /// shrunk to twice the keys left once they fill less than a quarter, which costs O(1) per
-    /// removal amortized (the next shrink needs the keys halved again). The timer wheel gives
-    /// back its slots' memory as they empty, and its purge the rest.
-    fn shrink_if_sparse(&mut self) {
-        let len = self.keys.len();
-        if self.keys.capacity() > 4 * len + SPARSE_SLACK {
-            self.keys.shrink_to(2 * len, hash_with(&self.hasher));
-        }
-    }
-
     /// Keeps the timer wheel proportional to the live keys: the entries of a million locks
-    /// released long before their leases end would otherwise stay until then. Purged once the
-    /// entries outnumber the live keys twice over (plus slack), which is O(1) amortized per
-    /// removal or arming.
+    /// released long before their leases end would otherwise stay until then. A purge starts once
+    /// the entries outnumber the live keys twice over (plus slack) and goes on by a slice of
+    /// [`PURGE_SLICE`] entries in each operation that arms a timer or forgets a key (each makes
+    /// at most one stale entry, and at least half the entries are stale when a pass starts), so
+    /// it is O(1) per operation, never a walk of the whole shard.
     fn purge_stale_timers(&mut self) {
-        if self.timers.len() <= 2 * self.keys.len() + SPARSE_SLACK {
-            return;
-        }
-        let Shard { keys, hasher, timers, .. } = self;
-        timers.retain(|timer| keys.find(timer.hash, armed_for(timer, hasher)).is_some());
+        let cursor = match self.timer_purge {
+            Some(cursor) => cursor,
+            None if self.timers.len() > 2 * self.keys.len() + SPARSE_SLACK => PurgeCursor::default(),
+            None => return,
+        };
+        let Shard { keys, hasher, timers, timer_purge, .. } = self;
+        *timer_purge =
+            timers.purge_step(cursor, PURGE_SLICE, |timer| keys.find(timer.hash, armed_for(timer, hasher)).is_some());
     }
 
     /// Processes the timers due at `now`, taking one from `budget` for each key it expires;
@@ -315,7 +324,7 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
     /// The gauges computed afresh from every key, to check the kept ones against.
     pub(crate) fn recount_gauges(&self) -> Gauges {
         let mut total = Gauges::default();
-        for held in &self.keys {
+        for held in self.keys.iter() {
             total.add(held.state.gauges());
         }
         total
@@ -330,6 +339,13 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
     pub(crate) fn timer_count(&self) -> usize {
         self.timers.len()
     }
+}
+
+/// MEMORY USAGE of a key (see `core::footprint`): its box with the state, its slot in the table
+/// (a pointer and a control byte), the key's bytes, its timer, and what the state points to.
+pub(crate) fn footprint(key: &Arc<[u8]>, state: &KeyState, samples: usize) -> usize {
+    let timer = if state.timer_at.is_some() { size_of::<Timer>() } else { 0 };
+    size_of::<Held>() + size_of::<Box<Held>>() + 1 + arc_bytes(key) + timer + state.footprint(samples)
 }
 
 /// What the table needs to move its keys when it grows or shrinks.

@@ -815,3 +815,93 @@ fn the_tables_shrink_back_after_a_mass_release() {
     let (keys_left, timers_left) = core.table_capacity();
     assert!(keys_left * 10 < full.0 && timers_left * 10 < full.1, "{full:?} -> {:?}", (keys_left, timers_left));
 }
+
+/// Records what it is told, and checks that no shard lock is held while it is told.
+#[derive(Default)]
+struct Recorder {
+    listening: std::sync::atomic::AtomicBool,
+    core: std::sync::OnceLock<std::sync::Weak<LockCore>>,
+    seen: Mutex<Vec<(Vec<u8>, Notification)>>,
+}
+
+impl LockObserver for Recorder {
+    fn listening(&self) -> bool {
+        self.listening.load(Ordering::Relaxed)
+    }
+
+    fn observe(&self, events: &[LockEvent]) {
+        if let Some(core) = self.core.get().and_then(std::sync::Weak::upgrade) {
+            assert!(core.shards.iter().all(|shard| shard.try_lock().is_some()), "observed under a shard lock");
+        }
+        let mut seen = self.seen.lock();
+        for event in events {
+            let (key, notification) = event.notification();
+            seen.push((key.to_vec(), notification));
+        }
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<(String, &'static str)> {
+        let seen = std::mem::take(&mut *self.seen.lock());
+        seen.into_iter().map(|(key, what)| (String::from_utf8(key).unwrap(), what.as_str())).collect()
+    }
+}
+
+fn observed_core(shards: usize) -> (Arc<LockCore>, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    recorder.listening.store(true, Ordering::Relaxed);
+    let mut core = core_of(true, shards);
+    core.set_observer(Arc::clone(&recorder) as Arc<dyn LockObserver>);
+    let core = Arc::new(core);
+    recorder.core.set(Arc::downgrade(&core)).ok();
+    (core, recorder)
+}
+
+fn told(events: &[(&str, &'static str)]) -> Vec<(String, &'static str)> {
+    events.iter().map(|(key, what)| ((*key).to_owned(), *what)).collect()
+}
+
+#[test]
+fn observers_hear_grants_releases_and_hand_offs_in_order() {
+    let (core, seen) = observed_core(4);
+    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    assert_eq!(seen.take(), told(&[("k", "granted")]));
+    let mut b = blocked(core.wait(request("k", "b", 2, None), at(0)));
+    acquired(core.try_lock(request("k", "a", 1, None), false, at(1)));
+    assert_eq!(seen.take(), [], "queueing and renewing are not events");
+    assert_eq!(core.unlock(b"k", b"a", token, failure(), at(2)), UnlockOutcome::HandedOff);
+    assert_eq!(seen.take(), told(&[("k", "released"), ("k", "handoff")]), "the release comes before its hand-off");
+    let token = granted(&mut b).unwrap();
+    assert!(matches!(core.unlock(b"k", b"b", token, success(None, None), at(3)), UnlockOutcome::Succeeded { .. }));
+    assert_eq!(seen.take(), told(&[("k", "done")]));
+}
+
+#[test]
+fn observers_hear_expiries_disconnects_and_cancels() {
+    let (core, seen) = observed_core(1);
+    acquired(core.try_lock(request("k", "a", 1, Some(100)), false, at(0)));
+    let _b = blocked(core.wait(request("k", "b", 2, None), at(0)));
+    core.try_lock(request("k", "c", 3, None), false, at(0));
+    acquired(core.try_lock(request("other", "d", 4, None), false, at(0)));
+    seen.take();
+    core.expire(at(100));
+    assert_eq!(seen.take(), told(&[("k", "expired"), ("k", "handoff")]));
+    assert!(core.cancel(b"k", b"c", at(101)));
+    assert!(!core.cancel(b"k", b"c", at(102)), "nobody left to cancel");
+    assert_eq!(seen.take(), told(&[("k", "cancelled")]));
+    release_connection(&core, conn(4), [&b"other"[..]], at(103));
+    assert_eq!(seen.take(), told(&[("other", "released")]));
+}
+
+#[test]
+fn nothing_is_collected_for_an_observer_that_does_not_listen() {
+    let (core, seen) = observed_core(1);
+    seen.listening.store(false, Ordering::Relaxed);
+    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    core.unlock(b"k", b"a", token, failure(), at(1));
+    assert_eq!(seen.take(), []);
+    seen.listening.store(true, Ordering::Relaxed);
+    acquired(core.try_lock(request("k", "a", 1, None), false, at(2)));
+    assert_eq!(seen.take(), told(&[("k", "granted")]));
+}

@@ -23,6 +23,14 @@ const SLOTS: usize = 1 << SLOT_BITS;
 /// this (a burst) is given back.
 const KEPT_ROOM: usize = 64;
 
+/// How far a purge has got: a slot of a level, and a position in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PurgeCursor {
+    level: usize,
+    slot: usize,
+    position: usize,
+}
+
 /// The key with this hash is due at `deadline` (ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timer {
@@ -150,23 +158,66 @@ impl Timers {
         self.next_slot().map(|(level, index, _)| self.levels[level].slots[index].earliest)
     }
 
-    /// Keeps only the entries `live` accepts, giving back the memory of the others.
-    pub(crate) fn retain(&mut self, mut live: impl FnMut(Timer) -> bool) {
-        self.len = 0;
-        for level in &mut self.levels {
-            for (index, slot) in level.slots.iter_mut().enumerate() {
-                slot.entries.retain(|entry| live(*entry));
-                slot.entries.shrink_to_fit();
-                slot.earliest = slot.entries.iter().map(|entry| entry.deadline).min().unwrap_or(u64::MAX);
-                if slot.entries.is_empty() {
-                    level.occupied &= !(1 << index);
+    /// Goes on with a purge: examines up to `budget` entries (and empty slots) from `cursor` on,
+    /// dropping those `live` rejects and giving back their memory. Returns where to go on from,
+    /// or None once the pass has visited every slot. Spread over many calls, a pass costs every
+    /// caller a bounded slice instead of one caller a walk of every timer; arming and firing in
+    /// between only touch slots' ends (or empty them), so a cursor stays meaningful, and an entry
+    /// it skips for that is left to the next pass.
+    pub(crate) fn purge_step(
+        &mut self,
+        cursor: PurgeCursor,
+        mut budget: usize,
+        mut live: impl FnMut(Timer) -> bool,
+    ) -> Option<PurgeCursor> {
+        let PurgeCursor { mut level, mut slot, mut position } = cursor;
+        let Timers { levels, len, .. } = self;
+        while level < levels.len() {
+            if budget == 0 {
+                return Some(PurgeCursor { level, slot, position });
+            }
+            let Level { occupied, slots } = &mut levels[level];
+            let whole_slot = position == 0;
+            let mut kept_earliest = u64::MAX;
+            let entries = &mut slots[slot].entries;
+            while position < entries.len() {
+                if budget == 0 {
+                    return Some(PurgeCursor { level, slot, position });
                 }
-                self.len += slot.entries.len();
+                budget -= 1;
+                if live(entries[position]) {
+                    kept_earliest = kept_earliest.min(entries[position].deadline);
+                    position += 1;
+                } else {
+                    entries.swap_remove(position);
+                    *len -= 1;
+                }
+            }
+            if entries.is_empty() {
+                *occupied &= !(1 << slot);
+                slots[slot] = Slot::EMPTY;
+            } else {
+                if entries.capacity() > 2 * entries.len() + KEPT_ROOM {
+                    entries.shrink_to_fit();
+                }
+                // A slot seen in parts keeps its old `earliest`, which may now be early: the
+                // wake-up it causes finds nothing due.
+                if whole_slot {
+                    slots[slot].earliest = kept_earliest;
+                }
+            }
+            budget = budget.saturating_sub(1);
+            position = 0;
+            slot += 1;
+            if slot == SLOTS {
+                slot = 0;
+                level += 1;
             }
         }
-        while self.levels.last().is_some_and(|level| level.occupied == 0) {
-            self.levels.pop();
+        while levels.last().is_some_and(|level| level.occupied == 0) {
+            levels.pop();
         }
+        None
     }
 
     /// Entries the slots have room for (tests check it shrinks).
@@ -231,16 +282,58 @@ mod tests {
         assert_eq!(due(&mut timers, 5_000), vec![5_000]);
     }
 
-    #[test]
-    fn retain_drops_the_rejected_and_their_memory() {
-        let mut timers = Timers::new();
-        for hash in 0..10_000 {
-            timers.arm(1_000 + hash % 3_000, hash);
+    fn purge(timers: &mut Timers, budget: usize, live: impl Fn(Timer) -> bool) -> usize {
+        let mut steps = 0;
+        let mut cursor = Some(PurgeCursor::default());
+        while let Some(at) = cursor {
+            cursor = timers.purge_step(at, budget, &live);
+            steps += 1;
         }
-        timers.retain(|timer| timer.hash == 7);
-        assert_eq!((timers.len(), timers.next_deadline()), (1, Some(1_007)));
-        assert!(timers.capacity() < 10, "{}", timers.capacity());
-        assert_eq!(due(&mut timers, u64::MAX), vec![1_007]);
+        steps
+    }
+
+    #[test]
+    fn a_purge_drops_the_rejected_and_their_memory() {
+        for budget in [usize::MAX, 100] {
+            let mut timers = Timers::new();
+            for hash in 0..10_000 {
+                timers.arm(1_000 + hash % 3_000, hash);
+            }
+            let steps = purge(&mut timers, budget, |timer| timer.hash == 7);
+            assert!(budget == usize::MAX || steps > 10_000 / budget, "{steps} steps");
+            assert_eq!(timers.len(), 1);
+            assert!(timers.next_deadline().is_some_and(|next| next <= 1_007));
+            assert!(timers.capacity() < 10, "{}", timers.capacity());
+            assert_eq!(due(&mut timers, u64::MAX), vec![1_007]);
+        }
+    }
+
+    #[test]
+    fn entries_armed_and_fired_during_a_purge_are_kept_or_handed_out() {
+        let mut timers = Timers::new();
+        for hash in 0..2_000 {
+            timers.arm(100 + hash, hash);
+        }
+        let mut cursor = Some(PurgeCursor::default());
+        let mut fired = Vec::new();
+        let mut next_hash = 2_000;
+        let mut now = 0;
+        while let Some(at) = cursor {
+            // Odd hashes are live; between steps new entries are armed and due ones fire.
+            cursor = timers.purge_step(at, 7, |timer| timer.hash % 2 == 1);
+            timers.arm(now + 50, next_hash);
+            next_hash += 1;
+            now += 3;
+            while let Some(timer) = timers.pop_due(now) {
+                fired.push(timer.hash);
+            }
+        }
+        while let Some(timer) = timers.pop_due(u64::MAX) {
+            fired.push(timer.hash);
+        }
+        for hash in (1..next_hash).step_by(2) {
+            assert!(fired.contains(&hash), "live entry {hash} lost");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
+use super::footprint::{arc_bytes, extrapolate};
 use super::outcome::Completion;
 
 #[derive(Debug, Default)]
@@ -52,6 +53,18 @@ impl ToldDone {
     /// Every owner owed a DONE, with what and until when.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&Arc<[u8]>, u64, &Arc<Completion>)> {
         self.by_owner.iter().map(|(owner, (until, completion))| (owner, *until, completion))
+    }
+
+    /// The bytes the owed DONEs take, estimated from `samples` of them (see `footprint`): each
+    /// owner's entry in both indexes and its name; the completions are the key's to count.
+    pub(crate) fn footprint(&self, samples: usize) -> usize {
+        let entry = size_of::<(Arc<[u8]>, (u64, Arc<Completion>))>() + 1 + size_of::<(u64, Arc<[u8]>)>();
+        extrapolate(self.by_owner.len(), self.by_owner.keys().map(|owner| entry + arc_bytes(owner)), samples)
+    }
+
+    /// One of the completions owed (usually all owed are the same one).
+    pub(crate) fn any_completion(&self) -> Option<&Arc<Completion>> {
+        self.by_owner.values().next().map(|(_, completion)| completion)
     }
 
     pub(crate) fn next_deadline(&self) -> Option<u64> {

@@ -88,12 +88,12 @@ class Server:
             time.sleep(0.02)
         return False
 
-    def redis(self, **kwargs):
-        """A redis-py client on its own connection."""
+    def redis(self, lib=redis, **kwargs):
+        """A client of lib (redis-py, or valkey-py) on its own connection."""
         kwargs.setdefault("password", self.password)
         kwargs.setdefault("socket_timeout", 10)
         kwargs.setdefault("socket_connect_timeout", 5)
-        return redis.Redis(host=HOST, port=self.port, single_connection_client=True, **kwargs)
+        return lib.Redis(host=HOST, port=self.port, single_connection_client=True, **kwargs)
 
     def info(self, section="locks"):
         client = self.redis()

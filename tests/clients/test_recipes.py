@@ -1,42 +1,87 @@
 """The examples/ recipes, run as several concurrent nodes against a live server.
 
 Each recipe runs a shell command as its work; the work appends the node id to a shared file only
-when it actually runs, so the file shows how many times the work was done and by whom.
+when it actually runs, so the file shows how many times the work was done and by whom. The recipes
+use their client library's default settings (timeouts, retries); the tests run them with their own
+defaults too, except where a test says otherwise.
 
 The Rust recipe is target/release/examples/once ($BATON_ONCE_BIN), built by
-`cargo build --release --example once`; the Node one needs tests/clients/node/node_modules.
+`cargo build --release --example once`; the Node one needs tests/clients/node/node_modules; the Go
+one is built here with Debian's Go toolchain and redigo (golang-go, golang-github-gomodule-redigo-dev,
+in GOPATH mode: the module proxy is not used).
 """
 
 import os
+import shutil
+from dataclasses import dataclass
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 from conftest import HOST, ROOT, free_port, wait_until
 
 EXAMPLES = ROOT / "examples"
 NODE_MODULES = ROOT / "tests" / "clients" / "node" / "node_modules"
 ONCE_RS = Path(os.environ.get("BATON_ONCE_BIN", ROOT / "target" / "release" / "examples" / "once"))
+# Where Debian's golang-github-gomodule-redigo-dev puts redigo's source.
+DEBIAN_GOPATH = "/usr/share/gocode"
 
-RECIPES = {
-    "shell": ["bash", str(EXAMPLES / "once.sh")],
-    "python": [sys.executable, str(EXAMPLES / "once.py")],
-    "rust": [str(ONCE_RS)],
-    "node": ["node", str(EXAMPLES / "once.cjs")],
+# The default read (response) timeout of each recipe's client, in seconds, which one LOCK.WAIT must
+# not outlast: redis-cli has none, redis-py's is read from the installed version, redis-rs's async
+# connections have 500 ms, ioredis and redigo have none.
+READ_TIMEOUTS = {
+    "shell": None,
+    "python": redis.Redis().get_connection_kwargs()["socket_timeout"],
+    "rust": 0.5,
+    "node": None,
+    "go": None,
 }
 
 
-@pytest.fixture(params=list(RECIPES))
+@dataclass
+class Recipe:
+    name: str
+    argv: list
+    read_timeout: float | None
+
+
+@pytest.fixture(scope="session")
+def go_recipe(tmp_path_factory):
+    """examples/once.go, built once per session."""
+    if shutil.which("go") is None:
+        pytest.fail("go is not installed: run scripts/install-test-deps.sh")
+    binary = tmp_path_factory.mktemp("go") / "once"
+    env = dict(os.environ, GO111MODULE="off", GOPATH=DEBIAN_GOPATH, GOFLAGS="", GOPROXY="off")
+    built = subprocess.run(
+        ["go", "build", "-o", str(binary), str(EXAMPLES / "once.go")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert built.returncode == 0, f"go build failed:\n{built.stderr}"
+    return [str(binary)]
+
+
+@pytest.fixture(params=list(READ_TIMEOUTS))
 def recipe(request):
     name = request.param
-    if name == "rust" and not ONCE_RS.exists():
-        pytest.fail(f"{ONCE_RS} not found: run `cargo build --release --example once`")
-    if name == "node" and not (NODE_MODULES / "ioredis").exists():
-        pytest.fail(f"ioredis is not installed in {NODE_MODULES}: run scripts/install-test-deps.sh")
-    return name
+    if name == "shell":
+        argv = ["bash", str(EXAMPLES / "once.sh")]
+    elif name == "python":
+        argv = [sys.executable, str(EXAMPLES / "once.py")]
+    elif name == "rust":
+        if not ONCE_RS.exists():
+            pytest.fail(f"{ONCE_RS} not found: run `cargo build --release --example once`")
+        argv = [str(ONCE_RS)]
+    elif name == "node":
+        if not (NODE_MODULES / "ioredis").exists():
+            pytest.fail(f"ioredis is not installed in {NODE_MODULES}: run scripts/install-test-deps.sh")
+        argv = ["node", str(EXAMPLES / "once.cjs")]
+    else:
+        argv = request.getfixturevalue("go_recipe")
+    return Recipe(name, argv, READ_TIMEOUTS[name])
 
 
 class Node:
@@ -48,7 +93,7 @@ class Node:
         self.err_path = workdir / f"{node}.err"
         env = dict(os.environ, NODE_PATH=str(NODE_MODULES))
         env.pop("BATON_PASSWORD", None)
-        argv = [*RECIPES[recipe], "--host", HOST, "--port", str(server.port), "--key", key, "--node", node]
+        argv = [*recipe.argv, "--host", HOST, "--port", str(server.port), "--key", key, "--node", node]
         if server.password:
             argv += ["--password", server.password]
         argv += [*options, "--", "sh", "-c", work]
@@ -107,22 +152,27 @@ def read_lines(path):
     return path.read_text().split() if path.exists() else []
 
 
-def test_work_runs_exactly_once(recipe, baton, nodes, tmp_path):
-    server = baton()
-    work = 'echo "$BATON_NODE" >> did; sleep 0.5; echo "image-built-by-$BATON_NODE"'
-    batch, codes = run_together(nodes, recipe, server, "job:once", tmp_path, work, [f"n{i}" for i in range(1, 6)])
-    did = read_lines(tmp_path / "did")
+def assert_ran_once(batch, codes, workdir, product):
+    """Every node exited 0 and the work ran once: its node reports SUCCESS with
+    "<product>-by-<node>", the others DONE with that. Returns the node that did the work."""
+    did = read_lines(workdir / "did")
     assert len(did) == 1, f"the work ran {len(did)} times: {did}\n{describe(batch)}"
     winner = did[0]
     for node in batch:
         assert codes[node.name] == 0, describe(batch)
+        outcome = "SUCCESS" if node.name == winner else f"DONE finisher={winner}"
+        assert node.last() == f"{node.name}: {outcome} result={product}-by-{winner}", node.describe()
+    return winner
+
+
+def test_work_runs_exactly_once(recipe, baton, nodes, tmp_path):
+    server = baton()
+    work = 'echo "$BATON_NODE" >> did; sleep 0.5; echo "image-built-by-$BATON_NODE"'
+    batch, codes = run_together(nodes, recipe, server, "job:once", tmp_path, work, [f"n{i}" for i in range(1, 6)])
+    winner = assert_ran_once(batch, codes, tmp_path, "image-built")
+    for node in batch:
         assert node.lines()[0] == f"{node.name}: WAITING key=job:once", node.describe()
-        if node.name == winner:
-            assert f"{winner}: ACQUIRED token=" in node.output(), node.describe()
-            assert node.last() == f"{winner}: SUCCESS result=image-built-by-{winner}", node.describe()
-        else:
-            assert node.last() == f"{node.name}: DONE finisher={winner} result=image-built-by-{winner}", node.describe()
-            assert "ACQUIRED" not in node.output()
+        assert (f"{node.name}: ACQUIRED token=" in node.output()) == (node.name == winner), node.describe()
     # A node arriving later is told DONE too (the recipes unlock with KEEP).
     late, codes = run_together(nodes, recipe, server, "job:once", tmp_path, work, ["late"])
     assert codes["late"] == 0 and late[0].last() == f"late: DONE finisher={winner} result=image-built-by-{winner}"
@@ -159,26 +209,41 @@ def test_failed_work_is_retried_by_the_next_node(recipe, baton, nodes, tmp_path)
 
 def test_long_work_is_kept_alive_by_extend(recipe, baton, nodes, tmp_path):
     """The work (3 s) outlives the lease (900 ms) several times over; EXTEND keeps the lock, and
-    the waiters' WAITs (600 ms) time out and are asked again without losing their place."""
+    the waiters' WAITs (300 ms) time out and are asked again without losing their place."""
     server = baton()
     work = 'echo "$BATON_NODE" >> did; sleep 3; echo "long-job-by-$BATON_NODE"'
-    options = ["--lease-ms", "900", "--wait-ms", "600"]
+    options = ["--lease-ms", "900", "--wait-ms", "300"]
     batch, codes = run_together(nodes, recipe, server, "job:long", tmp_path, work, ["n1", "n2", "n3"], *options)
-    did = read_lines(tmp_path / "did")
-    assert len(did) == 1, f"the work ran {len(did)} times: {did}\n{describe(batch)}"
-    winner = did[0]
+    winner = assert_ran_once(batch, codes, tmp_path, "long-job")
     for node in batch:
-        assert codes[node.name] == 0, describe(batch)
         if node.name == winner:
             extends = [line for line in node.lines() if line.startswith(f"{winner}: EXTENDED token=")]
             assert len(extends) >= 5, node.describe()
-            assert node.last() == f"{winner}: SUCCESS result=long-job-by-{winner}", node.describe()
         else:
             assert f"{node.name}: STILL WAITING" in node.lines(), node.describe()
-            assert node.last() == f"{node.name}: DONE finisher={winner} result=long-job-by-{winner}", node.describe()
     stats = server.info()
     assert stats["lock_lease_expiries"] == 0, stats
     assert (stats["lock_grants"], stats["lock_handoffs"], stats["lock_successes"]) == (1, 0, 1), stats
+
+
+def test_wait_outlasts_the_client_read_timeout(recipe, baton, nodes, tmp_path):
+    """With the recipe's defaults and its client's, the others wait longer than the client's read
+    timeout (1.5 s more): their WAITs end on the server before the client gives up, are sent again
+    on the same connection, and every node ends as it should, with no reconnect."""
+    server = baton()
+    seconds = (recipe.read_timeout or 0) + 1.5
+    work = f'echo "$BATON_NODE" >> did; sleep {seconds}; echo "slow-job-by-$BATON_NODE"'
+    connections_before = server.info("stats")["total_connections_received"]
+    batch, codes = run_together(nodes, recipe, server, "job:slow", tmp_path, work, ["n1", "n2", "n3"])
+    winner = assert_ran_once(batch, codes, tmp_path, "slow-job")
+    if recipe.read_timeout is not None:
+        for node in batch:
+            assert (f"{node.name}: STILL WAITING" in node.lines()) == (node.name != winner), node.describe()
+    stats = server.info("all")
+    assert (stats["lock_grants"], stats["lock_successes"], stats["lock_failures"]) == (1, 1, 0), stats
+    assert stats["lock_disconnect_releases"] == 0, stats
+    # One connection per node, and this INFO's.
+    assert stats["total_connections_received"] - connections_before == len(batch) + 1, stats
 
 
 def test_crashed_holder_is_replaced(recipe, baton, nodes, tmp_path):
@@ -230,6 +295,6 @@ def test_unreachable_server_is_an_error(recipe, tmp_path):
 def test_usage_error(recipe, tmp_path):
     env = dict(os.environ, NODE_PATH=str(NODE_MODULES))
     proc = subprocess.run(
-        [*RECIPES[recipe], "--port", "1", "--node", "n1"], capture_output=True, text=True, timeout=20, env=env
+        [*recipe.argv, "--port", "1", "--node", "n1"], capture_output=True, text=True, timeout=20, env=env
     )
     assert proc.returncode == 2, proc

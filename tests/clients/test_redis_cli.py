@@ -1,5 +1,6 @@
-"""redis-cli against baton: one-shot commands, --pipe, scripts on stdin, and the interactive mode
-in a pseudo-terminal (tmux): argument hints from COMMAND DOCS and a blocking LOCK.WAIT.
+"""redis-cli against baton: one-shot commands, --pipe, scripts on stdin, the tools that browse a
+server (--scan, --bigkeys, --memkeys, --stat), and the interactive mode in a pseudo-terminal
+(tmux): argument hints from COMMAND DOCS and a blocking LOCK.WAIT.
 
 Set BATON_HINTS_CAPTURE=path to save the screen of the interactive session there.
 """
@@ -92,6 +93,84 @@ def test_script_on_stdin_runs_on_one_connection(server):
     assert out[3] == "1"
     assert out[4].startswith('ERROR,"NOTHOLDER'), out[4]
     assert out[5] == '"PONG"'
+
+
+# --- the tools that browse a server ---------------------------------------------------------------
+
+
+@pytest.fixture
+def browsed(server):
+    """A server holding 120 `pull:` and 30 `push:` locks (on a connection kept open, so they stay),
+    `pull:busy` with a line of 40 waiters."""
+    holder = server.redis()
+    pipe = holder.pipeline(transaction=False)
+    for key in [f"pull:{i}" for i in range(120)] + [f"push:{i}" for i in range(30)]:
+        pipe.execute_command("LOCK.TRY", key, "holder", "PX", 600000)
+    for i in range(40):
+        pipe.execute_command("LOCK.TRY", "pull:busy", f"waiter-{i:02}", "PX", 600000)
+    pipe.execute_command("LOCK.TRY", "pull:busy", "holder", "PX", 600000)
+    pipe.execute()
+    yield server
+    holder.close()
+
+
+def test_scan_mode(browsed):
+    pulls = cli(browsed, "--scan", "--pattern", "pull:*").stdout.split()
+    assert sorted(pulls) == sorted([f"pull:{i}" for i in range(120)] + ["pull:busy"])
+    everything = cli(browsed, "--scan").stdout.split()
+    assert len(everything) == 151 and len(set(everything)) == 151
+    assert cli(browsed, "--scan", "--pattern", "nothing:*").stdout == ""
+
+
+def test_bigkeys(browsed):
+    out = cli(browsed, "--bigkeys").stdout
+    assert "Sampled 151 keys in the keyspace!" in out, out
+    # No size command exists for a lock, so redis-cli counts them without sizes, as module types.
+    assert re.search(r"^151 locks with 0 \? \(100\.00% of keys, avg size 0\.00\)$", out, re.M), out
+
+
+def test_memkeys(browsed):
+    out = cli(browsed, "--memkeys").stdout
+    assert "Sampled 151 keys in the keyspace!" in out, out
+    biggest = re.search(r"^Biggest +lock found '\"(.+)\"' has (\d+) bytes$", out, re.M)
+    assert biggest and biggest.group(1) == "pull:busy", out
+    total = re.search(r"^151 locks with (\d+) bytes \(100\.00% of keys, avg size ([\d.]+)\)$", out, re.M)
+    assert total, out
+    # The key with a line of 40 waiters takes more than the sum of the others' average.
+    assert int(biggest.group(2)) > 5 * float(total.group(2)) > 0, out
+
+
+def stat_lines(server, seconds):
+    """The lines `redis-cli --stat -i 0.2` prints in `seconds` (it never stops by itself)."""
+    try:
+        proc = subprocess.run(
+            ["stdbuf", "-oL", "redis-cli", "-h", HOST, "-p", str(server.port), "--stat", "-i", "0.2"],
+            capture_output=True,
+            text=True,
+            timeout=seconds,
+        )
+        out = proc.stdout
+    except subprocess.TimeoutExpired as stopped:
+        out = stopped.stdout.decode() if isinstance(stopped.stdout, bytes) else (stopped.stdout or "")
+    return out.splitlines()
+
+
+def test_stat(browsed):
+    lines = stat_lines(browsed, 1.5)
+    assert lines[:2] == [
+        "------- data ------ --------------------- load -------------------- - child -",
+        "keys       mem      clients blocked requests            connections          ",
+    ], lines
+    rows = [line.split() for line in lines[2:]]
+    assert len(rows) >= 2, lines
+    for row in rows:
+        keys, mem, clients, blocked = row[:4]
+        assert keys == "151", row
+        # used_memory as redis-cli's bytesToHuman prints it: a real figure, not 0B.
+        assert re.fullmatch(r"\d+\.\d\d[KMG]", mem), row
+        assert int(clients) >= 2 and blocked == "0", row
+    # requests counts on: each INFO is one.
+    assert int(rows[-1][4]) > int(rows[0][4]), rows
 
 
 # --- interactive mode in tmux ------------------------------------------------------------------

@@ -1,34 +1,65 @@
-"""redis-py (sync and asyncio, RESP2 and RESP3) against baton with no special settings."""
+"""redis-py and its fork valkey-py (sync and asyncio, RESP2 and RESP3) against baton with no
+special settings. Every test runs with both: they share one API under two names."""
 
 import asyncio
+import importlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import ModuleType
 
 import pytest
-import redis
-import redis.asyncio as aredis
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from conftest import HOST, as_dict, wait_until
+from conftest import as_dict, wait_until
 
 PROTOCOLS = [2, 3]
 
-# redis-py retries ConnectionError (AuthenticationError is one) and TimeoutError three times with
-# backoff by default; the tests that expect those errors turn that off to stay fast.
-NO_RETRY = Retry(NoBackoff(), 0)
+
+@dataclass(frozen=True)
+class PythonClient:
+    lib: ModuleType
+    lib_name: str  # as CLIENT INFO shows it
+    major: int  # the major version scripts/install-test-deps.sh installs
+
+    def connect(self, server, **kwargs):
+        return server.redis(lib=self.lib, **kwargs)
+
+    def connect_async(self, server, **kwargs):
+        kwargs.setdefault("password", server.password)
+        return self.lib.asyncio.Redis(host=server.host, port=server.port, single_connection_client=True, **kwargs)
+
+    def no_retry(self):
+        """For the tests that expect an error: redis-py 8 retries ConnectionError (which
+        AuthenticationError is) and TimeoutError 10 times with backoff by default; valkey-py 6
+        does not retry."""
+        return self.lib.retry.Retry(self.lib.backoff.NoBackoff(), 0)
+
+    def no_retry_async(self):
+        return self.lib.asyncio.retry.Retry(self.lib.backoff.NoBackoff(), 0)
 
 
-def test_redis_py_version():
-    assert int(redis.__version__.split(".")[0]) >= 8, redis.__version__
+def python_client(name, lib_name, major):
+    for module in ("", ".asyncio", ".asyncio.retry", ".retry", ".backoff", ".exceptions"):
+        importlib.import_module(name + module)
+    return PythonClient(importlib.import_module(name), lib_name, major)
+
+
+@pytest.fixture(scope="module", params=["redis-py", "valkey-py"])
+def py(request):
+    if request.param == "redis-py":
+        return python_client("redis", "redis-py", 8)
+    return python_client("valkey", "valkey-py", 6)
+
+
+def test_version(py):
+    assert int(py.lib.__version__.split(".")[0]) == py.major, py.lib.__version__
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_lock_replies(server, protocol):
-    a = server.redis(protocol=protocol)
-    b = server.redis(protocol=protocol)
+def test_lock_replies(py, server, protocol):
+    a = py.connect(server, protocol=protocol)
+    b = py.connect(server, protocol=protocol)
     key = f"py:replies:{protocol}"
 
     acquired = a.execute_command("LOCK.TRY", key, "a", "PX", 5000)
@@ -47,9 +78,9 @@ def test_lock_replies(server, protocol):
 
     assert a.execute_command("LOCK.EXTEND", key, "a", token, 10_000) == 1
     assert 5000 < as_dict(a.execute_command("LOCK.INFO", key))["lease_ms"] <= 10_000
-    with pytest.raises(redis.ResponseError, match="^NOTHOLDER"):
+    with pytest.raises(py.lib.ResponseError, match="^NOTHOLDER"):
         b.execute_command("LOCK.EXTEND", key, "b", token, 100)
-    with pytest.raises(redis.ResponseError, match="^NOTHOLDER"):
+    with pytest.raises(py.lib.ResponseError, match="^NOTHOLDER"):
         b.execute_command("LOCK.UNLOCK", key, "a", token + 1, "SUCCESS")
     assert b.execute_command("LOCK.CANCEL", key, "d") == 1
     assert b.execute_command("LOCK.CANCEL", key, "d") == 0
@@ -63,7 +94,7 @@ def test_lock_replies(server, protocol):
     assert 0 < info["keep_ms"] <= 5000 and info["holder"] is None
     # A retried UNLOCK (its reply was lost) gets the first one's answer; a stranger's is refused.
     assert a.execute_command("LOCK.UNLOCK", key, "a", token, "SUCCESS") == 1
-    with pytest.raises(redis.ResponseError, match="^NOLOCK"):
+    with pytest.raises(py.lib.ResponseError, match="^NOLOCK"):
         a.execute_command("LOCK.UNLOCK", key, "x", token, "SUCCESS")
 
     # FAILURE hands the lock to the head of the queue, then frees it.
@@ -77,20 +108,20 @@ def test_lock_replies(server, protocol):
     assert b.execute_command("LOCK.UNLOCK", key2, "b", granted[1], "FAILURE") == 0
     assert as_dict(b.execute_command("LOCK.INFO", key2))["state"] == b"free"
 
-    with pytest.raises(redis.ResponseError, match="wrong number of arguments for 'lock.try'"):
+    with pytest.raises(py.lib.ResponseError, match="wrong number of arguments for 'lock.try'"):
         a.execute_command("LOCK.TRY", key)
-    with pytest.raises(redis.ResponseError, match="invalid expire time in 'lock.try'"):
+    with pytest.raises(py.lib.ResponseError, match="invalid expire time in 'lock.try'"):
         a.execute_command("LOCK.TRY", key, "a", "PX", 0)
-    with pytest.raises(redis.ResponseError, match="^timeout is negative"):
+    with pytest.raises(py.lib.ResponseError, match="^timeout is negative"):
         a.execute_command("LOCK.WAIT", key, "a", -1)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_blocking_wait_is_answered_by_another_client(server, protocol):
+def test_blocking_wait_is_answered_by_another_client(py, server, protocol):
     key = f"py:block:{protocol}"
-    holder = server.redis(protocol=protocol)
-    waiter = server.redis(protocol=protocol, socket_timeout=10)  # longer than the wait
-    late = server.redis(protocol=protocol, socket_timeout=10)
+    holder = py.connect(server, protocol=protocol)
+    waiter = py.connect(server, protocol=protocol, socket_timeout=10)  # longer than the wait
+    late = py.connect(server, protocol=protocol, socket_timeout=10)
     token = holder.execute_command("LOCK.TRY", key, "holder")[1]
     with ThreadPoolExecutor(2) as pool:
         waiting = pool.submit(waiter.execute_command, "LOCK.WAIT", key, "waiter", 0)
@@ -108,11 +139,11 @@ def test_blocking_wait_is_answered_by_another_client(server, protocol):
         assert done.result(timeout=5) == [b"DONE", b"waiter", b"ok"]
 
 
-def test_client_list_while_a_key_with_separators_is_waited_on(server):
+def test_client_list_while_a_key_with_separators_is_waited_on(py, server):
     """A blocked key is escaped in CLIENT LIST, so redis-py's parser sees one client per line."""
     key = "py:a b\nid=999 addr=6.6.6.6:1"
-    holder = server.redis()
-    waiter = server.redis(socket_timeout=10)
+    holder = py.connect(server)
+    waiter = py.connect(server, socket_timeout=10)
     token = holder.execute_command("LOCK.TRY", key, "holder")[1]
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(waiter.execute_command, "LOCK.WAIT", key, "waiter", 0)
@@ -126,33 +157,40 @@ def test_client_list_while_a_key_with_separators_is_waited_on(server):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_timed_wait_within_the_socket_timeout(server, protocol):
+def test_timed_wait_within_the_socket_timeout(py, server, protocol):
     key = f"py:timed:{protocol}"
-    holder = server.redis(protocol=protocol)
+    holder = py.connect(server, protocol=protocol)
     holder.execute_command("LOCK.TRY", key, "holder")
-    waiter = server.redis(protocol=protocol, socket_timeout=3)
+    waiter = py.connect(server, protocol=protocol, socket_timeout=3)
     started = time.monotonic()
     assert waiter.execute_command("LOCK.WAIT", key, "waiter", 1000) is None
     assert 0.9 <= time.monotonic() - started < 2.5
     assert server.lock_info(key)["queue"] == [b"waiter"], "a timed-out waiter keeps its place"
 
 
-def test_socket_timeout_shorter_than_the_wait_fails_on_the_client(server):
-    """What happens without the right setting: redis-py gives up, drops the connection, and the
-    server takes the waiter out of the queue."""
+def test_socket_timeout_shorter_than_the_wait_fails_on_the_client(py, server):
+    """Why a LOCK.WAIT must end before the read timeout: the client gives up, and with its default
+    retry (redis-py 8: 10 retries; valkey-py 6: none) silently drops the connection and sends the
+    same WAIT again on a new one, each time starting the wait anew. The server takes the waiter out
+    of the queue when the last connection closes."""
     key = "py:short-timeout"
-    holder = server.redis()
+    holder = py.connect(server)
     holder.execute_command("LOCK.TRY", key, "holder")
-    impatient = server.redis(socket_timeout=0.3, retry=NO_RETRY)
-    with pytest.raises(redis.TimeoutError):
+    retry = py.lib.Redis().get_retry()
+    retries = retry.get_retries() if retry else 0
+    before = server.info("stats")["total_connections_received"]
+    impatient = py.connect(server, socket_timeout=0.1)
+    with pytest.raises(py.lib.TimeoutError):
         impatient.execute_command("LOCK.WAIT", key, "impatient", 3000)
     impatient.close()
+    # The INFO call above and below each took one connection.
+    assert server.info("stats")["total_connections_received"] - before == 1 + retries + 1
     wait_until(lambda: server.lock_info(key)["waiters"] == 0, message="the abandoned waiter to leave")
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_handshake_hello_info_client_info(server, protocol):
-    r = server.redis(protocol=protocol)
+def test_handshake_hello_info_client_info(py, server, protocol):
+    r = py.connect(server, protocol=protocol)
     assert r.ping() is True
     hello = as_dict(r.execute_command("HELLO", protocol))
     assert hello["proto"] == protocol and hello["server"] == b"redis"
@@ -162,7 +200,7 @@ def test_handshake_hello_info_client_info(server, protocol):
     assert "lock_grants" in info and "connected_clients" in info
     assert r.info("locks")["lock_keys"] == 0
     client = r.client_info()
-    assert client["lib-name"] == "redis-py" and client["lib-ver"] == redis.__version__
+    assert client["lib-name"] == py.lib_name and client["lib-ver"] == py.lib.__version__
     assert client["resp"] == str(protocol)
     assert r.client_setname("py-node") is True
     assert r.client_getname() in ("py-node", b"py-node")  # redis-py decodes it in RESP2 only
@@ -171,40 +209,40 @@ def test_handshake_hello_info_client_info(server, protocol):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_auth_with_requirepass(baton, protocol):
+def test_auth_with_requirepass(py, baton, protocol):
     server = baton(password="s3cret pw")
-    good = server.redis(protocol=protocol)
+    good = py.connect(server, protocol=protocol)
     assert good.ping() is True
     assert good.execute_command("LOCK.TRY", "py:auth", "a")[0] == b"ACQUIRED"
-    assert server.redis(protocol=protocol, username="default").ping() is True
-    with pytest.raises(redis.AuthenticationError):
-        server.redis(protocol=protocol, password="wrong", retry=NO_RETRY).ping()
+    assert py.connect(server, protocol=protocol, username="default").ping() is True
+    with pytest.raises(py.lib.AuthenticationError):
+        py.connect(server, protocol=protocol, password="wrong", retry=py.no_retry()).ping()
     # RESP2: the command is refused with NOAUTH; RESP3: HELLO 3 without AUTH is, as with Redis.
-    with pytest.raises(redis.AuthenticationError, match="Authentication required|HELLO must be called"):
-        server.redis(protocol=protocol, password=None, retry=NO_RETRY).execute_command("LOCK.TRY", "py:auth", "b")
+    with pytest.raises(py.lib.AuthenticationError, match="Authentication required|HELLO must be called"):
+        py.connect(server, protocol=protocol, password=None, retry=py.no_retry()).execute_command("LOCK.TRY", "py:auth", "b")
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_acl_users_with_redis_py(server, protocol):
-    admin = server.redis(protocol=protocol, decode_responses=True)
+def test_acl_users_with_redis_py(py, server, protocol):
+    admin = py.connect(server, protocol=protocol, decode_responses=True)
     assert admin.acl_whoami() == "default"
     assert admin.acl_setuser("node", enabled=True, passwords=["+node-pw"], keys=["pull:*"],
                              commands=["+@write", "+lock.info", "+acl|whoami", "-@dangerous"], reset=True)
     user = admin.acl_getuser("node")
     assert user["enabled"] is True and "~pull:*" in user["keys"]
-    node = server.redis(protocol=protocol, username="node", password="node-pw", decode_responses=True)
+    node = py.connect(server, protocol=protocol, username="node", password="node-pw", decode_responses=True)
     assert node.acl_whoami() == "node"
     assert node.execute_command("LOCK.TRY", "pull:py", "a")[0] == "ACQUIRED"
-    with pytest.raises(redis.exceptions.NoPermissionError):
+    with pytest.raises(py.lib.exceptions.NoPermissionError):
         node.execute_command("LOCK.TRY", "other:py", "a")
-    with pytest.raises(redis.exceptions.NoPermissionError):
+    with pytest.raises(py.lib.exceptions.NoPermissionError):
         node.client_list()
     assert "node" in admin.acl_users()
     assert admin.acl_deluser("node") == 1
 
 
-def test_pipeline_of_lock_commands(server):
-    r = server.redis()
+def test_pipeline_of_lock_commands(py, server):
+    r = py.connect(server)
     pipe = r.pipeline(transaction=False)
     for i in range(20):
         pipe.execute_command("LOCK.TRY", f"py:pipe:{i}", "n1")
@@ -216,18 +254,18 @@ def test_pipeline_of_lock_commands(server):
     assert as_dict(replies[21])["holder"] == b"n1"
 
 
-def test_lease_runs_out_without_extend(server):
+def test_lease_runs_out_without_extend(py, server):
     """The lease is real: the recipe tests rely on it to show that EXTEND kept work alive."""
-    r = server.redis()
+    r = py.connect(server)
     token = r.execute_command("LOCK.TRY", "py:lease", "a", "PX", 200)[1]
     wait_until(lambda: server.lock_info("py:lease")["state"] == b"free", timeout=3, message="the lease to run out")
-    with pytest.raises(redis.ResponseError, match="^NOLOCK"):
+    with pytest.raises(py.lib.ResponseError, match="^NOLOCK"):
         r.execute_command("LOCK.EXTEND", "py:lease", "a", token, 1000)
     assert server.info()["lock_lease_expiries"] == 1
 
 
-def test_release_on_disconnect(server):
-    r = server.redis()
+def test_release_on_disconnect(py, server):
+    r = py.connect(server)
     r.execute_command("LOCK.TRY", "py:disconnect", "a")
     r.close()
     wait_until(lambda: server.lock_info("py:disconnect")["state"] == b"free", message="release on disconnect")
@@ -237,16 +275,11 @@ def test_release_on_disconnect(server):
 # --- asyncio ---------------------------------------------------------------------------------------
 
 
-def async_client(server, **kwargs):
-    kwargs.setdefault("password", server.password)
-    return aredis.Redis(host=HOST, port=server.port, single_connection_client=True, **kwargs)
-
-
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_async_lock_replies(server, protocol):
+async def test_async_lock_replies(py, server, protocol):
     key = f"apy:replies:{protocol}"
-    a = async_client(server, protocol=protocol)
-    b = async_client(server, protocol=protocol)
+    a = py.connect_async(server, protocol=protocol)
+    b = py.connect_async(server, protocol=protocol)
     try:
         acquired = await a.execute_command("LOCK.TRY", key, "a")
         assert acquired[0] == b"ACQUIRED" and isinstance(acquired[1], int)
@@ -260,7 +293,7 @@ async def test_async_lock_replies(server, protocol):
         assert await b.execute_command("LOCK.CANCEL", key, "d") == 1
         assert await a.execute_command("LOCK.UNLOCK", key, "a", token, "SUCCESS", "RESULT", "r", "KEEP", 1000) == 1
         assert await b.execute_command("LOCK.WAIT", key, "b", 0) == [b"DONE", b"a", b"r"]
-        with pytest.raises(redis.ResponseError, match="^NOLOCK"):
+        with pytest.raises(py.lib.ResponseError, match="^NOLOCK"):
             await a.execute_command("LOCK.EXTEND", key, "a", token, 5000)
         assert (await a.info())["loading"] == 0
         assert (await a.client_info())["resp"] == str(protocol)
@@ -270,10 +303,10 @@ async def test_async_lock_replies(server, protocol):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_async_blocking_wait(server, protocol):
+async def test_async_blocking_wait(py, server, protocol):
     key = f"apy:block:{protocol}"
-    holder = async_client(server, protocol=protocol)
-    waiters = [async_client(server, protocol=protocol, socket_timeout=10) for _ in range(3)]
+    holder = py.connect_async(server, protocol=protocol)
+    waiters = [py.connect_async(server, protocol=protocol, socket_timeout=10) for _ in range(3)]
     try:
         token = (await holder.execute_command("LOCK.TRY", key, "holder"))[1]
         tasks = [
@@ -306,22 +339,22 @@ async def test_async_blocking_wait(server, protocol):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_async_auth(baton, protocol):
+async def test_async_auth(py, baton, protocol):
     server = baton(password="s3cret")
-    good = async_client(server, protocol=protocol)
-    bad = async_client(server, protocol=protocol, password="nope", retry=AsyncRetry(NoBackoff(), 0))
+    good = py.connect_async(server, protocol=protocol)
+    bad = py.connect_async(server, protocol=protocol, password="nope", retry=py.no_retry_async())
     try:
         assert await good.ping() is True
-        with pytest.raises(redis.AuthenticationError):
+        with pytest.raises(py.lib.AuthenticationError):
             await bad.ping()
     finally:
         await good.aclose()
         await bad.aclose()
 
 
-def test_threads_share_a_pool(server):
+def test_threads_share_a_pool(py, server):
     """The default (pooled) client from many threads: every node gets an answer, exactly one runs."""
-    r = redis.Redis(host=HOST, port=server.port, socket_timeout=10)
+    r = py.lib.Redis(host=server.host, port=server.port, socket_timeout=10)
     key = "py:threads"
     ran = []
     lock = threading.Lock()

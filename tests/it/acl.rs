@@ -41,12 +41,6 @@ async fn logged_in(addr: std::net::SocketAddr, user: &str, password: &str) -> Ra
     con
 }
 
-async fn info_field(con: &mut Raw, field: &str) -> i64 {
-    let text = con.cmd(args!["INFO", "stats"]).await.text();
-    let line = text.lines().find_map(|line| line.strip_prefix(&format!("{field}:"))).expect(field);
-    line.trim().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_policy_end_to_end() {
     let file = AclFile::new("policy", POLICY);

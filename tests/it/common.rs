@@ -236,6 +236,36 @@ pub async fn query_info(con: &mut MultiplexedConnection, key: impl IntoArg) -> K
 // ---------------------------------------------------------------------------------------------
 // Misc
 
+/// A server whose subscribers and monitors are cut off once 256 KiB are queued for them.
+pub async fn start_with_small_output_limit() -> RunningServer {
+    start_with(|config| {
+        config.pubsub_output_buffer_limit = baton::config::OutputLimit::parse("256kb 0 0").unwrap();
+    })
+    .await
+}
+
+/// Makes a client that reads nothing pass its output-buffer limit: runs `step` on `con` until
+/// INFO counts a connection closed for it (once the socket buffers are full, the queue grows).
+/// Returns how many steps ran.
+pub async fn until_cut_off_for_output(con: &mut Raw, mut step: impl AsyncFnMut(&mut Raw)) -> usize {
+    let mut steps = 0;
+    while info_field(con, "client_output_buffer_limit_disconnections").await == 0 {
+        assert!(steps < 4_000, "the client that reads nothing is never cut off");
+        for _ in 0..16 {
+            step(con).await;
+            steps += 1;
+        }
+    }
+    steps
+}
+
+/// A number from INFO's stats section.
+pub async fn info_field(con: &mut Raw, field: &str) -> i64 {
+    let text = con.cmd(args!["INFO", "stats"]).await.text();
+    let line = text.lines().find_map(|line| line.strip_prefix(&format!("{field}:"))).expect(field);
+    line.trim().parse().unwrap()
+}
+
 /// Polls an async condition until it holds or [`POLL_DEADLINE`] passes.
 pub async fn eventually<F, Fut>(what: &str, mut condition: F)
 where

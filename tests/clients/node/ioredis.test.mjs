@@ -1,74 +1,13 @@
 // ioredis against baton with no special settings: RESP3 (the default) and RESP2, the ready check
 // (INFO, `loading:`), blocking LOCK.WAIT, AUTH. Run with `node --test` in this folder after
-// `npm ci`; the server is ../../../target/release/baton or $BATON_BIN.
+// `npm ci`; servers as in server.mjs.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import net from "node:net";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
-import { setTimeout as sleep } from "node:timers/promises";
 import Redis from "ioredis";
+import { infoObject, startServer, waitFor } from "./server.mjs";
 
 const require = createRequire(import.meta.url);
-const here = path.dirname(fileURLToPath(import.meta.url));
-const BATON = process.env.BATON_BIN ?? path.resolve(here, "../../../target/release/baton");
-const servers = [];
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-async function canConnect(port) {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-}
-
-async function startServer(...flags) {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const port = await freePort();
-    const dir = mkdtempSync(path.join(tmpdir(), "baton-ioredis-"));
-    const proc = spawn(BATON, ["--bind", "127.0.0.1", "--port", String(port), "--dir", dir, ...flags], {
-      stdio: ["ignore", "ignore", "ignore"],
-    });
-    let exited = false;
-    proc.once("exit", () => (exited = true));
-    const deadline = Date.now() + 10_000;
-    while (!exited && Date.now() < deadline) {
-      if (await canConnect(port)) {
-        const server = { port, proc, dir };
-        servers.push(server);
-        return server;
-      }
-      await sleep(20);
-    }
-    proc.kill("SIGKILL");
-  }
-  throw new Error(`baton (${BATON}) did not start`);
-}
-
-after(() => {
-  for (const { proc, dir } of servers) {
-    proc.once("exit", () => rmSync(dir, { recursive: true, force: true }));
-    proc.kill("SIGTERM");
-  }
-});
 
 const clients = [];
 function client(server, options = {}) {
@@ -79,22 +18,6 @@ function client(server, options = {}) {
 after(() => {
   for (const redis of clients) redis.disconnect();
 });
-
-async function waitFor(predicate, message, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${message}`);
-    await sleep(10);
-  }
-}
-
-// LOCK.INFO as an object whatever the reply mapping.
-function infoObject(reply) {
-  if (!Array.isArray(reply)) return reply;
-  const object = {};
-  for (let i = 0; i < reply.length; i += 2) object[reply[i]] = reply[i + 1];
-  return object;
-}
 
 const server = await startServer();
 
