@@ -270,6 +270,22 @@ pub struct Config {
     #[arg(long, hide = true, default_value_t = 0, allow_hyphen_values = true)]
     pub wall_clock_offset_ms: i64,
 
+    /// Run as node N of a replicated cluster (needs --cluster-peers): the nodes agree on every
+    /// change through Raft, so the locks survive the loss of any minority of them. Clients reach
+    /// the leader through the Redis Cluster protocol (followers answer -MOVED).
+    #[arg(long, requires = "cluster_peers", value_parser = clap::value_parser!(u64).range(1..))]
+    pub cluster_node_id: Option<u64>,
+
+    /// Every node of the cluster, this one included, as `id@host:port` with its client address,
+    /// comma-separated and the same on every node: `1@10.0.0.1:6390,2@10.0.0.2:6390,3@10.0.0.3:6390`.
+    #[arg(long, requires = "cluster_node_id", value_parser = parse_peers)]
+    pub cluster_peers: Option<Peers>,
+
+    /// Port of the cluster bus, on which the nodes talk to each other. Default: the client port
+    /// plus 10000 (Redis Cluster's convention), on every peer.
+    #[arg(long, requires = "cluster_node_id")]
+    pub cluster_bus_port: Option<u16>,
+
     /// Remove --dir when the server stops (set by tests that made it).
     #[arg(skip)]
     pub remove_dir_on_stop: bool,
@@ -297,6 +313,37 @@ impl Config {
     }
 }
 
+/// The cluster's members as `--cluster-peers` names them: node id and client address, in id order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peers(pub Vec<(u64, std::net::SocketAddr)>);
+
+fn parse_peers(text: &str) -> Result<Peers, String> {
+    let mut peers = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+        let (id, addr) = item.split_once('@').ok_or_else(|| format!("'{item}' is not id@host:port"))?;
+        let id: u64 = id.parse().map_err(|_| format!("'{id}' in '{item}' is not a node id (a number from 1)"))?;
+        if id == 0 {
+            return Err(format!("node ids start at 1 ('{item}')"));
+        }
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(addr)
+            .map_err(|error| format!("'{addr}' in '{item}': {error}"))?
+            .next()
+            .ok_or_else(|| format!("'{addr}' in '{item}' has no address"))?;
+        peers.push((id, addr));
+    }
+    peers.sort_unstable();
+    if peers.is_empty() {
+        return Err("no peers given".to_owned());
+    }
+    if let Some(pair) = peers.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        return Err(format!("node id {} is given twice", pair[0].0));
+    }
+    if let Some(pair) = peers.windows(2).find(|pair| pair[0].1 == pair[1].1) {
+        return Err(format!("address {} is given twice", pair[0].1));
+    }
+    Ok(Peers(peers))
+}
+
 /// CPU cores this process may use (1 if unknown), which the defaults of `--threads` and
 /// `--shards` scale with.
 fn cores() -> usize {
@@ -321,6 +368,26 @@ mod tests {
         assert!(OutputLimit::parse("32mb 8mb").is_err());
         assert!(OutputLimit::parse("32mb 8mb x").is_err());
         assert!(OutputLimit::parse("lots 8mb 60").is_err());
+    }
+
+    #[test]
+    fn cluster_peers_are_id_at_address() {
+        let peers = parse_peers("3@127.0.0.1:7003, 1@127.0.0.1:7001,2@127.0.0.1:7002").unwrap();
+        let ids: Vec<u64> = peers.0.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [1, 2, 3], "sorted by id");
+        assert_eq!(peers.0[0].1, "127.0.0.1:7001".parse().unwrap());
+        for bad in [
+            "",
+            "1",
+            "x@127.0.0.1:1",
+            "0@127.0.0.1:1",
+            "1@nowhere",
+            "1@127.0.0.1:1,1@127.0.0.1:2",
+            "1@127.0.0.1:1,2@127.0.0.1:1",
+        ] {
+            assert!(parse_peers(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(Config::try_parse_from(["baton", "--cluster-node-id", "1"]).is_err(), "a node id needs peers");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::acl::Acl;
 use crate::clients::ClientRegistry;
+use crate::cluster::ClusterHandle;
 use crate::config::Config;
 use crate::core::{Clock, LockCore};
 use crate::metrics::{Figures, Metrics};
@@ -45,6 +46,8 @@ pub(crate) struct Shared {
     /// Also the core's observer, for the lock events.
     pub(crate) pubsub: Arc<PubSub>,
     pub(crate) monitors: Monitors,
+    /// This node's cluster; None unless started with `--cluster-node-id`.
+    pub(crate) cluster: ClusterHandle,
 }
 
 impl Shared {

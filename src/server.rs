@@ -115,6 +115,7 @@ impl Server {
             persistence,
             pubsub,
             monitors,
+            cluster: None,
         });
         let loops = EventLoops::start(shared.config.event_loop_count())?;
         Ok(Server { listener, tls, metrics, shared, recovery, loops })

@@ -20,6 +20,43 @@ pub(crate) mod log_store;
 pub(crate) mod node;
 pub(crate) mod raft;
 pub(crate) mod state_machine;
+pub(crate) mod topology;
 
 #[cfg(test)]
 mod tests;
+
+use std::sync::Arc;
+
+use openraft::type_config::async_runtime::WatchReceiver;
+
+use self::node::Node;
+use self::topology::{Peer, Topology};
+
+/// The running server's cluster membership: its Raft node and the members it was started with.
+pub(crate) struct Cluster {
+    node: Node,
+    peers: Vec<Peer>,
+}
+
+impl Cluster {
+    /// What CLUSTER replies and -MOVED are made from, read now.
+    pub(crate) fn topology(&self) -> Topology {
+        let metrics = self.node.raft.metrics().borrow_watched().clone();
+        let mut reachable = vec![self.node.id];
+        if let Some(heartbeats) = &metrics.heartbeat {
+            reachable.extend(heartbeats.iter().filter(|(_, seen)| seen.is_some()).map(|(id, _)| *id));
+        }
+        reachable.sort_unstable();
+        reachable.dedup();
+        Topology {
+            myself: self.node.id,
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            peers: self.peers.clone(),
+            reachable,
+        }
+    }
+}
+
+/// Shared by every connection; None when not started as a cluster node.
+pub(crate) type ClusterHandle = Option<Arc<Cluster>>;
