@@ -11,8 +11,9 @@
 //!   acknowledged.
 //! - `vote`, `purged`: one record each, replaced by write-to-temporary, fsync, rename.
 //!
-//! The entries are also kept in memory, for the leader's replication reads: the log is compacted
-//! by snapshots (`purge`), so it stays proportional to what followers may still need.
+//! The entries are also kept in memory, for the leader's replication reads. Snapshots purge the
+//! entries they cover; the file then drops them too (see [`COMPACT_MIN_BYTES`]), so the log on
+//! disk and in memory stays proportional to what followers may still need.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -34,6 +35,9 @@ use crate::journal::{NextRecord, RecordReader, encode_record};
 #[derive(Debug, Clone)]
 pub(crate) struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    /// Appended entries are reported flushed by the syncer thread, so that an fdatasync never
+    /// blocks the runtime that runs Raft (and the server's accepts and lease expiries).
+    syncer: std::sync::mpsc::Sender<IOFlushed<TypeConfig>>,
 }
 
 #[derive(Debug)]
@@ -50,6 +54,9 @@ struct Inner {
 }
 
 const LOG_FILE: &str = "log";
+/// Purged entries are cut from the front of the log file once they take this much and at least
+/// as much as the entries kept: the file stays within about twice what followers may still need.
+const COMPACT_MIN_BYTES: u64 = 4 << 20;
 const VOTE_FILE: &str = "vote";
 const PURGED_FILE: &str = "purged";
 
@@ -86,17 +93,10 @@ impl LogStore {
             }
         };
         file.set_len(end)?;
-        Ok(LogStore {
-            inner: Arc::new(Mutex::new(Inner {
-                dir: dir.to_owned(),
-                file,
-                entries,
-                end,
-                vote,
-                purged,
-                committed: None,
-            })),
-        })
+        let inner =
+            Arc::new(Mutex::new(Inner { dir: dir.to_owned(), file, entries, end, vote, purged, committed: None }));
+        let syncer = spawn_syncer(Arc::clone(&inner))?;
+        Ok(LogStore { inner, syncer })
     }
 }
 
@@ -111,7 +111,6 @@ impl Inner {
         }
         self.file.seek(SeekFrom::Start(self.end))?;
         self.file.write_all(&bytes)?;
-        self.file.sync_data()?;
         self.end += bytes.len() as u64;
         Ok(())
     }
@@ -131,6 +130,32 @@ impl Inner {
         write_single(&self.dir.join(PURGED_FILE), &upto)?;
         self.entries = self.entries.split_off(&(upto.index() + 1));
         self.purged = Some(upto);
+        let kept_from = self.entries.values().next().map_or(self.end, |(offset, _)| *offset);
+        if kept_from >= COMPACT_MIN_BYTES && kept_from >= self.end - kept_from {
+            self.compact(kept_from)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the log file without its first `drop` bytes (purged entries): the kept ones are
+    /// copied to a new file, synced, and renamed over the old one, so a crash leaves one or the
+    /// other, and both hold every kept entry.
+    fn compact(&mut self, drop: u64) -> io::Result<()> {
+        let mut kept = vec![0; (self.end - drop) as usize];
+        self.file.seek(SeekFrom::Start(drop))?;
+        std::io::Read::read_exact(&mut self.file, &mut kept)?;
+        let path = self.dir.join(LOG_FILE);
+        let temporary = path.with_extension("tmp");
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&temporary)?;
+        file.write_all(&kept)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &path)?;
+        File::open(&self.dir)?.sync_all()?;
+        self.file = file;
+        self.end -= drop;
+        for (offset, _) in self.entries.values_mut() {
+            *offset -= drop;
+        }
         Ok(())
     }
 
@@ -142,6 +167,33 @@ impl Inner {
     fn entries(&self, range: impl RangeBounds<u64>) -> Vec<Entry> {
         self.entries.range(range).map(|(_, (_, entry))| entry.clone()).collect()
     }
+}
+
+/// Syncs the log file for every append handed over, one fdatasync for all the appends that queued
+/// while the last one ran (group commit), and reports them flushed in the order they came.
+/// The file is looked up for each sync (a duplicate descriptor, taken under the lock), because a
+/// compaction replaces it.
+fn spawn_syncer(inner: Arc<Mutex<Inner>>) -> io::Result<std::sync::mpsc::Sender<IOFlushed<TypeConfig>>> {
+    let (sender, receiver) = std::sync::mpsc::channel::<IOFlushed<TypeConfig>>();
+    let inner = Arc::downgrade(&inner);
+    std::thread::Builder::new().name("raft-log-sync".to_owned()).spawn(move || {
+        while let Ok(first) = receiver.recv() {
+            let mut flushed = vec![first];
+            flushed.extend(receiver.try_iter());
+            let file = match inner.upgrade() {
+                Some(inner) => inner.lock().file.try_clone(),
+                None => Err(io::Error::other("raft log closed")),
+            };
+            let synced = file.and_then(|file| file.sync_data());
+            for callback in flushed {
+                callback.io_completed(match &synced {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(io::Error::new(error.kind(), error.to_string())),
+                });
+            }
+        }
+    })?;
+    Ok(sender)
 }
 
 fn invalid(error: impl std::error::Error + Send + Sync + 'static) -> io::Error {
@@ -225,8 +277,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let result = self.inner.lock().append(entries);
-        let reported = result.as_ref().map(|_| ()).map_err(|error| io::Error::new(error.kind(), error.to_string()));
-        callback.io_completed(reported);
+        match &result {
+            Ok(()) => {
+                if let Err(unsent) = self.syncer.send(callback) {
+                    unsent.0.io_completed(Err(io::Error::other("raft log: the syncer thread is gone")));
+                }
+            }
+            Err(error) => callback.io_completed(Err(io::Error::new(error.kind(), error.to_string()))),
+        }
         result
     }
 
