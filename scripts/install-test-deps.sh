@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine, skipping what is already there:
 # - redis-cli and redis-benchmark (redis-tools), tmux for the interactive redis-cli test;
+# - redis-server, which the unit tests ask for Redis's own answers (CLUSTER KEYSLOT);
 # - redis-py 8, valkey-py (pinned), pytest and pytest-asyncio for tests/clients/*.py;
 # - ioredis and node-redis for tests/clients/node (npm ci from its package-lock.json, pinned);
 # - Go and redigo from Debian (golang-go, golang-github-gomodule-redigo-dev) for examples/once.go,
@@ -16,6 +17,7 @@ REDIGO=/usr/share/gocode/src/github.com/gomodule/redigo/redis
 VALKEY_PY=6.2.0
 packages=()
 { command -v redis-cli && command -v redis-benchmark; } >/dev/null 2>&1 || packages+=(redis-tools)
+command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 command -v tmux >/dev/null 2>&1 || packages+=(tmux)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)

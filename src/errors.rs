@@ -54,6 +54,18 @@ pub(crate) fn moved(slot: u16, addr: std::net::SocketAddr) -> String {
 
 pub(crate) const LOADING: &str = "LOADING baton is loading the journal in memory";
 
+/// Redis's answer, with `cluster-enabled no`, to CLUSTER, READONLY, READWRITE and ASKING.
+pub(crate) const CLUSTER_DISABLED: &str = "ERR This instance has cluster support disabled";
+/// Redis's answer to a key command while its cluster is down; here, while no leader is known.
+/// Cluster clients wait, refresh their slot map and retry on it.
+pub(crate) const CLUSTERDOWN: &str = "CLUSTERDOWN The cluster is down";
+
+/// Redis's redirection to the node that serves `slot`. An IPv6 address goes without brackets, as
+/// Redis writes it: clients split the port off at the last colon.
+pub(crate) fn moved(slot: u16, addr: std::net::SocketAddr) -> String {
+    format!("MOVED {slot} {}:{}", addr.ip(), addr.port())
+}
+
 /// Redis's reply to writes while its AOF cannot be written.
 pub(crate) fn misconf(failure: &str) -> String {
     format!(
@@ -225,5 +237,12 @@ mod tests {
         let args = [bytes::Bytes::from_static(b"a"), bytes::Bytes::from_static(b"b\r\nc")];
         assert_eq!(unknown_command(b"foo", &args), "ERR unknown command 'foo', with args beginning with: 'a' 'b  c' ");
         assert_eq!(unknown_command(b"foo", &[]), "ERR unknown command 'foo', with args beginning with: ");
+    }
+
+    #[test]
+    fn moved_writes_addresses_as_redis_does() {
+        assert_eq!(moved(3999, "127.0.0.1:6381".parse().unwrap()), "MOVED 3999 127.0.0.1:6381");
+        assert_eq!(moved(0, "[::1]:7000".parse().unwrap()), "MOVED 0 ::1:7000");
+        assert_eq!(moved(16383, "[fe80::1:2]:7000".parse().unwrap()), "MOVED 16383 fe80::1:2:7000");
     }
 }

@@ -167,6 +167,15 @@ impl From<KeyInfo> for Reply {
     }
 }
 
+impl From<Redirect> for Reply {
+    fn from(redirect: Redirect) -> Reply {
+        match redirect {
+            Redirect::Moved { slot, addr } => Reply::error(errors::moved(slot, addr)),
+            Redirect::Down => Reply::error(errors::CLUSTERDOWN),
+        }
+    }
+}
+
 /// SCAN's reply: the next cursor as a bulk string, then the keys.
 impl From<ScanPage> for Reply {
     fn from(page: ScanPage) -> Reply {
@@ -187,4 +196,16 @@ pub(crate) fn key_info_without_token(info: KeyInfo) -> Reply {
         *token = Reply::Nil;
     }
     reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_are_redis_errors() {
+        let moved = Redirect::Moved { slot: 3443, addr: "10.0.0.2:6379".parse().unwrap() };
+        assert_eq!(Reply::from(moved), Reply::error("MOVED 3443 10.0.0.2:6379"));
+        assert_eq!(Reply::from(Redirect::Down), Reply::error("CLUSTERDOWN The cluster is down"));
+    }
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::action::Action;
+use super::cluster::redis_mode;
 use super::parse::{Args, ParseResult, eq_ignore_case, parse_int};
 use crate::acl::DEFAULT_USER;
 use crate::clients::Control;
@@ -203,7 +204,7 @@ fn hello(
         (field("version"), field(REDIS_COMPAT_VERSION)),
         (field("proto"), Reply::Int(i64::from(session.entry.protocol().version()))),
         (field("id"), Reply::Int(id_int(session.id().get()))),
-        (field("mode"), field("standalone")),
+        (field("mode"), field(redis_mode(shared))),
         (field("role"), field("master")),
         (field("modules"), Reply::Array(Vec::new())),
         (field("baton_version"), field(env!("CARGO_PKG_VERSION"))),

@@ -4,6 +4,7 @@
 
 pub(crate) mod acl;
 pub(crate) mod action;
+pub(crate) mod cluster;
 pub(crate) mod connection;
 pub(crate) mod keyspace;
 pub(crate) mod lock;
@@ -16,6 +17,7 @@ use bytes::Bytes;
 
 use self::acl::AclCommand;
 pub(crate) use self::action::Action;
+use self::cluster::ClusterCommand;
 use self::connection::{ClientCommand, ConnectionCommand};
 use self::keyspace::KeyspaceCommand;
 use self::lock::{LockCommand, LockLimits};
@@ -39,6 +41,7 @@ pub(crate) enum Command {
     Keyspace(KeyspaceCommand),
     Acl(AclCommand),
     PubSub(PubSubCommand),
+    Cluster(ClusterCommand),
 }
 
 /// The table entry for a request, with its subcommand resolved and arity checked.
@@ -211,8 +214,19 @@ impl Command {
             Id::PubSubNumPat => Command::PubSub(PubSubCommand::NumPat),
             Id::PubSubHelp => Command::PubSub(PubSubCommand::Help),
             Id::Monitor => Command::PubSub(PubSubCommand::Monitor),
+            Id::ClusterSlots => Command::Cluster(ClusterCommand::Slots),
+            Id::ClusterShards => Command::Cluster(ClusterCommand::Shards),
+            Id::ClusterNodes => Command::Cluster(ClusterCommand::Nodes),
+            Id::ClusterInfo => Command::Cluster(ClusterCommand::Info),
+            Id::ClusterMyId => Command::Cluster(ClusterCommand::MyId),
+            Id::ClusterMyShardId => Command::Cluster(ClusterCommand::MyShardId),
+            Id::ClusterKeySlot => Command::Cluster(ClusterCommand::KeySlot(args.next_bytes()?)),
+            Id::ClusterHelp => Command::Cluster(ClusterCommand::Help),
+            Id::ReadOnly | Id::ReadWrite | Id::Asking => Command::Cluster(ClusterCommand::ConnectionMode),
             // resolve() always descends into a container's subcommands: its arity needs one.
-            Id::Client | Id::Config | Id::Memory | Id::Acl | Id::PubSub => return Err(Reply::error(errors::SYNTAX)),
+            Id::Client | Id::Config | Id::Memory | Id::Acl | Id::PubSub | Id::Cluster => {
+                return Err(Reply::error(errors::SYNTAX));
+            }
         };
         Ok(command)
     }
@@ -235,6 +249,7 @@ impl Command {
             Command::Keyspace(command) => Action::Reply(command.execute(shared)),
             Command::Acl(command) => Action::Reply(command.execute(session, shared)),
             Command::PubSub(command) => command.execute(session, shared),
+            Command::Cluster(command) => Action::Reply(command.execute(shared)),
         }
     }
 }
@@ -323,6 +338,17 @@ mod tests {
         "PUBSUB NUMPAT",
         "PUBSUB HELP",
         "MONITOR",
+        "CLUSTER SLOTS",
+        "CLUSTER SHARDS",
+        "CLUSTER NODES",
+        "CLUSTER INFO",
+        "CLUSTER MYID",
+        "CLUSTER MYSHARDID",
+        "CLUSTER KEYSLOT {user1000}.following",
+        "CLUSTER HELP",
+        "READONLY",
+        "READWRITE",
+        "ASKING",
     ];
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
+use super::cluster;
 use super::parse::{Args, ParseResult};
 use super::table;
 use crate::config::REDIS_COMPAT_VERSION;
@@ -247,7 +248,7 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
         vec![
             ("redis_version", REDIS_COMPAT_VERSION.to_owned()),
             ("baton_version", env!("CARGO_PKG_VERSION").to_owned()),
-            ("redis_mode", "standalone".to_owned()),
+            ("redis_mode", cluster::redis_mode(shared).to_owned()),
             ("os", std::env::consts::OS.to_owned()),
             ("arch_bits", (usize::BITS).to_string()),
             ("process_id", std::process::id().to_string()),
@@ -321,6 +322,7 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
             ("lock_handoff_latency_max_usec", latency.max_us.to_string()),
         ],
     );
+    section("cluster", "Cluster", cluster::info_fields(shared));
     let keyspace = if core.keys > 0 {
         vec![("db0", format!("keys={},expires={},avg_ttl=0", core.keys, core.keys))]
     } else {

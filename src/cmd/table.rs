@@ -86,6 +86,18 @@ pub(crate) enum CommandId {
     PubSubNumPat,
     PubSubHelp,
     Monitor,
+    Cluster,
+    ClusterSlots,
+    ClusterShards,
+    ClusterNodes,
+    ClusterInfo,
+    ClusterMyId,
+    ClusterMyShardId,
+    ClusterKeySlot,
+    ClusterHelp,
+    ReadOnly,
+    ReadWrite,
+    Asking,
 }
 
 impl CommandId {
@@ -686,7 +698,44 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         subcommands: ACL_SUBCOMMANDS,
         ..BASE
     },
+    CommandSpec {
+        id: CommandId::Cluster,
+        name: "cluster",
+        arity: -2,
+        acl_categories: &["@slow"],
+        group: "cluster",
+        since: "3.0.0",
+        summary: "A container for cluster commands",
+        complexity: "Depends on subcommand.",
+        subcommands: CLUSTER_SUBCOMMANDS,
+        ..BASE
+    },
+    CommandSpec {
+        id: CommandId::ReadOnly,
+        name: "readonly",
+        flags: &["loading", "stale", "fast"],
+        summary: "Enables read queries for a connection to a cluster replica node",
+        ..CLUSTER_CONNECTION
+    },
+    CommandSpec {
+        id: CommandId::ReadWrite,
+        name: "readwrite",
+        flags: &["loading", "stale", "fast"],
+        summary: "Disables read queries for a connection to a cluster replica node",
+        ..CLUSTER_CONNECTION
+    },
+    CommandSpec {
+        id: CommandId::Asking,
+        name: "asking",
+        flags: &["fast"],
+        summary: "Sent by cluster clients after an -ASK redirect",
+        ..CLUSTER_CONNECTION
+    },
 ];
+
+/// READONLY, READWRITE and ASKING: what a cluster client sends to set up a connection.
+const CLUSTER_CONNECTION: CommandSpec =
+    CommandSpec { arity: 1, acl_categories: &["@fast", "@connection"], group: "cluster", since: "3.0.0", ..BASE };
 
 const HELP_SUMMARY: &str = "Show helpful text about the different subcommands";
 
@@ -743,6 +792,79 @@ const PUBSUB_SUBCOMMANDS: &[CommandSpec] = &[
         since: "6.2.0",
         summary: HELP_SUMMARY,
         ..PUBSUB_SUB
+    },
+];
+
+const CLUSTER_SUB: CommandSpec = CommandSpec {
+    container: "cluster",
+    arity: 2,
+    flags: &["stale"],
+    acl_categories: &["@slow"],
+    group: "cluster",
+    since: "3.0.0",
+    ..BASE
+};
+
+const NODES_COMPLEXITY: &str = "O(N) where N is the total number of Cluster nodes";
+
+const CLUSTER_SUBCOMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        id: CommandId::ClusterSlots,
+        name: "slots",
+        tips: &["nondeterministic_output"],
+        summary: "Get array of Cluster slot to node mappings",
+        complexity: NODES_COMPLEXITY,
+        ..CLUSTER_SUB
+    },
+    CommandSpec {
+        id: CommandId::ClusterShards,
+        name: "shards",
+        tips: &["nondeterministic_output"],
+        since: "7.0.0",
+        summary: "Get array of cluster slots to node mappings",
+        complexity: "O(N) where N is the total number of cluster nodes",
+        ..CLUSTER_SUB
+    },
+    CommandSpec {
+        id: CommandId::ClusterNodes,
+        name: "nodes",
+        tips: &["nondeterministic_output"],
+        summary: "Get Cluster config for the node",
+        complexity: NODES_COMPLEXITY,
+        ..CLUSTER_SUB
+    },
+    CommandSpec {
+        id: CommandId::ClusterInfo,
+        name: "info",
+        tips: &["nondeterministic_output"],
+        summary: "Provides info about Redis Cluster node state",
+        ..CLUSTER_SUB
+    },
+    CommandSpec { id: CommandId::ClusterMyId, name: "myid", summary: "Return the node id", ..CLUSTER_SUB },
+    CommandSpec {
+        id: CommandId::ClusterMyShardId,
+        name: "myshardid",
+        tips: &["nondeterministic_output"],
+        since: "7.2.0",
+        summary: "Returns the shard ID of a node.",
+        ..CLUSTER_SUB
+    },
+    CommandSpec {
+        id: CommandId::ClusterKeySlot,
+        name: "keyslot",
+        arity: 3,
+        summary: "Returns the hash slot of the specified key",
+        complexity: "O(N) where N is the number of bytes in the key",
+        args: &[string("key")],
+        ..CLUSTER_SUB
+    },
+    CommandSpec {
+        id: CommandId::ClusterHelp,
+        name: "help",
+        flags: &["loading", "stale"],
+        since: "5.0.0",
+        summary: HELP_SUMMARY,
+        ..CLUSTER_SUB
     },
 ];
 

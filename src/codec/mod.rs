@@ -23,7 +23,7 @@ mod decode;
 mod encode;
 mod inline;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::borrow::Cow;
 use std::fmt;

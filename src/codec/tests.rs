@@ -651,8 +651,9 @@ fn mutated_frames_never_panic() {
 
 // ---- encoder ----
 
-/// The encoded reply; what is already in the output buffer is left alone.
-fn encode(protocol: Protocol, reply: Reply) -> Vec<u8> {
+/// The encoded reply; what is already in the output buffer is left alone. Other modules' tests
+/// compare their replies with the bytes Redis sends through it.
+pub(crate) fn encode(protocol: Protocol, reply: Reply) -> Vec<u8> {
     let mut out = BytesMut::from(&b"prefix"[..]);
     codec().encode((reply, protocol), &mut out).unwrap();
     assert_eq!(&out[..6], b"prefix");

@@ -40,6 +40,7 @@ pub(crate) use clock::token_seed;
 pub use clock::{Clock, Timestamp};
 pub(crate) use events::{LockEvent, LockObserver};
 pub use events::{Notification, ReleaseCause};
+pub(crate) use keyslot::{SLOTS, key_slot};
 pub(crate) use outcome::CoreStats;
 pub use outcome::{
     Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,

@@ -13,6 +13,7 @@ mod common;
 static ALLOCATOR: baton::memory::Allocator = baton::memory::Allocator;
 
 mod acl;
+mod cluster_cmds;
 mod connection_cmds;
 mod contention;
 mod keyspace;

@@ -1,0 +1,377 @@
+//! The Redis Cluster commands a cluster client needs to find the leader: CLUSTER SLOTS, SHARDS,
+//! NODES, INFO, MYID, MYSHARDID, KEYSLOT and HELP, and READONLY, READWRITE and ASKING. The
+//! cluster shows as one shard that owns every slot, with the Raft leader as its master and the
+//! other members as its replicas (see [`Topology`]); the replies are laid out as Redis 7's.
+//!
+//! A server that is not a cluster node refuses them all as Redis does with `cluster-enabled no`.
+//! CLUSTER COUNTKEYSINSLOT and GETKEYSINSLOT are left out: the lock table keeps no index by slot,
+//! and walking every key under the shard locks to answer them is what the core never does.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+
+use crate::cluster::topology::{Peer, SHARD_ID, Topology, node_name};
+use crate::context::Shared;
+use crate::core::{SLOTS, key_slot};
+use crate::errors;
+use crate::reply::Reply;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ClusterCommand {
+    Slots,
+    Shards,
+    Nodes,
+    Info,
+    MyId,
+    MyShardId,
+    KeySlot(Bytes),
+    Help,
+    /// READONLY, READWRITE and ASKING: accepted; a follower redirects every key command anyway.
+    ConnectionMode,
+}
+
+impl ClusterCommand {
+    pub(crate) fn execute(self, shared: &Shared) -> Reply {
+        let Some(topology) = shared.cluster.as_ref().map(|cluster| cluster.topology()) else {
+            return Reply::error(errors::CLUSTER_DISABLED);
+        };
+        match self {
+            ClusterCommand::Slots => slots(&topology),
+            ClusterCommand::Shards => shards(&topology),
+            ClusterCommand::Nodes => Reply::bulk(nodes(&topology)),
+            ClusterCommand::Info => Reply::bulk(info(&topology)),
+            ClusterCommand::MyId => Reply::bulk(node_name(topology.myself)),
+            ClusterCommand::MyShardId => Reply::bulk_static(SHARD_ID),
+            ClusterCommand::KeySlot(key) => Reply::Int(key_slot(&key).into()),
+            ClusterCommand::Help => Reply::help(&[
+                "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "INFO",
+                "    Return information about the cluster.",
+                "KEYSLOT <key>",
+                "    Return the hash slot for <key>.",
+                "MYID",
+                "    Return the node id.",
+                "MYSHARDID",
+                "    Return the node's shard id.",
+                "NODES",
+                "    Return cluster configuration seen by node. Output format:",
+                "    <id> <ip:port@bus-port> <flags> <master> <pings> <pongs> <epoch> <link> <slot> ...",
+                "SLOTS",
+                "    Return information about slots range mappings. Each range is made of:",
+                "    start, end, master and replicas IP addresses, ports and ids",
+                "SHARDS",
+                "    Return information about slot range mappings and the nodes associated with them.",
+                "HELP",
+                "    Prints this help.",
+            ]),
+            ClusterCommand::ConnectionMode => Reply::ok(),
+        }
+    }
+}
+
+/// INFO's `redis_mode` and HELLO's `mode`.
+pub(crate) fn redis_mode(shared: &Shared) -> &'static str {
+    if shared.cluster.is_some() { "cluster" } else { "standalone" }
+}
+
+/// INFO's Cluster section.
+pub(crate) fn info_fields(shared: &Shared) -> Vec<(&'static str, String)> {
+    vec![("cluster_enabled", u8::from(shared.cluster.is_some()).to_string())]
+}
+
+/// The master first, then the replicas in id order: the order of CLUSTER SLOTS and SHARDS.
+fn master_first(topology: &Topology) -> impl Iterator<Item = &Peer> {
+    let master = topology.master();
+    let (masters, replicas): (Vec<&Peer>, Vec<&Peer>) = topology.peers.iter().partition(|peer| peer.id == master);
+    masters.into_iter().chain(replicas)
+}
+
+fn slot_range() -> [Reply; 2] {
+    [Reply::Int(0), Reply::Int(i64::from(SLOTS - 1))]
+}
+
+fn port(peer: &Peer) -> Reply {
+    Reply::Int(peer.client_addr.port().into())
+}
+
+/// CLUSTER SLOTS: one range, the master then the replicas this node has heard from lately (Redis
+/// leaves failed replicas out, so that clients do not send reads to them), each as ip, port,
+/// name and a map of further addresses, empty here as in Redis when the ip is the endpoint.
+fn slots(topology: &Topology) -> Reply {
+    let mut range = Vec::from(slot_range());
+    for peer in master_first(topology).filter(|peer| topology.is_reachable(peer.id)) {
+        range.push(Reply::Array(vec![
+            Reply::bulk(peer.client_addr.ip().to_string()),
+            port(peer),
+            Reply::bulk(node_name(peer.id)),
+            Reply::Map(Vec::new()),
+        ]));
+    }
+    Reply::Array(vec![Reply::Array(range)])
+}
+
+/// CLUSTER SHARDS: the one shard, its slots as start/end pairs and every member as a map.
+fn shards(topology: &Topology) -> Reply {
+    let field = Reply::bulk_static;
+    let master = topology.master();
+    let node = |peer: &Peer| {
+        let ip = Reply::bulk(peer.client_addr.ip().to_string());
+        Reply::Map(vec![
+            (field("id"), Reply::bulk(node_name(peer.id))),
+            (field("port"), port(peer)),
+            (field("ip"), ip.clone()),
+            (field("endpoint"), ip),
+            (field("role"), field(if peer.id == master { "master" } else { "replica" })),
+            (field("replication-offset"), Reply::Int(0)),
+            (field("health"), field(if topology.is_reachable(peer.id) { "online" } else { "fail" })),
+        ])
+    };
+    let shard = Reply::Map(vec![
+        (field("slots"), Reply::Array(Vec::from(slot_range()))),
+        (field("nodes"), Reply::Array(master_first(topology).map(node).collect())),
+    ]);
+    Reply::Array(vec![shard])
+}
+
+/// CLUSTER NODES: a line per member, `<name> <ip>:<port>@<bus port> <flags> <master name or -> <ping
+/// sent> <pong received> <config epoch> <link> [<slots>]`. A member this node has not heard from
+/// lately is `fail?` and `disconnected`: this node's own view, which Redis shows the same way.
+fn nodes(topology: &Topology) -> String {
+    let master = topology.master();
+    let mut text = String::with_capacity(160 * topology.peers.len());
+    for peer in &topology.peers {
+        let myself = if peer.id == topology.myself { "myself," } else { "" };
+        let (role, master_name, slots) = if peer.id == master {
+            ("master", "-".to_owned(), format!(" 0-{}", SLOTS - 1))
+        } else {
+            ("slave", node_name(master), String::new())
+        };
+        let reachable = topology.is_reachable(peer.id);
+        let failing = if reachable { "" } else { ",fail?" };
+        let link = if reachable { "connected" } else { "disconnected" };
+        let _ = writeln!(
+            text,
+            "{} {}:{}@{} {myself}{role}{failing} {master_name} 0 0 {} {link}{slots}",
+            node_name(peer.id),
+            peer.client_addr.ip(),
+            peer.client_addr.port(),
+            peer.bus_addr.port(),
+            topology.term,
+        );
+    }
+    text
+}
+
+/// CLUSTER INFO. The Raft term plays Redis's epochs. With no leader the state is `fail` and no
+/// slot is served, as in Redis while a failed master awaits its successor.
+fn info(topology: &Topology) -> String {
+    let slots = usize::from(SLOTS);
+    let served = if topology.leader.is_some() { slots } else { 0 };
+    let fields = [
+        ("cluster_state", if served == slots { "ok" } else { "fail" }.to_owned()),
+        ("cluster_slots_assigned", slots.to_string()),
+        ("cluster_slots_ok", served.to_string()),
+        ("cluster_slots_pfail", "0".to_owned()),
+        ("cluster_slots_fail", (slots - served).to_string()),
+        ("cluster_known_nodes", topology.peers.len().to_string()),
+        ("cluster_size", "1".to_owned()),
+        ("cluster_current_epoch", topology.term.to_string()),
+        ("cluster_my_epoch", topology.term.to_string()),
+        ("cluster_stats_messages_sent", "0".to_owned()),
+        ("cluster_stats_messages_received", "0".to_owned()),
+        ("total_cluster_links_buffer_limit_exceeded", "0".to_owned()),
+    ];
+    let mut text = String::with_capacity(400);
+    for (name, value) in fields {
+        let _ = write!(text, "{name}:{value}\r\n");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use baton_testkit::Rng;
+    use baton_testkit::process::Proc;
+    use baton_testkit::scratch::ScratchDir;
+
+    use super::*;
+    use crate::cluster::topology::three_nodes;
+    use crate::codec::Protocol;
+    use crate::codec::tests::encode;
+
+    /// A member's entry in CLUSTER SLOTS as Redis 7.0 writes it; `empty_map` is `*0` in RESP2 and
+    /// `%0` in RESP3.
+    fn slots_node(port: u16, id: u64, empty_map: &str) -> String {
+        format!("*4\r\n$9\r\n127.0.0.1\r\n:{port}\r\n$40\r\n{}\r\n{empty_map}\r\n", node_name(id))
+    }
+
+    #[test]
+    fn slots_name_the_leader_then_the_replicas_heard_from() {
+        let mut topology = three_nodes(2, Some(2));
+        topology.reachable = vec![1, 2, 3];
+        let resp2 = format!(
+            "*1\r\n*5\r\n:0\r\n:16383\r\n{}{}{}",
+            slots_node(7002, 2, "*0"),
+            slots_node(7001, 1, "*0"),
+            slots_node(7003, 3, "*0")
+        );
+        assert_eq!(String::from_utf8(encode(Protocol::Resp2, slots(&topology))).unwrap(), resp2);
+        let resp3 = resp2.replace("*0\r\n", "%0\r\n");
+        assert_eq!(String::from_utf8(encode(Protocol::Resp3, slots(&topology))).unwrap(), resp3);
+
+        topology.reachable = vec![2, 3];
+        let without_1 =
+            format!("*1\r\n*4\r\n:0\r\n:16383\r\n{}{}", slots_node(7002, 2, "*0"), slots_node(7003, 3, "*0"));
+        assert_eq!(String::from_utf8(encode(Protocol::Resp2, slots(&topology))).unwrap(), without_1);
+    }
+
+    #[test]
+    fn slots_during_an_election_name_this_node() {
+        let expected = format!("*1\r\n*3\r\n:0\r\n:16383\r\n{}", slots_node(7003, 3, "*0"));
+        assert_eq!(String::from_utf8(encode(Protocol::Resp2, slots(&three_nodes(3, None)))).unwrap(), expected);
+    }
+
+    /// A member's map in CLUSTER SHARDS, fields in Redis 7.0's order; `header` is `*14` in RESP2
+    /// and `%7` in RESP3.
+    fn shards_node(header: &str, port: u16, id: u64, role: &str, health: &str) -> String {
+        let bulk = |text: &str| format!("${}\r\n{text}\r\n", text.len());
+        [
+            format!("{header}\r\n"),
+            bulk("id"),
+            bulk(&node_name(id)),
+            bulk("port"),
+            format!(":{port}\r\n"),
+            bulk("ip"),
+            bulk("127.0.0.1"),
+            bulk("endpoint"),
+            bulk("127.0.0.1"),
+            bulk("role"),
+            bulk(role),
+            bulk("replication-offset"),
+            ":0\r\n".to_owned(),
+            bulk("health"),
+            bulk(health),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn shards_are_one_shard_of_every_member() {
+        let topology = three_nodes(1, Some(2));
+        for (protocol, shard, node) in [(Protocol::Resp2, "*4", "*14"), (Protocol::Resp3, "%2", "%7")] {
+            let expected = [
+                format!("*1\r\n{shard}\r\n$5\r\nslots\r\n*2\r\n:0\r\n:16383\r\n$5\r\nnodes\r\n*3\r\n"),
+                shards_node(node, 7002, 2, "master", "online"),
+                shards_node(node, 7001, 1, "replica", "online"),
+                shards_node(node, 7003, 3, "replica", "fail"),
+            ]
+            .concat();
+            assert_eq!(String::from_utf8(encode(protocol, shards(&topology))).unwrap(), expected, "{protocol:?}");
+        }
+    }
+
+    #[test]
+    fn nodes_lines_follow_redis() {
+        let expected = [
+            format!("{} 127.0.0.1:7001@17001 myself,slave {} 0 0 7 connected\n", node_name(1), node_name(2)),
+            format!("{} 127.0.0.1:7002@17002 master - 0 0 7 connected 0-16383\n", node_name(2)),
+            format!("{} 127.0.0.1:7003@17003 slave,fail? {} 0 0 7 disconnected\n", node_name(3), node_name(2)),
+        ]
+        .concat();
+        assert_eq!(nodes(&three_nodes(1, Some(2))), expected);
+
+        let mut election = three_nodes(3, None);
+        election.peers[0].client_addr = "[::1]:7001".parse().unwrap();
+        let expected = [
+            format!("{} ::1:7001@17001 slave,fail? {} 0 0 7 disconnected\n", node_name(1), node_name(3)),
+            format!("{} 127.0.0.1:7002@17002 slave,fail? {} 0 0 7 disconnected\n", node_name(2), node_name(3)),
+            format!("{} 127.0.0.1:7003@17003 myself,master - 0 0 7 connected 0-16383\n", node_name(3)),
+        ]
+        .concat();
+        assert_eq!(nodes(&election), expected);
+    }
+
+    #[test]
+    fn info_says_whether_a_leader_serves_the_slots() {
+        let fields = |state: &str, ok: usize, fail: usize| {
+            format!(
+                "cluster_state:{state}\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:{ok}\r\n\
+                 cluster_slots_pfail:0\r\ncluster_slots_fail:{fail}\r\ncluster_known_nodes:3\r\n\
+                 cluster_size:1\r\ncluster_current_epoch:7\r\ncluster_my_epoch:7\r\n\
+                 cluster_stats_messages_sent:0\r\ncluster_stats_messages_received:0\r\n\
+                 total_cluster_links_buffer_limit_exceeded:0\r\n"
+            )
+        };
+        assert_eq!(info(&three_nodes(1, Some(2))), fields("ok", 16384, 0));
+        assert_eq!(info(&three_nodes(1, None)), fields("fail", 0, 16384));
+    }
+
+    /// A port for redis-server whose cluster bus port (10000 above it) is free as well.
+    fn free_port_with_bus() -> u16 {
+        loop {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            if port <= u16::MAX - 10_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+                return port;
+            }
+        }
+    }
+
+    /// A one-node Redis cluster (CLUSTER KEYSLOT answers only with `cluster-enabled yes`), killed
+    /// on drop.
+    fn start_redis_cluster(dir: &ScratchDir) -> (Proc, redis::Connection) {
+        let port = free_port_with_bus().to_string();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port, "--dir", dir.arg(), "--save", "", "--appendonly", "no"])
+            .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/install-test-deps.sh)");
+        let redis = Proc { child };
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let client = redis::Client::open(format!("redis://{addr}")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match client.get_connection_with_timeout(Duration::from_secs(1)) {
+                Ok(connection) => return (redis, connection),
+                Err(error) => assert!(Instant::now() < deadline, "redis-server on {addr}: {error}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn key_slots_match_a_live_redis() {
+        let dir = ScratchDir::new("redis-keyslot");
+        let (_redis, mut connection) = start_redis_cluster(&dir);
+        let mut keys: Vec<Vec<u8>> =
+            ["", "{", "}", "{}", "{}x", "x{}", "{}{a}", "{a}{}", "{{a}}", "a{b", "a}b{c}", "{ab}"]
+                .iter()
+                .map(|key| key.as_bytes().to_vec())
+                .collect();
+        // Braces are frequent so that tags of every shape turn up; the other bytes are any byte.
+        let mut rng = Rng::new(0x5107);
+        for _ in 0..3000 {
+            let len = rng.below(24) as usize;
+            let byte = |rng: &mut Rng| match rng.below(4) {
+                0 => b'{',
+                1 => b'}',
+                _ => rng.next_u64() as u8,
+            };
+            keys.push((0..len).map(|_| byte(&mut rng)).collect());
+        }
+        let mut pipeline = redis::pipe();
+        for key in &keys {
+            pipeline.cmd("CLUSTER").arg("KEYSLOT").arg(key);
+        }
+        let redis_slots: Vec<u16> = pipeline.query(&mut connection).unwrap();
+        for (key, redis_slot) in keys.iter().zip(redis_slots) {
+            assert_eq!(key_slot(key), redis_slot, "{key:?}");
+        }
+    }
+}
