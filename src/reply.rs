@@ -78,15 +78,6 @@ fn done(completion: &Completion) -> Reply {
     ])
 }
 
-impl From<Redirect> for Reply {
-    fn from(redirect: Redirect) -> Reply {
-        match redirect {
-            Redirect::Moved { slot, addr } => Reply::error(errors::moved(slot, addr)),
-            Redirect::Down => Reply::error(errors::CLUSTER_DOWN),
-        }
-    }
-}
-
 impl From<TryOutcome> for Reply {
     fn from(outcome: TryOutcome) -> Reply {
         match outcome {

@@ -105,8 +105,15 @@ impl Cluster {
     pub(crate) fn topology(&self) -> Topology {
         let metrics = self.node.raft.metrics().borrow_watched().clone();
         let mut reachable = vec![self.node.id];
-        if let Some(heartbeats) = &metrics.heartbeat {
-            reachable.extend(heartbeats.iter().filter(|(_, seen)| seen.is_some()).map(|(id, _)| *id));
+        match &metrics.heartbeat {
+            // The leader hears from every member.
+            Some(heartbeats) => {
+                reachable.extend(heartbeats.iter().filter(|(_, seen)| seen.is_some()).map(|(id, _)| *id));
+            }
+            // A follower hears only from the leader, which keeps its quorum: it cannot tell which
+            // other member is down, and does not show a healthy one as failing.
+            None if metrics.current_leader.is_some() => reachable.extend(self.peers.iter().map(|peer| peer.id)),
+            None => {}
         }
         reachable.sort_unstable();
         reachable.dedup();
@@ -144,13 +151,10 @@ impl Cluster {
         self.proposals.settled(position).await
     }
 
-    /// Where a command on `key` must go while this node does not serve it.
+    /// Where a command on `key` must go while this node does not serve it: to the leader, or
+    /// nowhere yet while none is known or this node, just elected, is not serving yet.
     pub(crate) fn redirect(&self, key: &[u8]) -> Redirect {
-        let topology = self.topology();
-        match topology.leader_addr() {
-            Some(addr) if topology.leader != Some(topology.myself) => Redirect::Moved { slot: key_slot(key), addr },
-            _ => Redirect::Down,
-        }
+        self.topology().redirect(key).unwrap_or(Redirect::Down)
     }
 
     /// Stops the node's Raft and its bus.
@@ -161,8 +165,3 @@ impl Cluster {
 
 /// Shared by every connection; None when not started as a cluster node.
 pub(crate) type ClusterHandle = Option<Arc<Cluster>>;
-
-// TODO(merge): the CRC16 slot from core::keyslot once the CLUSTER commands land.
-fn key_slot(_key: &[u8]) -> u16 {
-    0
-}

@@ -130,12 +130,3 @@ mod tests {
         assert!(topology.is_reachable(3));
     }
 }
-
-/// Where a key command goes when this node does not serve it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Redirect {
-    /// To the leader, which owns every slot.
-    Moved { slot: u16, addr: SocketAddr },
-    /// Nowhere yet: no leader is known, or this node was just elected and is not serving yet.
-    Down,
-}
