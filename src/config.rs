@@ -286,6 +286,26 @@ pub struct Config {
     #[arg(long, requires = "cluster_node_id")]
     pub cluster_bus_port: Option<u16>,
 
+    /// Secret the nodes prove to each other when a cluster bus connection opens, before any Raft
+    /// message is taken (a challenge-response: the secret never travels). The same on every
+    /// node; default: --requirepass. With neither, anyone who reaches a bus port can rewrite the
+    /// locks. Prefer the environment variable: a flag's value shows in the process list.
+    #[arg(
+        long,
+        env = "BATON_CLUSTER_SECRET",
+        hide_env_values = true,
+        requires = "cluster_node_id",
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
+    pub cluster_secret: Option<String>,
+
+    /// TLS on the cluster bus (Redis's `tls-cluster`): each node serves its bus with
+    /// --tls-cert-file and presents it as its client certificate too, and verifies its peers
+    /// against --tls-ca-cert-file (required then), both ways; a certificate must name its node's
+    /// IP address. Default: yes when --tls-cert-file and --tls-key-file are given.
+    #[arg(long, value_enum, requires = "cluster_node_id")]
+    pub tls_cluster: Option<YesNo>,
+
     /// Remove --dir when the server stops (set by tests that made it).
     #[arg(skip)]
     pub remove_dir_on_stop: bool,
