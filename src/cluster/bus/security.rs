@@ -435,3 +435,176 @@ impl fmt::Display for Failure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEERS: [(NodeId, u16); 3] = [(1, 7001), (2, 7002), (3, 7003)];
+
+    /// Members on loopback, by node id and bus port, in the order given.
+    fn peers(members: &[(NodeId, u16)]) -> Peers {
+        Peers(members.iter().map(|&(id, port)| (id, SocketAddr::from(([127, 0, 0, 1], port)))).collect())
+    }
+
+    fn config(node: NodeId, members: &[(NodeId, u16)]) -> Config {
+        let mut config = Config::default_for_tests();
+        config.cluster_node_id = Some(node);
+        config.cluster_peers = Some(peers(members));
+        config
+    }
+
+    fn security(node: NodeId, secret: Option<&str>) -> BusSecurity {
+        let mut config = config(node, &PEERS);
+        config.cluster_secret = secret.map(str::to_owned);
+        BusSecurity::from_config(&config).unwrap()
+    }
+
+    /// Runs `dialer`'s handshake towards node `target` against `acceptor`'s; each end hangs up
+    /// as soon as its side is over, as a real one does.
+    async fn handshake(
+        dialer: &BusSecurity,
+        target: NodeId,
+        acceptor: &BusSecurity,
+    ) -> (Result<(), Failure>, Result<(), Failure>) {
+        let (dialer_end, acceptor_end) = tokio::io::duplex(1024);
+        tokio::join!(
+            async move {
+                let mut stream = dialer_end;
+                dialer.dial_handshake(&mut stream, target).await
+            },
+            async move {
+                let mut stream = acceptor_end;
+                acceptor.accept_handshake(&mut stream).await
+            },
+        )
+    }
+
+    fn eof(result: &Result<(), Failure>) -> bool {
+        matches!(result, Err(Failure::Io(error)) if error.kind() == io::ErrorKind::UnexpectedEof)
+    }
+
+    #[tokio::test]
+    async fn members_with_the_same_secret_pass() {
+        let (dialer, acceptor) = handshake(&security(1, Some("s3cret")), 2, &security(2, Some("s3cret"))).await;
+        assert!(dialer.is_ok() && acceptor.is_ok(), "{dialer:?} {acceptor:?}");
+    }
+
+    #[tokio::test]
+    async fn members_without_a_secret_pass() {
+        let (dialer, acceptor) = handshake(&security(1, None), 2, &security(2, None)).await;
+        assert!(dialer.is_ok() && acceptor.is_ok(), "{dialer:?} {acceptor:?}");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_secret_is_refused_before_the_acceptor_proves_anything() {
+        let (dialer, acceptor) = handshake(&security(1, Some("guess")), 2, &security(2, Some("s3cret"))).await;
+        assert!(matches!(acceptor, Err(Failure::Refused(Refusal::BadProof))), "{acceptor:?}");
+        assert!(eof(&dialer), "the dialer got no proof to study: {dialer:?}");
+
+        let (dialer, acceptor) = handshake(&security(1, Some("s3cret")), 2, &security(2, Some("guess"))).await;
+        assert!(matches!(acceptor, Err(Failure::Refused(Refusal::BadProof))), "{acceptor:?}");
+        assert!(eof(&dialer), "{dialer:?}");
+    }
+
+    #[tokio::test]
+    async fn a_secret_on_one_side_only_is_refused() {
+        let (_, acceptor) = handshake(&security(1, None), 2, &security(2, Some("s3cret"))).await;
+        assert!(matches!(acceptor, Err(Failure::Refused(Refusal::SecretMismatch { peer_has_one: false }))));
+        let (_, acceptor) = handshake(&security(1, Some("s3cret")), 2, &security(2, None)).await;
+        assert!(matches!(acceptor, Err(Failure::Refused(Refusal::SecretMismatch { peer_has_one: true }))));
+    }
+
+    #[tokio::test]
+    async fn another_cluster_is_refused_even_with_the_same_secret() {
+        let mut other = config(2, &[(1, 7001), (2, 7002), (3, 7004)]);
+        other.cluster_secret = Some("s3cret".into());
+        let other = BusSecurity::from_config(&other).unwrap();
+        let (_, acceptor) = handshake(&security(1, Some("s3cret")), 2, &other).await;
+        assert!(matches!(acceptor, Err(Failure::Refused(Refusal::OtherCluster))), "{acceptor:?}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_reaching_another_node_than_meant_is_refused() {
+        // Node 1 dials node 2, but the connection reaches node 3 (or node 1 itself, through an
+        // attacker relaying its hello back to it).
+        for acceptor in [security(3, Some("s3cret")), security(1, Some("s3cret"))] {
+            let (_, refusal) = handshake(&security(1, Some("s3cret")), 2, &acceptor).await;
+            assert!(matches!(refusal, Err(Failure::Refused(Refusal::WrongNodes { from: 1, to: 2 }))), "{refusal:?}");
+        }
+        // Node 3 answers a call meant for node 2 as if it were node 2: the dialer refuses it.
+        let impostor = security(3, Some("s3cret"));
+        let hello = Hello { to: 1, ..impostor.hello(1).unwrap() };
+        assert!(matches!(security(1, Some("s3cret")).check(&hello, Some(2)), Err(Refusal::WrongNodes { from: 3, to: 1 })));
+    }
+
+    #[test]
+    fn a_proof_is_good_for_one_role_and_one_connection() {
+        let node = security(1, Some("s3cret"));
+        let key = node.secret.as_ref().unwrap();
+        let dialer_hello = node.hello(2).unwrap().encode();
+        let acceptor_hello = security(2, Some("s3cret")).hello(1).unwrap().encode();
+        let acceptors_proof = proof(key, Role::Acceptor, &dialer_hello, &acceptor_hello);
+        assert!(verify(key, Role::Acceptor, &dialer_hello, &acceptor_hello, acceptors_proof.as_ref()).is_ok());
+        assert!(
+            verify(key, Role::Dialer, &dialer_hello, &acceptor_hello, acceptors_proof.as_ref()).is_err(),
+            "reflected, an acceptor's proof is no dialer's"
+        );
+        let dialers_proof = proof(key, Role::Dialer, &dialer_hello, &acceptor_hello);
+        let next_acceptor_hello = security(2, Some("s3cret")).hello(1).unwrap().encode();
+        assert!(
+            verify(key, Role::Dialer, &dialer_hello, &next_acceptor_hello, dialers_proof.as_ref()).is_err(),
+            "replayed against a fresh nonce, a proof fails"
+        );
+    }
+
+    #[test]
+    fn hellos_read_back_and_anything_else_is_refused() {
+        let hello = security(1, Some("s3cret")).hello(2).unwrap();
+        assert_eq!(Hello::decode(&hello.encode()).unwrap(), hello);
+        let mut bytes = hello.encode();
+        bytes[MAGIC.len()] = VERSION + 1;
+        assert!(matches!(Hello::decode(&bytes), Err(Refusal::Version(2))));
+        bytes = hello.encode();
+        bytes[MAGIC.len() + 1] = 2;
+        assert!(matches!(Hello::decode(&bytes), Err(Refusal::NotBus)));
+        let mut frame = [0u8; HELLO_BYTES];
+        frame[..4].copy_from_slice(&86u32.to_le_bytes());
+        assert!(matches!(Hello::decode(&frame), Err(Refusal::NotBus)), "a bare bus frame");
+    }
+
+    #[test]
+    fn the_cluster_id_is_its_member_list() {
+        let id = |members: &[(NodeId, u16)]| cluster_id(&peers(members));
+        assert_eq!(id(&PEERS), id(&[(3, 7003), (1, 7001), (2, 7002)]), "in any order");
+        assert_ne!(id(&PEERS), id(&[(1, 7001), (2, 7002), (3, 7004)]), "another address");
+        assert_ne!(id(&PEERS), id(&[(1, 7001), (2, 7002), (4, 7003)]), "another node id");
+        assert_ne!(id(&PEERS), id(&PEERS[..2]), "fewer members");
+    }
+
+    #[test]
+    fn bus_tls_needs_the_ca_to_verify_peers_against() {
+        let with = |adjust: &dyn Fn(&mut Config)| {
+            let mut config = config(1, &PEERS);
+            adjust(&mut config);
+            BusSecurity::from_config(&config).map(|security| security.tls.is_some())
+        };
+        let files = |config: &mut Config| {
+            config.tls_cert_file = Some("node.crt".into());
+            config.tls_key_file = Some("node.key".into());
+        };
+        let error = with(&files).unwrap_err();
+        assert!(error.contains("--tls-ca-cert-file"), "{error}");
+        assert_eq!(
+            with(&|config| {
+                files(config);
+                config.tls_cluster = Some(crate::config::YesNo::No);
+            }),
+            Ok(false)
+        );
+        let error = with(&|config| config.tls_cluster = Some(crate::config::YesNo::Yes)).unwrap_err();
+        assert!(error.contains("--tls-cert-file"), "{error}");
+        assert_eq!(with(&|_| ()), Ok(false), "no TLS configured: none on the bus");
+        assert!(BusSecurity::from_config(&Config::default_for_tests()).is_err(), "not a cluster node");
+    }
+}
