@@ -48,7 +48,9 @@ impl Node {
         let log = LogStore::open(&dir.join("raft"))?;
         let state = StateMachine::new(settings, clock);
         let config = raft::config().validate().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-        let raft = Raft::new(id, config.into(), Bus::new(Arc::clone(&security)), log, state.clone()).await.map_err(io::Error::other)?;
+        let raft = Raft::new(id, config.into(), Bus::new(Arc::clone(&security)), log, state.clone())
+            .await
+            .map_err(io::Error::other)?;
         let bus_shutdown = CancellationToken::new();
         tokio::spawn(bus::serve(listener, raft.clone(), security, bus_shutdown.clone()));
         let members: BTreeMap<NodeId, BasicNode> =

@@ -27,7 +27,11 @@ fn free_addr() -> SocketAddr {
 }
 
 /// The bus security of node `id` among `peers`, configured as `adjust` says.
-fn bus_security(id: NodeId, peers: &BTreeMap<NodeId, SocketAddr>, adjust: impl FnOnce(&mut Config)) -> Arc<BusSecurity> {
+fn bus_security(
+    id: NodeId,
+    peers: &BTreeMap<NodeId, SocketAddr>,
+    adjust: impl FnOnce(&mut Config),
+) -> Arc<BusSecurity> {
     let mut config = Config::default_for_tests();
     config.cluster_node_id = Some(id);
     config.cluster_peers = Some(Peers(peers.iter().map(|(id, addr)| (*id, *addr)).collect()));

@@ -339,7 +339,13 @@ fn proof(key: &hmac::Key, role: Role, dialer_hello: &[u8], acceptor_hello: &[u8]
 }
 
 /// Checks in constant time that `proof` is `role`'s.
-fn verify(key: &hmac::Key, role: Role, dialer_hello: &[u8], acceptor_hello: &[u8], proof: &[u8]) -> Result<(), Refusal> {
+fn verify(
+    key: &hmac::Key,
+    role: Role,
+    dialer_hello: &[u8],
+    acceptor_hello: &[u8],
+    proof: &[u8],
+) -> Result<(), Refusal> {
     hmac::verify(key, &signed(role, dialer_hello, acceptor_hello), proof).map_err(|_| Refusal::BadProof)
 }
 
@@ -535,7 +541,10 @@ mod tests {
         // Node 3 answers a call meant for node 2 as if it were node 2: the dialer refuses it.
         let impostor = security(3, Some("s3cret"));
         let hello = Hello { to: 1, ..impostor.hello(1).unwrap() };
-        assert!(matches!(security(1, Some("s3cret")).check(&hello, Some(2)), Err(Refusal::WrongNodes { from: 3, to: 1 })));
+        assert!(matches!(
+            security(1, Some("s3cret")).check(&hello, Some(2)),
+            Err(Refusal::WrongNodes { from: 3, to: 1 })
+        ));
     }
 
     #[test]

@@ -101,11 +101,11 @@ async fn assert_node_3_is_shut_out(cluster: Cluster) {
 fn forged_append(node: &Node) -> Request {
     let metrics = node.raft.metrics().borrow_watched().clone();
     let last = metrics.last_applied.expect("the node has applied entries");
-    let forged = LogId::new(last.committed_leader_id().clone(), last.index() + 1);
+    let forged = LogId::new(*last.committed_leader_id(), last.index() + 1);
     Request::Append(AppendEntriesRequest {
         vote: metrics.vote,
         prev_log_id: Some(last),
-        entries: vec![Entry::new_normal(forged.clone(), grant("forged", "mallory", 666))],
+        entries: vec![Entry::new_normal(forged, grant("forged", "mallory", 666))],
         leader_commit: Some(forged),
     })
 }
@@ -150,7 +150,8 @@ async fn nodes_sharing_a_secret_replicate_and_a_frame_without_the_handshake_chan
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_another_secret_is_shut_out() {
-    let cluster = start(|id, config| config.cluster_secret = Some(if id == 3 { "guess" } else { "s3cret" }.into())).await;
+    let cluster =
+        start(|id, config| config.cluster_secret = Some(if id == 3 { "guess" } else { "s3cret" }.into())).await;
     assert_node_3_is_shut_out(cluster).await;
 }
 
