@@ -178,16 +178,16 @@ impl BusSecurity {
         Ok(Hello { cluster: self.cluster, authenticated: self.secret.is_some(), from: self.node, to, nonce })
     }
 
-    /// Whether `hello` may come from a member of this cluster talking to this node; `from` is who
-    /// the dialer meant to reach, when this node is the dialer.
-    fn check(&self, hello: &Hello, from: Option<NodeId>) -> Result<(), Refusal> {
+    /// Whether `hello` may come from a member of this cluster talking to this node; when this
+    /// node dialed, `dialed` is the node it meant to reach.
+    fn check(&self, hello: &Hello, dialed: Option<NodeId>) -> Result<(), Refusal> {
         if hello.cluster != self.cluster {
             return Err(Refusal::OtherCluster);
         }
         if hello.authenticated != self.secret.is_some() {
             return Err(Refusal::SecretMismatch { peer_has_one: hello.authenticated });
         }
-        let expected = from.is_none_or(|from| from == hello.from);
+        let expected = dialed.is_none_or(|dialed| dialed == hello.from);
         if !expected || hello.to != self.node || hello.from == self.node || !self.members.contains(&hello.from) {
             return Err(Refusal::WrongNodes { from: hello.from, to: hello.to });
         }
