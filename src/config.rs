@@ -127,7 +127,8 @@ pub struct Config {
     pub shards: Option<usize>,
 
     /// Require clients to AUTH with this password (the Redis `requirepass` semantics: it is the
-    /// default user's password; empty means none).
+    /// default user's password; empty means none). Also the cluster bus secret when there is no
+    /// --cluster-secret.
     #[arg(long, env = "BATON_REQUIREPASS", hide_env_values = true)]
     pub requirepass: Option<String>,
 
@@ -187,7 +188,7 @@ pub struct Config {
     #[arg(long)]
     pub tls_port: Option<u16>,
 
-    /// PEM file with the server certificate (and its chain) for --tls-port.
+    /// PEM file with the server certificate (and its chain) for --tls-port and the cluster bus.
     #[arg(long)]
     pub tls_cert_file: Option<std::path::PathBuf>,
 
@@ -195,7 +196,8 @@ pub struct Config {
     #[arg(long)]
     pub tls_key_file: Option<std::path::PathBuf>,
 
-    /// PEM file with CA certificates: TLS clients must then present a certificate signed by one.
+    /// PEM file with CA certificates: TLS clients must then present a certificate signed by one,
+    /// and cluster nodes verify each other against them on the bus.
     #[arg(long)]
     pub tls_ca_cert_file: Option<std::path::PathBuf>,
 
@@ -287,6 +289,26 @@ pub struct Config {
     /// convention).
     #[arg(long, requires = "cluster_node_id")]
     pub cluster_bus_port: Option<u16>,
+
+    /// Secret the nodes prove to each other when a cluster bus connection opens, before any Raft
+    /// message is taken (a challenge-response: the secret never travels). The same on every
+    /// node; default: --requirepass. With neither (nor bus TLS), anyone who reaches a bus port can
+    /// rewrite the locks. Prefer the environment variable: a flag's value shows in the process list.
+    #[arg(
+        long,
+        env = "BATON_CLUSTER_SECRET",
+        hide_env_values = true,
+        requires = "cluster_node_id",
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
+    pub cluster_secret: Option<String>,
+
+    /// TLS on the cluster bus (Redis's `tls-cluster`): each node serves its bus with
+    /// --tls-cert-file and presents it as its client certificate too, and verifies its peers
+    /// against --tls-ca-cert-file (required then), both ways; a certificate must name its node's
+    /// IP address. Default: yes when --tls-cert-file and --tls-key-file are given.
+    #[arg(long, value_enum, requires = "cluster_node_id")]
+    pub tls_cluster: Option<YesNo>,
 
     /// Remove --dir when the server stops (set by tests that made it).
     #[arg(skip)]
@@ -410,6 +432,18 @@ mod tests {
             assert!(parse_peers(bad).is_err(), "{bad:?} accepted");
         }
         assert!(Config::try_parse_from(["baton", "--cluster-node-id", "1"]).is_err(), "a node id needs peers");
+    }
+
+    #[test]
+    fn bus_security_flags_belong_to_a_cluster_node() {
+        let node = ["baton", "--cluster-node-id", "1", "--cluster-peers", "1@127.0.0.1:7001"];
+        let parse = |extra: &[&str]| Config::try_parse_from(node.iter().chain(extra));
+        assert_eq!(parse(&["--cluster-secret", "s"]).unwrap().cluster_secret.as_deref(), Some("s"));
+        assert!(parse(&["--cluster-secret", ""]).is_err(), "an empty secret would be no secret");
+        assert_eq!(parse(&["--tls-cluster", "no"]).unwrap().tls_cluster, Some(YesNo::No));
+        assert_eq!(parse(&[]).unwrap().tls_cluster, None, "decided by the TLS files");
+        assert!(Config::try_parse_from(["baton", "--tls-cluster", "yes"]).is_err());
+        assert!(Config::try_parse_from(["baton", "--cluster-secret", "s"]).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use tracing_subscriber::fmt::MakeWriter;
@@ -145,6 +145,33 @@ impl Drop for LogThread {
         self.inner.queue.lock().closed = true;
         self.inner.ready.notify_one();
         let _ = self.finished.recv_timeout(FLUSH_AT_EXIT);
+    }
+}
+
+/// Lets through at most one line per interval about an event that may recur in a flood (a
+/// failed authentication, a refused cluster peer), each line carrying how many events it stands
+/// for: a brute force shows as one line per interval with its rate. Time is handed in.
+#[derive(Debug, Default)]
+pub(crate) struct LineThrottle {
+    last_written: Option<Instant>,
+    unreported: u64,
+}
+
+impl LineThrottle {
+    /// Counts one event at `now`. Returns how many events the line to write now reports, or None
+    /// while less than `interval` has passed since the last line.
+    pub(crate) fn count(&mut self, now: Instant, interval: Duration) -> Option<u64> {
+        self.unreported += 1;
+        if self.last_written.is_some_and(|last| now.saturating_duration_since(last) < interval) {
+            return None;
+        }
+        self.last_written = Some(now);
+        Some(std::mem::take(&mut self.unreported))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn unreported(&self) -> u64 {
+        self.unreported
     }
 }
 

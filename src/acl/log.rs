@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
+use crate::logging::LineThrottle;
+
 /// Redis's default `acllog-max-len`.
 const MAX_ENTRIES: usize = 128;
 /// Redis folds a repeat of the same refusal into the earlier entry within this window.
@@ -48,13 +50,7 @@ pub(crate) struct Entry {
 pub(crate) struct Log {
     /// Newest first, as ACL LOG lists them.
     entries: VecDeque<Entry>,
-    failure_line: FailureLine,
-}
-
-#[derive(Debug, Default)]
-struct FailureLine {
-    last_written: Option<Instant>,
-    unreported: u64,
+    failure_line: LineThrottle,
 }
 
 impl Log {
@@ -85,19 +81,14 @@ impl Log {
     /// carries how many failed since the previous one, so a brute force shows as one line a
     /// second with its rate, not a flood.
     pub(crate) fn auth_failed(&mut self, addr: SocketAddr, username: &str, now: Instant) {
-        let line = &mut self.failure_line;
-        line.unreported += 1;
-        if line.last_written.is_some_and(|last| now.saturating_duration_since(last) < FAILURE_LINE_INTERVAL) {
-            return;
+        if let Some(failures) = self.failure_line.count(now, FAILURE_LINE_INTERVAL) {
+            warn!(failures, last_addr = %addr, last_user = username, "authentication failed");
         }
-        warn!(failures = line.unreported, last_addr = %addr, last_user = username, "authentication failed");
-        line.last_written = Some(now);
-        line.unreported = 0;
     }
 
     #[cfg(test)]
     fn unreported_failures(&self) -> u64 {
-        self.failure_line.unreported
+        self.failure_line.unreported()
     }
 }
 

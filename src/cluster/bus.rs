@@ -5,10 +5,16 @@
 //! one task, so requests to a peer never overlap) and serves each incoming connection in a task
 //! of its own. A frame longer than [`MAX_FRAME_BYTES`] closes the connection: the bus must not be
 //! a way to make a node allocate without bound.
+//!
+//! Before any frame, a connection is set up as [`BusSecurity`] says: TLS, and a handshake that
+//! ties it to this cluster and, with a secret, authenticates both ends.
+
+pub(crate) mod security;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -17,11 +23,12 @@ use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use self::security::{BusSecurity, BusStream};
 use super::raft::{NodeId, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 /// Snapshots travel whole in one frame; the bound is far above any realistic state, far below
@@ -29,7 +36,7 @@ use super::raft::{NodeId, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 const MAX_FRAME_BYTES: usize = 1 << 30;
 
 #[derive(Debug, Serialize, Deserialize)]
-enum Request {
+pub(super) enum Request {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     Snapshot { vote: Vote, meta: SnapshotMeta, data: Vec<u8> },
@@ -43,14 +50,16 @@ enum Response {
     Snapshot(Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>>),
 }
 
-async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> io::Result<()> {
+pub(super) async fn write_frame<T: Serialize>(stream: &mut (impl AsyncWrite + Unpin), value: &T) -> io::Result<()> {
     let body = postcard::to_allocvec(value).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
     let length = u32::try_from(body.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "frame too long"))?;
     stream.write_all(&length.to_le_bytes()).await?;
-    stream.write_all(&body).await
+    stream.write_all(&body).await?;
+    // A TLS stream may hold the last record back until flushed.
+    stream.flush().await
 }
 
-async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<T> {
+async fn read_frame<T: DeserializeOwned>(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<T> {
     let length = stream.read_u32_le().await? as usize;
     if length > MAX_FRAME_BYTES {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bus frame of {length} bytes")));
@@ -60,8 +69,8 @@ async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<T
     postcard::from_bytes(&body).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
 
-/// Serves the bus on `listener` until `shutdown`.
-pub(crate) async fn serve(listener: TcpListener, raft: Raft, shutdown: CancellationToken) {
+/// Serves the bus on `listener` until `shutdown`, to peers that pass `security`.
+pub(crate) async fn serve(listener: TcpListener, raft: Raft, security: Arc<BusSecurity>, shutdown: CancellationToken) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -75,22 +84,24 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft, shutdown: Cancellat
             () = shutdown.cancelled() => return,
         };
         let raft = raft.clone();
+        let security = Arc::clone(&security);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                result = serve_connection(stream, &raft) => {
-                    if let Err(error) = result {
-                        debug!(%peer, %error, "cluster bus: connection closed");
-                    }
+            let serving = async {
+                let Some(stream) = security.accept(stream, peer).await else { return };
+                if let Err(error) = serve_connection(stream, &raft).await {
+                    debug!(%peer, %error, "cluster bus: connection closed");
                 }
+            };
+            tokio::select! {
+                () = serving => {}
                 () = shutdown.cancelled() => {}
             }
         });
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, raft: &Raft) -> io::Result<()> {
-    stream.set_nodelay(true)?;
+async fn serve_connection(mut stream: BusStream, raft: &Raft) -> io::Result<()> {
     loop {
         let request: Request = read_frame(&mut stream).await?;
         let response = match request {
@@ -104,22 +115,32 @@ async fn serve_connection(mut stream: TcpStream, raft: &Raft) -> io::Result<()> 
     }
 }
 
-/// Connects to peers by the bus address in their [`BasicNode`].
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Bus;
+/// Connects to peers by the bus address in their [`BasicNode`], as `security` says.
+#[derive(Clone)]
+pub(crate) struct Bus {
+    security: Arc<BusSecurity>,
+}
+
+impl Bus {
+    pub(crate) fn new(security: Arc<BusSecurity>) -> Bus {
+        Bus { security }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for Bus {
     type Network = Peer;
 
-    async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> Peer {
-        Peer { addr: node.addr.clone(), stream: None }
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
+        Peer { target, addr: node.addr.clone(), security: Arc::clone(&self.security), stream: None }
     }
 }
 
 /// One peer, as the replication task towards it sees it.
 pub(crate) struct Peer {
+    target: NodeId,
     addr: String,
-    stream: Option<TcpStream>,
+    security: Arc<BusSecurity>,
+    stream: Option<BusStream>,
 }
 
 impl Peer {
@@ -131,8 +152,7 @@ impl Peer {
                     let addr: SocketAddr = self.addr.parse().map_err(|_| {
                         io::Error::new(io::ErrorKind::InvalidInput, format!("bad bus address {}", self.addr))
                     })?;
-                    let stream = TcpStream::connect(addr).await?;
-                    stream.set_nodelay(true)?;
+                    let stream = self.security.connect(self.target, addr).await?;
                     self.stream.insert(stream)
                 }
             };

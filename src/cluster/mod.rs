@@ -14,7 +14,8 @@
 //!
 //! Layout: [`raft`] pins the consensus engine and declares its types; [`log_store`] keeps the Raft
 //! log and vote; [`state_machine`] applies committed entries to a core and snapshots it; [`bus`]
-//! carries Raft's messages between nodes; [`node`] puts them together; [`proposals`] numbers the
+//! carries Raft's messages between nodes (`bus::security`: TLS and the handshake that admits a
+//! peer); [`node`] puts them together; [`proposals`] numbers the
 //! live core's changes and tells replies when theirs are committed; [`leadership`] makes the
 //! node serve clients while it leads and stop when it does not; [`topology`] is what the Redis
 //! Cluster protocol shows of all this.
@@ -39,6 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::type_config::async_runtime::WatchReceiver;
 
+use self::bus::security::BusSecurity;
 use self::node::Node;
 use self::proposals::{Lost, Proposals};
 use self::topology::{Peer, Redirect, Topology};
@@ -92,7 +94,8 @@ impl Cluster {
         }
         let bus_addrs: BTreeMap<u64, SocketAddr> = members.iter().map(|peer| (peer.id, peer.bus_addr)).collect();
         let wall_ms_at_zero = proposals::wall_ms_at_zero(clock.now());
-        let node = Node::start(id, &bus_addrs, &config.dir, settings, clock).await?;
+        let security = BusSecurity::from_config(config).map_err(invalid)?;
+        let node = Node::start(id, &bus_addrs, &config.dir, settings, clock, Arc::new(security)).await?;
         Ok(Some(Cluster {
             node,
             peers: members,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -14,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::bus::security::BusSecurity;
 use super::bus::{self, Bus};
 use super::log_store::LogStore;
 use super::raft::{self, NodeId, Raft};
@@ -66,6 +68,7 @@ impl Node {
         dir: &Path,
         settings: CoreSettings,
         clock: Clock,
+        security: Arc<BusSecurity>,
     ) -> io::Result<Node> {
         let own = peers
             .get(&id)
@@ -74,9 +77,11 @@ impl Node {
         let log = LogStore::open(&dir.join("raft"))?;
         let state = StateMachine::new(settings, clock);
         let config = raft::config().validate().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-        let raft = Raft::new(id, config.into(), Bus, log, state.clone()).await.map_err(io::Error::other)?;
+        let raft = Raft::new(id, config.into(), Bus::new(Arc::clone(&security)), log, state.clone())
+            .await
+            .map_err(io::Error::other)?;
         let bus_shutdown = CancellationToken::new();
-        tokio::spawn(bus::serve(listener, raft.clone(), bus_shutdown.clone()));
+        tokio::spawn(bus::serve(listener, raft.clone(), security, bus_shutdown.clone()));
         let members: BTreeMap<NodeId, BasicNode> =
             peers.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.to_string() })).collect();
         let rank = peers.keys().position(|peer| *peer == id).unwrap_or(0) as u32;

@@ -7,10 +7,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::bus::security::BusSecurity;
 use super::node::Node;
 use super::raft::{NodeId, Record};
+use crate::config::{Config, Peers};
 use crate::core::{Change, Clock, CoreSettings};
 use crate::journal::{self, WallClock};
+
+mod bus_security;
 
 const PATIENCE: Option<Duration> = Some(Duration::from_secs(30));
 
@@ -20,6 +24,19 @@ fn settings() -> CoreSettings {
 
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// The bus security of node `id` among `peers`, configured as `adjust` says.
+fn bus_security(
+    id: NodeId,
+    peers: &BTreeMap<NodeId, SocketAddr>,
+    adjust: impl FnOnce(&mut Config),
+) -> Arc<BusSecurity> {
+    let mut config = Config::default_for_tests();
+    config.cluster_node_id = Some(id);
+    config.cluster_peers = Some(Peers(peers.iter().map(|(id, addr)| (*id, *addr)).collect()));
+    adjust(&mut config);
+    Arc::new(BusSecurity::from_config(&config).unwrap())
 }
 
 /// What a leader proposes when `owner` is granted `key` with `token`.
@@ -65,7 +82,8 @@ async fn three_nodes_replicate_elect_and_catch_up() {
     let clock = Clock::new();
     let mut nodes = Vec::new();
     for id in 1..=3u64 {
-        nodes.push(Node::start(id, &peers, dirs[id as usize - 1].path(), settings(), clock).await.unwrap());
+        let bus = bus_security(id, &peers, |_| ());
+        nodes.push(Node::start(id, &peers, dirs[id as usize - 1].path(), settings(), clock, bus).await.unwrap());
     }
 
     let (first, index) = propose(&nodes.iter().collect::<Vec<_>>(), grant("k1", "o1", 7)).await;
@@ -85,7 +103,8 @@ async fn three_nodes_replicate_elect_and_catch_up() {
     }
 
     // The dead node restarts from its directory and learns what it missed.
-    let back = Node::start(first, &peers, dirs[first as usize - 1].path(), settings(), clock).await.unwrap();
+    let bus = bus_security(first, &peers, |_| ());
+    let back = Node::start(first, &peers, dirs[first as usize - 1].path(), settings(), clock, bus).await.unwrap();
     assert_eq!(holder_after(&back, index, "k2").await, Some(("o2".into(), 9)));
     assert_eq!(holder_after(&back, index, "k1").await, Some(("o1".into(), 7)));
     back.stop().await;
