@@ -42,9 +42,13 @@ install_etcd() {
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-server etcd-client >/dev/null
 }
 
+# A killed member can stay a zombie for a while (its parent, this script, is gone and whoever
+# inherits it reaps late): that is not running.
 running() {
-    local pidfile=$DIR/n$1.pid
-    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+    local pidfile=$DIR/n$1.pid state
+    [ -f "$pidfile" ] || return 1
+    state=$(sed 's/.*) //' "/proc/$(cat "$pidfile")/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
 }
 
 etcdctl_() { ETCDCTL_API=3 timeout 10 etcdctl --dial-timeout 2s --command-timeout 3s "$@"; }

@@ -1,0 +1,176 @@
+//! The baton side of the cluster workloads: LOCK.* through the `redis` crate's async Redis Cluster
+//! client, which learns the slots from CLUSTER SLOTS and follows -MOVED to the leader as an
+//! application's client would; or, for the single-node baseline, one plain connection.
+//!
+//! The cluster client retries a failed request itself (a connection to a killed leader, -MOVED,
+//! -CLUSTERDOWN while the members elect a new one). Its default waits start at 1.28 s, which
+//! would measure the client rather than the failover: here they are 10–100 ms, as a client tuned
+//! for a lock service would set them.
+
+use std::time::Duration;
+
+use baton_testkit::Resp;
+use baton_testkit::client::Connection;
+use baton_testkit::redis_crate::{query, result_to_resp};
+use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+
+use crate::cli::Member;
+use crate::client::{field_of, token_of};
+use crate::{Res, fail};
+
+/// How long one LOCK.WAIT blocks on the server before it is sent again (well inside the client's
+/// response timeout).
+const WAIT_MS: &[u8] = b"2000";
+
+enum Conn {
+    Cluster(ClusterConnection),
+    Single(MultiplexedConnection),
+}
+
+pub struct BatonLocker {
+    conn: Conn,
+    owner: String,
+}
+
+/// How a holder lets go: SUCCESS ends the round (the cycles), FAILURE hands the lock to the head
+/// of the queue (the hand-offs). etcd's Unlock is both.
+#[derive(Clone, Copy)]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+impl BatonLocker {
+    /// A Redis Cluster client seeded with every member, or with `single` a plain connection to the
+    /// first; `owner` names this client in LOCK.*.
+    pub async fn connect(nodes: &[Member], single: bool, owner: String, timeout: Duration) -> Res<BatonLocker> {
+        let urls: Vec<String> = nodes.iter().map(|node| format!("redis://{}", node.addr)).collect();
+        let conn = if single {
+            Conn::Single(baton_testkit::redis_crate::connect(&urls[0], timeout).await?)
+        } else {
+            let client = ClusterClientBuilder::new(urls)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(20)
+                .min_retry_wait(10)
+                .max_retry_wait(100)
+                .build()?;
+            Conn::Cluster(client.get_async_connection().await?)
+        };
+        Ok(BatonLocker { conn, owner })
+    }
+
+    async fn call(&mut self, args: &[&[u8]]) -> Resp {
+        result_to_resp(match &mut self.conn {
+            Conn::Cluster(conn) => query(conn, args).await,
+            Conn::Single(conn) => query(conn, args).await,
+        })
+    }
+
+    /// LOCK.TRY on a key nobody else uses; returns the token.
+    pub async fn try_lock(&mut self, key: &str) -> Res<Vec<u8>> {
+        let owner = self.owner.clone();
+        let reply = self.call(&[b"LOCK.TRY", key.as_bytes(), owner.as_bytes()]).await;
+        Ok(token_of(&reply)?.to_string().into_bytes())
+    }
+
+    /// LOCK.WAIT until the lock is this owner's (sent again whenever the server's timeout passes,
+    /// keeping the place in line); returns the token.
+    pub async fn wait(&mut self, key: &str) -> Res<Vec<u8>> {
+        let owner = self.owner.clone();
+        loop {
+            let reply = self.call(&[b"LOCK.WAIT", key.as_bytes(), owner.as_bytes(), WAIT_MS]).await;
+            if !reply.is_nil() {
+                return Ok(token_of(&reply)?.to_string().into_bytes());
+            }
+        }
+    }
+
+    pub async fn unlock(&mut self, key: &str, token: &[u8], outcome: Outcome) -> Res<()> {
+        let owner = self.owner.clone();
+        let outcome: &[u8] = match outcome {
+            Outcome::Success => b"SUCCESS",
+            Outcome::Failure => b"FAILURE",
+        };
+        match self.call(&[b"LOCK.UNLOCK", key.as_bytes(), owner.as_bytes(), token, outcome]).await {
+            // The owners told of the outcome.
+            Resp::Int(_) => Ok(()),
+            other => fail(format!("LOCK.UNLOCK answered {other}")),
+        }
+    }
+
+    /// Owners blocked in LOCK.WAIT on `key`.
+    pub async fn waiting(&mut self, key: &str) -> Res<usize> {
+        let reply = self.call(&[b"LOCK.INFO", key.as_bytes(), b"COUNT", b"0"]).await;
+        match field_of(&reply, "blocked")? {
+            Resp::Int(count) => Ok(usize::try_from(count).unwrap_or(0)),
+            other => fail(format!("LOCK.INFO's 'blocked' is {other}")),
+        }
+    }
+}
+
+/// The member every member's CLUSTER NODES flags as the master, if they all answer and agree.
+pub async fn leader(nodes: &[Member], timeout: Duration) -> Res<Option<u64>> {
+    let mut leader = None;
+    for node in nodes {
+        let view = async {
+            let mut conn = Connection::connect(node.addr, timeout).await?;
+            Ok::<_, crate::BoxError>(conn.call(&[b"CLUSTER", b"NODES"]).await?)
+        };
+        let Ok(Ok(reply)) = tokio::time::timeout(timeout, view).await else {
+            return Ok(None);
+        };
+        let text = match &reply {
+            Resp::Bulk(text) | Resp::Verbatim(text) => String::from_utf8_lossy(text).into_owned(),
+            Resp::Error(_) => return Ok(None),
+            other => return fail(format!("CLUSTER NODES answered {other}")),
+        };
+        let Some(master) = master_of(&text, nodes) else {
+            return Ok(None);
+        };
+        if leader.is_some_and(|id| id != master) {
+            return Ok(None);
+        }
+        leader = Some(master);
+    }
+    Ok(leader)
+}
+
+/// The member a CLUSTER NODES text flags as the (one, live) master, found by its address.
+fn master_of(text: &str, nodes: &[Member]) -> Option<u64> {
+    let mut masters = text.lines().filter_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let flags = fields.get(2)?.split(',').collect::<Vec<_>>();
+        if !flags.contains(&"master") || flags.contains(&"fail") || flags.contains(&"fail?") {
+            return None;
+        }
+        // ip:port@cport[,hostname]
+        let addr = fields.get(1)?.split(['@', ',']).next()?;
+        nodes.iter().find(|node| node.addr.to_string() == addr).map(|node| node.id)
+    });
+    let master = masters.next()?;
+    masters.next().is_none().then_some(master)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_master_is_found_by_its_address() {
+        let nodes: Vec<Member> = ["1@127.0.0.1:7001", "2@127.0.0.1:7002", "3@127.0.0.1:7003"]
+            .iter()
+            .map(|text| text.parse().unwrap())
+            .collect();
+        let text = "aaa 127.0.0.1:7001@17001 myself,slave bbb 0 0 3 connected\n\
+                    bbb 127.0.0.1:7002@17002 master - 0 0 3 connected 0-16383\n\
+                    ccc 127.0.0.1:7003@17003 slave bbb 0 0 3 connected\n";
+        assert_eq!(master_of(text, &nodes), Some(2));
+        let failed = text.replace("master -", "master,fail -");
+        assert_eq!(master_of(&failed, &nodes), None);
+        let two = text.replace("myself,slave bbb", "myself,master -");
+        assert_eq!(master_of(&two, &nodes), None, "two masters: no agreed leader");
+    }
+}
