@@ -29,6 +29,15 @@ enum Conn {
     Single(MultiplexedConnection),
 }
 
+impl Conn {
+    async fn call(&mut self, args: &[&[u8]]) -> Resp {
+        result_to_resp(match self {
+            Conn::Cluster(conn) => query(conn, args).await,
+            Conn::Single(conn) => query(conn, args).await,
+        })
+    }
+}
+
 pub struct BatonLocker {
     conn: Conn,
     owner: String,
@@ -62,26 +71,17 @@ impl BatonLocker {
         Ok(BatonLocker { conn, owner })
     }
 
-    async fn call(&mut self, args: &[&[u8]]) -> Resp {
-        result_to_resp(match &mut self.conn {
-            Conn::Cluster(conn) => query(conn, args).await,
-            Conn::Single(conn) => query(conn, args).await,
-        })
-    }
-
     /// LOCK.TRY on a key nobody else uses; returns the token.
     pub async fn try_lock(&mut self, key: &str) -> Res<Vec<u8>> {
-        let owner = self.owner.clone();
-        let reply = self.call(&[b"LOCK.TRY", key.as_bytes(), owner.as_bytes()]).await;
+        let reply = self.conn.call(&[b"LOCK.TRY", key.as_bytes(), self.owner.as_bytes()]).await;
         Ok(token_of(&reply)?.to_string().into_bytes())
     }
 
     /// LOCK.WAIT until the lock is this owner's (sent again whenever the server's timeout passes,
     /// keeping the place in line); returns the token.
     pub async fn wait(&mut self, key: &str) -> Res<Vec<u8>> {
-        let owner = self.owner.clone();
         loop {
-            let reply = self.call(&[b"LOCK.WAIT", key.as_bytes(), owner.as_bytes(), WAIT_MS]).await;
+            let reply = self.conn.call(&[b"LOCK.WAIT", key.as_bytes(), self.owner.as_bytes(), WAIT_MS]).await;
             if !reply.is_nil() {
                 return Ok(token_of(&reply)?.to_string().into_bytes());
             }
@@ -89,12 +89,11 @@ impl BatonLocker {
     }
 
     pub async fn unlock(&mut self, key: &str, token: &[u8], outcome: Outcome) -> Res<()> {
-        let owner = self.owner.clone();
         let outcome: &[u8] = match outcome {
             Outcome::Success => b"SUCCESS",
             Outcome::Failure => b"FAILURE",
         };
-        match self.call(&[b"LOCK.UNLOCK", key.as_bytes(), owner.as_bytes(), token, outcome]).await {
+        match self.conn.call(&[b"LOCK.UNLOCK", key.as_bytes(), self.owner.as_bytes(), token, outcome]).await {
             // The owners told of the outcome.
             Resp::Int(_) => Ok(()),
             other => fail(format!("LOCK.UNLOCK answered {other}")),
@@ -103,7 +102,7 @@ impl BatonLocker {
 
     /// Owners blocked in LOCK.WAIT on `key`.
     pub async fn waiting(&mut self, key: &str) -> Res<usize> {
-        let reply = self.call(&[b"LOCK.INFO", key.as_bytes(), b"COUNT", b"0"]).await;
+        let reply = self.conn.call(&[b"LOCK.INFO", key.as_bytes(), b"COUNT", b"0"]).await;
         match field_of(&reply, "blocked")? {
             Resp::Int(count) => Ok(usize::try_from(count).unwrap_or(0)),
             other => fail(format!("LOCK.INFO's 'blocked' is {other}")),

@@ -12,12 +12,12 @@ use crate::cli::{ClusterCommon, ClusterTarget};
 use crate::locker::{Locker, Outcome, await_leader, timeout};
 use crate::report::{Better, emit, emit_latencies};
 use crate::stats::{new_hist, now_ns, secs_ns};
-use crate::{BoxError, Res, join_all};
+use crate::{Res, join_all};
 
 pub async fn cluster_cycle(cluster: &ClusterCommon, clients: usize, duration: f64, warmup: f64) -> Res<()> {
     await_leader(cluster, Duration::from_secs(30)).await?;
     let lockers: Vec<Locker> = futures_util::stream::iter(0..clients)
-        .map(|index| async move { Ok::<_, BoxError>(Locker::connect(cluster, format!("c1-{index}")).await?) })
+        .map(|index| Locker::connect(cluster, format!("c1-{index}")))
         .buffer_unordered(16)
         .try_collect()
         .await?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::cli::ClusterCommon;
+use crate::cli::{ClusterCommon, ClusterTarget};
 use crate::handoff::HandoffShared;
 use crate::locker::{Held, Locker, Outcome, await_leader, timeout};
 use crate::report::note;
@@ -21,6 +21,9 @@ use crate::{Res, fail, join_all};
 const NAME: &str = "c2:handoff";
 
 pub async fn cluster_handoff(cluster: &ClusterCommon, waiters: usize, handoffs: u64, max_seconds: f64) -> Res<()> {
+    if cluster.target == ClusterTarget::BatonSingle {
+        return fail("one baton node is C1's baseline only (W3 measures its hand-offs)");
+    }
     await_leader(cluster, Duration::from_secs(30)).await?;
     let timeout = timeout(cluster);
     let mut holder = Locker::connect(cluster, "c2-0".to_owned()).await?;

@@ -34,7 +34,7 @@ pub async fn failover(
     max_seconds: f64,
 ) -> Res<()> {
     if cluster.target == ClusterTarget::BatonSingle {
-        return fail("failover needs a cluster");
+        return fail("one baton node has no failover");
     }
     let system = System::from(cluster.target);
     let timeout = timeout(cluster);

@@ -12,7 +12,8 @@ use crate::{Res, fail};
 
 pub enum Locker {
     Baton(BatonLocker),
-    Etcd(EtcdLocker),
+    // etcd's client is a few kilobytes of gRPC stubs.
+    Etcd(Box<EtcdLocker>),
 }
 
 /// A lock this client holds: its name and what proves the holding (baton's token, etcd's key).
@@ -37,7 +38,7 @@ impl Locker {
             Ok(match cluster.target {
                 ClusterTarget::Baton => Locker::Baton(BatonLocker::connect(nodes, false, owner, timeout).await?),
                 ClusterTarget::BatonSingle => Locker::Baton(BatonLocker::connect(nodes, true, owner, timeout).await?),
-                ClusterTarget::Etcd => Locker::Etcd(EtcdLocker::connect(nodes, timeout).await?),
+                ClusterTarget::Etcd => Locker::Etcd(Box::new(EtcdLocker::connect(nodes, timeout).await?)),
             })
         })
         .await
@@ -94,7 +95,7 @@ pub fn timeout(cluster: &ClusterCommon) -> Duration {
 }
 
 /// The member all members agree leads, if they do (None for a single node).
-pub async fn leader(cluster: &ClusterCommon, timeout: Duration) -> Res<Option<u64>> {
+async fn leader(cluster: &ClusterCommon, timeout: Duration) -> Res<Option<u64>> {
     let nodes: &[Member] = &cluster.nodes;
     match cluster.target {
         ClusterTarget::Baton => baton_cluster::leader(nodes, timeout).await,

@@ -141,8 +141,13 @@ pub fn table(files: &[PathBuf]) -> Res<()> {
     // (the single-node baseline).
     let against_etcd: Vec<&str> =
         rows.iter().filter(|row| row.rival_system == System::Etcd).map(|row| row.workload.as_str()).collect();
-    let (etcd, redis): (Vec<&Row>, Vec<&Row>) =
+    let (mut etcd, mut redis): (Vec<&Row>, Vec<&Row>) =
         rows.iter().partition(|row| against_etcd.contains(&row.workload.as_str()));
+    // A workload's rows together, in the order the workloads first appear (a baseline measured
+    // later joins its workload).
+    let first_seen = |row: &&Row| rows.iter().position(|other| other.workload == row.workload);
+    etcd.sort_by_key(first_seen);
+    redis.sort_by_key(first_seen);
     if !redis.is_empty() {
         rows_table(&redis, "Redis");
         println!("Redis runs the equivalent recipe described for each workload.");
@@ -307,7 +312,7 @@ mod tests {
         let rows = rows_of(&text).unwrap();
         assert_eq!(rows.len(), 1);
         let row = &rows[0];
-        assert_eq!((row.baton, row.redis), (Some(90.0), Some(100.0)));
+        assert_eq!((row.baton, row.rival, row.rival_system), (Some(90.0), Some(100.0), System::Redis));
         assert_eq!(row.ratio(), Some(1.0));
         assert_eq!(row.ratio_text(), "1.00× (0.90–1.20)");
     }
