@@ -278,11 +278,13 @@ pub struct Config {
 
     /// Every node of the cluster, this one included, as `id@host:port` with its client address,
     /// comma-separated and the same on every node: `1@10.0.0.1:6390,2@10.0.0.2:6390,3@10.0.0.3:6390`.
+    /// `id@host:port@busport` names a node's bus port (needed when nodes share a host).
     #[arg(long, requires = "cluster_node_id", value_parser = parse_peers)]
     pub cluster_peers: Option<Peers>,
 
-    /// Port of the cluster bus, on which the nodes talk to each other. Default: the client port
-    /// plus 10000 (Redis Cluster's convention), on every peer.
+    /// Port of the cluster bus, on which the nodes talk to each other, for every peer whose entry
+    /// in --cluster-peers names none. Default: its client port plus 10000 (Redis Cluster's
+    /// convention).
     #[arg(long, requires = "cluster_node_id")]
     pub cluster_bus_port: Option<u16>,
 
@@ -313,14 +315,27 @@ impl Config {
     }
 }
 
-/// The cluster's members as `--cluster-peers` names them: node id and client address, in id order.
+/// The cluster's members as `--cluster-peers` names them, in id order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peers(pub Vec<(u64, std::net::SocketAddr)>);
+pub struct Peers(pub Vec<PeerEntry>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PeerEntry {
+    pub id: u64,
+    pub client_addr: std::net::SocketAddr,
+    pub bus_port: Option<u16>,
+}
 
 fn parse_peers(text: &str) -> Result<Peers, String> {
     let mut peers = Vec::new();
     for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
-        let (id, addr) = item.split_once('@').ok_or_else(|| format!("'{item}' is not id@host:port"))?;
+        let (id, rest) = item.split_once('@').ok_or_else(|| format!("'{item}' is not id@host:port"))?;
+        let (addr, bus_port) = match rest.split_once('@') {
+            Some((addr, bus)) => {
+                (addr, Some(bus.parse::<u16>().map_err(|_| format!("'{bus}' in '{item}' is not a port"))?))
+            }
+            None => (rest, None),
+        };
         let id: u64 = id.parse().map_err(|_| format!("'{id}' in '{item}' is not a node id (a number from 1)"))?;
         if id == 0 {
             return Err(format!("node ids start at 1 ('{item}')"));
@@ -329,17 +344,19 @@ fn parse_peers(text: &str) -> Result<Peers, String> {
             .map_err(|error| format!("'{addr}' in '{item}': {error}"))?
             .next()
             .ok_or_else(|| format!("'{addr}' in '{item}' has no address"))?;
-        peers.push((id, addr));
+        peers.push(PeerEntry { id, client_addr: addr, bus_port });
     }
     peers.sort_unstable();
     if peers.is_empty() {
         return Err("no peers given".to_owned());
     }
-    if let Some(pair) = peers.windows(2).find(|pair| pair[0].0 == pair[1].0) {
-        return Err(format!("node id {} is given twice", pair[0].0));
+    if let Some(pair) = peers.windows(2).find(|pair| pair[0].id == pair[1].id) {
+        return Err(format!("node id {} is given twice", pair[0].id));
     }
-    if let Some(pair) = peers.windows(2).find(|pair| pair[0].1 == pair[1].1) {
-        return Err(format!("address {} is given twice", pair[0].1));
+    let mut addrs: Vec<_> = peers.iter().map(|peer| peer.client_addr).collect();
+    addrs.sort_unstable();
+    if let Some(pair) = addrs.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(format!("address {} is given twice", pair[0]));
     }
     Ok(Peers(peers))
 }
@@ -373,9 +390,14 @@ mod tests {
     #[test]
     fn cluster_peers_are_id_at_address() {
         let peers = parse_peers("3@127.0.0.1:7003, 1@127.0.0.1:7001,2@127.0.0.1:7002").unwrap();
-        let ids: Vec<u64> = peers.0.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<u64> = peers.0.iter().map(|peer| peer.id).collect();
         assert_eq!(ids, [1, 2, 3], "sorted by id");
-        assert_eq!(peers.0[0].1, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(peers.0[0].client_addr, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(peers.0[0].bus_port, None);
+        let with_bus = parse_peers("1@127.0.0.1:7001@9001,2@127.0.0.1:7002").unwrap();
+        assert_eq!(with_bus.0[0].bus_port, Some(9001));
+        assert_eq!(with_bus.0[1].bus_port, None);
+        assert!(parse_peers("1@127.0.0.1:7001@x").is_err());
         for bad in [
             "",
             "1",

@@ -63,6 +63,9 @@ enum Exit {
     OutputBufferLimit,
     ProtocolError(String),
     Io(std::io::Error),
+    /// Replies were waiting for changes this cluster node will never commit: it stopped leading.
+    /// They are not sent; the client retries on the new leader.
+    Deposed,
 }
 
 impl From<CodecError> for Exit {
@@ -107,7 +110,7 @@ where
         unreleased: 0,
     };
     let exit = connection.run().await;
-    if !matches!(exit, Exit::OutputStalled | Exit::OutputBufferLimit) {
+    if !matches!(exit, Exit::OutputStalled | Exit::OutputBufferLimit | Exit::Deposed) {
         let _ = connection.flush().await;
     }
     connection.session.stop_listening(&shared);
@@ -132,6 +135,9 @@ where
             warn!(id, %addr, error = %Escaped::log(message.as_bytes()), "closing connection after protocol error")
         }
         Exit::Io(error) => debug!(id, %addr, %error, "connection error"),
+        Exit::Deposed => {
+            debug!(id, %addr, "closing connection: its replies wait for changes this node, no longer leading, will not commit")
+        }
     }
 }
 
@@ -220,14 +226,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.framed.write_buffer().len() < WRITE_BATCH_BYTES {
             return self.framed.feed((reply, self.session.protocol())).await.map_err(Exit::from);
         }
-        self.await_journal().await;
+        self.await_durable().await?;
         let feed = self.framed.feed((reply, self.session.protocol()));
         write_slowly(&self.write_watch, &self.session.entry.outbox, feed).await
     }
 
     /// Writes out the buffered replies; a timer is armed only if the socket cannot take them now.
     async fn flush(&mut self) -> Result<(), Exit> {
-        self.await_journal().await;
+        self.await_durable().await?;
         let mut flush = SinkExt::<(Reply, Protocol)>::flush(&mut self.framed);
         if let Some(result) = (&mut flush).now_or_never() {
             return result.map_err(Exit::from);
@@ -235,19 +241,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         write_slowly(&self.write_watch, &self.session.entry.outbox, flush).await
     }
 
-    /// Holds the buffered replies back until the changes they report are in the journal.
-    async fn await_journal(&mut self) {
+    /// Holds the buffered replies back until the changes they report are in the journal, or
+    /// committed by the cluster.
+    async fn await_durable(&mut self) -> Result<(), Exit> {
         if let Some(persistence) = &self.shared.persistence
             && !persistence.is_released(self.unreleased)
         {
             persistence.released(self.unreleased).await;
         }
+        if let Some(cluster) = &self.shared.cluster
+            && !cluster.is_committed(self.unreleased)
+        {
+            return cluster.committed(self.unreleased).await.map_err(|_| Exit::Deposed);
+        }
+        Ok(())
     }
 
     /// A reply about to be buffered reports the changes made so far (its own among them).
-    fn depends_on_journal(&mut self) {
+    fn depends_on_durable(&mut self) {
         if let Some(persistence) = &self.shared.persistence {
             self.unreleased = persistence.position();
+        }
+        if let Some(cluster) = &self.shared.cluster {
+            self.unreleased = cluster.position();
         }
     }
 
@@ -277,6 +293,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return self.send(Reply::error(errors::misconf(&failure))).await;
             }
         }
+        // In a cluster only the leader has the locks; the others send clients to it, as a Redis
+        // replica sends them to its master. Reads too: a replica's state lags.
+        let keyed = spec.first_key > 0;
+        if let Some(cluster) = &shared.cluster
+            && keyed
+            && cluster.serving_term() == 0
+        {
+            let key = request.args.get(spec.first_key as usize).map_or(&[][..], |key| &key[..]);
+            return self.send(Reply::from(cluster.redirect(key))).await;
+        }
         // Messages published before this command ran go out before its reply, as in Redis.
         if self.session.receives_pushes() {
             self.deliver_pushes().await?;
@@ -296,8 +322,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Ok(action) => action,
             Err(reply) => return self.send(reply).await,
         };
-        if changes_locks {
-            self.depends_on_journal();
+        // A cluster leader's reads wait too: what they saw may not be committed yet.
+        if changes_locks || (keyed && shared.cluster.is_some()) {
+            self.depends_on_durable();
         }
         self.framed.codec_mut().set_authenticated(self.session.authenticated());
         match action {
@@ -324,8 +351,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // went to the journal (still under the lock): passing through the lock makes sure
                 // they are there to wait for.
                 shared.core.barrier(&key);
-                self.depends_on_journal();
-                self.await_journal().await;
+                self.depends_on_durable();
+                self.await_durable().await?;
                 // Hand-off latency: from the grant to its reply being ready to write, journal
                 // included. Taken before the write, so that a client that has read its grant
                 // finds it counted in INFO.
@@ -370,6 +397,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             return Err(exit);
         }
         let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+        let leading_term = shared.cluster.as_ref().map(|cluster| cluster.serving_term());
 
         enum Wake {
             Answer(Result<WaitOutcome, RecvError>),
@@ -405,6 +433,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                 }
                 Wake::Answer(Ok(outcome)) => break Ok(answer(outcome)),
+                // The node stopped leading and forgot its locks: the client re-sends the WAIT to
+                // the new leader, where its place was replicated.
+                Wake::Answer(Err(_))
+                    if let Some(cluster) = &shared.cluster
+                        && Some(cluster.serving_term()) != leading_term =>
+                {
+                    break Ok((Reply::from(cluster.redirect(ticket.key())), None));
+                }
                 // The owner was cancelled out of the queue (LOCK.CANCEL): it ends like a timeout.
                 Wake::Answer(Err(_)) => break Ok((Reply::NilArray, None)),
                 Wake::TimedOut | Wake::Control(Control::Unblock { error: false }) => {

@@ -44,6 +44,14 @@ pub(crate) const REWRITE_IN_PROGRESS: &str = "ERR Background append only file re
 /// BGREWRITEAOF's status reply, Redis's words.
 pub(crate) const REWRITE_STARTED: &str = "Background append only file rewriting started";
 /// Redis's reply while it loads its data; clients such as ioredis wait and retry on it.
+/// No leader is known, or the one just elected is not serving yet (Redis's wording for a cluster
+/// that cannot serve).
+pub(crate) const CLUSTER_DOWN: &str = "CLUSTERDOWN The cluster is down";
+
+pub(crate) fn moved(slot: u16, addr: std::net::SocketAddr) -> String {
+    format!("MOVED {slot} {addr}")
+}
+
 pub(crate) const LOADING: &str = "LOADING baton is loading the journal in memory";
 
 /// Redis's reply to writes while its AOF cannot be written.

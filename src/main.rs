@@ -17,7 +17,7 @@ static ALLOCATOR: baton::memory::Allocator = baton::memory::Allocator;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     let colours = std::io::stderr().is_terminal();
     let (writer, _flush_logs_on_exit) = baton::logging::to_stderr();
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(colours);

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
+use crate::cluster::topology::Redirect;
 use crate::core::{Completion, ExtendOutcome, HolderInfo, KeyInfo, ScanPage, TryOutcome, UnlockOutcome, WaitOutcome};
 use crate::errors;
 use crate::owner;
@@ -75,6 +76,15 @@ fn done(completion: &Completion) -> Reply {
         Reply::bulk(owner::shown(&completion.finisher)),
         Reply::bulk_or_nil(completion.result.as_deref()),
     ])
+}
+
+impl From<Redirect> for Reply {
+    fn from(redirect: Redirect) -> Reply {
+        match redirect {
+            Redirect::Moved { slot, addr } => Reply::error(errors::moved(slot, addr)),
+            Redirect::Down => Reply::error(errors::CLUSTER_DOWN),
+        }
+    }
 }
 
 impl From<TryOutcome> for Reply {

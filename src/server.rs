@@ -20,11 +20,12 @@ use tracing::{debug, error, info, warn};
 
 use crate::acl::Acl;
 use crate::clients::{ClientRegistry, Control};
+use crate::cluster::{Cluster, leadership};
 use crate::cmd::table;
 use crate::config::Config;
 use crate::connection;
 use crate::context::{ServerStats, Shared};
-use crate::core::{Clock, CoreSettings, LockCore, LockObserver, token_seed};
+use crate::core::{ChangeSink, Clock, CoreSettings, LockCore, LockObserver, token_seed};
 use crate::errors;
 use crate::event_loops::EventLoops;
 use crate::fd_limit::{self, RESERVED_FDS};
@@ -64,7 +65,9 @@ impl Server {
         // stops this server before any client can reach it; after the flags are checked, so that
         // a mistyped flag creates no directory.
         let clock = Clock::new();
-        let (persistence, recovery) = match Persistence::open(&config, &clock)? {
+        // A cluster node keeps its state in the Raft log instead of the journal.
+        let journal = if config.cluster_node_id.is_some() { None } else { Persistence::open(&config, &clock)? };
+        let (persistence, recovery) = match journal {
             Some((persistence, recovery)) => (Some(persistence), Some(recovery)),
             None => (None, None),
         };
@@ -89,15 +92,17 @@ impl Server {
             Some(listener) => listener.local_addr()?,
             None => SocketAddr::new(config.bind, 0),
         };
-        let mut core = LockCore::new(
-            CoreSettings {
-                default_lease_ms: config.lease_ms,
-                max_lease_ms: config.max_lease_ms,
-                release_on_disconnect: config.release_on_disconnect.enabled(),
-                shards: config.shard_count(),
-            },
-            token_seed(config.wall_clock_offset_ms),
-        );
+        let settings = CoreSettings {
+            default_lease_ms: config.lease_ms,
+            max_lease_ms: config.max_lease_ms,
+            release_on_disconnect: config.release_on_disconnect.enabled(),
+            shards: config.shard_count(),
+        };
+        let mut core = LockCore::new(settings, token_seed(config.wall_clock_offset_ms));
+        let cluster = Cluster::start(&config, settings, clock).await?.map(Arc::new);
+        if let Some(cluster) = &cluster {
+            core.attach_sink(cluster.proposals() as Arc<dyn ChangeSink>);
+        }
         let pubsub = Arc::new(PubSub::new(config.notify_lock_events.enabled(), config.pubsub_output_buffer_limit));
         core.set_observer(Arc::clone(&pubsub) as Arc<dyn LockObserver>);
         let monitors = Monitors::new(config.pubsub_output_buffer_limit);
@@ -115,7 +120,7 @@ impl Server {
             persistence,
             pubsub,
             monitors,
-            cluster: None,
+            cluster,
         });
         let loops = EventLoops::start(shared.config.event_loop_count())?;
         Ok(Server { listener, tls, metrics, shared, recovery, loops })
@@ -167,6 +172,7 @@ impl Server {
         let tasks = TaskTracker::new();
         tasks.spawn(sample_ops(Arc::clone(&shared)));
         tasks.spawn(persistence::rewrite_when_grown(Arc::clone(&shared)));
+        tasks.spawn(leadership::serve_while_leading(Arc::clone(&shared)));
         tasks.spawn(memory::track(shared.shutdown.clone()));
         if let Some(metrics) = metrics {
             tasks.spawn(serve_prometheus(Arc::clone(&shared), metrics));
@@ -234,6 +240,9 @@ impl Server {
         shared.core.detach_sink();
         if let (Some(persistence), Some(Ok(()))) = (&shared.persistence, &loaded) {
             persistence.close();
+        }
+        if let Some(cluster) = &shared.cluster {
+            cluster.stop().await;
         }
         if shared.config.remove_dir_on_stop {
             let _ = std::fs::remove_dir_all(&shared.config.dir);

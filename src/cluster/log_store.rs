@@ -136,7 +136,7 @@ impl Inner {
 
     fn state(&self) -> LogState<TypeConfig> {
         let last = self.entries.values().next_back().map(|(_, entry)| entry.log_id());
-        LogState { last_purged_log_id: self.purged.clone(), last_log_id: last.or_else(|| self.purged.clone()) }
+        LogState { last_purged_log_id: self.purged, last_log_id: last.or(self.purged) }
     }
 
     fn entries(&self, range: impl RangeBounds<u64>) -> Vec<Entry> {
@@ -188,7 +188,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.inner.lock().vote.clone())
+        Ok(self.inner.lock().vote)
     }
 }
 
@@ -206,7 +206,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let mut inner = self.inner.lock();
         write_single(&inner.dir.join(VOTE_FILE), vote)?;
-        inner.vote = Some(vote.clone());
+        inner.vote = Some(*vote);
         Ok(())
     }
 
@@ -216,7 +216,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.inner.lock().committed.clone())
+        Ok(self.inner.lock().committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>

@@ -13,11 +13,17 @@
 //! hand-off decisions are the leader's and arrive as facts.
 //!
 //! Layout: [`raft`] pins the consensus engine and declares its types; [`log_store`] keeps the Raft
-//! log and vote; [`state_machine`] applies committed entries to a core and snapshots it.
+//! log and vote; [`state_machine`] applies committed entries to a core and snapshots it; [`bus`]
+//! carries Raft's messages between nodes; [`node`] puts them together; [`proposals`] numbers the
+//! live core's changes and tells replies when theirs are committed; [`leadership`] makes the
+//! node serve clients while it leads and stop when it does not; [`topology`] is what the Redis
+//! Cluster protocol shows of all this.
 
 pub(crate) mod bus;
+pub(crate) mod leadership;
 pub(crate) mod log_store;
 pub(crate) mod node;
+pub(crate) mod proposals;
 pub(crate) mod raft;
 pub(crate) mod state_machine;
 pub(crate) mod topology;
@@ -25,20 +31,76 @@ pub(crate) mod topology;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::type_config::async_runtime::WatchReceiver;
 
 use self::node::Node;
-use self::topology::{Peer, Topology};
+use self::proposals::{Lost, Proposals};
+use self::topology::{Peer, Redirect, Topology};
+use crate::config::Config;
+use crate::core::{Clock, CoreSettings};
 
-/// The running server's cluster membership: its Raft node and the members it was started with.
+/// The running server's cluster membership: its Raft node, the members it was started with, and
+/// whether it serves clients now.
 pub(crate) struct Cluster {
     node: Node,
     peers: Vec<Peer>,
+    proposals: Arc<Proposals>,
+    /// The term in which this node serves clients as leader; 0 while it does not.
+    serving_term: AtomicU64,
 }
 
 impl Cluster {
+    /// Starts this node's Raft when the flags make it a cluster node (None otherwise).
+    pub(crate) async fn start(config: &Config, settings: CoreSettings, clock: Clock) -> io::Result<Option<Cluster>> {
+        let (Some(id), Some(peers)) = (config.cluster_node_id, &config.cluster_peers) else {
+            return Ok(None);
+        };
+        let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
+        let mut members = Vec::new();
+        for peer in &peers.0 {
+            let bus_port = match peer.bus_port.or(config.cluster_bus_port) {
+                Some(port) => port,
+                None => peer.client_addr.port().checked_add(10_000).ok_or_else(|| {
+                    invalid(format!(
+                        "node {}'s port {} + 10000 is no port: name its bus port (id@host:port@busport)",
+                        peer.id,
+                        peer.client_addr.port()
+                    ))
+                })?,
+            };
+            members.push(Peer {
+                id: peer.id,
+                client_addr: peer.client_addr,
+                bus_addr: SocketAddr::new(peer.client_addr.ip(), bus_port),
+            });
+        }
+        let own = members
+            .iter()
+            .find(|peer| peer.id == id)
+            .ok_or_else(|| invalid(format!("--cluster-node-id {id} is not in --cluster-peers")))?;
+        if !config.ephemeral_port && own.client_addr.port() != config.port {
+            return Err(invalid(format!(
+                "--cluster-peers names node {id} at {}, but this node listens on port {}",
+                own.client_addr, config.port
+            )));
+        }
+        let bus_addrs: BTreeMap<u64, SocketAddr> = members.iter().map(|peer| (peer.id, peer.bus_addr)).collect();
+        let wall_ms_at_zero = proposals::wall_ms_at_zero(clock.now());
+        let node = Node::start(id, &bus_addrs, &config.dir, settings, clock).await?;
+        Ok(Some(Cluster {
+            node,
+            peers: members,
+            proposals: Arc::new(Proposals::new(wall_ms_at_zero, settings.max_lease_ms)),
+            serving_term: AtomicU64::new(0),
+        }))
+    }
+
     /// What CLUSTER replies and -MOVED are made from, read now.
     pub(crate) fn topology(&self) -> Topology {
         let metrics = self.node.raft.metrics().borrow_watched().clone();
@@ -56,7 +118,51 @@ impl Cluster {
             reachable,
         }
     }
+
+    /// The term in which this node serves clients as leader; 0 while it does not (key commands
+    /// are then redirected).
+    pub(crate) fn serving_term(&self) -> u64 {
+        self.serving_term.load(Ordering::Acquire)
+    }
+
+    /// The live core's change sink while this node runs.
+    pub(crate) fn proposals(&self) -> Arc<Proposals> {
+        Arc::clone(&self.proposals)
+    }
+
+    /// A reply sent now depends on the changes made so far, up to this one.
+    pub(crate) fn position(&self) -> u64 {
+        self.proposals.position()
+    }
+
+    pub(crate) fn is_committed(&self, position: u64) -> bool {
+        self.proposals.fate(position) == Some(Ok(()))
+    }
+
+    /// Waits until the changes up to `position` are committed, or are known never to be.
+    pub(crate) async fn committed(&self, position: u64) -> Result<(), Lost> {
+        self.proposals.settled(position).await
+    }
+
+    /// Where a command on `key` must go while this node does not serve it.
+    pub(crate) fn redirect(&self, key: &[u8]) -> Redirect {
+        let topology = self.topology();
+        match topology.leader_addr() {
+            Some(addr) if topology.leader != Some(topology.myself) => Redirect::Moved { slot: key_slot(key), addr },
+            _ => Redirect::Down,
+        }
+    }
+
+    /// Stops the node's Raft and its bus.
+    pub(crate) async fn stop(&self) {
+        self.node.stop().await;
+    }
 }
 
 /// Shared by every connection; None when not started as a cluster node.
 pub(crate) type ClusterHandle = Option<Arc<Cluster>>;
+
+// TODO(merge): the CRC16 slot from core::keyslot once the CLUSTER commands land.
+fn key_slot(_key: &[u8]) -> u16 {
+    0
+}

@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::error::{InitializeError, RaftError};
 use openraft::type_config::async_runtime::WatchReceiver;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::bus::{self, Bus};
 use super::log_store::LogStore;
@@ -26,11 +27,39 @@ pub(crate) struct Node {
     bus_shutdown: CancellationToken,
 }
 
+/// A node whose log is empty forms the cluster, with every peer as a voter, unless a leader
+/// reaches it first. It waits for that longer than a leader takes to reach a new member (a
+/// heartbeat) and longer than an election takes, and the later in id order, the longer, so that
+/// normally the first node forms the cluster and a node started late, or replaced with an empty
+/// directory, joins the running one instead of disrupting it with an election of its own.
+async fn form_unless_joined(raft: Raft, id: NodeId, members: BTreeMap<NodeId, BasicNode>, rank: u32) {
+    let patience = Duration::from_millis(raft::config().election_timeout_max) * (1 + rank);
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let joined = {
+            let metrics = raft.metrics().borrow_watched().clone();
+            metrics.last_log_index.is_some() || metrics.current_leader.is_some()
+        };
+        if joined {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match raft.initialize(members).await {
+        Ok(()) => info!(node = id, "cluster: formed a new cluster"),
+        // Joined meanwhile.
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+        Err(error) => warn!(node = id, %error, "cluster: cannot form the cluster"),
+    }
+}
+
 impl Node {
     /// Starts node `id` of the cluster whose members are `peers` (id → bus address), with its
     /// Raft log under `dir`. A fresh set of nodes started with the same peers forms the cluster
-    /// by itself: each proposes the same initial membership, which only a node with an empty log
-    /// accepts, so whichever is first does it and the others learn it from the leader.
+    /// by itself (see [`form_unless_joined`]); a node with a log rejoins with what it has.
     pub(crate) async fn start(
         id: NodeId,
         peers: &BTreeMap<NodeId, SocketAddr>,
@@ -50,24 +79,20 @@ impl Node {
         tokio::spawn(bus::serve(listener, raft.clone(), bus_shutdown.clone()));
         let members: BTreeMap<NodeId, BasicNode> =
             peers.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.to_string() })).collect();
-        match raft.initialize(members).await {
-            Ok(()) => info!(node = id, "cluster: initialized a new cluster"),
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
-                info!(node = id, "cluster: rejoining (the log is not empty)")
-            }
-            Err(error) => return Err(io::Error::other(error)),
-        }
+        let rank = peers.keys().position(|peer| *peer == id).unwrap_or(0) as u32;
+        tokio::spawn(form_unless_joined(raft.clone(), id, members, rank));
         Ok(Node { id, raft, state, bus_shutdown })
     }
 
     /// Whether this node believes it leads (it may have been deposed without knowing yet: what
     /// it proposes then never commits).
+    #[cfg(test)]
     pub(crate) fn leads(&self) -> bool {
         self.raft.metrics().borrow_watched().state.is_leader()
     }
 
     /// Stops the node as a crash would, from its peers' point of view: its Raft and its bus stop.
-    pub(crate) async fn stop(self) {
+    pub(crate) async fn stop(&self) {
         self.bus_shutdown.cancel();
         let _ = self.raft.shutdown().await;
     }

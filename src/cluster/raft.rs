@@ -7,14 +7,15 @@ use serde::{Deserialize, Serialize};
 /// A Raft node's id, as given by `--cluster-node-id`.
 pub(crate) type NodeId = u64;
 
-/// One log entry's application data: one journal record (see `journal::record`), as bytes. The
-/// log stores it without looking inside; only the state machine decodes it.
+/// One log entry's application data: journal records (see `journal::record`) framed as the
+/// journal frames them, the batches of changes the leader's core made since its last entry. The
+/// log stores them without looking inside; only the state machine decodes them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Record(pub(crate) Vec<u8>);
 
 impl std::fmt::Display for Record {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "record of {} bytes", self.0.len())
+        write!(f, "records of {} bytes", self.0.len())
     }
 }
 
@@ -36,16 +37,17 @@ pub(crate) type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 /// A snapshot with its data: the core as framed journal records (see `state_machine`).
 pub(crate) type Snapshot = openraft::alias::SnapshotOf<TypeConfig, std::io::Cursor<Vec<u8>>>;
 
-/// Heartbeats and elections slow enough for the fsync tails of a loaded machine (a few ms at
-/// p99 here) and for a 2-core host running three nodes, as etcd's defaults are (100 ms heartbeat,
-/// 1 s election timeout): openraft's defaults (50 ms, 150-300 ms) would depose leaders that are
-/// merely slow.
+/// Heartbeats every 100 ms and elections after 500-1000 ms of silence. openraft's defaults
+/// (50 ms, 150-300 ms) would depose leaders that are merely slow on a loaded 2-core host running
+/// three nodes, with fsync tails of tens of milliseconds; etcd's (100 ms, 1 s) make failover
+/// take 2-3 s here, because openraft's followers also refuse to vote until the old leader's
+/// lease (the maximum election timeout) has run out. A dead leader is replaced after 0.5-2 s.
 pub(crate) fn config() -> openraft::Config {
     openraft::Config {
         cluster_name: "baton".to_owned(),
         heartbeat_interval: 100,
-        election_timeout_min: 1000,
-        election_timeout_max: 2000,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
         ..Default::default()
     }
 }

@@ -48,7 +48,7 @@ impl StateMachine {
         let wall_ms_at_zero = crate::journal::unix_ms().saturating_sub(clock.now().ms());
         StateMachine {
             inner: Arc::new(Mutex::new(Inner {
-                core: Arc::new(LockCore::new(settings.clone(), token_seed(0))),
+                core: Arc::new(LockCore::new(settings, token_seed(0))),
                 settings,
                 clock,
                 wall_ms_at_zero,
@@ -60,9 +60,10 @@ impl StateMachine {
         }
     }
 
-    /// The core as of the last applied entry.
-    pub(crate) fn core(&self) -> Arc<LockCore> {
-        Arc::clone(&self.inner.lock().core)
+    /// The core as of the last applied entry, and the token floor (see [`Inner::tokens_below`]).
+    pub(crate) fn core(&self) -> (Arc<LockCore>, u64) {
+        let inner = self.inner.lock();
+        (Arc::clone(&inner.core), inner.tokens_below())
     }
 }
 
@@ -88,6 +89,27 @@ impl Inner {
         Ok(())
     }
 
+    /// Applies framed records one after the other: an entry's batches, or a snapshot.
+    fn apply_framed(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut reader = RecordReader::new(Cursor::new(data), 0, data.len() as u64);
+        loop {
+            match reader.next_record()? {
+                NextRecord::Record { payload, .. } => {
+                    let payload = payload.to_vec();
+                    self.apply_record(&payload)?;
+                }
+                NextRecord::End => return Ok(()),
+                NextRecord::Bad(bad) => return Err(io::Error::new(io::ErrorKind::InvalidData, bad.to_string())),
+            }
+        }
+    }
+
+    /// No token at or above this has been issued: the highest reservation, and every token the
+    /// applied batches carried (a key's state may be gone, its tokens must still never return).
+    fn tokens_below(&self) -> u64 {
+        self.tokens_below.max(self.core.token_floor())
+    }
+
     fn build_snapshot(&mut self) -> Vec<u8> {
         let mut framed = Vec::new();
         let mut payload = Vec::new();
@@ -101,28 +123,16 @@ impl Inner {
             encode_record(&mut framed, 0, &payload);
         }
         payload.clear();
-        Record::Reserve { tokens_below: self.tokens_below }.encode(self.wall_clock(), &mut payload);
+        Record::Reserve { tokens_below: self.tokens_below() }.encode(self.wall_clock(), &mut payload);
         encode_record(&mut framed, 0, &payload);
         framed
     }
 
     fn install(&mut self, meta: &SnapshotMeta, data: Vec<u8>) -> io::Result<()> {
-        self.core = Arc::new(LockCore::new(self.settings.clone(), token_seed(0)));
+        self.core = Arc::new(LockCore::new(self.settings, token_seed(0)));
         self.tokens_below = 0;
-        let mut reader = RecordReader::new(Cursor::new(&data), 0, data.len() as u64);
-        loop {
-            match reader.next_record()? {
-                NextRecord::Record { payload, .. } => {
-                    let payload = payload.to_vec();
-                    self.apply_record(&payload)?;
-                }
-                NextRecord::End => break,
-                NextRecord::Bad(bad) => {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("snapshot: {bad}")));
-                }
-            }
-        }
-        self.last_applied = meta.last_log_id.clone();
+        self.apply_framed(&data).map_err(|error| io::Error::new(error.kind(), format!("snapshot: {error}")))?;
+        self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.snapshot = Some((meta.clone(), data));
         Ok(())
@@ -135,7 +145,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let mut inner = self.inner.lock();
         let data = inner.build_snapshot();
-        let meta = SnapshotMeta { last_log_id: inner.last_applied.clone(), last_membership: inner.membership.clone() };
+        let meta = SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
         inner.snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot { meta, snapshot: Cursor::new(data) })
     }
@@ -147,7 +157,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let inner = self.inner.lock();
-        Ok((inner.last_applied.clone(), inner.membership.clone()))
+        Ok((inner.last_applied, inner.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -159,12 +169,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let mut inner = self.inner.lock();
                 match &entry.payload {
                     EntryPayload::Blank => {}
-                    EntryPayload::Normal(record) => inner.apply_record(&record.0)?,
+                    EntryPayload::Normal(record) => inner.apply_framed(&record.0)?,
                     EntryPayload::Membership(membership) => {
-                        inner.membership = StoredMembership::new(Some(entry.log_id.clone()), membership.clone());
+                        inner.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
                     }
                 }
-                inner.last_applied = Some(entry.log_id.clone());
+                inner.last_applied = Some(entry.log_id);
             }
             if let Some(responder) = responder {
                 responder.send(());

@@ -29,7 +29,9 @@ fn grant(key: &str, owner: &str, token: u64) -> Record {
     let mut bytes = Vec::new();
     let clock = WallClock { wall_ms_at_zero: journal::unix_ms(), now_ms: 0, max_ahead_ms: 3_600_000 };
     journal::Record::Batch(vec![change]).encode(clock, &mut bytes);
-    Record(bytes)
+    let mut framed = Vec::new();
+    journal::encode_record(&mut framed, 0, &bytes);
+    Record(framed)
 }
 
 /// Proposes `record` through whichever node leads, retrying while leadership settles (a node
@@ -52,7 +54,7 @@ async fn propose(nodes: &[&Node], record: Record) -> (NodeId, u64) {
 /// Waits until `node` has applied `index`, then returns who holds `key` there, and with what token.
 async fn holder_after(node: &Node, index: u64, key: &str) -> Option<(String, u64)> {
     node.raft.wait(PATIENCE).applied_index_at_least(Some(index), "applied").await.unwrap();
-    let info = node.state.core().info(key.as_bytes(), Clock::new().now(), 10)?;
+    let info = node.state.core().0.info(key.as_bytes(), Clock::new().now(), 10)?;
     info.holder.map(|holder| (String::from_utf8(holder.owner.to_vec()).unwrap(), holder.token))
 }
 

@@ -39,3 +39,12 @@ impl Topology {
         self.leader.and_then(|id| self.peer(id)).map(|peer| peer.client_addr)
     }
 }
+
+/// Where a key command goes when this node does not serve it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Redirect {
+    /// To the leader, which owns every slot.
+    Moved { slot: u16, addr: SocketAddr },
+    /// Nowhere yet: no leader is known, or this node was just elected and is not serving yet.
+    Down,
+}

@@ -546,6 +546,24 @@ impl LockCore {
         }
     }
 
+    /// Forgets every key, answering nobody: blocked waiters find their answer channel closed.
+    /// A cluster node that stops leading does this, because its live core may hold changes that
+    /// will never commit; it is rebuilt from the committed state if the node leads again.
+    pub fn reset(&self, token_seed: u64) {
+        let count = self.shards.len();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let sink = shard.take_sink();
+            *shard = Shard::new(token_seed, count);
+            shard.set_sink(sink);
+        }
+    }
+
+    /// No token issued so far by this core, or replayed into it, is at or above this.
+    pub fn token_floor(&self) -> u64 {
+        self.shards.iter().map(|shard| shard.lock().ctx.next_token).max().unwrap_or(1)
+    }
+
     /// The changes that rebuild shard `index` as it is now, and what `mark` returns when called
     /// in the same step (under the shard lock): a journal reads its position there, so that the
     /// snapshot holds exactly the shard's changes up to that position.

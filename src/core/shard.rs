@@ -150,6 +150,11 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
         self.sink = sink;
     }
 
+    pub(crate) fn take_sink(&mut self) -> Option<Arc<dyn ChangeSink>> {
+        self.ctx.record.set_enabled(false);
+        self.sink.take()
+    }
+
     /// Hands the changes of the operation that just ran to the sink, still under the shard lock
     /// so that changes of a key reach it in the order they were made.
     pub(crate) fn flush_changes(&mut self) {
