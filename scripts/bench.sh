@@ -129,7 +129,7 @@ start_clusters() {
     scripts/etcd-cluster.sh start "$ETCD_DIR" >&2
     if [ -x scripts/cluster.sh ]; then
         BATON_CLUSTER_DIR=$WORK/baton-cluster
-        scripts/cluster.sh start "$BATON_CLUSTER_DIR" >&2
+        BATON_BINARY=$BATON scripts/cluster.sh start "$BATON_CLUSTER_DIR" >&2
     else
         log "scripts/cluster.sh is missing: the cluster workloads run against etcd alone"
     fi
@@ -146,7 +146,7 @@ cluster_one() {
     local nodes extra=() limit=600
     case "$target" in
         etcd) nodes=$ETCD_NODES; extra=(--pid-dir "$ETCD_DIR" --restart "scripts/etcd-cluster.sh start $ETCD_DIR") ;;
-        baton) nodes=$BATON_NODES; extra=(--pid-dir "$BATON_CLUSTER_DIR" --restart "scripts/cluster.sh start $BATON_CLUSTER_DIR") ;;
+        baton) nodes=$BATON_NODES; extra=(--pid-dir "$BATON_CLUSTER_DIR" --restart "BATON_BINARY=$BATON scripts/cluster.sh start $BATON_CLUSTER_DIR") ;;
         baton-single) nodes=1@127.0.0.1:$BATON_PORT ;;
     esac
     if [ "$sub" = cluster-failover ]; then limit=$((KILLS * 60 + 120)); else extra=(); fi

@@ -110,47 +110,40 @@ impl BatonLocker {
     }
 }
 
-/// The member every member's CLUSTER NODES flags as the master, if they all answer and agree.
+/// The member every member points at, if they all answer and agree: a key command (LOCK.INFO on
+/// a probe key) is served by the leader and answered `-MOVED <slot> <leader address>` by the
+/// followers, as every cluster client sees it.
 pub async fn leader(nodes: &[Member], timeout: Duration) -> Res<Option<u64>> {
     let mut leader = None;
     for node in nodes {
-        let view = async {
+        let probe = async {
             let mut conn = Connection::connect(node.addr, timeout).await?;
-            Ok::<_, crate::BoxError>(conn.call(&[b"CLUSTER", b"NODES"]).await?)
+            Ok::<_, crate::BoxError>(conn.call(&[b"LOCK.INFO", b"c3:probe", b"COUNT", b"0"]).await?)
         };
-        let Ok(Ok(reply)) = tokio::time::timeout(timeout, view).await else {
+        let Ok(Ok(reply)) = tokio::time::timeout(timeout, probe).await else {
             return Ok(None);
         };
-        let text = match &reply {
-            Resp::Bulk(text) | Resp::Verbatim(text) => String::from_utf8_lossy(text).into_owned(),
-            Resp::Error(_) => return Ok(None),
-            other => return fail(format!("CLUSTER NODES answered {other}")),
-        };
-        let Some(master) = master_of(&text, nodes) else {
+        let Some(points_at) = points_at(&reply, node, nodes) else {
             return Ok(None);
         };
-        if leader.is_some_and(|id| id != master) {
+        if leader.is_some_and(|id| id != points_at) {
             return Ok(None);
         }
-        leader = Some(master);
+        leader = Some(points_at);
     }
     Ok(leader)
 }
 
-/// The member a CLUSTER NODES text flags as the (one, live) master, found by its address.
-fn master_of(text: &str, nodes: &[Member]) -> Option<u64> {
-    let mut masters = text.lines().filter_map(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let flags = fields.get(2)?.split(',').collect::<Vec<_>>();
-        if !flags.contains(&"master") || flags.contains(&"fail") || flags.contains(&"fail?") {
-            return None;
+/// Whom `node`'s answer to a key command names as the leader: itself if it served the command,
+/// the member at the address of its -MOVED otherwise (None for -CLUSTERDOWN and the like).
+fn points_at(reply: &Resp, node: &Member, nodes: &[Member]) -> Option<u64> {
+    match reply {
+        Resp::Error(text) => {
+            let addr = text.strip_prefix("MOVED ")?.split(' ').nth(1)?;
+            nodes.iter().find(|member| member.addr.to_string() == addr).map(|member| member.id)
         }
-        // ip:port@cport[,hostname]
-        let addr = fields.get(1)?.split(['@', ',']).next()?;
-        nodes.iter().find(|node| node.addr.to_string() == addr).map(|node| node.id)
-    });
-    let master = masters.next()?;
-    masters.next().is_none().then_some(master)
+        _ => Some(node.id),
+    }
 }
 
 #[cfg(test)]
@@ -158,18 +151,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_master_is_found_by_its_address() {
+    fn followers_point_at_the_leader_with_moved() {
         let nodes: Vec<Member> = ["1@127.0.0.1:7001", "2@127.0.0.1:7002", "3@127.0.0.1:7003"]
             .iter()
             .map(|text| text.parse().unwrap())
             .collect();
-        let text = "aaa 127.0.0.1:7001@17001 myself,slave bbb 0 0 3 connected\n\
-                    bbb 127.0.0.1:7002@17002 master - 0 0 3 connected 0-16383\n\
-                    ccc 127.0.0.1:7003@17003 slave bbb 0 0 3 connected\n";
-        assert_eq!(master_of(text, &nodes), Some(2));
-        let failed = text.replace("master -", "master,fail -");
-        assert_eq!(master_of(&failed, &nodes), None);
-        let two = text.replace("myself,slave bbb", "myself,master -");
-        assert_eq!(master_of(&two, &nodes), None, "two masters: no agreed leader");
+        let moved = Resp::Error("MOVED 1234 127.0.0.1:7002".into());
+        assert_eq!(points_at(&moved, &nodes[0], &nodes), Some(2));
+        let served = Resp::Array(vec![Resp::Bulk(b"state".to_vec()), Resp::Bulk(b"free".to_vec())]);
+        assert_eq!(points_at(&served, &nodes[1], &nodes), Some(2));
+        assert_eq!(points_at(&Resp::Error("CLUSTERDOWN The cluster is down".into()), &nodes[0], &nodes), None);
+        let elsewhere = Resp::Error("MOVED 1234 127.0.0.1:9999".into());
+        assert_eq!(points_at(&elsewhere, &nodes[0], &nodes), None);
     }
 }
