@@ -12,11 +12,16 @@
 #                         [--handoffs N] [--keys N] [--client-threads N] [--only w1,w2,...]
 #                         [--baton-threads N] [--results FILE] [--journal always|everysec|no]
 #                         [--runs N] [--scale-max N] [--charts DIR]
+#                         [--cluster-handoffs N] [--kills N]
 # With --runs N (default 1) every workload runs N times, the servers' order alternating; the table
 # shows medians and the median (lowest-highest) of the runs' baton ÷ Redis ratios.
 # The scale curves s1 (cycle latency vs locks held), s2 (hand-off latency vs owners in line,
 # baton only) and s3 (memory per lock vs locks held) run only when --only names them; --scale-max
 # skips their levels above N. --charts DIR also draws SVG charts of the results into DIR.
+# The cluster workloads c1 (lock+unlock cycles, --connections clients, and the same against one
+# baton node), c2 (hand-off latency, --cluster-handoffs) and c3 (failover, --kills leader kills)
+# run only when --only names them: against a 3-node baton cluster (scripts/cluster.sh) and a
+# 3-member etcd cluster (scripts/etcd-cluster.sh), both on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,8 +40,10 @@ SCALE_MAX=5000000    # largest level of s1-s3 (locks held, owners in line)
 CHARTS=              # --charts DIR: SVG charts of the results
 JOURNAL=no           # --journal POLICY: both servers journal, with --appendfsync POLICY
 FSYNC=everysec
+CLUSTER_HANDOFFS=2000 # C2 hand-offs
+KILLS=20             # C3 leader kills
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -54,6 +61,8 @@ while [ $# -gt 0 ]; do
         --runs) RUNS=$2; shift 2 ;;
         --scale-max) SCALE_MAX=$2; shift 2 ;;
         --charts) CHARTS=$2; shift 2 ;;
+        --cluster-handoffs) CLUSTER_HANDOFFS=$2; shift 2 ;;
+        --kills) KILLS=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -109,9 +118,56 @@ stop_servers() {
     stop_pid "$REDIS_PID"; REDIS_PID=
 }
 
+# The cluster workloads' clusters, each in a directory of its own under $WORK.
+ETCD_DIR=
+ETCD_NODES=1@127.0.0.1:12379,2@127.0.0.1:22379,3@127.0.0.1:32379
+BATON_CLUSTER_DIR=
+BATON_NODES=1@127.0.0.1:7001,2@127.0.0.1:7002,3@127.0.0.1:7003
+
+start_clusters() {
+    ETCD_DIR=$WORK/etcd
+    scripts/etcd-cluster.sh start "$ETCD_DIR" >&2
+    if [ -x scripts/cluster.sh ]; then
+        BATON_CLUSTER_DIR=$WORK/baton-cluster
+        BATON_BINARY=$BATON scripts/cluster.sh start "$BATON_CLUSTER_DIR" >&2
+    else
+        log "scripts/cluster.sh is missing: the cluster workloads run against etcd alone"
+    fi
+}
+
+stop_clusters() {
+    if [ -n "$ETCD_DIR" ]; then scripts/etcd-cluster.sh stop "$ETCD_DIR" || true; ETCD_DIR=; fi
+    if [ -n "$BATON_CLUSTER_DIR" ]; then scripts/cluster.sh stop "$BATON_CLUSTER_DIR" || true; BATON_CLUSTER_DIR=; fi
+}
+
+# Runs a cluster workload against one system: cluster_one baton|baton-single|etcd SUBCOMMAND [ARGS...]
+cluster_one() {
+    local target=$1 sub=$2; shift 2
+    local nodes extra=() limit=600
+    case "$target" in
+        etcd) nodes=$ETCD_NODES; extra=(--pid-dir "$ETCD_DIR" --restart "scripts/etcd-cluster.sh start $ETCD_DIR") ;;
+        baton) nodes=$BATON_NODES; extra=(--pid-dir "$BATON_CLUSTER_DIR" --restart "BATON_BINARY=$BATON scripts/cluster.sh start $BATON_CLUSTER_DIR") ;;
+        baton-single) nodes=1@127.0.0.1:$BATON_PORT ;;
+    esac
+    if [ "$sub" = cluster-failover ]; then limit=$((KILLS * 60 + 120)); else extra=(); fi
+    log "$sub $* ($target)"
+    timeout "$limit" "$BENCH" "$sub" --target "$target" --nodes "$nodes" --threads "$CLIENT_THREADS" "$@" \
+        "${extra[@]}" | tee -a "$RESULTS" | awk '!/^QUANTILES\t/' || FAILED+=("$sub $* ($target)")
+}
+
+# Odd runs measure baton first, even runs etcd first; baton's side only if its cluster runs.
+cluster_both() {
+    local targets=(etcd)
+    if [ -n "$BATON_CLUSTER_DIR" ]; then
+        if [ $((RUN % 2)) = 1 ]; then targets=(baton etcd); else targets=(etcd baton); fi
+    fi
+    for target in "${targets[@]}"; do cluster_one "$target" "$@"; done
+}
+
 cleanup() {
     local status=$?
     stop_servers
+    stop_clusters
     if [ "$status" -eq 0 ] && [ "$RESULTS" != "$WORK/results.txt" ]; then
         rm -rf "$WORK"
     else
@@ -276,6 +332,20 @@ if wants s3 && [ -n "$(levels 10000,1000000,5000000)" ]; then
     bench_both_measuring_server scale-memory --levels "$(levels 10000,1000000,5000000)"
     stop_servers
 fi
+if wants c1 || wants c2 || wants c3; then
+    start_clusters
+    if wants c1; then cluster_both cluster-cycle --clients "$CONNECTIONS" --duration "$DURATION"; fi
+    if wants c2; then cluster_both cluster-handoff --handoffs "$CLUSTER_HANDOFFS"; fi
+    if wants c3; then cluster_both cluster-failover --kills "$KILLS"; fi
+    stop_clusters
+    if wants c1; then
+        # The baseline: one baton node that fsyncs every write before it answers, as the
+        # cluster's members do with their log (and etcd with its WAL).
+        JOURNAL=yes FSYNC=always start_servers
+        cluster_one baton-single cluster-cycle --clients "$CONNECTIONS" --duration "$DURATION"
+        stop_servers
+    fi
+fi
 done
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -289,7 +359,8 @@ echo "- Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: 
 echo "- Load average before / after: $LOAD_BEFORE / $LOAD_AFTER"
 echo "- baton $BUILT (as built at the start), $(rustc --version)"
 echo "- $(redis-server --version | cut -d' ' -f1-3), $(redis-benchmark --version 2>/dev/null | head -1 || true)"
-echo "- Command: scripts/bench.sh --duration $DURATION --connections $CONNECTIONS --pipeline $PIPELINE --waiters $WAITERS --handoffs $HANDOFFS --keys $KEYS --client-threads $CLIENT_THREADS --only $ONLY --runs $RUNS --scale-max $SCALE_MAX$( [ "$JOURNAL" = yes ] && echo " --journal $FSYNC")$( [ -n "$CHARTS" ] && echo " --charts $CHARTS")"
+if wants c1 || wants c2 || wants c3; then echo "- $(etcd --version | head -1), 3 members on loopback (scripts/etcd-cluster.sh)"; fi
+echo "- Command: scripts/bench.sh --duration $DURATION --connections $CONNECTIONS --pipeline $PIPELINE --waiters $WAITERS --handoffs $HANDOFFS --keys $KEYS --client-threads $CLIENT_THREADS --only $ONLY --runs $RUNS --scale-max $SCALE_MAX --cluster-handoffs $CLUSTER_HANDOFFS --kills $KILLS$( [ "$JOURNAL" = yes ] && echo " --journal $FSYNC")$( [ -n "$CHARTS" ] && echo " --charts $CHARTS")"
 echo
 "$BENCH" table "$RESULTS"
 if [ -n "$CHARTS" ]; then

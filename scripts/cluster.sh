@@ -18,8 +18,13 @@ base=${BATON_PORT_BASE:-7000}
 binary=${BATON_BINARY:-target/release/baton}
 peers="1@127.0.0.1:$((base + 1)),2@127.0.0.1:$((base + 2)),3@127.0.0.1:$((base + 3))"
 
+# A SIGKILLed node can stay a zombie for a while (its parent, this script, is gone and whoever
+# inherits it reaps late): kill -0 still finds it, but it is not running.
 running() {
-    [[ -f "$dir/n$1.pid" ]] && kill -0 "$(cat "$dir/n$1.pid")" 2>/dev/null
+    local state
+    [[ -f "$dir/n$1.pid" ]] || return 1
+    state=$(sed 's/.*) //' "/proc/$(cat "$dir/n$1.pid")/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+    [[ -n "$state" && "$state" != Z ]]
 }
 
 case "$command" in

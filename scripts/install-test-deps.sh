@@ -6,7 +6,8 @@
 # - ioredis and node-redis for tests/clients/node (npm ci from its package-lock.json, pinned);
 # - Go and redigo from Debian (golang-go, golang-github-gomodule-redigo-dev) for examples/once.go,
 #   built in GOPATH mode from /usr/share/gocode, without the module proxy;
-# - systemd-analyze (systemd) to check deploy/baton.service.
+# - systemd-analyze (systemd) to check deploy/baton.service;
+# - protoc (protobuf-compiler), which the etcd-client crate's build script needs to build bench/.
 # Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,7 @@ python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 command -v go >/dev/null 2>&1 || packages+=(golang-go)
 [ -d "$REDIGO" ] || packages+=(golang-github-gomodule-redigo-dev)
 command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
+command -v protoc >/dev/null 2>&1 || packages+=(protobuf-compiler)
 if [ ${#packages[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null
@@ -60,3 +62,4 @@ node_version() { node -p 'require("./'"$node_dir"'/node_modules/'"$1"'/package.j
 echo "node $(node --version) / ioredis $(node_version ioredis) / node-redis $(node_version redis)"
 echo "$(go version) / redigo $(dpkg-query -W -f='${Version}' golang-github-gomodule-redigo-dev 2>/dev/null || echo "in $REDIGO")"
 systemd-analyze --version | head -1
+protoc --version

@@ -16,24 +16,26 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::Res;
-use crate::cli::Target;
-use crate::results::{Figure, Results, median, spread};
+use crate::results::{Figure, Results, System, median, spread};
 
 const SIZE: (u32, u32) = (760, 440);
 const BATON: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const REDIS: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+const ETCD: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
 
-fn color(target: Target) -> RGBColor {
+fn color(target: System) -> RGBColor {
     match target {
-        Target::Baton => BATON,
-        Target::Redis => REDIS,
+        System::Baton => BATON,
+        System::Redis => REDIS,
+        System::Etcd => ETCD,
     }
 }
 
-fn name(target: Target) -> &'static str {
+fn name(target: System) -> &'static str {
     match target {
-        Target::Baton => "baton",
-        Target::Redis => "Redis",
+        System::Baton => "baton",
+        System::Redis => "Redis",
+        System::Etcd => "etcd",
     }
 }
 
@@ -198,7 +200,7 @@ fn short(value: f64) -> String {
 fn handoff_cdf(results: &Results) -> Res<Option<String>> {
     let mut curves = Vec::new();
     let mut runs = 0;
-    for target in [Target::Baton, Target::Redis] {
+    for target in [System::Baton, System::Redis] {
         let distributions = results.distributions.iter().filter(|d| d.id == "w3.handoff.lat" && d.target == target);
         for (index, distribution) in distributions.enumerate() {
             runs = runs.max(index + 1);
@@ -262,11 +264,11 @@ fn throughput(results: &Results) -> Res<Option<String>> {
     }
     let labels: Vec<String> = figures.iter().map(|(label, _)| label.clone()).collect();
     let runs = figures.iter().map(|(_, figure)| figure.runs.len()).max().unwrap_or(0);
-    let bars: Vec<(usize, Target, Spread)> = figures
+    let bars: Vec<(usize, System, Spread)> = figures
         .iter()
         .enumerate()
         .flat_map(|(index, (_, figure))| {
-            [Target::Baton, Target::Redis]
+            [System::Baton, System::Redis]
                 .into_iter()
                 .filter_map(move |target| Some((index, target, Spread::of(&figure.values(target))?)))
         })
@@ -296,7 +298,7 @@ fn throughput(results: &Results) -> Res<Option<String>> {
             .y_desc("cycles/s (W1), requests/s (W2)")
             .y_label_formatter(&|y| short(*y))
             .draw()?;
-        for (target, from, to) in [(Target::Baton, 0.12, 0.48), (Target::Redis, 0.52, 0.88)] {
+        for (target, from, to) in [(System::Baton, 0.12, 0.48), (System::Redis, 0.52, 0.88)] {
             let at = |index: usize, offset: f64| NestedValue::Value(index, offset);
             let ours = || bars.iter().filter(move |(_, of, _)| *of == target);
             let fill = color(target).filled();
@@ -370,7 +372,7 @@ fn level_of(id: &str, prefix: &str, suffix: &str) -> Option<f64> {
 fn scale(results: &Results, spec: &ScaleChart) -> Res<Option<String>> {
     let mut curves = Vec::new();
     let mut runs = 0;
-    for target in [Target::Baton, Target::Redis] {
+    for target in [System::Baton, System::Redis] {
         for &(suffix, legend, dashed) in spec.series {
             let mut points: Vec<(f64, Spread)> = results
                 .figures

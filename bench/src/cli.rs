@@ -1,7 +1,9 @@
 //! The command line: one subcommand per workload, plus `table` and `free-port`.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -25,6 +27,57 @@ impl fmt::Display for Target {
             Target::Redis => "redis",
         })
     }
+}
+
+/// What the cluster workloads (C1–C3) run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClusterTarget {
+    /// baton's cluster, through the `redis` crate's Redis Cluster client.
+    Baton,
+    /// One baton server, not clustered (the first of --nodes), through a plain `redis` connection:
+    /// the baseline of C1.
+    BatonSingle,
+    /// etcd's cluster, through its v3 lock API over gRPC.
+    Etcd,
+}
+
+/// One member of a cluster: its id and its client address (on loopback), `ID@HOST:PORT` as in
+/// baton's `--cluster-peers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub addr: SocketAddr,
+}
+
+impl FromStr for Member {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Member, String> {
+        let (id, addr) = text.split_once('@').ok_or_else(|| format!("{text:?} is not ID@HOST:PORT"))?;
+        let id = id.parse().map_err(|_| format!("bad member id in {text:?}"))?;
+        let addr: SocketAddr = addr.parse().map_err(|_| format!("bad address in {text:?}"))?;
+        // The benchmark sends its load to this machine only.
+        if !addr.ip().is_loopback() {
+            return Err(format!("{addr} is not a loopback address"));
+        }
+        Ok(Member { id, addr })
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterCommon {
+    #[arg(long, value_enum)]
+    pub target: ClusterTarget,
+    /// The members' client addresses, comma-separated ID@HOST:PORT (etcd: each member's client URL
+    /// without `http://`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nodes: Vec<Member>,
+    /// Client runtime worker threads (1 = a single-threaded client).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Give up on any single request or connect after this many seconds.
+    #[arg(long, default_value_t = 30)]
+    pub io_timeout_s: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -174,6 +227,55 @@ pub enum Command {
         #[command(flatten)]
         takers: Takers,
     },
+    /// C1: lock+unlock cycles on distinct keys through a cluster's own client (baton: LOCK.TRY +
+    /// LOCK.UNLOCK SUCCESS; etcd: Lock + Unlock on the client's lease).
+    ClusterCycle {
+        #[command(flatten)]
+        cluster: ClusterCommon,
+        /// Clients, each with its own connections (and, on etcd, its own lease).
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        /// Measured seconds (after the warm-up).
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+    },
+    /// C2: hand-off latency between the clients waiting on one lock (baton: LOCK.WAIT and
+    /// LOCK.UNLOCK FAILURE; etcd: a blocked Lock and the holder's Unlock).
+    ClusterHandoff {
+        #[command(flatten)]
+        cluster: ClusterCommon,
+        /// Waiters besides the holder.
+        #[arg(long, default_value_t = 4)]
+        waiters: usize,
+        #[arg(long, default_value_t = 2000)]
+        handoffs: u64,
+        /// Stop after this many seconds, however many hand-offs were measured.
+        #[arg(long, default_value_t = 60.0)]
+        max_seconds: f64,
+    },
+    /// C3: SIGKILL the leader, time until a client is granted a lock; restart it; repeat.
+    ClusterFailover {
+        #[command(flatten)]
+        cluster: ClusterCommon,
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        /// Directory of the members' pid files, `n<ID>.pid`.
+        #[arg(long)]
+        pid_dir: PathBuf,
+        /// Shell command that starts the members that are down and returns once all are up (e.g.
+        /// `scripts/etcd-cluster.sh start DIR`); run before every kill and after the last.
+        #[arg(long)]
+        restart: String,
+        /// Abandon a lock request after this many milliseconds and send another (the figures'
+        /// resolution).
+        #[arg(long, default_value_t = 100)]
+        attempt_ms: u64,
+        /// Give up on one kill's failover after this many seconds.
+        #[arg(long, default_value_t = 30.0)]
+        max_seconds: f64,
+    },
     /// Renders RESULT lines (from files or stdin) as Markdown tables.
     Table {
         /// Files with RESULT lines; other lines are ignored.
@@ -207,5 +309,26 @@ mod tests {
         };
         assert_eq!(levels, [10_000, 1_000_000, 5_000_000]);
         assert_eq!((takers.connections, takers.batch), (4, 1000));
+    }
+
+    #[test]
+    fn members_are_ids_at_loopback_addresses() {
+        let member: Member = "2@127.0.0.1:7002".parse().unwrap();
+        assert_eq!((member.id, member.addr.port()), (2, 7002));
+        assert!("127.0.0.1:7002".parse::<Member>().is_err());
+        assert!("x@127.0.0.1:7002".parse::<Member>().is_err());
+        assert!("1@10.0.0.1:7001".parse::<Member>().unwrap_err().contains("loopback"));
+        let parsed = Cli::try_parse_from([
+            "baton-bench",
+            "cluster-cycle",
+            "--target",
+            "etcd",
+            "--nodes",
+            "1@127.0.0.1:12379,2@127.0.0.1:22379,3@[::1]:32379",
+        ]);
+        let Ok(Cli { command: Command::ClusterCycle { cluster, clients, .. } }) = parsed else {
+            panic!("cluster-cycle did not parse: {parsed:?}");
+        };
+        assert_eq!((cluster.target, cluster.nodes.len(), clients), (ClusterTarget::Etcd, 3, 50));
     }
 }

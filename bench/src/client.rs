@@ -76,8 +76,12 @@ pub async fn load_script(conn: &mut Connection, script: &str) -> Res<Vec<u8>> {
 /// One field of `key`'s LOCK.INFO, its queue listed up to `count` owners.
 pub async fn info_field(conn: &mut Connection, key: &[u8], count: usize, field: &str) -> Res<Resp> {
     let count = count.to_string();
-    let reply = conn.call(&[b"LOCK.INFO", key, b"COUNT", count.as_bytes()]).await?;
-    let Resp::Array(items) = &reply else {
+    field_of(&conn.call(&[b"LOCK.INFO", key, b"COUNT", count.as_bytes()]).await?, field)
+}
+
+/// One field of a LOCK.INFO reply (RESP2: a flat array of names and values).
+pub fn field_of(reply: &Resp, field: &str) -> Res<Resp> {
+    let Resp::Array(items) = reply else {
         return fail(format!("LOCK.INFO answered {reply}"));
     };
     match items.chunks(2).find(|pair| pair.len() == 2 && pair[0].bulk_is(field)) {

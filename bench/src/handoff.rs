@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use crate::cli::{Common, Target};
 use crate::client::{self, UNLOCK_LUA, await_waiters, expect_int, expect_ok, load_script, open_many, token_of};
 use crate::report::{Better, emit, emit_latencies, note};
+use crate::results::System;
 use crate::stats::{new_hist, now_ns, quantile_us};
 use crate::{Res, fail, join_all};
 
@@ -34,22 +35,23 @@ pub async fn ping_floor(common: &Common, pings: u64) -> Res<()> {
     Ok(())
 }
 
-struct HandoffShared {
+/// The state the participants of a hand-off run share (W3 here, C2 in `cluster_handoff`).
+pub struct HandoffShared {
     /// now_ns() when the current holder started sending its unlock.
-    unlock_sent: AtomicU64,
+    pub unlock_sent: AtomicU64,
     count: AtomicU64,
     target_count: u64,
-    stop: AtomicBool,
+    pub stop: AtomicBool,
     started: u64,
     stopped_at: AtomicU64,
     hist: Mutex<Histogram<u64>>,
     /// Bumped on every acquisition, so an old holder re-waits only once the lock has moved on
     /// (its re-WAIT then never competes with the hand-off being measured, on either server).
-    generation: watch::Sender<u64>,
+    pub generation: watch::Sender<u64>,
 }
 
 impl HandoffShared {
-    fn new(target_count: u64) -> HandoffShared {
+    pub fn new(target_count: u64) -> HandoffShared {
         HandoffShared {
             unlock_sent: AtomicU64::new(0),
             count: AtomicU64::new(0),
@@ -63,7 +65,7 @@ impl HandoffShared {
     }
 
     /// Waits until somebody else has taken the lock (false: the run stopped meanwhile).
-    async fn moved_on(&self, mut moved: watch::Receiver<u64>) -> bool {
+    pub async fn moved_on(&self, mut moved: watch::Receiver<u64>) -> bool {
         loop {
             match tokio::time::timeout(Duration::from_millis(200), moved.changed()).await {
                 Ok(_) => return true,
@@ -74,7 +76,7 @@ impl HandoffShared {
     }
 
     /// A waiter got the lock at `t1`; returns whether the run is over.
-    fn acquired(&self, t1: u64) -> bool {
+    pub fn acquired(&self, t1: u64) -> bool {
         self.generation.send_modify(|generation| *generation += 1);
         if self.stop.load(Ordering::Acquire) {
             return true;
@@ -91,15 +93,25 @@ impl HandoffShared {
         false
     }
 
-    fn emit(&self, target: Target, waiters: usize) {
+    /// `<id>.rate` and the `<id>.lat` latencies. A run cut short ends now.
+    pub fn emit(&self, id: &str, target: impl Into<System>, workload: &str) {
+        let target = target.into();
         let count = self.count.load(Ordering::Acquire);
-        let elapsed = self.stopped_at.load(Ordering::Acquire).saturating_sub(self.started).max(1);
-        let workload = format!("W3 hand-off, {waiters} waiters on one key");
+        let stopped_at = match self.stopped_at.load(Ordering::Acquire) {
+            0 => now_ns(),
+            at => at,
+        };
+        let elapsed = stopped_at.saturating_sub(self.started).max(1);
         let hist = self.hist.lock().map(|hist| hist.clone()).unwrap_or_else(|_| new_hist());
-        emit("w3.handoff.rate", target, count as f64 * 1e9 / elapsed as f64, Better::Higher, &workload, "hand-offs/s");
-        emit_latencies("w3.handoff.lat", target, &hist, &workload, "hand-off");
+        let rate = count as f64 * 1e9 / elapsed as f64;
+        emit(&format!("{id}.rate"), target, rate, Better::Higher, workload, "hand-offs/s");
+        emit_latencies(&format!("{id}.lat"), target, &hist, workload, "hand-off");
         note(format!("{target}: {count} hand-offs"));
     }
+}
+
+fn w3_workload(waiters: usize) -> String {
+    format!("W3 hand-off, {waiters} waiters on one key")
 }
 
 pub async fn handoff_baton(common: &Common, waiters: usize, handoffs: u64) -> Res<()> {
@@ -121,7 +133,7 @@ pub async fn handoff_baton(common: &Common, waiters: usize, handoffs: u64) -> Re
         set.spawn(handoff_baton_participant(conn, format!("hw{}", index + 1), None, Arc::clone(&shared)));
     }
     join_all(set).await?;
-    shared.emit(Target::Baton, waiters);
+    shared.emit("w3.handoff", Target::Baton, &w3_workload(waiters));
     Ok(())
 }
 
@@ -204,7 +216,7 @@ pub async fn handoff_redis(common: &Common, waiters: usize, handoffs: u64) -> Re
         set.spawn(participant.run(state));
     }
     join_all(set).await?;
-    shared.emit(Target::Redis, waiters);
+    shared.emit("w3.handoff", Target::Redis, &w3_workload(waiters));
     Ok(())
 }
 

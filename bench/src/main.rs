@@ -19,16 +19,26 @@
 //! curve, `scale` the S1 and S2 scale curves), `stats` (time, histograms), `report` (RESULT lines
 //! and the table), `results` (reading the lines back), `charts` (SVG charts of them). W2 is
 //! redis-benchmark, run by scripts/bench.sh.
+//!
+//! The cluster workloads (issue 12) run against baton's cluster and against etcd's: `locker` is
+//! one client of either (`baton_cluster` through a Redis Cluster client, `etcd` through etcd's
+//! gRPC API), `cluster_cycle` C1, `cluster_handoff` C2, `failover` C3.
 
+mod baton_cluster;
 mod charts;
 mod cli;
 mod client;
+mod cluster_cycle;
+mod cluster_handoff;
 mod contended;
 mod cycle;
+mod etcd;
+mod failover;
 mod fanout;
 mod fifo;
 mod fill;
 mod handoff;
+mod locker;
 mod memory;
 mod report;
 mod results;
@@ -60,6 +70,9 @@ pub fn main() -> std::process::ExitCode {
         | Command::ScaleHeld { common, .. }
         | Command::ScaleQueue { common, .. }
         | Command::ScaleMemory { common, .. } => common.threads,
+        Command::ClusterCycle { cluster, .. }
+        | Command::ClusterHandoff { cluster, .. }
+        | Command::ClusterFailover { cluster, .. } => cluster.threads,
         Command::Table { .. } | Command::Charts { .. } | Command::FreePort => 1,
     };
     let mut builder = if threads <= 1 {
@@ -127,6 +140,15 @@ pub async fn run(command: Command) -> Res<()> {
         }
         Command::ScaleMemory { common, pid, levels, takers } => {
             memory::memory_scale(&common, pid, &ascending(levels), takers).await
+        }
+        Command::ClusterCycle { cluster, clients, duration, warmup } => {
+            cluster_cycle::cluster_cycle(&cluster, clients.max(1), duration, warmup).await
+        }
+        Command::ClusterHandoff { cluster, waiters, handoffs, max_seconds } => {
+            cluster_handoff::cluster_handoff(&cluster, waiters.max(1), handoffs, max_seconds).await
+        }
+        Command::ClusterFailover { cluster, kills, pid_dir, restart, attempt_ms, max_seconds } => {
+            failover::failover(&cluster, kills, &pid_dir, &restart, attempt_ms.max(1), max_seconds).await
         }
         Command::Table { files } => report::table(&files),
         Command::Charts { out, files } => {

@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use hdrhistogram::Histogram;
 
 use crate::Res;
-use crate::cli::Target;
-use crate::results::{self, Figure, median, spread};
+use crate::results::{self, Figure, System, median, spread};
 use crate::stats::quantile_us;
 
 #[derive(Clone, Copy)]
@@ -19,7 +18,8 @@ pub enum Better {
 }
 
 /// One figure: an id that `table` keys on, the target, the value, and labels for the table.
-pub fn emit(id: &str, target: Target, value: f64, better: Better, workload: &str, metric: &str) {
+pub fn emit(id: &str, target: impl Into<System>, value: f64, better: Better, workload: &str, metric: &str) {
+    let target = target.into();
     let better = match better {
         Better::Higher => "higher",
         Better::Lower => "lower",
@@ -35,14 +35,15 @@ pub fn note(message: impl fmt::Display) {
 
 /// A histogram's distribution for the charts (the table skips it):
 /// `QUANTILES <id> <target> <q>:<µs> <q>:<µs> …` at every percent, and the tail in finer steps.
-fn quantiles_line(id: &str, target: Target, hist: &Histogram<u64>) -> String {
+fn quantiles_line(id: &str, target: System, hist: &Histogram<u64>) -> String {
     let quantiles = (0..100).map(|percent| f64::from(percent) / 100.0).chain([0.995, 0.999, 0.9995, 0.9999, 1.0]);
     let points: Vec<String> = quantiles.map(|q| format!("{q}:{}", quantile_us(hist, q))).collect();
     format!("QUANTILES\t{id}\t{target}\t{}", points.join(" "))
 }
 
 /// p50/p99/p99.9 rows for a latency histogram, and its `QUANTILES` line.
-pub fn emit_latencies(id: &str, target: Target, hist: &Histogram<u64>, workload: &str, what: &str) {
+pub fn emit_latencies(id: &str, target: impl Into<System>, hist: &Histogram<u64>, workload: &str, what: &str) {
+    let target = target.into();
     println!("{}", quantiles_line(id, target, hist));
     for (suffix, q, label) in [("p50", 0.5, "p50"), ("p99", 0.99, "p99"), ("p999", 0.999, "p99.9")] {
         emit(
@@ -63,16 +64,20 @@ struct Row {
     better: String,
     /// Medians over the runs.
     baton: Option<f64>,
-    redis: Option<f64>,
-    /// baton ÷ Redis of each run that measured both.
+    rival: Option<f64>,
+    /// Redis or etcd.
+    rival_system: System,
+    /// baton ÷ rival of each run that measured both.
     ratios: Vec<f64>,
 }
 
 impl Row {
     fn of(figure: Figure) -> Row {
+        let rival_system = figure.rival();
         Row {
-            baton: median(&figure.values(Target::Baton)),
-            redis: median(&figure.values(Target::Redis)),
+            baton: median(&figure.values(System::Baton)),
+            rival: median(&figure.values(rival_system)),
+            rival_system,
             ratios: figure.ratios(),
             id: figure.id,
             workload: figure.workload,
@@ -132,10 +137,36 @@ pub fn table(files: &[PathBuf]) -> Res<()> {
         println!("Medians of {runs} runs; the ratio is the median of the runs' ratios (lowest–highest).");
         println!();
     }
-    println!("| Workload | Metric | baton | Redis | baton ÷ Redis |");
+    // A workload measured against etcd goes to the etcd table whole, with its baton-only rows
+    // (the single-node baseline).
+    let against_etcd: Vec<&str> =
+        rows.iter().filter(|row| row.rival_system == System::Etcd).map(|row| row.workload.as_str()).collect();
+    let (mut etcd, mut redis): (Vec<&Row>, Vec<&Row>) =
+        rows.iter().partition(|row| against_etcd.contains(&row.workload.as_str()));
+    // A workload's rows together, in the order the workloads first appear (a baseline measured
+    // later joins its workload).
+    let first_seen = |row: &&Row| rows.iter().position(|other| other.workload == row.workload);
+    etcd.sort_by_key(first_seen);
+    redis.sort_by_key(first_seen);
+    if !redis.is_empty() {
+        rows_table(&redis, "Redis");
+        println!("Redis runs the equivalent recipe described for each workload.");
+        println!();
+    }
+    if !etcd.is_empty() {
+        rows_table(&etcd, "etcd");
+        println!("etcd runs its v3 lock API (Lock and Unlock on each client's lease) on a 3-member cluster.");
+        println!();
+    }
+    targets(&rows);
+    Ok(())
+}
+
+fn rows_table(rows: &[&Row], rival: &str) {
+    println!("| Workload | Metric | baton | {rival} | baton ÷ {rival} |");
     println!("| --- | --- | ---: | ---: | ---: |");
     let mut last_workload = "";
-    for row in &rows {
+    for row in rows {
         let ratio = row.ratio_text();
         let arrow = match row.better.as_str() {
             "higher" => " ↑",
@@ -144,19 +175,16 @@ pub fn table(files: &[PathBuf]) -> Res<()> {
         };
         let workload = if row.workload == last_workload { "" } else { row.workload.as_str() };
         last_workload = &row.workload;
-        println!("| {workload} | {}{arrow} | {} | {} | {ratio} |", row.metric, number(row.baton), number(row.redis));
+        println!("| {workload} | {}{arrow} | {} | {} | {ratio} |", row.metric, number(row.baton), number(row.rival));
     }
     println!();
-    println!("↑ higher is better, ↓ lower is better. Redis runs the equivalent recipe described for each workload.");
-    println!();
-    targets(&rows);
-    Ok(())
+    println!("↑ higher is better, ↓ lower is better.");
 }
 
 /// The targets, each with its figures and whether it is met.
 fn targets(rows: &[Row]) {
     let find = |id: &str| rows.iter().find(|row| row.id == id);
-    let both = |id: &str| find(id).and_then(|row| Some((row.baton?, row.redis?, row.ratio()?)));
+    let both = |id: &str| find(id).and_then(|row| Some((row.baton?, row.rival?, row.ratio()?)));
     let mut lines: Vec<(String, String, &str)> = Vec::new();
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     for (id, what) in [
@@ -213,6 +241,36 @@ fn targets(rows: &[Row]) {
     if let Some(fifo) = find("w5.fifo").and_then(|row| row.baton) {
         lines.push(("W5 FIFO violations = 0".to_owned(), format!("{fifo:.0}"), verdict(fifo == 0.0)));
     }
+    if let Some((baton, etcd, ratio)) = both("c1.rate") {
+        lines.push((
+            "C1 cluster lock+unlock cycles/s ≥ 3× etcd".to_owned(),
+            format!("{} vs {} = {ratio:.2}×", number(Some(baton)), number(Some(etcd))),
+            verdict(ratio >= 3.0),
+        ));
+    }
+    if let (Some(cluster), Some(single)) =
+        (find("c1.rate").and_then(|row| row.baton), find("c1.single.rate").and_then(|row| row.baton))
+    {
+        lines.push((
+            "C1 baton cluster ÷ one baton node, same fsync policy (no target)".to_owned(),
+            format!("{} vs {} = {:.2}×", number(Some(cluster)), number(Some(single)), cluster / single),
+            "measured",
+        ));
+    }
+    if let Some((baton, etcd, ratio)) = both("c2.handoff.lat.p50") {
+        lines.push((
+            "C2 cluster hand-off p50 ≤ 0.5× etcd".to_owned(),
+            format!("{baton:.0} µs vs {etcd:.0} µs = {ratio:.2}×"),
+            verdict(ratio <= 0.5),
+        ));
+    }
+    if let Some((baton, etcd, _)) = both("c3.failover.p99") {
+        lines.push((
+            "C3 failover p99 ≤ 2 s and ≤ etcd's".to_owned(),
+            format!("{:.2} s vs {:.2} s", baton / 1e6, etcd / 1e6),
+            verdict(baton <= 2e6 && baton <= etcd),
+        ));
+    }
     if lines.is_empty() {
         return;
     }
@@ -254,7 +312,7 @@ mod tests {
         let rows = rows_of(&text).unwrap();
         assert_eq!(rows.len(), 1);
         let row = &rows[0];
-        assert_eq!((row.baton, row.redis), (Some(90.0), Some(100.0)));
+        assert_eq!((row.baton, row.rival, row.rival_system), (Some(90.0), Some(100.0), System::Redis));
         assert_eq!(row.ratio(), Some(1.0));
         assert_eq!(row.ratio_text(), "1.00× (0.90–1.20)");
     }
@@ -265,9 +323,9 @@ mod tests {
         for us in 1..=1000 {
             hist.record(us * 1000).unwrap();
         }
-        let results = results::parse(&quantiles_line("w3.handoff.lat", Target::Redis, &hist)).unwrap();
+        let results = results::parse(&quantiles_line("w3.handoff.lat", System::Redis, &hist)).unwrap();
         let [distribution] = &results.distributions[..] else { panic!("one distribution expected") };
-        assert_eq!((distribution.id.as_str(), distribution.target), ("w3.handoff.lat", Target::Redis));
+        assert_eq!((distribution.id.as_str(), distribution.target), ("w3.handoff.lat", System::Redis));
         let points = &distribution.points;
         assert_eq!(points.len(), 105);
         assert!(points.windows(2).all(|pair| pair[0].0 < pair[1].0 && pair[0].1 <= pair[1].1), "{points:?}");

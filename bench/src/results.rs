@@ -3,10 +3,48 @@
 //! run. Figures before any `RUN` line are run 0. Other lines are ignored. The table (`report`) and
 //! the charts (`charts`) are both drawn from this.
 
+use std::fmt;
 use std::path::PathBuf;
 
-use crate::cli::Target;
+use crate::cli::{ClusterTarget, Target};
 use crate::{Res, fail};
+
+/// Whose figure a line gives: baton's, or its rival's (Redis for the single-server workloads,
+/// etcd for the cluster ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    Baton,
+    Redis,
+    Etcd,
+}
+
+impl From<Target> for System {
+    fn from(target: Target) -> System {
+        match target {
+            Target::Baton => System::Baton,
+            Target::Redis => System::Redis,
+        }
+    }
+}
+
+impl From<ClusterTarget> for System {
+    fn from(target: ClusterTarget) -> System {
+        match target {
+            ClusterTarget::Baton | ClusterTarget::BatonSingle => System::Baton,
+            ClusterTarget::Etcd => System::Etcd,
+        }
+    }
+}
+
+impl fmt::Display for System {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            System::Baton => "baton",
+            System::Redis => "redis",
+            System::Etcd => "etcd",
+        })
+    }
+}
 
 /// One figure, with its values run by run.
 pub struct Figure {
@@ -19,37 +57,50 @@ pub struct Figure {
 }
 
 /// One run's values of a figure.
+#[derive(Default)]
 pub struct RunValues {
     pub run: usize,
     pub baton: Option<f64>,
     pub redis: Option<f64>,
+    pub etcd: Option<f64>,
 }
 
 impl RunValues {
-    pub fn of(&self, target: Target) -> Option<f64> {
-        match target {
-            Target::Baton => self.baton,
-            Target::Redis => self.redis,
+    pub fn of(&self, system: System) -> Option<f64> {
+        match system {
+            System::Baton => self.baton,
+            System::Redis => self.redis,
+            System::Etcd => self.etcd,
         }
+    }
+
+    /// The value baton is measured against in this run (a figure has one rival).
+    fn rival(&self) -> Option<f64> {
+        self.redis.or(self.etcd)
     }
 }
 
 impl Figure {
-    /// The target's value in each run that measured it.
-    pub fn values(&self, target: Target) -> Vec<f64> {
-        self.runs.iter().filter_map(|run| run.of(target)).collect()
+    /// The system's value in each run that measured it.
+    pub fn values(&self, system: System) -> Vec<f64> {
+        self.runs.iter().filter_map(|run| run.of(system)).collect()
     }
 
-    /// baton ÷ Redis of each run that measured both.
+    /// baton ÷ its rival, of each run that measured both.
     pub fn ratios(&self) -> Vec<f64> {
-        self.runs.iter().filter_map(|run| Some(run.baton? / run.redis.filter(|&redis| redis != 0.0)?)).collect()
+        self.runs.iter().filter_map(|run| Some(run.baton? / run.rival().filter(|&rival| rival != 0.0)?)).collect()
+    }
+
+    /// Whom baton is measured against here: etcd if any run measured it, else Redis.
+    pub fn rival(&self) -> System {
+        if self.runs.iter().any(|run| run.etcd.is_some()) { System::Etcd } else { System::Redis }
     }
 }
 
 /// One run's latency distribution: (quantile, µs) pairs, quantiles ascending.
 pub struct Distribution {
     pub id: String,
-    pub target: Target,
+    pub target: System,
     pub points: Vec<(f64, f64)>,
 }
 
@@ -78,10 +129,11 @@ pub fn read(files: &[PathBuf]) -> Res<String> {
     Ok(text)
 }
 
-fn target_of(name: &str) -> Res<Target> {
+fn target_of(name: &str) -> Res<System> {
     match name {
-        "baton" => Ok(Target::Baton),
-        "redis" => Ok(Target::Redis),
+        "baton" => Ok(System::Baton),
+        "redis" => Ok(System::Redis),
+        "etcd" => Ok(System::Etcd),
         other => fail(format!("unknown target {other}")),
     }
 }
@@ -126,13 +178,15 @@ pub fn parse(text: &str) -> Res<Results> {
                 };
                 let runs = &mut figures[index].runs;
                 if runs.last().is_none_or(|last| last.run != run) {
-                    runs.push(RunValues { run, baton: None, redis: None });
+                    runs.push(RunValues { run, ..RunValues::default() });
                 }
                 let this_run = runs.last_mut().expect("pushed above");
-                match target_of(target)? {
-                    Target::Baton => this_run.baton = Some(value),
-                    Target::Redis => this_run.redis = Some(value),
-                }
+                let slot = match target_of(target)? {
+                    System::Baton => &mut this_run.baton,
+                    System::Redis => &mut this_run.redis,
+                    System::Etcd => &mut this_run.etcd,
+                };
+                *slot = Some(value);
             }
             _ => {}
         }
@@ -174,11 +228,24 @@ mod tests {
         let results = parse(text).unwrap();
         assert_eq!(results.figures.len(), 2);
         let figure = results.figure("w1.p1.rate").unwrap();
-        assert_eq!(figure.values(Target::Baton), [90.0, 60.0]);
-        assert_eq!(figure.values(Target::Redis), [100.0]);
+        assert_eq!(figure.values(System::Baton), [90.0, 60.0]);
+        assert_eq!(figure.values(System::Redis), [100.0]);
         assert_eq!(figure.ratios(), [0.9], "only run 1 measured both");
-        assert_eq!(results.figures[1].values(Target::Baton), [7.0]);
+        assert_eq!(figure.rival(), System::Redis);
+        assert_eq!(results.figures[1].values(System::Baton), [7.0]);
         assert!(results.figure("w1.p16.rate").is_none());
+    }
+
+    #[test]
+    fn etcd_is_the_rival_of_the_cluster_figures() {
+        let text = "RESULT\tc1.rate\tetcd\t100\thigher\tC1\tcycles/s\n\
+            RESULT\tc1.rate\tbaton\t400\thigher\tC1\tcycles/s\n\
+            RESULT\tc1.single.rate\tbaton\t800\thigher\tC1\tcycles/s\n";
+        let results = parse(text).unwrap();
+        let figure = results.figure("c1.rate").unwrap();
+        assert_eq!((figure.rival(), figure.ratios()), (System::Etcd, vec![4.0]));
+        assert_eq!(figure.values(System::Redis), [] as [f64; 0]);
+        assert!(results.figure("c1.single.rate").unwrap().ratios().is_empty(), "baton alone has no ratio");
     }
 
     #[test]
@@ -186,7 +253,7 @@ mod tests {
         let text = "RUN\t2\nQUANTILES\tw3.handoff.lat\tredis\t0:10 0.5:20.5 1:80\n";
         let results = parse(text).unwrap();
         let [distribution] = &results.distributions[..] else { panic!("one distribution expected") };
-        assert_eq!((distribution.id.as_str(), distribution.target), ("w3.handoff.lat", Target::Redis));
+        assert_eq!((distribution.id.as_str(), distribution.target), ("w3.handoff.lat", System::Redis));
         assert_eq!(distribution.points, [(0.0, 10.0), (0.5, 20.5), (1.0, 80.0)]);
         assert!(parse("QUANTILES\tx\tbaton\t0.5-20").is_err());
         assert!(parse("RESULT\tx\tother\t1\thigher\tW\tm").is_err());

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, RedisError, RedisResult, Value};
 
 use crate::reply::Resp;
@@ -15,7 +15,7 @@ pub async fn connect(url: &str, response_timeout: Duration) -> RedisResult<Multi
 }
 
 /// Sends `args` (the command name first) and returns the reply as the crate parsed it.
-pub async fn query<A: AsRef<[u8]>>(con: &mut MultiplexedConnection, args: &[A]) -> RedisResult<Value> {
+pub async fn query<A: AsRef<[u8]>>(con: &mut impl ConnectionLike, args: &[A]) -> RedisResult<Value> {
     let name = std::str::from_utf8(args[0].as_ref()).expect("command names are text");
     let mut cmd = redis::cmd(name);
     for arg in &args[1..] {
