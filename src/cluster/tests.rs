@@ -34,7 +34,12 @@ fn bus_security(
 ) -> Arc<BusSecurity> {
     let mut config = Config::default_for_tests();
     config.cluster_node_id = Some(id);
-    config.cluster_peers = Some(Peers(peers.iter().map(|(id, addr)| (*id, *addr)).collect()));
+    config.cluster_peers = Some(Peers(
+        peers
+            .iter()
+            .map(|(id, addr)| crate::config::PeerEntry { id: *id, client_addr: *addr, bus_port: None })
+            .collect(),
+    ));
     adjust(&mut config);
     Arc::new(BusSecurity::from_config(&config).unwrap())
 }

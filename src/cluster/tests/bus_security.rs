@@ -91,7 +91,7 @@ async fn assert_node_3_is_shut_out(cluster: Cluster) {
     let (outsider, _) = cluster.node(3);
     let last_log_index = outsider.raft.metrics().borrow_watched().last_log_index;
     assert!(last_log_index < Some(index), "node 3 has entries up to {last_log_index:?}");
-    assert!(outsider.state.core().info(b"k", Clock::new().now(), 10).is_none());
+    assert!(outsider.state.core().0.info(b"k", Clock::new().now(), 10).is_none());
     assert!(!outsider.leads());
     cluster.stop().await;
 }
