@@ -17,7 +17,9 @@ The client settings a user of RedisCluster needs (docs/cluster.md, *Clients*):
 - a socket_timeout above each LOCK.WAIT slice, and a short socket_connect_timeout.
 """
 
+import random
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -30,7 +32,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ClusterError, RedisClusterException
 from redis.retry import Retry
 
-from conftest import BATON, HOST, as_dict, free_port, wait_until
+from conftest import BATON, HOST, as_dict, wait_until
 
 # Failover takes 1-2 s; a loaded machine gets many times that.
 PATIENCE = 30
@@ -40,6 +42,23 @@ LEASE_MS = 3000
 FAILOVER_ERRORS = (redis.ConnectionError, redis.TimeoutError, ClusterError, RedisClusterException)
 
 
+def unused_ports(count):
+    """Cluster nodes need their ports named in advance. They come from below Linux's ephemeral
+    range (32768 and up), so no server that another test starts on port 0 meanwhile takes one
+    between this choice and the node's bind (a node whose port is taken exits at once)."""
+    ports = []
+    while len(ports) < count:
+        port = random.randrange(20_000, 32_000)
+        with socket.socket() as probe:
+            try:
+                probe.bind((HOST, port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 class ClusterProcesses:
     """Three baton nodes on loopback, each with its own --dir under the test's tmp_path."""
 
@@ -47,8 +66,9 @@ class ClusterProcesses:
         self.tmp_path = tmp_path
         self.ports = {}
         peers = []
+        ports = unused_ports(2 * size)
         for node in range(1, size + 1):
-            client, bus = free_port(), free_port()
+            client, bus = ports[2 * node - 2], ports[2 * node - 1]
             self.ports[node] = client
             peers.append(f"{node}@{HOST}:{client}@{bus}")
         self.peers = ",".join(peers)

@@ -13,14 +13,32 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, openSync, closeSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import Redis from "ioredis";
-import { BATON, freePort, infoObject, waitFor } from "./server.mjs";
+import { BATON, infoObject, waitFor } from "./server.mjs";
 
 const PATIENCE_MS = 30_000;
 const WAIT_SLICE_MS = 1000;
 const LEASE_MS = 3000;
+
+// Cluster nodes need their ports named in advance. They come from below Linux's ephemeral range
+// (32768 and up), so no server that another test starts on port 0 meanwhile takes one between
+// this choice and the node's bind (a node whose port is taken exits at once).
+async function unusedPorts(count) {
+  const ports = [];
+  while (ports.length < count) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const free = await new Promise((resolve) => {
+      const probe = net.createServer();
+      probe.once("error", () => resolve(false));
+      probe.listen(port, "127.0.0.1", () => probe.close(() => resolve(true)));
+    });
+    if (free && !ports.includes(port)) ports.push(port);
+  }
+  return ports;
+}
 
 class BatonCluster {
   constructor(size = 3) {
@@ -32,8 +50,9 @@ class BatonCluster {
 
   async start() {
     const peers = [];
+    const ports = await unusedPorts(2 * this.size);
     for (let node = 1; node <= this.size; node++) {
-      const [client, bus] = [await freePort(), await freePort()];
+      const [client, bus] = ports.slice(2 * node - 2, 2 * node);
       this.ports.set(node, client);
       peers.push(`${node}@127.0.0.1:${client}@${bus}`);
     }

@@ -14,7 +14,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const BATON = process.env.BATON_BIN ?? path.resolve(here, "../../../target/release/baton");
 const servers = [];
 
-export function freePort() {
+function freePort() {
   return new Promise((resolve, reject) => {
     const probe = net.createServer();
     probe.once("error", reject);
