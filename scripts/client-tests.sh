@@ -5,9 +5,11 @@
 #   --memkeys, --stat, interactive in tmux), redis-benchmark, redis-py and valkey-py sync/asyncio in
 #   RESP2/RESP3, the commands redis-commander sends when it loads, the examples/ recipes (shell,
 #   Python, Rust, Node, Go) run as concurrent nodes, and deploy/ (the systemd unit, the Grafana
-#   dashboard's metrics against a live server);
+#   dashboard's metrics against a live server), redis-py RedisCluster against a 3-node cluster
+#   through leader kills;
 # - node --test tests/clients/node: ioredis and node-redis, and their subscribers and monitors;
-# - cargo test --test clients: redis-rs sync and async.
+#   ioredis Cluster through leader kills;
+# - cargo test --test clients: redis-rs sync and async, and cluster-async through leader kills.
 # Every suite starts its own servers on free loopback ports and stops them; each is bounded by a
 # timeout. Ends with `clients: N passed, M failed` and exits non-zero on any failure.
 set -uo pipefail
@@ -53,7 +55,7 @@ else
 fi
 
 # --- ioredis, node-redis --------------------------------------------------------------------------
-(cd tests/clients/node && timeout --kill-after=10 180 node --test --test-reporter=tap ioredis.test.mjs node-redis.test.mjs pubsub.test.mjs) >"$work/node.tap" 2>&1
+(cd tests/clients/node && timeout --kill-after=10 180 node --test --test-reporter=tap ioredis.test.mjs node-redis.test.mjs pubsub.test.mjs cluster.test.mjs) >"$work/node.tap" 2>&1
 node_status=$?
 cat "$work/node.tap"
 node_pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$work/node.tap" | tail -1)

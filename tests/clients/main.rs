@@ -1,5 +1,6 @@
 //! redis-rs (the `redis` crate), sync and async on tokio, RESP2 and RESP3, against a baton
-//! process: LOCK.* replies, blocking waits with the right timeouts, AUTH.
+//! process: LOCK.* replies, blocking waits with the right timeouts, AUTH; and its `cluster-async`
+//! client against a three-node cluster through leader kills (cluster.rs).
 //!
 //! Cargo builds this as the `clients` test target (`cargo test --release --test clients`); the
 //! Python, Node and redis-cli client tests in this folder run through scripts/client-tests.sh.
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 #[path = "../support/baton.rs"]
 mod baton_process;
+mod cluster;
 
 use baton_process::start_baton;
 use baton_testkit::process::ServerProcess;

@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const BATON = process.env.BATON_BIN ?? path.resolve(here, "../../../target/release/baton");
+export const BATON = process.env.BATON_BIN ?? path.resolve(here, "../../../target/release/baton");
 const servers = [];
 
 function freePort() {
