@@ -43,16 +43,31 @@ struct Cluster {
     peers: String,
 }
 
+/// Cluster nodes need their ports named in advance. They come from below Linux's ephemeral range
+/// (32768 and up), so that no connection or server another test opens meanwhile takes one
+/// between this choice and the node's bind (a node whose port is taken exits at once).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    loop {
+        let port = rand::random_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Cluster {
     fn start(size: u64) -> Cluster {
         let mut nodes = Vec::new();
         let mut peers = Vec::new();
+        let mut taken = Vec::new();
         for id in 1..=size {
-            let (client, bus) = (free_port(), free_port());
+            let (client, bus) = loop {
+                let pair = (free_port(), free_port());
+                if pair.0 != pair.1 && !taken.contains(&pair.0) && !taken.contains(&pair.1) {
+                    taken.extend([pair.0, pair.1]);
+                    break pair;
+                }
+            };
             peers.push(format!("{id}@127.0.0.1:{client}@{bus}"));
             nodes.push(Node {
                 id,
