@@ -45,7 +45,7 @@ struct Inner {
 
 impl StateMachine {
     pub(crate) fn new(settings: CoreSettings, clock: Clock) -> StateMachine {
-        let wall_ms_at_zero = crate::journal::unix_ms().saturating_sub(clock.now().ms());
+        let wall_ms_at_zero = super::proposals::wall_ms_at_zero(clock.now());
         StateMachine {
             inner: Arc::new(Mutex::new(Inner {
                 core: Arc::new(LockCore::new(settings, token_seed(0))),
