@@ -7,144 +7,30 @@
 //! - SIGSTOP of the leader past the election timeout: while it is stopped a new leader serves; once
 //!   continued, the old leader grants nothing, and its blocked LOCK.WAIT is answered -MOVED;
 //! - a node restarted with an empty `--dir` catches up from the others; the whole cluster restarted
-//!   keeps its locks.
+//!   keeps its locks;
+//! - partitions, through links the test cuts (tests/support/cluster.rs): a leader cut off from
+//!   the others grants nothing (what it took meanwhile is answered -MOVED or dropped once it
+//!   hears of the new term) while the majority elects a leader and goes on; a follower cut off
+//!   serves nothing and, healed, catches up (a write then commits with it as the only follower).
 
 // A test binary has no outside users.
 #![allow(unreachable_pub)]
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 // Only its reading of the startup line: cluster nodes need ports named in advance.
 #[allow(dead_code)]
 #[path = "support/baton.rs"]
 mod baton_process;
+#[allow(dead_code)]
+#[path = "support/cluster.rs"]
+mod cluster_process;
 
-use baton_process::listening_addr;
 use baton_testkit::Resp;
 use baton_testkit::client::Connection;
-use baton_testkit::process::ServerProcess;
-use baton_testkit::scratch::ScratchDir;
+use cluster_process::{Cluster, PATIENCE};
 
-/// Failover takes 0.5-2 s; a loaded CI machine gets many times that.
-const PATIENCE: Duration = Duration::from_secs(30);
 const IO: Duration = Duration::from_secs(10);
-
-struct Node {
-    id: u64,
-    client: SocketAddr,
-    dir: ScratchDir,
-    process: Option<ServerProcess>,
-}
-
-struct Cluster {
-    nodes: Vec<Node>,
-    peers: String,
-}
-
-/// Cluster nodes need their ports named in advance. They come from below Linux's ephemeral range
-/// (32768 and up), so that no connection or server another test opens meanwhile takes one
-/// between this choice and the node's bind (a node whose port is taken exits at once).
-fn free_port() -> u16 {
-    loop {
-        let port = rand::random_range(20_000..32_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-impl Cluster {
-    fn start(size: u64) -> Cluster {
-        let mut nodes = Vec::new();
-        let mut peers = Vec::new();
-        let mut taken = Vec::new();
-        for id in 1..=size {
-            let (client, bus) = loop {
-                let pair = (free_port(), free_port());
-                if pair.0 != pair.1 && !taken.contains(&pair.0) && !taken.contains(&pair.1) {
-                    taken.extend([pair.0, pair.1]);
-                    break pair;
-                }
-            };
-            peers.push(format!("{id}@127.0.0.1:{client}@{bus}"));
-            nodes.push(Node {
-                id,
-                client: SocketAddr::from(([127, 0, 0, 1], client)),
-                dir: ScratchDir::new("baton-cluster"),
-                process: None,
-            });
-        }
-        let mut cluster = Cluster { nodes, peers: peers.join(",") };
-        for id in 1..=size {
-            cluster.launch(id);
-        }
-        cluster
-    }
-
-    fn node(&self, id: u64) -> &Node {
-        &self.nodes[id as usize - 1]
-    }
-
-    fn launch(&mut self, id: u64) {
-        let peers = self.peers.clone();
-        let node = &mut self.nodes[id as usize - 1];
-        let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
-        command
-            .args(["--bind", "127.0.0.1", "--port", &node.client.port().to_string(), "--dir", node.dir.arg()])
-            .args(["--cluster-node-id", &id.to_string(), "--cluster-peers", &peers])
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info,openraft=warn");
-        node.process = Some(ServerProcess::start(&mut command, listening_addr));
-    }
-
-    fn signal(&self, id: u64, signal: &str) {
-        self.node(id).process.as_ref().expect("running").proc.signal(signal);
-    }
-
-    /// SIGKILL, and waits until the process is gone.
-    fn kill(&mut self, id: u64) -> String {
-        let mut process = self.nodes[id as usize - 1].process.take().expect("running");
-        process.proc.signal("KILL");
-        let _ = process.proc.child.wait();
-        process.log_text()
-    }
-
-    fn log(&self, id: u64) -> String {
-        self.node(id).process.as_ref().map(ServerProcess::log_text).unwrap_or_default()
-    }
-
-    /// The node that answers key commands, found as a cluster client finds it: by asking any
-    /// node and following -MOVED.
-    async fn leader(&self, among: &[u64]) -> u64 {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            for &id in among {
-                if let Ok(mut conn) = Connection::connect(self.node(id).client, IO).await
-                    && let Ok(reply) = conn.call(&[b"LOCK.INFO", b"leader-probe"]).await
-                    && !reply.is_error()
-                {
-                    return id;
-                }
-            }
-            assert!(Instant::now() < deadline, "no leader among {among:?}; logs: {}", self.logs());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn logs(&self) -> String {
-        self.nodes.iter().map(|node| format!("\n--- node {}:\n{}", node.id, self.log(node.id))).collect()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
-    }
-}
 
 /// Calls `args` on `node`, returning the reply or the error text.
 async fn call(cluster: &Cluster, node: u64, args: &[&[u8]]) -> Resp {
@@ -156,6 +42,49 @@ fn acquired_token(reply: &Resp) -> u64 {
     let items = reply.array();
     assert!(items[0].bulk_is("ACQUIRED"), "{reply:?}");
     u64::try_from(items[1].int()).unwrap()
+}
+
+/// At `node`: "holder" holds `k`, "waiter" waits for it in a LOCK.WAIT (not yet answered),
+/// and both are committed. Returns the holder's connection and token, and the waiter's connection.
+async fn held_and_awaited(cluster: &Cluster, node: u64) -> (Connection, u64, Connection) {
+    let mut holder = Connection::connect(cluster.node(node).client, IO).await.unwrap();
+    let held = acquired_token(&holder.call(&[b"LOCK.TRY", b"k", b"holder", b"PX", b"60000"]).await.unwrap());
+    let mut waiter = Connection::connect(cluster.node(node).client, IO).await.unwrap();
+    waiter.queue(&[b"LOCK.WAIT", b"k", b"waiter", b"60000"]);
+    waiter.flush().await.unwrap();
+    // A read is answered once everything before it is committed.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let info = holder.call(&[b"LOCK.INFO", b"k"]).await.unwrap();
+        if info.field("waiters").int() == 1 {
+            return (holder, held, waiter);
+        }
+        assert!(Instant::now() < deadline, "the WAIT never queued: {info:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a deposed leader may answer a request it took while it still believed it led: a
+/// redirection, or a closed connection; never a grant.
+fn assert_no_grant(answer: std::io::Result<Option<Resp>>, what: &str) {
+    match answer {
+        Ok(Some(Resp::Error(text))) => {
+            assert!(text.starts_with("MOVED ") || text.starts_with("CLUSTERDOWN"), "{what}: {text}")
+        }
+        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof, "{what}: {error}"),
+        other => panic!("{what}: the deposed leader answered {other:?}"),
+    }
+}
+
+/// At `node`, after a failover: "holder" re-attaches (its holding survived, same token) and
+/// reports FAILURE, so the lock goes to the waiter's replicated place.
+async fn fail_at(cluster: &Cluster, node: u64, held: u64) {
+    let mut holder = Connection::connect(cluster.node(node).client, IO).await.unwrap();
+    let reply = holder.call(&[b"LOCK.TRY", b"k", b"holder", b"PX", b"60000"]).await.unwrap();
+    assert_eq!(acquired_token(&reply), held);
+    let failed =
+        holder.call(&[b"LOCK.UNLOCK", b"k", b"holder", held.to_string().as_bytes(), b"FAILURE"]).await.unwrap();
+    assert!(!failed.is_error(), "{failed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,44 +163,18 @@ async fn a_killed_leader_loses_no_acknowledged_lock() {
 async fn a_stopped_leader_grants_nothing_once_continued() {
     let cluster = Cluster::start(3);
     let old = cluster.leader(&[1, 2, 3]).await;
-    let mut holder = Connection::connect(cluster.node(old).client, IO).await.unwrap();
-    let held = acquired_token(&holder.call(&[b"LOCK.TRY", b"k", b"holder", b"PX", b"60000"]).await.unwrap());
-    let mut waiter = Connection::connect(cluster.node(old).client, IO).await.unwrap();
-    waiter.queue(&[b"LOCK.WAIT", b"k", b"waiter", b"60000"]);
-    waiter.flush().await.unwrap();
     // The place must be committed before the stop, or there is nothing to keep.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let info = holder.call(&[b"LOCK.INFO", b"k"]).await.unwrap();
-        if info.field("waiters").int() == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the WAIT never queued: {info:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_holder, held, mut waiter) = held_and_awaited(&cluster, old).await;
 
     cluster.signal(old, "STOP");
     let others: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
     let new = cluster.leader(&others).await;
-    // The holder fails through the new leader: the lock goes to the waiter's replicated place.
-    let mut holder_again = Connection::connect(cluster.node(new).client, IO).await.unwrap();
-    assert_eq!(
-        acquired_token(&holder_again.call(&[b"LOCK.TRY", b"k", b"holder", b"PX", b"60000"]).await.unwrap()),
-        held
-    );
-    let failed =
-        holder_again.call(&[b"LOCK.UNLOCK", b"k", b"holder", held.to_string().as_bytes(), b"FAILURE"]).await.unwrap();
-    assert!(!failed.is_error(), "{failed:?}");
+    fail_at(&cluster, new, held).await;
 
     cluster.signal(old, "CONT");
     // The old leader's blocked WAIT ends with a redirection, never a grant; the old holder's
     // connection there gets nothing it could take for a lock either.
-    let answer = waiter.read_within(PATIENCE).await;
-    match answer {
-        Ok(Some(Resp::Error(text))) => assert!(text.starts_with("MOVED "), "{text}"),
-        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof, "{error}"),
-        other => panic!("the deposed leader answered the WAIT with {other:?}"),
-    }
+    assert_no_grant(waiter.read_within(PATIENCE).await, "LOCK.WAIT on the stopped leader");
     // At the new leader the waiter finds the lock granted to it, with a larger token.
     let mut waiter_again = Connection::connect(cluster.node(new).client, IO).await.unwrap();
     let token = acquired_token(&waiter_again.call(&[b"LOCK.WAIT", b"k", b"waiter", b"5000"]).await.unwrap());
@@ -302,7 +205,7 @@ async fn restarts_keep_the_locks() {
 
     // The whole cluster stops and starts again on its directories.
     for id in 1..=3 {
-        if cluster.node(id).process.is_some() {
+        if cluster.running(id) {
             cluster.kill(id);
         }
     }
@@ -312,4 +215,74 @@ async fn restarts_keep_the_locks() {
     let leader = cluster.leader(&[1, 2, 3]).await;
     let mut holder = Connection::connect(cluster.node(leader).client, IO).await.unwrap();
     assert_eq!(acquired_token(&holder.call(&[b"LOCK.TRY", b"k", b"holder", b"PX", b"600000"]).await.unwrap()), held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_grants_nothing_and_the_majority_goes_on() {
+    let cluster = Cluster::start_linked(3);
+    let old = cluster.leader(&[1, 2, 3]).await;
+    let (_holder, held, mut waiter) = held_and_awaited(&cluster, old).await;
+
+    cluster.isolate(old);
+    // The cut-off leader still takes requests: what it grants cannot commit, so it never answers.
+    let mut cut_off = Connection::connect(cluster.node(old).client, IO).await.unwrap();
+    cut_off.queue(&[b"LOCK.TRY", b"free", b"minority", b"PX", b"60000"]);
+    cut_off.flush().await.unwrap();
+
+    let others: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
+    let new = cluster.leader(&others).await;
+    let mut majority = Connection::connect(cluster.node(new).client, IO).await.unwrap();
+    let free = acquired_token(&majority.call(&[b"LOCK.TRY", b"free", b"majority", b"PX", b"60000"]).await.unwrap());
+    assert!(free > held, "token {free} after {held}");
+    fail_at(&cluster, new, held).await;
+
+    cluster.heal_all();
+    // Once it hears of the new term, the old leader answers what it held back without a grant.
+    assert_no_grant(cut_off.read_within(PATIENCE).await, "LOCK.TRY on the minority side");
+    assert_no_grant(waiter.read_within(PATIENCE).await, "LOCK.WAIT on the minority side");
+    let mut waiter_again = Connection::connect(cluster.node(new).client, IO).await.unwrap();
+    let granted = acquired_token(&waiter_again.call(&[b"LOCK.WAIT", b"k", b"waiter", b"5000"]).await.unwrap());
+    assert!(granted > held, "{granted} after {held}");
+    let info = majority.call(&[b"LOCK.INFO", b"free"]).await.unwrap();
+    assert!(info.field("holder").bulk_is("majority"), "{info:?}");
+    let moved = call(&cluster, old, &[b"LOCK.TRY", b"k", b"other"]).await;
+    assert!(moved.err().starts_with("MOVED "), "{moved:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_follower_serves_nothing_and_catches_up_once_healed() {
+    let mut cluster = Cluster::start_linked(3);
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    let mut followers = (1..=3).filter(|&id| id != leader);
+    let (cut_off, other) = (followers.next().unwrap(), followers.next().unwrap());
+
+    cluster.isolate(cut_off);
+    let mut holder = Connection::connect(cluster.node(leader).client, IO).await.unwrap();
+    let mut held = Vec::new();
+    for n in 0..20 {
+        let key = format!("k{n}");
+        held.push(acquired_token(
+            &holder.call(&[b"LOCK.TRY", key.as_bytes(), b"holder", b"PX", b"600000"]).await.unwrap(),
+        ));
+    }
+    // Cut off, it sends clients on or reports the cluster down; it never serves a key.
+    let refused = call(&cluster, cut_off, &[b"LOCK.TRY", b"k0", b"intruder"]).await;
+    let text = refused.err();
+    assert!(text.starts_with("MOVED ") || text.starts_with("CLUSTERDOWN"), "{text}");
+
+    cluster.heal_all();
+    // With the other follower cut off next, a write commits only once the healed one has every
+    // entry before it: it caught up.
+    cluster.isolate(other);
+    let late = acquired_token(&holder.call(&[b"LOCK.TRY", b"late", b"holder", b"PX", b"600000"]).await.unwrap());
+    cluster.heal_all();
+    cluster.kill(leader);
+    let next = cluster.leader(&[cut_off, other]).await;
+    let mut holder = Connection::connect(cluster.node(next).client, IO).await.unwrap();
+    for (n, token) in held.iter().enumerate() {
+        let key = format!("k{n}");
+        let reply = holder.call(&[b"LOCK.TRY", key.as_bytes(), b"holder", b"PX", b"600000"]).await.unwrap();
+        assert_eq!(acquired_token(&reply), *token, "{key}");
+    }
+    assert_eq!(acquired_token(&holder.call(&[b"LOCK.TRY", b"late", b"holder", b"PX", b"600000"]).await.unwrap()), late);
 }

@@ -11,6 +11,7 @@
 
 pub(crate) mod security;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ pub(super) enum Request {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     Snapshot { vote: Vote, meta: SnapshotMeta, data: Vec<u8> },
+    PreVote(VoteRequest<TypeConfig>),
 }
 
 /// What the serving node's Raft answered, or why it refused the request.
@@ -107,6 +109,7 @@ async fn serve_connection(mut stream: BusStream, raft: &Raft) -> io::Result<()> 
         let response = match request {
             Request::Append(rpc) => Response::Append(raft.append_entries(rpc).await),
             Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await),
+            Request::PreVote(rpc) => Response::Vote(raft.pre_vote(rpc).await),
             Request::Snapshot { vote, meta, data } => Response::Snapshot(
                 raft.install_full_snapshot(vote, Snapshot { meta, snapshot: std::io::Cursor::new(data) }).await,
             ),
@@ -115,15 +118,19 @@ async fn serve_connection(mut stream: BusStream, raft: &Raft) -> io::Result<()> 
     }
 }
 
-/// Connects to peers by the bus address in their [`BasicNode`], as `security` says.
+/// Connects to peers as `security` says, at the bus address this node's own `--cluster-peers`
+/// gives: each node says how it reaches the others (an address may be a NAT, a tunnel or, in
+/// the partition tests, a proxy), so the membership's addresses, which are the forming node's
+/// view, are only the fallback for a member this node was not told of.
 #[derive(Clone)]
 pub(crate) struct Bus {
     security: Arc<BusSecurity>,
+    peers: Arc<BTreeMap<NodeId, SocketAddr>>,
 }
 
 impl Bus {
-    pub(crate) fn new(security: Arc<BusSecurity>) -> Bus {
-        Bus { security }
+    pub(crate) fn new(security: Arc<BusSecurity>, peers: BTreeMap<NodeId, SocketAddr>) -> Bus {
+        Bus { security, peers: Arc::new(peers) }
     }
 }
 
@@ -131,7 +138,8 @@ impl RaftNetworkFactory<TypeConfig> for Bus {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        Peer { target, addr: node.addr.clone(), security: Arc::clone(&self.security), stream: None }
+        let addr = self.peers.get(&target).map_or_else(|| node.addr.clone(), ToString::to_string);
+        Peer { target, addr, security: Arc::clone(&self.security), stream: None }
     }
 }
 
@@ -204,6 +212,19 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self.call(Request::Vote(rpc), option.hard_ttl()).await? {
+            Response::Vote(answer) => answer.map_err(|error| self.remote(error)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Asked before a candidate raises its term, so that a node that was cut off does not depose
+    /// a leader the others still follow when it comes back.
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Request::PreVote(rpc), option.hard_ttl()).await? {
             Response::Vote(answer) => answer.map_err(|error| self.remote(error)),
             other => Err(unexpected(&other)),
         }

@@ -220,9 +220,17 @@ fn read_single<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
 fn write_single<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let mut bytes = Vec::new();
     encode_record(&mut bytes, 0, &postcard::to_allocvec(value).map_err(invalid)?);
+    replace_file(path, &[&bytes])
+}
+
+/// Replaces the file at `path` with `parts`, one after the other, so that a crash leaves either
+/// the old file or the whole new one.
+pub(super) fn replace_file(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
     let temporary = path.with_extension("tmp");
     let mut file = File::create(&temporary)?;
-    file.write_all(&bytes)?;
+    for part in parts {
+        file.write_all(part)?;
+    }
     file.sync_all()?;
     std::fs::rename(&temporary, path)?;
     if let Some(dir) = path.parent() {

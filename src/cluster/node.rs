@@ -75,9 +75,9 @@ impl Node {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("node {id} is not among the peers")))?;
         let listener = TcpListener::bind(own).await?;
         let log = LogStore::open(&dir.join("raft"))?;
-        let state = StateMachine::new(settings, clock);
+        let state = StateMachine::open(&dir.join("raft"), settings, clock)?;
         let config = raft::config().validate().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-        let raft = Raft::new(id, config.into(), Bus::new(Arc::clone(&security)), log, state.clone())
+        let raft = Raft::new(id, config.into(), Bus::new(Arc::clone(&security), peers.clone()), log, state.clone())
             .await
             .map_err(io::Error::other)?;
         let bus_shutdown = CancellationToken::new();

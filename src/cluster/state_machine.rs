@@ -10,8 +10,14 @@
 //! A snapshot is the core re-expressed as records (the journal's rewrite does the same), framed
 //! as the journal frames them, followed by the token reservation: installing one replays it
 //! into a fresh core.
+//!
+//! openraft purges the log up to a snapshot once it has one, so a snapshot is on disk
+//! (`<dir>/raft/snapshot`: its metadata as one record, then its records) before it is reported
+//! built or installed, and a node that starts again begins from it: the entries it covers are
+//! gone from the log.
 
 use std::io::{self, Cursor};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::{Stream, TryStreamExt};
@@ -19,15 +25,19 @@ use openraft::EntryPayload;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use parking_lot::Mutex;
 
+use super::log_store::replace_file;
 use super::raft::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::core::{Clock, CoreSettings, LockCore, token_seed};
 use crate::journal::{NextRecord, Record, RecordReader, WallClock, encode_batch, encode_record};
 
 pub(crate) type SnapshotData = Cursor<Vec<u8>>;
 
+const SNAPSHOT_FILE: &str = "snapshot";
+
 #[derive(Clone)]
 pub(crate) struct StateMachine {
     inner: Arc<Mutex<Inner>>,
+    snapshot_path: Arc<PathBuf>,
 }
 
 struct Inner {
@@ -44,20 +54,35 @@ struct Inner {
 }
 
 impl StateMachine {
-    pub(crate) fn new(settings: CoreSettings, clock: Clock) -> StateMachine {
+    /// The state machine of the node whose Raft files are in `dir`: empty, or as of the snapshot
+    /// saved there.
+    pub(crate) fn open(dir: &Path, settings: CoreSettings, clock: Clock) -> io::Result<StateMachine> {
         let wall_ms_at_zero = super::proposals::wall_ms_at_zero(clock.now());
-        StateMachine {
-            inner: Arc::new(Mutex::new(Inner {
-                core: Arc::new(LockCore::new(settings, token_seed(0))),
-                settings,
-                clock,
-                wall_ms_at_zero,
-                last_applied: None,
-                membership: StoredMembership::default(),
-                tokens_below: 0,
-                snapshot: None,
-            })),
+        let mut inner = Inner {
+            core: Arc::new(LockCore::new(settings, token_seed(0))),
+            settings,
+            clock,
+            wall_ms_at_zero,
+            last_applied: None,
+            membership: StoredMembership::default(),
+            tokens_below: 0,
+            snapshot: None,
+        };
+        let snapshot_path = dir.join(SNAPSHOT_FILE);
+        if let Some((meta, data)) = read_snapshot(&snapshot_path)? {
+            inner.install(&meta, data)?;
         }
+        Ok(StateMachine { inner: Arc::new(Mutex::new(inner)), snapshot_path: Arc::new(snapshot_path) })
+    }
+
+    /// Writes `meta` and `data` to the snapshot file, durably, off the async threads.
+    async fn save_snapshot(&self, meta: &SnapshotMeta, data: Vec<u8>) -> io::Result<Vec<u8>> {
+        let mut header = Vec::new();
+        encode_record(&mut header, 0, &postcard::to_allocvec(meta).map_err(io::Error::other)?);
+        let path = Arc::clone(&self.snapshot_path);
+        tokio::task::spawn_blocking(move || replace_file(&path, &[&header, &data]).map(|()| data))
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// The core as of the last applied entry, and the token floor (see [`Inner::tokens_below`]).
@@ -143,10 +168,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let mut inner = self.inner.lock();
-        let data = inner.build_snapshot();
-        let meta = SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
-        inner.snapshot = Some((meta.clone(), data.clone()));
+        let (meta, data) = {
+            let mut inner = self.inner.lock();
+            let data = inner.build_snapshot();
+            (SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() }, data)
+        };
+        let data = self.save_snapshot(&meta, data).await?;
+        self.inner.lock().snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot { meta, snapshot: Cursor::new(data) })
     }
 }
@@ -188,7 +216,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
-        self.inner.lock().install(meta, snapshot.into_inner())
+        let data = self.save_snapshot(meta, snapshot.into_inner()).await?;
+        self.inner.lock().install(meta, data)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
@@ -199,4 +228,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .as_ref()
             .map(|(meta, data)| Snapshot { meta: meta.clone(), snapshot: Cursor::new(data.clone()) }))
     }
+}
+
+/// The snapshot saved at `path`, if any.
+fn read_snapshot(path: &Path) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let corrupt = |what: String| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {what}", path.display()));
+    let mut reader = RecordReader::new(Cursor::new(&bytes[..]), 0, bytes.len() as u64);
+    let meta = match reader.next_record()? {
+        NextRecord::Record { payload, .. } => {
+            postcard::from_bytes::<SnapshotMeta>(payload).map_err(|error| corrupt(error.to_string()))?
+        }
+        NextRecord::End => return Err(corrupt("empty".to_owned())),
+        NextRecord::Bad(bad) => return Err(corrupt(bad.to_string())),
+    };
+    let data_start = reader.offset() as usize;
+    Ok(Some((meta, bytes[data_start..].to_vec())))
 }

@@ -11,6 +11,7 @@
 //! - [`redis_crate`]: connecting with the `redis` crate, and its values as [`Resp`];
 //! - [`process`]: child processes killed on drop, a server child that reports its address in its
 //!   log, resident memory from /proc;
+//! - [`proxy`]: a TCP link a test can cut and heal, as a network partition would;
 //! - [`pieces`] and [`decode`]: feeding a byte stream in pieces, to a `tokio_util` decoder too;
 //! - [`rng`]: a small seeded PRNG, so a failure can be replayed;
 //! - [`scratch`]: a temporary directory removed when dropped (each server's journal needs one).
@@ -20,6 +21,7 @@ pub mod client;
 pub mod decode;
 pub mod pieces;
 pub mod process;
+pub mod proxy;
 #[cfg(feature = "redis")]
 pub mod redis_crate;
 pub mod reply;

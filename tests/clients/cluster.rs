@@ -10,147 +10,59 @@
 //! by owner, when they run out, which is safe for every lock command.
 
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use baton_testkit::process::ServerProcess;
-use baton_testkit::scratch::ScratchDir;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{ProtocolVersion, RedisError, Value};
 
-use crate::baton_process::listening_addr;
+use crate::cluster_process::{Cluster, PATIENCE};
 use crate::{bulk, cmd, info_pairs, token_of};
 
-/// Failover takes 1-2 s; a loaded machine gets many times that.
-const PATIENCE: Duration = Duration::from_secs(30);
 const WAIT_SLICE_MS: u64 = 1000;
 const LEASE: Duration = Duration::from_millis(3000);
 
-struct Node {
-    port: u16,
-    dir: ScratchDir,
-    process: Option<ServerProcess>,
+async fn ask<T: redis::FromRedisValue>(cluster: &Cluster, id: u64, args: &[&str]) -> Option<T> {
+    let client = redis::Client::open(cluster.url(id)).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    cmd(args).query_async(&mut conn).await.ok()
 }
 
-struct BatonCluster {
-    nodes: HashMap<u64, Node>,
-    peers: String,
-}
-
-/// Cluster nodes need their ports named in advance. They come from below Linux's ephemeral range
-/// (32768 and up), so no server that another test starts on port 0 meanwhile takes one between
-/// this choice and the node's bind (a node whose port is taken exits at once).
-fn unused_ports(count: usize) -> Vec<u16> {
-    let mut ports: Vec<u16> = Vec::new();
-    while ports.len() < count {
-        let port = rand::random_range(20_000..32_000);
-        if !ports.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            ports.push(port);
-        }
-    }
-    ports
-}
-
-impl BatonCluster {
-    fn start() -> BatonCluster {
-        let mut nodes = HashMap::new();
-        let mut peers = Vec::new();
-        let ports = unused_ports(6);
-        for (id, pair) in (1..=3).zip(ports.chunks(2)) {
-            let (port, bus) = (pair[0], pair[1]);
-            peers.push(format!("{id}@127.0.0.1:{port}@{bus}"));
-            nodes.insert(id, Node { port, dir: ScratchDir::new("baton-rs-cluster"), process: None });
-        }
-        let mut cluster = BatonCluster { nodes, peers: peers.join(",") };
-        for id in 1..=3 {
-            cluster.launch(id);
-        }
-        cluster
-    }
-
-    fn launch(&mut self, id: u64) {
-        let node = self.nodes.get_mut(&id).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
-        command
-            .args(["--bind", "127.0.0.1", "--port", &node.port.to_string(), "--dir", node.dir.arg()])
-            .args(["--cluster-node-id", &id.to_string(), "--cluster-peers", &self.peers])
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info,openraft=warn");
-        node.process = Some(ServerProcess::start(&mut command, listening_addr));
-    }
-
-    fn kill(&mut self, id: u64) {
-        let mut process = self.nodes.get_mut(&id).unwrap().process.take().expect("running");
-        process.proc.signal("KILL");
-        let _ = process.proc.child.wait();
-    }
-
-    fn url(&self, id: u64) -> String {
-        format!("redis://127.0.0.1:{}/", self.nodes[&id].port)
-    }
-
-    fn urls(&self) -> Vec<String> {
-        let mut ids: Vec<u64> = self.nodes.keys().copied().collect();
-        ids.sort_unstable();
-        ids.into_iter().map(|id| self.url(id)).collect()
-    }
-
-    async fn ask<T: redis::FromRedisValue>(&self, id: u64, args: &[&str]) -> Option<T> {
-        let client = redis::Client::open(self.url(id)).ok()?;
-        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-        cmd(args).query_async(&mut conn).await.ok()
-    }
-
-    async fn serving_leader(&self) -> Option<u64> {
-        for (&id, node) in &self.nodes {
-            if node.process.is_none() {
+async fn serving_leader(cluster: &Cluster) -> Option<u64> {
+    for id in cluster.ids().into_iter().filter(|&id| cluster.running(id)) {
+        let Some(nodes) = ask::<String>(cluster, id, &["CLUSTER", "NODES"]).await else { continue };
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if !fields[2].split(',').any(|flag| flag == "master") {
                 continue;
             }
-            let Some(nodes) = self.ask::<String>(id, &["CLUSTER", "NODES"]).await else { continue };
-            for line in nodes.lines() {
-                let fields: Vec<&str> = line.split(' ').collect();
-                if !fields[2].split(',').any(|flag| flag == "master") {
-                    continue;
-                }
-                let address = fields[1].split('@').next().unwrap_or_default();
-                let port = address.rsplit(':').next().and_then(|port| port.parse::<u16>().ok());
-                let Some((&leader, _)) = self.nodes.iter().find(|(_, n)| Some(n.port) == port && n.process.is_some())
-                else {
-                    continue;
-                };
-                // Elected is not yet serving: the new leader loads the committed state first.
-                if self.ask::<Value>(leader, &["LOCK.INFO", "leader-probe"]).await.is_some() {
-                    return Some(leader);
-                }
+            let address = fields[1].split('@').next().unwrap_or_default();
+            let Some(leader) = cluster
+                .ids()
+                .into_iter()
+                .find(|&id| cluster.node(id).client.to_string() == address && cluster.running(id))
+            else {
+                continue;
+            };
+            // Elected is not yet serving: the new leader loads the committed state first.
+            if ask::<Value>(cluster, leader, &["LOCK.INFO", "leader-probe"]).await.is_some() {
+                return Some(leader);
             }
         }
-        None
     }
+    None
+}
 
-    /// The running node that CLUSTER NODES names master and that serves key commands.
-    async fn leader(&self) -> u64 {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(leader) = self.serving_leader().await {
-                return leader;
-            }
-            assert!(Instant::now() < deadline, "no serving leader; logs: {}", self.logs());
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// The running node that CLUSTER NODES names master and that serves key commands.
+async fn find_leader(cluster: &Cluster) -> u64 {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(leader) = serving_leader(cluster).await {
+            return leader;
         }
-    }
-
-    fn logs(&self) -> String {
-        let mut ids: Vec<u64> = self.nodes.keys().copied().collect();
-        ids.sort_unstable();
-        ids.iter()
-            .map(|id| {
-                let log = self.nodes[id].process.as_ref().map(ServerProcess::log_text).unwrap_or_default();
-                format!("\n--- node {id}:\n{log}")
-            })
-            .collect()
+        assert!(Instant::now() < deadline, "no serving leader; logs: {}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -200,8 +112,8 @@ async fn by_owner(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_client_seeded_with_a_follower_follows_moved() {
-    let cluster = BatonCluster::start();
-    let leader = cluster.leader().await;
+    let cluster = Cluster::start(3);
+    let leader = find_leader(&cluster).await;
     let follower = (1..=3).find(|&id| id != leader).unwrap();
     for protocol in crate::PROTOCOLS {
         let key = format!("rs:basic:{protocol:?}");
@@ -310,7 +222,7 @@ async fn do_once(conn: &mut ClusterConnection, key: &str, owner: &str, logs: &Lo
 
 /// Workers do every key once, in rotated orders, each with its own cluster connection; the leader
 /// is SIGKILLed once work is under way. Returns the logs per key and the killed node.
-async fn run_round(cluster: &mut BatonCluster, keys: &[&str], workers: usize) -> (HashMap<String, KeyLog>, u64) {
+async fn run_round(cluster: &mut Cluster, keys: &[&str], workers: usize) -> (HashMap<String, KeyLog>, u64) {
     let logs: Logs = Arc::new(Mutex::new(keys.iter().map(|key| (key.to_string(), KeyLog::default())).collect()));
     let deadline = Instant::now() + 4 * PATIENCE;
     let mut running = Vec::new();
@@ -332,7 +244,7 @@ async fn run_round(cluster: &mut BatonCluster, keys: &[&str], workers: usize) ->
         assert!(Instant::now() < under_way, "no work under way");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let killed = cluster.leader().await;
+    let killed = find_leader(cluster).await;
     cluster.kill(killed);
     for worker in running {
         if let Err(panic) = tokio::time::timeout(5 * PATIENCE, worker).await.expect("a worker did not finish") {
@@ -343,7 +255,7 @@ async fn run_round(cluster: &mut BatonCluster, keys: &[&str], workers: usize) ->
     (logs, killed)
 }
 
-async fn assert_done_once(cluster: &BatonCluster, logs: &HashMap<String, KeyLog>, workers: usize) {
+async fn assert_done_once(cluster: &Cluster, logs: &HashMap<String, KeyLog>, workers: usize) {
     for (key, log) in logs {
         let mut attempts = log.attempts.clone();
         attempts.sort_by_key(|attempt| attempt.start);
@@ -362,16 +274,16 @@ async fn assert_done_once(cluster: &BatonCluster, logs: &HashMap<String, KeyLog>
         assert_eq!((log.finishers.len(), finishers.len()), (workers, 1), "{key}: {:?}", log.finishers);
         let finisher = finishers.into_iter().next().unwrap();
         assert!(completed.contains(finisher.as_str()), "{key}: {finisher} did not complete the work {attempts:?}");
-        let leader = cluster.leader().await;
-        let info = info_pairs(cluster.ask(leader, &["LOCK.INFO", key]).await.expect("LOCK.INFO"));
+        let leader = find_leader(cluster).await;
+        let info = info_pairs(ask(cluster, leader, &["LOCK.INFO", key]).await.expect("LOCK.INFO"));
         assert_eq!((crate::field(&info, "state"), crate::field(&info, "finisher")), (bulk("done"), bulk(finisher)));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_recipe_through_leader_kills() {
-    let mut cluster = BatonCluster::start();
-    cluster.leader().await;
+    let mut cluster = Cluster::start(3);
+    find_leader(&cluster).await;
     let workers = 4;
     // Round 1: the leader dies while keys are being worked on.
     let (logs, killed) = run_round(&mut cluster, &["rs:once:a", "rs:once:b", "rs:once:c"], workers).await;

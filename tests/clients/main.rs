@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 #[path = "../support/baton.rs"]
 mod baton_process;
 mod cluster;
+// Everything but linked clusters (tests/cluster.rs partitions them).
+#[allow(dead_code)]
+#[path = "../support/cluster.rs"]
+mod cluster_process;
 
 use baton_process::start_baton;
 use baton_testkit::process::ServerProcess;
