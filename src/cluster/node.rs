@@ -29,13 +29,16 @@ pub(crate) struct Node {
     bus_shutdown: CancellationToken,
 }
 
+/// Several heartbeats, and more than an election takes (see `raft::config`).
+const FORMING_PATIENCE: Duration = Duration::from_secs(1);
+
 /// A node whose log is empty forms the cluster, with every peer as a voter, unless a leader
 /// reaches it first. It waits for that longer than a leader takes to reach a new member (a
 /// heartbeat) and longer than an election takes, and the later in id order, the longer, so that
 /// normally the first node forms the cluster and a node started late, or replaced with an empty
 /// directory, joins the running one instead of disrupting it with an election of its own.
 async fn form_unless_joined(raft: Raft, id: NodeId, members: BTreeMap<NodeId, BasicNode>, rank: u32) {
-    let patience = Duration::from_millis(raft::config().election_timeout_max) * (1 + rank);
+    let patience = FORMING_PATIENCE * (1 + rank);
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         let joined = {
@@ -73,7 +76,9 @@ impl Node {
         let own = peers
             .get(&id)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("node {id} is not among the peers")))?;
-        let listener = TcpListener::bind(own).await?;
+        let listener = TcpListener::bind(own)
+            .await
+            .map_err(|error| io::Error::new(error.kind(), format!("cluster bus {own}: {error}")))?;
         let log = LogStore::open(&dir.join("raft"))?;
         let state = StateMachine::open(&dir.join("raft"), settings, clock)?;
         let config = raft::config().validate().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;

@@ -37,11 +37,13 @@ pub(crate) type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 /// A snapshot with its data: the core as framed journal records (see `state_machine`).
 pub(crate) type Snapshot = openraft::alias::SnapshotOf<TypeConfig, std::io::Cursor<Vec<u8>>>;
 
-/// Heartbeats every 100 ms and elections after 500-1000 ms of silence. openraft's defaults
-/// (50 ms, 150-300 ms) would depose leaders that are merely slow on a loaded 2-core host running
-/// three nodes, with fsync tails of tens of milliseconds; etcd's (100 ms, 1 s) make failover
-/// take 2-3 s here, because openraft's followers also refuse to vote until the old leader's
-/// lease (the maximum election timeout) has run out. A dead leader is replaced after 0.5-2 s.
+/// Heartbeats every 100 ms; elections after 250-500 ms of silence. In openraft a follower
+/// starts an election only once the leader's lease (the maximum election timeout, 500 ms) *and*
+/// its own election timeout have run out since it last heard from the leader: 750-1000 ms, after
+/// which a dead leader is replaced within a vote round. That is the silence a leader must keep to
+/// be deposed: about as long as etcd's 1 s election timeout, and far above a loaded 2-core host's
+/// scheduling and fsync tails (openraft's defaults, 150-300 ms, would depose leaders that are
+/// merely slow). With 500-1000 ms the silence was 1.5-2 s, and failovers took 1.6-2.0 s.
 ///
 /// Pre-vote: a node that was cut off has timed out again and again meanwhile; without asking
 /// first whether the others would vote for it, it would come back with a higher term and depose
@@ -50,8 +52,8 @@ pub(crate) fn config() -> openraft::Config {
     openraft::Config {
         cluster_name: "baton".to_owned(),
         heartbeat_interval: 100,
-        election_timeout_min: 500,
-        election_timeout_max: 1000,
+        election_timeout_min: 250,
+        election_timeout_max: 500,
         enable_pre_vote: Some(true),
         ..Default::default()
     }

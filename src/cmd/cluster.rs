@@ -33,7 +33,7 @@ pub(crate) enum ClusterCommand {
 
 impl ClusterCommand {
     pub(crate) fn execute(self, shared: &Shared) -> Reply {
-        let Some(topology) = shared.cluster.as_ref().map(|cluster| cluster.topology()) else {
+        let Some(topology) = topology(shared) else {
             return Reply::error(errors::CLUSTER_DISABLED);
         };
         match self {
@@ -71,6 +71,11 @@ impl ClusterCommand {
 }
 
 /// INFO's `redis_mode` and HELLO's `mode`.
+/// What this node knows of its cluster now; None on a single node.
+pub(crate) fn topology(shared: &Shared) -> Option<Topology> {
+    shared.cluster.as_ref().map(|cluster| cluster.topology())
+}
+
 pub(crate) fn redis_mode(shared: &Shared) -> &'static str {
     if shared.cluster.is_some() { "cluster" } else { "standalone" }
 }
@@ -78,6 +83,46 @@ pub(crate) fn redis_mode(shared: &Shared) -> &'static str {
 /// INFO's Cluster section.
 pub(crate) fn info_fields(shared: &Shared) -> Vec<(&'static str, String)> {
     vec![("cluster_enabled", u8::from(shared.cluster.is_some()).to_string())]
+}
+
+/// The role HELLO reports: a cluster member that does not lead is a replica, as in Redis Cluster.
+pub(crate) fn role(topology: Option<&Topology>) -> &'static str {
+    match topology {
+        Some(topology) if topology.master() != topology.myself => "replica",
+        _ => "master",
+    }
+}
+
+/// INFO's Replication section, as a Redis Cluster member shows it: the leader as a master with
+/// the followers it hears from as its replicas, a follower as a replica of the leader. There is
+/// no replication offset to show: `offset` and `lag` are 0.
+pub(crate) fn replication_fields(topology: Option<&Topology>) -> Vec<(String, String)> {
+    let field = |name: &str, value: String| (name.to_owned(), value);
+    let Some(topology) = topology else {
+        return vec![field("role", "master".to_owned()), field("connected_slaves", "0".to_owned())];
+    };
+    let master = topology.master();
+    if master != topology.myself {
+        let leader = topology.peer(master).map(|peer| peer.client_addr);
+        return vec![
+            field("role", "slave".to_owned()),
+            field("master_host", leader.map(|addr| addr.ip().to_string()).unwrap_or_default()),
+            field("master_port", leader.map(|addr| addr.port().to_string()).unwrap_or_default()),
+            field("master_link_status", "up".to_owned()),
+            field("connected_slaves", "0".to_owned()),
+        ];
+    }
+    let replicas: Vec<&Peer> =
+        topology.peers.iter().filter(|peer| peer.id != master && topology.is_reachable(peer.id)).collect();
+    let mut fields = vec![field("role", "master".to_owned()), field("connected_slaves", replicas.len().to_string())];
+    for (index, replica) in replicas.into_iter().enumerate() {
+        let addr = replica.client_addr;
+        fields.push((
+            format!("slave{index}"),
+            format!("ip={},port={},state=online,offset=0,lag=0", addr.ip(), addr.port()),
+        ));
+    }
+    fields
 }
 
 /// The master first, then the replicas in id order: the order of CLUSTER SLOTS and SHARDS.
@@ -208,6 +253,33 @@ mod tests {
     /// `%0` in RESP3.
     fn slots_node(port: u16, id: u64, empty_map: &str) -> String {
         format!("*4\r\n$9\r\n127.0.0.1\r\n:{port}\r\n$40\r\n{}\r\n{empty_map}\r\n", node_name(id))
+    }
+
+    #[test]
+    fn info_replication_shows_the_leader_as_master_and_a_follower_as_its_replica() {
+        let fields = |topology: Option<&Topology>| {
+            replication_fields(topology)
+                .into_iter()
+                .map(|(field, value)| format!("{field}:{value}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fields(None), ["role:master", "connected_slaves:0"]);
+        assert_eq!(role(None), "master");
+
+        let mut leader = three_nodes(2, Some(2));
+        leader.reachable = vec![2, 3];
+        assert_eq!(
+            fields(Some(&leader)),
+            ["role:master", "connected_slaves:1", "slave0:ip=127.0.0.1,port=7003,state=online,offset=0,lag=0"]
+        );
+        assert_eq!(role(Some(&leader)), "master");
+
+        let follower = three_nodes(1, Some(2));
+        assert_eq!(
+            fields(Some(&follower)),
+            ["role:slave", "master_host:127.0.0.1", "master_port:7002", "master_link_status:up", "connected_slaves:0"]
+        );
+        assert_eq!(role(Some(&follower)), "replica");
     }
 
     #[test]

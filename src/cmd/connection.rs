@@ -205,7 +205,7 @@ fn hello(
         (field("proto"), Reply::Int(i64::from(session.entry.protocol().version()))),
         (field("id"), Reply::Int(id_int(session.id().get()))),
         (field("mode"), field(redis_mode(shared))),
-        (field("role"), field("master")),
+        (field("role"), field(super::cluster::role(super::cluster::topology(shared).as_ref()))),
         (field("modules"), Reply::Array(Vec::new())),
         (field("baton_version"), field(env!("CARGO_PKG_VERSION"))),
     ])

@@ -296,7 +296,12 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
             ),
         ],
     );
-    section("replication", "Replication", vec![("role", "master".to_owned()), ("connected_slaves", "0".to_owned())]);
+    let replication = cluster::replication_fields(cluster::topology(shared).as_ref());
+    section(
+        "replication",
+        "Replication",
+        replication.iter().map(|(field, value)| (field.as_str(), value.clone())).collect(),
+    );
     let core = figures.core;
     let latency = figures.handoff;
     section(
