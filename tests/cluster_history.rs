@@ -49,8 +49,13 @@ mod baton_process;
 #[allow(dead_code)]
 #[path = "support/cluster.rs"]
 mod cluster_process;
+// Shared with tests/history.rs, whose clients also record grants on connections they closed.
+#[allow(dead_code)]
+#[path = "support/history_run.rs"]
+mod history_run;
 
-use baton_testkit::Resp;
+use history_run::{Answer, answer};
+
 use baton_testkit::client::Connection;
 use baton_testkit::rng::Rng;
 use cluster_process::Cluster;
@@ -92,55 +97,6 @@ enum Op {
         keep: Option<Duration>,
         result: Option<String>,
     },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Answer {
-    Acquired(u64),
-    Queued,
-    Busy,
-    Done {
-        finisher: String,
-        result: Option<String>,
-    },
-    Nil,
-    Int(i64),
-    Error(String),
-    /// No reply: the connection closed under the call, or the client gave up on it after a
-    /// timeout and closed it (`dropped`), which the leader may have taken as a disconnect.
-    Lost {
-        dropped: bool,
-    },
-}
-
-impl Answer {
-    fn from_reply(reply: &Resp) -> Answer {
-        let text = |item: &Resp| item.opt_text();
-        match reply {
-            Resp::Error(error) => Answer::Error(error.clone()),
-            reply if reply.is_nil() => Answer::Nil,
-            Resp::Int(n) => Answer::Int(*n),
-            Resp::Array(items) => match (items.first().and_then(text).as_deref(), items.get(1)) {
-                (Some("ACQUIRED"), Some(Resp::Int(token))) => Answer::Acquired(*token as u64),
-                (Some("QUEUED"), _) => Answer::Queued,
-                (Some("BUSY"), _) => Answer::Busy,
-                (Some("DONE"), Some(finisher)) => {
-                    Answer::Done { finisher: finisher.text(), result: items.get(2).and_then(text) }
-                }
-                _ => Answer::Error(format!("unexpected reply {items:?}")),
-            },
-            other => Answer::Error(format!("unexpected reply {other:?}")),
-        }
-    }
-
-    /// The call may or may not have taken effect (and another try is due).
-    fn indeterminate(&self) -> bool {
-        match self {
-            Answer::Lost { .. } => true,
-            Answer::Error(text) => text.starts_with("MOVED ") || text.starts_with("CLUSTERDOWN"),
-            _ => false,
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -351,7 +307,7 @@ fn fifo(history: &History, holdings: &[Holding<'_>], t0: Instant, violations: &m
     let mut pairs = 0;
     for first in holdings {
         let calls = &owners[&(first.key, first.owner)];
-        let Some(queued) = calls.iter().position(|call| call.answer == Answer::Queued) else { continue };
+        let Some(queued) = calls.iter().position(|call| matches!(call.answer, Answer::Queued(_))) else { continue };
         let Some(granted) = calls.iter().position(|call| call.answer == Answer::Acquired(first.token)) else {
             continue;
         };
@@ -557,7 +513,7 @@ impl Client {
         };
         let recv = Instant::now();
         let answer = match reply {
-            Ok(Some(reply)) => Answer::from_reply(&reply),
+            Ok(Some(reply)) => answer(&reply),
             Ok(None) => Answer::Lost { dropped: true },
             Err(_) => Answer::Lost { dropped: false },
         };
@@ -630,7 +586,7 @@ impl Client {
         let token = loop {
             match self.grant(&owner, key, how, lease).await {
                 Answer::Acquired(token) => break token,
-                Answer::Queued | Answer::Nil => how = Grant::Wait,
+                Answer::Queued(_) | Answer::Nil => how = Grant::Wait,
                 _ => return,
             }
         };
@@ -757,8 +713,7 @@ async fn inflict(cluster: &mut Cluster, fault: Fault) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_across_failovers() {
-    let seed =
-        std::env::var("BATON_HISTORY_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(rand::random::<u64>);
+    let seed = history_run::seed();
     let mut cluster = Cluster::start_linked(3);
     let nodes: Vec<SocketAddr> = cluster.ids().into_iter().map(|id| cluster.node(id).client).collect();
     cluster.leader(&cluster.ids()).await;
@@ -813,18 +768,11 @@ async fn history_across_failovers() {
         t0.elapsed(),
         verdicts.violations.len()
     );
-    if !verdicts.violations.is_empty()
-        && let Ok(dir) = std::env::var("BATON_HISTORY_DUMP")
-    {
-        let path = std::path::Path::new(&dir).join(format!("cluster-history-{seed}.txt"));
-        std::fs::write(&path, dump(&history, t0)).expect("writing the history dump");
-        println!("history written to {}", path.display());
-    }
-    assert!(
-        verdicts.violations.is_empty(),
-        "seed {seed}: {} violations:\n{}",
-        verdicts.violations.len(),
-        verdicts.violations.join("\n")
+    history_run::assert_no_violations(
+        &verdicts.violations,
+        &format!("seed {seed}"),
+        &format!("cluster-history-{seed}.txt"),
+        || dump(&history, t0),
     );
     assert!(verdicts.certain > 4 * CLIENTS, "too few holdings to mean anything: {}", verdicts.certain);
     assert!(lost > 0, "no call went without a reply: the faults did not bite");
@@ -857,7 +805,7 @@ fn checker_catches_broken_histories() {
         || vec![call("a", 0, 1, grant.clone(), Answer::Acquired(10)), call("a", 20, 21, failure(10), Answer::Int(1))];
     let b_after = || {
         vec![
-            call("b", 2, 3, grant.clone(), Answer::Queued),
+            call("b", 2, 3, grant.clone(), Answer::Queued(1)),
             call("b", 4, 22, grant.clone(), Answer::Acquired(11)),
             call("b", 40, 41, failure(11), Answer::Int(0)),
         ]
@@ -929,10 +877,10 @@ fn checker_catches_broken_histories() {
     let fifo = vec![
         call("a", 0, 1, grant.clone(), Answer::Acquired(10)),
         call("a", 40, 41, failure(10), Answer::Int(1)),
-        call("b", 2, 3, grant.clone(), Answer::Queued),
+        call("b", 2, 3, grant.clone(), Answer::Queued(1)),
         call("b", 4, 60, grant.clone(), Answer::Acquired(12)),
         call("b", 61, 62, failure(12), Answer::Int(0)),
-        call("c", 5, 6, grant.clone(), Answer::Queued),
+        call("c", 5, 6, grant.clone(), Answer::Queued(1)),
         call("c", 7, 42, grant.clone(), Answer::Acquired(11)),
         call("c", 44, 45, failure(11), Answer::Int(1)),
     ];
@@ -950,5 +898,5 @@ fn checker_catches_broken_histories() {
     assert_eq!(violations(keep(told), vec![]), Vec::<String>::new());
     assert!(caught(violations(keep(Answer::Acquired(11)), vec![]), "within the KEEP"));
     let worked = vec![write("a", 10, 5, true), write("b", 11, 150, true)];
-    assert!(caught(violations(keep(Answer::Queued), worked), "worked at"));
+    assert!(caught(violations(keep(Answer::Queued(1)), worked), "worked at"));
 }
