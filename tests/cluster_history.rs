@@ -69,6 +69,9 @@ const LEASE: Duration = Duration::from_millis(4_000);
 /// and the fenced resource refuses the stalled holder's last write.
 const STALL_LEASE: Duration = Duration::from_millis(300);
 const STALL: Duration = Duration::from_millis(450);
+/// Leases end on the server's whole-millisecond clock, so one may end up to 1 ms before its PX has
+/// passed since the grant.
+const SERVER_CLOCK_GRAIN: Duration = Duration::from_millis(1);
 /// KEEP of a SUCCESS that keeps its result.
 const KEEP: Duration = Duration::from_millis(800);
 /// Longest LOCK.WAIT slice.
@@ -205,7 +208,7 @@ fn certainly_held_until(calls: &[&Call], token: u64, told: Instant, upto: Instan
         };
         until = until.max(call.send);
         if let Some(lease) = renewal {
-            let lease_end = call.send + lease;
+            let lease_end = call.send + lease - SERVER_CLOCK_GRAIN;
             until = until.max(first_end_from(call.send).map_or(lease_end, |end| end.min(lease_end)));
         }
     }
@@ -299,9 +302,9 @@ fn overlaps_and_token_order(holdings: &[Holding<'_>], t0: Instant, violations: &
     }
 }
 
-/// An owner told QUEUED that renewed its place in time (each call answered within a place lease
-/// of the previous one's send) and never dropped a connection is granted before anyone who first
-/// asked after that QUEUED.
+/// An owner told QUEUED that renewed its place in time (each answer from the leader within a place
+/// lease of the previous one's send) and never dropped a connection is granted before anyone who
+/// first asked after that QUEUED.
 fn fifo(history: &History, holdings: &[Holding<'_>], t0: Instant, violations: &mut Vec<String>) -> usize {
     let owners = by_owner(history);
     let mut pairs = 0;
@@ -311,14 +314,21 @@ fn fifo(history: &History, holdings: &[Holding<'_>], t0: Instant, violations: &m
         let Some(granted) = calls.iter().position(|call| call.answer == Answer::Acquired(first.token)) else {
             continue;
         };
-        let kept_place = queued < granted
-            && calls[queued..=granted].windows(2).all(|pair| {
+        if granted < queued {
+            continue;
+        }
+        // Only an answer from the leader renewed the place; a redirected or lost call may not have.
+        let renewals: Vec<&Call> =
+            calls[queued..=granted].iter().copied().filter(|call| !call.answer.indeterminate()).collect();
+        let kept_place = calls[queued..=granted]
+            .iter()
+            .all(|call| !matches!(call.answer, Answer::Lost { dropped: true } | Answer::Done { .. }))
+            && renewals.windows(2).all(|pair| {
                 let place_lease = match pair[0].op {
                     Op::Grant { lease } => lease,
                     _ => Duration::ZERO,
                 };
                 pair[1].recv < pair[0].send + place_lease
-                    && !matches!(pair[1].answer, Answer::Lost { dropped: true } | Answer::Done { .. })
             });
         if !kept_place {
             continue;
@@ -352,10 +362,14 @@ fn kept_results(history: &History, t0: Instant, violations: &mut Vec<String>) {
         // The result is kept from when the first of its UNLOCKs was carried out.
         let first_sent = first_unlock_send(&owners[&(success.key, success.owner.as_str())], *token);
         let window = |at: Instant| success.recv < at && at < first_sent.unwrap_or(success.send) + *keep;
-        let told_it = Answer::Done { finisher: success.owner.clone(), result: result.clone() };
+        // An owner still owed the DONE of an earlier SUCCESS is told that one first.
+        let told_it = |answer: &Answer| match answer {
+            Answer::Done { finisher, result: told } => finisher != &success.owner || told == result,
+            _ => false,
+        };
         for asked in history.calls.iter().filter(|call| call.key == success.key && window(call.send)) {
             let answered = matches!(asked.op, Op::Grant { .. }) && window(asked.recv) && !asked.answer.indeterminate();
-            if answered && asked.answer != told_it {
+            if answered && !told_it(&asked.answer) {
                 violations.push(format!(
                     "k{}: {} asked at {:?} within the KEEP of {}'s SUCCESS (acknowledged at {:?}) and was answered {:?}",
                     success.key,
@@ -897,6 +911,11 @@ fn checker_catches_broken_histories() {
     let told = Answer::Done { finisher: "a".into(), result: Some("r".into()) };
     assert_eq!(violations(keep(told), vec![]), Vec::<String>::new());
     assert!(caught(violations(keep(Answer::Acquired(11)), vec![]), "within the KEEP"));
+    // An owner still owed the DONE of an earlier SUCCESS is told that one instead.
+    let owed = Answer::Done { finisher: "x".into(), result: None };
+    assert_eq!(violations(keep(owed), vec![]), Vec::<String>::new());
+    let wrong_result = Answer::Done { finisher: "a".into(), result: None };
+    assert!(caught(violations(keep(wrong_result), vec![]), "within the KEEP"));
     let worked = vec![write("a", 10, 5, true), write("b", 11, 150, true)];
     assert!(caught(violations(keep(Answer::Queued(1)), worked), "worked at"));
 }
