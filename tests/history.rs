@@ -54,6 +54,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+// Shared with tests/cluster_history.rs, whose clients also record lost calls.
+#[allow(dead_code)]
+#[path = "support/history_run.rs"]
+mod history_run;
+
+use history_run::{Answer, answer};
+
 use baton::config::Config;
 use baton::server::RunningServer;
 use baton_testkit::Resp;
@@ -96,40 +103,6 @@ fn owner_name(client: usize) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // What the clients record
-
-#[derive(Debug, Clone, PartialEq)]
-enum Answer {
-    Acquired(u64),
-    Queued(i64),
-    Busy,
-    Done {
-        finisher: String,
-        result: Option<String>,
-    },
-    Nil,
-    Int(i64),
-    Error(String),
-    /// ACQUIRED over a connection that the client then closed at `closed`.
-    Held {
-        token: u64,
-        closed: Instant,
-    },
-}
-
-impl Answer {
-    /// The token of a grant, whether its connection stayed open or not.
-    fn granted(&self) -> Option<u64> {
-        match self {
-            Answer::Acquired(token) | Answer::Held { token, .. } => Some(*token),
-            _ => None,
-        }
-    }
-
-    /// A grant or a DONE: the round is over.
-    fn is_final(&self) -> bool {
-        self.granted().is_some() || matches!(self, Answer::Done { .. })
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Call {
@@ -215,29 +188,6 @@ struct ClientLog {
     episodes: Vec<Episode>,
     holdings: Vec<Holding>,
     tally: TwoConnectionTally,
-}
-
-/// A reply as the history records it (either client's reply, as `Resp`).
-fn answer(reply: &Resp) -> Answer {
-    let text = |item: &Resp| match item {
-        Resp::Bulk(_) | Resp::Simple(_) => Some(item.text()),
-        _ => None,
-    };
-    match reply {
-        Resp::Error(error) => Answer::Error(error.clone()),
-        reply if reply.is_nil() => Answer::Nil,
-        Resp::Int(n) => Answer::Int(*n),
-        Resp::Array(items) => match (items.first().and_then(text).as_deref(), items.get(1)) {
-            (Some("ACQUIRED"), Some(Resp::Int(t))) => Answer::Acquired(*t as u64),
-            (Some("QUEUED"), Some(Resp::Int(p))) => Answer::Queued(*p),
-            (Some("BUSY"), _) => Answer::Busy,
-            (Some("DONE"), Some(finisher)) => {
-                Answer::Done { finisher: text(finisher).unwrap_or_default(), result: items.get(2).and_then(text) }
-            }
-            _ => Answer::Error(format!("unexpected reply {items:?}")),
-        },
-        other => Answer::Error(format!("unexpected reply {other:?}")),
-    }
 }
 
 async fn timed_call(con: &mut MultiplexedConnection, args: &[String], timeout: Option<Duration>) -> Call {
@@ -560,7 +510,7 @@ impl Client {
                     return RoundEnd::Dropped(token);
                 }
                 Answer::Queued(_) | Answer::Nil => {}
-                Answer::Busy | Answer::Int(_) | Answer::Error(_) => {
+                Answer::Busy | Answer::Int(_) | Answer::Error(_) | Answer::Lost { .. } => {
                     panic!("client {}: unexpected answer {answer:?} after {:#?}", self.id, round.calls)
                 }
             }
@@ -1030,8 +980,7 @@ async fn run_history(shards: usize, disconnects: bool) {
         let _ = tracing_subscriber::fmt().with_env_filter("baton=debug").with_writer(std::io::stderr).try_init();
     }
     let scale: usize = std::env::var("BATON_HISTORY_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let seed: u64 =
-        std::env::var("BATON_HISTORY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| rand::rng().random());
+    let seed = history_run::seed();
     let mut config = Config::default_for_tests();
     config.shards = Some(shards);
     let server = RunningServer::start(config).await.expect("server starts");
@@ -1131,18 +1080,11 @@ async fn run_history(shards: usize, disconnects: bool) {
         verdicts.line_checks,
         verdicts.violations.len()
     );
-    if !verdicts.violations.is_empty()
-        && let Ok(dir) = std::env::var("BATON_HISTORY_DUMP")
-    {
-        let path = std::path::Path::new(&dir).join(format!("history-{shards}-{seed}.txt"));
-        std::fs::write(&path, dump(&history, start)).expect("writing the history dump");
-        println!("history written to {}", path.display());
-    }
-    assert!(
-        verdicts.violations.is_empty(),
-        "seed {seed} (shards {shards}): {} violations:\n{}",
-        verdicts.violations.len(),
-        verdicts.violations.join("\n")
+    history_run::assert_no_violations(
+        &verdicts.violations,
+        &format!("seed {seed} (shards {shards})"),
+        &format!("history-{shards}-{seed}.txt"),
+        || dump(&history, start),
     );
     assert!(history.holdings.len() > CLIENTS, "the workload made too few holdings to mean anything");
 }
