@@ -286,3 +286,41 @@ async fn a_partitioned_follower_serves_nothing_and_catches_up_once_healed() {
     }
     assert_eq!(acquired_token(&holder.call(&[b"LOCK.TRY", b"late", b"holder", b"PX", b"600000"]).await.unwrap()), late);
 }
+
+/// openraft restores a restarted leader without an election unless told not to; with a state
+/// machine rebuilt from the log and the commit point not on disk, that leader served a stale
+/// state (found by the C2 benchmark: a lock released before a restart was held again after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_cluster_serves_every_change_made_before() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    let mut conn = Connection::connect(cluster.node(leader).client, IO).await.unwrap();
+    let mut tokens = Vec::new();
+    for n in 0..20 {
+        let key = format!("k{n}");
+        tokens.push(acquired_token(&conn.call(&[b"LOCK.TRY", key.as_bytes(), b"o", b"PX", b"600000"]).await.unwrap()));
+    }
+    for (n, token) in tokens.iter().enumerate().take(10) {
+        let key = format!("k{n}");
+        let unlocked =
+            conn.call(&[b"LOCK.UNLOCK", key.as_bytes(), b"o", token.to_string().as_bytes(), b"FAILURE"]).await.unwrap();
+        assert!(!unlocked.is_error(), "{unlocked:?}");
+    }
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    for id in 1..=3 {
+        cluster.launch(id);
+    }
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    let mut conn = Connection::connect(cluster.node(leader).client, IO).await.unwrap();
+    for (n, token) in tokens.iter().enumerate() {
+        let key = format!("k{n}");
+        let info = conn.call(&[b"LOCK.INFO", key.as_bytes()]).await.unwrap();
+        if n < 10 {
+            assert!(info.field("state").bulk_is("free"), "{key} was released before the restart: {info:?}");
+        } else {
+            assert_eq!(info.field("token").int(), *token as i64, "{key}: {info:?}");
+        }
+    }
+}

@@ -45,6 +45,13 @@ pub(crate) type Snapshot = openraft::alias::SnapshotOf<TypeConfig, std::io::Curs
 /// scheduling and fsync tails (openraft's defaults, 150-300 ms, would depose leaders that are
 /// merely slow). With 500-1000 ms the silence was 1.5-2 s, and failovers took 1.6-2.0 s.
 ///
+/// No leader restore: openraft would let a leader that restarts resume leading in its old term
+/// without an election. Its state machine is rebuilt from the snapshot and the log, and the
+/// commit point is not on disk, so it would not know what had been committed and would serve
+/// from a state machine missing the latest committed changes (a lock released before the
+/// restart held again after it). An election's first entry, committed in the new term, tells
+/// it: the promotion's read barrier waits until everything before it is applied.
+///
 /// Pre-vote: a node that was cut off has timed out again and again meanwhile; without asking
 /// first whether the others would vote for it, it would come back with a higher term and depose
 /// the leader they follow, a second of unavailability for nothing.
@@ -55,6 +62,7 @@ pub(crate) fn config() -> openraft::Config {
         election_timeout_min: 250,
         election_timeout_max: 500,
         enable_pre_vote: Some(true),
+        enable_leader_restore: Some(false),
         ..Default::default()
     }
 }
