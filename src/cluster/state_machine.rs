@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use super::log_store::replace_file;
 use super::raft::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::core::{Clock, CoreSettings, LockCore, token_seed};
-use crate::journal::{NextRecord, Record, RecordReader, WallClock, encode_batch, encode_record};
+use crate::journal::{NextRecord, Record, RecordReader, WallClock, encode_record, encode_snapshot_batches};
 
 pub(crate) type SnapshotData = Cursor<Vec<u8>>;
 
@@ -137,17 +137,15 @@ impl Inner {
 
     fn build_snapshot(&mut self) -> Vec<u8> {
         let mut framed = Vec::new();
-        let mut payload = Vec::new();
         for index in 0..self.core.shard_count() {
             let (changes, ()) = self.core.snapshot_shard(index, self.clock.now(), || ());
-            if changes.is_empty() {
-                continue;
-            }
-            payload.clear();
-            encode_batch(&changes, self.wall_clock(), &mut payload);
-            encode_record(&mut framed, 0, &payload);
+            let framing = encode_snapshot_batches(&changes, self.wall_clock(), |batch| {
+                encode_record(&mut framed, 0, batch);
+                Ok::<(), std::convert::Infallible>(())
+            });
+            let Ok(()) = framing;
         }
-        payload.clear();
+        let mut payload = Vec::new();
         Record::Reserve { tokens_below: self.tokens_below() }.encode(self.wall_clock(), &mut payload);
         encode_record(&mut framed, 0, &payload);
         framed
@@ -248,4 +246,58 @@ fn read_snapshot(path: &Path) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
     };
     let data_start = reader.offset() as usize;
     Ok(Some((meta, bytes[data_start..].to_vec())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Change;
+    use crate::journal::SNAPSHOT_PAYLOAD_BYTES;
+
+    fn records(framed: &[u8]) -> Vec<usize> {
+        let mut reader = RecordReader::new(Cursor::new(framed), 0, framed.len() as u64);
+        let mut sizes = Vec::new();
+        while let NextRecord::Record { payload, .. } = reader.next_record().unwrap() {
+            sizes.push(payload.len());
+        }
+        sizes
+    }
+
+    /// One record may not exceed the framing's bound, or the snapshot could never be read back:
+    /// a shard with many keys is snapshotted as many records, and installs whole.
+    #[test]
+    fn a_large_shard_is_snapshotted_in_bounded_records() {
+        let settings =
+            CoreSettings { default_lease_ms: 30_000, max_lease_ms: 3_600_000, release_on_disconnect: true, shards: 1 };
+        let dir = tempfile::tempdir().unwrap();
+        let machine = StateMachine::open(dir.path(), settings, Clock::new()).unwrap();
+        let mut inner = machine.inner.lock();
+        let keys = 200_000;
+        let holds: Vec<Change> = (0..keys)
+            .map(|n| Change::Hold {
+                key: Arc::from(format!("pull:sha256:{n:064}").as_bytes()),
+                owner: Arc::from(b"node-a".as_slice()),
+                token: 1 + n,
+                lease_ms: 600_000,
+            })
+            .collect();
+        for chunk in holds.chunks(10_000) {
+            let mut payload = Vec::new();
+            Record::Batch(chunk.to_vec()).encode(inner.wall_clock(), &mut payload);
+            let mut framed = Vec::new();
+            encode_record(&mut framed, 0, &payload);
+            inner.apply_framed(&framed).unwrap();
+        }
+        assert_eq!(inner.core.stats().keys, keys);
+
+        let snapshot = inner.build_snapshot();
+        let sizes = records(&snapshot);
+        assert!(sizes.len() > 2, "one shard's {keys} keys in {} records", sizes.len());
+        // Whole keys per record: one past the cut at most, far below the framing's bound.
+        assert!(sizes.iter().all(|&size| size <= SNAPSHOT_PAYLOAD_BYTES + 4096), "{sizes:?}");
+
+        let meta = SnapshotMeta { last_log_id: None, last_membership: StoredMembership::default() };
+        inner.install(&meta, snapshot).unwrap();
+        assert_eq!(inner.core.stats().keys, keys);
+    }
 }

@@ -23,9 +23,6 @@ const RESERVED_TOKENS: u64 = 1 << 20;
 /// do not run at exactly the same rate.
 const LOCK_DELAY_SLACK_MS: u64 = 1_000;
 
-/// A snapshot payload is closed at the first key boundary past this size.
-const SNAPSHOT_PAYLOAD_BYTES: usize = 1 << 20;
-
 #[derive(Debug, Clone)]
 pub(crate) struct JournalOptions {
     pub(crate) dir: PathBuf,
@@ -241,20 +238,7 @@ impl Journal {
             let wall = self.wall_clock(now);
             let (changes, mark) = core.snapshot_shard(index, now, || self.log.last_lsn());
             marks.push(mark);
-            let mut rest = &changes[..];
-            while !rest.is_empty() {
-                // Whole keys per payload, so each key's state is one replayed step.
-                let mut end = 0;
-                let mut size = 0;
-                while end < rest.len() && (size < SNAPSHOT_PAYLOAD_BYTES || rest[end].key() == rest[end - 1].key()) {
-                    size += change_size_hint(&rest[end]);
-                    end += 1;
-                }
-                payload.clear();
-                record::encode_batch(&rest[..end], wall, &mut payload);
-                writer.push(&payload)?;
-                rest = &rest[end..];
-            }
+            record::encode_snapshot_batches(&changes, wall, |batch| writer.push(batch))?;
         }
         let replay_from = marks.iter().min().copied().unwrap_or(0) + 1;
         payload.clear();
@@ -277,17 +261,6 @@ impl Journal {
     }
 }
 
-/// Roughly what a change takes in a payload, to cut snapshot payloads near a size.
-fn change_size_hint(change: &Change) -> usize {
-    match change {
-        Change::Finish { completion, .. } => {
-            24 + completion.finisher.len() + completion.result.as_ref().map_or(0, |result| result.len())
-        }
-        Change::Free { .. } => 64,
-        _ => 24,
-    }
-}
-
 impl ChangeSink for Journal {
     fn record(&self, changes: &mut Vec<Change>) {
         for change in changes.iter() {
@@ -305,7 +278,7 @@ impl ChangeSink for Journal {
             record::encode_batch(changes, self.wall_clock(Timestamp::from_ms(0)), payload);
             self.log.append(payload);
             // A burst of large batches must not pin their buffer on every worker thread.
-            if payload.capacity() > SNAPSHOT_PAYLOAD_BYTES {
+            if payload.capacity() > record::SNAPSHOT_PAYLOAD_BYTES {
                 *payload = Vec::new();
             }
         });

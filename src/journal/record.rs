@@ -112,6 +112,64 @@ impl Record {
     }
 }
 
+/// A snapshot payload is closed at the first key boundary past this size: a shard's snapshot
+/// is many records, each far below the framing's bound on one record.
+pub(crate) const SNAPSHOT_PAYLOAD_BYTES: usize = 1 << 20;
+const _: () = assert!(SNAPSHOT_PAYLOAD_BYTES * 16 <= super::frame::MAX_PAYLOAD_BYTES);
+
+/// Encodes a shard's snapshot (`changes`, as [`crate::core::LockCore::snapshot_shard`] gives
+/// them) as batches of whole keys, so that each key's state is one replayed step, each batch
+/// near [`SNAPSHOT_PAYLOAD_BYTES`], and hands each batch's payload to `push`.
+pub(crate) fn encode_snapshot_batches<E>(
+    changes: &[Change],
+    clock: WallClock,
+    mut push: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut payload = Vec::new();
+    let mut rest = changes;
+    while !rest.is_empty() {
+        let mut end = 0;
+        let mut size = 0;
+        while end < rest.len() && (size < SNAPSHOT_PAYLOAD_BYTES || rest[end].key() == rest[end - 1].key()) {
+            size += change_size_hint(&rest[end]);
+            end += 1;
+        }
+        payload.clear();
+        encode_batch(&rest[..end], clock, &mut payload);
+        push(&payload)?;
+        rest = &rest[end..];
+    }
+    Ok(())
+}
+
+/// At least what a change takes in a payload (its byte strings, and a bound on its numbers,
+/// tags and lengths), so that payloads are cut near [`SNAPSHOT_PAYLOAD_BYTES`] whatever the
+/// sizes of keys, owners and results: a hint that left them out let a shard of long keys make
+/// one payload larger than the framing accepts, and a snapshot that could not be read back.
+fn change_size_hint(change: &Change) -> usize {
+    const FIXED: usize = 48;
+    let bytes = match change {
+        Change::Hold { key, owner, .. }
+        | Change::Join { key, owner, .. }
+        | Change::Leave { key, owner }
+        | Change::Owe { key, owner, .. }
+        | Change::Paid { key, owner }
+        | Change::Unlocked { key, owner, .. } => key.len() + owner.len(),
+        Change::Free { key, cause } => {
+            key.len()
+                + match cause {
+                    Some(ReleaseCause::Failure(Some(reason))) => reason.len(),
+                    _ => 0,
+                }
+        }
+        Change::Finish { key, completion } => {
+            key.len() + completion.finisher.len() + completion.result.as_ref().map_or(0, |result| result.len())
+        }
+        Change::LeaveAll { key } | Change::Keep { key, .. } | Change::Unkeep { key } => key.len(),
+    };
+    FIXED + bytes
+}
+
 /// Encodes a batch straight from the changes (the sink's path, which must not clone them).
 pub(crate) fn encode_batch(changes: &[Change], clock: WallClock, out: &mut Vec<u8>) {
     out.push(BATCH);
@@ -527,5 +585,29 @@ mod tests {
         // The wall clock stepped back an hour: the keep is capped at the longest lease from now.
         let stepped_back = WallClock { wall_ms_at_zero: 10_000_000 - 3_600_000, now_ms: 1_000, max_ahead_ms: 60_000 };
         assert_eq!(keep(stepped_back), vec![Change::Keep { key, token: 7, until: 61_000 }]);
+    }
+
+    /// The longest keys and owners the server accepts (1 KiB each by default) must not make one
+    /// snapshot payload larger than the framing reads back: payloads are cut by their real size.
+    #[test]
+    fn snapshot_batches_stay_near_their_size_whatever_the_key_lengths() {
+        let long = |n: u32| -> Arc<[u8]> { Arc::from(format!("{n:01024}").as_bytes()) };
+        let holds: Vec<Change> = (0..50_000)
+            .map(|n| Change::Hold { key: long(n), owner: long(n), token: u64::from(n) + 1, lease_ms: 60_000 })
+            .collect();
+        let mut sizes = Vec::new();
+        let mut decoded = 0;
+        encode_snapshot_batches(&holds, CLOCK, |payload| {
+            sizes.push(payload.len());
+            match Record::decode(payload, CLOCK) {
+                Ok(Record::Batch(changes)) => decoded += changes.len(),
+                other => panic!("{other:?}"),
+            }
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(decoded, holds.len());
+        assert!(sizes.len() > 50, "{} payloads", sizes.len());
+        assert!(sizes.iter().all(|&size| size <= SNAPSHOT_PAYLOAD_BYTES + 4096), "{sizes:?}");
     }
 }
