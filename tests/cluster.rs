@@ -44,6 +44,16 @@ fn acquired_token(reply: &Resp) -> u64 {
     u64::try_from(items[1].int()).unwrap()
 }
 
+/// `owner` takes keys `k0` .. `k<count - 1>` on `conn` for 10 minutes; returns their tokens.
+async fn hold_keys(conn: &mut Connection, count: usize, owner: &[u8]) -> Vec<u64> {
+    let mut tokens = Vec::new();
+    for n in 0..count {
+        let key = format!("k{n}");
+        tokens.push(acquired_token(&conn.call(&[b"LOCK.TRY", key.as_bytes(), owner, b"PX", b"600000"]).await.unwrap()));
+    }
+    tokens
+}
+
 /// At `node`: "holder" holds `k`, "waiter" waits for it in a LOCK.WAIT (not yet answered),
 /// and both are committed. Returns the holder's connection and token, and the waiter's connection.
 async fn held_and_awaited(cluster: &Cluster, node: u64) -> (Connection, u64, Connection) {
@@ -204,14 +214,7 @@ async fn restarts_keep_the_locks() {
     assert_eq!(acquired_token(&holder.call(&[b"LOCK.TRY", b"k", b"holder", b"PX", b"600000"]).await.unwrap()), held);
 
     // The whole cluster stops and starts again on its directories.
-    for id in 1..=3 {
-        if cluster.running(id) {
-            cluster.kill(id);
-        }
-    }
-    for id in 1..=3 {
-        cluster.launch(id);
-    }
+    cluster.restart_all();
     let leader = cluster.leader(&[1, 2, 3]).await;
     let mut holder = Connection::connect(cluster.node(leader).client, IO).await.unwrap();
     assert_eq!(acquired_token(&holder.call(&[b"LOCK.TRY", b"k", b"holder", b"PX", b"600000"]).await.unwrap()), held);
@@ -258,13 +261,7 @@ async fn a_partitioned_follower_serves_nothing_and_catches_up_once_healed() {
 
     cluster.isolate(cut_off);
     let mut holder = Connection::connect(cluster.node(leader).client, IO).await.unwrap();
-    let mut held = Vec::new();
-    for n in 0..20 {
-        let key = format!("k{n}");
-        held.push(acquired_token(
-            &holder.call(&[b"LOCK.TRY", key.as_bytes(), b"holder", b"PX", b"600000"]).await.unwrap(),
-        ));
-    }
+    let held = hold_keys(&mut holder, 20, b"holder").await;
     // Cut off, it sends clients on or reports the cluster down; it never serves a key.
     let refused = call(&cluster, cut_off, &[b"LOCK.TRY", b"k0", b"intruder"]).await;
     let text = refused.err();
@@ -295,23 +292,14 @@ async fn a_restarted_cluster_serves_every_change_made_before() {
     let mut cluster = Cluster::start(3);
     let leader = cluster.leader(&[1, 2, 3]).await;
     let mut conn = Connection::connect(cluster.node(leader).client, IO).await.unwrap();
-    let mut tokens = Vec::new();
-    for n in 0..20 {
-        let key = format!("k{n}");
-        tokens.push(acquired_token(&conn.call(&[b"LOCK.TRY", key.as_bytes(), b"o", b"PX", b"600000"]).await.unwrap()));
-    }
+    let tokens = hold_keys(&mut conn, 20, b"o").await;
     for (n, token) in tokens.iter().enumerate().take(10) {
         let key = format!("k{n}");
         let unlocked =
             conn.call(&[b"LOCK.UNLOCK", key.as_bytes(), b"o", token.to_string().as_bytes(), b"FAILURE"]).await.unwrap();
         assert!(!unlocked.is_error(), "{unlocked:?}");
     }
-    for id in 1..=3 {
-        cluster.kill(id);
-    }
-    for id in 1..=3 {
-        cluster.launch(id);
-    }
+    cluster.restart_all();
     let leader = cluster.leader(&[1, 2, 3]).await;
     let mut conn = Connection::connect(cluster.node(leader).client, IO).await.unwrap();
     for (n, token) in tokens.iter().enumerate() {

@@ -182,6 +182,18 @@ impl Peer {
 }
 
 impl Peer {
+    /// A vote or a pre-vote: both are answered with a vote.
+    async fn ask_vote(
+        &mut self,
+        request: Request,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(request, option.hard_ttl()).await? {
+            Response::Vote(answer) => answer.map_err(|error| self.remote(error)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// The peer's Raft refused: it has stopped (the only refusal these RPCs have), which to this
     /// node is as if the peer could not be reached.
     fn remote(&self, error: RaftError<TypeConfig>) -> RPCError<TypeConfig> {
@@ -211,10 +223,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(Request::Vote(rpc), option.hard_ttl()).await? {
-            Response::Vote(answer) => answer.map_err(|error| self.remote(error)),
-            other => Err(unexpected(&other)),
-        }
+        self.ask_vote(Request::Vote(rpc), option).await
     }
 
     /// Asked before a candidate raises its term, so that a node that was cut off does not depose
@@ -224,10 +233,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(Request::PreVote(rpc), option.hard_ttl()).await? {
-            Response::Vote(answer) => answer.map_err(|error| self.remote(error)),
-            other => Err(unexpected(&other)),
-        }
+        self.ask_vote(Request::PreVote(rpc), option).await
     }
 
     async fn full_snapshot(

@@ -79,7 +79,8 @@ fn accept(listener: &TcpListener, target: SocketAddr, state: &Arc<State>) {
                 let back = Arc::clone(state);
                 std::thread::spawn(move || pump(outbound_copy, inbound_copy, &back, opened_after));
             }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+            // Nothing to accept yet (the listener does not block, so that a stop is seen), or a
+            // failed accept: look again shortly.
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
     }

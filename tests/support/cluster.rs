@@ -135,6 +135,19 @@ impl Cluster {
         node.process = Some(ServerProcess::start(&mut command, listening_addr));
     }
 
+    /// Every node stopped as a crash would stop it (those still running), then all started again
+    /// on their directories.
+    pub fn restart_all(&mut self) {
+        for id in self.ids() {
+            if self.running(id) {
+                self.kill(id);
+            }
+        }
+        for id in self.ids() {
+            self.launch(id);
+        }
+    }
+
     pub fn running(&self, id: u64) -> bool {
         self.node(id).process.is_some()
     }
