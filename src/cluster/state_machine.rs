@@ -245,7 +245,10 @@ fn read_snapshot(path: &Path) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
         NextRecord::Bad(bad) => return Err(corrupt(bad.to_string())),
     };
     let data_start = reader.offset() as usize;
-    Ok(Some((meta, bytes[data_start..].to_vec())))
+    // The records stay where they were read, without a second copy of a large snapshot.
+    let mut data = bytes;
+    data.drain(..data_start);
+    Ok(Some((meta, data)))
 }
 
 #[cfg(test)]
