@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::BasicNode;
 use openraft::error::{Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
@@ -30,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use self::security::{BusSecurity, BusStream};
-use super::raft::{NodeId, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
+use super::raft::{Member, NodeId, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 /// Snapshots travel whole in one frame; the bound is far above any realistic state, far below
 /// what would hurt a node.
@@ -137,8 +136,8 @@ impl Bus {
 impl RaftNetworkFactory<TypeConfig> for Bus {
     type Network = Peer;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        let addr = self.peers.get(&target).map_or_else(|| node.addr.clone(), ToString::to_string);
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
+        let addr = self.peers.get(&target).copied().unwrap_or(node.bus).to_string();
         Peer { target, addr, security: Arc::clone(&self.security), stream: None }
     }
 }

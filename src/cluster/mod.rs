@@ -43,6 +43,7 @@ use openraft::type_config::async_runtime::WatchReceiver;
 use self::bus::security::BusSecurity;
 use self::node::Node;
 use self::proposals::{Lost, Proposals};
+use self::raft::Member;
 use self::topology::{Peer, Redirect, Topology};
 use crate::config::Config;
 use crate::core::{Clock, CoreSettings};
@@ -92,10 +93,11 @@ impl Cluster {
                 own.client_addr, config.port
             )));
         }
-        let bus_addrs: BTreeMap<u64, SocketAddr> = members.iter().map(|peer| (peer.id, peer.bus_addr)).collect();
+        let raft_members: BTreeMap<u64, Member> =
+            members.iter().map(|peer| (peer.id, Member { client: peer.client_addr, bus: peer.bus_addr })).collect();
         let wall_ms_at_zero = proposals::wall_ms_at_zero(clock.now());
         let security = BusSecurity::from_config(config).map_err(invalid)?;
-        let node = Node::start(id, &bus_addrs, &config.dir, settings, clock, Arc::new(security)).await?;
+        let node = Node::start(id, &raft_members, &config.dir, settings, clock, Arc::new(security)).await?;
         Ok(Some(Cluster {
             node,
             peers: members,
@@ -107,6 +109,15 @@ impl Cluster {
     /// What CLUSTER replies and -MOVED are made from, read now.
     pub(crate) fn topology(&self) -> Topology {
         let metrics = self.node.raft.metrics().borrow_watched().clone();
+        // The members the log says, once it says any (a member added later is known to every
+        // node that way); before the cluster forms, the ones this node was started with.
+        let members: Vec<Peer> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, member)| Peer { id: *id, client_addr: member.client, bus_addr: member.bus })
+            .collect();
+        let peers = if members.is_empty() { self.peers.clone() } else { members };
         let mut reachable = vec![self.node.id];
         match &metrics.heartbeat {
             // The leader hears from every member.
@@ -115,18 +126,12 @@ impl Cluster {
             }
             // A follower hears only from the leader, which keeps its quorum: it cannot tell which
             // other member is down, and does not show a healthy one as failing.
-            None if metrics.current_leader.is_some() => reachable.extend(self.peers.iter().map(|peer| peer.id)),
+            None if metrics.current_leader.is_some() => reachable.extend(peers.iter().map(|peer| peer.id)),
             None => {}
         }
         reachable.sort_unstable();
         reachable.dedup();
-        Topology {
-            myself: self.node.id,
-            leader: metrics.current_leader,
-            term: metrics.current_term,
-            peers: self.peers.clone(),
-            reachable,
-        }
+        Topology { myself: self.node.id, leader: metrics.current_leader, term: metrics.current_term, peers, reachable }
     }
 
     /// The term in which this node serves clients as leader; 0 while it does not (key commands

@@ -3,12 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::BasicNode;
 use openraft::error::{InitializeError, RaftError};
 use openraft::type_config::async_runtime::WatchReceiver;
 use tokio::net::TcpListener;
@@ -18,7 +16,7 @@ use tracing::{info, warn};
 use super::bus::security::BusSecurity;
 use super::bus::{self, Bus};
 use super::log_store::LogStore;
-use super::raft::{self, NodeId, Raft};
+use super::raft::{self, Member, NodeId, Raft};
 use super::state_machine::StateMachine;
 use crate::core::{Clock, CoreSettings};
 
@@ -37,7 +35,7 @@ const FORMING_PATIENCE: Duration = Duration::from_secs(1);
 /// heartbeat) and longer than an election takes, and the later in id order, the longer, so that
 /// normally the first node forms the cluster and a node started late, or replaced with an empty
 /// directory, joins the running one instead of disrupting it with an election of its own.
-async fn form_unless_joined(raft: Raft, id: NodeId, members: BTreeMap<NodeId, BasicNode>, rank: u32) {
+async fn form_unless_joined(raft: Raft, id: NodeId, members: BTreeMap<NodeId, Member>, rank: u32) {
     let patience = FORMING_PATIENCE * (1 + rank);
     let deadline = tokio::time::Instant::now() + patience;
     loop {
@@ -62,19 +60,20 @@ async fn form_unless_joined(raft: Raft, id: NodeId, members: BTreeMap<NodeId, Ba
 }
 
 impl Node {
-    /// Starts node `id` of the cluster whose members are `peers` (id → bus address), with its
-    /// Raft log under `dir`. A fresh set of nodes started with the same peers forms the cluster
+    /// Starts node `id` of the cluster whose members are `members`, with its Raft log under
+    /// `dir`. A fresh set of nodes started with the same peers forms the cluster
     /// by itself (see [`form_unless_joined`]); a node with a log rejoins with what it has.
     pub(crate) async fn start(
         id: NodeId,
-        peers: &BTreeMap<NodeId, SocketAddr>,
+        members: &BTreeMap<NodeId, Member>,
         dir: &Path,
         settings: CoreSettings,
         clock: Clock,
         security: Arc<BusSecurity>,
     ) -> io::Result<Node> {
-        let own = peers
+        let own = members
             .get(&id)
+            .map(|member| member.bus)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("node {id} is not among the peers")))?;
         let listener = TcpListener::bind(own)
             .await
@@ -82,15 +81,19 @@ impl Node {
         let log = LogStore::open(&dir.join("raft"))?;
         let state = StateMachine::open(&dir.join("raft"), settings, clock)?;
         let config = raft::config().validate().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-        let raft = Raft::new(id, config.into(), Bus::new(Arc::clone(&security), peers.clone()), log, state.clone())
-            .await
-            .map_err(io::Error::other)?;
+        let raft = Raft::new(
+            id,
+            config.into(),
+            Bus::new(Arc::clone(&security), members.iter().map(|(id, member)| (*id, member.bus)).collect()),
+            log,
+            state.clone(),
+        )
+        .await
+        .map_err(io::Error::other)?;
         let bus_shutdown = CancellationToken::new();
         tokio::spawn(bus::serve(listener, raft.clone(), security, bus_shutdown.clone()));
-        let members: BTreeMap<NodeId, BasicNode> =
-            peers.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.to_string() })).collect();
-        let rank = peers.keys().position(|peer| *peer == id).unwrap_or(0) as u32;
-        tokio::spawn(form_unless_joined(raft.clone(), id, members, rank));
+        let rank = members.keys().position(|peer| *peer == id).unwrap_or(0) as u32;
+        tokio::spawn(form_unless_joined(raft.clone(), id, members.clone(), rank));
         Ok(Node { id, raft, state, bus_shutdown })
     }
 

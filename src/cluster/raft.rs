@@ -2,6 +2,8 @@
 //! Cargo.toml): its types are declared here once and the rest of the cluster names them through
 //! these aliases, so an upgrade touches this module and the trait implementations only.
 
+use std::net::SocketAddr;
+
 use serde::{Deserialize, Serialize};
 
 /// A Raft node's id, as given by `--cluster-node-id`.
@@ -19,12 +21,22 @@ impl std::fmt::Display for Record {
     }
 }
 
+/// A member as the Raft membership records it, so that every node knows every member, also one
+/// added after this node was started: where clients reach it (what -MOVED and CLUSTER SLOTS
+/// name) and where the other nodes do (its bus).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Member {
+    pub(crate) client: SocketAddr,
+    pub(crate) bus: SocketAddr,
+}
+
 openraft::declare_raft_types!(
     /// baton's Raft types: entries carry journal records; applying one answers nothing (replies
     /// come from the leader's live core).
     pub(crate) TypeConfig:
         D = Record,
         R = (),
+        Node = Member,
 );
 
 /// A node's handle on its Raft.

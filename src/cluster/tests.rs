@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::bus::security::BusSecurity;
 use super::node::Node;
-use super::raft::{NodeId, Record};
+use super::raft::{Member, NodeId, Record};
 use crate::config::{Config, Peers};
 use crate::core::{Change, Clock, CoreSettings};
 use crate::journal::{self, WallClock};
@@ -24,6 +24,11 @@ fn settings() -> CoreSettings {
 
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// The members whose buses are at `peers` (their client addresses play no part here).
+fn members(peers: &BTreeMap<NodeId, SocketAddr>) -> BTreeMap<NodeId, Member> {
+    peers.iter().map(|(id, addr)| (*id, Member { client: *addr, bus: *addr })).collect()
 }
 
 /// The bus security of node `id` among `peers`, configured as `adjust` says.
@@ -88,7 +93,9 @@ async fn three_nodes_replicate_elect_and_catch_up() {
     let mut nodes = Vec::new();
     for id in 1..=3u64 {
         let bus = bus_security(id, &peers, |_| ());
-        nodes.push(Node::start(id, &peers, dirs[id as usize - 1].path(), settings(), clock, bus).await.unwrap());
+        nodes.push(
+            Node::start(id, &members(&peers), dirs[id as usize - 1].path(), settings(), clock, bus).await.unwrap(),
+        );
     }
 
     let (first, index) = propose(&nodes.iter().collect::<Vec<_>>(), grant("k1", "o1", 7)).await;
@@ -109,7 +116,8 @@ async fn three_nodes_replicate_elect_and_catch_up() {
 
     // The dead node restarts from its directory and learns what it missed.
     let bus = bus_security(first, &peers, |_| ());
-    let back = Node::start(first, &peers, dirs[first as usize - 1].path(), settings(), clock, bus).await.unwrap();
+    let back =
+        Node::start(first, &members(&peers), dirs[first as usize - 1].path(), settings(), clock, bus).await.unwrap();
     assert_eq!(holder_after(&back, index, "k2").await, Some(("o2".into(), 9)));
     assert_eq!(holder_after(&back, index, "k1").await, Some(("o1".into(), 7)));
     back.stop().await;
@@ -126,9 +134,10 @@ async fn nodes_restart_from_their_snapshots_once_the_log_is_purged() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let peers: BTreeMap<NodeId, SocketAddr> = (1..=3).map(|id| (id, free_addr())).collect();
     let clock = Clock::new();
+    let members = members(&peers);
     let start = |id: NodeId| {
         let bus = bus_security(id, &peers, |_| ());
-        Node::start(id, &peers, dirs[id as usize - 1].path(), settings(), clock, bus)
+        Node::start(id, &members, dirs[id as usize - 1].path(), settings(), clock, bus)
     };
     let mut nodes = Vec::new();
     for id in 1..=3 {

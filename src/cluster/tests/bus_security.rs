@@ -16,7 +16,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::{PATIENCE, bus_security, free_addr, grant, holder_after, propose, settings};
+use super::{PATIENCE, bus_security, free_addr, grant, holder_after, members, propose, settings};
 use crate::cluster::bus::security::BusSecurity;
 use crate::cluster::bus::{Request, write_frame};
 use crate::cluster::node::Node;
@@ -40,7 +40,7 @@ async fn start(configure: impl Fn(NodeId, &mut Config)) -> Cluster {
     for (id, dir) in (1..=3).zip(&dirs) {
         let bus = bus_security(id, &peers, |config| configure(id, config));
         buses.push(Arc::clone(&bus));
-        nodes.push(Node::start(id, &peers, dir.path(), settings(), clock, bus).await.unwrap());
+        nodes.push(Node::start(id, &members(&peers), dir.path(), settings(), clock, bus).await.unwrap());
     }
     Cluster { nodes, buses, peers, _dirs: dirs }
 }
