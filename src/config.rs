@@ -290,6 +290,14 @@ pub struct Config {
     #[arg(long, requires = "cluster_node_id")]
     pub cluster_bus_port: Option<u16>,
 
+    /// Join the running cluster whose CLUSTER INFO shows this `cluster_id`, instead of forming
+    /// one: for a node about to be added with CLUSTER ADDNODE, or one that replaces a member
+    /// with an empty --dir after the membership has changed. Such a node never forms a cluster
+    /// of its own; it waits until the leader reaches it. A --dir that already belongs to a
+    /// cluster must belong to this one.
+    #[arg(long, value_name = "CLUSTER-ID", requires = "cluster_node_id", value_parser = parse_cluster_id)]
+    pub cluster_join: Option<ClusterId>,
+
     /// Secret the nodes prove to each other when a cluster bus connection opens, before any Raft
     /// message is taken (a challenge-response: the secret never travels). The same on every
     /// node; default: --requirepass. With neither (nor bus TLS), anyone who reaches a bus port can
@@ -335,6 +343,36 @@ impl Config {
         let wanted = self.shards.unwrap_or_else(|| cores() * 4);
         wanted.clamp(1, 1 << 16).next_power_of_two()
     }
+}
+
+/// What names a cluster on its bus: two clusters on one network never take each other's
+/// connections. Chosen when the cluster forms (see `cluster::identity`), shown as 64 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClusterId(pub [u8; 32]);
+
+impl std::fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+impl std::fmt::Debug for ClusterId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClusterId({self})")
+    }
+}
+
+fn parse_cluster_id(text: &str) -> Result<ClusterId, String> {
+    let wrong = || format!("'{text}' is not a cluster id (the 64 hex digits of cluster_id in CLUSTER INFO)");
+    if text.len() != 64 || !text.is_ascii() {
+        return Err(wrong());
+    }
+    let mut id = [0; 32];
+    for (byte, pair) in id.iter_mut().zip(text.as_bytes().chunks(2)) {
+        let pair = std::str::from_utf8(pair).map_err(|_| wrong())?;
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| wrong())?;
+    }
+    Ok(ClusterId(id))
 }
 
 /// The cluster's members as `--cluster-peers` names them, in id order.
@@ -432,6 +470,27 @@ mod tests {
             assert!(parse_peers(bad).is_err(), "{bad:?} accepted");
         }
         assert!(Config::try_parse_from(["baton", "--cluster-node-id", "1"]).is_err(), "a node id needs peers");
+    }
+
+    #[test]
+    fn a_cluster_id_reads_back_as_it_is_shown() {
+        let shown = "00ff10a0".repeat(8);
+        let id = parse_cluster_id(&shown).unwrap();
+        assert_eq!(id.0[..4], [0x00, 0xff, 0x10, 0xa0]);
+        assert_eq!(id.to_string(), shown);
+        assert_eq!(parse_cluster_id(&shown.to_uppercase()).unwrap(), id);
+        for wrong in ["", "00ff", &"g0".repeat(32), &"0".repeat(65), &"é".repeat(32)] {
+            assert!(parse_cluster_id(wrong).is_err(), "{wrong}");
+        }
+        let node = ["baton", "--cluster-node-id", "4", "--cluster-peers", "4@127.0.0.1:7004", "--cluster-join"];
+        assert_eq!(
+            Config::try_parse_from(node.iter().copied().chain([shown.as_str()])).unwrap().cluster_join,
+            Some(id)
+        );
+        assert!(
+            Config::try_parse_from(["baton", "--cluster-join", shown.as_str()]).is_err(),
+            "only for a cluster node"
+        );
     }
 
     #[test]

@@ -343,6 +343,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.send(reply).await?;
                 Err(Exit::Quit)
             }
+            Action::Later(reply) => {
+                let reply = tokio::select! {
+                    reply = reply.0 => reply,
+                    // A membership change goes on without its reply; the server does not wait.
+                    () = shared.shutdown.cancelled() => return Err(Exit::Shutdown),
+                };
+                self.send(reply).await
+            }
             Action::Block { ticket, timeout } => {
                 let granted_at = ticket.granted_at_cell();
                 let key = Arc::clone(ticket.key());

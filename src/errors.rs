@@ -52,6 +52,45 @@ pub(crate) const CLUSTER_DISABLED: &str = "ERR This instance has cluster support
 /// Cluster clients wait, refresh their slot map and retry on it.
 pub(crate) const CLUSTERDOWN: &str = "CLUSTERDOWN The cluster is down";
 
+pub(crate) fn invalid_node_address(ip: &[u8], port: &[u8]) -> String {
+    format!("ERR Invalid node address specified: {}:{}", String::from_utf8_lossy(ip), String::from_utf8_lossy(port))
+}
+
+pub(crate) const INVALID_NODE_ID: &str = "ERR Invalid node id: node ids are integers from 1 (or CLUSTER NODES' names)";
+
+/// CLUSTER ADDNODE's and FORGET's answers when they change nothing.
+pub(crate) fn membership_refusal(refusal: &crate::cluster::membership::MembershipRefusal) -> String {
+    use crate::cluster::membership::MembershipRefusal as Refusal;
+    match refusal {
+        Refusal::NotLeader(to) => redirect(*to),
+        Refusal::UnknownNode(id) => format!("ERR Unknown node {id}"),
+        Refusal::ForgetLeader(id) => format!(
+            "ERR node {id} leads and cannot forget itself: stop it, and once another member leads, FORGET it there"
+        ),
+        Refusal::MemberElsewhere { id, client } => {
+            format!("ERR node {id} is a member already, at {client}: CLUSTER FORGET {id} first to move it")
+        }
+        Refusal::AddressTaken { id, addr } => format!("ERR {addr} is node {id}'s address"),
+        Refusal::NoBusPort(client) => {
+            format!("ERR {client}'s port + 10000 is no port: give the node's bus port as the last argument")
+        }
+        Refusal::NotCaughtUp { id, bus, patience } => format!(
+            "ERR node {id} did not catch up within {} s: is it running, with --cluster-join and its bus on {bus}? It is a \
+             learner now (no vote); run CLUSTER ADDNODE again once it runs, or CLUSTER FORGET {id}",
+            patience.as_secs()
+        ),
+        Refusal::Refused(why) => format!("ERR the membership was not changed: {why}"),
+    }
+}
+
+/// Where a command that must run on the leader goes instead.
+pub(crate) fn redirect(redirect: crate::cluster::topology::Redirect) -> String {
+    match redirect {
+        crate::cluster::topology::Redirect::Moved { slot, addr } => moved(slot, addr),
+        crate::cluster::topology::Redirect::Down => CLUSTERDOWN.to_owned(),
+    }
+}
+
 /// Redis's redirection to the node that serves `slot`. An IPv6 address goes without brackets, as
 /// Redis writes it: clients split the port off at the last colon.
 pub(crate) fn moved(slot: u16, addr: std::net::SocketAddr) -> String {

@@ -160,10 +160,7 @@ impl From<KeyInfo> for Reply {
 
 impl From<Redirect> for Reply {
     fn from(redirect: Redirect) -> Reply {
-        match redirect {
-            Redirect::Moved { slot, addr } => Reply::error(errors::moved(slot, addr)),
-            Redirect::Down => Reply::error(errors::CLUSTERDOWN),
-        }
+        Reply::error(errors::redirect(redirect))
     }
 }
 

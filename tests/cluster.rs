@@ -12,6 +12,9 @@
 //!   the others grants nothing (what it took meanwhile is answered -MOVED or dropped once it
 //!   hears of the new term) while the majority elects a leader and goes on; a follower cut off
 //!   serves nothing and, healed, catches up (a write then commits with it as the only follower).
+//! - membership changes: two nodes added (CLUSTER ADDNODE, the new nodes started with
+//!   `--cluster-join`), then the original followers forgotten (CLUSTER FORGET) and the original
+//!   leader killed: the locks live on in the two nodes that were not there when they were taken.
 
 // A test binary has no outside users.
 #![allow(unreachable_pub)]
@@ -311,4 +314,72 @@ async fn a_restarted_cluster_serves_every_change_made_before() {
             assert_eq!(info.field("token").int(), *token as i64, "{key}: {info:?}");
         }
     }
+}
+
+/// The lines of `node`'s CLUSTER NODES.
+async fn member_lines(cluster: &Cluster, node: u64) -> Vec<String> {
+    call(cluster, node, &[b"CLUSTER", b"NODES"]).await.text().lines().map(str::to_owned).collect()
+}
+
+/// CLUSTER ADDNODE of node `id`, sent to `to`.
+async fn add_node(cluster: &Cluster, to: u64, id: u64) -> Resp {
+    let node = cluster.node(id);
+    let (ip, port, bus) = (node.client.ip().to_string(), node.client.port().to_string(), node.bus.port().to_string());
+    let id = id.to_string();
+    call(cluster, to, &[b"CLUSTER", b"ADDNODE", id.as_bytes(), ip.as_bytes(), port.as_bytes(), bus.as_bytes()]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_replaced_one_by_one_keeps_every_lock() {
+    let mut cluster = Cluster::start(3);
+    let first = cluster.leader(&[1, 2, 3]).await;
+    let mut holder = Connection::connect(cluster.node(first).client, IO).await.unwrap();
+    let tokens = hold_keys(&mut holder, 20, b"holder").await;
+    let cluster_info = call(&cluster, first, &[b"CLUSTER", b"INFO"]).await.text();
+    let cluster_id = cluster_info.lines().find(|line| line.starts_with("cluster_id:")).unwrap().to_owned();
+
+    let four = cluster.launch_joining(first).await;
+    let five = cluster.launch_joining(first).await;
+    // A joining node forms nothing of its own: it knows no leader until one adds it.
+    let down = call(&cluster, four, &[b"LOCK.TRY", b"k0", b"holder"]).await;
+    assert_eq!(down.err(), "CLUSTERDOWN The cluster is down");
+    let follower = (1..=3).find(|&id| id != first).unwrap();
+    let moved = add_node(&cluster, follower, four).await;
+    assert!(moved.err().starts_with("MOVED 0 "), "only the leader adds members: {moved:?}");
+
+    for id in [four, five] {
+        assert_eq!(add_node(&cluster, first, id).await, Resp::Simple("OK".into()), "{}", cluster.logs());
+    }
+    assert_eq!(add_node(&cluster, first, four).await, Resp::Simple("OK".into()), "added again: nothing to do");
+    let client = cluster.node(four).client;
+    let (ip, port) = (client.ip().to_string(), client.port().to_string());
+    let taken = call(&cluster, first, &[b"CLUSTER", b"ADDNODE", b"6", ip.as_bytes(), port.as_bytes()]).await;
+    assert!(taken.err().contains(&format!("node {four}'s address")), "{taken:?}");
+    // The new members know every member and the leader, from the log.
+    let lines = member_lines(&cluster, five).await;
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    let moved = call(&cluster, five, &[b"LOCK.TRY", b"k0", b"holder"]).await;
+    assert_eq!(moved.err().split(' ').nth(2), Some(cluster.node(first).client.to_string().as_str()), "{moved:?}");
+
+    let refused = call(&cluster, first, &[b"CLUSTER", b"FORGET", first.to_string().as_bytes()]).await;
+    assert!(refused.err().contains("leads"), "{refused:?}");
+    let unknown = call(&cluster, first, &[b"CLUSTER", b"FORGET", b"9"]).await;
+    assert_eq!(unknown.err(), "ERR Unknown node 9");
+    for old in (1..=3).filter(|&id| id != first) {
+        assert_eq!(call(&cluster, first, &[b"CLUSTER", b"FORGET", old.to_string().as_bytes()]).await.text(), "OK");
+        cluster.kill(old);
+    }
+    let lines = member_lines(&cluster, first).await;
+    assert_eq!(lines.len(), 3, "{lines:?}");
+
+    // The last original member goes: the two added ones are a majority of the three voters,
+    // and they have every lock.
+    cluster.kill(first);
+    let next = cluster.leader(&[four, five]).await;
+    let mut holder = Connection::connect(cluster.node(next).client, IO).await.unwrap();
+    assert_eq!(hold_keys(&mut holder, 20, b"holder").await, tokens);
+    let fresh = acquired_token(&holder.call(&[b"LOCK.TRY", b"fresh", b"someone"]).await.unwrap());
+    assert!(tokens.iter().all(|token| *token < fresh), "{fresh} after {tokens:?}");
+    let info = call(&cluster, next, &[b"CLUSTER", b"INFO"]).await.text();
+    assert!(info.lines().any(|line| line == cluster_id), "the cluster keeps its id: {info}");
 }

@@ -201,7 +201,7 @@ fn invalid(error: impl std::error::Error + Send + Sync + 'static) -> io::Error {
 }
 
 /// A file of one record, absent until first written.
-fn read_single<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+pub(super) fn read_single<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -217,7 +217,7 @@ fn read_single<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
 }
 
 /// Replaces a one-record file so that a crash leaves either the old or the new record.
-fn write_single<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+pub(super) fn write_single<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let mut bytes = Vec::new();
     encode_record(&mut bytes, 0, &postcard::to_allocvec(value).map_err(invalid)?);
     replace_file(path, &[&bytes])

@@ -21,8 +21,10 @@
 //! Cluster protocol shows of all this.
 
 pub(crate) mod bus;
+pub(crate) mod identity;
 pub(crate) mod leadership;
 pub(crate) mod log_store;
+pub(crate) mod membership;
 pub(crate) mod node;
 pub(crate) mod proposals;
 pub(crate) mod raft;
@@ -34,7 +36,6 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -45,14 +46,17 @@ use self::node::Node;
 use self::proposals::{Lost, Proposals};
 use self::raft::Member;
 use self::topology::{Peer, Redirect, Topology};
-use crate::config::Config;
+use crate::config::{ClusterId, Config};
 use crate::core::{Clock, CoreSettings};
 
 /// The running server's cluster membership: its Raft node, the members it was started with, and
 /// whether it serves clients now.
 pub(crate) struct Cluster {
     node: Node,
+    id: ClusterId,
     peers: Vec<Peer>,
+    /// `--cluster-bus-port`: the bus port of a member whose own is not named.
+    default_bus_port: Option<u16>,
     proposals: Arc<Proposals>,
     /// The term in which this node serves clients as leader; 0 while it does not.
     serving_term: AtomicU64,
@@ -67,21 +71,15 @@ impl Cluster {
         let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
         let mut members = Vec::new();
         for peer in &peers.0 {
-            let bus_port = match peer.bus_port.or(config.cluster_bus_port) {
-                Some(port) => port,
-                None => peer.client_addr.port().checked_add(10_000).ok_or_else(|| {
+            let bus_addr = membership::bus_addr(peer.client_addr, peer.bus_port.or(config.cluster_bus_port))
+                .ok_or_else(|| {
                     invalid(format!(
                         "node {}'s port {} + 10000 is no port: name its bus port (id@host:port@busport)",
                         peer.id,
                         peer.client_addr.port()
                     ))
-                })?,
-            };
-            members.push(Peer {
-                id: peer.id,
-                client_addr: peer.client_addr,
-                bus_addr: SocketAddr::new(peer.client_addr.ip(), bus_port),
-            });
+                })?;
+            members.push(Peer { id: peer.id, client_addr: peer.client_addr, bus_addr });
         }
         let own = members
             .iter()
@@ -96,11 +94,15 @@ impl Cluster {
         let raft_members: BTreeMap<u64, Member> =
             members.iter().map(|peer| (peer.id, Member { client: peer.client_addr, bus: peer.bus_addr })).collect();
         let wall_ms_at_zero = proposals::wall_ms_at_zero(clock.now());
-        let security = BusSecurity::from_config(config).map_err(invalid)?;
-        let node = Node::start(id, &raft_members, &config.dir, settings, clock, Arc::new(security)).await?;
+        let cluster_id = identity::resolve(&config.dir.join("raft"), config.cluster_join, peers)?;
+        let security = BusSecurity::from_config(config, cluster_id).map_err(invalid)?;
+        let joining = config.cluster_join.is_some();
+        let node = Node::start(id, &raft_members, &config.dir, settings, clock, Arc::new(security), joining).await?;
         Ok(Some(Cluster {
             node,
+            id: cluster_id,
             peers: members,
+            default_bus_port: config.cluster_bus_port,
             proposals: Arc::new(Proposals::new(wall_ms_at_zero, settings.max_lease_ms)),
             serving_term: AtomicU64::new(0),
         }))
@@ -131,7 +133,14 @@ impl Cluster {
         }
         reachable.sort_unstable();
         reachable.dedup();
-        Topology { myself: self.node.id, leader: metrics.current_leader, term: metrics.current_term, peers, reachable }
+        Topology {
+            cluster: self.id,
+            myself: self.node.id,
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            peers,
+            reachable,
+        }
     }
 
     /// The term in which this node serves clients as leader; 0 while it does not (key commands

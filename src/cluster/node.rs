@@ -59,10 +59,30 @@ async fn form_unless_joined(raft: Raft, id: NodeId, members: BTreeMap<NodeId, Me
     }
 }
 
+/// Once this node knows the Raft membership, its members, and only they, may connect to its
+/// bus: a member added later is let in, a forgotten one is turned away.
+async fn admit_members(raft: Raft, security: Arc<BusSecurity>) {
+    let mut metrics = raft.server_metrics();
+    let mut admitted = Vec::new();
+    loop {
+        let members: Vec<NodeId> =
+            metrics.borrow_watched().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        if !members.is_empty() && members != admitted {
+            info!(?members, "cluster: the membership changed");
+            security.admit_only(members.clone());
+            admitted = members;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 impl Node {
     /// Starts node `id` of the cluster whose members are `members`, with its Raft log under
     /// `dir`. A fresh set of nodes started with the same peers forms the cluster
-    /// by itself (see [`form_unless_joined`]); a node with a log rejoins with what it has.
+    /// by itself (see [`form_unless_joined`]) unless `joining` says this one is being added to a
+    /// cluster that runs; a node with a log rejoins with what it has.
     pub(crate) async fn start(
         id: NodeId,
         members: &BTreeMap<NodeId, Member>,
@@ -70,6 +90,7 @@ impl Node {
         settings: CoreSettings,
         clock: Clock,
         security: Arc<BusSecurity>,
+        joining: bool,
     ) -> io::Result<Node> {
         let own = members
             .get(&id)
@@ -91,9 +112,16 @@ impl Node {
         .await
         .map_err(io::Error::other)?;
         let bus_shutdown = CancellationToken::new();
+        tokio::spawn(admit_members(raft.clone(), Arc::clone(&security)));
         tokio::spawn(bus::serve(listener, raft.clone(), security, bus_shutdown.clone()));
-        let rank = members.keys().position(|peer| *peer == id).unwrap_or(0) as u32;
-        tokio::spawn(form_unless_joined(raft.clone(), id, members.clone(), rank));
+        if joining {
+            if raft.metrics().borrow_watched().last_log_index.is_none() {
+                info!(node = id, "cluster: waiting to be added (CLUSTER ADDNODE on the leader)");
+            }
+        } else {
+            let rank = members.keys().position(|peer| *peer == id).unwrap_or(0) as u32;
+            tokio::spawn(form_unless_joined(raft.clone(), id, members.clone(), rank));
+        }
         Ok(Node { id, raft, state, bus_shutdown })
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::bus::security::BusSecurity;
+use super::membership::caught_up;
 use super::node::Node;
 use super::raft::{Member, NodeId, Record};
 use crate::config::{Config, Peers};
@@ -37,16 +38,30 @@ fn bus_security(
     peers: &BTreeMap<NodeId, SocketAddr>,
     adjust: impl FnOnce(&mut Config),
 ) -> Arc<BusSecurity> {
+    joining_bus_security(id, peers, peers, adjust)
+}
+
+/// The bus security of node `id`, started with `peers`, in the cluster `formed` formed.
+fn joining_bus_security(
+    id: NodeId,
+    peers: &BTreeMap<NodeId, SocketAddr>,
+    formed: &BTreeMap<NodeId, SocketAddr>,
+    adjust: impl FnOnce(&mut Config),
+) -> Arc<BusSecurity> {
+    let entries = |peers: &BTreeMap<NodeId, SocketAddr>| {
+        Peers(
+            peers
+                .iter()
+                .map(|(id, addr)| crate::config::PeerEntry { id: *id, client_addr: *addr, bus_port: None })
+                .collect(),
+        )
+    };
     let mut config = Config::default_for_tests();
     config.cluster_node_id = Some(id);
-    config.cluster_peers = Some(Peers(
-        peers
-            .iter()
-            .map(|(id, addr)| crate::config::PeerEntry { id: *id, client_addr: *addr, bus_port: None })
-            .collect(),
-    ));
+    config.cluster_peers = Some(entries(peers));
     adjust(&mut config);
-    Arc::new(BusSecurity::from_config(&config).unwrap())
+    let cluster = super::identity::formed_by(&entries(formed));
+    Arc::new(BusSecurity::from_config(&config, cluster).unwrap())
 }
 
 /// What a leader proposes when `owner` is granted `key` with `token`.
@@ -94,7 +109,9 @@ async fn three_nodes_replicate_elect_and_catch_up() {
     for id in 1..=3u64 {
         let bus = bus_security(id, &peers, |_| ());
         nodes.push(
-            Node::start(id, &members(&peers), dirs[id as usize - 1].path(), settings(), clock, bus).await.unwrap(),
+            Node::start(id, &members(&peers), dirs[id as usize - 1].path(), settings(), clock, bus, false)
+                .await
+                .unwrap(),
         );
     }
 
@@ -116,8 +133,9 @@ async fn three_nodes_replicate_elect_and_catch_up() {
 
     // The dead node restarts from its directory and learns what it missed.
     let bus = bus_security(first, &peers, |_| ());
-    let back =
-        Node::start(first, &members(&peers), dirs[first as usize - 1].path(), settings(), clock, bus).await.unwrap();
+    let back = Node::start(first, &members(&peers), dirs[first as usize - 1].path(), settings(), clock, bus, false)
+        .await
+        .unwrap();
     assert_eq!(holder_after(&back, index, "k2").await, Some(("o2".into(), 9)));
     assert_eq!(holder_after(&back, index, "k1").await, Some(("o1".into(), 7)));
     back.stop().await;
@@ -137,7 +155,7 @@ async fn nodes_restart_from_their_snapshots_once_the_log_is_purged() {
     let members = members(&peers);
     let start = |id: NodeId| {
         let bus = bus_security(id, &peers, |_| ());
-        Node::start(id, &members, dirs[id as usize - 1].path(), settings(), clock, bus)
+        Node::start(id, &members, dirs[id as usize - 1].path(), settings(), clock, bus, false)
     };
     let mut nodes = Vec::new();
     for id in 1..=3 {
@@ -173,6 +191,42 @@ async fn nodes_restart_from_their_snapshots_once_the_log_is_purged() {
         }
         assert_eq!(holder_after(node, after, "later").await, Some(("o".into(), 99)));
     }
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// A learner counts as caught up once it has every entry up to the one that added it: a node
+/// that is not running never does, and one that runs does, with the state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_is_caught_up_only_once_it_has_the_log() {
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let peers: BTreeMap<NodeId, SocketAddr> = (1..=3).map(|id| (id, free_addr())).collect();
+    let clock = Clock::new();
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        let bus = bus_security(id, &peers, |_| ());
+        nodes.push(
+            Node::start(id, &members(&peers), dirs[id as usize - 1].path(), settings(), clock, bus, false)
+                .await
+                .unwrap(),
+        );
+    }
+    let (leader, index) = propose(&nodes.iter().collect::<Vec<_>>(), grant("k", "o", 7)).await;
+    let raft = &nodes[leader as usize - 1].raft;
+
+    let nowhere = free_addr();
+    let added = raft.add_learner(9, Member { client: nowhere, bus: nowhere }, false).await.unwrap();
+    assert!(!caught_up(raft, 9, added.log_id.index, Duration::from_secs(2)).await, "a node that does not run");
+
+    let mut grown = peers.clone();
+    grown.insert(4, free_addr());
+    let bus = joining_bus_security(4, &grown, &peers, |_| ());
+    let four = Node::start(4, &members(&grown), dirs[3].path(), settings(), clock, bus, true).await.unwrap();
+    let added = raft.add_learner(4, Member { client: grown[&4], bus: grown[&4] }, false).await.unwrap();
+    assert!(caught_up(raft, 4, added.log_id.index, PATIENCE.unwrap()).await);
+    assert_eq!(holder_after(&four, index, "k").await, Some(("o".into(), 7)));
+    four.stop().await;
     for node in nodes {
         node.stop().await;
     }

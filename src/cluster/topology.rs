@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use super::raft::NodeId;
+use crate::config::ClusterId;
 use crate::core::key_slot;
 
 /// The name Redis Cluster gives a node is 40 hex characters; a member's is its id in decimal,
@@ -39,6 +40,8 @@ pub(crate) struct Peer {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Topology {
+    /// What a node joining this cluster is given (`--cluster-join`).
+    pub(crate) cluster: ClusterId,
     pub(crate) myself: NodeId,
     /// The leader this node knows of; None during an election (clients get -CLUSTERDOWN).
     pub(crate) leader: Option<NodeId>,
@@ -93,7 +96,14 @@ impl Topology {
 pub(crate) fn three_nodes(myself: NodeId, leader: Option<NodeId>) -> Topology {
     let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     let peer = |id: NodeId| Peer { id, client_addr: addr(7000 + id as u16), bus_addr: addr(17000 + id as u16) };
-    Topology { myself, leader, term: 7, peers: (1..=3).map(peer).collect(), reachable: vec![myself] }
+    Topology {
+        cluster: ClusterId([0xab; 32]),
+        myself,
+        leader,
+        term: 7,
+        peers: (1..=3).map(peer).collect(),
+        reachable: vec![myself],
+    }
 }
 
 #[cfg(test)]

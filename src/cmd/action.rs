@@ -1,10 +1,22 @@
 //! What a command asks of its connection once executed. Commands never touch the socket: they
 //! return one of these and the connection acts on it.
 
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use crate::core::WaitTicket;
 use crate::reply::Reply;
+
+/// A reply still to be worked out, away from any lock.
+pub(crate) struct Deferred(pub(crate) Pin<Box<dyn Future<Output = Reply> + Send>>);
+
+impl fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Deferred")
+    }
+}
 
 /// What the connection does after a command.
 #[derive(Debug)]
@@ -19,6 +31,9 @@ pub(crate) enum Action {
     },
     /// Send the reply, then close (QUIT).
     Close(Reply),
+    /// A reply that takes a while, such as a membership change waiting for its commit; the
+    /// connection sends it when it is ready, after the replies before it.
+    Later(Deferred),
     /// The lock was just handed to a waiter whose task sits first in this worker's queue: let it
     /// write its ACQUIRED before this reply, since the hand-off is what everyone waits on.
     ReplyAfterHandoff(Reply),

@@ -1,5 +1,6 @@
 //! The Redis Cluster commands a cluster client needs to find the leader: CLUSTER SLOTS, SHARDS,
-//! NODES, INFO, MYID, MYSHARDID, KEYSLOT and HELP, and READONLY, READWRITE and ASKING. The
+//! NODES, INFO, MYID, MYSHARDID, KEYSLOT and HELP, and READONLY, READWRITE and ASKING; and the
+//! two an operator changes the membership with, CLUSTER ADDNODE and FORGET. The
 //! cluster shows as one shard that owns every slot, with the Raft leader as its master and the
 //! other members as its replicas (see [`Topology`]); the replies are laid out as Redis 7's.
 //!
@@ -8,9 +9,13 @@
 //! and walking every key under the shard locks to answer them is what the core never does.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 
+use super::action::{Action, Deferred};
+use super::parse::{Args, ParseResult, parse_int};
+use crate::cluster::raft::NodeId;
 use crate::cluster::topology::{Peer, SHARD_ID, Topology, node_name};
 use crate::context::Shared;
 use crate::core::{SLOTS, key_slot};
@@ -31,21 +36,78 @@ pub(crate) enum ClusterCommand {
     ConnectionMode,
 }
 
+/// CLUSTER ADDNODE and FORGET, which the leader answers once the change is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MembershipChange {
+    Add { id: NodeId, client: SocketAddr, bus_port: Option<u16> },
+    Forget(NodeId),
+}
+
+impl MembershipChange {
+    pub(crate) fn execute(self, shared: &Shared) -> Action {
+        let Some(cluster) = shared.cluster.clone() else {
+            return Action::Reply(Reply::error(errors::CLUSTER_DISABLED));
+        };
+        let changing = async move {
+            let result = match self {
+                MembershipChange::Add { id, client, bus_port } => cluster.add_member(id, client, bus_port).await,
+                MembershipChange::Forget(id) => cluster.forget(id).await,
+            };
+            match result {
+                Ok(()) => Reply::ok(),
+                Err(refusal) => Reply::error(errors::membership_refusal(&refusal)),
+            }
+        };
+        Action::Later(Deferred(Box::pin(changing)))
+    }
+}
+
+/// `CLUSTER ADDNODE <node-id> <ip> <port> [<cluster-bus-port>]`, after Redis's CLUSTER MEET.
+pub(crate) fn parse_add_node(mut args: Args) -> ParseResult<MembershipChange> {
+    let id = parse_node_id(&args.next_bytes()?)?;
+    let (ip, port) = (args.next_bytes()?, args.next_bytes()?);
+    let port_of = |text: &[u8]| parse_int(text).and_then(|port| u16::try_from(port).ok()).filter(|port| *port > 0);
+    let address = std::str::from_utf8(&ip).ok().and_then(|ip| ip.parse::<IpAddr>().ok()).zip(port_of(&port));
+    let Some((ip, port)) = address else {
+        return Err(Reply::error(errors::invalid_node_address(&ip, &port)));
+    };
+    let bus_port = match args.next_optional() {
+        Some(bus) => Some(port_of(&bus).ok_or_else(|| Reply::error(errors::invalid_node_address(&bus, b"")))?),
+        None => None,
+    };
+    args.expect_end()?;
+    Ok(MembershipChange::Add { id, client: SocketAddr::new(ip, port), bus_port })
+}
+
+/// A node as `--cluster-node-id` gives it or as CLUSTER NODES names it: the same number, zero-padded.
+pub(crate) fn parse_node_id(text: &[u8]) -> ParseResult<NodeId> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|text| text.parse::<NodeId>().ok())
+        .filter(|id| *id > 0)
+        .ok_or_else(|| Reply::error(errors::INVALID_NODE_ID))
+}
+
 impl ClusterCommand {
     pub(crate) fn execute(self, shared: &Shared) -> Reply {
         let Some(topology) = topology(shared) else {
             return Reply::error(errors::CLUSTER_DISABLED);
         };
+        let topology = &topology;
         match self {
-            ClusterCommand::Slots => slots(&topology),
-            ClusterCommand::Shards => shards(&topology),
-            ClusterCommand::Nodes => Reply::bulk(nodes(&topology)),
-            ClusterCommand::Info => Reply::bulk(info(&topology)),
+            ClusterCommand::Slots => slots(topology),
+            ClusterCommand::Shards => shards(topology),
+            ClusterCommand::Nodes => Reply::bulk(nodes(topology)),
+            ClusterCommand::Info => Reply::bulk(info(topology)),
             ClusterCommand::MyId => Reply::bulk(node_name(topology.myself)),
             ClusterCommand::MyShardId => Reply::bulk_static(SHARD_ID),
             ClusterCommand::KeySlot(key) => Reply::Int(key_slot(&key).into()),
             ClusterCommand::Help => Reply::help(&[
                 "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "ADDNODE <node-id> <ip> <port> [<cluster-bus-port>]",
+                "    Add a node, started with --cluster-join, as a voting member (on the leader).",
+                "FORGET <node-id>",
+                "    Remove a node from the cluster (on the leader).",
                 "INFO",
                 "    Return information about the cluster.",
                 "KEYSLOT <key>",
@@ -226,6 +288,8 @@ fn info(topology: &Topology) -> String {
         ("cluster_stats_messages_sent", "0".to_owned()),
         ("cluster_stats_messages_received", "0".to_owned()),
         ("total_cluster_links_buffer_limit_exceeded", "0".to_owned()),
+        // baton's own: what a node added to this cluster is started with (--cluster-join).
+        ("cluster_id", topology.cluster.to_string()),
     ];
     let mut text = String::with_capacity(400);
     for (name, value) in fields {
@@ -376,11 +440,38 @@ mod tests {
                  cluster_slots_pfail:0\r\ncluster_slots_fail:{fail}\r\ncluster_known_nodes:3\r\n\
                  cluster_size:1\r\ncluster_current_epoch:7\r\ncluster_my_epoch:7\r\n\
                  cluster_stats_messages_sent:0\r\ncluster_stats_messages_received:0\r\n\
-                 total_cluster_links_buffer_limit_exceeded:0\r\n"
+                 total_cluster_links_buffer_limit_exceeded:0\r\ncluster_id:{}\r\n",
+                "ab".repeat(32)
             )
         };
         assert_eq!(info(&three_nodes(1, Some(2))), fields("ok", 16384, 0));
         assert_eq!(info(&three_nodes(1, None)), fields("fail", 0, 16384));
+    }
+
+    #[test]
+    fn membership_changes_parse_like_cluster_meet() {
+        let args = |line: &str| Args::new(line.split(' ').map(|word| Bytes::from(word.to_owned())).collect(), 2);
+        let add = |id, client: &str, bus_port| MembershipChange::Add { id, client: client.parse().unwrap(), bus_port };
+        assert_eq!(parse_add_node(args("CLUSTER ADDNODE 4 10.0.0.4 7004")), Ok(add(4, "10.0.0.4:7004", None)));
+        assert_eq!(parse_add_node(args("CLUSTER ADDNODE 5 ::1 7005 9005")), Ok(add(5, "[::1]:7005", Some(9005))));
+        assert_eq!(
+            parse_add_node(args("CLUSTER ADDNODE 0000000000000000000000000000000000000006 10.0.0.6 7006")),
+            Ok(add(6, "10.0.0.6:7006", None)),
+            "a node's name in CLUSTER NODES"
+        );
+        let error = |line: &str| match parse_add_node(args(line)) {
+            Err(Reply::Error(text)) => text,
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(error("CLUSTER ADDNODE 0 10.0.0.4 7004"), errors::INVALID_NODE_ID);
+        assert_eq!(error("CLUSTER ADDNODE x 10.0.0.4 7004"), errors::INVALID_NODE_ID);
+        assert!(error("CLUSTER ADDNODE 4 node4.example 7004").starts_with("ERR Invalid node address specified"));
+        assert!(error("CLUSTER ADDNODE 4 10.0.0.4 70000").starts_with("ERR Invalid node address specified"));
+        assert!(error("CLUSTER ADDNODE 4 10.0.0.4 0").starts_with("ERR Invalid node address specified"));
+        assert!(error("CLUSTER ADDNODE 4 10.0.0.4 7004 x").starts_with("ERR Invalid node address specified"));
+        assert_eq!(error("CLUSTER ADDNODE 4 10.0.0.4 7004 17004 more"), errors::SYNTAX);
+        assert_eq!(parse_node_id(b"3"), Ok(3));
+        assert!(parse_node_id(b"-3").is_err() && parse_node_id(b"").is_err());
     }
 
     /// A port for redis-server whose cluster bus port (10000 above it) is free as well.

@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use self::acl::AclCommand;
 pub(crate) use self::action::Action;
-use self::cluster::ClusterCommand;
+use self::cluster::{ClusterCommand, MembershipChange};
 use self::connection::{ClientCommand, ConnectionCommand};
 use self::keyspace::KeyspaceCommand;
 use self::lock::{LockCommand, LockLimits};
@@ -42,6 +42,7 @@ pub(crate) enum Command {
     Acl(AclCommand),
     PubSub(PubSubCommand),
     Cluster(ClusterCommand),
+    Membership(MembershipChange),
 }
 
 /// The table entry for a request, with its subcommand resolved and arity checked.
@@ -222,6 +223,10 @@ impl Command {
             Id::ClusterMyShardId => Command::Cluster(ClusterCommand::MyShardId),
             Id::ClusterKeySlot => Command::Cluster(ClusterCommand::KeySlot(args.next_bytes()?)),
             Id::ClusterHelp => Command::Cluster(ClusterCommand::Help),
+            Id::ClusterAddNode => Command::Membership(cluster::parse_add_node(args)?),
+            Id::ClusterForget => {
+                Command::Membership(MembershipChange::Forget(cluster::parse_node_id(&args.next_bytes()?)?))
+            }
             Id::ReadOnly | Id::ReadWrite | Id::Asking => Command::Cluster(ClusterCommand::ConnectionMode),
             // resolve() always descends into a container's subcommands: its arity needs one.
             Id::Client | Id::Config | Id::Memory | Id::Acl | Id::PubSub | Id::Cluster => {
@@ -250,6 +255,7 @@ impl Command {
             Command::Acl(command) => Action::Reply(command.execute(session, shared)),
             Command::PubSub(command) => command.execute(session, shared),
             Command::Cluster(command) => Action::Reply(command.execute(shared)),
+            Command::Membership(change) => change.execute(shared),
         }
     }
 }
@@ -346,6 +352,8 @@ mod tests {
         "CLUSTER MYSHARDID",
         "CLUSTER KEYSLOT {user1000}.following",
         "CLUSTER HELP",
+        "CLUSTER ADDNODE 4 127.0.0.1 7004 17004",
+        "CLUSTER FORGET 4",
         "READONLY",
         "READWRITE",
         "ASKING",

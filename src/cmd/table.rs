@@ -95,6 +95,8 @@ pub(crate) enum CommandId {
     ClusterMyShardId,
     ClusterKeySlot,
     ClusterHelp,
+    ClusterAddNode,
+    ClusterForget,
     ReadOnly,
     ReadWrite,
     Asking,
@@ -805,6 +807,13 @@ const CLUSTER_SUB: CommandSpec = CommandSpec {
     ..BASE
 };
 
+/// CLUSTER ADDNODE and FORGET: administration, as Redis's CLUSTER MEET and FORGET are.
+const CLUSTER_MEMBERSHIP: CommandSpec = CommandSpec {
+    flags: &["admin", "noscript", "stale"],
+    acl_categories: &["@admin", "@slow", "@dangerous"],
+    ..CLUSTER_SUB
+};
+
 const NODES_COMPLEXITY: &str = "O(N) where N is the total number of Cluster nodes";
 
 const CLUSTER_SUBCOMMANDS: &[CommandSpec] = &[
@@ -857,6 +866,24 @@ const CLUSTER_SUBCOMMANDS: &[CommandSpec] = &[
         complexity: "O(N) where N is the number of bytes in the key",
         args: &[string("key")],
         ..CLUSTER_SUB
+    },
+    CommandSpec {
+        id: CommandId::ClusterAddNode,
+        name: "addnode",
+        arity: -5,
+        since: "1.0.0",
+        summary: "Adds a node to the cluster: it catches up, then votes (baton)",
+        complexity: "O(N) where N is the size of the state the new node catches up with",
+        args: &[integer("node-id"), string("ip"), integer("port"), integer("cluster-bus-port").opt()],
+        ..CLUSTER_MEMBERSHIP
+    },
+    CommandSpec {
+        id: CommandId::ClusterForget,
+        name: "forget",
+        arity: 3,
+        summary: "Removes a node from the cluster",
+        args: &[string("node-id")],
+        ..CLUSTER_MEMBERSHIP
     },
     CommandSpec {
         id: CommandId::ClusterHelp,

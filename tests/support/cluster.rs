@@ -28,8 +28,11 @@ const PROBE: Duration = Duration::from_secs(2);
 pub struct Node {
     pub id: u64,
     pub client: SocketAddr,
+    pub bus: SocketAddr,
     /// The `--cluster-peers` this node starts with: how it reaches each peer.
     peers: String,
+    /// The `--cluster-join` it starts with, if it was added to a running cluster.
+    join: Option<String>,
     pub dir: ScratchDir,
     pub process: Option<ServerProcess>,
 }
@@ -94,7 +97,9 @@ impl Cluster {
                 Node {
                     id,
                     client: loopback(client_port(id)),
+                    bus: loopback(bus_port(id)),
                     peers: peers.join(","),
+                    join: None,
                     dir: ScratchDir::new("baton-cluster"),
                     process: None,
                 }
@@ -130,9 +135,37 @@ impl Cluster {
         command
             .args(["--bind", "127.0.0.1", "--port", &node.client.port().to_string(), "--dir", node.dir.arg()])
             .args(["--cluster-node-id", &id.to_string(), "--cluster-peers", &node.peers])
+            .args(node.join.iter().flat_map(|join| ["--cluster-join", join]))
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info,openraft=warn");
         node.process = Some(ServerProcess::start(&mut command, listening_addr));
+    }
+
+    /// Starts a new node, the next id, to be added to this cluster: started with `--cluster-join`
+    /// and the cluster id that node `from` shows, it waits for a leader to add it (CLUSTER
+    /// ADDNODE). It reaches the others' buses directly, never through a link.
+    pub async fn launch_joining(&mut self, from: u64) -> u64 {
+        let mut conn = Connection::connect(self.node(from).client, IO).await.expect("connect");
+        let info = conn.call(&[b"CLUSTER", b"INFO"]).await.expect("CLUSTER INFO");
+        let info = info.text();
+        let cluster_id = info.lines().find_map(|line| line.strip_prefix("cluster_id:")).expect("cluster_id").to_owned();
+        let id = self.nodes.len() as u64 + 1;
+        let ports = unused_ports(2);
+        let (client, bus) = (loopback(ports[0]), loopback(ports[1]));
+        let mut peers: Vec<String> =
+            self.nodes.iter().map(|node| format!("{}@{}@{}", node.id, node.client, node.bus.port())).collect();
+        peers.push(format!("{id}@{client}@{}", bus.port()));
+        self.nodes.push(Node {
+            id,
+            client,
+            bus,
+            peers: peers.join(","),
+            join: Some(cluster_id),
+            dir: ScratchDir::new("baton-cluster"),
+            process: None,
+        });
+        self.launch(id);
+        id
     }
 
     /// Every node stopped as a crash would stop it (those still running), then all started again

@@ -5,10 +5,11 @@
 //!
 //! The handshake, in fixed-size messages:
 //!
-//! 1. the dialer sends its hello: the cluster id (a hash of `--cluster-peers`), whether it has a
+//! 1. the dialer sends its hello: the cluster id (see `cluster::identity`), whether it has a
 //!    secret, its node id, the node id it means to reach, and a fresh random nonce;
 //! 2. the acceptor checks it (same cluster, same use of a secret, addressed to this node, from
-//!    another member) and answers with its own hello, naming the dialer;
+//!    a member) and answers with its own hello, naming the dialer, which checks that it reached
+//!    the node it meant to;
 //! 3. with a secret, the dialer sends an HMAC-SHA256, keyed by the secret, of its role and both
 //!    hellos; the acceptor verifies it in constant time and only then sends its own, made with
 //!    the other role, which the dialer verifies.
@@ -16,6 +17,8 @@
 //! Both nonces make a proof good for one connection only (no replay); the role makes an
 //! acceptor's proof useless as a dialer's (no reflection); the node ids make a dialer's hello
 //! relayed back to its sender useless (a node refuses a hello that claims to come from itself).
+//! The members are the Raft membership's, once this node knows it: a member added later is
+//! admitted, and one removed (`CLUSTER FORGET`) is turned away, even with the secret.
 //! Whoever fails a check is disconnected at once, before it can send a Raft message, and the
 //! refusal is logged (rate-limited) with the peer's address.
 //!
@@ -29,8 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-use ring::digest;
+use parking_lot::{Mutex, RwLock};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::ServerName;
@@ -40,7 +42,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::warn;
 
 use super::super::raft::NodeId;
-use crate::config::{Config, Peers};
+use crate::config::{ClusterId, Config};
 use crate::logging::LineThrottle;
 use crate::tls;
 
@@ -70,7 +72,8 @@ const REFUSAL_LINE_INTERVAL: Duration = Duration::from_secs(10);
 /// How this node sets up its bus connections, both ways; built once from the configuration.
 pub(crate) struct BusSecurity {
     node: NodeId,
-    members: Vec<NodeId>,
+    /// Who may open a connection to this node.
+    members: RwLock<Vec<NodeId>>,
     cluster: [u8; CLUSTER_ID_BYTES],
     secret: Option<hmac::Key>,
     tls: Option<Tls>,
@@ -86,9 +89,9 @@ struct Tls {
 
 impl BusSecurity {
     /// The bus security of the cluster node `config` describes (it needs `--cluster-node-id`
-    /// and `--cluster-peers`). Errs on a TLS set-up that cannot work; warns when the bus is open
-    /// to anyone while some peer is beyond loopback.
-    pub(crate) fn from_config(config: &Config) -> Result<BusSecurity, String> {
+    /// and `--cluster-peers`), a member of cluster `cluster`. Errs on a TLS set-up that cannot
+    /// work; warns when the bus is open to anyone while some peer is beyond loopback.
+    pub(crate) fn from_config(config: &Config, cluster: ClusterId) -> Result<BusSecurity, String> {
         let (Some(node), Some(peers)) = (config.cluster_node_id, &config.cluster_peers) else {
             return Err("the cluster bus needs --cluster-node-id and --cluster-peers".to_owned());
         };
@@ -102,8 +105,8 @@ impl BusSecurity {
         }
         Ok(BusSecurity {
             node,
-            members: peers.0.iter().map(|peer| peer.id).collect(),
-            cluster: cluster_id(peers),
+            members: RwLock::new(peers.0.iter().map(|peer| peer.id).collect()),
+            cluster: cluster.0,
             secret: secret.map(|secret| hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes())),
             tls,
             random: SystemRandom::new(),
@@ -159,6 +162,12 @@ impl BusSecurity {
         })
     }
 
+    /// From now on only `members` may connect to this node: the Raft membership, once known,
+    /// replaces the `--cluster-peers` it started with.
+    pub(crate) fn admit_only(&self, members: Vec<NodeId>) {
+        *self.members.write() = members;
+    }
+
     /// Connections refused so far, both ways.
     #[cfg(test)]
     pub(crate) fn refused(&self) -> u64 {
@@ -179,7 +188,8 @@ impl BusSecurity {
     }
 
     /// Whether `hello` may come from a member of this cluster talking to this node; when this
-    /// node dialed, `dialed` is the node it meant to reach.
+    /// node dialed, `dialed` is the node it meant to reach (one that Raft wants to talk to,
+    /// perhaps a member just added, which this node's list may not show yet).
     fn check(&self, hello: &Hello, dialed: Option<NodeId>) -> Result<(), Refusal> {
         if hello.cluster != self.cluster {
             return Err(Refusal::OtherCluster);
@@ -188,8 +198,11 @@ impl BusSecurity {
             return Err(Refusal::SecretMismatch { peer_has_one: hello.authenticated });
         }
         let expected = dialed.is_none_or(|dialed| dialed == hello.from);
-        if !expected || hello.to != self.node || hello.from == self.node || !self.members.contains(&hello.from) {
+        if !expected || hello.to != self.node || hello.from == self.node {
             return Err(Refusal::WrongNodes { from: hello.from, to: hello.to });
+        }
+        if dialed.is_none() && !self.members.read().contains(&hello.from) {
+            return Err(Refusal::NotMember(hello.from));
         }
         Ok(())
     }
@@ -246,21 +259,6 @@ impl Tls {
             connector: TlsConnector::from(Arc::new(tls::client_config(cert_file, key_file, ca_file)?)),
         }))
     }
-}
-
-/// Names the cluster by its members as `--cluster-peers` lists them, which is the same on every
-/// node: two clusters on one network never take each other's connections.
-fn cluster_id(peers: &Peers) -> [u8; CLUSTER_ID_BYTES] {
-    let mut members = peers.0.clone();
-    members.sort_unstable();
-    let mut hash = digest::Context::new(&digest::SHA256);
-    hash.update(b"baton cluster v1\n");
-    for peer in members {
-        hash.update(format!("{}@{}\n", peer.id, peer.client_addr).as_bytes());
-    }
-    let mut id = [0; CLUSTER_ID_BYTES];
-    id.copy_from_slice(hash.finish().as_ref());
-    id
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,6 +366,7 @@ enum Refusal {
     OtherCluster,
     SecretMismatch { peer_has_one: bool },
     WrongNodes { from: NodeId, to: NodeId },
+    NotMember(NodeId),
     BadProof,
     Certificate(rustls::Error),
     Silent,
@@ -378,7 +377,9 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::NotBus => f.write_str("it did not open with a cluster bus handshake"),
             Refusal::Version(version) => write!(f, "it speaks cluster bus version {version}, this node {VERSION}"),
-            Refusal::OtherCluster => f.write_str("it belongs to another cluster (its --cluster-peers differ)"),
+            Refusal::OtherCluster => {
+                f.write_str("it belongs to another cluster (its cluster id differs: --cluster-peers, --cluster-join)")
+            }
             Refusal::SecretMismatch { peer_has_one: true } => {
                 f.write_str("it has a cluster secret and this node none (--cluster-secret, --requirepass)")
             }
@@ -386,6 +387,7 @@ impl fmt::Display for Refusal {
                 f.write_str("it has no cluster secret and this node one (--cluster-secret, --requirepass)")
             }
             Refusal::WrongNodes { from, to } => write!(f, "it says it is node {from} calling node {to}"),
+            Refusal::NotMember(from) => write!(f, "node {from} is not a member (never added, or forgotten)"),
             Refusal::BadProof => f.write_str("it does not know the cluster secret (--cluster-secret, --requirepass)"),
             Refusal::Certificate(error) => write!(f, "its TLS certificate: {error}"),
             Refusal::Silent => write!(f, "no handshake within {} s", HANDSHAKE_TIMEOUT.as_secs()),
@@ -445,6 +447,8 @@ impl fmt::Display for Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::identity::formed_by;
+    use crate::config::Peers;
 
     const PEERS: [(NodeId, u16); 3] = [(1, 7001), (2, 7002), (3, 7003)];
 
@@ -469,10 +473,15 @@ mod tests {
         config
     }
 
+    /// Node `node` of the cluster `PEERS` formed, started with `members` as its peers.
+    fn security_of(node: NodeId, members: &[(NodeId, u16)]) -> BusSecurity {
+        BusSecurity::from_config(&config(node, members), formed_by(&peers(&PEERS))).unwrap()
+    }
+
     fn security(node: NodeId, secret: Option<&str>) -> BusSecurity {
         let mut config = config(node, &PEERS);
         config.cluster_secret = secret.map(str::to_owned);
-        BusSecurity::from_config(&config).unwrap()
+        BusSecurity::from_config(&config, formed_by(&peers(&PEERS))).unwrap()
     }
 
     /// Runs `dialer`'s handshake towards node `target` against `acceptor`'s; each end hangs up
@@ -534,7 +543,7 @@ mod tests {
     async fn another_cluster_is_refused_even_with_the_same_secret() {
         let mut other = config(2, &[(1, 7001), (2, 7002), (3, 7004)]);
         other.cluster_secret = Some("s3cret".into());
-        let other = BusSecurity::from_config(&other).unwrap();
+        let other = BusSecurity::from_config(&other, formed_by(other.cluster_peers.as_ref().unwrap())).unwrap();
         let (_, acceptor) = handshake(&security(1, Some("s3cret")), 2, &other).await;
         assert!(matches!(acceptor, Err(Failure::Refused(Refusal::OtherCluster))), "{acceptor:?}");
     }
@@ -554,6 +563,24 @@ mod tests {
             security(1, Some("s3cret")).check(&hello, Some(2)),
             Err(Refusal::WrongNodes { from: 3, to: 1 })
         ));
+    }
+
+    #[tokio::test]
+    async fn only_members_may_call_and_the_membership_decides_who_they_are() {
+        let node_4 = || security_of(4, &[(1, 7001), (2, 7002), (3, 7003), (4, 7004)]);
+        let (_, acceptor) = handshake(&node_4(), 2, &security(2, None)).await;
+        assert!(matches!(acceptor, Err(Failure::Refused(Refusal::NotMember(4)))), "{acceptor:?}");
+        // Node 2 dials a member just added that its own list lacks: it is the node meant.
+        let (dialer, acceptor) = handshake(&security(2, None), 4, &node_4()).await;
+        assert!(dialer.is_ok() && acceptor.is_ok(), "{dialer:?} {acceptor:?}");
+
+        let node_2 = security(2, None);
+        node_2.admit_only(vec![1, 2, 3, 4]);
+        let (dialer, acceptor) = handshake(&node_4(), 2, &node_2).await;
+        assert!(dialer.is_ok() && acceptor.is_ok(), "added: {dialer:?} {acceptor:?}");
+        node_2.admit_only(vec![1, 2, 4]);
+        let (_, acceptor) = handshake(&security(3, None), 2, &node_2).await;
+        assert!(matches!(acceptor, Err(Failure::Refused(Refusal::NotMember(3)))), "forgotten: {acceptor:?}");
     }
 
     #[test]
@@ -592,20 +619,11 @@ mod tests {
     }
 
     #[test]
-    fn the_cluster_id_is_its_member_list() {
-        let id = |members: &[(NodeId, u16)]| cluster_id(&peers(members));
-        assert_eq!(id(&PEERS), id(&[(3, 7003), (1, 7001), (2, 7002)]), "in any order");
-        assert_ne!(id(&PEERS), id(&[(1, 7001), (2, 7002), (3, 7004)]), "another address");
-        assert_ne!(id(&PEERS), id(&[(1, 7001), (2, 7002), (4, 7003)]), "another node id");
-        assert_ne!(id(&PEERS), id(&PEERS[..2]), "fewer members");
-    }
-
-    #[test]
     fn bus_tls_needs_the_ca_to_verify_peers_against() {
         let with = |adjust: &dyn Fn(&mut Config)| {
             let mut config = config(1, &PEERS);
             adjust(&mut config);
-            BusSecurity::from_config(&config).map(|security| security.tls.is_some())
+            BusSecurity::from_config(&config, ClusterId([0; 32])).map(|security| security.tls.is_some())
         };
         let files = |config: &mut Config| {
             config.tls_cert_file = Some("node.crt".into());
@@ -623,6 +641,9 @@ mod tests {
         let error = with(&|config| config.tls_cluster = Some(crate::config::YesNo::Yes)).unwrap_err();
         assert!(error.contains("--tls-cert-file"), "{error}");
         assert_eq!(with(&|_| ()), Ok(false), "no TLS configured: none on the bus");
-        assert!(BusSecurity::from_config(&Config::default_for_tests()).is_err(), "not a cluster node");
+        assert!(
+            BusSecurity::from_config(&Config::default_for_tests(), ClusterId([0; 32])).is_err(),
+            "not a cluster node"
+        );
     }
 }

@@ -40,7 +40,7 @@ async fn start(configure: impl Fn(NodeId, &mut Config)) -> Cluster {
     for (id, dir) in (1..=3).zip(&dirs) {
         let bus = bus_security(id, &peers, |config| configure(id, config));
         buses.push(Arc::clone(&bus));
-        nodes.push(Node::start(id, &members(&peers), dir.path(), settings(), clock, bus).await.unwrap());
+        nodes.push(Node::start(id, &members(&peers), dir.path(), settings(), clock, bus, false).await.unwrap());
     }
     Cluster { nodes, buses, peers, _dirs: dirs }
 }
