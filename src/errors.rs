@@ -4,6 +4,9 @@
 pub(crate) const NOLOCK: &str = "NOLOCK the lock is not held (never acquired, released, or its lease ran out)";
 pub(crate) const NOTHOLDER: &str = "NOTHOLDER the lock is held under another owner or token (a stale token after the lease ran out, or another owner's lock)";
 
+/// LOCK.TRY's and LOCK.WAIT's answer to an owner with no place in a full queue.
+pub(crate) const QUEUEFULL: &str =
+    "QUEUEFULL the queue of this key is full (48 MiB of owners): retry later, or poll with NOQUEUE";
 pub(crate) const NOAUTH: &str = "NOAUTH Authentication required.";
 pub(crate) const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 pub(crate) const AUTH_NOT_CONFIGURED: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";

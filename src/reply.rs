@@ -89,6 +89,7 @@ impl From<TryOutcome> for Reply {
                 Reply::Array(vec![Reply::bulk_static("BUSY"), Reply::bulk(owner::shown(&holder))])
             }
             TryOutcome::Done(completion) => done(&completion),
+            TryOutcome::QueueFull => Reply::error(errors::QUEUEFULL),
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::errors;
 use crate::event_loops::EventLoops;
 use crate::fd_limit::{self, RESERVED_FDS};
 use crate::http::{self, HttpLimits};
-use crate::journal::Recovery;
+use crate::journal::{self, Recovery};
 use crate::memory;
 use crate::metrics::{Metrics, OPS_SAMPLE_INTERVAL, Prometheus};
 use crate::monitor::Monitors;
@@ -97,6 +97,7 @@ impl Server {
             max_lease_ms: config.max_lease_ms,
             release_on_disconnect: config.release_on_disconnect.enabled(),
             shards: config.shard_count(),
+            max_queue_bytes: journal::MAX_QUEUE_BYTES,
         };
         let mut core = LockCore::new(settings, token_seed(config.wall_clock_offset_ms));
         let cluster = Cluster::start(&config, settings, clock).await?.map(Arc::new);

@@ -916,6 +916,60 @@ async fn retried_unlock_after_a_kill_gets_the_first_answer() {
     assert!(matches!(&reply, Answer::Error(e) if e.starts_with("NOLOCK")), "{reply:?}");
 }
 
+/// A key's queue is bounded by weight (48 MiB of owners): telling it all DONE is one journal
+/// record, and a record must be readable back. Owners of 1 KiB queue until -QUEUEFULL (well past
+/// the 64 MiB a record may take, without the bound), SUCCESS tells them all DONE, and after a
+/// SIGKILL every one of them is still owed its DONE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_told_done_survives_a_kill() {
+    const OFFERED: usize = 70_000;
+    const BATCH: usize = 1_000;
+    let owner = |n: usize| format!("{n:01024}");
+    let dir = ScratchDir::new("durability-full-queue");
+    let server = start(&dir, &[]);
+    let mut conn = Connection::connect(server.addr, Duration::from_secs(30)).await.expect("connect");
+    let token = acquired(&answer(&conn.call(&[b"LOCK.TRY", b"big", b"holder"]).await.expect("TRY")), "holder");
+    let (mut queued, mut refused) = (0, 0);
+    for start in (0..OFFERED).step_by(BATCH) {
+        for n in start..start + BATCH {
+            conn.queue(&[b"LOCK.TRY", b"big", owner(n).as_bytes(), b"PX", b"600000"]);
+        }
+        conn.flush().await.expect("flush");
+        for n in start..start + BATCH {
+            match answer(&conn.read().await.expect("reply")) {
+                Answer::Queued(position) => {
+                    assert_eq!((position as usize, refused), (n + 1, 0), "in order, and none after a refusal");
+                    queued += 1;
+                }
+                Answer::Error(error) if error.starts_with("QUEUEFULL ") => refused += 1,
+                other => panic!("owner {n}: {other:?}"),
+            }
+        }
+    }
+    assert!(queued > 40_000 && refused > 0, "{queued} queued, {refused} refused");
+    let token = token.to_string();
+    let unlock =
+        [&b"LOCK.UNLOCK"[..], b"big", b"holder", token.as_bytes(), b"SUCCESS", b"RESULT", b"ok", b"KEEP", b"600000"];
+    assert_eq!(answer(&conn.call(&unlock).await.expect("UNLOCK")), Answer::Int(queued as i64));
+    drop(conn);
+    kill9(server);
+
+    let server = start(&dir, &[]);
+    let mut raw = Raw::connect(server.addr).await;
+    for n in [0, queued / 2, queued - 1] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let reply = loop {
+            match call(&mut raw, args!["LOCK.TRY", "big", owner(n)]).await {
+                Answer::Error(error) if error.starts_with("LOADING") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                reply => break reply,
+            }
+        };
+        assert_eq!(reply, Answer::Done("holder".into(), Some("ok".into())), "owner {n} after the restart");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. SIGTERM is a clean stop, not a disconnect
 

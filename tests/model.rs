@@ -818,12 +818,20 @@ fn owner_index(name: &[u8]) -> Option<usize> {
     OWNERS.iter().position(|o| o.as_bytes() == name)
 }
 
+/// The model's queues are a few short owners: far below what a queue may weigh.
+fn settings(shards: usize, release_on_disconnect: bool) -> CoreSettings {
+    CoreSettings {
+        default_lease_ms: DEFAULT_LEASE,
+        max_lease_ms: MAX_LEASE,
+        release_on_disconnect,
+        shards,
+        max_queue_bytes: 48 << 20,
+    }
+}
+
 impl Harness {
     fn new(shards: usize, release_on_disconnect: bool, seed: u64, shared_owners: bool) -> Harness {
-        let core = LockCore::new(
-            CoreSettings { default_lease_ms: DEFAULT_LEASE, max_lease_ms: MAX_LEASE, release_on_disconnect, shards },
-            seed,
-        );
+        let core = LockCore::new(settings(shards, release_on_disconnect), seed);
         let slots = (0..SLOTS).map(|i| Slot { conn: conn(i as u64 + 1), waiting: None }).collect();
         let journal = Arc::new(Journal::default());
         core.attach_sink(Arc::clone(&journal) as Arc<dyn ChangeSink>);
@@ -926,6 +934,7 @@ impl Harness {
                     match &got {
                         WaitStart::Ready(outcome) => format!("{outcome:?}"),
                         WaitStart::Blocked(_) => "blocked".to_owned(),
+                        WaitStart::QueueFull => "queue full".to_owned(),
                     }
                 ));
                 match (got, want) {
@@ -936,6 +945,8 @@ impl Harness {
                     }
                     (WaitStart::Ready(outcome), Err(_)) => Err(format!("WAIT answered {outcome:?}, model blocks")),
                     (WaitStart::Blocked(_), Ok(expected)) => Err(format!("WAIT blocked, model answers {expected:?}")),
+                    // A few owners of a few bytes never weigh what a queue may.
+                    (WaitStart::QueueFull, _) => Err("WAIT found the queue full".to_owned()),
                 }
             }
             Op::Unlock { slot, key, who, tok, success, result, keep } => {
@@ -1148,12 +1159,7 @@ impl Harness {
     }
 
     fn core_settings(&self) -> CoreSettings {
-        CoreSettings {
-            default_lease_ms: DEFAULT_LEASE,
-            max_lease_ms: MAX_LEASE,
-            release_on_disconnect: self.model.release_on_disconnect,
-            shards: self.core.shard_count(),
-        }
+        settings(self.core.shard_count(), self.model.release_on_disconnect)
     }
 
     /// The gauges INFO reports are kept as keys change, not computed: they must equal both a
@@ -1393,10 +1399,7 @@ fn model_figures() {
 // Disagreements found by the generators above, kept as plain tests.
 
 fn core_with(shards: usize, release_on_disconnect: bool) -> LockCore {
-    LockCore::new(
-        CoreSettings { default_lease_ms: DEFAULT_LEASE, max_lease_ms: MAX_LEASE, release_on_disconnect, shards },
-        1,
-    )
+    LockCore::new(settings(shards, release_on_disconnect), 1)
 }
 
 fn holder_of(core: &LockCore, key: &str, now: u64) -> Option<(String, u64)> {

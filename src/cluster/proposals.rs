@@ -20,6 +20,12 @@ use tokio::sync::Notify;
 use crate::core::{Change, ChangeSink, Timestamp};
 use crate::journal::{WallClock, encode_batch, encode_record};
 
+/// A Raft entry takes the batches queued meanwhile up to about this size (and always at least
+/// one): the log frames an entry as the journal frames a record, and a reader refuses frames
+/// over `journal::MAX_PAYLOAD_BYTES`. One batch is bounded far below that (see
+/// `journal::MAX_QUEUE_BYTES`).
+const ENTRY_BYTES: usize = 8 << 20;
+
 /// Lost ranges kept: each step-down adds one, and a waiter looks at them as soon as it is woken,
 /// so only a node that flaps faster than its connections are scheduled could need more.
 const LOST_RANGES_KEPT: usize = 64;
@@ -42,9 +48,9 @@ struct State {
     leading: bool,
     /// The number the next batch gets; numbers start at 1 so that 0 means "nothing".
     next_seq: u64,
-    /// Batches not yet proposed, as framed journal records (the frame's LSN is the number).
-    queued: Vec<u8>,
-    queued_through: u64,
+    /// Batches not yet proposed, as framed journal records (the frame's LSN is the number),
+    /// gathered into entries of about [`ENTRY_BYTES`] each, with the number of each one's last.
+    queued: VecDeque<(Vec<u8>, u64)>,
     /// Every number up to here is either committed or in `lost`.
     settled_through: u64,
     lost: VecDeque<RangeInclusive<u64>>,
@@ -56,8 +62,7 @@ impl Proposals {
             state: Mutex::new(State {
                 leading: false,
                 next_seq: 1,
-                queued: Vec::new(),
-                queued_through: 0,
+                queued: VecDeque::new(),
                 settled_through: 0,
                 lost: VecDeque::new(),
             }),
@@ -107,7 +112,8 @@ impl Proposals {
         }
     }
 
-    /// Waits for queued batches and takes them: framed records, and the number of the last.
+    /// Waits for queued batches and takes the first entry's worth: framed records, and the number
+    /// of the last.
     pub(crate) async fn next_proposal(&self) -> (Vec<u8>, u64) {
         loop {
             let queued = self.queued.notified();
@@ -115,9 +121,8 @@ impl Proposals {
             queued.as_mut().enable();
             {
                 let mut state = self.state.lock();
-                if !state.queued.is_empty() {
-                    let through = state.queued_through;
-                    return (std::mem::take(&mut state.queued), through);
+                if let Some(entry) = state.queued.pop_front() {
+                    return entry;
                 }
             }
             queued.await;
@@ -174,8 +179,17 @@ impl ChangeSink for Proposals {
             state.next_seq += 1;
             if state.leading {
                 let first = state.queued.is_empty();
-                encode_record(&mut state.queued, seq, payload);
-                state.queued_through = seq;
+                match state.queued.back_mut() {
+                    Some((entry, through)) if entry.len() < ENTRY_BYTES => {
+                        encode_record(entry, seq, payload);
+                        *through = seq;
+                    }
+                    _ => {
+                        let mut entry = Vec::new();
+                        encode_record(&mut entry, seq, payload);
+                        state.queued.push_back((entry, seq));
+                    }
+                }
                 drop(state);
                 if first {
                     self.queued.notify_one();
@@ -268,6 +282,26 @@ mod tests {
         recorded(&proposals);
         let nothing = tokio::time::timeout(std::time::Duration::from_millis(20), proposals.next_proposal()).await;
         assert!(nothing.is_err(), "nothing is proposed while not leading");
+    }
+
+    #[tokio::test]
+    async fn a_backlog_is_proposed_in_entries_of_bounded_size() {
+        let proposals = Proposals::new(0, 1000);
+        proposals.lead();
+        let owner: Arc<[u8]> = Arc::from(vec![b'o'; 1 << 20]);
+        for token in 1..=20 {
+            let hold = Change::Hold { key: Arc::from(&b"k"[..]), owner: Arc::clone(&owner), token, lease_ms: 1 };
+            proposals.record(&mut vec![hold]);
+        }
+        let mut through = 0;
+        let mut entries = 0;
+        while through < 20 {
+            let (framed, last) = proposals.next_proposal().await;
+            assert!(last > through, "in order");
+            assert!(framed.len() <= ENTRY_BYTES + (2 << 20), "an entry of {} bytes", framed.len());
+            (through, entries) = (last, entries + 1);
+        }
+        assert!(entries >= 2, "20 MiB in {entries} entries");
     }
 
     #[tokio::test]

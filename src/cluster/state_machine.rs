@@ -270,8 +270,13 @@ mod tests {
     /// a shard with many keys is snapshotted as many records, and installs whole.
     #[test]
     fn a_large_shard_is_snapshotted_in_bounded_records() {
-        let settings =
-            CoreSettings { default_lease_ms: 30_000, max_lease_ms: 3_600_000, release_on_disconnect: true, shards: 1 };
+        let settings = CoreSettings {
+            default_lease_ms: 30_000,
+            max_lease_ms: 3_600_000,
+            release_on_disconnect: true,
+            shards: 1,
+            max_queue_bytes: 48 << 20,
+        };
         let dir = tempfile::tempdir().unwrap();
         let machine = StateMachine::open(dir.path(), settings, Clock::new()).unwrap();
         let mut inner = machine.inner.lock();

@@ -20,7 +20,13 @@ mod bus_security;
 const PATIENCE: Option<Duration> = Some(Duration::from_secs(30));
 
 fn settings() -> CoreSettings {
-    CoreSettings { default_lease_ms: 30_000, max_lease_ms: 3_600_000, release_on_disconnect: true, shards: 4 }
+    CoreSettings {
+        default_lease_ms: 30_000,
+        max_lease_ms: 3_600_000,
+        release_on_disconnect: true,
+        shards: 4,
+        max_queue_bytes: 48 << 20,
+    }
 }
 
 fn free_addr() -> SocketAddr {

@@ -268,6 +268,7 @@ impl LockCommand {
                         bound = Some(key);
                         Action::Block { ticket, timeout }
                     }
+                    (WaitStart::QueueFull, _) => Action::Reply(Reply::error(errors::QUEUEFULL)),
                 }
             }
             LockCommand::Unlock(Unlock { key, owner, token, verdict }) => {

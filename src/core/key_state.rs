@@ -14,7 +14,7 @@ use super::outcome::{
     Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,
     WaitOutcome,
 };
-use super::queue::{Blocker, Place, Queue, Waiter};
+use super::queue::{Blocker, PLACE_BYTES, Place, Queue, Waiter};
 use super::shard::ShardCtx;
 use super::told_done::ToldDone;
 use super::unlock_memo::Unlocked;
@@ -86,6 +86,13 @@ pub(crate) struct KeyState {
     extra: Option<Box<Extra>>,
 }
 
+/// Why a WAIT got no answer at once.
+pub(crate) enum NotAnswered {
+    Blocked(BlockedWait),
+    /// The owner has no place and the queue has no room.
+    QueueFull,
+}
+
 /// The parts of a wait ticket the state hands out.
 pub(crate) struct BlockedWait {
     pub(crate) place: Place,
@@ -100,6 +107,8 @@ pub(crate) struct Claim<'a> {
     pub(crate) owner: &'a [u8],
     pub(crate) lease_ms: u64,
     pub(crate) conn: ConnId,
+    /// The most the key's queue may weigh (see `CoreSettings::max_queue_bytes`).
+    pub(crate) max_queue_bytes: usize,
 }
 
 /// A completion's allocation (its counts and fields) and its strings.
@@ -264,11 +273,17 @@ impl KeyState {
     }
 
     /// Finds the owner's place in line or appends it, and renews it (see [`Queue::renew`]).
-    fn enqueue(&mut self, key: &Arc<[u8]>, claim: Claim<'_>, ctx: &mut ShardCtx, now: Timestamp) -> Place {
+    /// Joins the queue, or renews the place the owner has; None when it has none and the queue
+    /// is full.
+    fn enqueue(&mut self, key: &Arc<[u8]>, claim: Claim<'_>, ctx: &mut ShardCtx, now: Timestamp) -> Option<Place> {
+        let weight = self.extra.as_deref().map_or(0, |extra| extra.queue.weight());
+        if weight + claim.owner.len() + PLACE_BYTES > claim.max_queue_bytes && self.place_of(claim.owner).is_none() {
+            return None;
+        }
         let owner = ctx.owner_arc(claim.owner);
         let place = self.join_or_renew(Arc::clone(&owner), claim.lease_ms, claim.conn, now);
         ctx.record.record(|| Change::Join { key: Arc::clone(key), owner, lease_ms: claim.lease_ms });
-        place
+        Some(place)
     }
 
     fn join_or_renew(&mut self, owner: Arc<[u8]>, lease_ms: u64, conn: ConnId, now: Timestamp) -> Place {
@@ -303,8 +318,10 @@ impl KeyState {
                 self.holder.as_ref().map(|holder| Arc::clone(&holder.owner)).unwrap_or_else(|| Arc::from(&[][..]));
             return TryOutcome::Busy { holder };
         }
-        let place = self.enqueue(key, claim, ctx, now);
-        TryOutcome::Queued { position: self.extra().queue.position(place) + 1 }
+        match self.enqueue(key, claim, ctx, now) {
+            Some(place) => TryOutcome::Queued { position: self.extra().queue.position(place) + 1 },
+            None => TryOutcome::QueueFull,
+        }
     }
 
     /// Answers at once, or joins the queue (keeping an existing place) and registers a blocker.
@@ -314,18 +331,18 @@ impl KeyState {
         claim: Claim<'_>,
         ctx: &mut ShardCtx,
         now: Timestamp,
-    ) -> Result<WaitOutcome, BlockedWait> {
+    ) -> Result<WaitOutcome, NotAnswered> {
         if let Some(outcome) = self.immediate(key, claim, ctx, now) {
             return Ok(outcome);
         }
-        let place = self.enqueue(key, claim, ctx, now);
+        let place = self.enqueue(key, claim, ctx, now).ok_or(NotAnswered::QueueFull)?;
         let wait_id = ctx.next_wait_id;
         ctx.next_wait_id += 1;
         let (sender, receiver) = oneshot::channel();
         let granted_at = Arc::new(OnceLock::new());
         let blocker = Blocker { wait_id, conn: claim.conn, sender, granted_at: Arc::clone(&granted_at) };
         self.extra().queue.block(place, blocker);
-        Err(BlockedWait { place, wait_id, receiver, granted_at })
+        Err(NotAnswered::Blocked(BlockedWait { place, wait_id, receiver, granted_at }))
     }
 
     /// Removes a blocked WAIT that gave up. Returns false when it was no longer blocked, i.e. it

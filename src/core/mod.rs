@@ -47,8 +47,10 @@ pub use outcome::{
     WaitOutcome, WaitStart, WaitTicket,
 };
 
-use key_state::Claim;
+use key_state::{Claim, NotAnswered};
 use key_table::{POSITION_BITS, ScanBudget};
+#[cfg(test)]
+pub(crate) use queue::PLACE_BYTES;
 use shard::{Absent, Shard};
 
 /// Connections are numbered from 1 by the server; the core only compares them.
@@ -74,6 +76,12 @@ pub struct CoreSettings {
     pub max_lease_ms: u64,
     pub release_on_disconnect: bool,
     pub shards: usize,
+    /// The most one key's queue may weigh, its owners' bytes and [`queue::PLACE_BYTES`] a place:
+    /// a TRY or WAIT of an owner without a place that would take it over is answered QueueFull.
+    /// The largest steps the core takes (telling a whole queue DONE, skipping a line of lapsed
+    /// places) record a change per place, and each step is one journal record or Raft entry,
+    /// whose size is bounded.
+    pub max_queue_bytes: usize,
 }
 
 /// A TRY or WAIT as the core sees it.
@@ -212,7 +220,12 @@ impl LockCore {
     }
 
     fn claim<'a>(&self, request: &LockRequest<'a>) -> Claim<'a> {
-        Claim { owner: request.owner, lease_ms: self.lease_for(request.lease_ms), conn: request.conn }
+        Claim {
+            owner: request.owner,
+            lease_ms: self.lease_for(request.lease_ms),
+            conn: request.conn,
+            max_queue_bytes: self.settings.max_queue_bytes,
+        }
     }
 
     pub fn try_lock(&self, request: LockRequest<'_>, noqueue: bool, now: Timestamp) -> TryOutcome {
@@ -243,7 +256,8 @@ impl LockCore {
         self.change_key(request.key, now, |state, key, ctx, now| {
             let start = match state.wait(key, claim, ctx, now) {
                 Ok(outcome) => WaitStart::Ready(outcome),
-                Err(blocked) => WaitStart::Blocked(WaitTicket {
+                Err(NotAnswered::QueueFull) => WaitStart::QueueFull,
+                Err(NotAnswered::Blocked(blocked)) => WaitStart::Blocked(WaitTicket {
                     key: Arc::clone(key),
                     place: blocked.place,
                     conn: request.conn,
@@ -317,7 +331,7 @@ impl LockCore {
         conn: ConnId,
         now: Timestamp,
     ) -> ExtendOutcome {
-        let claim = Claim { owner, lease_ms: self.lease_for(Some(lease_ms)), conn };
+        let claim = self.claim(&LockRequest { key, owner, lease_ms: Some(lease_ms), conn });
         self.change_existing(key, now, |state, key, ctx, now| state.extend(key, claim, token, ctx, now))
             .unwrap_or(ExtendOutcome::NotLocked)
     }

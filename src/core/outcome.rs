@@ -29,6 +29,8 @@ pub enum TryOutcome {
         holder: Arc<[u8]>,
     },
     Done(Arc<Completion>),
+    /// The owner has no place in the key's queue, and it is full.
+    QueueFull,
 }
 
 /// What a blocked (or immediately answered) LOCK.WAIT learns.
@@ -68,6 +70,8 @@ impl WaitTicket {
 pub enum WaitStart {
     Ready(WaitOutcome),
     Blocked(WaitTicket),
+    /// The owner has no place in the key's queue, and it is full.
+    QueueFull,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -116,11 +116,17 @@ impl Indexes {
     }
 }
 
+/// What a place weighs besides its owner's bytes: about what a change naming it takes in a
+/// journal record (an owed DONE: a tag, the owner's length, a token and a deadline).
+pub(crate) const PLACE_BYTES: usize = 24;
+
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
     line: RankedMap<Waiter>,
     next_place: Place,
     owners: HashMap<Arc<[u8]>, Place>,
+    /// The bytes of every owner in line.
+    owner_bytes: usize,
     indexes: Indexes,
 }
 
@@ -152,6 +158,11 @@ impl Queue {
         self.owners.get(owner).copied()
     }
 
+    /// The owners' bytes and [`PLACE_BYTES`] per place: what one change per place takes, about.
+    pub(crate) fn weight(&self) -> usize {
+        self.owner_bytes + self.len() * PLACE_BYTES
+    }
+
     /// How many waiters are ahead of `place` (0: it is the head).
     pub(crate) fn position(&self, place: Place) -> usize {
         self.line.rank(place)
@@ -161,6 +172,7 @@ impl Queue {
         let place = self.next_place;
         self.next_place += 1;
         self.owners.insert(Arc::clone(&waiter.owner), place);
+        self.owner_bytes += waiter.owner.len();
         self.indexes.add(place, &waiter);
         self.line.insert(place, waiter);
         place
@@ -239,12 +251,14 @@ impl Queue {
 
     fn forget(&mut self, place: Place, waiter: &Waiter) {
         self.owners.remove(&waiter.owner);
+        self.owner_bytes -= waiter.owner.len();
         self.indexes.remove(place, waiter);
     }
 
     /// Empties the line, head first.
     pub(crate) fn take_all(&mut self) -> impl Iterator<Item = Waiter> {
         self.owners.clear();
+        self.owner_bytes = 0;
         self.indexes = Indexes::default();
         self.line.drain()
     }

@@ -393,7 +393,7 @@ mod tests {
 
     /// Takes or renews `key` for `lease_ms`; returns the token.
     fn hold<S: BuildHasher + Default + Clone>(shard: &mut Shard<S>, key: &str, lease_ms: u64, now: u64) -> u64 {
-        let claim = Claim { owner: b"o", lease_ms, conn: conn(1) };
+        let claim = Claim { owner: b"o", lease_ms, conn: conn(1), max_queue_bytes: usize::MAX };
         shard
             .change(key.as_bytes(), Absent::Create, at(now), |state, key, ctx, now| {
                 acquired(state.try_lock(key, claim, false, ctx, now))

@@ -31,6 +31,7 @@ pub fn blocked(start: WaitStart) -> WaitTicket {
     match start {
         WaitStart::Blocked(ticket) => ticket,
         WaitStart::Ready(outcome) => panic!("expected to block, got {outcome:?}"),
+        WaitStart::QueueFull => panic!("expected to block, the queue was full"),
     }
 }
 

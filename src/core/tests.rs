@@ -15,7 +15,13 @@ fn one_shard_core() -> LockCore {
 }
 
 fn core_of(release_on_disconnect: bool, shards: usize) -> LockCore {
-    LockCore::new(CoreSettings { default_lease_ms: 1_000, max_lease_ms: 60_000, release_on_disconnect, shards }, 100)
+    core_queueing(release_on_disconnect, shards, 48 << 20)
+}
+
+fn core_queueing(release_on_disconnect: bool, shards: usize, max_queue_bytes: usize) -> LockCore {
+    let settings =
+        CoreSettings { default_lease_ms: 1_000, max_lease_ms: 60_000, release_on_disconnect, shards, max_queue_bytes };
+    LockCore::new(settings, 100)
 }
 
 fn success(result: Option<&str>, keep_ms: Option<u64>) -> Verdict {
@@ -45,6 +51,27 @@ fn others_queue_in_order_and_a_repeat_keeps_its_place() {
     let info = core.info(b"k", at(0), usize::MAX).unwrap();
     assert_eq!(info.queue, vec![Arc::from(&b"b"[..]), Arc::from(&b"c"[..])]);
     assert_eq!(info.state, LockStateName::Held);
+}
+
+#[test]
+fn a_full_queue_turns_newcomers_away_and_keeps_its_members() {
+    // Room for two places of one-byte owners.
+    let core = core_queueing(true, 4, 2 * (1 + queue::PLACE_BYTES));
+    acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    assert_eq!(core.try_lock(request("k", "b", 2, None), false, at(0)), TryOutcome::Queued { position: 1 });
+    assert!(matches!(core.wait(request("k", "c", 3, None), at(0)), WaitStart::Blocked(_)));
+    assert_eq!(core.try_lock(request("k", "d", 4, None), false, at(0)), TryOutcome::QueueFull);
+    assert!(matches!(core.wait(request("k", "d", 4, None), at(0)), WaitStart::QueueFull));
+    // Who has a place keeps it, renewing it by TRY or WAIT; other keys have queues of their own.
+    assert_eq!(core.try_lock(request("k", "b", 2, None), false, at(10)), TryOutcome::Queued { position: 1 });
+    assert!(matches!(core.wait(request("k", "b", 2, None), at(10)), WaitStart::Blocked(_)));
+    acquired(core.try_lock(request("other", "x", 5, None), false, at(0)));
+    assert_eq!(core.try_lock(request("other", "d", 4, None), false, at(0)), TryOutcome::Queued { position: 1 });
+    // A place given up makes room.
+    assert!(core.cancel(b"k", b"b", at(20)));
+    assert_eq!(core.try_lock(request("k", "d", 4, None), false, at(20)), TryOutcome::Queued { position: 2 });
+    let info = core.info(b"k", at(20), usize::MAX).unwrap();
+    assert_eq!(info.queue, vec![Arc::from(&b"c"[..]), Arc::from(&b"d"[..])]);
 }
 
 #[test]

@@ -11,8 +11,10 @@ use super::Lsn;
 
 pub(crate) const RECORD_HEADER_BYTES: usize = 16;
 
-/// The largest payload a reader accepts. Lock records are bounded far below this by the server's
-/// key and result limits; the bound keeps a corrupt length from making recovery allocate gigabytes.
+/// The largest payload a reader accepts. Lock records are bounded below this by the server's
+/// key and result limits and the weight of one key's queue (`record::MAX_QUEUE_BYTES`), snapshot
+/// payloads by their cutting; the bound keeps a corrupt length from making recovery allocate
+/// gigabytes.
 pub(crate) const MAX_PAYLOAD_BYTES: usize = 64 << 20;
 
 pub(crate) const FORMAT_VERSION: u16 = 1;

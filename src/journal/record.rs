@@ -112,14 +112,28 @@ impl Record {
     }
 }
 
+/// What one key's queue may weigh (the server's `CoreSettings::max_queue_bytes`): the steps that
+/// record a change per place in line (telling a whole queue DONE, skipping lapsed places) then
+/// stay within one record, with room for the rest of the step (a RESULT, a REASON, a key).
+pub(crate) const MAX_QUEUE_BYTES: usize = 48 << 20;
+const _: () = assert!(MAX_QUEUE_BYTES + (4 << 20) <= super::frame::MAX_PAYLOAD_BYTES);
+
 /// A snapshot payload is closed at the first key boundary past this size: a shard's snapshot
 /// is many records, each far below the framing's bound on one record.
 pub(crate) const SNAPSHOT_PAYLOAD_BYTES: usize = 1 << 20;
 const _: () = assert!(SNAPSHOT_PAYLOAD_BYTES * 16 <= super::frame::MAX_PAYLOAD_BYTES);
 
+/// A key whose snapshot passes this is cut too: its line can weigh [`MAX_QUEUE_BYTES`], and
+/// as much again of owners owed DONE, more than one record holds.
+const SNAPSHOT_KEY_PAYLOAD_BYTES: usize = 16 * SNAPSHOT_PAYLOAD_BYTES;
+
 /// Encodes a shard's snapshot (`changes`, as [`crate::core::LockCore::snapshot_shard`] gives
-/// them) as batches of whole keys, so that each key's state is one replayed step, each batch
-/// near [`SNAPSHOT_PAYLOAD_BYTES`], and hands each batch's payload to `push`.
+/// them) as batches near [`SNAPSHOT_PAYLOAD_BYTES`], and hands each batch's payload to `push`.
+/// A key stays in one batch, one replayed step, unless it alone passes
+/// [`SNAPSHOT_KEY_PAYLOAD_BYTES`]. Replayed in several steps it comes back the same: its state
+/// after the first step, which has its holder and a good part of its line or of its owners owed
+/// DONE, is never empty (so the key is not forgotten in between), and the completion those
+/// owners are owed is carried from one step to the next by the shard's replay context.
 pub(crate) fn encode_snapshot_batches<E>(
     changes: &[Change],
     clock: WallClock,
@@ -130,7 +144,10 @@ pub(crate) fn encode_snapshot_batches<E>(
     while !rest.is_empty() {
         let mut end = 0;
         let mut size = 0;
-        while end < rest.len() && (size < SNAPSHOT_PAYLOAD_BYTES || rest[end].key() == rest[end - 1].key()) {
+        while end < rest.len()
+            && (size < SNAPSHOT_PAYLOAD_BYTES
+                || (rest[end].key() == rest[end - 1].key() && size < SNAPSHOT_KEY_PAYLOAD_BYTES))
+        {
             size += change_size_hint(&rest[end]);
             end += 1;
         }
@@ -609,5 +626,71 @@ mod tests {
         assert_eq!(decoded, holds.len());
         assert!(sizes.len() > 50, "{} payloads", sizes.len());
         assert!(sizes.iter().all(|&size| size <= SNAPSHOT_PAYLOAD_BYTES + 4096), "{sizes:?}");
+    }
+
+    /// One key with a line of the greatest weight and as many owners owed DONE: cut into several
+    /// payloads, each within the framing's bound, and replayed it is the key it was.
+    #[test]
+    fn a_key_too_heavy_for_one_payload_is_cut_and_comes_back_whole() {
+        use crate::core::{Completion, CoreSettings, LockCore, LockRequest, Timestamp, TryOutcome};
+
+        let key: Arc<[u8]> = Arc::from(&b"pull:huge"[..]);
+        let owner = |prefix: &str, n: usize| -> Arc<[u8]> { Arc::from(format!("{prefix}{n:01020}").as_bytes()) };
+        let places = MAX_QUEUE_BYTES / (1024 + crate::core::PLACE_BYTES);
+        let completion = Arc::new(Completion {
+            token: 7,
+            finisher: Arc::from(&b"finisher"[..]),
+            result: Some(Arc::from(&b"ok"[..])),
+        });
+        let mut changes = vec![Change::Finish { key: Arc::clone(&key), completion: Arc::clone(&completion) }];
+        changes.extend((0..places).map(|n| Change::Owe {
+            key: Arc::clone(&key),
+            owner: owner("d", n),
+            token: 7,
+            until: 50_000,
+        }));
+        changes.push(Change::Hold {
+            key: Arc::clone(&key),
+            owner: Arc::from(&b"holder"[..]),
+            token: 8,
+            lease_ms: 60_000,
+        });
+        changes.extend((0..places).map(|n| Change::Join {
+            key: Arc::clone(&key),
+            owner: owner("q", n),
+            lease_ms: 60_000,
+        }));
+
+        let settings = CoreSettings {
+            default_lease_ms: 1_000,
+            max_lease_ms: 60_000,
+            release_on_disconnect: true,
+            shards: 1,
+            max_queue_bytes: MAX_QUEUE_BYTES,
+        };
+        let core = LockCore::new(settings, 1);
+        let now = Timestamp::from_ms(1_000);
+        let mut sizes = Vec::new();
+        encode_snapshot_batches(&changes, CLOCK, |payload| {
+            sizes.push(payload.len());
+            match Record::decode(payload, CLOCK) {
+                Ok(Record::Batch(batch)) => core.replay(batch, now),
+                other => panic!("{other:?}"),
+            }
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert!(sizes.len() >= 4, "{sizes:?}");
+        assert!(sizes.iter().all(|&size| size <= SNAPSHOT_KEY_PAYLOAD_BYTES + 4096), "{sizes:?}");
+        core.finish_replay(9);
+        let info = core.info(&key, now, 1).unwrap();
+        assert_eq!(info.holder.map(|holder| (holder.owner, holder.token)), Some((Arc::from(&b"holder"[..]), 8)));
+        assert_eq!(info.waiters, places);
+        assert_eq!(info.queue, vec![owner("q", 0)], "in order");
+        for n in [0, places - 1] {
+            let owed = owner("d", n);
+            let request = LockRequest { key: &key, owner: &owed, lease_ms: None, conn: std::num::NonZeroU64::MIN };
+            assert!(matches!(core.try_lock(request, false, now), TryOutcome::Done(_)), "owner {n} is owed DONE");
+        }
     }
 }
