@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::core::{Change, ChangeSink, Timestamp};
-use crate::journal::{WallClock, encode_batch, encode_record};
+use crate::journal::{WallClock, encode_live_batch, encode_record};
 
 /// A Raft entry takes the batches queued meanwhile up to about this size (and always at least
 /// one): the log frames an entry as the journal frames a record, and a reader refuses frames
@@ -172,35 +172,45 @@ impl State {
 impl ChangeSink for Proposals {
     fn record(&self, changes: &mut Vec<Change>) {
         ENCODED.with_borrow_mut(|payload| {
-            payload.clear();
-            encode_batch(changes, self.wall_clock(), payload);
-            let mut state = self.state.lock();
-            let seq = state.next_seq;
-            state.next_seq += 1;
-            if state.leading {
-                let first = state.queued.is_empty();
-                match state.queued.back_mut() {
-                    Some((entry, through)) if entry.len() < ENTRY_BYTES => {
-                        encode_record(entry, seq, payload);
-                        *through = seq;
-                    }
-                    _ => {
-                        let mut entry = Vec::new();
-                        encode_record(&mut entry, seq, payload);
-                        state.queued.push_back((entry, seq));
-                    }
-                }
-                drop(state);
-                if first {
-                    self.queued.notify_one();
-                }
-            } else {
-                state.lose(seq);
-                drop(state);
-                self.settled.notify_waiters();
+            encode_live_batch(changes, self.wall_clock(), payload, |payload| self.queue(payload));
+            // A burst of large batches must not pin their buffer on every worker thread.
+            if payload.capacity() > crate::journal::SNAPSHOT_PAYLOAD_BYTES {
+                *payload = Vec::new();
             }
         });
         changes.clear();
+    }
+}
+
+impl Proposals {
+    /// Numbers a batch's payload and queues it for the next entry, or loses it at once while
+    /// this node does not lead.
+    fn queue(&self, payload: &[u8]) {
+        let mut state = self.state.lock();
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        if state.leading {
+            let first = state.queued.is_empty();
+            match state.queued.back_mut() {
+                Some((entry, through)) if entry.len() < ENTRY_BYTES => {
+                    encode_record(entry, seq, payload);
+                    *through = seq;
+                }
+                _ => {
+                    let mut entry = Vec::new();
+                    encode_record(&mut entry, seq, payload);
+                    state.queued.push_back((entry, seq));
+                }
+            }
+            drop(state);
+            if first {
+                self.queued.notify_one();
+            }
+        } else {
+            state.lose(seq);
+            drop(state);
+            self.settled.notify_waiters();
+        }
     }
 }
 

@@ -274,9 +274,10 @@ impl ChangeSink for Journal {
             }
         }
         ENCODED.with_borrow_mut(|payload| {
-            payload.clear();
-            record::encode_batch(changes, self.wall_clock(Timestamp::from_ms(0)), payload);
-            self.log.append(payload);
+            let clock = self.wall_clock(Timestamp::from_ms(0));
+            record::encode_live_batch(changes, clock, payload, |payload| {
+                self.log.append(payload);
+            });
             // A burst of large batches must not pin their buffer on every worker thread.
             if payload.capacity() > record::SNAPSHOT_PAYLOAD_BYTES {
                 *payload = Vec::new();

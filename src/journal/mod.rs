@@ -29,8 +29,7 @@ pub(crate) use durable::{Journal, JournalOptions, Restored};
 pub(crate) use error::LogError;
 pub(crate) use frame::{NextRecord, RecordReader, encode_record};
 pub(crate) use log::{FsyncPolicy, Log, LogOptions, LogStatus};
-pub(crate) use record::MAX_QUEUE_BYTES;
-#[cfg(test)]
-pub(crate) use record::SNAPSHOT_PAYLOAD_BYTES;
-pub(crate) use record::{Record, WallClock, encode_batch, encode_snapshot_batches};
+pub(crate) use record::{
+    MAX_QUEUE_BYTES, Record, SNAPSHOT_PAYLOAD_BYTES, WallClock, encode_live_batch, encode_snapshot_batches,
+};
 pub(crate) use recovery::{RecoveredRecord, Recovery};

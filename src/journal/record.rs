@@ -137,23 +137,65 @@ const SNAPSHOT_KEY_PAYLOAD_BYTES: usize = 16 * SNAPSHOT_PAYLOAD_BYTES;
 pub(crate) fn encode_snapshot_batches<E>(
     changes: &[Change],
     clock: WallClock,
+    push: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    encode_batches(changes, clock, SNAPSHOT_KEY_PAYLOAD_BYTES, &mut Vec::new(), push)
+}
+
+/// A live batch this large is written as several records: see [`encode_live_batch`].
+const LIVE_PAYLOAD_BYTES: usize = 16 << 20;
+// A part is what precedes a key boundary past SNAPSHOT_PAYLOAD_BYTES, plus that key's whole step.
+const _: () = assert!(SNAPSHOT_PAYLOAD_BYTES + MAX_QUEUE_BYTES + (4 << 20) <= super::frame::MAX_PAYLOAD_BYTES);
+const _: () = assert!(LIVE_PAYLOAD_BYTES <= super::frame::MAX_PAYLOAD_BYTES);
+
+/// Encodes the changes of one core operation into `payload` and hands it to `push`: one payload
+/// as a rule. One operation can change many keys (a closed connection's locks, a slice of
+/// expiries), each of whose steps is bounded by the weight of its line, but not all of them
+/// together: past [`LIVE_PAYLOAD_BYTES`] the batch is handed over as several payloads near
+/// [`SNAPSHOT_PAYLOAD_BYTES`], never cutting a key's step. Each is a record of its own; a reply
+/// waits for the last, and a torn tail between them keeps whole steps of some keys, as if the
+/// operation had reached only those before the crash.
+pub(crate) fn encode_live_batch(
+    changes: &[Change],
+    clock: WallClock,
+    payload: &mut Vec<u8>,
+    mut push: impl FnMut(&[u8]),
+) {
+    payload.clear();
+    encode_batch(changes, clock, payload);
+    if payload.len() <= LIVE_PAYLOAD_BYTES {
+        push(payload);
+        return;
+    }
+    let whole_keys = usize::MAX;
+    let _ = encode_batches(changes, clock, whole_keys, payload, |part| {
+        push(part);
+        Ok::<(), ()>(())
+    });
+}
+
+/// Cuts `changes` into payloads near [`SNAPSHOT_PAYLOAD_BYTES`] at key boundaries, a key's own
+/// changes only once they pass `key_cut`, and hands each to `push`.
+fn encode_batches<E>(
+    changes: &[Change],
+    clock: WallClock,
+    key_cut: usize,
+    payload: &mut Vec<u8>,
     mut push: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut payload = Vec::new();
     let mut rest = changes;
     while !rest.is_empty() {
         let mut end = 0;
         let mut size = 0;
         while end < rest.len()
-            && (size < SNAPSHOT_PAYLOAD_BYTES
-                || (rest[end].key() == rest[end - 1].key() && size < SNAPSHOT_KEY_PAYLOAD_BYTES))
+            && (size < SNAPSHOT_PAYLOAD_BYTES || (rest[end].key() == rest[end - 1].key() && size < key_cut))
         {
             size += change_size_hint(&rest[end]);
             end += 1;
         }
         payload.clear();
-        encode_batch(&rest[..end], clock, &mut payload);
-        push(&payload)?;
+        encode_batch(&rest[..end], clock, payload);
+        push(payload)?;
         rest = &rest[end..];
     }
     Ok(())
@@ -626,6 +668,40 @@ mod tests {
         assert_eq!(decoded, holds.len());
         assert!(sizes.len() > 50, "{} payloads", sizes.len());
         assert!(sizes.iter().all(|&size| size <= SNAPSHOT_PAYLOAD_BYTES + 4096), "{sizes:?}");
+    }
+
+    /// An operation that changed many keys with long lines is written as several records, each
+    /// key's step whole in one of them; an ordinary one as one record.
+    #[test]
+    fn a_live_batch_too_large_for_one_record_is_cut_between_keys() {
+        let key = |k: usize| -> Arc<[u8]> { Arc::from(format!("key{k}").as_bytes()) };
+        let owner = |n: usize| -> Arc<[u8]> { Arc::from(format!("{n:01024}").as_bytes()) };
+        let mut changes = Vec::new();
+        for k in 0..300 {
+            changes.push(Change::Free { key: key(k), cause: None });
+            changes.extend((0..100).map(|n| Change::Leave { key: key(k), owner: owner(n) }));
+        }
+        let mut payload = Vec::new();
+        let mut parts: Vec<Vec<Change>> = Vec::new();
+        encode_live_batch(&changes, CLOCK, &mut payload, |part| {
+            assert!(part.len() <= SNAPSHOT_PAYLOAD_BYTES + (200 << 10), "a part of {} bytes", part.len());
+            match Record::decode(part, CLOCK) {
+                Ok(Record::Batch(batch)) => parts.push(batch),
+                other => panic!("{other:?}"),
+            }
+        });
+        assert!(parts.len() > 10, "{} parts", parts.len());
+        for pair in parts.windows(2) {
+            assert_ne!(pair[0].last().unwrap().key(), pair[1][0].key(), "a key's step is never cut");
+        }
+        assert_eq!(parts.concat(), changes);
+
+        let small = &changes[..101];
+        let mut whole = Vec::new();
+        encode_batch(small, CLOCK, &mut whole);
+        let mut pushed = Vec::new();
+        encode_live_batch(small, CLOCK, &mut payload, |part| pushed.push(part.to_vec()));
+        assert_eq!(pushed, vec![whole]);
     }
 
     /// One key with a line of the greatest weight and as many owners owed DONE: cut into several
