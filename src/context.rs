@@ -13,7 +13,7 @@ use crate::acl::Acl;
 use crate::clients::ClientRegistry;
 use crate::cluster::ClusterHandle;
 use crate::config::Config;
-use crate::core::{Clock, LockCore};
+use crate::core::{Clock, Gauges, LockCore};
 use crate::metrics::{Figures, Metrics};
 use crate::monitor::Monitors;
 use crate::persistence::Persistence;
@@ -66,11 +66,27 @@ impl Shared {
         self.acl.reset_counters();
     }
 
+    /// What this node holds, as DBSIZE and INFO's lock gauges show it: its live core, or on a
+    /// cluster member that does not lead, the replicated state it applies (its live core is
+    /// empty then), as a Redis replica shows its dataset.
+    pub(crate) fn held(&self) -> Gauges {
+        match &self.cluster {
+            Some(cluster) if cluster.serving_term() == 0 => cluster.replicated_gauges(),
+            _ => self.core.gauges(),
+        }
+    }
+
     /// The figures INFO and the metrics endpoint report, read now.
     pub(crate) fn figures(&self) -> Figures {
         let stats = &self.stats;
+        let mut core = self.core.stats();
+        if self.cluster.is_some() {
+            let held = self.held();
+            (core.keys, core.held_keys, core.waiters, core.blocked_waiters) =
+                (held.keys, held.held_keys, held.waiters, held.blocked_waiters);
+        }
         Figures {
-            core: self.core.stats(),
+            core,
             connections_received: stats.total_connections_received.load(Ordering::Relaxed),
             commands_processed: stats.total_commands_processed.load(Ordering::Relaxed),
             rejected_connections: stats.rejected_connections.load(Ordering::Relaxed),

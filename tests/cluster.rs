@@ -114,6 +114,14 @@ async fn followers_send_clients_to_the_leader() {
         assert_eq!(words[2], cluster.node(leader).client.to_string(), "{text}");
         // Commands without keys are served by every node.
         assert_eq!(call(&cluster, follower, &[b"PING"]).await, Resp::Simple("PONG".into()));
+        // A follower counts the keys it has applied, as a Redis replica counts its dataset.
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while call(&cluster, follower, &[b"DBSIZE"]).await != Resp::Int(1) {
+            assert!(std::time::Instant::now() < deadline, "node {follower} never counted the held key");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let info = call(&cluster, follower, &[b"INFO", b"locks"]).await.text();
+        assert!(info.lines().any(|line| line == "locks_held:1"), "{info}");
     }
     // The same owner again at the leader: a renewal, with the same token.
     assert_eq!(acquired_token(&holder.call(&[b"LOCK.TRY", b"k", b"o1", b"PX", b"60000"]).await.unwrap()), token);

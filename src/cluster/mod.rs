@@ -47,7 +47,7 @@ use self::proposals::{Lost, Proposals};
 use self::raft::Member;
 use self::topology::{Peer, Redirect, Topology};
 use crate::config::{ClusterId, Config};
-use crate::core::{Clock, CoreSettings};
+use crate::core::{Clock, CoreSettings, Gauges};
 
 /// The running server's cluster membership: its Raft node, the members it was started with, and
 /// whether it serves clients now.
@@ -141,6 +141,11 @@ impl Cluster {
             peers,
             reachable,
         }
+    }
+
+    /// What the replicated state holds, as of the last entry this node applied.
+    pub(crate) fn replicated_gauges(&self) -> Gauges {
+        self.node.state.core().0.gauges()
     }
 
     /// The term in which this node serves clients as leader; 0 while it does not (key commands

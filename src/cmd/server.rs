@@ -75,7 +75,7 @@ impl ServerCommand {
     pub(crate) fn execute(self, shared: &Shared) -> Reply {
         match self {
             ServerCommand::Info(sections) => Reply::bulk(info_text(shared, &sections)),
-            ServerCommand::DbSize => Reply::Int(i64::try_from(shared.core.key_count()).unwrap_or(i64::MAX)),
+            ServerCommand::DbSize => Reply::Int(i64::try_from(shared.held().keys).unwrap_or(i64::MAX)),
             ServerCommand::BgRewriteAof => match &shared.persistence {
                 None => Reply::error(errors::JOURNAL_OFF),
                 Some(persistence) if persistence.request_rewrite() => Reply::Status(errors::REWRITE_STARTED.into()),
