@@ -114,7 +114,7 @@ impl Cluster {
 
     fn check_leads(&self) -> Result<(), MembershipRefusal> {
         match self.serving_term() {
-            0 => Err(MembershipRefusal::NotLeader(self.topology().redirect(b"").unwrap_or(Redirect::Down))),
+            0 => Err(MembershipRefusal::NotLeader(self.redirect(b""))),
             _ => Ok(()),
         }
     }
@@ -128,7 +128,7 @@ impl Cluster {
     fn refusal(&self, error: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> MembershipRefusal {
         match error {
             RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-                MembershipRefusal::NotLeader(self.topology().redirect(b"").unwrap_or(Redirect::Down))
+                MembershipRefusal::NotLeader(self.redirect(b""))
             }
             error => MembershipRefusal::Refused(error.to_string()),
         }

@@ -106,20 +106,23 @@ async fn holder_after(node: &Node, index: u64, key: &str) -> Option<(String, u64
     info.holder.map(|holder| (String::from_utf8(holder.owner.to_vec()).unwrap(), holder.token))
 }
 
+/// Nodes 1, 2 and 3 of `peers`, each on its directory of `dirs`, forming a cluster.
+async fn start_three(dirs: &[tempfile::TempDir], peers: &BTreeMap<NodeId, SocketAddr>, clock: Clock) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        let bus = bus_security(id, peers, |_| ());
+        let dir = dirs[id as usize - 1].path();
+        nodes.push(Node::start(id, &members(peers), dir, settings(), clock, bus, false).await.unwrap());
+    }
+    nodes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_elect_and_catch_up() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let peers: BTreeMap<NodeId, SocketAddr> = (1..=3).map(|id| (id, free_addr())).collect();
     let clock = Clock::new();
-    let mut nodes = Vec::new();
-    for id in 1..=3u64 {
-        let bus = bus_security(id, &peers, |_| ());
-        nodes.push(
-            Node::start(id, &members(&peers), dirs[id as usize - 1].path(), settings(), clock, bus, false)
-                .await
-                .unwrap(),
-        );
-    }
+    let mut nodes = start_three(&dirs, &peers, clock).await;
 
     let (first, index) = propose(&nodes.iter().collect::<Vec<_>>(), grant("k1", "o1", 7)).await;
     for node in &nodes {
@@ -209,15 +212,7 @@ async fn a_learner_is_caught_up_only_once_it_has_the_log() {
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let peers: BTreeMap<NodeId, SocketAddr> = (1..=3).map(|id| (id, free_addr())).collect();
     let clock = Clock::new();
-    let mut nodes = Vec::new();
-    for id in 1..=3u64 {
-        let bus = bus_security(id, &peers, |_| ());
-        nodes.push(
-            Node::start(id, &members(&peers), dirs[id as usize - 1].path(), settings(), clock, bus, false)
-                .await
-                .unwrap(),
-        );
-    }
+    let nodes = start_three(&dirs, &peers, clock).await;
     let (leader, index) = propose(&nodes.iter().collect::<Vec<_>>(), grant("k", "o", 7)).await;
     let raft = &nodes[leader as usize - 1].raft;
 
