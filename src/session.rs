@@ -11,7 +11,7 @@ use crate::acl::User;
 use crate::clients::ClientEntry;
 use crate::codec::Protocol;
 use crate::context::Shared;
-use crate::core::ConnId;
+use crate::core::{ConnId, KeyHash};
 use crate::pubsub::Kind;
 
 pub(crate) struct Session {
@@ -21,8 +21,8 @@ pub(crate) struct Session {
     /// As in Redis: a new connection is authenticated if the default user needs no password.
     authenticated: bool,
     /// Keys this connection tried, waited for or extended: the locks its close may have to
-    /// release. Pruned of keys it is no longer bound to.
-    bound: HashSet<Arc<[u8]>>,
+    /// release. Pruned of keys it is no longer bound to, and of repeats.
+    bound: Vec<KeyHash>,
     prune_at: usize,
     channels: HashSet<Bytes>,
     patterns: HashSet<Bytes>,
@@ -36,7 +36,7 @@ impl Session {
             entry,
             user,
             authenticated,
-            bound: HashSet::new(),
+            bound: Vec::new(),
             prune_at: 64,
             channels: HashSet::new(),
             patterns: HashSet::new(),
@@ -69,20 +69,26 @@ impl Session {
         self.entry.id
     }
 
-    /// Remembers that a lock on `key` may be bound to this connection (it holds it, or is queued
-    /// for it). The set is pruned as it grows, so a long-lived connection that touches many keys
-    /// stays bounded by what it is still bound to. A prune looks every key up in the core, which
-    /// costs about what taking the lock did: when it finds most keys still bound (a connection
-    /// holding many locks) the next one waits for the set to grow fourfold rather than double,
-    /// which cut the prunes' share of pipelined TRYs on new keys from a fifth of the CPU.
-    pub(crate) fn note_bound(&mut self, key: &Arc<[u8]>, shared: &Shared) {
-        if !self.bound.insert(Arc::clone(key)) {
+    /// Remembers that a lock on the key with `hash` may be bound to this connection (it holds it,
+    /// or is queued for it): a hash rather than a copy of the key, 8 bytes for each lock held.
+    /// The list is pruned as it grows, so a long-lived connection that touches many keys stays
+    /// bounded by what it is still bound to. A prune looks every key up in the core, which costs
+    /// about what taking the lock did: when it finds most keys still bound (a connection holding
+    /// many locks) the next one waits for the list to grow fourfold rather than double, which cut
+    /// the prunes' share of pipelined TRYs on new keys from a fifth of the CPU.
+    pub(crate) fn note_bound(&mut self, hash: KeyHash, shared: &Shared) {
+        // The same key again and again (a connection taking and releasing one lock) is a repeat
+        // a prune would drop; the latest is the one most often repeated.
+        if self.bound.last() == Some(&hash) {
             return;
         }
+        self.bound.push(hash);
         if self.bound.len() >= self.prune_at {
             let conn = self.id();
             let before = self.bound.len();
-            self.bound.retain(|key| shared.core.bound_to_conn(key, conn));
+            self.bound.sort_unstable();
+            self.bound.dedup();
+            self.bound.retain(|hash| shared.core.bound_to_conn(*hash, conn));
             let growth = if self.bound.len() * 2 > before { 4 } else { 2 };
             self.prune_at = (self.bound.len() * growth).max(64);
         }

@@ -241,13 +241,12 @@ impl LockCommand {
         let core = &shared.core;
         let now = shared.clock.now();
         let conn = session.id();
-        // The core's copy of a key this connection may now hold or be queued for: its close may
-        // have to release it.
+        // A key this connection may now hold or be queued for: its close may have to release it.
         let mut bound = None;
         let reply = match self {
             LockCommand::Try(TryLock { key, owner, lease_ms, noqueue }) => {
                 let request = LockRequest { key: &key, owner: &owner, lease_ms, conn };
-                let (outcome, key) = core.try_lock_sharing_key(request, noqueue, now);
+                let (outcome, key) = core.try_lock_hashing_key(request, noqueue, now);
                 // BUSY too: a NOQUEUE TRY renews a place the owner may have, binding it here.
                 if matches!(outcome, TryOutcome::Acquired { .. } | TryOutcome::Queued { .. } | TryOutcome::Busy { .. })
                 {
@@ -257,7 +256,7 @@ impl LockCommand {
             }
             LockCommand::Wait(WaitLock { key, owner, timeout, lease_ms }) => {
                 let request = LockRequest { key: &key, owner: &owner, lease_ms, conn };
-                match core.wait_sharing_key(request, now) {
+                match core.wait_hashing_key(request, now) {
                     (WaitStart::Ready(outcome), key) => {
                         if matches!(outcome, WaitOutcome::Acquired { .. }) {
                             bound = Some(key);
@@ -282,7 +281,7 @@ impl LockCommand {
             LockCommand::Extend(Extend { key, owner, token, lease_ms }) => {
                 let outcome = core.extend(&key, &owner, token, lease_ms, conn, now);
                 if outcome == ExtendOutcome::Extended {
-                    bound = core.shared_key(&key);
+                    bound = Some(core.key_hash(&key));
                 }
                 Action::Reply(Reply::from(outcome))
             }
@@ -302,7 +301,7 @@ impl LockCommand {
             }
         };
         if let Some(key) = bound {
-            session.note_bound(&key, shared);
+            session.note_bound(key, shared);
         }
         reply
     }

@@ -6,14 +6,16 @@
 //! moves every key to a new slot: a cursor naming a slot means nothing afterwards, and a cursor
 //! naming a hash value would need a walk of the whole table to find the keys after it.
 //!
-//! Here a key's part depends on its hash alone. Each key has a 32-bit *position*, bits 25 to 56
+//! Here a key's part depends on its hash alone. Each key has a 24-bit *position*, bits 33 to 56
 //! of its hash, and part `j` of the `2^depth` parts holds the keys whose position begins with
 //! the `depth` bits of `j`: the parts cut the positions into ranges, in order. When the keys
 //! outgrow the parts, every part splits into its lower and upper halves; when they thin out,
 //! neighbouring halves merge back. The ranges nest, so "every key positioned before `p`" names
-//! the same keys at any depth, which is what a cursor needs. Bits 25 to 56 are used because
+//! the same keys at any depth, which is what a cursor needs. Bits 33 to 56 are used because
 //! hashbrown reads the low bits (the slot a probe starts at) and the top seven (the tag it
-//! compares) inside each part: those stay as varied there as in one big table.
+//! compares) inside each part: those stay as varied there as in one big table. Bits 17 to 32
+//! name the shard (see `shard::KeyHash`), the same for every key of a table. 2^24 parts of 256
+//! keys are more than a shard will ever hold.
 //!
 //! A part holds 64 to 256 keys on average, so one is visited whole in a few microseconds. Smaller
 //! parts would make SCAN's steps finer but the directory of parts bigger, and a lookup reads its
@@ -27,10 +29,10 @@ use hashbrown::HashTable;
 use hashbrown::hash_table;
 
 /// Bits of a key's position. A SCAN cursor holds one and a shard index (see `LockCore::scan`).
-pub(crate) const POSITION_BITS: u32 = 32;
-/// Where the position sits in the hash: above the bits hashbrown takes a slot from, below the
-/// seven it tags slots with.
-const POSITION_SHIFT: u32 = 25;
+pub(crate) const POSITION_BITS: u32 = 24;
+/// Where the position sits in the hash: above the bits hashbrown takes a slot from and the
+/// shard's, below the seven it tags slots with.
+const POSITION_SHIFT: u32 = 33;
 /// The parts split when they hold this many keys on average.
 const SPLIT_AT: usize = 256;
 /// And merge when they hold fewer than this: four times fewer, so that a key count going up and
@@ -41,8 +43,7 @@ const PART_SLACK: usize = 16;
 
 /// The position of the key with `hash` (see the module docs).
 pub(crate) fn position(hash: u64) -> u32 {
-    // Truncation keeps bits 25 to 56.
-    (hash >> POSITION_SHIFT) as u32
+    ((hash >> POSITION_SHIFT) & ((1 << POSITION_BITS) - 1)) as u32
 }
 
 /// What one SCAN call may still examine: keys, and parts visited (for parts nearly empty).
@@ -151,6 +152,11 @@ impl<T> KeyTable<T> {
         self.depth -= 1;
     }
 
+    /// The entries that may have `hash`: with it, or tagged as it is by the table.
+    pub(crate) fn iter_hash(&self, hash: u64) -> impl Iterator<Item = &T> {
+        self.parts[self.part_of(hash)].iter_hash(hash)
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.parts.iter().flatten()
     }
@@ -187,7 +193,7 @@ impl<T> KeyTable<T> {
                 return None;
             }
             if budget.exhausted() {
-                // Below 2^32: `index` is not past the last part.
+                // Below 2^POSITION_BITS: `index` is not past the last part.
                 return Some(part_start(index, self.depth) as u32);
             }
         }

@@ -51,7 +51,8 @@ use key_state::{Claim, NotAnswered};
 use key_table::{POSITION_BITS, ScanBudget};
 #[cfg(test)]
 pub(crate) use queue::PLACE_BYTES;
-use shard::{Absent, Shard};
+pub use shard::KeyHash;
+use shard::{Absent, SHARD_BITS, Shard};
 
 /// Connections are numbered from 1 by the server; the core only compares them.
 pub type ConnId = NonZeroU64;
@@ -109,8 +110,8 @@ pub struct LockCore {
 
 impl LockCore {
     pub fn new(settings: CoreSettings, token_seed: u64) -> LockCore {
-        let count = settings.shards.max(1).next_power_of_two();
-        let shards = (0..count).map(|_| Mutex::new(Shard::new(token_seed, count))).collect();
+        let count = settings.shards.clamp(1, 1 << SHARD_BITS).next_power_of_two();
+        let shards = (0..count).map(|index| Mutex::new(Shard::new(token_seed, count, index))).collect();
         LockCore {
             shards,
             settings,
@@ -198,15 +199,19 @@ impl LockCore {
         result
     }
 
-    /// Runs `op` on the key's state through [`Shard::change`], creating the key when it has none.
+    /// Runs `op` on the key's state through [`Shard::change`], creating the key when it has none;
+    /// also hands back the key's hash.
     fn change_key<R>(
         &self,
         key: &[u8],
         now: Timestamp,
         op: impl FnOnce(&mut key_state::KeyState, &Arc<[u8]>, &mut shard::ShardCtx, Timestamp) -> R,
-    ) -> R {
-        self.on_shard(key, |shard| shard.change(key, Absent::Create, now, op))
-            .expect("Absent::Create always has a state to change")
+    ) -> (R, KeyHash) {
+        self.on_shard(key, |shard| {
+            let hash = shard.key_hash(key);
+            let result = shard.change_hashed(hash, key, Absent::Create, now, op);
+            (result.expect("Absent::Create always has a state to change"), hash)
+        })
     }
 
     /// Runs `op` on the key's state through [`Shard::change`]; None when the key has no state.
@@ -229,44 +234,39 @@ impl LockCore {
     }
 
     pub fn try_lock(&self, request: LockRequest<'_>, noqueue: bool, now: Timestamp) -> TryOutcome {
-        self.try_lock_sharing_key(request, noqueue, now).0
+        self.try_lock_hashing_key(request, noqueue, now).0
     }
 
-    /// [`LockCore::try_lock`], also handing back the core's copy of the key for callers that keep
-    /// it (a reference count instead of a second copy and a second lookup).
-    pub(crate) fn try_lock_sharing_key(
+    /// [`LockCore::try_lock`], also handing back the key's hash for callers that remember the key
+    /// (without a second lookup).
+    pub(crate) fn try_lock_hashing_key(
         &self,
         request: LockRequest<'_>,
         noqueue: bool,
         now: Timestamp,
-    ) -> (TryOutcome, Arc<[u8]>) {
+    ) -> (TryOutcome, KeyHash) {
         let claim = self.claim(&request);
-        self.change_key(request.key, now, |state, key, ctx, now| {
-            (state.try_lock(key, claim, noqueue, ctx, now), Arc::clone(key))
-        })
+        self.change_key(request.key, now, |state, key, ctx, now| state.try_lock(key, claim, noqueue, ctx, now))
     }
 
     pub fn wait(&self, request: LockRequest<'_>, now: Timestamp) -> WaitStart {
-        self.wait_sharing_key(request, now).0
+        self.wait_hashing_key(request, now).0
     }
 
-    /// [`LockCore::wait`], also handing back the core's copy of the key.
-    pub(crate) fn wait_sharing_key(&self, request: LockRequest<'_>, now: Timestamp) -> (WaitStart, Arc<[u8]>) {
+    /// [`LockCore::wait`], also handing back the key's hash.
+    pub(crate) fn wait_hashing_key(&self, request: LockRequest<'_>, now: Timestamp) -> (WaitStart, KeyHash) {
         let claim = self.claim(&request);
-        self.change_key(request.key, now, |state, key, ctx, now| {
-            let start = match state.wait(key, claim, ctx, now) {
-                Ok(outcome) => WaitStart::Ready(outcome),
-                Err(NotAnswered::QueueFull) => WaitStart::QueueFull,
-                Err(NotAnswered::Blocked(blocked)) => WaitStart::Blocked(WaitTicket {
-                    key: Arc::clone(key),
-                    place: blocked.place,
-                    conn: request.conn,
-                    wait_id: blocked.wait_id,
-                    receiver: blocked.receiver,
-                    granted_at: blocked.granted_at,
-                }),
-            };
-            (start, Arc::clone(key))
+        self.change_key(request.key, now, |state, key, ctx, now| match state.wait(key, claim, ctx, now) {
+            Ok(outcome) => WaitStart::Ready(outcome),
+            Err(NotAnswered::QueueFull) => WaitStart::QueueFull,
+            Err(NotAnswered::Blocked(blocked)) => WaitStart::Blocked(WaitTicket {
+                key: Arc::clone(key),
+                place: blocked.place,
+                conn: request.conn,
+                wait_id: blocked.wait_id,
+                receiver: blocked.receiver,
+                granted_at: blocked.granted_at,
+            }),
         })
     }
 
@@ -376,11 +376,10 @@ impl LockCore {
     /// keys: what one call costs does not grow with the number of keys. A key present from the
     /// first call to the last is returned, whatever keys come and go and however the tables
     /// grow and shrink meanwhile, and no key is returned twice. With at most 2^16 shards a
-    /// cursor stays below 2^48, exact even for clients that read it as a double.
+    /// cursor stays below 2^40, exact even for clients that read it as a double.
     pub fn scan(&self, cursor: u64, count: usize) -> Option<ScanPage> {
         let mut shard = usize::try_from(cursor >> POSITION_BITS).ok().filter(|shard| *shard < self.shards.len())?;
-        // Truncation keeps the position bits.
-        let mut position = cursor as u32;
+        let mut position = (cursor & ((1 << POSITION_BITS) - 1)) as u32;
         let mut budget = ScanBudget::new(count);
         let mut keys = Vec::new();
         loop {
@@ -402,27 +401,26 @@ impl LockCore {
         self.on_shard(key, |_| ());
     }
 
-    /// The core's own copy of `key`, if it has state, for callers that keep keys around (sharing
-    /// it costs a reference count instead of a second copy).
-    pub(crate) fn shared_key(&self, key: &[u8]) -> Option<Arc<[u8]>> {
-        self.on_shard(key, |shard| shard.peek(key).map(|(key, _)| Arc::clone(key)))
+    /// How a connection remembers `key`, whose state it may be bound to.
+    pub(crate) fn key_hash(&self, key: &[u8]) -> KeyHash {
+        self.shards[self.shard_of(key)].lock().key_hash(key)
     }
 
-    /// Whether a close of `conn` may matter for `key`: it holds it, a grant would bind to it, or
-    /// it was sent the current grant.
-    pub(crate) fn bound_to_conn(&self, key: &[u8], conn: ConnId) -> bool {
-        self.on_shard(key, |shard| shard.peek(key).is_some_and(|(_, state)| state.bound_to_conn(conn)))
+    /// Whether a close of `conn` may matter for the key with `hash`: it holds it, a grant would
+    /// bind to it, or it was sent the current grant.
+    pub(crate) fn bound_to_conn(&self, hash: KeyHash, conn: ConnId) -> bool {
+        self.on_shard_at(hash.shard(), |shard| shard.bound_to_conn(hash, conn))
     }
 
-    /// A connection closed: plans the release of `keys` (the ones it acquired, queued for,
-    /// waited for or extended), which [`LockCore::release_slice`] then carries out a slice at a
-    /// time. Nothing is released when release-on-disconnect is off.
-    pub fn release_connection(&self, conn: ConnId, keys: impl IntoIterator<Item = Arc<[u8]>>) -> ConnectionRelease {
+    /// A connection closed: plans the release of the keys with `hashes` (the ones it acquired,
+    /// queued for, waited for or extended), which [`LockCore::release_slice`] then carries out a
+    /// slice at a time. Nothing is released when release-on-disconnect is off.
+    pub fn release_connection(&self, conn: ConnId, hashes: impl IntoIterator<Item = KeyHash>) -> ConnectionRelease {
         let mut release = ConnectionRelease { conn, by_shard: Vec::new() };
         if self.settings.release_on_disconnect {
             release.by_shard.resize_with(self.shards.len(), Vec::new);
-            for key in keys {
-                release.by_shard[self.shard_of(&key)].push(key);
+            for hash in hashes {
+                release.by_shard[hash.shard()].push(hash);
             }
             release.drop_finished_shards();
         }
@@ -443,10 +441,8 @@ impl LockCore {
         let slice = keys.split_off(keys.len().saturating_sub(SLICE));
         let conn = release.conn;
         self.on_shard_at(index, |shard| {
-            for key in &slice {
-                shard.change(key, Absent::Skip, now, |state, key, ctx, now| {
-                    state.connection_closed(key, conn, ctx, now)
-                });
+            for hash in slice {
+                shard.connection_closed(hash, conn, now);
             }
         });
         release.drop_finished_shards();
@@ -566,10 +562,10 @@ impl LockCore {
     /// will never commit; it is rebuilt from the committed state if the node leads again.
     pub fn reset(&self, token_seed: u64) {
         let count = self.shards.len();
-        for shard in self.shards.iter() {
+        for (index, shard) in self.shards.iter().enumerate() {
             let mut shard = shard.lock();
             let sink = shard.take_sink();
-            *shard = Shard::new(token_seed, count);
+            *shard = Shard::new(token_seed, count, index);
             shard.set_sink(sink);
         }
     }
@@ -667,7 +663,7 @@ pub struct ScanPage {
 pub struct ConnectionRelease {
     conn: ConnId,
     /// Indexed by shard; shards are done from the last, and dropped once done.
-    by_shard: Vec<Vec<Arc<[u8]>>>,
+    by_shard: Vec<Vec<KeyHash>>,
 }
 
 impl ConnectionRelease {

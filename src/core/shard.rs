@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use hashbrown::DefaultHashBuilder;
 
+use super::ConnId;
 use super::change::{Change, ChangeSink, Recorder};
 use super::clock::Timestamp;
 use super::events::LockEvent;
@@ -111,12 +112,46 @@ struct Held {
     state: KeyState,
 }
 
+/// A key as a connection remembers it, so that its close can release it: the key's hash in its
+/// shard's table, which also names the shard. Eight bytes, where a copy of the key would take an
+/// allocation for each lock a connection holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeyHash(u64);
+
+/// Where the shard's index sits in its keys' hashes: above the bits hashbrown takes a slot from
+/// (a part of the key table holds a few hundred keys, far fewer than 2^17), below the key's
+/// position (see `key_table`).
+const SHARD_SHIFT: u32 = 17;
+/// Enough for the most shards a server may have.
+pub(crate) const SHARD_BITS: u32 = 16;
+const SHARD_MASK: u64 = ((1 << SHARD_BITS) - 1) << SHARD_SHIFT;
+
+impl KeyHash {
+    /// The index of the key's shard.
+    pub(crate) fn shard(self) -> usize {
+        ((self.0 & SHARD_MASK) >> SHARD_SHIFT) as usize
+    }
+}
+
+/// Hashes a shard's keys, with the shard's index in the bits [`KeyHash::shard`] reads.
+#[derive(Clone)]
+struct KeyHasher<S> {
+    build: S,
+    shard_bits: u64,
+}
+
+impl<S: BuildHasher> KeyHasher<S> {
+    fn hash(&self, key: &[u8]) -> u64 {
+        (self.build.hash_one(key) & !SHARD_MASK) | self.shard_bits
+    }
+}
+
 /// Generic over the hasher only so that a test can make every key's hash collide.
 pub(crate) struct Shard<S = DefaultHashBuilder> {
     /// A table rather than a map so that a timer can find its key by hash, in parts by hash
     /// value so that SCAN can go through it a little at a time.
     keys: KeyTable<Box<Held>>,
-    hasher: S,
+    hasher: KeyHasher<S>,
     /// Every key whose `timer_at` is set has an entry there at that deadline, with the key's
     /// hash; entries of keys that re-armed earlier or went are skipped when they fire and purged
     /// when they pile up.
@@ -131,11 +166,11 @@ pub(crate) struct Shard<S = DefaultHashBuilder> {
 }
 
 impl<S: BuildHasher + Default + Clone> Shard<S> {
-    /// Shard of a table of `shards`.
-    pub(crate) fn new(token_seed: u64, shards: usize) -> Shard<S> {
+    /// Shard `index` of a table of `shards` (at most 2^[`SHARD_BITS`]).
+    pub(crate) fn new(token_seed: u64, shards: usize, index: usize) -> Shard<S> {
         Shard {
             keys: KeyTable::new(),
-            hasher: S::default(),
+            hasher: KeyHasher { build: S::default(), shard_bits: (index as u64) << SHARD_SHIFT & SHARD_MASK },
             timers: Timers::new(),
             timer_purge: None,
             gauges: Gauges::default(),
@@ -200,9 +235,43 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
         now: Timestamp,
         op: impl FnOnce(&mut KeyState, &Arc<[u8]>, &mut ShardCtx, Timestamp) -> R,
     ) -> Option<R> {
-        let hash = self.hasher.hash_one(key);
+        self.change_hashed(self.key_hash(key), key, absent, now, op)
+    }
+
+    /// [`Shard::change`] of `key`, whose hash is `hash`.
+    pub(crate) fn change_hashed<R>(
+        &mut self,
+        hash: KeyHash,
+        key: &[u8],
+        absent: Absent,
+        now: Timestamp,
+        op: impl FnOnce(&mut KeyState, &Arc<[u8]>, &mut ShardCtx, Timestamp) -> R,
+    ) -> Option<R> {
         let create = (absent == Absent::Create).then_some(key);
-        self.change_found(hash, |held| *held.key == *key, create, now, op)
+        self.change_found(hash.0, |held| *held.key == *key, create, now, op)
+    }
+
+    pub(crate) fn key_hash(&self, key: &[u8]) -> KeyHash {
+        KeyHash(self.hasher.hash(key))
+    }
+
+    /// Whether a key with `hash` is bound to `conn` (see [`KeyState::bound_to_conn`]).
+    pub(crate) fn bound_to_conn(&self, hash: KeyHash, conn: ConnId) -> bool {
+        self.keys.iter_hash(hash.0).any(|held| held.state.bound_to_conn(conn) && self.hasher.hash(&held.key) == hash.0)
+    }
+
+    /// `conn` closed: every key with `hash` bound to it is told (there is one but for a collision
+    /// of the whole hash).
+    pub(crate) fn connection_closed(&mut self, hash: KeyHash, conn: ConnId, now: Timestamp) {
+        let bound: Vec<Arc<[u8]>> = self
+            .keys
+            .iter_hash(hash.0)
+            .filter(|held| held.state.bound_to_conn(conn) && self.hasher.hash(&held.key) == hash.0)
+            .map(|held| Arc::clone(&held.key))
+            .collect();
+        for key in bound {
+            self.change(&key, Absent::Skip, now, |state, key, ctx, now| state.connection_closed(key, conn, ctx, now));
+        }
     }
 
     /// [`Shard::change`] of the key with `hash` that `is_key` accepts (created from `create` if
@@ -224,7 +293,7 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
     /// journal was written was journaled as it happened, and what falls due by now is settled by
     /// the expiry driver once the replay is over.
     pub(crate) fn replay(&mut self, key: &[u8], op: impl FnOnce(&mut KeyState, &mut ShardCtx)) {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hasher.hash(key);
         self.step(hash, |held| *held.key == *key, Some(key), None, |state, _, ctx| op(state, ctx));
     }
 
@@ -281,7 +350,7 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
 
     /// The state of `key` as it is, without settling it (for questions that change nothing).
     pub(crate) fn peek(&self, key: &[u8]) -> Option<(&Arc<[u8]>, &KeyState)> {
-        self.keys.find(self.hasher.hash_one(key), |held| *held.key == *key).map(|held| (&held.key, &held.state))
+        self.keys.find(self.hasher.hash(key), |held| *held.key == *key).map(|held| (&held.key, &held.state))
     }
 
     /// Keeps the timer wheel proportional to the live keys: the entries of a million locks
@@ -354,14 +423,14 @@ pub(crate) fn footprint(key: &Arc<[u8]>, state: &KeyState, samples: usize) -> us
 }
 
 /// What the table needs to move its keys when it grows or shrinks.
-fn hash_with(hasher: &impl BuildHasher) -> impl Fn(&Box<Held>) -> u64 {
-    |held| hasher.hash_one(&*held.key)
+fn hash_with(hasher: &KeyHasher<impl BuildHasher>) -> impl Fn(&Box<Held>) -> u64 {
+    |held| hasher.hash(&held.key)
 }
 
 /// Whether a key in the table is the one `timer` stands for: armed at its deadline, with its hash
 /// (the table compares only a few bits of the hash).
-fn armed_for(timer: Timer, hasher: &impl BuildHasher) -> impl Fn(&Box<Held>) -> bool {
-    move |held| held.state.timer_at == Some(timer.deadline) && hasher.hash_one(&*held.key) == timer.hash
+fn armed_for(timer: Timer, hasher: &KeyHasher<impl BuildHasher>) -> impl Fn(&Box<Held>) -> bool {
+    move |held| held.state.timer_at == Some(timer.deadline) && hasher.hash(&held.key) == timer.hash
 }
 
 #[cfg(test)]
@@ -388,7 +457,7 @@ mod tests {
     type CollidingShard = Shard<BuildHasherDefault<OneHash>>;
 
     fn shard() -> Shard {
-        Shard::new(1, 1)
+        Shard::new(1, 1, 0)
     }
 
     /// Takes or renews `key` for `lease_ms`; returns the token.
@@ -413,7 +482,7 @@ mod tests {
 
     #[test]
     fn keys_whose_hashes_collide_expire_each_at_its_own_deadline() {
-        let mut shard = CollidingShard::new(1, 1);
+        let mut shard = CollidingShard::new(1, 1, 0);
         // Armed first, so that the table finds it first for every entry.
         hold(&mut shard, "later", 200, 0);
         hold(&mut shard, "a", 100, 0);
@@ -422,6 +491,22 @@ mod tests {
         assert!(!is_held(&shard, "a") && !is_held(&shard, "b") && is_held(&shard, "later"));
         assert_eq!(expire(&mut shard, 200, 2), (None, 1));
         assert_eq!((shard.ctx.stats.lease_expiries, shard.timer_count()), (3, 0));
+    }
+
+    #[test]
+    fn a_closed_connection_releases_every_key_whose_hash_it_remembers() {
+        let mut shard = CollidingShard::new(1, 1, 0);
+        for key in ["a", "b"] {
+            hold(&mut shard, key, 1_000, 0);
+        }
+        let hash = shard.key_hash(b"a");
+        assert_eq!(hash, shard.key_hash(b"b"));
+        assert!(shard.bound_to_conn(hash, conn(1)) && !shard.bound_to_conn(hash, conn(2)));
+        shard.connection_closed(hash, conn(2), at(1));
+        assert!(is_held(&shard, "a") && is_held(&shard, "b"), "another connection's close releases nothing");
+        shard.connection_closed(hash, conn(1), at(1));
+        assert!(!is_held(&shard, "a") && !is_held(&shard, "b"));
+        assert!(!shard.bound_to_conn(hash, conn(1)));
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! Helpers for tests that drive the core directly: the crate's unit tests and `tests/model.rs`
 //! (which sees only the public API). Not part of the server's interface.
 
-use std::sync::Arc;
-
 use super::{ConnId, LockCore, LockRequest, Timestamp, TryOutcome, WaitOutcome, WaitStart, WaitTicket};
 
 /// The moment `ms` milliseconds after the clock started.
@@ -46,6 +44,6 @@ pub fn granted(ticket: &mut WaitTicket) -> Option<u64> {
 /// Releases everything `conn` may be bound to among `keys`, slice after slice without pausing
 /// (the server yields between slices; a test has nobody to yield to).
 pub fn release_connection<'k>(core: &LockCore, conn: ConnId, keys: impl IntoIterator<Item = &'k [u8]>, now: Timestamp) {
-    let mut release = core.release_connection(conn, keys.into_iter().map(Arc::<[u8]>::from));
+    let mut release = core.release_connection(conn, keys.into_iter().map(|key| core.key_hash(key)));
     while core.release_slice(&mut release, now) {}
 }

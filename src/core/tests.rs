@@ -396,7 +396,7 @@ fn head_granted_after_its_wait_timed_out_is_bound_to_the_connection_it_waited_on
     let b = blocked(core.wait(request("k", "b", 5, None), at(0)));
     assert_eq!(core.wait_timed_out(b, at(10)), None);
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(20)), UnlockOutcome::HandedOff);
-    assert!(core.bound_to_conn(b"k", conn(5)));
+    assert!(core.bound_to_conn(core.key_hash(b"k"), conn(5)));
     release_connection(&core, conn(5), [&b"k"[..]], at(30));
     assert_eq!(core.info(b"k", at(30), usize::MAX).map(|info| info.state), None, "released and forgotten");
 }
@@ -478,7 +478,7 @@ fn noqueue_poll_renews_the_place() {
     assert_eq!(core.try_lock(request("k", "b", 2, None), false, at(0)), TryOutcome::Queued { position: 1 });
     let busy = core.try_lock(request("k", "b", 3, None), true, at(900));
     assert_eq!(busy, TryOutcome::Busy { holder: Arc::from(&b"a"[..]) });
-    assert!(core.bound_to_conn(b"k", conn(3)), "a grant would bind to the polling connection");
+    assert!(core.bound_to_conn(core.key_hash(b"k"), conn(3)), "a grant would bind to the polling connection");
     core.expire(at(1_500));
     assert_eq!(
         core.info(b"k", at(1_500), usize::MAX).unwrap().queue,
@@ -515,7 +515,7 @@ fn a_closed_connection_keeps_the_place_of_an_owner_blocked_elsewhere() {
     assert_eq!(core.info(b"k", at(10), usize::MAX).unwrap().queue, vec![Arc::from(&b"o"[..])]);
     assert_eq!(core.wait_timed_out(waiting, at(20)), None);
     assert_eq!(core.unlock(b"k", b"h", token, failure(), at(30)), UnlockOutcome::HandedOff);
-    assert!(core.bound_to_conn(b"k", conn(3)), "the grant binds to the connection still open");
+    assert!(core.bound_to_conn(core.key_hash(b"k"), conn(3)), "the grant binds to the connection still open");
     release_connection(&core, conn(3), [&b"k"[..]], at(40));
     assert_eq!(core.info(b"k", at(40), usize::MAX), None, "released when that one closes too");
 }
@@ -532,7 +532,7 @@ fn an_abandoned_wait_leaves_a_place_renewed_elsewhere() {
     release_connection(&core, conn(3), [&b"k"[..]], at(10));
     assert_eq!(core.info(b"k", at(10), usize::MAX).unwrap().queue, vec![Arc::from(&b"o"[..])]);
     assert_eq!(core.unlock(b"k", b"h", token, failure(), at(20)), UnlockOutcome::HandedOff);
-    assert!(core.bound_to_conn(b"k", conn(2)), "the grant binds to the connection that renewed the place");
+    assert!(core.bound_to_conn(core.key_hash(b"k"), conn(2)), "the grant binds to the connection that renewed the place");
 }
 
 #[test]
@@ -568,7 +568,7 @@ fn closing_the_bound_connection_moves_the_grant_to_another_that_was_sent_it() {
     let holder = core.info(b"k", at(4), usize::MAX).unwrap().holder.unwrap();
     assert_eq!((holder.owner.as_ref(), holder.token), (&b"o"[..], grant));
     assert_eq!(granted(&mut next), None, "n is not a second holder");
-    assert!(core.bound_to_conn(b"k", conn(2)));
+    assert!(core.bound_to_conn(core.key_hash(b"k"), conn(2)));
     release_connection(&core, conn(2), [&b"k"[..]], at(5));
     assert!(granted(&mut next).is_some(), "the last connection that knew of the grant closed");
 }
@@ -585,7 +585,7 @@ fn a_late_renewal_on_a_connection_that_then_closes_leaves_the_lock_with_the_othe
     assert_eq!(acquired(core.try_lock(request("k", "o", 3, None), false, at(2))), token);
     release_connection(&core, conn(3), [&b"k"[..]], at(3));
     assert_eq!(granted(&mut next), None, "n is not a second holder");
-    assert!(core.bound_to_conn(b"k", conn(2)));
+    assert!(core.bound_to_conn(core.key_hash(b"k"), conn(2)));
     assert_eq!(core.extend(b"k", b"o", token, 5_000, conn(2), at(4)), ExtendOutcome::Extended);
     release_connection(&core, conn(2), [&b"k"[..]], at(5));
     assert!(granted(&mut next).is_some(), "every connection that was told of the holding closed");
@@ -634,9 +634,9 @@ fn an_extend_elsewhere_keeps_the_connections_told_of_the_grant() {
     let (grant, _older, _newer, mut next) = grant_to_an_owner_on_two_connections(&core);
     assert_eq!(core.extend(b"k", b"o", grant, 1_000, conn(5), at(4)), ExtendOutcome::Extended);
     release_connection(&core, conn(5), [&b"k"[..]], at(5));
-    assert!(core.bound_to_conn(b"k", conn(3)), "back to the newest WAIT that was told");
+    assert!(core.bound_to_conn(core.key_hash(b"k"), conn(3)), "back to the newest WAIT that was told");
     release_connection(&core, conn(3), [&b"k"[..]], at(6));
-    assert!(core.bound_to_conn(b"k", conn(2)));
+    assert!(core.bound_to_conn(core.key_hash(b"k"), conn(2)));
     assert_eq!(granted(&mut next), None);
     release_connection(&core, conn(2), [&b"k"[..]], at(7));
     assert!(granted(&mut next).is_some());
@@ -729,7 +729,7 @@ fn a_closing_connection_releases_in_slices_of_one_shard_lock_each() {
     for key in &keys {
         acquired(core.try_lock(LockRequest { key, owner: b"a", lease_ms: None, conn: conn(1) }, false, at(0)));
     }
-    let mut release = core.release_connection(conn(1), keys);
+    let mut release = core.release_connection(conn(1), keys.iter().map(|key| core.key_hash(key)));
     let mut held_after_each_slice = Vec::new();
     loop {
         let more = core.release_slice(&mut release, at(1));
@@ -775,9 +775,10 @@ fn release_slices_never_span_two_shards() {
     for key in &keys {
         acquired(core.try_lock(LockRequest { key, owner: b"a", lease_ms: None, conn: conn(1) }, false, at(0)));
         per_shard[core.shard_of(key)] += 1;
+        assert_eq!(core.key_hash(key).shard(), core.shard_of(key), "a key's hash names its shard");
     }
     let expected_slices: usize = per_shard.iter().map(|n| n.div_ceil(SLICE)).sum();
-    let mut release = core.release_connection(conn(1), keys);
+    let mut release = core.release_connection(conn(1), keys.iter().map(|key| core.key_hash(key)));
     let mut slices = 1;
     while core.release_slice(&mut release, at(1)) {
         slices += 1;
