@@ -15,7 +15,7 @@ use super::outcome::{
     WaitOutcome,
 };
 use super::queue::{Blocker, PLACE_BYTES, Place, Queue, Waiter};
-use super::shard::ShardCtx;
+use super::shard::{ShardCtx, StepKey};
 use super::told_done::ToldDone;
 use super::unlock_memo::Unlocked;
 use super::{ConnId, RECOVERED};
@@ -151,17 +151,15 @@ impl KeyState {
     /// moment the lease ended: the head's lease counts from the hand-off, so nobody is told
     /// ACQUIRED for a lease that is already over, and only the head is woken. The places that ran
     /// out by now are gone first; blocked waiters stay in line however late it is.
-    pub(crate) fn settle(&mut self, key: &Arc<[u8]>, ctx: &mut ShardCtx, now: Timestamp) {
+    pub(crate) fn settle(&mut self, key: &StepKey<'_>, ctx: &mut ShardCtx, now: Timestamp) {
         if let Some(extra) = self.extra.as_deref_mut() {
             let record = &mut ctx.record;
-            extra.queue.drop_expired(now.ms(), |owner| record.record(|| Change::Leave { key: Arc::clone(key), owner }));
+            extra.queue.drop_expired(now.ms(), |owner| record.record(|| Change::Leave { key: key.shared(), owner }));
             if extra.completion.as_ref().is_some_and(|(_, until)| *until <= now.ms()) {
                 extra.completion = None;
-                record.record(|| Change::Unkeep { key: Arc::clone(key) });
+                record.record(|| Change::Unkeep { key: key.shared() });
             }
-            extra
-                .told_done
-                .drop_expired(now.ms(), |owner| record.record(|| Change::Paid { key: Arc::clone(key), owner }));
+            extra.told_done.drop_expired(now.ms(), |owner| record.record(|| Change::Paid { key: key.shared(), owner }));
         }
         if self.holder.as_ref().is_some_and(|holder| holder.deadline <= now.ms()) {
             self.fail_holder(key, ReleaseCause::LeaseExpired, ctx, now);
@@ -197,7 +195,7 @@ impl KeyState {
     /// completion, a free lock, or the owner's own lock renewed.
     fn immediate(
         &mut self,
-        key: &Arc<[u8]>,
+        key: &StepKey<'_>,
         claim: Claim<'_>,
         ctx: &mut ShardCtx,
         now: Timestamp,
@@ -205,7 +203,7 @@ impl KeyState {
         if let Some(extra) = self.extra.as_deref_mut() {
             if let Some((owner, completion)) = extra.told_done.take(claim.owner) {
                 ctx.stats.done_answers += 1;
-                ctx.record.record(|| Change::Paid { key: Arc::clone(key), owner });
+                ctx.record.record(|| Change::Paid { key: key.shared(), owner });
                 return Some(WaitOutcome::Done(completion));
             }
             if let Some((completion, _)) = &extra.completion {
@@ -226,7 +224,7 @@ impl KeyState {
                 holder.deadline = now.ms().saturating_add(claim.lease_ms);
                 let token = holder.token;
                 ctx.record.record(|| Change::Hold {
-                    key: Arc::clone(key),
+                    key: key.shared(),
                     owner: Arc::clone(&holder.owner),
                     token,
                     lease_ms: claim.lease_ms,
@@ -238,23 +236,25 @@ impl KeyState {
         }
     }
 
-    fn grant(&mut self, key: &Arc<[u8]>, holder: NewHolder, handoff: bool, ctx: &mut ShardCtx, now: Timestamp) -> u64 {
+    fn grant(
+        &mut self,
+        key: &StepKey<'_>,
+        holder: NewHolder,
+        handoff: bool,
+        ctx: &mut ShardCtx,
+        now: Timestamp,
+    ) -> u64 {
         let token = ctx.take_token();
         ctx.stats.grants += 1;
         if handoff {
             ctx.stats.handoffs += 1;
         }
         if ctx.collect_all_events {
-            ctx.events.push(LockEvent::Granted {
-                key: Arc::clone(key),
-                owner: Arc::clone(&holder.owner),
-                token,
-                handoff,
-            });
+            ctx.events.push(LockEvent::Granted { key: key.shared(), owner: Arc::clone(&holder.owner), token, handoff });
         }
         self.forget_other_recipients();
         ctx.record.record(|| Change::Hold {
-            key: Arc::clone(key),
+            key: key.shared(),
             owner: Arc::clone(&holder.owner),
             token,
             lease_ms: holder.lease_ms,
@@ -275,14 +275,14 @@ impl KeyState {
     /// Finds the owner's place in line or appends it, and renews it (see [`Queue::renew`]).
     /// Joins the queue, or renews the place the owner has; None when it has none and the queue
     /// is full.
-    fn enqueue(&mut self, key: &Arc<[u8]>, claim: Claim<'_>, ctx: &mut ShardCtx, now: Timestamp) -> Option<Place> {
+    fn enqueue(&mut self, key: &StepKey<'_>, claim: Claim<'_>, ctx: &mut ShardCtx, now: Timestamp) -> Option<Place> {
         let weight = self.extra.as_deref().map_or(0, |extra| extra.queue.weight());
         if weight + claim.owner.len() + PLACE_BYTES > claim.max_queue_bytes && self.place_of(claim.owner).is_none() {
             return None;
         }
         let owner = ctx.owner_arc(claim.owner);
         let place = self.join_or_renew(Arc::clone(&owner), claim.lease_ms, claim.conn, now);
-        ctx.record.record(|| Change::Join { key: Arc::clone(key), owner, lease_ms: claim.lease_ms });
+        ctx.record.record(|| Change::Join { key: key.shared(), owner, lease_ms: claim.lease_ms });
         Some(place)
     }
 
@@ -297,7 +297,7 @@ impl KeyState {
 
     pub(crate) fn try_lock(
         &mut self,
-        key: &Arc<[u8]>,
+        key: &StepKey<'_>,
         claim: Claim<'_>,
         noqueue: bool,
         ctx: &mut ShardCtx,
@@ -312,7 +312,7 @@ impl KeyState {
             if let Some(place) = self.place_of(claim.owner) {
                 self.extra().queue.renew(place, claim.lease_ms, claim.conn, now.ms());
                 let owner = ctx.owner_arc(claim.owner);
-                ctx.record.record(|| Change::Join { key: Arc::clone(key), owner, lease_ms: claim.lease_ms });
+                ctx.record.record(|| Change::Join { key: key.shared(), owner, lease_ms: claim.lease_ms });
             }
             let holder =
                 self.holder.as_ref().map(|holder| Arc::clone(&holder.owner)).unwrap_or_else(|| Arc::from(&[][..]));
@@ -327,7 +327,7 @@ impl KeyState {
     /// Answers at once, or joins the queue (keeping an existing place) and registers a blocker.
     pub(crate) fn wait(
         &mut self,
-        key: &Arc<[u8]>,
+        key: &StepKey<'_>,
         claim: Claim<'_>,
         ctx: &mut ShardCtx,
         now: Timestamp,
@@ -351,7 +351,7 @@ impl KeyState {
     /// no other blocked WAIT.
     pub(crate) fn unblock(
         &mut self,
-        key: &Arc<[u8]>,
+        key: &StepKey<'_>,
         place: Place,
         wait_id: u64,
         leave_queue: bool,
@@ -360,19 +360,19 @@ impl KeyState {
     ) -> bool {
         self.extra.as_deref_mut().is_some_and(|extra| {
             extra.queue.unblock(place, wait_id, leave_queue, now.ms(), |owner| {
-                ctx.record.record(|| Change::Leave { key: Arc::clone(key), owner });
+                ctx.record.record(|| Change::Leave { key: key.shared(), owner });
             })
         })
     }
 
     /// Gives the lock to the first live waiter, answering its blocked WAITs in this same step.
     /// Returns whether somebody got it.
-    fn hand_off(&mut self, key: &Arc<[u8]>, ctx: &mut ShardCtx, now: Timestamp) -> bool {
+    fn hand_off(&mut self, key: &StepKey<'_>, ctx: &mut ShardCtx, now: Timestamp) -> bool {
         if ctx.grants_paused(now) {
             return false;
         }
         while let Some(waiter) = self.extra.as_deref_mut().and_then(|extra| extra.queue.pop_front()) {
-            ctx.record.record(|| Change::Leave { key: Arc::clone(key), owner: Arc::clone(&waiter.owner) });
+            ctx.record.record(|| Change::Leave { key: key.shared(), owner: Arc::clone(&waiter.owner) });
             if !waiter.is_blocked() {
                 if waiter.expires_at <= now.ms() {
                     continue;
@@ -408,11 +408,11 @@ impl KeyState {
     }
 
     /// Ends the current holding as failed and passes the lock on. Returns whether somebody got it.
-    fn fail_holder(&mut self, key: &Arc<[u8]>, cause: ReleaseCause, ctx: &mut ShardCtx, now: Timestamp) -> bool {
+    fn fail_holder(&mut self, key: &StepKey<'_>, cause: ReleaseCause, ctx: &mut ShardCtx, now: Timestamp) -> bool {
         let Some(holder) = self.holder.take() else {
             return false;
         };
-        ctx.record.record(|| Change::Free { key: Arc::clone(key), cause: Some(cause.clone()) });
+        ctx.record.record(|| Change::Free { key: key.shared(), cause: Some(cause.clone()) });
         match cause {
             ReleaseCause::Failure(_) => ctx.stats.failures += 1,
             ReleaseCause::LeaseExpired => ctx.stats.lease_expiries += 1,
@@ -426,14 +426,14 @@ impl KeyState {
         let next = self.holder.as_ref().map(|next| (Arc::clone(&next.owner), next.token));
         ctx.events.insert(
             grant_events_from,
-            LockEvent::Released { key: Arc::clone(key), owner: holder.owner, token: holder.token, cause, next },
+            LockEvent::Released { key: key.shared(), owner: holder.owner, token: holder.token, cause, next },
         );
         handed_off
     }
 
     pub(crate) fn unlock(
         &mut self,
-        key: &Arc<[u8]>,
+        key: &StepKey<'_>,
         owner: &[u8],
         token: u64,
         verdict: Verdict,
@@ -452,15 +452,15 @@ impl KeyState {
             }
         };
         let outcome = self.end_holding(key, token, verdict, ctx, now);
-        ctx.record.record(|| Change::Unlocked { key: Arc::clone(key), owner: Arc::clone(&holding), token, outcome });
-        ctx.unlock_memo.remember(token, Unlocked { key: Arc::clone(key), owner: holding, outcome });
+        ctx.record.record(|| Change::Unlocked { key: key.shared(), owner: Arc::clone(&holding), token, outcome });
+        ctx.unlock_memo.remember(token, Unlocked { key: key.shared(), owner: holding, outcome });
         outcome
     }
 
     /// The holding `token` ends with the holder's `verdict`.
     fn end_holding(
         &mut self,
-        key: &Arc<[u8]>,
+        key: &StepKey<'_>,
         token: u64,
         verdict: Verdict,
         ctx: &mut ShardCtx,
@@ -471,19 +471,19 @@ impl KeyState {
                 let Some(holder) = self.holder.take() else {
                     return UnlockOutcome::NotLocked;
                 };
-                ctx.record.record(|| Change::Free { key: Arc::clone(key), cause: None });
+                ctx.record.record(|| Change::Free { key: key.shared(), cause: None });
                 let completion = Arc::new(Completion { token, finisher: Arc::clone(&holder.owner), result });
-                ctx.record.record(|| Change::Finish { key: Arc::clone(key), completion: Arc::clone(&completion) });
+                ctx.record.record(|| Change::Finish { key: key.shared(), completion: Arc::clone(&completion) });
                 let waiters_told = self.tell_done(key, &completion, ctx, now);
                 if let Some(keep_ms) = keep_ms {
                     let until = now.ms().saturating_add(keep_ms);
-                    ctx.record.record(|| Change::Keep { key: Arc::clone(key), token, until });
+                    ctx.record.record(|| Change::Keep { key: key.shared(), token, until });
                     self.extra().completion = Some((completion, until));
                 }
                 ctx.stats.successes += 1;
                 if ctx.collect_all_events {
                     ctx.events.push(LockEvent::Succeeded {
-                        key: Arc::clone(key),
+                        key: key.shared(),
                         owner: holder.owner,
                         token,
                         waiters_told,
@@ -505,7 +505,7 @@ impl KeyState {
     /// Empties the queue: blocked owners are answered now, the others on their next call.
     fn tell_done(
         &mut self,
-        key: &Arc<[u8]>,
+        key: &StepKey<'_>,
         completion: &Arc<Completion>,
         ctx: &mut ShardCtx,
         now: Timestamp,
@@ -513,13 +513,13 @@ impl KeyState {
         let Some(extra) = self.extra.as_deref_mut().filter(|extra| !extra.queue.is_empty()) else {
             return 0;
         };
-        ctx.record.record(|| Change::LeaveAll { key: Arc::clone(key) });
+        ctx.record.record(|| Change::LeaveAll { key: key.shared() });
         let mut told = 0;
         for waiter in extra.queue.take_all() {
             if !waiter.is_blocked() {
                 if waiter.expires_at > now.ms() {
                     ctx.record.record(|| Change::Owe {
-                        key: Arc::clone(key),
+                        key: key.shared(),
                         owner: Arc::clone(&waiter.owner),
                         token: completion.token,
                         until: waiter.expires_at,
@@ -544,7 +544,7 @@ impl KeyState {
     /// LOCK.EXTEND: the holder's lease restarts at `claim.lease_ms` and binds to `claim.conn`.
     pub(crate) fn extend(
         &mut self,
-        key: &Arc<[u8]>,
+        key: &StepKey<'_>,
         claim: Claim<'_>,
         token: u64,
         ctx: &mut ShardCtx,
@@ -558,7 +558,7 @@ impl KeyState {
         }
         holder.deadline = now.ms().saturating_add(claim.lease_ms);
         ctx.record.record(|| Change::Hold {
-            key: Arc::clone(key),
+            key: key.shared(),
             owner: Arc::clone(&holder.owner),
             token,
             lease_ms: claim.lease_ms,
@@ -598,14 +598,14 @@ impl KeyState {
     }
 
     /// Takes the owner out of the line; its blocked WAITs end as if timed out (their senders drop).
-    pub(crate) fn cancel(&mut self, key: &Arc<[u8]>, owner: &[u8], ctx: &mut ShardCtx) -> bool {
+    pub(crate) fn cancel(&mut self, key: &StepKey<'_>, owner: &[u8], ctx: &mut ShardCtx) -> bool {
         let Some(waiter) = self.place_of(owner).and_then(|place| self.extra().queue.remove(place)) else {
             return false;
         };
         if ctx.collect_all_events {
-            ctx.events.push(LockEvent::Cancelled { key: Arc::clone(key), owner: Arc::clone(&waiter.owner) });
+            ctx.events.push(LockEvent::Cancelled { key: key.shared(), owner: Arc::clone(&waiter.owner) });
         }
-        ctx.record.record(|| Change::Leave { key: Arc::clone(key), owner: waiter.owner });
+        ctx.record.record(|| Change::Leave { key: key.shared(), owner: waiter.owner });
         true
     }
 
@@ -620,10 +620,10 @@ impl KeyState {
     /// `conn` closed, with release-on-disconnect on. The places it last refreshed leave the line,
     /// so that an owner who has gone is never granted the lock; then the lock itself is released
     /// if it is bound to `conn`.
-    pub(crate) fn connection_closed(&mut self, key: &Arc<[u8]>, conn: ConnId, ctx: &mut ShardCtx, now: Timestamp) {
+    pub(crate) fn connection_closed(&mut self, key: &StepKey<'_>, conn: ConnId, ctx: &mut ShardCtx, now: Timestamp) {
         if let Some(extra) = self.extra.as_deref_mut() {
             let record = &mut ctx.record;
-            extra.queue.drop_places_of(conn, |owner| record.record(|| Change::Leave { key: Arc::clone(key), owner }));
+            extra.queue.drop_places_of(conn, |owner| record.record(|| Change::Leave { key: key.shared(), owner }));
         }
         self.unbind(key, conn, ReleaseCause::HolderDisconnected, ctx, now);
     }
@@ -632,7 +632,7 @@ impl KeyState {
     /// connection closed).
     pub(crate) fn grant_undelivered(
         &mut self,
-        key: &Arc<[u8]>,
+        key: &StepKey<'_>,
         token: u64,
         conn: ConnId,
         ctx: &mut ShardCtx,
@@ -646,7 +646,7 @@ impl KeyState {
     /// `conn` can no longer speak for the holder. If the lock is bound to it, the binding moves to
     /// the newest other connection that was sent the same grant (the owner was told there, so
     /// passing the lock on would make two holders); with none, the lock passes on for `cause`.
-    fn unbind(&mut self, key: &Arc<[u8]>, conn: ConnId, cause: ReleaseCause, ctx: &mut ShardCtx, now: Timestamp) {
+    fn unbind(&mut self, key: &StepKey<'_>, conn: ConnId, cause: ReleaseCause, ctx: &mut ShardCtx, now: Timestamp) {
         if let Some(extra) = self.extra.as_deref_mut() {
             extra.grant_also_sent_to.retain(|other| *other != conn);
         }
@@ -709,14 +709,14 @@ impl KeyState {
     }
 
     /// The changes that rebuild this key's durable state, for a snapshot (see [`Change`]).
-    pub(crate) fn snapshot(&self, key: &Arc<[u8]>, now: Timestamp, out: &mut Vec<Change>) {
+    pub(crate) fn snapshot(&self, key: &StepKey<'_>, now: Timestamp, out: &mut Vec<Change>) {
         let extra = self.extra.as_deref();
         if let Some(cause) = extra.and_then(|extra| extra.last_failure.clone()) {
-            out.push(Change::Free { key: Arc::clone(key), cause: Some(cause) });
+            out.push(Change::Free { key: key.shared(), cause: Some(cause) });
         }
         if let Some(holder) = &self.holder {
             out.push(Change::Hold {
-                key: Arc::clone(key),
+                key: key.shared(),
                 owner: Arc::clone(&holder.owner),
                 token: holder.token,
                 lease_ms: holder.deadline.saturating_sub(now.ms()).max(1),
@@ -729,23 +729,19 @@ impl KeyState {
         let mut finish = |completion: &Arc<Completion>, out: &mut Vec<Change>| {
             if finished != Some(completion.token) {
                 finished = Some(completion.token);
-                out.push(Change::Finish { key: Arc::clone(key), completion: Arc::clone(completion) });
+                out.push(Change::Finish { key: key.shared(), completion: Arc::clone(completion) });
             }
         };
         if let Some((completion, until)) = &extra.completion {
             finish(completion, out);
-            out.push(Change::Keep { key: Arc::clone(key), token: completion.token, until: *until });
+            out.push(Change::Keep { key: key.shared(), token: completion.token, until: *until });
         }
         for (owner, until, completion) in extra.told_done.iter() {
             finish(completion, out);
-            out.push(Change::Owe { key: Arc::clone(key), owner: Arc::clone(owner), token: completion.token, until });
+            out.push(Change::Owe { key: key.shared(), owner: Arc::clone(owner), token: completion.token, until });
         }
         for waiter in extra.queue.iter() {
-            out.push(Change::Join {
-                key: Arc::clone(key),
-                owner: Arc::clone(&waiter.owner),
-                lease_ms: waiter.lease_ms,
-            });
+            out.push(Change::Join { key: key.shared(), owner: Arc::clone(&waiter.owner), lease_ms: waiter.lease_ms });
         }
     }
 

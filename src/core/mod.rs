@@ -205,7 +205,7 @@ impl LockCore {
         &self,
         key: &[u8],
         now: Timestamp,
-        op: impl FnOnce(&mut key_state::KeyState, &Arc<[u8]>, &mut shard::ShardCtx, Timestamp) -> R,
+        op: impl FnOnce(&mut key_state::KeyState, &shard::StepKey<'_>, &mut shard::ShardCtx, Timestamp) -> R,
     ) -> (R, KeyHash) {
         self.on_shard(key, |shard| {
             let hash = shard.key_hash(key);
@@ -219,7 +219,7 @@ impl LockCore {
         &self,
         key: &[u8],
         now: Timestamp,
-        op: impl FnOnce(&mut key_state::KeyState, &Arc<[u8]>, &mut shard::ShardCtx, Timestamp) -> R,
+        op: impl FnOnce(&mut key_state::KeyState, &shard::StepKey<'_>, &mut shard::ShardCtx, Timestamp) -> R,
     ) -> Option<R> {
         self.on_shard(key, |shard| shard.change(key, Absent::Skip, now, op))
     }
@@ -260,7 +260,7 @@ impl LockCore {
             Ok(outcome) => WaitStart::Ready(outcome),
             Err(NotAnswered::QueueFull) => WaitStart::QueueFull,
             Err(NotAnswered::Blocked(blocked)) => WaitStart::Blocked(WaitTicket {
-                key: Arc::clone(key),
+                key: key.shared(),
                 place: blocked.place,
                 conn: request.conn,
                 wait_id: blocked.wait_id,

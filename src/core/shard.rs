@@ -1,7 +1,9 @@
 //! One shard of the lock table: its keys, their timers, and the bookkeeping the key states share.
 //! Everything here runs under the shard's mutex.
 
+use std::cell::OnceCell;
 use std::hash::BuildHasher;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use hashbrown::DefaultHashBuilder;
@@ -10,7 +12,6 @@ use super::ConnId;
 use super::change::{Change, ChangeSink, Recorder};
 use super::clock::Timestamp;
 use super::events::LockEvent;
-use super::footprint::arc_bytes;
 use super::key_state::KeyState;
 use super::key_table::{Entry, KeyTable, ScanBudget};
 use super::outcome::{Completion, CoreStats, Gauges};
@@ -105,11 +106,40 @@ const PURGE_SLICE: usize = 16;
 
 /// A key and its state, boxed together: the table holds one pointer a slot, which matters more
 /// than one allocation per key because the table is sized in powers of two and is often half
-/// empty; the key's (fat) pointer sits in that allocation beside the state.
+/// empty; the key's (fat) pointer sits in that allocation beside the state. The key is not
+/// shared (no reference counts in its allocation): what keeps a key beyond a step takes a copy
+/// (see [`StepKey`]).
 #[derive(Debug)]
 struct Held {
-    key: Arc<[u8]>,
+    key: Box<[u8]>,
     state: KeyState,
+}
+
+/// The key one step changes. The records, events and tickets the step makes share one copy,
+/// made when the first of them asks: most steps of a held lock make none without a journal, one
+/// with it.
+pub(crate) struct StepKey<'a> {
+    bytes: &'a [u8],
+    shared: OnceCell<Arc<[u8]>>,
+}
+
+impl<'a> StepKey<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> StepKey<'a> {
+        StepKey { bytes, shared: OnceCell::new() }
+    }
+
+    /// The key, to keep.
+    pub(crate) fn shared(&self) -> Arc<[u8]> {
+        Arc::clone(self.shared.get_or_init(|| Arc::from(self.bytes)))
+    }
+}
+
+impl Deref for StepKey<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.bytes
+    }
 }
 
 /// A key as a connection remembers it, so that its close can release it: the key's hash in its
@@ -213,7 +243,7 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
             });
         }
         for held in self.keys.iter() {
-            held.state.snapshot(&held.key, now, &mut out);
+            held.state.snapshot(&StepKey::new(&held.key), now, &mut out);
         }
         out
     }
@@ -233,7 +263,7 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
         key: &[u8],
         absent: Absent,
         now: Timestamp,
-        op: impl FnOnce(&mut KeyState, &Arc<[u8]>, &mut ShardCtx, Timestamp) -> R,
+        op: impl FnOnce(&mut KeyState, &StepKey<'_>, &mut ShardCtx, Timestamp) -> R,
     ) -> Option<R> {
         self.change_hashed(self.key_hash(key), key, absent, now, op)
     }
@@ -245,7 +275,7 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
         key: &[u8],
         absent: Absent,
         now: Timestamp,
-        op: impl FnOnce(&mut KeyState, &Arc<[u8]>, &mut ShardCtx, Timestamp) -> R,
+        op: impl FnOnce(&mut KeyState, &StepKey<'_>, &mut ShardCtx, Timestamp) -> R,
     ) -> Option<R> {
         let create = (absent == Absent::Create).then_some(key);
         self.change_found(hash.0, |held| *held.key == *key, create, now, op)
@@ -263,11 +293,11 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
     /// `conn` closed: every key with `hash` bound to it is told (there is one but for a collision
     /// of the whole hash).
     pub(crate) fn connection_closed(&mut self, hash: KeyHash, conn: ConnId, now: Timestamp) {
-        let bound: Vec<Arc<[u8]>> = self
+        let bound: Vec<Box<[u8]>> = self
             .keys
             .iter_hash(hash.0)
             .filter(|held| held.state.bound_to_conn(conn) && self.hasher.hash(&held.key) == hash.0)
-            .map(|held| Arc::clone(&held.key))
+            .map(|held| held.key.clone())
             .collect();
         for key in bound {
             self.change(&key, Absent::Skip, now, |state, key, ctx, now| state.connection_closed(key, conn, ctx, now));
@@ -282,7 +312,7 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
         is_key: impl Fn(&Box<Held>) -> bool,
         create: Option<&[u8]>,
         now: Timestamp,
-        op: impl FnOnce(&mut KeyState, &Arc<[u8]>, &mut ShardCtx, Timestamp) -> R,
+        op: impl FnOnce(&mut KeyState, &StepKey<'_>, &mut ShardCtx, Timestamp) -> R,
     ) -> Option<R> {
         let now = self.ctx.latest.max(now);
         self.ctx.latest = now;
@@ -304,7 +334,7 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
         is_key: impl Fn(&Box<Held>) -> bool,
         create: Option<&[u8]>,
         settle_at: Option<Timestamp>,
-        op: impl FnOnce(&mut KeyState, &Arc<[u8]>, &mut ShardCtx) -> R,
+        op: impl FnOnce(&mut KeyState, &StepKey<'_>, &mut ShardCtx) -> R,
     ) -> Option<R> {
         let Shard { keys, hasher, timers, gauges, ctx, .. } = self;
         let (mut entry, before) = match (keys.entry(hash, is_key, hash_with(hasher)), create) {
@@ -313,15 +343,16 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
                 (entry, before)
             }
             (Entry::Vacant(entry), Some(key)) => {
-                (entry.insert(Box::new(Held { key: Arc::from(key), state: KeyState::default() })), Gauges::default())
+                (entry.insert(Box::new(Held { key: Box::from(key), state: KeyState::default() })), Gauges::default())
             }
             (Entry::Vacant(_), None) => return None,
         };
         let Held { key, state } = &mut **entry.get_mut();
+        let key = StepKey::new(key);
         if let Some(now) = settle_at {
-            state.settle(key, ctx, now);
+            state.settle(&key, ctx, now);
         }
-        let result = op(state, key, ctx);
+        let result = op(state, &key, ctx);
         if state.is_forgettable() {
             entry.remove(hash_with(hasher));
             gauges.replace(before, Gauges::default());
@@ -345,12 +376,12 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
     /// SCAN's step in this shard (see [`KeyTable::scan`]): the keys from position `from` on go
     /// to `out`.
     pub(crate) fn scan(&self, from: u32, budget: &mut ScanBudget, out: &mut Vec<Arc<[u8]>>) -> Option<u32> {
-        self.keys.scan(from, hash_with(&self.hasher), budget, |held| out.push(Arc::clone(&held.key)))
+        self.keys.scan(from, hash_with(&self.hasher), budget, |held| out.push(Arc::from(&*held.key)))
     }
 
     /// The state of `key` as it is, without settling it (for questions that change nothing).
-    pub(crate) fn peek(&self, key: &[u8]) -> Option<(&Arc<[u8]>, &KeyState)> {
-        self.keys.find(self.hasher.hash(key), |held| *held.key == *key).map(|held| (&held.key, &held.state))
+    pub(crate) fn peek(&self, key: &[u8]) -> Option<(&[u8], &KeyState)> {
+        self.keys.find(self.hasher.hash(key), |held| *held.key == *key).map(|held| (&*held.key, &held.state))
     }
 
     /// Keeps the timer wheel proportional to the live keys: the entries of a million locks
@@ -417,9 +448,9 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
 
 /// MEMORY USAGE of a key (see `core::footprint`): its box with the state, its slot in the table
 /// (a pointer and a control byte), the key's bytes, its timer, and what the state points to.
-pub(crate) fn footprint(key: &Arc<[u8]>, state: &KeyState, samples: usize) -> usize {
+pub(crate) fn footprint(key: &[u8], state: &KeyState, samples: usize) -> usize {
     let timer = if state.timer_at.is_some() { size_of::<Timer>() } else { 0 };
-    size_of::<Held>() + size_of::<Box<Held>>() + 1 + arc_bytes(key) + timer + state.footprint(samples)
+    size_of::<Held>() + size_of::<Box<Held>>() + 1 + key.len() + timer + state.footprint(samples)
 }
 
 /// What the table needs to move its keys when it grows or shrinks.

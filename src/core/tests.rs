@@ -532,7 +532,10 @@ fn an_abandoned_wait_leaves_a_place_renewed_elsewhere() {
     release_connection(&core, conn(3), [&b"k"[..]], at(10));
     assert_eq!(core.info(b"k", at(10), usize::MAX).unwrap().queue, vec![Arc::from(&b"o"[..])]);
     assert_eq!(core.unlock(b"k", b"h", token, failure(), at(20)), UnlockOutcome::HandedOff);
-    assert!(core.bound_to_conn(core.key_hash(b"k"), conn(2)), "the grant binds to the connection that renewed the place");
+    assert!(
+        core.bound_to_conn(core.key_hash(b"k"), conn(2)),
+        "the grant binds to the connection that renewed the place"
+    );
 }
 
 #[test]
