@@ -91,6 +91,17 @@ impl ShardCtx {
     }
 }
 
+/// Why a step runs (see [`Shard::step`]).
+#[derive(Debug, Clone, Copy)]
+enum Cause {
+    /// A request or a connection's close, at this moment.
+    Request(Timestamp),
+    /// The key's timer entry fired at this moment, and is gone.
+    Fired(Timestamp),
+    /// A journal or log replays a step: nothing falls due meanwhile.
+    Replay,
+}
+
 /// What [`Shard::change`] does with a key that has no state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Absent {
@@ -182,7 +193,7 @@ pub(crate) struct Shard<S = DefaultHashBuilder> {
     /// value so that SCAN can go through it a little at a time.
     keys: KeyTable<Box<Held>>,
     hasher: KeyHasher<S>,
-    /// Every key whose `timer_at` is set has an entry there at that deadline, with the key's
+    /// Every key whose `armed_at` is set has an entry there at that deadline, with the key's
     /// hash; entries of keys that re-armed earlier or went are skipped when they fire and purged
     /// when they pile up.
     timers: Timers,
@@ -278,7 +289,7 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
         op: impl FnOnce(&mut KeyState, &StepKey<'_>, &mut ShardCtx, Timestamp) -> R,
     ) -> Option<R> {
         let create = (absent == Absent::Create).then_some(key);
-        self.change_found(hash.0, |held| *held.key == *key, create, now, op)
+        self.change_found(hash.0, |held| *held.key == *key, create, now, Cause::Request, op)
     }
 
     pub(crate) fn key_hash(&self, key: &[u8]) -> KeyHash {
@@ -312,11 +323,12 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
         is_key: impl Fn(&Box<Held>) -> bool,
         create: Option<&[u8]>,
         now: Timestamp,
+        cause: fn(Timestamp) -> Cause,
         op: impl FnOnce(&mut KeyState, &StepKey<'_>, &mut ShardCtx, Timestamp) -> R,
     ) -> Option<R> {
         let now = self.ctx.latest.max(now);
         self.ctx.latest = now;
-        self.step(hash, is_key, create, Some(now), |state, key, ctx| op(state, key, ctx, now))
+        self.step(hash, is_key, create, cause(now), |state, key, ctx| op(state, key, ctx, now))
     }
 
     /// Replays one recorded step of a key. Nothing falls due meanwhile: what fell due while the
@@ -324,16 +336,22 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
     /// the expiry driver once the replay is over.
     pub(crate) fn replay(&mut self, key: &[u8], op: impl FnOnce(&mut KeyState, &mut ShardCtx)) {
         let hash = self.hasher.hash(key);
-        self.step(hash, |held| *held.key == *key, Some(key), None, |state, _, ctx| op(state, ctx));
+        self.step(hash, |held| *held.key == *key, Some(key), Cause::Replay, |state, _, ctx| op(state, ctx));
     }
 
-    /// [`Shard::change`], settling what fell due at `settle_at` first.
+    /// [`Shard::change`], settling first what fell due by the moment of `cause`.
+    ///
+    /// Afterwards the key's timer entry is where [`KeyState::armed_at`] says, or earlier. A state
+    /// that keeps its own `armed_at` re-arms only for an earlier deadline: an entry left at an
+    /// earlier one fires, finds nothing due, and re-arms then (most extensions cost nothing). A
+    /// plain held lock keeps none: its entry must be at its holder's deadline, so it re-arms
+    /// whenever that moves, and the entries it leaves behind are stale.
     fn step<R>(
         &mut self,
         hash: u64,
         is_key: impl Fn(&Box<Held>) -> bool,
         create: Option<&[u8]>,
-        settle_at: Option<Timestamp>,
+        cause: Cause,
         op: impl FnOnce(&mut KeyState, &StepKey<'_>, &mut ShardCtx) -> R,
     ) -> Option<R> {
         let Shard { keys, hasher, timers, gauges, ctx, .. } = self;
@@ -349,7 +367,11 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
         };
         let Held { key, state } = &mut **entry.get_mut();
         let key = StepKey::new(key);
-        if let Some(now) = settle_at {
+        let armed = match cause {
+            Cause::Fired(_) => None,
+            Cause::Request(_) | Cause::Replay => state.armed_at(),
+        };
+        if let Cause::Request(now) | Cause::Fired(now) = cause {
             state.settle(&key, ctx, now);
         }
         let result = op(state, &key, ctx);
@@ -361,10 +383,16 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
             return Some(result);
         }
         gauges.replace(before, state.gauges());
-        if let Some(deadline) = state.next_deadline(ctx.grants_resume_at)
-            && state.timer_at.is_none_or(|armed| deadline < armed)
-        {
-            state.timer_at = Some(deadline);
+        let due = state.next_deadline(ctx.grants_resume_at);
+        let arm = match state.kept_armed_at() {
+            Some(armed_at) => {
+                let arm = due.filter(|due| armed.is_none_or(|armed| *due < armed));
+                *armed_at = arm.or(armed);
+                arm
+            }
+            None => due.filter(|due| armed != Some(*due)),
+        };
+        if let Some(deadline) = arm {
             timers.arm(deadline, hash);
             ctx.earliest_new_deadline =
                 Some(ctx.earliest_new_deadline.map_or(deadline, |earliest| earliest.min(deadline)));
@@ -412,9 +440,8 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
         {
             // Keys whose hashes collide and that are due together have an entry each: one key
             // per entry. The step settles what fell due; its timer is re-armed if more is due.
-            let fired = self.change_found(timer.hash, armed_for(timer, &hasher), None, now, |state, _, _, _| {
-                state.timer_at = None;
-            });
+            let fired =
+                self.change_found(timer.hash, armed_for(timer, &hasher), None, now, Cause::Fired, |_, _, _, _| ());
             if fired.is_some() {
                 *budget -= 1;
             }
@@ -449,7 +476,7 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
 /// MEMORY USAGE of a key (see `core::footprint`): its box with the state, its slot in the table
 /// (a pointer and a control byte), the key's bytes, its timer, and what the state points to.
 pub(crate) fn footprint(key: &[u8], state: &KeyState, samples: usize) -> usize {
-    let timer = if state.timer_at.is_some() { size_of::<Timer>() } else { 0 };
+    let timer = if state.armed_at().is_some() { size_of::<Timer>() } else { 0 };
     size_of::<Held>() + size_of::<Box<Held>>() + 1 + key.len() + timer + state.footprint(samples)
 }
 
@@ -461,7 +488,7 @@ fn hash_with(hasher: &KeyHasher<impl BuildHasher>) -> impl Fn(&Box<Held>) -> u64
 /// Whether a key in the table is the one `timer` stands for: armed at its deadline, with its hash
 /// (the table compares only a few bits of the hash).
 fn armed_for(timer: Timer, hasher: &KeyHasher<impl BuildHasher>) -> impl Fn(&Box<Held>) -> bool {
-    move |held| held.state.timer_at == Some(timer.deadline) && hasher.hash(&held.key) == timer.hash
+    move |held| held.state.armed_at() == Some(timer.deadline) && hasher.hash(&held.key) == timer.hash
 }
 
 #[cfg(test)]
@@ -554,14 +581,31 @@ mod tests {
     }
 
     #[test]
-    fn a_timer_re_armed_later_fires_at_the_old_deadline_and_arms_the_new_one() {
+    fn a_plain_lock_renewed_later_is_armed_at_its_new_deadline_and_its_old_entry_does_nothing() {
         let mut shard = shard();
         hold(&mut shard, "k", 100, 0);
         hold(&mut shard, "k", 1_000, 50);
-        assert_eq!(expire(&mut shard, 100, 10), (Some(1_050), 1));
+        assert_eq!(shard.timer_count(), 2);
+        assert_eq!(expire(&mut shard, 100, 10), (Some(1_050), 0));
         assert!(is_held(&shard, "k"));
         assert_eq!(expire(&mut shard, 1_050, 10), (None, 1));
         assert!(!is_held(&shard, "k"));
+    }
+
+    /// A state that keeps its own timer (here: a line) re-arms only for an earlier deadline; the
+    /// entry left earlier fires, finds nothing due, and re-arms at the holder's new deadline.
+    #[test]
+    fn a_lock_with_a_line_renewed_later_fires_at_the_old_deadline_and_arms_the_new_one() {
+        let mut shard = shard();
+        hold(&mut shard, "k", 100, 0);
+        let place = Claim { owner: b"w", lease_ms: 5_000, conn: conn(2), max_queue_bytes: usize::MAX };
+        shard.change(b"k", Absent::Create, at(10), |state, key, ctx, now| state.try_lock(key, place, false, ctx, now));
+        hold(&mut shard, "k", 1_000, 50);
+        assert_eq!(shard.timer_count(), 1);
+        assert_eq!(expire(&mut shard, 100, 10), (Some(1_050), 1));
+        assert!(is_held(&shard, "k"));
+        assert_eq!(expire(&mut shard, 1_050, 10).1, 1);
+        assert!(is_held(&shard, "k"), "the lease ended and the line's head got the lock");
     }
 
     #[test]
