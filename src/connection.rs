@@ -21,7 +21,7 @@ use crate::cmd::lock::LockLimits;
 use crate::cmd::{self, Action, Command};
 use crate::codec::{CodecError, Limits, Protocol, Request, RespCodec};
 use crate::context::Shared;
-use crate::core::{WaitOutcome, WaitTicket};
+use crate::core::{Answer, Timestamp, WaitOutcome, WaitTicket};
 use crate::errors;
 use crate::journal::Lsn;
 use crate::outbox::Outbox;
@@ -352,9 +352,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.send(reply).await
             }
             Action::Block { ticket, timeout } => {
-                let granted_at = ticket.granted_at_cell();
                 let key = Arc::clone(ticket.key());
-                let (reply, granted) = self.block(ticket, timeout).await?;
+                let WaitEnd { reply, token: granted, granted_at } = self.block(ticket, timeout).await?;
                 // The answer was sent under the key's shard lock, before that operation's changes
                 // went to the journal (still under the lock): passing through the lock makes sure
                 // they are there to wait for.
@@ -364,8 +363,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // Hand-off latency: from the grant to its reply being ready to write, journal
                 // included. Taken before the write, so that a client that has read its grant
                 // finds it counted in INFO.
-                if let Some(granted_at) = granted_at.get() {
-                    shared.metrics.record_handoff(shared.clock.now().duration_since(*granted_at));
+                if let Some(granted_at) = granted_at {
+                    shared.metrics.record_handoff(shared.clock.now().duration_since(granted_at));
                 }
                 // The waiter's answer goes out at once, whatever else is buffered.
                 let written = match self.send(reply).await {
@@ -388,8 +387,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Waits for a blocked LOCK.WAIT's answer while watching the socket, the timeout, shutdown
     /// and CLIENT KILL / UNBLOCK. Every way out that is not an answer hands the ticket back to
     /// the core, which settles any race with a grant under the shard lock.
-    /// The reply comes with the token when it grants the lock.
-    async fn block(&mut self, mut ticket: WaitTicket, timeout: Option<Duration>) -> Result<(Reply, Option<u64>), Exit> {
+    async fn block(&mut self, mut ticket: WaitTicket, timeout: Option<Duration>) -> Result<WaitEnd, Exit> {
         let shared = Arc::clone(&self.shared);
         let entry = Arc::clone(&self.session.entry);
         // Blocked as far as CLIENT UNBLOCK and CLIENT LIST can tell from now on, while the
@@ -408,7 +406,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let leading_term = shared.cluster.as_ref().map(|cluster| cluster.serving_term());
 
         enum Wake {
-            Answer(Result<WaitOutcome, RecvError>),
+            Answer(Result<Answer, RecvError>),
             TimedOut,
             Input(Input),
             Control(Control),
@@ -440,22 +438,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         break Err(exit);
                     }
                 }
-                Wake::Answer(Ok(outcome)) => break Ok(answer(outcome)),
+                Wake::Answer(Ok(Answer { outcome, sent_at })) => {
+                    let end = answer(outcome);
+                    break Ok(WaitEnd { granted_at: end.token.and(Some(sent_at)), ..end });
+                }
                 // The node stopped leading and forgot its locks: the client re-sends the WAIT to
                 // the new leader, where its place was replicated.
                 Wake::Answer(Err(_))
                     if let Some(cluster) = &shared.cluster
                         && Some(cluster.serving_term()) != leading_term =>
                 {
-                    break Ok((Reply::from(cluster.redirect(ticket.key())), None));
+                    break Ok(WaitEnd::reply(Reply::from(cluster.redirect(ticket.key()))));
                 }
                 // The owner was cancelled out of the queue (LOCK.CANCEL): it ends like a timeout.
-                Wake::Answer(Err(_)) => break Ok((Reply::NilArray, None)),
+                Wake::Answer(Err(_)) => break Ok(WaitEnd::reply(Reply::NilArray)),
                 Wake::TimedOut | Wake::Control(Control::Unblock { error: false }) => {
-                    break Ok(shared.core.wait_timed_out(ticket, now).map_or((Reply::NilArray, None), answer));
+                    break Ok(shared.core.wait_timed_out(ticket, now).map_or(WaitEnd::reply(Reply::NilArray), answer));
                 }
                 Wake::Control(Control::Unblock { error: true }) => {
-                    let unblocked = (Reply::error(errors::UNBLOCKED), None);
+                    let unblocked = WaitEnd::reply(Reply::error(errors::UNBLOCKED));
                     break Ok(shared.core.wait_timed_out(ticket, now).map_or(unblocked, answer));
                 }
                 Wake::Control(Control::Kill) => {
@@ -519,13 +520,26 @@ async fn write_slowly(
     }
 }
 
-/// A blocked WAIT's reply, with the token when it grants the lock.
-fn answer(outcome: WaitOutcome) -> (Reply, Option<u64>) {
-    let granted = match outcome {
+/// How a blocked WAIT ended: its reply, with the token when it grants the lock, and when the
+/// core sent that grant (if it came through the channel: hand-off latency counts from there).
+struct WaitEnd {
+    reply: Reply,
+    token: Option<u64>,
+    granted_at: Option<Timestamp>,
+}
+
+impl WaitEnd {
+    fn reply(reply: Reply) -> WaitEnd {
+        WaitEnd { reply, token: None, granted_at: None }
+    }
+}
+
+fn answer(outcome: WaitOutcome) -> WaitEnd {
+    let token = match outcome {
         WaitOutcome::Acquired { token } => Some(token),
         WaitOutcome::Done(_) => None,
     };
-    (Reply::from(outcome), granted)
+    WaitEnd { reply: Reply::from(outcome), token, granted_at: None }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

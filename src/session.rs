@@ -82,6 +82,9 @@ impl Session {
         if self.bound.last() == Some(&hash) {
             return;
         }
+        // Most connections are bound to one key at a time: room for one, not the four a vector
+        // takes at its first push.
+        self.bound.reserve_exact(usize::from(self.bound.is_empty()));
         self.bound.push(hash);
         if self.bound.len() >= self.prune_at {
             let conn = self.id();

@@ -1062,7 +1062,7 @@ impl Harness {
     }
 
     fn receive(&mut self, waiting: &mut Outstanding, state: &TicketState) -> Check {
-        let got = waiting.ticket.receiver.try_recv();
+        let got = waiting.ticket.try_answer();
         match (got, state) {
             (Ok(outcome), TicketState::Delivered(expected)) => {
                 let expected = expected.clone();
@@ -1433,7 +1433,7 @@ fn abandoning_one_of_two_answered_waits_of_an_owner_keeps_the_lock() {
     let mut new = blocked(core.wait(request("k", "b", 3, None), at(0)));
     assert_eq!(core.unlock(b"k", b"c", first, Verdict::Failure { reason: None }, at(0)), UnlockOutcome::HandedOff);
     core.wait_abandoned(old, at(0));
-    let token = match new.receiver.try_recv() {
+    let token = match new.try_answer() {
         Ok(WaitOutcome::Acquired { token }) => token,
         other => panic!("the WAIT on connection 3 is answered with the grant: {other:?}"),
     };
@@ -1451,7 +1451,7 @@ fn a_grant_to_two_waits_of_one_owner_belongs_to_the_later_connection() {
     let mut old = blocked(core.wait(request("k", "a", 2, None), at(0)));
     let mut new = blocked(core.wait(request("k", "a", 3, None), at(5)));
     assert_eq!(core.unlock(b"k", b"b", first, Verdict::Failure { reason: None }, at(10)), UnlockOutcome::HandedOff);
-    let token = match (old.receiver.try_recv(), new.receiver.try_recv()) {
+    let token = match (old.try_answer(), new.try_answer()) {
         (Ok(WaitOutcome::Acquired { token: x }), Ok(WaitOutcome::Acquired { token: y })) if x == y => x,
         other => panic!("both WAITs of a are answered with the grant: {other:?}"),
     };

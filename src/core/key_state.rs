@@ -2,7 +2,7 @@
 //! runs under its shard's mutex: no I/O, no awaiting, no clock; blocked waiters are answered by
 //! sending on their oneshot channel, which only wakes a task.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
@@ -11,7 +11,7 @@ use super::clock::Timestamp;
 use super::events::{LockEvent, ReleaseCause};
 use super::footprint::arc_bytes;
 use super::outcome::{
-    Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,
+    Answer, Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,
     WaitOutcome,
 };
 use super::queue::{Blocker, PLACE_BYTES, Place, Queue, Waiter};
@@ -97,8 +97,7 @@ pub(crate) enum NotAnswered {
 pub(crate) struct BlockedWait {
     pub(crate) place: Place,
     pub(crate) wait_id: u64,
-    pub(crate) receiver: oneshot::Receiver<WaitOutcome>,
-    pub(crate) granted_at: Arc<OnceLock<Timestamp>>,
+    pub(crate) receiver: oneshot::Receiver<Answer>,
 }
 
 /// Arguments shared by TRY and WAIT.
@@ -355,10 +354,8 @@ impl KeyState {
         let wait_id = ctx.next_wait_id;
         ctx.next_wait_id += 1;
         let (sender, receiver) = oneshot::channel();
-        let granted_at = Arc::new(OnceLock::new());
-        let blocker = Blocker { wait_id, conn: claim.conn, sender, granted_at: Arc::clone(&granted_at) };
-        self.extra().queue.block(place, blocker);
-        Err(NotAnswered::Blocked(BlockedWait { place, wait_id, receiver, granted_at }))
+        self.extra().queue.block(place, Blocker { wait_id, conn: claim.conn, sender });
+        Err(NotAnswered::Blocked(BlockedWait { place, wait_id, receiver }))
     }
 
     /// Removes a blocked WAIT that gave up. Returns false when it was no longer blocked, i.e. it
@@ -405,8 +402,8 @@ impl KeyState {
             // still listening, the connection the owner waited on last.
             let mut delivered_to = Vec::new();
             for blocker in waiter.blockers {
-                if blocker.sender.send(WaitOutcome::Acquired { token }).is_ok() {
-                    let _ = blocker.granted_at.set(now);
+                let answer = Answer { outcome: WaitOutcome::Acquired { token }, sent_at: now };
+                if blocker.sender.send(answer).is_ok() {
                     delivered_to.push(blocker.conn);
                 }
             }
@@ -547,7 +544,8 @@ impl KeyState {
             }
             let mut delivered = false;
             for blocker in waiter.blockers {
-                delivered |= blocker.sender.send(WaitOutcome::Done(Arc::clone(completion))).is_ok();
+                let answer = Answer { outcome: WaitOutcome::Done(Arc::clone(completion)), sent_at: now };
+                delivered |= blocker.sender.send(answer).is_ok();
             }
             if delivered {
                 ctx.stats.done_answers += 1;

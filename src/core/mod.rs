@@ -43,7 +43,7 @@ pub use events::{Notification, ReleaseCause};
 pub(crate) use keyslot::{SLOTS, key_slot};
 pub(crate) use outcome::CoreStats;
 pub use outcome::{
-    Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,
+    Answer, Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,
     WaitOutcome, WaitStart, WaitTicket,
 };
 
@@ -265,7 +265,6 @@ impl LockCore {
                 conn: request.conn,
                 wait_id: blocked.wait_id,
                 receiver: blocked.receiver,
-                granted_at: blocked.granted_at,
             }),
         })
     }
@@ -278,7 +277,7 @@ impl LockCore {
             state.unblock(key, ticket.place, ticket.wait_id, false, ctx, now)
         });
         // Not blocked any more: the answer was sent under the shard lock, so it is in the channel.
-        if unblocked == Some(true) { None } else { ticket.receiver.try_recv().ok() }
+        if unblocked == Some(true) { None } else { ticket.try_answer().ok() }
     }
 
     /// The WAIT's connection closed (or the server is stopping): the owner leaves the queue. If a
@@ -290,7 +289,7 @@ impl LockCore {
             if state.unblock(key, ticket.place, ticket.wait_id, true, ctx, now) {
                 return;
             }
-            if let Ok(WaitOutcome::Acquired { token }) = ticket.receiver.try_recv() {
+            if let Ok(WaitOutcome::Acquired { token }) = ticket.try_answer() {
                 state.grant_undelivered(key, token, ticket.conn, ctx, now);
             }
         });

@@ -1,6 +1,6 @@
 //! What the core answers. The network layer turns these into replies in one place (`reply.rs`).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
@@ -40,6 +40,14 @@ pub enum WaitOutcome {
     Done(Arc<Completion>),
 }
 
+/// What a blocked LOCK.WAIT is sent.
+#[derive(Debug)]
+pub struct Answer {
+    pub outcome: WaitOutcome,
+    /// When the core sent it: a grant's hand-off latency is measured from there.
+    pub sent_at: Timestamp,
+}
+
 /// A blocked LOCK.WAIT. The connection awaits `receiver`; if it stops waiting (timeout,
 /// disconnect, shutdown) it must hand the ticket back to the core, which settles the race with
 /// a grant under the shard lock.
@@ -51,8 +59,7 @@ pub struct WaitTicket {
     pub(crate) wait_id: u64,
     /// The connection the WAIT blocks on.
     pub(crate) conn: ConnId,
-    pub receiver: oneshot::Receiver<WaitOutcome>,
-    pub(crate) granted_at: Arc<OnceLock<Timestamp>>,
+    pub receiver: oneshot::Receiver<Answer>,
 }
 
 impl WaitTicket {
@@ -60,9 +67,9 @@ impl WaitTicket {
         &self.key
     }
 
-    /// Filled in when a grant is sent to this wait; hand-off latency is measured from there.
-    pub(crate) fn granted_at_cell(&self) -> Arc<OnceLock<Timestamp>> {
-        Arc::clone(&self.granted_at)
+    /// The answer already sent to this wait, if any.
+    pub fn try_answer(&mut self) -> Result<WaitOutcome, oneshot::error::TryRecvError> {
+        self.receiver.try_recv().map(|answer| answer.outcome)
     }
 }
 

@@ -35,7 +35,7 @@ pub fn blocked(start: WaitStart) -> WaitTicket {
 
 /// The token of the grant waiting in a blocked WAIT's channel, if that is what it holds.
 pub fn granted(ticket: &mut WaitTicket) -> Option<u64> {
-    match ticket.receiver.try_recv() {
+    match ticket.try_answer() {
         Ok(WaitOutcome::Acquired { token }) => Some(token),
         _ => None,
     }

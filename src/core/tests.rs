@@ -92,17 +92,17 @@ fn failure_hands_off_to_the_head_only_with_a_larger_token() {
     let mut b = blocked(core.wait(request("k", "b", 2, None), at(0)));
     let mut c = blocked(core.wait(request("k", "c", 3, None), at(0)));
     assert_eq!(core.unlock(b"k", b"a", first, failure(), at(10)), UnlockOutcome::HandedOff);
-    let second = match b.receiver.try_recv() {
+    let second = match b.try_answer() {
         Ok(WaitOutcome::Acquired { token }) => token,
         other => panic!("head not granted: {other:?}"),
     };
     assert!(second > first);
-    assert!(c.receiver.try_recv().is_err(), "only the head is woken");
+    assert!(c.try_answer().is_err(), "only the head is woken");
     let info = core.info(b"k", at(10), usize::MAX).unwrap();
     assert_eq!(info.holder.unwrap().token, second);
     assert_eq!(info.last_failure.as_deref(), Some(&b"disk full"[..]));
     assert_eq!(core.unlock(b"k", b"b", second, failure(), at(20)), UnlockOutcome::HandedOff);
-    assert!(matches!(c.receiver.try_recv(), Ok(WaitOutcome::Acquired { token }) if token > second));
+    assert!(matches!(c.try_answer(), Ok(WaitOutcome::Acquired { token }) if token > second));
 }
 
 #[test]
@@ -150,7 +150,7 @@ fn success_tells_every_blocked_waiter_done_with_the_result() {
         UnlockOutcome::Succeeded { waiters_told: 5 }
     );
     for ticket in &mut tickets {
-        match ticket.receiver.try_recv() {
+        match ticket.try_answer() {
             Ok(WaitOutcome::Done(completion)) => {
                 assert_eq!(completion.finisher.as_ref(), b"a");
                 assert_eq!(completion.result.as_deref(), Some(&b"layer ok"[..]));
@@ -215,7 +215,7 @@ fn timed_out_wait_keeps_its_place_and_can_wait_again() {
     assert_eq!(core.info(b"k", at(100), usize::MAX).unwrap().queue[0].as_ref(), b"b");
     let mut b = blocked(core.wait(request("k", "b", 2, None), at(150)));
     core.unlock(b"k", b"a", token, failure(), at(200));
-    assert!(matches!(b.receiver.try_recv(), Ok(WaitOutcome::Acquired { .. })));
+    assert!(matches!(b.try_answer(), Ok(WaitOutcome::Acquired { .. })));
 }
 
 #[test]
@@ -248,7 +248,7 @@ fn abandoned_waiter_is_never_granted() {
     let mut c = blocked(core.wait(request("k", "c", 3, None), at(0)));
     core.wait_abandoned(b, at(5));
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(10)), UnlockOutcome::HandedOff);
-    assert!(matches!(c.receiver.try_recv(), Ok(WaitOutcome::Acquired { .. })));
+    assert!(matches!(c.try_answer(), Ok(WaitOutcome::Acquired { .. })));
 }
 
 #[test]
@@ -259,7 +259,7 @@ fn grant_sent_to_a_waiter_that_then_disconnects_passes_on() {
     let mut c = blocked(core.wait(request("k", "c", 3, None), at(0)));
     core.unlock(b"k", b"a", token, failure(), at(10));
     core.wait_abandoned(b, at(11));
-    assert!(matches!(c.receiver.try_recv(), Ok(WaitOutcome::Acquired { .. })));
+    assert!(matches!(c.try_answer(), Ok(WaitOutcome::Acquired { .. })));
     assert_eq!(core.info(b"k", at(11), usize::MAX).unwrap().holder.unwrap().owner.as_ref(), b"c");
 }
 
@@ -270,7 +270,7 @@ fn dropped_receiver_is_skipped_at_hand_off() {
     drop(blocked(core.wait(request("k", "b", 2, None), at(0))));
     let mut c = blocked(core.wait(request("k", "c", 3, None), at(0)));
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(10)), UnlockOutcome::HandedOff);
-    assert!(matches!(c.receiver.try_recv(), Ok(WaitOutcome::Acquired { .. })));
+    assert!(matches!(c.try_answer(), Ok(WaitOutcome::Acquired { .. })));
 }
 
 #[test]
@@ -290,9 +290,9 @@ fn lease_expiry_hands_off_and_fences_the_stale_holder() {
     let stale = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
     let mut b = blocked(core.wait(request("k", "b", 2, None), at(0)));
     assert_eq!(core.expire(at(999)), Some(1_000));
-    assert!(b.receiver.try_recv().is_err());
+    assert!(b.try_answer().is_err());
     core.expire(at(1_000));
-    let fresh = match b.receiver.try_recv() {
+    let fresh = match b.try_answer() {
         Ok(WaitOutcome::Acquired { token }) => token,
         other => panic!("{other:?}"),
     };
@@ -342,9 +342,9 @@ fn holder_connection_close_releases_to_the_next_waiter() {
     acquired(core.try_lock(request("k", "a", 7, None), false, at(0)));
     let mut b = blocked(core.wait(request("k", "b", 8, None), at(0)));
     release_connection(&core, conn(8), [&b"k"[..]], at(1));
-    assert!(b.receiver.try_recv().is_err(), "another connection's close changes nothing");
+    assert!(b.try_answer().is_err(), "another connection's close changes nothing");
     release_connection(&core, conn(7), [&b"k"[..]], at(1));
-    assert!(matches!(b.receiver.try_recv(), Ok(WaitOutcome::Acquired { .. })));
+    assert!(matches!(b.try_answer(), Ok(WaitOutcome::Acquired { .. })));
     assert_eq!(core.stats().disconnect_releases, 1);
 }
 
@@ -718,7 +718,7 @@ fn unblocking_in_the_middle_of_a_long_line() {
     core.wait_abandoned(blocked(core.wait(request("k", "w999", 4, None), at(11))), at(12));
     assert_eq!(core.info(b"k", at(12), 0).unwrap().waiters, 999, "an abandoned WAIT takes its owner out");
     assert_eq!(core.try_lock(request("k", "w998", 2, None), false, at(12)), TryOutcome::Queued { position: 999 });
-    assert!(again.receiver.try_recv().is_err());
+    assert!(again.try_answer().is_err());
     assert_eq!(core.gauges(), core.recount_gauges());
 }
 
