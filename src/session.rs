@@ -89,9 +89,7 @@ impl Session {
         if self.bound.len() >= self.prune_at {
             let conn = self.id();
             let before = self.bound.len();
-            self.bound.sort_unstable();
-            self.bound.dedup();
-            self.bound.retain(|hash| shared.core.bound_to_conn(*hash, conn));
+            shared.core.retain_bound(conn, &mut self.bound);
             let growth = if self.bound.len() * 2 > before { 4 } else { 2 };
             self.prune_at = (self.bound.len() * growth).max(64);
         }

@@ -407,8 +407,35 @@ impl LockCore {
 
     /// Whether a close of `conn` may matter for the key with `hash`: it holds it, a grant would
     /// bind to it, or it was sent the current grant.
+    #[cfg(test)]
     pub(crate) fn bound_to_conn(&self, hash: KeyHash, conn: ConnId) -> bool {
-        self.on_shard_at(hash.shard(), |shard| shard.bound_to_conn(hash, conn))
+        self.shards[hash.shard()].lock().bound_to_conn(hash, conn)
+    }
+
+    /// Keeps in `hashes`, once each, the keys whose close of `conn` may matter (see
+    /// [`LockCore::bound_to_conn`]). A connection prunes its list of bound keys with this: the
+    /// keys are looked at shard by shard, [`SLICE`] of them per acquisition of a shard's lock
+    /// (a lookup each, nothing changed), instead of one acquisition per key.
+    pub(crate) fn retain_bound(&self, conn: ConnId, hashes: &mut Vec<KeyHash>) {
+        hashes.sort_unstable_by_key(|hash| (hash.shard(), *hash));
+        hashes.dedup();
+        let mut kept = 0;
+        let mut start = 0;
+        while start < hashes.len() {
+            let index = hashes[start].shard();
+            let same_shard = hashes[start..].iter().take(SLICE).take_while(|hash| hash.shard() == index).count();
+            let shard = self.shards[index].lock();
+            for position in start..start + same_shard {
+                let hash = hashes[position];
+                if shard.bound_to_conn(hash, conn) {
+                    hashes[kept] = hash;
+                    kept += 1;
+                }
+            }
+            drop(shard);
+            start += same_shard;
+        }
+        hashes.truncate(kept);
     }
 
     /// A connection closed: plans the release of the keys with `hashes` (the ones it acquired,

@@ -769,6 +769,35 @@ fn leases_that_end_together_expire_a_slice_at_a_time() {
     assert_eq!(core.stats().lease_expiries, count as u64);
 }
 
+/// A connection's prune keeps, once each, the keys it is still bound to, across shards and
+/// beyond one slice of a shard: the same keys as asking for each key alone.
+#[test]
+fn retain_bound_keeps_each_key_still_bound_to_the_connection_once() {
+    let core = core();
+    let keys: Vec<String> = (0..3 * SLICE).map(|i| format!("k{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let token = acquired(core.try_lock(request(key, "a", 1, None), false, at(0)));
+        if i % 3 == 0 {
+            assert_eq!(core.unlock(key.as_bytes(), b"a", token, failure(), at(1)), UnlockOutcome::Released);
+        }
+    }
+    let conn_of_other_keys = conn(2);
+    acquired(core.try_lock(request("elsewhere", "b", 2, None), false, at(0)));
+    let mut hashes: Vec<KeyHash> =
+        keys.iter().chain(&keys).chain([&"elsewhere".to_owned()]).map(|key| core.key_hash(key.as_bytes())).collect();
+    let mut expected: Vec<KeyHash> = keys
+        .iter()
+        .map(|key| core.key_hash(key.as_bytes()))
+        .filter(|hash| core.bound_to_conn(*hash, conn(1)))
+        .collect();
+    assert_eq!(expected.len(), 2 * SLICE);
+    assert!(core.bound_to_conn(core.key_hash(b"elsewhere"), conn_of_other_keys));
+    core.retain_bound(conn(1), &mut hashes);
+    hashes.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(hashes, expected);
+}
+
 /// With several shards, each slice takes keys of one shard only.
 #[test]
 fn release_slices_never_span_two_shards() {
