@@ -279,9 +279,10 @@ impl LockCommand {
                 }
             }
             LockCommand::Extend(Extend { key, owner, token, lease_ms }) => {
-                let outcome = core.extend(&key, &owner, token, lease_ms, conn, now);
+                let request = LockRequest { key: &key, owner: &owner, lease_ms: Some(lease_ms), conn };
+                let (outcome, key) = core.extend_hashing_key(request, token, now);
                 if outcome == ExtendOutcome::Extended {
-                    bound = Some(core.key_hash(&key));
+                    bound = Some(key);
                 }
                 Action::Reply(Reply::from(outcome))
             }

@@ -207,10 +207,21 @@ impl LockCore {
         now: Timestamp,
         op: impl FnOnce(&mut key_state::KeyState, &shard::StepKey<'_>, &mut shard::ShardCtx, Timestamp) -> R,
     ) -> (R, KeyHash) {
+        let (result, hash) = self.change_hashing(key, Absent::Create, now, op);
+        (result.expect("Absent::Create always has a state to change"), hash)
+    }
+
+    /// [`Shard::change`] of `key`, also handing back the key's hash (computed once, for both).
+    fn change_hashing<R>(
+        &self,
+        key: &[u8],
+        absent: Absent,
+        now: Timestamp,
+        op: impl FnOnce(&mut key_state::KeyState, &shard::StepKey<'_>, &mut shard::ShardCtx, Timestamp) -> R,
+    ) -> (Option<R>, KeyHash) {
         self.on_shard(key, |shard| {
             let hash = shard.key_hash(key);
-            let result = shard.change_hashed(hash, key, Absent::Create, now, op);
-            (result.expect("Absent::Create always has a state to change"), hash)
+            (shard.change_hashed(hash, key, absent, now, op), hash)
         })
     }
 
@@ -330,9 +341,21 @@ impl LockCore {
         conn: ConnId,
         now: Timestamp,
     ) -> ExtendOutcome {
-        let claim = self.claim(&LockRequest { key, owner, lease_ms: Some(lease_ms), conn });
-        self.change_existing(key, now, |state, key, ctx, now| state.extend(key, claim, token, ctx, now))
-            .unwrap_or(ExtendOutcome::NotLocked)
+        self.extend_hashing_key(LockRequest { key, owner, lease_ms: Some(lease_ms), conn }, token, now).0
+    }
+
+    /// [`LockCore::extend`], also handing back the key's hash.
+    pub(crate) fn extend_hashing_key(
+        &self,
+        request: LockRequest<'_>,
+        token: u64,
+        now: Timestamp,
+    ) -> (ExtendOutcome, KeyHash) {
+        let claim = self.claim(&request);
+        let (extended, hash) = self.change_hashing(request.key, Absent::Skip, now, |state, key, ctx, now| {
+            state.extend(key, claim, token, ctx, now)
+        });
+        (extended.unwrap_or(ExtendOutcome::NotLocked), hash)
     }
 
     pub fn cancel(&self, key: &[u8], owner: &[u8], now: Timestamp) -> bool {

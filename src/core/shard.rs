@@ -296,22 +296,27 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
         KeyHash(self.hasher.hash(key))
     }
 
-    /// Whether a key with `hash` is bound to `conn` (see [`KeyState::bound_to_conn`]).
-    pub(crate) fn bound_to_conn(&self, hash: KeyHash, conn: ConnId) -> bool {
-        self.keys.iter_hash(hash.0).any(|held| held.state.bound_to_conn(conn) && self.hasher.hash(&held.key) == hash.0)
+    /// The keys with `hash` bound to `conn` (see [`KeyState::bound_to_conn`]): one but for a
+    /// collision of the whole hash.
+    fn bound_with_hash(&self, hash: KeyHash, conn: ConnId) -> impl Iterator<Item = &Held> {
+        self.keys
+            .iter_hash(hash.0)
+            .filter(move |held| held.state.bound_to_conn(conn) && self.hasher.hash(&held.key) == hash.0)
+            .map(|held| &**held)
     }
 
-    /// `conn` closed: every key with `hash` bound to it is told (there is one but for a collision
-    /// of the whole hash).
+    /// Whether a key with `hash` is bound to `conn`.
+    pub(crate) fn bound_to_conn(&self, hash: KeyHash, conn: ConnId) -> bool {
+        self.bound_with_hash(hash, conn).next().is_some()
+    }
+
+    /// `conn` closed: every key with `hash` bound to it is told.
     pub(crate) fn connection_closed(&mut self, hash: KeyHash, conn: ConnId, now: Timestamp) {
-        let bound: Vec<Box<[u8]>> = self
-            .keys
-            .iter_hash(hash.0)
-            .filter(|held| held.state.bound_to_conn(conn) && self.hasher.hash(&held.key) == hash.0)
-            .map(|held| held.key.clone())
-            .collect();
+        let bound: Vec<Box<[u8]>> = self.bound_with_hash(hash, conn).map(|held| held.key.clone()).collect();
         for key in bound {
-            self.change(&key, Absent::Skip, now, |state, key, ctx, now| state.connection_closed(key, conn, ctx, now));
+            self.change_hashed(hash, &key, Absent::Skip, now, |state, key, ctx, now| {
+                state.connection_closed(key, conn, ctx, now)
+            });
         }
     }
 
