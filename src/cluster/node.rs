@@ -25,6 +25,9 @@ pub(crate) struct Node {
     pub(crate) raft: Raft,
     pub(crate) state: StateMachine,
     bus_shutdown: CancellationToken,
+    /// Taken by [`Node::stop`], which waits for it so that the bus port is free when it returns
+    /// (a node restarted on the same port must be able to bind it at once).
+    bus_listener: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Several heartbeats, and more than an election takes (see `raft::config`).
@@ -113,7 +116,7 @@ impl Node {
         .map_err(io::Error::other)?;
         let bus_shutdown = CancellationToken::new();
         tokio::spawn(admit_members(raft.clone(), Arc::clone(&security)));
-        tokio::spawn(bus::serve(listener, raft.clone(), security, bus_shutdown.clone()));
+        let bus_listener = tokio::spawn(bus::serve(listener, raft.clone(), security, bus_shutdown.clone()));
         if joining {
             if raft.metrics().borrow_watched().last_log_index.is_none() {
                 info!(node = id, "cluster: waiting to be added (CLUSTER ADDNODE on the leader)");
@@ -122,7 +125,7 @@ impl Node {
             let rank = members.keys().position(|peer| *peer == id).unwrap_or(0) as u32;
             tokio::spawn(form_unless_joined(raft.clone(), id, members.clone(), rank));
         }
-        Ok(Node { id, raft, state, bus_shutdown })
+        Ok(Node { id, raft, state, bus_shutdown, bus_listener: parking_lot::Mutex::new(Some(bus_listener)) })
     }
 
     /// Whether this node believes it leads (it may have been deposed without knowing yet: what
@@ -135,6 +138,10 @@ impl Node {
     /// Stops the node as a crash would, from its peers' point of view: its Raft and its bus stop.
     pub(crate) async fn stop(&self) {
         self.bus_shutdown.cancel();
+        let bus_listener = self.bus_listener.lock().take();
+        if let Some(bus_listener) = bus_listener {
+            let _ = bus_listener.await;
+        }
         let _ = self.raft.shutdown().await;
     }
 }
