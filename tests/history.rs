@@ -76,8 +76,9 @@ const CLIENTS: usize = 32;
 const EPISODES_PER_CLIENT: usize = 100;
 /// PX of every TRY/WAIT: long enough that no place and no holding lapses during a run.
 const LEASE_MS: u64 = 20_000;
-/// PX with disconnects: a WAIT closed just as it timed out leaves a place behind (by design it is
-/// kept for the queue lease), which may even be granted the lock; it must not stall a key long.
+/// PX with disconnects: a place an owner leaves behind when it gives up a round without a CANCEL
+/// (one another of its connections renewed last) is kept for its lease and may even be granted
+/// the lock; it must not stall a key long.
 const DISCONNECT_LEASE_MS: u64 = 2_000;
 /// How late an answer may be on a loaded CI machine before we call the WAIT unanswered.
 const SLACK: Duration = Duration::from_secs(5);
@@ -129,7 +130,8 @@ enum End {
     },
     /// Not in line and not told anything (NOQUEUE after a CANCEL that found nothing).
     Vanished,
-    /// Its connection closed while its WAIT was blocked.
+    /// It closed the connection of its WAIT: while the WAIT was blocked, or just after it timed
+    /// out (the nil read late, then the close), which takes the place that WAIT renewed last.
     Abandoned,
     /// Its answer went to a second connection that was closed before it was read: the owner may
     /// have been told DONE there, at a moment nobody saw.
@@ -188,6 +190,16 @@ struct ClientLog {
     episodes: Vec<Episode>,
     holdings: Vec<Holding>,
     tally: TwoConnectionTally,
+    /// WAITs on a connection of their own whose nil was read (the client late) before the close.
+    closed_after_nil: usize,
+}
+
+/// A WAIT on a connection of its own that the owner closed before it was answered, or just after
+/// it was answered nil: either way the owner left the line with it.
+struct Abandoned {
+    closed: Instant,
+    /// The WAIT, when its nil was read before the close.
+    nil: Option<Call>,
 }
 
 async fn timed_call(con: &mut MultiplexedConnection, args: &[String], timeout: Option<Duration>) -> Call {
@@ -387,14 +399,16 @@ impl Client {
             let timeout = Duration::from_millis(self.rng.random_range(1..40));
             match self.wait_or_abandon(key, &owner, timeout).await {
                 Ok(call) => call,
-                Err(at) => {
+                Err(Abandoned { closed, nil }) => {
                     let end = End::Abandoned;
+                    // A nil read before the close proves the owner was in line until its timeout.
+                    let (join_lower, join_upper) = nil.as_ref().map_or((closed, closed), |call| (call.send, call.recv));
                     self.log.episodes.push(Episode {
                         client: self.id,
                         key,
-                        join_lower: at,
-                        join_upper: at,
-                        calls: vec![],
+                        join_lower,
+                        join_upper,
+                        calls: nil.into_iter().collect(),
                         end,
                     });
                     self.generation += 1;
@@ -551,7 +565,12 @@ impl Client {
                         answer = call.answer.clone();
                         round.push(call);
                     }
-                    Err(_) => return RoundEnd::Over { end: End::Abandoned, next: None },
+                    Err(Abandoned { nil, .. }) => {
+                        if let Some(call) = nil {
+                            round.push(call);
+                        }
+                        return RoundEnd::Over { end: End::Abandoned, next: None };
+                    }
                 }
                 continue;
             };
@@ -624,8 +643,9 @@ impl Client {
     }
 
     /// A WAIT, or (in disconnect mode, now and then) a WAIT over a connection of its own that is
-    /// closed after a random while: `Err(when it was closed)` if no answer had come by then.
-    async fn wait_or_abandon(&mut self, key: usize, owner: &str, timeout: Duration) -> Result<Call, Instant> {
+    /// closed after a random while: `Err` if no answer had come by then, or if the answer was a
+    /// nil (the owner left the line with the connection).
+    async fn wait_or_abandon(&mut self, key: usize, owner: &str, timeout: Duration) -> Result<Call, Abandoned> {
         let k = key_name(self.run, key);
         if !self.disconnects || timeout < Duration::from_millis(8) || !self.rng.random_bool(0.1) {
             return Ok(self.wait_call(&k, owner, timeout).await);
@@ -642,16 +662,26 @@ impl Client {
         let recv = Instant::now();
         let closed = Instant::now();
         drop(conn);
+        let what = format!("{} (own connection, closed after {give_up:?})", args.join(" "));
         let answer = match reply {
-            Ok(None) => return Err(closed),
+            Ok(None) => return Err(Abandoned { closed, nil: None }),
             Err(_) => Answer::Error("connection closed".into()),
             // Granted on the connection we are closing: a holding that ends now.
             Ok(Some(reply)) => match answer(&reply) {
                 Answer::Acquired(token) => Answer::Held { token, closed },
+                // The read may return after `give_up` (a late wake-up finds the reply already
+                // there), so the WAIT may have timed out first: not blocked any more, its place
+                // was last renewed by this connection, and the close takes it (release on
+                // disconnect). The owner has left the line, told nothing.
+                Answer::Nil => {
+                    self.log.closed_after_nil += 1;
+                    let nil = Call { what, send, recv, answer: Answer::Nil, timeout: Some(timeout) };
+                    return Err(Abandoned { closed, nil: Some(nil) });
+                }
                 answer => answer,
             },
         };
-        Ok(Call { what: args.join(" "), send, recv, answer, timeout: Some(timeout) })
+        Ok(Call { what, send, recv, answer, timeout: Some(timeout) })
     }
 
     fn wait_args(&self, key: &str, owner: &str, timeout: Duration) -> [String; 6] {
@@ -1005,6 +1035,7 @@ async fn run_history(shards: usize, disconnects: bool) {
     let budget = Duration::from_secs(60 * scale as u64);
     let mut history = History { episodes: Vec::new(), holdings: Vec::new(), disconnects };
     let mut two = TwoConnectionTally::default();
+    let mut closed_after_nil = 0;
     for task in tasks {
         let log = tokio::time::timeout(budget, task)
             .await
@@ -1014,6 +1045,7 @@ async fn run_history(shards: usize, disconnects: bool) {
             .expect("client task");
         history.episodes.extend(log.episodes);
         history.holdings.extend(log.holdings);
+        closed_after_nil += log.closed_after_nil;
         two.pairs += log.tally.pairs;
         two.splits += log.tally.splits;
         two.closed += log.tally.closed;
@@ -1066,7 +1098,7 @@ async fn run_history(shards: usize, disconnects: bool) {
     println!(
         "history shards={shards} disconnects={disconnects} seed={seed}: {CLIENTS} clients, {KEYS} keys, {} episodes, {calls} calls ({waits} WAITs, \
          {timed_out} timed out), {} holdings ({failures} FAILURE, {handoffs} handed off), {done} told DONE, \
-         {cancelled} cancelled, {abandoned} WAITs abandoned by closing, {dropped} holdings ended by closing, \
+         {cancelled} cancelled, {abandoned} WAITs abandoned by closing ({closed_after_nil} just after a nil), {dropped} holdings ended by closing, \
          {raced} grants at the timeout; on two connections: {} WAIT pairs, {} rounds split by a DONE, {} second connections \
          closed mid-wait ({} after the main one was granted); end state settled in {settled_in:?}; {} FIFO pairs and {} \
          waiter/UNLOCK pairs checked; in {elapsed:?}; {} violations",
@@ -1202,6 +1234,16 @@ fn checker_catches_broken_histories() {
     // A DONE nobody sent.
     let phantom = history(vec![queued(2, 10, vec![wait(11, 20, 100, done(1, 99))], told_done(1, 99))], vec![]);
     assert!(caught(&phantom, "no such SUCCESS"));
+    // An owner that left the line without being told anything: its CANCEL found nothing, and
+    // its NOQUEUE TRY then saw someone else hold the lock.
+    let vanished = history(
+        vec![
+            took(1, 10, 0),
+            queued(2, 10, vec![call(20, 21, Answer::Int(0)), call(22, 23, Answer::Busy)], End::Vanished),
+        ],
+        vec![holding(1, 10, 50, false, Answer::Int(0))],
+    );
+    assert!(caught(&vanished, "c2 on k0: left the line without being told anything"));
     // A lost lock.
     let lost = history(vec![took(1, 10, 0)], vec![holding(1, 10, 5, true, Answer::Error("NOTHOLDER".into()))]);
     assert!(caught(&lost, "UNLOCK answered"));

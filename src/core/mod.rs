@@ -436,7 +436,8 @@ impl LockCore {
     }
 
     /// Keeps in `hashes`, once each, the keys whose close of `conn` may matter (see
-    /// [`LockCore::bound_to_conn`]). A connection prunes its list of bound keys with this: the
+    /// [`LockCore::bound_to_conn`]), and now and then one that no longer does (see
+    /// [`Shard::may_be_bound_to_conn`]). A connection prunes its list of bound keys with this: the
     /// keys are looked at shard by shard, [`SLICE`] of them per acquisition of a shard's lock
     /// (a lookup each, nothing changed), instead of one acquisition per key.
     pub(crate) fn retain_bound(&self, conn: ConnId, hashes: &mut Vec<KeyHash>) {
@@ -450,7 +451,7 @@ impl LockCore {
             let shard = self.shards[index].lock();
             for position in start..start + same_shard {
                 let hash = hashes[position];
-                if shard.bound_to_conn(hash, conn) {
+                if shard.may_be_bound_to_conn(hash, conn) {
                     hashes[kept] = hash;
                     kept += 1;
                 }

@@ -306,8 +306,18 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
     }
 
     /// Whether a key with `hash` is bound to `conn`.
+    #[cfg(test)]
     pub(crate) fn bound_to_conn(&self, hash: KeyHash, conn: ConnId) -> bool {
         self.bound_with_hash(hash, conn).next().is_some()
+    }
+
+    /// Whether a key with `hash` is bound to `conn`, or a key the table tags as it is (the same
+    /// seven bits of hash in the same probe sequence) is. A connection's prune of its bound keys
+    /// asks this: confirming the whole hash would read each key's bytes (a cache miss a key,
+    /// and a third of the prune's time), and a hash kept by mistake costs only its 8 bytes until
+    /// the next prune or the close, which looks at the whole hash.
+    pub(crate) fn may_be_bound_to_conn(&self, hash: KeyHash, conn: ConnId) -> bool {
+        self.keys.iter_hash(hash.0).any(|held| held.state.bound_to_conn(conn))
     }
 
     /// `conn` closed: every key with `hash` bound to it is told.
