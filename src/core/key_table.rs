@@ -17,7 +17,7 @@
 //! name the shard (see `shard::KeyHash`), the same for every key of a table. 2^24 parts of 256
 //! keys are more than a shard will ever hold.
 //!
-//! A part holds 64 to 256 keys on average, so one is visited whole in a few microseconds. Smaller
+//! A part holds 50 to 200 keys on average, so one is visited whole in a few microseconds. Smaller
 //! parts would make SCAN's steps finer but the directory of parts bigger, and a lookup reads its
 //! part's entry there before the part itself: at this size the directory of a shard of a million
 //! keys is about 200 KiB, and a lookup costs a few dozen instructions more than in one table. A
@@ -34,10 +34,16 @@ pub(crate) const POSITION_BITS: u32 = 24;
 /// shard's, below the seven it tags slots with.
 const POSITION_SHIFT: u32 = 33;
 /// The parts split when they hold this many keys on average.
-const SPLIT_AT: usize = 256;
+const SPLIT_AT: usize = 200;
+/// Room each half of a split part gets: the most a table of 256 slots holds (hashbrown fills
+/// them to seven eighths). A half starts with about 100 keys and the split comes at 200 on
+/// average, so few parts outgrow their room in between: each key is moved once per doubling of
+/// the shard (by the split), not twice (by its part's own growth, then by the split), at about
+/// the same bytes a key as halves sized to what they hold, which outgrow them.
+const SPLIT_ROOM: usize = 224;
 /// And merge when they hold fewer than this: four times fewer, so that a key count going up and
 /// down around one threshold does not split and merge over and over.
-const MERGE_BELOW: usize = 64;
+const MERGE_BELOW: usize = 50;
 /// A part is shrunk once fewer than a quarter of its room is used, beyond this much room.
 const PART_SLACK: usize = 16;
 
@@ -129,12 +135,15 @@ impl<T> KeyTable<T> {
         let depth = self.depth + 1;
         let mut parts = Vec::with_capacity(self.parts.len() * 2);
         for part in std::mem::take(&mut self.parts) {
-            let (upper, lower): (Vec<Hashed<T>>, Vec<Hashed<T>>) = part
-                .into_iter()
-                .map(|item| (hash_of(&item), item))
-                .partition(|(hash, _)| part_index(position(*hash), depth) % 2 == 1);
-            parts.push(table_of(lower, hash_of));
-            parts.push(table_of(upper, hash_of));
+            let mut lower = HashTable::with_capacity(SPLIT_ROOM);
+            let mut upper = HashTable::with_capacity(SPLIT_ROOM);
+            for item in part {
+                let hash = hash_of(&item);
+                let half = if part_index(position(hash), depth) % 2 == 1 { &mut upper } else { &mut lower };
+                half.insert_unique(hash, item, hash_of);
+            }
+            parts.push(lower);
+            parts.push(upper);
         }
         self.parts = parts;
         self.depth = depth;
