@@ -17,7 +17,6 @@ use super::outcome::{
 use super::queue::{Blocker, PLACE_BYTES, Place, Queue, Waiter};
 use super::shard::{ShardCtx, StepKey};
 use super::told_done::ToldDone;
-use super::unlock_memo::Unlocked;
 use super::{ConnId, RECOVERED};
 
 #[derive(Debug)]
@@ -466,7 +465,7 @@ impl KeyState {
         };
         let outcome = self.end_holding(key, token, verdict, ctx, now);
         ctx.record.record(|| Change::Unlocked { key: key.shared(), owner: Arc::clone(&holding), token, outcome });
-        ctx.unlock_memo.remember(token, Unlocked { key: key.shared(), owner: holding, outcome });
+        ctx.unlock_memo.remember(token, key, &holding, outcome);
         outcome
     }
 
@@ -717,7 +716,7 @@ impl KeyState {
                 self.extra().told_done.take(&owner);
             }
             Change::Unlocked { key, owner, token, outcome } => {
-                ctx.unlock_memo.remember(token, Unlocked { key, owner, outcome });
+                ctx.unlock_memo.remember(token, &key, &owner, outcome);
             }
         }
     }

@@ -245,11 +245,11 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
     /// The changes that rebuild this shard's state (see [`Change`]), oldest remembered UNLOCK first.
     pub(crate) fn snapshot(&self, now: Timestamp) -> Vec<Change> {
         let mut out = Vec::new();
-        for (token, unlocked) in self.ctx.unlock_memo.iter() {
+        for unlocked in self.ctx.unlock_memo.iter() {
             out.push(Change::Unlocked {
-                key: Arc::clone(&unlocked.key),
-                owner: Arc::clone(&unlocked.owner),
-                token,
+                key: Arc::from(unlocked.key),
+                owner: Arc::from(unlocked.owner),
+                token: unlocked.token,
                 outcome: unlocked.outcome,
             });
         }
