@@ -37,12 +37,16 @@ fn record_crc(len: [u8; 4], lsn: [u8; 8], payload: &[u8]) -> u32 {
 pub(crate) fn encode_record(out: &mut Vec<u8>, lsn: Lsn, payload: &[u8]) {
     debug_assert!(payload.len() <= MAX_PAYLOAD_BYTES, "journal payload of {} bytes", payload.len());
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX).to_le_bytes();
-    let lsn = lsn.to_le_bytes();
     out.reserve(RECORD_HEADER_BYTES + payload.len());
+    let start = out.len();
     out.extend_from_slice(&len);
-    out.extend_from_slice(&record_crc(len, lsn, payload).to_le_bytes());
-    out.extend_from_slice(&lsn);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&lsn.to_le_bytes());
     out.extend_from_slice(payload);
+    // The same sum as `record_crc`, over the LSN and the payload in one piece: each call
+    // of the CRC costs tens of cycles before its first byte, as much as a small record's bytes.
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len), &out[start + 8..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Why the bytes at some offset are not a record.
