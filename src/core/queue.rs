@@ -72,40 +72,35 @@ impl Waiter {
 struct Indexes {
     /// (expires_at, place) of every waiter that is not blocked.
     expiries: BTreeSet<(u64, Place)>,
-    /// (conn, place): the connection each waiter's grant would bind to.
-    places_by_conn: BTreeSet<(ConnId, Place)>,
-    /// Blocked LOCK.WAIT calls per connection.
-    blockers_by_conn: HashMap<ConnId, usize>,
+    /// (conn, place) for each connection a waiter is bound to: the one its grant would bind to,
+    /// and those of its blocked WAITs. Nearly always the same one, so one entry a waiter (a
+    /// separate count of blocked WAITs per connection took a hash table entry more).
+    by_conn: BTreeSet<(ConnId, Place)>,
     blocked: usize,
 }
 
 impl Indexes {
     fn add(&mut self, place: Place, waiter: &Waiter) {
-        self.places_by_conn.insert((waiter.conn, place));
+        self.by_conn.insert((waiter.conn, place));
         if waiter.is_blocked() {
             self.blocked += 1;
         } else {
             self.expiries.insert((waiter.expires_at, place));
         }
         for blocker in &waiter.blockers {
-            *self.blockers_by_conn.entry(blocker.conn).or_default() += 1;
+            self.by_conn.insert((blocker.conn, place));
         }
     }
 
     fn remove(&mut self, place: Place, waiter: &Waiter) {
-        self.places_by_conn.remove(&(waiter.conn, place));
+        self.by_conn.remove(&(waiter.conn, place));
         if waiter.is_blocked() {
             self.blocked -= 1;
         } else {
             self.expiries.remove(&(waiter.expires_at, place));
         }
         for blocker in &waiter.blockers {
-            if let Some(count) = self.blockers_by_conn.get_mut(&blocker.conn) {
-                *count -= 1;
-                if *count == 0 {
-                    self.blockers_by_conn.remove(&blocker.conn);
-                }
-            }
+            self.by_conn.remove(&(blocker.conn, place));
         }
     }
 }
@@ -286,7 +281,12 @@ impl Queue {
     pub(crate) fn drop_places_of(&mut self, conn: ConnId, mut left: impl FnMut(Arc<[u8]>)) {
         let places: Vec<Place> = self.places_bound_to(conn).collect();
         for place in places {
-            if self.line.get(place).is_some_and(Waiter::is_blocked) {
+            let Some(waiter) = self.line.get(place) else { continue };
+            // Only blocked here: its WAIT ends on its own (and unblocks it then).
+            if waiter.conn != conn {
+                continue;
+            }
+            if waiter.is_blocked() {
                 self.update(place, |waiter| {
                     if let Some(newest) = waiter.blockers.iter().rev().find(|blocker| blocker.conn != conn) {
                         waiter.conn = newest.conn;
@@ -298,12 +298,13 @@ impl Queue {
         }
     }
 
+    /// The places `conn` refreshed last or has a WAIT blocked on.
     fn places_bound_to(&self, conn: ConnId) -> impl Iterator<Item = Place> + '_ {
-        self.indexes.places_by_conn.range((conn, Place::MIN)..=(conn, Place::MAX)).map(|(_, place)| *place)
+        self.indexes.by_conn.range((conn, Place::MIN)..=(conn, Place::MAX)).map(|(_, place)| *place)
     }
 
     /// Whether a grant may bind to `conn`: a place it refreshed last or a WAIT blocked on it.
     pub(crate) fn bound_to_conn(&self, conn: ConnId) -> bool {
-        self.places_bound_to(conn).next().is_some() || self.indexes.blockers_by_conn.contains_key(&conn)
+        self.places_bound_to(conn).next().is_some()
     }
 }
