@@ -24,6 +24,7 @@ use crate::codec::{CodecError, Limits, Protocol, Request, RespCodec};
 use crate::context::Shared;
 use crate::core::{Answer, Timestamp, WaitOutcome, WaitTicket};
 use crate::errors;
+use crate::fanout;
 use crate::journal::Lsn;
 use crate::outbox::Outbox;
 use crate::reply::Reply;
@@ -457,7 +458,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                 }
                 Wake::Answer(Ok(Answer { outcome, sent_at })) => {
-                    let end = answer(outcome);
+                    let end = answer(outcome, self.session.protocol());
                     break Ok(WaitEnd { granted_at: end.token.and(Some(sent_at)), ..end });
                 }
                 // The node stopped leading and forgot its locks: the client re-sends the WAIT to
@@ -471,11 +472,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // The owner was cancelled out of the queue (LOCK.CANCEL): it ends like a timeout.
                 Wake::Answer(Err(_)) => break Ok(WaitEnd::reply(Reply::NilArray)),
                 Wake::TimedOut | Wake::Control(Control::Unblock { error: false }) => {
-                    break Ok(shared.core.wait_timed_out(ticket, now).map_or(WaitEnd::reply(Reply::NilArray), answer));
+                    break Ok(shared
+                        .core
+                        .wait_timed_out(ticket, now)
+                        .map_or(WaitEnd::reply(Reply::NilArray), |outcome| answer(outcome, self.session.protocol())));
                 }
                 Wake::Control(Control::Unblock { error: true }) => {
                     let unblocked = WaitEnd::reply(Reply::error(errors::UNBLOCKED));
-                    break Ok(shared.core.wait_timed_out(ticket, now).map_or(unblocked, answer));
+                    break Ok(shared
+                        .core
+                        .wait_timed_out(ticket, now)
+                        .map_or(unblocked, |outcome| answer(outcome, self.session.protocol())));
                 }
                 Wake::Control(Control::Kill) => {
                     shared.core.wait_abandoned(ticket, now);
@@ -552,12 +559,17 @@ impl WaitEnd {
     }
 }
 
-fn answer(outcome: WaitOutcome) -> WaitEnd {
-    let token = match outcome {
-        WaitOutcome::Acquired { token } => Some(token),
-        WaitOutcome::Done(_) => None,
-    };
-    WaitEnd { reply: Reply::from(outcome), token, granted_at: None }
+/// `protocol` is the one the reply will be sent in: a DONE is rendered for it here, once for
+/// every waiter this thread tells (see [`crate::fanout`]).
+fn answer(outcome: WaitOutcome, protocol: Protocol) -> WaitEnd {
+    match outcome {
+        WaitOutcome::Acquired { token } => {
+            WaitEnd { reply: Reply::from(outcome), token: Some(token), granted_at: None }
+        }
+        WaitOutcome::Done(completion) => {
+            WaitEnd { reply: fanout::done(completion, protocol), token: None, granted_at: None }
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -32,6 +32,7 @@ mod context;
 pub mod core;
 mod errors;
 mod event_loops;
+mod fanout;
 mod fd_limit;
 mod http;
 mod journal;

@@ -29,6 +29,9 @@ pub enum Reply {
     /// Out-of-band data (pub/sub messages and confirmations): a push (`>`) in RESP3, an array in
     /// RESP2.
     Push(Vec<Reply>),
+    /// Bytes already rendered for the protocol of the connection that sends them: one rendering
+    /// shared by many connections (the DONE of a fan-out, see `crate::fanout`).
+    Rendered(Bytes),
 }
 
 impl Reply {
@@ -70,12 +73,14 @@ fn acquired(token: u64) -> Reply {
     Reply::Array(vec![Reply::bulk_static("ACQUIRED"), to_int(token)])
 }
 
-fn done(completion: &Completion) -> Reply {
-    Reply::Array(vec![
-        Reply::bulk_static("DONE"),
-        Reply::bulk(owner::shown(&completion.finisher)),
-        Reply::bulk_or_nil(completion.result.as_deref()),
-    ])
+impl Reply {
+    pub(crate) fn done(completion: &Completion) -> Reply {
+        Reply::Array(vec![
+            Reply::bulk_static("DONE"),
+            Reply::bulk(owner::shown(&completion.finisher)),
+            Reply::bulk_or_nil(completion.result.as_deref()),
+        ])
+    }
 }
 
 impl From<TryOutcome> for Reply {
@@ -88,7 +93,7 @@ impl From<TryOutcome> for Reply {
             TryOutcome::Busy { holder } => {
                 Reply::Array(vec![Reply::bulk_static("BUSY"), Reply::bulk(owner::shown(&holder))])
             }
-            TryOutcome::Done(completion) => done(&completion),
+            TryOutcome::Done(completion) => Reply::done(&completion),
             TryOutcome::QueueFull => Reply::error(errors::QUEUEFULL),
         }
     }
@@ -98,7 +103,7 @@ impl From<WaitOutcome> for Reply {
     fn from(outcome: WaitOutcome) -> Reply {
         match outcome {
             WaitOutcome::Acquired { token } => acquired(token),
-            WaitOutcome::Done(completion) => done(&completion),
+            WaitOutcome::Done(completion) => Reply::done(&completion),
         }
     }
 }

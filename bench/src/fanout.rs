@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use baton_testkit::Resp;
 use baton_testkit::client::Connection;
-use baton_testkit::process::rss_kb;
+use baton_testkit::process::{cpu_nanos, rss_kb};
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -49,6 +49,9 @@ pub async fn fanout(common: &Common, count: usize, rounds: usize, pid: Option<u3
     let mut lasts = new_hist();
     let mut medians = new_hist();
     let mut rss_blocked = None;
+    // Server CPU from the outcome's request to the last waiter's answer: the load generator reads
+    // 10,000 sockets too, on the same cores, so the time to the last answer is partly its own.
+    let mut server_cpu_ns = 0;
     for round in 1..=rounds {
         let token = match target {
             Target::Baton => Some(token_of(&control.call(&[b"LOCK.TRY", key, b"fan-holder"]).await?)?),
@@ -59,6 +62,7 @@ pub async fn fanout(common: &Common, count: usize, rounds: usize, pid: Option<u3
         if round == 1 {
             rss_blocked = pid.map(rss_kb).transpose()?;
         }
+        let cpu_before = pid.map(cpu_nanos).transpose()?;
         let t0 = now_ns();
         match token {
             Some(token) => {
@@ -81,6 +85,9 @@ pub async fn fanout(common: &Common, count: usize, rounds: usize, pid: Option<u3
                 }
                 Err(_) => return fail(format!("only {} of {count} waiters answered within 60 s", times.len())),
             }
+        }
+        if let (Some(pid), Some(before)) = (pid, cpu_before) {
+            server_cpu_ns += cpu_nanos(pid)?.saturating_sub(before);
         }
         expect_int(&control.read().await?, count as i64, "waiters told / receivers")?;
         times.sort_unstable();
@@ -108,6 +115,16 @@ pub async fn fanout(common: &Common, count: usize, rounds: usize, pid: Option<u3
         &workload,
         "median waiter answered (ms)",
     );
+    if pid.is_some() {
+        emit(
+            &format!("{id}.cpu"),
+            target,
+            server_cpu_ns as f64 / 1e3 / (count * rounds) as f64,
+            Better::Lower,
+            &workload,
+            "server CPU per waiter told (µs)",
+        );
+    }
     if let (Some(before), Some(idle), Some(blocked)) = (rss_before, rss_idle, rss_blocked) {
         let workload = format!("W6 memory, {} waiters (baton: LOCK.WAIT; Redis: SUBSCRIBE)", thousands(count as f64));
         let per = |from: u64| (blocked.saturating_sub(from) * 1024) as f64 / count as f64;

@@ -26,6 +26,13 @@ impl Encoder<(Reply, Protocol)> for RespCodec {
     }
 }
 
+/// `reply` as `protocol` renders it, for sharing as [`Reply::Rendered`].
+pub(crate) fn render(reply: &Reply, protocol: Protocol) -> Result<bytes::Bytes, CodecError> {
+    let mut rendered = BytesMut::with_capacity(encoded_len_estimate(reply));
+    write_reply(reply, protocol, &mut rendered)?;
+    Ok(rendered.freeze())
+}
+
 fn encode_failed(err: RedisProtocolError) -> CodecError {
     CodecError::Io(io::Error::other(format!("RESP encoder: {err}")))
 }
@@ -44,6 +51,7 @@ pub(crate) fn encoded_len_estimate(reply: &Reply) -> usize {
         Reply::Status(text) | Reply::Error(text) => text.len().saturating_add(3),
         Reply::Int(_) | Reply::Nil | Reply::NilArray => HEADER,
         Reply::Bulk(data) => data.len().saturating_add(HEADER + 2),
+        Reply::Rendered(bytes) => bytes.len(),
         Reply::Array(items) | Reply::Push(items) => {
             items.iter().fold(HEADER, |total, item| total.saturating_add(encoded_len_estimate(item)))
         }
@@ -116,6 +124,10 @@ fn write_reply(reply: &Reply, protocol: Protocol, dst: &mut BytesMut) -> Result<
             Protocol::Resp2 => resp2_leaf(dst, &Resp2Frame::Null),
             Protocol::Resp3 => resp3_leaf(dst, &Resp3Frame::Null),
         },
+        Reply::Rendered(bytes) => {
+            dst.extend_from_slice(bytes);
+            Ok(())
+        }
         Reply::NilArray => match protocol {
             // redis-protocol's RESP2 Null is the null bulk string `$-1`; a null array is `*-1`.
             Protocol::Resp2 => {

@@ -33,7 +33,7 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 
 use decode::State;
-pub(crate) use encode::encoded_len_estimate;
+pub(crate) use encode::{encoded_len_estimate, render};
 
 /// Per-connection request limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
