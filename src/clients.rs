@@ -1,15 +1,17 @@
 //! The table of connected clients behind CLIENT LIST / CLIENT INFO and the INFO clients section.
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use hashbrown::HashMap;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::codec::Protocol;
 use crate::core::ConnId;
@@ -27,7 +29,10 @@ pub(crate) struct ClientEntry {
     /// shows it. Atomic because the task reads it for every reply.
     resp3: AtomicBool,
     control: Mutex<Option<Control>>,
-    control_sent: Notify,
+    /// The connection's task, the one waiter for its orders, registered while it waits: a
+    /// waker swapped in with one atomic operation, where a `Notify` would lock its list of
+    /// waiters to enqueue and again to leave, around every request the connection waits for.
+    control_sent: AtomicWaker,
     /// Pub/sub messages and MONITOR lines for this connection.
     pub(crate) outbox: Outbox,
 }
@@ -109,17 +114,16 @@ impl ClientEntry {
             *pending = Some(control);
         }
         drop(pending);
-        self.control_sent.notify_one();
+        self.control_sent.wake();
     }
 
-    /// Waits for an order from another client.
-    pub(crate) async fn next_control(&self) -> Control {
-        loop {
-            if let Some(control) = self.control.lock().take() {
-                return control;
-            }
-            self.control_sent.notified().await;
-        }
+    /// Waits for an order from another client. Only the connection's own task may wait.
+    pub(crate) fn next_control(&self) -> impl Future<Output = Control> + '_ {
+        std::future::poll_fn(|cx| {
+            // Registered before looking, so an order sent in between still wakes the task.
+            self.control_sent.register(cx.waker());
+            self.control.lock().take().map_or(Poll::Pending, Poll::Ready)
+        })
     }
 
     /// Forgets an unblock aimed at a wait that has already ended, keeping a kill.
@@ -212,7 +216,7 @@ impl ClientRegistry {
             }),
             resp3: AtomicBool::new(false),
             control: Mutex::new(None),
-            control_sent: Notify::new(),
+            control_sent: AtomicWaker::new(),
             outbox: Outbox::default(),
         });
         self.clients.lock().insert(id, Arc::clone(&entry));
