@@ -457,10 +457,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         break Err(exit);
                     }
                 }
-                Wake::Answer(Ok(Answer { outcome, sent_at })) => {
-                    let end = answer(outcome, self.session.protocol());
-                    break Ok(WaitEnd { granted_at: end.token.and(Some(sent_at)), ..end });
-                }
+                Wake::Answer(Ok(got)) => break Ok(answer(got, self.session.protocol())),
                 // The node stopped leading and forgot its locks: the client re-sends the WAIT to
                 // the new leader, where its place was replicated.
                 Wake::Answer(Err(_))
@@ -475,14 +472,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     break Ok(shared
                         .core
                         .wait_timed_out(ticket, now)
-                        .map_or(WaitEnd::reply(Reply::NilArray), |outcome| answer(outcome, self.session.protocol())));
+                        .map_or(WaitEnd::reply(Reply::NilArray), |got| answer(got, self.session.protocol())));
                 }
                 Wake::Control(Control::Unblock { error: true }) => {
                     let unblocked = WaitEnd::reply(Reply::error(errors::UNBLOCKED));
                     break Ok(shared
                         .core
                         .wait_timed_out(ticket, now)
-                        .map_or(unblocked, |outcome| answer(outcome, self.session.protocol())));
+                        .map_or(unblocked, |got| answer(got, self.session.protocol())));
                 }
                 Wake::Control(Control::Kill) => {
                     shared.core.wait_abandoned(ticket, now);
@@ -559,12 +556,14 @@ impl WaitEnd {
     }
 }
 
-/// `protocol` is the one the reply will be sent in: a DONE is rendered for it here, once for
-/// every waiter this thread tells (see [`crate::fanout`]).
-fn answer(outcome: WaitOutcome, protocol: Protocol) -> WaitEnd {
+/// A blocked WAIT's answer, whether it woke the WAIT or was found when its timeout or an UNBLOCK
+/// raced it: either way a grant's hand-off latency counts from when the core sent it. `protocol`
+/// is the one the reply will be sent in: a DONE is rendered for it here, once for every waiter
+/// this thread tells (see [`crate::fanout`]).
+fn answer(Answer { outcome, sent_at }: Answer, protocol: Protocol) -> WaitEnd {
     match outcome {
         WaitOutcome::Acquired { token } => {
-            WaitEnd { reply: Reply::from(outcome), token: Some(token), granted_at: None }
+            WaitEnd { reply: Reply::from(outcome), token: Some(token), granted_at: Some(sent_at) }
         }
         WaitOutcome::Done(completion) => {
             WaitEnd { reply: fanout::done(completion, protocol), token: None, granted_at: None }
@@ -576,5 +575,25 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A grant found when the WAIT's timeout raced it is a hand-off like one that woke the WAIT:
+    /// both come through `answer`, which keeps when the core sent it.
+    #[test]
+    fn a_grant_keeps_when_it_was_sent_and_a_done_has_no_hand_off() {
+        let sent_at = Timestamp::from_ms(42);
+        let granted = answer(Answer { outcome: WaitOutcome::Acquired { token: 9 }, sent_at }, Protocol::Resp2);
+        assert_eq!((granted.token, granted.granted_at), (Some(9), Some(sent_at)));
+        assert_eq!(granted.reply, Reply::from(WaitOutcome::Acquired { token: 9 }));
+
+        let completion = Arc::new(crate::core::Completion { token: 9, finisher: Arc::from(&b"a"[..]), result: None });
+        let told = answer(Answer { outcome: WaitOutcome::Done(completion), sent_at }, Protocol::Resp2);
+        assert_eq!((told.token, told.granted_at), (None, None));
+        assert!(matches!(told.reply, Reply::Rendered(_)));
     }
 }

@@ -1008,7 +1008,7 @@ impl Harness {
                 let Some(waiting) = self.slots[slot].waiting.take() else {
                     return Ok(());
                 };
-                let got = self.core.wait_timed_out(waiting.ticket, at(now));
+                let got = self.core.wait_timed_out(waiting.ticket, at(now)).map(|answer| answer.outcome);
                 let want = self.model.timed_out(waiting.id, now);
                 self.log.push(format!("t={now} slot {slot} WAIT times out -> {got:?}"));
                 match (got, want) {

@@ -281,14 +281,15 @@ impl LockCore {
     }
 
     /// The WAIT's timeout passed. Returns the answer it got in the meantime, if any (then that is
-    /// its reply); otherwise it is no longer blocked and keeps its place for its queue lease.
-    pub fn wait_timed_out(&self, mut ticket: WaitTicket, now: Timestamp) -> Option<WaitOutcome> {
+    /// its reply, and a grant's hand-off latency counts from its `sent_at`); otherwise it is no
+    /// longer blocked and keeps its place for its queue lease.
+    pub fn wait_timed_out(&self, mut ticket: WaitTicket, now: Timestamp) -> Option<Answer> {
         let key = Arc::clone(&ticket.key);
         let unblocked = self.change_existing(&key, now, |state, key, ctx, now| {
             state.unblock(key, ticket.place, ticket.wait_id, false, ctx, now)
         });
         // Not blocked any more: the answer was sent under the shard lock, so it is in the channel.
-        if unblocked == Some(true) { None } else { ticket.try_answer().ok() }
+        if unblocked == Some(true) { None } else { ticket.receiver.try_recv().ok() }
     }
 
     /// The WAIT's connection closed (or the server is stopping): the owner leaves the queue. If a

@@ -41,7 +41,7 @@ pub enum WaitOutcome {
 }
 
 /// What a blocked LOCK.WAIT is sent.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Answer {
     pub outcome: WaitOutcome,
     /// When the core sent it: a grant's hand-off latency is measured from there.

@@ -236,7 +236,7 @@ fn timeout_racing_a_grant_returns_the_grant() {
     let b = blocked(core.wait(request("k", "b", 2, None), at(0)));
     core.unlock(b"k", b"a", token, failure(), at(10));
     // The grant was sent before the timeout was processed: the timeout must yield it.
-    assert!(matches!(core.wait_timed_out(b, at(10)), Some(WaitOutcome::Acquired { .. })));
+    assert!(matches!(core.wait_timed_out(b, at(10)), Some(Answer { outcome: WaitOutcome::Acquired { .. }, .. })));
     assert_eq!(core.info(b"k", at(10), usize::MAX).unwrap().holder.unwrap().owner.as_ref(), b"b");
 }
 
