@@ -413,7 +413,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // replies before the WAIT are still being written (after the journal): an UNBLOCK
         // meanwhile is waiting in the control channel when the loop below starts.
         entry.clear_unblock();
-        entry.update(|state| state.blocked_on = Some(bytes::Bytes::copy_from_slice(ticket.key())));
+        entry.update(|state| state.blocked_on = Some(Arc::clone(ticket.key())));
         shared.stats.blocked_clients.fetch_add(1, Ordering::Relaxed);
         if let Err(exit) = self.flush().await {
             entry.update(|state| state.blocked_on = None);
