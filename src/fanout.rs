@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::codec::{self, Protocol};
 use crate::core::Completion;
-use crate::reply::Reply;
+use crate::reply::{self, Reply};
 
 /// The last completion rendered on a thread for one protocol, and its bytes.
 type LastRendered = Option<(Arc<Completion>, bytes::Bytes)>;
@@ -31,7 +31,7 @@ pub(crate) fn done(completion: Arc<Completion>, protocol: Protocol) -> Reply {
         {
             return Reply::Rendered(bytes.clone());
         }
-        let reply = Reply::done(&completion);
+        let reply = reply::done(&completion);
         match codec::render(&reply, protocol) {
             Ok(bytes) => {
                 rendered[slot] = Some((completion, bytes.clone()));

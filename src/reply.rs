@@ -73,14 +73,12 @@ fn acquired(token: u64) -> Reply {
     Reply::Array(vec![Reply::bulk_static("ACQUIRED"), to_int(token)])
 }
 
-impl Reply {
-    pub(crate) fn done(completion: &Completion) -> Reply {
-        Reply::Array(vec![
-            Reply::bulk_static("DONE"),
-            Reply::bulk(owner::shown(&completion.finisher)),
-            Reply::bulk_or_nil(completion.result.as_deref()),
-        ])
-    }
+pub(crate) fn done(completion: &Completion) -> Reply {
+    Reply::Array(vec![
+        Reply::bulk_static("DONE"),
+        Reply::bulk(owner::shown(&completion.finisher)),
+        Reply::bulk_or_nil(completion.result.as_deref()),
+    ])
 }
 
 impl From<TryOutcome> for Reply {
@@ -93,7 +91,7 @@ impl From<TryOutcome> for Reply {
             TryOutcome::Busy { holder } => {
                 Reply::Array(vec![Reply::bulk_static("BUSY"), Reply::bulk(owner::shown(&holder))])
             }
-            TryOutcome::Done(completion) => Reply::done(&completion),
+            TryOutcome::Done(completion) => done(&completion),
             TryOutcome::QueueFull => Reply::error(errors::QUEUEFULL),
         }
     }
@@ -103,7 +101,7 @@ impl From<WaitOutcome> for Reply {
     fn from(outcome: WaitOutcome) -> Reply {
         match outcome {
             WaitOutcome::Acquired { token } => acquired(token),
-            WaitOutcome::Done(completion) => Reply::done(&completion),
+            WaitOutcome::Done(completion) => done(&completion),
         }
     }
 }
