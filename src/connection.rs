@@ -13,7 +13,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::oneshot::error::RecvError;
 use tokio_util::codec::Framed;
 use tracing::{debug, warn};
 
@@ -22,7 +21,7 @@ use crate::cmd::lock::LockLimits;
 use crate::cmd::{self, Action, Command};
 use crate::codec::{CodecError, Limits, Protocol, Request, RespCodec};
 use crate::context::Shared;
-use crate::core::{Answer, Timestamp, WaitOutcome, WaitTicket};
+use crate::core::{Answer, Letter, Timestamp, WaitOutcome, WaitTicket};
 use crate::errors;
 use crate::fanout;
 use crate::journal::Lsn;
@@ -406,7 +405,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Waits for a blocked LOCK.WAIT's answer while watching the socket, the timeout, shutdown
     /// and CLIENT KILL / UNBLOCK. Every way out that is not an answer hands the ticket back to
     /// the core, which settles any race with a grant under the shard lock.
-    async fn block(&mut self, mut ticket: WaitTicket, timeout: Option<Duration>) -> Result<WaitEnd, Exit> {
+    async fn block(&mut self, ticket: WaitTicket, timeout: Option<Duration>) -> Result<WaitEnd, Exit> {
         let shared = Arc::clone(&self.shared);
         let entry = Arc::clone(&self.session.entry);
         // Blocked as far as CLIENT UNBLOCK and CLIENT LIST can tell from now on, while the
@@ -425,7 +424,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let leading_term = shared.cluster.as_ref().map(|cluster| cluster.serving_term());
 
         enum Wake {
-            Answer(Result<Answer, RecvError>),
+            Letter(Letter),
             TimedOut,
             Input(Input),
             Control(Control),
@@ -440,7 +439,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 biased;
                 input = self.framed.next() => Wake::Input(input),
                 control = entry.next_control() => Wake::Control(control),
-                answer = &mut ticket.receiver => Wake::Answer(answer),
+                letter = ticket.letter() => Wake::Letter(letter),
                 () = sleep_until(deadline) => Wake::TimedOut,
                 // A RESP3 subscriber (or a monitor) hears its messages while it waits.
                 () = entry.outbox.ready(), if self.session.receives_pushes() => Wake::Pushes,
@@ -457,17 +456,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         break Err(exit);
                     }
                 }
-                Wake::Answer(Ok(got)) => break Ok(answer(got, self.session.protocol())),
+                Wake::Letter(Letter::Answer(got)) => break Ok(answer(got, self.session.protocol())),
                 // The node stopped leading and forgot its locks: the client re-sends the WAIT to
                 // the new leader, where its place was replicated.
-                Wake::Answer(Err(_))
+                Wake::Letter(Letter::Withdrawn)
                     if let Some(cluster) = &shared.cluster
                         && Some(cluster.serving_term()) != leading_term =>
                 {
                     break Ok(WaitEnd::reply(Reply::from(cluster.redirect(ticket.key()))));
                 }
                 // The owner was cancelled out of the queue (LOCK.CANCEL): it ends like a timeout.
-                Wake::Answer(Err(_)) => break Ok(WaitEnd::reply(Reply::NilArray)),
+                Wake::Letter(Letter::Withdrawn) => break Ok(WaitEnd::reply(Reply::NilArray)),
                 Wake::TimedOut | Wake::Control(Control::Unblock { error: false }) => {
                     break Ok(shared
                         .core

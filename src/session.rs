@@ -11,7 +11,7 @@ use crate::acl::User;
 use crate::clients::ClientEntry;
 use crate::codec::Protocol;
 use crate::context::Shared;
-use crate::core::{ConnId, KeyHash};
+use crate::core::{ConnId, KeyHash, Mailbox};
 use crate::pubsub::Kind;
 
 pub(crate) struct Session {
@@ -27,12 +27,15 @@ pub(crate) struct Session {
     channels: HashSet<Bytes>,
     patterns: HashSet<Bytes>,
     monitoring: bool,
+    /// Where the answers of this connection's blocked WAITs are posted, one WAIT at a time.
+    mailbox: Arc<Mailbox>,
 }
 
 impl Session {
     pub(crate) fn new(entry: Arc<ClientEntry>, shared: &Shared) -> Session {
         let (user, authenticated) = starting_user(shared);
         Session {
+            mailbox: Arc::new(Mailbox::new(entry.id)),
             entry,
             user,
             authenticated,
@@ -67,6 +70,10 @@ impl Session {
 
     pub(crate) fn id(&self) -> ConnId {
         self.entry.id
+    }
+
+    pub(crate) fn mailbox(&self) -> &Arc<Mailbox> {
+        &self.mailbox
     }
 
     /// Remembers that a lock on the key with `hash` may be bound to this connection (it holds it,

@@ -40,10 +40,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use baton::core::testing::{acquired, at, blocked, conn, release_connection, request};
+use baton::core::testing::{acquired, at, blocked, conn, release_connection, request, wait};
 use baton::core::{
-    Change, ChangeSink, ConnId, CoreSettings, ExtendOutcome, Gauges, KeyInfo, LockCore, LockRequest, LockStateName,
-    TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart, WaitTicket,
+    Change, ChangeSink, ConnId, CoreSettings, ExtendOutcome, Gauges, KeyInfo, Letter, LockCore, LockRequest,
+    LockStateName, TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart, WaitTicket,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
@@ -925,7 +925,7 @@ impl Harness {
                     return Ok(());
                 };
                 let conn = request.conn;
-                let got = self.core.wait(request, at(now));
+                let got = wait(&self.core, request, at(now));
                 let want = self.model.wait(key, owner, lease_for(lease), conn, now);
                 self.log.push(format!(
                     "t={now} WAIT {} {} conn={conn} lease={lease:?} eager={eager} -> {}",
@@ -1062,14 +1062,14 @@ impl Harness {
     }
 
     fn receive(&mut self, waiting: &mut Outstanding, state: &TicketState) -> Check {
-        let got = waiting.ticket.try_answer();
+        let got = waiting.ticket.take_letter();
         match (got, state) {
-            (Ok(outcome), TicketState::Delivered(expected)) => {
+            (Some(Letter::Answer(answer)), TicketState::Delivered(expected)) => {
                 let expected = expected.clone();
-                self.same_outcome(&outcome, &expected)
+                self.same_outcome(&answer.outcome, &expected)
             }
-            (Err(tokio::sync::oneshot::error::TryRecvError::Closed), TicketState::Closed) => Ok(()),
-            (got, want) => Err(format!("WAIT channel holds {got:?}, model says {want:?}")),
+            (Some(Letter::Withdrawn), TicketState::Closed) => Ok(()),
+            (got, want) => Err(format!("WAIT mailbox holds {got:?}, model says {want:?}")),
         }
     }
 
@@ -1093,17 +1093,15 @@ impl Harness {
             let state = self.model.tickets[waiting.id].state.clone();
             if waiting.eager {
                 if state == TicketState::Pending {
-                    ensure(waiting.ticket.receiver.is_empty(), || {
-                        format!("slot {slot}: WAIT answered, model says pending")
-                    })?;
+                    ensure(!waiting.ticket.has_answer(), || format!("slot {slot}: WAIT answered, model says pending"))?;
                     continue;
                 }
                 let mut waiting = self.slots[slot].waiting.take().expect("checked above");
                 self.receive(&mut waiting, &state).map_err(|e| format!("slot {slot}: {e}"))?;
             } else {
                 let delivered = matches!(state, TicketState::Delivered(_));
-                ensure(waiting.ticket.receiver.is_empty() != delivered, || {
-                    format!("slot {slot}: channel empty={}, model says {state:?}", waiting.ticket.receiver.is_empty())
+                ensure(waiting.ticket.has_answer() == delivered, || {
+                    format!("slot {slot}: answer waiting={}, model says {state:?}", waiting.ticket.has_answer())
                 })?;
             }
         }
@@ -1414,7 +1412,7 @@ fn holder_of(core: &LockCore, key: &str, now: u64) -> Option<(String, u64)> {
 fn abandoned_wait_does_not_release_a_lock_its_owner_was_told_of_elsewhere() {
     let core = core_with(1, false);
     acquired(core.try_lock(request("k", "b", 1, None), false, at(0)));
-    let stale = blocked(core.wait(request("k", "a", 1, Some(51)), at(0)));
+    let stale = blocked(wait(&core, request("k", "a", 1, Some(51)), at(0)));
     core.expire(at(100)); // b's lease ends: the grant goes into a's unread WAIT on connection 1.
     let token = acquired(core.try_lock(request("k", "a", 2, None), false, at(100)));
     core.wait_abandoned(stale, at(100));
@@ -1429,12 +1427,12 @@ fn abandoned_wait_does_not_release_a_lock_its_owner_was_told_of_elsewhere() {
 fn abandoning_one_of_two_answered_waits_of_an_owner_keeps_the_lock() {
     let core = core_with(1, false);
     let first = acquired(core.try_lock(request("k", "c", 1, None), false, at(0)));
-    let old = blocked(core.wait(request("k", "b", 2, None), at(0)));
-    let mut new = blocked(core.wait(request("k", "b", 3, None), at(0)));
+    let old = blocked(wait(&core, request("k", "b", 2, None), at(0)));
+    let mut new = blocked(wait(&core, request("k", "b", 3, None), at(0)));
     assert_eq!(core.unlock(b"k", b"c", first, Verdict::Failure { reason: None }, at(0)), UnlockOutcome::HandedOff);
     core.wait_abandoned(old, at(0));
     let token = match new.try_answer() {
-        Ok(WaitOutcome::Acquired { token }) => token,
+        Some(WaitOutcome::Acquired { token }) => token,
         other => panic!("the WAIT on connection 3 is answered with the grant: {other:?}"),
     };
     assert_eq!(holder_of(&core, "k", 0), Some(("b".to_owned(), token)), "b is told ACQUIRED {token} on connection 3");
@@ -1448,11 +1446,11 @@ fn abandoning_one_of_two_answered_waits_of_an_owner_keeps_the_lock() {
 fn a_grant_to_two_waits_of_one_owner_belongs_to_the_later_connection() {
     let core = core_with(1, true);
     let first = acquired(core.try_lock(request("k", "b", 1, None), false, at(0)));
-    let mut old = blocked(core.wait(request("k", "a", 2, None), at(0)));
-    let mut new = blocked(core.wait(request("k", "a", 3, None), at(5)));
+    let mut old = blocked(wait(&core, request("k", "a", 2, None), at(0)));
+    let mut new = blocked(wait(&core, request("k", "a", 3, None), at(5)));
     assert_eq!(core.unlock(b"k", b"b", first, Verdict::Failure { reason: None }, at(10)), UnlockOutcome::HandedOff);
     let token = match (old.try_answer(), new.try_answer()) {
-        (Ok(WaitOutcome::Acquired { token: x }), Ok(WaitOutcome::Acquired { token: y })) if x == y => x,
+        (Some(WaitOutcome::Acquired { token: x }), Some(WaitOutcome::Acquired { token: y })) if x == y => x,
         other => panic!("both WAITs of a are answered with the grant: {other:?}"),
     };
     release_connection(&core, conn(2), [&b"k"[..]], at(20));

@@ -256,7 +256,7 @@ impl LockCommand {
             }
             LockCommand::Wait(WaitLock { key, owner, timeout, lease_ms }) => {
                 let request = LockRequest { key: &key, owner: &owner, lease_ms, conn };
-                match core.wait_hashing_key(request, now) {
+                match core.wait_hashing_key(request, session.mailbox(), now) {
                     (WaitStart::Ready(outcome), key) => {
                         if matches!(outcome, WaitOutcome::Acquired { .. }) {
                             bound = Some(key);

@@ -1,20 +1,19 @@
 //! The state machine of one key: its holder, its queue, a remembered completion. Everything here
 //! runs under its shard's mutex: no I/O, no awaiting, no clock; blocked waiters are answered by
-//! sending on their oneshot channel, which only wakes a task.
+//! posting to their connection's mailbox, which only wakes a task.
 
 use std::sync::Arc;
-
-use tokio::sync::oneshot;
 
 use super::change::Change;
 use super::clock::Timestamp;
 use super::events::{LockEvent, ReleaseCause};
 use super::footprint::arc_bytes;
+use super::mailbox::Mailbox;
 use super::outcome::{
     Answer, Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,
     WaitOutcome,
 };
-use super::queue::{Blocker, PLACE_BYTES, Place, Queue, Waiter};
+use super::queue::{Blocker, Blockers, PLACE_BYTES, Place, Queue, Waiter};
 use super::shard::{ShardCtx, StepKey};
 use super::told_done::ToldDone;
 use super::{ConnId, RECOVERED};
@@ -95,8 +94,8 @@ pub(crate) enum NotAnswered {
 /// The parts of a wait ticket the state hands out.
 pub(crate) struct BlockedWait {
     pub(crate) place: Place,
-    pub(crate) wait_id: u64,
-    pub(crate) receiver: oneshot::Receiver<Answer>,
+    /// The number the WAIT opened its mailbox under.
+    pub(crate) number: u64,
 }
 
 /// Arguments shared by TRY and WAIT.
@@ -303,7 +302,7 @@ impl KeyState {
     fn join_or_renew(&mut self, owner: Arc<[u8]>, lease_ms: u64, conn: ConnId, now: Timestamp) -> Place {
         let place = match self.place_of(&owner) {
             Some(place) => place,
-            None => self.extra().queue.join(Waiter { owner, lease_ms, expires_at: 0, blockers: Vec::new(), conn }),
+            None => self.extra().queue.join(Waiter { owner, lease_ms, expires_at: 0, blockers: Blockers::new(), conn }),
         };
         self.extra().queue.renew(place, lease_ms, conn, now.ms());
         place
@@ -343,6 +342,7 @@ impl KeyState {
         &mut self,
         key: &StepKey<'_>,
         claim: Claim<'_>,
+        mailbox: &Arc<Mailbox>,
         ctx: &mut ShardCtx,
         now: Timestamp,
     ) -> Result<WaitOutcome, NotAnswered> {
@@ -350,28 +350,27 @@ impl KeyState {
             return Ok(outcome);
         }
         let place = self.enqueue(key, claim, ctx, now).ok_or(NotAnswered::QueueFull)?;
-        let wait_id = ctx.next_wait_id;
-        ctx.next_wait_id += 1;
-        let (sender, receiver) = oneshot::channel();
-        self.extra().queue.block(place, Blocker { wait_id, conn: claim.conn, sender });
-        Err(NotAnswered::Blocked(BlockedWait { place, wait_id, receiver }))
+        let blocker = Blocker::open(mailbox);
+        let number = blocker.number();
+        self.extra().queue.block(place, blocker);
+        Err(NotAnswered::Blocked(BlockedWait { place, number }))
     }
 
-    /// Removes a blocked WAIT that gave up. Returns false when it was no longer blocked, i.e. it
-    /// has been answered already and the answer waits in its channel. A timed-out owner keeps its
-    /// place for its queue lease; an abandoned one (connection gone) leaves the queue when it has
-    /// no other blocked WAIT.
+    /// Removes a blocked WAIT that gave up: the one that opened `mailbox` as `number`. Returns
+    /// false when it was no longer blocked, i.e. it has been answered already and the answer waits
+    /// in its mailbox. A timed-out owner keeps its place for its queue lease; an abandoned one
+    /// (connection gone) leaves the queue when it has no other blocked WAIT.
     pub(crate) fn unblock(
         &mut self,
         key: &StepKey<'_>,
         place: Place,
-        wait_id: u64,
+        wait: (&Mailbox, u64),
         leave_queue: bool,
         ctx: &mut ShardCtx,
         now: Timestamp,
     ) -> bool {
         self.extra.as_deref_mut().is_some_and(|extra| {
-            extra.queue.unblock(place, wait_id, leave_queue, now.ms(), |owner| {
+            extra.queue.unblock(place, wait, leave_queue, now.ms(), |owner| {
                 ctx.record.record(|| Change::Leave { key: key.shared(), owner });
             })
         })
@@ -401,9 +400,9 @@ impl KeyState {
             // still listening, the connection the owner waited on last.
             let mut delivered_to = Vec::new();
             for blocker in waiter.blockers {
-                let answer = Answer { outcome: WaitOutcome::Acquired { token }, sent_at: now };
-                if blocker.sender.send(answer).is_ok() {
-                    delivered_to.push(blocker.conn);
+                let conn = blocker.conn();
+                if blocker.answer(Answer { outcome: WaitOutcome::Acquired { token }, sent_at: now }) {
+                    delivered_to.push(conn);
                 }
             }
             if let Some(conn) = delivered_to.pop() {
@@ -544,7 +543,7 @@ impl KeyState {
             let mut delivered = false;
             for blocker in waiter.blockers {
                 let answer = Answer { outcome: WaitOutcome::Done(Arc::clone(completion)), sent_at: now };
-                delivered |= blocker.sender.send(answer).is_ok();
+                delivered |= blocker.answer(answer);
             }
             if delivered {
                 ctx.stats.done_answers += 1;
@@ -610,7 +609,8 @@ impl KeyState {
         }
     }
 
-    /// Takes the owner out of the line; its blocked WAITs end as if timed out (their senders drop).
+    /// Takes the owner out of the line; its blocked WAITs end as if timed out (their blockers
+    /// drop, telling them so).
     pub(crate) fn cancel(&mut self, key: &StepKey<'_>, owner: &[u8], ctx: &mut ShardCtx) -> bool {
         let Some(waiter) = self.place_of(owner).and_then(|place| self.extra().queue.remove(place)) else {
             return false;

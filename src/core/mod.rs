@@ -5,8 +5,9 @@
 //! Layout: [`LockCore`] (here) routes each call to its shard; `shard` owns the keys and their
 //! timers and funnels every change of a key through `Shard::change` (which also keeps the
 //! gauges); `key_state` is the state machine of one key, `queue` its FIFO line (over `ranked`, an
-//! order-statistics tree), `told_done` the DONEs it owes; `outcome` is what callers get back and
-//! `events` what is logged and told to the observer.
+//! order-statistics tree), `told_done` the DONEs it owes; `outcome` is what callers get back,
+//! `mailbox` where a blocked WAIT's answer is left, and `events` what is logged and told to the
+//! observer.
 //!
 //! Nothing a request or a timer does here walks all keys or a whole queue: a hostile client can
 //! make either hold millions of entries, and every shard lock held meanwhile stalls other clients.
@@ -18,6 +19,7 @@ mod footprint;
 mod key_state;
 mod key_table;
 mod keyslot;
+mod mailbox;
 mod outcome;
 mod queue;
 mod ranked;
@@ -41,6 +43,7 @@ pub use clock::{Clock, Timestamp};
 pub(crate) use events::{LockEvent, LockObserver};
 pub use events::{Notification, ReleaseCause};
 pub(crate) use keyslot::{SLOTS, key_slot};
+pub use mailbox::{Letter, Mailbox};
 pub(crate) use outcome::CoreStats;
 pub use outcome::{
     Answer, Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,
@@ -260,22 +263,29 @@ impl LockCore {
         self.change_key(request.key, now, |state, key, ctx, now| state.try_lock(key, claim, noqueue, ctx, now))
     }
 
-    pub fn wait(&self, request: LockRequest<'_>, now: Timestamp) -> WaitStart {
-        self.wait_hashing_key(request, now).0
+    /// LOCK.WAIT on the connection whose mailbox is `mailbox` (`request.conn`'s). If it blocks,
+    /// its answer will be posted there.
+    pub fn wait(&self, request: LockRequest<'_>, mailbox: &Arc<Mailbox>, now: Timestamp) -> WaitStart {
+        self.wait_hashing_key(request, mailbox, now).0
     }
 
     /// [`LockCore::wait`], also handing back the key's hash.
-    pub(crate) fn wait_hashing_key(&self, request: LockRequest<'_>, now: Timestamp) -> (WaitStart, KeyHash) {
+    pub(crate) fn wait_hashing_key(
+        &self,
+        request: LockRequest<'_>,
+        mailbox: &Arc<Mailbox>,
+        now: Timestamp,
+    ) -> (WaitStart, KeyHash) {
+        debug_assert_eq!(request.conn, mailbox.conn(), "a WAIT is answered on its own connection");
         let claim = self.claim(&request);
-        self.change_key(request.key, now, |state, key, ctx, now| match state.wait(key, claim, ctx, now) {
+        self.change_key(request.key, now, |state, key, ctx, now| match state.wait(key, claim, mailbox, ctx, now) {
             Ok(outcome) => WaitStart::Ready(outcome),
             Err(NotAnswered::QueueFull) => WaitStart::QueueFull,
             Err(NotAnswered::Blocked(blocked)) => WaitStart::Blocked(WaitTicket {
                 key: key.shared(),
                 place: blocked.place,
-                conn: request.conn,
-                wait_id: blocked.wait_id,
-                receiver: blocked.receiver,
+                mailbox: Arc::clone(mailbox),
+                number: blocked.number,
             }),
         })
     }
@@ -286,10 +296,16 @@ impl LockCore {
     pub fn wait_timed_out(&self, mut ticket: WaitTicket, now: Timestamp) -> Option<Answer> {
         let key = Arc::clone(&ticket.key);
         let unblocked = self.change_existing(&key, now, |state, key, ctx, now| {
-            state.unblock(key, ticket.place, ticket.wait_id, false, ctx, now)
+            state.unblock(key, ticket.place, ticket.wait(), false, ctx, now)
         });
-        // Not blocked any more: the answer was sent under the shard lock, so it is in the channel.
-        if unblocked == Some(true) { None } else { ticket.receiver.try_recv().ok() }
+        // Not blocked any more: the answer was posted under the shard lock, so it is in the mailbox.
+        if unblocked == Some(true) {
+            return None;
+        }
+        match ticket.take_letter()? {
+            Letter::Answer(answer) => Some(answer),
+            Letter::Withdrawn => None,
+        }
     }
 
     /// The WAIT's connection closed (or the server is stopping): the owner leaves the queue. If a
@@ -298,11 +314,11 @@ impl LockCore {
     pub fn wait_abandoned(&self, mut ticket: WaitTicket, now: Timestamp) {
         let key = Arc::clone(&ticket.key);
         self.change_existing(&key, now, |state, key, ctx, now| {
-            if state.unblock(key, ticket.place, ticket.wait_id, true, ctx, now) {
+            if state.unblock(key, ticket.place, ticket.wait(), true, ctx, now) {
                 return;
             }
-            if let Ok(WaitOutcome::Acquired { token }) = ticket.try_answer() {
-                state.grant_undelivered(key, token, ticket.conn, ctx, now);
+            if let Some(WaitOutcome::Acquired { token }) = ticket.try_answer() {
+                state.grant_undelivered(key, token, ticket.conn(), ctx, now);
             }
         });
     }

@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
-
 use super::ConnId;
 use super::clock::Timestamp;
+use super::mailbox::{Letter, Mailbox};
 
 /// The record of a SUCCESS, shared by every waiter it is delivered to.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,18 +47,18 @@ pub struct Answer {
     pub sent_at: Timestamp,
 }
 
-/// A blocked LOCK.WAIT. The connection awaits `receiver`; if it stops waiting (timeout,
-/// disconnect, shutdown) it must hand the ticket back to the core, which settles the race with
-/// a grant under the shard lock.
+/// A blocked LOCK.WAIT. The connection awaits its [`WaitTicket::letter`]; if it stops waiting
+/// (timeout, disconnect) it must hand the ticket back to the core, which settles the race with a
+/// grant under the shard lock. Dropped, it stops listening: what the core posts afterwards is
+/// refused, and the core takes its owner for gone.
 #[derive(Debug)]
 pub struct WaitTicket {
     pub(crate) key: Arc<[u8]>,
     /// The owner's place in the key's line when it blocked.
     pub(crate) place: u64,
-    pub(crate) wait_id: u64,
-    /// The connection the WAIT blocks on.
-    pub(crate) conn: ConnId,
-    pub receiver: oneshot::Receiver<Answer>,
+    /// The mailbox of the connection the WAIT blocks on, and the number the WAIT opened it under.
+    pub(crate) mailbox: Arc<Mailbox>,
+    pub(crate) number: u64,
 }
 
 impl WaitTicket {
@@ -67,9 +66,42 @@ impl WaitTicket {
         &self.key
     }
 
-    /// The answer already sent to this wait, if any.
-    pub fn try_answer(&mut self) -> Result<WaitOutcome, oneshot::error::TryRecvError> {
-        self.receiver.try_recv().map(|answer| answer.outcome)
+    pub(crate) fn conn(&self) -> ConnId {
+        self.mailbox.conn()
+    }
+
+    /// This WAIT's blocker in the queue, as the queue tells it apart.
+    pub(crate) fn wait(&self) -> (&Mailbox, u64) {
+        (&self.mailbox, self.number)
+    }
+
+    /// Waits for the core's answer, or for word that none will come.
+    pub async fn letter(&self) -> Letter {
+        self.mailbox.letter(self.number).await
+    }
+
+    /// What the core has posted to this WAIT, if anything. Taking it ends the wait.
+    pub fn take_letter(&mut self) -> Option<Letter> {
+        self.mailbox.take(self.number)
+    }
+
+    /// The answer already sent to this WAIT, if any.
+    pub fn try_answer(&mut self) -> Option<WaitOutcome> {
+        match self.take_letter()? {
+            Letter::Answer(answer) => Some(answer.outcome),
+            Letter::Withdrawn => None,
+        }
+    }
+
+    /// Whether an answer (a grant or a DONE) waits to be taken.
+    pub fn has_answer(&self) -> bool {
+        self.mailbox.has_answer(self.number)
+    }
+}
+
+impl Drop for WaitTicket {
+    fn drop(&mut self) {
+        self.mailbox.close(self.number);
     }
 }
 

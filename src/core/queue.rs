@@ -11,10 +11,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use hashbrown::HashMap;
-use tokio::sync::oneshot;
+use smallvec::SmallVec;
 
 use super::ConnId;
 use super::footprint::{arc_bytes, extrapolate};
+use super::mailbox::{Letter, Mailbox};
 use super::outcome::Answer;
 use super::ranked::RankedMap;
 
@@ -22,13 +23,56 @@ use super::ranked::RankedMap;
 /// line exists, so a stale one finds nobody or is told apart by its wait id.
 pub(crate) type Place = u64;
 
-/// One blocked LOCK.WAIT call.
+/// One blocked LOCK.WAIT call: its connection's mailbox and the number the WAIT opened it under.
+/// Dropped unanswered (its owner cancelled, the node's locks forgotten), it tells the WAIT so.
 #[derive(Debug)]
 pub(crate) struct Blocker {
-    pub(crate) wait_id: u64,
-    pub(crate) conn: ConnId,
-    pub(crate) sender: oneshot::Sender<Answer>,
+    mailbox: Arc<Mailbox>,
+    /// 0 once the WAIT has been answered or has stopped waiting.
+    number: u64,
 }
+
+impl Blocker {
+    pub(crate) fn open(mailbox: &Arc<Mailbox>) -> Blocker {
+        Blocker { mailbox: Arc::clone(mailbox), number: mailbox.open() }
+    }
+
+    pub(crate) fn number(&self) -> u64 {
+        self.number
+    }
+
+    pub(crate) fn conn(&self) -> ConnId {
+        self.mailbox.conn()
+    }
+
+    fn is(&self, mailbox: &Mailbox, number: u64) -> bool {
+        std::ptr::eq(&*self.mailbox, mailbox) && self.number == number
+    }
+
+    /// Answers the WAIT. False when it was no longer listening (its connection went without
+    /// handing its ticket back): nobody will read the answer.
+    pub(crate) fn answer(mut self, answer: Answer) -> bool {
+        let number = std::mem::take(&mut self.number);
+        self.mailbox.post(number, Letter::Answer(answer))
+    }
+
+    /// The WAIT gave up and was taken out of the line: nothing is to be posted to it.
+    fn dismiss(mut self) {
+        self.number = 0;
+    }
+}
+
+impl Drop for Blocker {
+    fn drop(&mut self) {
+        if self.number != 0 {
+            self.mailbox.post(self.number, Letter::Withdrawn);
+        }
+    }
+}
+
+/// An owner's blocked WAITs, oldest first: nearly always one, kept inline so that it takes no
+/// allocation of its own (the vector's own 24 bytes hold it).
+pub(crate) type Blockers = SmallVec<[Blocker; 1]>;
 
 #[derive(Debug)]
 pub(crate) struct Waiter {
@@ -38,16 +82,11 @@ pub(crate) struct Waiter {
     /// When an owner with no blocked WAIT loses its place. Ignored while it is blocked.
     pub(crate) expires_at: u64,
     /// Blocked LOCK.WAIT calls of this owner (normally zero or one), oldest first.
-    pub(crate) blockers: Vec<Blocker>,
+    pub(crate) blockers: Blockers,
     /// The connection of the owner's last TRY or WAIT: the one a grant binds to when the owner is
     /// not blocked at hand-off time.
     pub(crate) conn: ConnId,
 }
-
-/// A blocked LOCK.WAIT's channel (tokio's oneshot: its counts, its state, the answer and two
-/// wakers), whose size is not public.
-const BLOCKER_ALLOCATIONS: usize =
-    3 * size_of::<usize>() + size_of::<Option<Answer>>() + 2 * size_of::<std::task::Waker>();
 
 impl Waiter {
     pub(crate) fn is_blocked(&self) -> bool {
@@ -61,7 +100,7 @@ impl Waiter {
             + 1
             + size_of::<(ConnId, Place)>()
             + if self.is_blocked() { 0 } else { size_of::<(u64, Place)>() };
-        let blockers = self.blockers.capacity() * size_of::<Blocker>() + self.blockers.len() * BLOCKER_ALLOCATIONS;
+        let blockers = if self.blockers.spilled() { self.blockers.capacity() * size_of::<Blocker>() } else { 0 };
         RankedMap::<Waiter>::ENTRY_BYTES + arc_bytes(&self.owner) + indexes + blockers
     }
 }
@@ -88,7 +127,7 @@ impl Indexes {
             self.expiries.insert((waiter.expires_at, place));
         }
         for blocker in &waiter.blockers {
-            self.by_conn.insert((blocker.conn, place));
+            self.by_conn.insert((blocker.conn(), place));
         }
     }
 
@@ -100,7 +139,7 @@ impl Indexes {
             self.expiries.remove(&(waiter.expires_at, place));
         }
         for blocker in &waiter.blockers {
-            self.by_conn.remove(&(blocker.conn, place));
+            self.by_conn.remove(&(blocker.conn(), place));
         }
     }
 }
@@ -187,33 +226,33 @@ impl Queue {
     }
 
     pub(crate) fn block(&mut self, place: Place, blocker: Blocker) {
-        self.update(place, |waiter| {
-            // Room for the one blocked WAIT an owner nearly always has, not the four a vector
-            // takes at its first push: 96 bytes less for each waiter in a long line.
-            waiter.blockers.reserve_exact(1);
-            waiter.blockers.push(blocker);
-        });
+        self.update(place, |waiter| waiter.blockers.push(blocker));
     }
 
-    /// Removes the blocked WAIT `wait_id` of the owner at `place`. Returns false when it is not
-    /// blocked there (any more). An owner left with no blocked WAIT leaves the line if
-    /// `leave_queue` (then `left` is told), or else holds its place for its lease from now.
+    /// Removes the blocked WAIT that opened `mailbox` as `number`, of the owner at `place`.
+    /// Returns false when it is not blocked there (any more). An owner left with no blocked WAIT
+    /// leaves the line if `leave_queue` (then `left` is told), or else holds its place for its
+    /// lease from now.
     pub(crate) fn unblock(
         &mut self,
         place: Place,
-        wait_id: u64,
+        (mailbox, number): (&Mailbox, u64),
         leave_queue: bool,
         now: u64,
         left: impl FnOnce(Arc<[u8]>),
     ) -> bool {
-        let Some(at) =
-            self.line.get(place).and_then(|waiter| waiter.blockers.iter().position(|b| b.wait_id == wait_id))
+        let Some(at) = self
+            .line
+            .get(place)
+            .and_then(|waiter| waiter.blockers.iter().position(|blocker| blocker.is(mailbox, number)))
         else {
             return false;
         };
         let leaves = self.update(place, |waiter| {
             // Keep the order: the newest blocker is the one a grant binds to.
             let blocker = waiter.blockers.remove(at);
+            let blocked_on = blocker.conn();
+            blocker.dismiss();
             if waiter.is_blocked() {
                 return false;
             }
@@ -221,7 +260,7 @@ impl Queue {
             // A WAIT whose connection went leaves the line, unless the owner has renewed its
             // place since on another connection (a later TRY or WAIT there): that connection
             // now answers for the place, and its own close would take it.
-            leave_queue && waiter.conn == blocker.conn
+            leave_queue && waiter.conn == blocked_on
         });
         if leaves == Some(true)
             && let Some(waiter) = self.remove(place)
@@ -288,8 +327,8 @@ impl Queue {
             }
             if waiter.is_blocked() {
                 self.update(place, |waiter| {
-                    if let Some(newest) = waiter.blockers.iter().rev().find(|blocker| blocker.conn != conn) {
-                        waiter.conn = newest.conn;
+                    if let Some(newest) = waiter.blockers.iter().rev().find(|blocker| blocker.conn() != conn) {
+                        waiter.conn = newest.conn();
                     }
                 });
             } else if let Some(waiter) = self.remove(place) {

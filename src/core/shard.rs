@@ -22,7 +22,6 @@ use super::unlock_memo::UnlockMemo;
 #[derive(Debug)]
 pub(crate) struct ShardCtx {
     pub(crate) next_token: u64,
-    pub(crate) next_wait_id: u64,
     pub(crate) stats: CoreStats,
     pub(crate) events: Vec<LockEvent>,
     /// Grants, successes and cancels are the hot path; their events are only collected while
@@ -48,7 +47,6 @@ impl ShardCtx {
     fn new(token_seed: u64, shards: usize) -> ShardCtx {
         ShardCtx {
             next_token: token_seed.max(1),
-            next_wait_id: 1,
             stats: CoreStats::default(),
             events: Vec::new(),
             collect_all_events: false,

@@ -1,7 +1,9 @@
 //! Helpers for tests that drive the core directly: the crate's unit tests and `tests/model.rs`
 //! (which sees only the public API). Not part of the server's interface.
 
-use super::{ConnId, LockCore, LockRequest, Timestamp, TryOutcome, WaitOutcome, WaitStart, WaitTicket};
+use std::sync::Arc;
+
+use super::{ConnId, LockCore, LockRequest, Mailbox, Timestamp, TryOutcome, WaitOutcome, WaitStart, WaitTicket};
 
 /// The moment `ms` milliseconds after the clock started.
 pub fn at(ms: u64) -> Timestamp {
@@ -14,6 +16,12 @@ pub fn conn(id: u64) -> ConnId {
 
 pub fn request<'a>(key: &'a str, owner: &'a str, conn_id: u64, lease_ms: Option<u64>) -> LockRequest<'a> {
     LockRequest { key: key.as_bytes(), owner: owner.as_bytes(), lease_ms, conn: conn(conn_id) }
+}
+
+/// LOCK.WAIT with a mailbox of its own: a test may keep several WAITs of one connection blocked,
+/// where a server's connection blocks in one at a time.
+pub fn wait(core: &LockCore, request: LockRequest<'_>, now: Timestamp) -> WaitStart {
+    core.wait(request, &Arc::new(Mailbox::new(request.conn)), now)
 }
 
 /// The token of an ACQUIRED; panics on any other answer.
@@ -36,7 +44,7 @@ pub fn blocked(start: WaitStart) -> WaitTicket {
 /// The token of the grant waiting in a blocked WAIT's channel, if that is what it holds.
 pub fn granted(ticket: &mut WaitTicket) -> Option<u64> {
     match ticket.try_answer() {
-        Ok(WaitOutcome::Acquired { token }) => Some(token),
+        Some(WaitOutcome::Acquired { token }) => Some(token),
         _ => None,
     }
 }

@@ -1,4 +1,4 @@
-use super::testing::{acquired, at, blocked, conn, granted, release_connection, request};
+use super::testing::{acquired, at, blocked, conn, granted, release_connection, request, wait};
 use super::*;
 
 fn core() -> LockCore {
@@ -59,12 +59,12 @@ fn a_full_queue_turns_newcomers_away_and_keeps_its_members() {
     let core = core_queueing(true, 4, 2 * (1 + queue::PLACE_BYTES));
     acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
     assert_eq!(core.try_lock(request("k", "b", 2, None), false, at(0)), TryOutcome::Queued { position: 1 });
-    assert!(matches!(core.wait(request("k", "c", 3, None), at(0)), WaitStart::Blocked(_)));
+    assert!(matches!(wait(&core, request("k", "c", 3, None), at(0)), WaitStart::Blocked(_)));
     assert_eq!(core.try_lock(request("k", "d", 4, None), false, at(0)), TryOutcome::QueueFull);
-    assert!(matches!(core.wait(request("k", "d", 4, None), at(0)), WaitStart::QueueFull));
+    assert!(matches!(wait(&core, request("k", "d", 4, None), at(0)), WaitStart::QueueFull));
     // Who has a place keeps it, renewing it by TRY or WAIT; other keys have queues of their own.
     assert_eq!(core.try_lock(request("k", "b", 2, None), false, at(10)), TryOutcome::Queued { position: 1 });
-    assert!(matches!(core.wait(request("k", "b", 2, None), at(10)), WaitStart::Blocked(_)));
+    assert!(matches!(wait(&core, request("k", "b", 2, None), at(10)), WaitStart::Blocked(_)));
     acquired(core.try_lock(request("other", "x", 5, None), false, at(0)));
     assert_eq!(core.try_lock(request("other", "d", 4, None), false, at(0)), TryOutcome::Queued { position: 1 });
     // A place given up makes room.
@@ -89,20 +89,20 @@ fn noqueue_reports_the_holder_and_queues_nothing() {
 fn failure_hands_off_to_the_head_only_with_a_larger_token() {
     let core = core();
     let first = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    let mut b = blocked(core.wait(request("k", "b", 2, None), at(0)));
-    let mut c = blocked(core.wait(request("k", "c", 3, None), at(0)));
+    let mut b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
+    let mut c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
     assert_eq!(core.unlock(b"k", b"a", first, failure(), at(10)), UnlockOutcome::HandedOff);
     let second = match b.try_answer() {
-        Ok(WaitOutcome::Acquired { token }) => token,
+        Some(WaitOutcome::Acquired { token }) => token,
         other => panic!("head not granted: {other:?}"),
     };
     assert!(second > first);
-    assert!(c.try_answer().is_err(), "only the head is woken");
+    assert!(c.try_answer().is_none(), "only the head is woken");
     let info = core.info(b"k", at(10), usize::MAX).unwrap();
     assert_eq!(info.holder.unwrap().token, second);
     assert_eq!(info.last_failure.as_deref(), Some(&b"disk full"[..]));
     assert_eq!(core.unlock(b"k", b"b", second, failure(), at(20)), UnlockOutcome::HandedOff);
-    assert!(matches!(c.try_answer(), Ok(WaitOutcome::Acquired { token }) if token > second));
+    assert!(matches!(c.try_answer(), Some(WaitOutcome::Acquired { token }) if token > second));
 }
 
 #[test]
@@ -144,14 +144,14 @@ fn success_tells_every_blocked_waiter_done_with_the_result() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
     let mut tickets: Vec<_> =
-        (0..5).map(|i| blocked(core.wait(request("k", &format!("w{i}"), 10 + i, None), at(0)))).collect();
+        (0..5).map(|i| blocked(wait(&core, request("k", &format!("w{i}"), 10 + i, None), at(0)))).collect();
     assert_eq!(
         core.unlock(b"k", b"a", token, success(Some("layer ok"), None), at(5)),
         UnlockOutcome::Succeeded { waiters_told: 5 }
     );
     for ticket in &mut tickets {
         match ticket.try_answer() {
-            Ok(WaitOutcome::Done(completion)) => {
+            Some(WaitOutcome::Done(completion)) => {
                 assert_eq!(completion.finisher.as_ref(), b"a");
                 assert_eq!(completion.result.as_deref(), Some(&b"layer ok"[..]));
             }
@@ -199,7 +199,7 @@ fn keep_remembers_the_completion_for_late_arrivals() {
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
     core.unlock(b"k", b"a", token, success(Some("r"), Some(500)), at(0));
     assert!(matches!(core.try_lock(request("k", "late", 2, None), false, at(100)), TryOutcome::Done(_)));
-    assert!(matches!(core.wait(request("k", "late2", 3, None), at(200)), WaitStart::Ready(WaitOutcome::Done(_))));
+    assert!(matches!(wait(&core, request("k", "late2", 3, None), at(200)), WaitStart::Ready(WaitOutcome::Done(_))));
     assert_eq!(core.info(b"k", at(200), usize::MAX).unwrap().state, LockStateName::Done);
     assert_eq!(core.unlock(b"k", b"a", token + 1, failure(), at(200)), UnlockOutcome::NotLocked);
     assert!(matches!(core.try_lock(request("k", "late", 2, None), false, at(501)), TryOutcome::Acquired { .. }));
@@ -209,13 +209,13 @@ fn keep_remembers_the_completion_for_late_arrivals() {
 fn timed_out_wait_keeps_its_place_and_can_wait_again() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    let b = blocked(core.wait(request("k", "b", 2, None), at(0)));
-    blocked(core.wait(request("k", "c", 3, None), at(0)));
+    let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
+    blocked(wait(&core, request("k", "c", 3, None), at(0)));
     assert_eq!(core.wait_timed_out(b, at(100)), None);
     assert_eq!(core.info(b"k", at(100), usize::MAX).unwrap().queue[0].as_ref(), b"b");
-    let mut b = blocked(core.wait(request("k", "b", 2, None), at(150)));
+    let mut b = blocked(wait(&core, request("k", "b", 2, None), at(150)));
     core.unlock(b"k", b"a", token, failure(), at(200));
-    assert!(matches!(b.try_answer(), Ok(WaitOutcome::Acquired { .. })));
+    assert!(matches!(b.try_answer(), Some(WaitOutcome::Acquired { .. })));
 }
 
 #[test]
@@ -233,7 +233,7 @@ fn head_that_is_not_blocked_is_granted_and_told_on_its_next_call() {
 fn timeout_racing_a_grant_returns_the_grant() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    let b = blocked(core.wait(request("k", "b", 2, None), at(0)));
+    let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     core.unlock(b"k", b"a", token, failure(), at(10));
     // The grant was sent before the timeout was processed: the timeout must yield it.
     assert!(matches!(core.wait_timed_out(b, at(10)), Some(Answer { outcome: WaitOutcome::Acquired { .. }, .. })));
@@ -244,22 +244,22 @@ fn timeout_racing_a_grant_returns_the_grant() {
 fn abandoned_waiter_is_never_granted() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    let b = blocked(core.wait(request("k", "b", 2, None), at(0)));
-    let mut c = blocked(core.wait(request("k", "c", 3, None), at(0)));
+    let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
+    let mut c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
     core.wait_abandoned(b, at(5));
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(10)), UnlockOutcome::HandedOff);
-    assert!(matches!(c.try_answer(), Ok(WaitOutcome::Acquired { .. })));
+    assert!(matches!(c.try_answer(), Some(WaitOutcome::Acquired { .. })));
 }
 
 #[test]
 fn grant_sent_to_a_waiter_that_then_disconnects_passes_on() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    let b = blocked(core.wait(request("k", "b", 2, None), at(0)));
-    let mut c = blocked(core.wait(request("k", "c", 3, None), at(0)));
+    let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
+    let mut c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
     core.unlock(b"k", b"a", token, failure(), at(10));
     core.wait_abandoned(b, at(11));
-    assert!(matches!(c.try_answer(), Ok(WaitOutcome::Acquired { .. })));
+    assert!(matches!(c.try_answer(), Some(WaitOutcome::Acquired { .. })));
     assert_eq!(core.info(b"k", at(11), usize::MAX).unwrap().holder.unwrap().owner.as_ref(), b"c");
 }
 
@@ -267,10 +267,10 @@ fn grant_sent_to_a_waiter_that_then_disconnects_passes_on() {
 fn dropped_receiver_is_skipped_at_hand_off() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    drop(blocked(core.wait(request("k", "b", 2, None), at(0))));
-    let mut c = blocked(core.wait(request("k", "c", 3, None), at(0)));
+    drop(blocked(wait(&core, request("k", "b", 2, None), at(0))));
+    let mut c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(10)), UnlockOutcome::HandedOff);
-    assert!(matches!(c.try_answer(), Ok(WaitOutcome::Acquired { .. })));
+    assert!(matches!(c.try_answer(), Some(WaitOutcome::Acquired { .. })));
 }
 
 #[test]
@@ -288,12 +288,12 @@ fn cancel_leaves_the_queue() {
 fn lease_expiry_hands_off_and_fences_the_stale_holder() {
     let core = core();
     let stale = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    let mut b = blocked(core.wait(request("k", "b", 2, None), at(0)));
+    let mut b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     assert_eq!(core.expire(at(999)), Some(1_000));
-    assert!(b.try_answer().is_err());
+    assert!(b.try_answer().is_none());
     core.expire(at(1_000));
     let fresh = match b.try_answer() {
-        Ok(WaitOutcome::Acquired { token }) => token,
+        Some(WaitOutcome::Acquired { token }) => token,
         other => panic!("{other:?}"),
     };
     assert!(fresh > stale);
@@ -340,11 +340,11 @@ fn tokens_keep_growing_after_a_key_is_forgotten() {
 fn holder_connection_close_releases_to_the_next_waiter() {
     let core = core();
     acquired(core.try_lock(request("k", "a", 7, None), false, at(0)));
-    let mut b = blocked(core.wait(request("k", "b", 8, None), at(0)));
+    let mut b = blocked(wait(&core, request("k", "b", 8, None), at(0)));
     release_connection(&core, conn(8), [&b"k"[..]], at(1));
-    assert!(b.try_answer().is_err(), "another connection's close changes nothing");
+    assert!(b.try_answer().is_none(), "another connection's close changes nothing");
     release_connection(&core, conn(7), [&b"k"[..]], at(1));
-    assert!(matches!(b.try_answer(), Ok(WaitOutcome::Acquired { .. })));
+    assert!(matches!(b.try_answer(), Some(WaitOutcome::Acquired { .. })));
     assert_eq!(core.stats().disconnect_releases, 1);
 }
 
@@ -371,7 +371,7 @@ fn stats_count_gauges() {
     acquired(core.try_lock(request("k1", "a", 1, None), false, at(0)));
     acquired(core.try_lock(request("k2", "a", 1, None), false, at(0)));
     core.try_lock(request("k1", "b", 2, None), false, at(0));
-    let _ticket = blocked(core.wait(request("k1", "c", 3, None), at(0)));
+    let _ticket = blocked(wait(&core, request("k1", "c", 3, None), at(0)));
     let stats = core.stats();
     assert_eq!((stats.keys, stats.held_keys, stats.waiters, stats.blocked_waiters), (2, 2, 2, 1));
     assert_eq!(stats.grants, 2);
@@ -393,7 +393,7 @@ fn churn_does_not_grow_the_timers_without_bound() {
 fn head_granted_after_its_wait_timed_out_is_bound_to_the_connection_it_waited_on() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    let b = blocked(core.wait(request("k", "b", 5, None), at(0)));
+    let b = blocked(wait(&core, request("k", "b", 5, None), at(0)));
     assert_eq!(core.wait_timed_out(b, at(10)), None);
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(20)), UnlockOutcome::HandedOff);
     assert!(core.bound_to_conn(core.key_hash(b"k"), conn(5)));
@@ -420,9 +420,9 @@ fn owner_waiting_on_two_connections_is_bound_to_the_newest() {
 fn late_expiry_wakes_only_the_head_with_a_lease_from_the_hand_off() {
     let core = core();
     acquired(core.try_lock(request("k", "h", 1, Some(100)), false, at(0)));
-    let mut a = blocked(core.wait(request("k", "a", 2, Some(100)), at(0)));
-    let mut b = blocked(core.wait(request("k", "b", 3, Some(100)), at(0)));
-    let mut c = blocked(core.wait(request("k", "c", 4, Some(100)), at(0)));
+    let mut a = blocked(wait(&core, request("k", "a", 2, Some(100)), at(0)));
+    let mut b = blocked(wait(&core, request("k", "b", 3, Some(100)), at(0)));
+    let mut c = blocked(wait(&core, request("k", "c", 4, Some(100)), at(0)));
     core.expire(at(350));
     let token = granted(&mut a).expect("the head is granted");
     assert_eq!(granted(&mut b), None, "only the head is woken");
@@ -442,7 +442,7 @@ fn late_expiry_wakes_only_the_head_with_a_lease_from_the_hand_off() {
 fn a_late_unlock_with_an_older_clock_reading_grants_a_full_lease() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "h", 1, Some(1_000)), false, at(0)));
-    let mut w = blocked(core.wait(request("k", "w", 2, Some(600)), at(20)));
+    let mut w = blocked(wait(&core, request("k", "w", 2, Some(600)), at(20)));
     core.unlock(b"k", b"h", token, failure(), at(10));
     let granted_token = granted(&mut w).expect("the waiter is granted");
     core.expire(at(619));
@@ -460,7 +460,7 @@ fn late_expiry_skips_places_that_ran_out_meanwhile_but_not_blocked_waiters() {
     let core = core();
     acquired(core.try_lock(request("k", "h", 1, Some(100)), false, at(0)));
     assert_eq!(core.try_lock(request("k", "q", 2, Some(150)), false, at(0)), TryOutcome::Queued { position: 1 });
-    let mut w = blocked(core.wait(request("k", "w", 3, Some(100)), at(0)));
+    let mut w = blocked(wait(&core, request("k", "w", 3, Some(100)), at(0)));
     core.expire(at(200));
     assert!(granted(&mut w).is_some(), "the blocked waiter is granted");
     let info = core.info(b"k", at(200), usize::MAX).unwrap();
@@ -496,8 +496,8 @@ fn noqueue_poll_renews_the_place() {
 fn a_departed_waiter_is_never_granted() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
-    let departed = blocked(core.wait(request("k", "d", 2, None), at(0)));
-    let mut next = blocked(core.wait(request("k", "n", 3, None), at(0)));
+    let departed = blocked(wait(&core, request("k", "d", 2, None), at(0)));
+    let mut next = blocked(wait(&core, request("k", "n", 3, None), at(0)));
     assert_eq!(core.wait_timed_out(departed, at(10)), None);
     release_connection(&core, conn(2), [&b"k"[..]], at(20));
     assert_eq!(core.unlock(b"k", b"h", token, failure(), at(30)), UnlockOutcome::HandedOff);
@@ -509,7 +509,7 @@ fn a_departed_waiter_is_never_granted() {
 fn a_closed_connection_keeps_the_place_of_an_owner_blocked_elsewhere() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
-    let waiting = blocked(core.wait(request("k", "o", 3, None), at(0)));
+    let waiting = blocked(wait(&core, request("k", "o", 3, None), at(0)));
     assert_eq!(core.try_lock(request("k", "o", 2, None), false, at(5)), TryOutcome::Queued { position: 1 });
     release_connection(&core, conn(2), [&b"k"[..]], at(10));
     assert_eq!(core.info(b"k", at(10), usize::MAX).unwrap().queue, vec![Arc::from(&b"o"[..])]);
@@ -526,7 +526,7 @@ fn a_closed_connection_keeps_the_place_of_an_owner_blocked_elsewhere() {
 fn an_abandoned_wait_leaves_a_place_renewed_elsewhere() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
-    let waiting = blocked(core.wait(request("k", "o", 3, None), at(0)));
+    let waiting = blocked(wait(&core, request("k", "o", 3, None), at(0)));
     assert_eq!(core.try_lock(request("k", "o", 2, None), false, at(5)), TryOutcome::Queued { position: 1 });
     core.wait_abandoned(waiting, at(10));
     release_connection(&core, conn(3), [&b"k"[..]], at(10));
@@ -551,9 +551,9 @@ fn release_on_disconnect_off_keeps_the_places_of_a_closed_connection() {
 /// fails. One grant answers both WAITs and binds to connection 3.
 fn grant_to_an_owner_on_two_connections(core: &LockCore) -> (u64, WaitTicket, WaitTicket, WaitTicket) {
     let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
-    let mut older = blocked(core.wait(request("k", "o", 2, None), at(0)));
-    let newer = blocked(core.wait(request("k", "o", 3, None), at(1)));
-    let next = blocked(core.wait(request("k", "n", 4, None), at(2)));
+    let mut older = blocked(wait(core, request("k", "o", 2, None), at(0)));
+    let newer = blocked(wait(core, request("k", "o", 3, None), at(1)));
+    let next = blocked(wait(core, request("k", "n", 4, None), at(2)));
     assert_eq!(core.unlock(b"k", b"h", token, failure(), at(3)), UnlockOutcome::HandedOff);
     let grant = granted(&mut older).expect("the older WAIT is told ACQUIRED");
     (grant, older, newer, next)
@@ -584,7 +584,7 @@ fn closing_the_bound_connection_moves_the_grant_to_another_that_was_sent_it() {
 fn a_late_renewal_on_a_connection_that_then_closes_leaves_the_lock_with_the_other() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "o", 2, None), false, at(0)));
-    let mut next = blocked(core.wait(request("k", "n", 4, None), at(1)));
+    let mut next = blocked(wait(&core, request("k", "n", 4, None), at(1)));
     assert_eq!(acquired(core.try_lock(request("k", "o", 3, None), false, at(2))), token);
     release_connection(&core, conn(3), [&b"k"[..]], at(3));
     assert_eq!(granted(&mut next), None, "n is not a second holder");
@@ -616,8 +616,8 @@ fn a_closed_connection_that_read_the_grant_is_not_a_fallback() {
 fn a_grant_that_never_reached_its_client_passes_on() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
-    let mut waiter = blocked(core.wait(request("k", "w", 2, None), at(0)));
-    let mut next = blocked(core.wait(request("k", "n", 3, None), at(0)));
+    let mut waiter = blocked(wait(&core, request("k", "w", 2, None), at(0)));
+    let mut next = blocked(wait(&core, request("k", "n", 3, None), at(0)));
     core.unlock(b"k", b"h", token, failure(), at(1));
     let grant = granted(&mut waiter).expect("w is sent the grant");
     core.grant_undelivered(b"k", grant, conn(2), at(2));
@@ -651,7 +651,7 @@ fn gauges_follow_every_change_and_match_a_recount() {
     let a = acquired(core.try_lock(request("k1", "a", 1, Some(100)), false, at(0)));
     acquired(core.try_lock(request("k2", "a", 1, None), false, at(0)));
     core.try_lock(request("k1", "b", 2, Some(50)), false, at(0));
-    let c = blocked(core.wait(request("k1", "c", 3, None), at(0)));
+    let c = blocked(wait(&core, request("k1", "c", 3, None), at(0)));
     let gauges = |keys, held_keys, waiters, blocked_waiters| Gauges { keys, held_keys, waiters, blocked_waiters };
     assert_eq!(core.gauges(), gauges(2, 2, 2, 1));
     // b's place runs out at t=50: it leaves through the expiry driver, not a request.
@@ -708,17 +708,17 @@ fn unblocking_in_the_middle_of_a_long_line() {
     for i in 0..1_000 {
         core.try_lock(request("k", &format!("w{i}"), 2, Some(60_000)), false, at(0));
     }
-    let waiting = blocked(core.wait(request("k", "w500", 3, Some(60_000)), at(0)));
+    let waiting = blocked(wait(&core, request("k", "w500", 3, Some(60_000)), at(0)));
     assert_eq!(core.info(b"k", at(0), 0).unwrap().blocked, 1);
     assert_eq!(core.wait_timed_out(waiting, at(10)), None);
     let info = core.info(b"k", at(10), 0).unwrap();
     assert_eq!((info.waiters, info.blocked), (1_000, 0));
     assert_eq!(core.try_lock(request("k", "w500", 3, None), false, at(10)), TryOutcome::Queued { position: 501 });
-    let mut again = blocked(core.wait(request("k", "w500", 3, None), at(11)));
-    core.wait_abandoned(blocked(core.wait(request("k", "w999", 4, None), at(11))), at(12));
+    let mut again = blocked(wait(&core, request("k", "w500", 3, None), at(11)));
+    core.wait_abandoned(blocked(wait(&core, request("k", "w999", 4, None), at(11))), at(12));
     assert_eq!(core.info(b"k", at(12), 0).unwrap().waiters, 999, "an abandoned WAIT takes its owner out");
     assert_eq!(core.try_lock(request("k", "w998", 2, None), false, at(12)), TryOutcome::Queued { position: 999 });
-    assert!(again.try_answer().is_err());
+    assert!(again.try_answer().is_none());
     assert_eq!(core.gauges(), core.recount_gauges());
 }
 
@@ -853,10 +853,10 @@ fn while_grants_are_paused_nobody_new_gets_a_lock_and_the_line_is_served_when_th
     assert_eq!(core.grants_paused_ms(at(400)), 600);
     // A free lock is not granted: TRY queues, WAIT blocks.
     assert_eq!(core.try_lock(request("free", "a", 2, Some(5_000)), false, at(100)), TryOutcome::Queued { position: 1 });
-    let mut b = blocked(core.wait(request("free", "b", 3, Some(5_000)), at(100)));
+    let mut b = blocked(wait(&core, request("free", "b", 3, Some(5_000)), at(100)));
     // The holder keeps its lock; its FAILURE leaves the lock free with its line.
     assert_eq!(acquired(core.try_lock(request("held", "h", 1, Some(10_000)), false, at(200))), held);
-    let mut c = blocked(core.wait(request("held", "c", 4, None), at(200)));
+    let mut c = blocked(wait(&core, request("held", "c", 4, None), at(200)));
     assert_eq!(core.unlock(b"held", b"h", held, failure(), at(300)), UnlockOutcome::Released);
     let info = core.info(b"held", at(300), 10).unwrap();
     assert_eq!((info.state, info.waiters), (LockStateName::Free, 1));
@@ -936,7 +936,7 @@ fn observers_hear_grants_releases_and_hand_offs_in_order() {
     let (core, seen) = observed_core(4);
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
     assert_eq!(seen.take(), told(&[("k", "granted")]));
-    let mut b = blocked(core.wait(request("k", "b", 2, None), at(0)));
+    let mut b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     acquired(core.try_lock(request("k", "a", 1, None), false, at(1)));
     assert_eq!(seen.take(), [], "queueing and renewing are not events");
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(2)), UnlockOutcome::HandedOff);
@@ -950,7 +950,7 @@ fn observers_hear_grants_releases_and_hand_offs_in_order() {
 fn observers_hear_expiries_disconnects_and_cancels() {
     let (core, seen) = observed_core(1);
     acquired(core.try_lock(request("k", "a", 1, Some(100)), false, at(0)));
-    let _b = blocked(core.wait(request("k", "b", 2, None), at(0)));
+    let _b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     core.try_lock(request("k", "c", 3, None), false, at(0));
     acquired(core.try_lock(request("other", "d", 4, None), false, at(0)));
     seen.take();

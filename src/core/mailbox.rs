@@ -1,0 +1,173 @@
+//! Where a blocked LOCK.WAIT's answer is left. A connection has one mailbox, made with it, and
+//! blocks in one WAIT at a time, so each WAIT reuses it: a blocked waiter costs no channel of its
+//! own (a tokio oneshot took about a hundred bytes per waiter, most of what a waiter cost beyond
+//! its place in line).
+//!
+//! Each WAIT opens the mailbox under a new number and its blocker in the queue keeps that number,
+//! so a blocker left behind by an earlier WAIT (one whose ticket was dropped without being handed
+//! back) can never answer a later one: its delivery finds the mailbox open for another number and
+//! fails, exactly as a send on a dropped oneshot did, and the core treats that owner as gone.
+
+use std::future::poll_fn;
+use std::task::Poll;
+
+use futures_util::task::AtomicWaker;
+use parking_lot::Mutex;
+
+use super::ConnId;
+use super::outcome::Answer;
+
+/// What a WAIT finds in its mailbox.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Letter {
+    Answer(Answer),
+    /// The core let the WAIT go unanswered: its owner was cancelled out of the line (LOCK.CANCEL),
+    /// or the node stopped leading and forgot its locks.
+    Withdrawn,
+}
+
+#[derive(Debug)]
+pub struct Mailbox {
+    conn: ConnId,
+    slot: Mutex<Slot>,
+    posted: AtomicWaker,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    /// The WAIT the mailbox takes a letter for; 0 while none is blocked.
+    open_for: u64,
+    last_opened: u64,
+    letter: Option<Letter>,
+}
+
+impl Mailbox {
+    pub fn new(conn: ConnId) -> Mailbox {
+        Mailbox { conn, slot: Mutex::new(Slot::default()), posted: AtomicWaker::new() }
+    }
+
+    pub(crate) fn conn(&self) -> ConnId {
+        self.conn
+    }
+
+    /// Opens the mailbox for a new WAIT, closing it to any earlier one; returns the WAIT's number.
+    pub(crate) fn open(&self) -> u64 {
+        let mut slot = self.slot.lock();
+        slot.last_opened += 1;
+        slot.open_for = slot.last_opened;
+        slot.letter = None;
+        slot.open_for
+    }
+
+    /// Leaves `letter` for WAIT `number`. False when that WAIT is no longer listening (or was
+    /// answered already): nobody will read it.
+    pub(crate) fn post(&self, number: u64, letter: Letter) -> bool {
+        let mut slot = self.slot.lock();
+        if slot.open_for != number || slot.letter.is_some() {
+            return false;
+        }
+        slot.letter = Some(letter);
+        drop(slot);
+        self.posted.wake();
+        true
+    }
+
+    /// The letter for WAIT `number`, if one was posted; taking it closes the mailbox.
+    pub(crate) fn take(&self, number: u64) -> Option<Letter> {
+        let mut slot = self.slot.lock();
+        if slot.open_for != number {
+            return None;
+        }
+        let letter = slot.letter.take()?;
+        slot.open_for = 0;
+        Some(letter)
+    }
+
+    pub(crate) fn has_answer(&self, number: u64) -> bool {
+        let slot = self.slot.lock();
+        slot.open_for == number && matches!(slot.letter, Some(Letter::Answer(_)))
+    }
+
+    /// WAIT `number` stops listening: whatever is posted for it from now on is refused.
+    pub(crate) fn close(&self, number: u64) {
+        let mut slot = self.slot.lock();
+        if slot.open_for == number {
+            slot.open_for = 0;
+            slot.letter = None;
+        }
+    }
+
+    /// Waits for WAIT `number`'s letter. Cancel-safe: a letter stays posted until it is taken.
+    pub(crate) async fn letter(&self, number: u64) -> Letter {
+        poll_fn(|cx| {
+            self.posted.register(cx.waker());
+            self.take(number).map_or(Poll::Pending, Poll::Ready)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::task::{Context, Waker};
+
+    use super::*;
+    use crate::core::outcome::WaitOutcome;
+    use crate::core::testing::{at, conn};
+
+    fn grant(token: u64) -> Letter {
+        Letter::Answer(Answer { outcome: WaitOutcome::Acquired { token }, sent_at: at(0) })
+    }
+
+    #[test]
+    fn a_letter_reaches_only_the_wait_it_was_posted_for() {
+        let mailbox = Mailbox::new(conn(1));
+        let first = mailbox.open();
+        let second = mailbox.open();
+        assert!(!mailbox.post(first, grant(1)), "an earlier WAIT's blocker cannot answer a later WAIT");
+        assert!(mailbox.post(second, grant(2)));
+        assert!(!mailbox.post(second, grant(3)), "a WAIT is answered once");
+        assert_eq!(mailbox.take(first), None);
+        assert_eq!(mailbox.take(second), Some(grant(2)));
+        assert_eq!(mailbox.take(second), None);
+        assert!(!mailbox.post(second, Letter::Withdrawn), "a WAIT that took its letter is closed");
+    }
+
+    #[test]
+    fn a_closed_wait_refuses_letters_and_drops_the_one_it_had() {
+        let mailbox = Mailbox::new(conn(1));
+        let number = mailbox.open();
+        assert!(mailbox.post(number, grant(1)));
+        mailbox.close(number);
+        assert!(!mailbox.has_answer(number));
+        assert!(!mailbox.post(number, grant(2)));
+        let next = mailbox.open();
+        mailbox.close(number);
+        assert!(mailbox.post(next, grant(3)), "closing an old number leaves the new WAIT open");
+    }
+
+    #[test]
+    fn a_posted_letter_wakes_the_waiting_task() {
+        let mailbox = Arc::new(Mailbox::new(conn(1)));
+        let number = mailbox.open();
+        let (wakes, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut letter = Box::pin(mailbox.letter(number));
+        assert!(letter.as_mut().poll(&mut cx).is_pending());
+        assert!(mailbox.post(number, grant(7)));
+        assert_eq!(wakes.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(letter.as_mut().poll(&mut cx), Poll::Ready(grant(7)));
+    }
+
+    fn counting_waker() -> (Arc<std::sync::atomic::AtomicUsize>, Waker) {
+        struct Count(Arc<std::sync::atomic::AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let wakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        (Arc::clone(&wakes), Waker::from(Arc::new(Count(wakes))))
+    }
+}
