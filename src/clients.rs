@@ -59,7 +59,7 @@ pub(crate) struct ClientState {
     pub last_active: Instant,
     /// The key of the LOCK.WAIT it is blocked in.
     /// Shares the blocked WAIT's copy of the key rather than making another.
-    pub blocked_on: Option<Arc<[u8]>>,
+    pub blocked_on: Option<Bytes>,
     /// The user it authenticated as; None for the default user.
     pub user: Option<Arc<str>>,
     /// Channels and patterns it is subscribed to.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
@@ -369,9 +369,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 };
                 self.send(reply).await
             }
-            Action::Block { ticket, timeout } => {
-                let key = Arc::clone(ticket.key());
-                let WaitEnd { reply, token: granted, granted_at } = self.block(ticket, timeout).await?;
+            Action::Block { mut key, ticket, timeout } => {
+                let WaitEnd { reply, token: granted, granted_at } = self.block(&mut key, ticket, timeout).await?;
                 // The answer was sent under the key's shard lock, before that operation's changes
                 // went to the journal (still under the lock): passing through the lock makes sure
                 // they are there to wait for.
@@ -405,23 +404,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Waits for a blocked LOCK.WAIT's answer while watching the socket, the timeout, shutdown
     /// and CLIENT KILL / UNBLOCK. Every way out that is not an answer hands the ticket back to
     /// the core, which settles any race with a grant under the shard lock.
-    async fn block(&mut self, ticket: WaitTicket, timeout: Option<Duration>) -> Result<WaitEnd, Exit> {
+    ///
+    /// `key` is the WAIT's, as sliced from the read buffer: the buffer the connection keeps anyway,
+    /// so a blocked WAIT costs no copy of it. Input read meanwhile may move the connection to a
+    /// new buffer, so the key is copied at the first request read, not to keep the old one alive.
+    async fn block(&mut self, key: &mut Bytes, ticket: WaitTicket, timeout: Option<Duration>) -> Result<WaitEnd, Exit> {
         let shared = Arc::clone(&self.shared);
         let entry = Arc::clone(&self.session.entry);
         // Blocked as far as CLIENT UNBLOCK and CLIENT LIST can tell from now on, while the
         // replies before the WAIT are still being written (after the journal): an UNBLOCK
         // meanwhile is waiting in the control channel when the loop below starts.
         entry.clear_unblock();
-        entry.update(|state| state.blocked_on = Some(Arc::clone(ticket.key())));
+        entry.update(|state| state.blocked_on = Some(key.clone()));
         shared.stats.blocked_clients.fetch_add(1, Ordering::Relaxed);
         if let Err(exit) = self.flush().await {
             entry.update(|state| state.blocked_on = None);
             shared.stats.blocked_clients.fetch_sub(1, Ordering::Relaxed);
-            shared.core.wait_abandoned(ticket, shared.clock.now());
+            shared.core.wait_abandoned(ticket, key, shared.clock.now());
             return Err(exit);
         }
         let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
         let leading_term = shared.cluster.as_ref().map(|cluster| cluster.serving_term());
+        let mut key_copied = false;
 
         enum Wake {
             Letter(Letter),
@@ -452,7 +456,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         Err(exit) => Err(exit),
                     };
                     if let Err(exit) = delivered {
-                        shared.core.wait_abandoned(ticket, now);
+                        shared.core.wait_abandoned(ticket, key, now);
                         break Err(exit);
                     }
                 }
@@ -463,25 +467,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     if let Some(cluster) = &shared.cluster
                         && Some(cluster.serving_term()) != leading_term =>
                 {
-                    break Ok(WaitEnd::reply(Reply::from(cluster.redirect(ticket.key()))));
+                    break Ok(WaitEnd::reply(Reply::from(cluster.redirect(key))));
                 }
                 // The owner was cancelled out of the queue (LOCK.CANCEL): it ends like a timeout.
                 Wake::Letter(Letter::Withdrawn) => break Ok(WaitEnd::reply(Reply::NilArray)),
                 Wake::TimedOut | Wake::Control(Control::Unblock { error: false }) => {
                     break Ok(shared
                         .core
-                        .wait_timed_out(ticket, now)
+                        .wait_timed_out(ticket, key, now)
                         .map_or(WaitEnd::reply(Reply::NilArray), |got| answer(got, self.session.protocol())));
                 }
                 Wake::Control(Control::Unblock { error: true }) => {
                     let unblocked = WaitEnd::reply(Reply::error(errors::UNBLOCKED));
                     break Ok(shared
                         .core
-                        .wait_timed_out(ticket, now)
+                        .wait_timed_out(ticket, key, now)
                         .map_or(unblocked, |got| answer(got, self.session.protocol())));
                 }
                 Wake::Control(Control::Kill) => {
-                    shared.core.wait_abandoned(ticket, now);
+                    shared.core.wait_abandoned(ticket, key, now);
                     break Err(Exit::Killed);
                 }
                 // Requests pipelined behind the WAIT are not run: the connection closes. The owner
@@ -493,13 +497,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     break Err(Exit::Shutdown);
                 }
                 Wake::Input(Some(Ok(request))) => {
+                    if !key_copied {
+                        *key = Bytes::copy_from_slice(key);
+                        entry.update(|state| state.blocked_on = Some(key.clone()));
+                        key_copied = true;
+                    }
                     // Kept for a while, so it must not pin the read buffer it was sliced from:
                     // then what is counted is what it holds.
                     let request = request.detach();
                     let size = request.detached_size() + std::mem::size_of::<(Input, usize)>();
                     self.deferred_bytes += size;
                     if self.deferred_bytes > shared.config.max_query_buffer_bytes {
-                        shared.core.wait_abandoned(ticket, now);
+                        shared.core.wait_abandoned(ticket, key, now);
                         let _ =
                             self.framed.feed((Reply::error(errors::PROTO_QUERY_BUFFER), self.session.protocol())).await;
                         break Err(Exit::ProtocolError(errors::PROTO_QUERY_BUFFER.to_owned()));
@@ -509,7 +518,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // Closed, broken, or garbage: the waiter leaves the queue. Garbage is answered with
                 // the protocol error (the wait itself gets no reply) and the connection closes.
                 Wake::Input(input) => {
-                    shared.core.wait_abandoned(ticket, now);
+                    shared.core.wait_abandoned(ticket, key, now);
                     match input {
                         Some(Err(CodecError::Protocol(message))) => {
                             let _ = self.framed.feed((Reply::error(message.clone()), self.session.protocol())).await;

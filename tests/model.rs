@@ -781,6 +781,8 @@ impl Model {
 
 struct Outstanding {
     ticket: WaitTicket,
+    /// The WAIT's key, in `KEYS`.
+    key: usize,
     id: TicketId,
     eager: bool,
 }
@@ -940,7 +942,7 @@ impl Harness {
                 match (got, want) {
                     (WaitStart::Ready(outcome), Ok(expected)) => self.same_outcome(&outcome, &expected),
                     (WaitStart::Blocked(ticket), Err(id)) => {
-                        self.slots[slot].waiting = Some(Outstanding { ticket, id, eager });
+                        self.slots[slot].waiting = Some(Outstanding { ticket, key, id, eager });
                         Ok(())
                     }
                     (WaitStart::Ready(outcome), Err(_)) => Err(format!("WAIT answered {outcome:?}, model blocks")),
@@ -1008,7 +1010,10 @@ impl Harness {
                 let Some(waiting) = self.slots[slot].waiting.take() else {
                     return Ok(());
                 };
-                let got = self.core.wait_timed_out(waiting.ticket, at(now)).map(|answer| answer.outcome);
+                let got = self
+                    .core
+                    .wait_timed_out(waiting.ticket, KEYS[waiting.key].as_bytes(), at(now))
+                    .map(|answer| answer.outcome);
                 let want = self.model.timed_out(waiting.id, now);
                 self.log.push(format!("t={now} slot {slot} WAIT times out -> {got:?}"));
                 match (got, want) {
@@ -1021,7 +1026,7 @@ impl Harness {
                 let closed = self.slots[slot].conn;
                 self.log.push(format!("t={now} slot {slot} (conn {closed}) disconnects"));
                 if let Some(waiting) = self.slots[slot].waiting.take() {
-                    self.core.wait_abandoned(waiting.ticket, at(now));
+                    self.core.wait_abandoned(waiting.ticket, KEYS[waiting.key].as_bytes(), at(now));
                     self.model.abandoned(waiting.id, now);
                 }
                 let keys: Vec<&[u8]> = KEYS.iter().map(|k| k.as_bytes()).collect();
@@ -1415,7 +1420,7 @@ fn abandoned_wait_does_not_release_a_lock_its_owner_was_told_of_elsewhere() {
     let stale = blocked(wait(&core, request("k", "a", 1, Some(51)), at(0)));
     core.expire(at(100)); // b's lease ends: the grant goes into a's unread WAIT on connection 1.
     let token = acquired(core.try_lock(request("k", "a", 2, None), false, at(100)));
-    core.wait_abandoned(stale, at(100));
+    core.wait_abandoned(stale, b"k", at(100));
     assert_eq!(holder_of(&core, "k", 100), Some(("a".to_owned(), token)), "a was told ACQUIRED {token}");
 }
 
@@ -1430,7 +1435,7 @@ fn abandoning_one_of_two_answered_waits_of_an_owner_keeps_the_lock() {
     let old = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     let mut new = blocked(wait(&core, request("k", "b", 3, None), at(0)));
     assert_eq!(core.unlock(b"k", b"c", first, Verdict::Failure { reason: None }, at(0)), UnlockOutcome::HandedOff);
-    core.wait_abandoned(old, at(0));
+    core.wait_abandoned(old, b"k", at(0));
     let token = match new.try_answer() {
         Some(WaitOutcome::Acquired { token }) => token,
         other => panic!("the WAIT on connection 3 is answered with the grant: {other:?}"),

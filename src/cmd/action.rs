@@ -6,6 +6,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::core::WaitTicket;
 use crate::reply::Reply;
 
@@ -26,6 +28,8 @@ pub(crate) enum Action {
     Replies(Vec<Reply>),
     /// A LOCK.WAIT that has to wait; None blocks until answered.
     Block {
+        /// As the request carried it: a slice of the connection's read buffer, not a copy.
+        key: Bytes,
         ticket: WaitTicket,
         timeout: Option<Duration>,
     },

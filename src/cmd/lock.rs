@@ -257,15 +257,15 @@ impl LockCommand {
             LockCommand::Wait(WaitLock { key, owner, timeout, lease_ms }) => {
                 let request = LockRequest { key: &key, owner: &owner, lease_ms, conn };
                 match core.wait_hashing_key(request, session.mailbox(), now) {
-                    (WaitStart::Ready(outcome), key) => {
+                    (WaitStart::Ready(outcome), hash) => {
                         if matches!(outcome, WaitOutcome::Acquired { .. }) {
-                            bound = Some(key);
+                            bound = Some(hash);
                         }
                         Action::Reply(Reply::from(outcome))
                     }
-                    (WaitStart::Blocked(ticket), key) => {
-                        bound = Some(key);
-                        Action::Block { ticket, timeout }
+                    (WaitStart::Blocked(ticket), hash) => {
+                        bound = Some(hash);
+                        Action::Block { key, ticket, timeout }
                     }
                     (WaitStart::QueueFull, _) => Action::Reply(Reply::error(errors::QUEUEFULL)),
                 }

@@ -282,7 +282,6 @@ impl LockCore {
             Ok(outcome) => WaitStart::Ready(outcome),
             Err(NotAnswered::QueueFull) => WaitStart::QueueFull,
             Err(NotAnswered::Blocked(blocked)) => WaitStart::Blocked(WaitTicket {
-                key: key.shared(),
                 place: blocked.place,
                 mailbox: Arc::clone(mailbox),
                 number: blocked.number,
@@ -290,12 +289,13 @@ impl LockCore {
         })
     }
 
-    /// The WAIT's timeout passed. Returns the answer it got in the meantime, if any (then that is
-    /// its reply, and a grant's hand-off latency counts from its `sent_at`); otherwise it is no
-    /// longer blocked and keeps its place for its queue lease.
-    pub fn wait_timed_out(&self, mut ticket: WaitTicket, now: Timestamp) -> Option<Answer> {
-        let key = Arc::clone(&ticket.key);
-        let unblocked = self.change_existing(&key, now, |state, key, ctx, now| {
+    /// The WAIT on `key` that `ticket` stands for timed out. Returns the answer it got in the
+    /// meantime, if any (then that is its reply, and a grant's hand-off latency counts from its
+    /// `sent_at`); otherwise it is no longer blocked and keeps its place for its queue lease.
+    ///
+    /// The ticket does not keep the key: the connection has it already, in the request it read.
+    pub fn wait_timed_out(&self, mut ticket: WaitTicket, key: &[u8], now: Timestamp) -> Option<Answer> {
+        let unblocked = self.change_existing(key, now, |state, key, ctx, now| {
             state.unblock(key, ticket.place, ticket.wait(), false, ctx, now)
         });
         // Not blocked any more: the answer was posted under the shard lock, so it is in the mailbox.
@@ -311,9 +311,8 @@ impl LockCore {
     /// The WAIT's connection closed (or the server is stopping): the owner leaves the queue. If a
     /// grant had already been sent to it, it is undelivered (see [`LockCore::grant_undelivered`]),
     /// in the same step.
-    pub fn wait_abandoned(&self, mut ticket: WaitTicket, now: Timestamp) {
-        let key = Arc::clone(&ticket.key);
-        self.change_existing(&key, now, |state, key, ctx, now| {
+    pub fn wait_abandoned(&self, mut ticket: WaitTicket, key: &[u8], now: Timestamp) {
+        self.change_existing(key, now, |state, key, ctx, now| {
             if state.unblock(key, ticket.place, ticket.wait(), true, ctx, now) {
                 return;
             }

@@ -53,7 +53,6 @@ pub struct Answer {
 /// refused, and the core takes its owner for gone.
 #[derive(Debug)]
 pub struct WaitTicket {
-    pub(crate) key: Arc<[u8]>,
     /// The owner's place in the key's line when it blocked.
     pub(crate) place: u64,
     /// The mailbox of the connection the WAIT blocks on, and the number the WAIT opened it under.
@@ -62,10 +61,6 @@ pub struct WaitTicket {
 }
 
 impl WaitTicket {
-    pub(crate) fn key(&self) -> &Arc<[u8]> {
-        &self.key
-    }
-
     pub(crate) fn conn(&self) -> ConnId {
         self.mailbox.conn()
     }

@@ -8,9 +8,10 @@
 //! each place that runs out cost O(log n) in the line's length.
 
 use std::collections::BTreeSet;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
 
 use super::ConnId;
@@ -96,7 +97,7 @@ impl Waiter {
     /// What this waiter takes in its line: its node, its owner, its entries in the indexes, and
     /// its blocked WAITs.
     fn footprint(&self) -> usize {
-        let indexes = size_of::<(Arc<[u8]>, Place)>()
+        let indexes = size_of::<Place>()
             + 1
             + size_of::<(ConnId, Place)>()
             + if self.is_blocked() { 0 } else { size_of::<(u64, Place)>() };
@@ -152,7 +153,10 @@ pub(crate) const PLACE_BYTES: usize = 24;
 pub(crate) struct Queue {
     line: RankedMap<Waiter>,
     next_place: Place,
-    owners: HashMap<Arc<[u8]>, Place>,
+    /// Each waiter's place, hashed by its owner, whose bytes stay in the line: 8 bytes an entry
+    /// where keying a map by the owner took 24.
+    owners: HashTable<Place>,
+    hasher: DefaultHashBuilder,
     /// The bytes of every owner in line.
     owner_bytes: usize,
     indexes: Indexes,
@@ -183,7 +187,8 @@ impl Queue {
     }
 
     pub(crate) fn place_of(&self, owner: &[u8]) -> Option<Place> {
-        self.owners.get(owner).copied()
+        let is_owner = |place: &Place| self.line.get(*place).is_some_and(|waiter| *waiter.owner == *owner);
+        self.owners.find(self.hasher.hash_one(owner), is_owner).copied()
     }
 
     /// The owners' bytes and [`PLACE_BYTES`] per place: what one change per place takes, about.
@@ -199,10 +204,13 @@ impl Queue {
     pub(crate) fn join(&mut self, waiter: Waiter) -> Place {
         let place = self.next_place;
         self.next_place += 1;
-        self.owners.insert(Arc::clone(&waiter.owner), place);
+        let hash = self.hasher.hash_one(&*waiter.owner);
         self.owner_bytes += waiter.owner.len();
         self.indexes.add(place, &waiter);
         self.line.insert(place, waiter);
+        let Queue { line, owners, hasher, .. } = self;
+        let rehash = |place: &Place| line.get(*place).map_or(0, |waiter| hasher.hash_one(&*waiter.owner));
+        owners.insert_unique(hash, place, rehash);
         place
     }
 
@@ -282,8 +290,11 @@ impl Queue {
         Some(waiter)
     }
 
+    /// Drops the indexes' entries of `waiter`, already taken out of the line.
     fn forget(&mut self, place: Place, waiter: &Waiter) {
-        self.owners.remove(&waiter.owner);
+        if let Ok(entry) = self.owners.find_entry(self.hasher.hash_one(&*waiter.owner), |other| *other == place) {
+            entry.remove();
+        }
         self.owner_bytes -= waiter.owner.len();
         self.indexes.remove(place, waiter);
     }

@@ -211,7 +211,7 @@ fn timed_out_wait_keeps_its_place_and_can_wait_again() {
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
     let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     blocked(wait(&core, request("k", "c", 3, None), at(0)));
-    assert_eq!(core.wait_timed_out(b, at(100)), None);
+    assert_eq!(core.wait_timed_out(b, b"k", at(100)), None);
     assert_eq!(core.info(b"k", at(100), usize::MAX).unwrap().queue[0].as_ref(), b"b");
     let mut b = blocked(wait(&core, request("k", "b", 2, None), at(150)));
     core.unlock(b"k", b"a", token, failure(), at(200));
@@ -236,7 +236,7 @@ fn timeout_racing_a_grant_returns_the_grant() {
     let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     core.unlock(b"k", b"a", token, failure(), at(10));
     // The grant was sent before the timeout was processed: the timeout must yield it.
-    assert!(matches!(core.wait_timed_out(b, at(10)), Some(Answer { outcome: WaitOutcome::Acquired { .. }, .. })));
+    assert!(matches!(core.wait_timed_out(b, b"k", at(10)), Some(Answer { outcome: WaitOutcome::Acquired { .. }, .. })));
     assert_eq!(core.info(b"k", at(10), usize::MAX).unwrap().holder.unwrap().owner.as_ref(), b"b");
 }
 
@@ -246,7 +246,7 @@ fn abandoned_waiter_is_never_granted() {
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
     let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     let mut c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
-    core.wait_abandoned(b, at(5));
+    core.wait_abandoned(b, b"k", at(5));
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(10)), UnlockOutcome::HandedOff);
     assert!(matches!(c.try_answer(), Some(WaitOutcome::Acquired { .. })));
 }
@@ -258,7 +258,7 @@ fn grant_sent_to_a_waiter_that_then_disconnects_passes_on() {
     let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     let mut c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
     core.unlock(b"k", b"a", token, failure(), at(10));
-    core.wait_abandoned(b, at(11));
+    core.wait_abandoned(b, b"k", at(11));
     assert!(matches!(c.try_answer(), Some(WaitOutcome::Acquired { .. })));
     assert_eq!(core.info(b"k", at(11), usize::MAX).unwrap().holder.unwrap().owner.as_ref(), b"c");
 }
@@ -394,7 +394,7 @@ fn head_granted_after_its_wait_timed_out_is_bound_to_the_connection_it_waited_on
     let core = core();
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
     let b = blocked(wait(&core, request("k", "b", 5, None), at(0)));
-    assert_eq!(core.wait_timed_out(b, at(10)), None);
+    assert_eq!(core.wait_timed_out(b, b"k", at(10)), None);
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(20)), UnlockOutcome::HandedOff);
     assert!(core.bound_to_conn(core.key_hash(b"k"), conn(5)));
     release_connection(&core, conn(5), [&b"k"[..]], at(30));
@@ -498,7 +498,7 @@ fn a_departed_waiter_is_never_granted() {
     let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
     let departed = blocked(wait(&core, request("k", "d", 2, None), at(0)));
     let mut next = blocked(wait(&core, request("k", "n", 3, None), at(0)));
-    assert_eq!(core.wait_timed_out(departed, at(10)), None);
+    assert_eq!(core.wait_timed_out(departed, b"k", at(10)), None);
     release_connection(&core, conn(2), [&b"k"[..]], at(20));
     assert_eq!(core.unlock(b"k", b"h", token, failure(), at(30)), UnlockOutcome::HandedOff);
     assert!(granted(&mut next).is_some(), "the waiter behind the departed owner is granted");
@@ -513,7 +513,7 @@ fn a_closed_connection_keeps_the_place_of_an_owner_blocked_elsewhere() {
     assert_eq!(core.try_lock(request("k", "o", 2, None), false, at(5)), TryOutcome::Queued { position: 1 });
     release_connection(&core, conn(2), [&b"k"[..]], at(10));
     assert_eq!(core.info(b"k", at(10), usize::MAX).unwrap().queue, vec![Arc::from(&b"o"[..])]);
-    assert_eq!(core.wait_timed_out(waiting, at(20)), None);
+    assert_eq!(core.wait_timed_out(waiting, b"k", at(20)), None);
     assert_eq!(core.unlock(b"k", b"h", token, failure(), at(30)), UnlockOutcome::HandedOff);
     assert!(core.bound_to_conn(core.key_hash(b"k"), conn(3)), "the grant binds to the connection still open");
     release_connection(&core, conn(3), [&b"k"[..]], at(40));
@@ -528,7 +528,7 @@ fn an_abandoned_wait_leaves_a_place_renewed_elsewhere() {
     let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
     let waiting = blocked(wait(&core, request("k", "o", 3, None), at(0)));
     assert_eq!(core.try_lock(request("k", "o", 2, None), false, at(5)), TryOutcome::Queued { position: 1 });
-    core.wait_abandoned(waiting, at(10));
+    core.wait_abandoned(waiting, b"k", at(10));
     release_connection(&core, conn(3), [&b"k"[..]], at(10));
     assert_eq!(core.info(b"k", at(10), usize::MAX).unwrap().queue, vec![Arc::from(&b"o"[..])]);
     assert_eq!(core.unlock(b"k", b"h", token, failure(), at(20)), UnlockOutcome::HandedOff);
@@ -657,7 +657,7 @@ fn gauges_follow_every_change_and_match_a_recount() {
     // b's place runs out at t=50: it leaves through the expiry driver, not a request.
     core.expire(at(50));
     assert_eq!(core.gauges(), gauges(2, 2, 1, 1));
-    assert_eq!(core.wait_timed_out(c, at(60)), None);
+    assert_eq!(core.wait_timed_out(c, b"k1", at(60)), None);
     assert_eq!(core.gauges(), gauges(2, 2, 1, 0));
     assert_eq!(
         core.unlock(b"k1", b"a", a, success(Some("r"), Some(500)), at(70)),
@@ -710,12 +710,12 @@ fn unblocking_in_the_middle_of_a_long_line() {
     }
     let waiting = blocked(wait(&core, request("k", "w500", 3, Some(60_000)), at(0)));
     assert_eq!(core.info(b"k", at(0), 0).unwrap().blocked, 1);
-    assert_eq!(core.wait_timed_out(waiting, at(10)), None);
+    assert_eq!(core.wait_timed_out(waiting, b"k", at(10)), None);
     let info = core.info(b"k", at(10), 0).unwrap();
     assert_eq!((info.waiters, info.blocked), (1_000, 0));
     assert_eq!(core.try_lock(request("k", "w500", 3, None), false, at(10)), TryOutcome::Queued { position: 501 });
     let mut again = blocked(wait(&core, request("k", "w500", 3, None), at(11)));
-    core.wait_abandoned(blocked(wait(&core, request("k", "w999", 4, None), at(11))), at(12));
+    core.wait_abandoned(blocked(wait(&core, request("k", "w999", 4, None), at(11))), b"k", at(12));
     assert_eq!(core.info(b"k", at(12), 0).unwrap().waiters, 999, "an abandoned WAIT takes its owner out");
     assert_eq!(core.try_lock(request("k", "w998", 2, None), false, at(12)), TryOutcome::Queued { position: 999 });
     assert!(again.try_answer().is_none());

@@ -283,6 +283,41 @@ async fn commands_pipelined_behind_a_blocked_wait_are_answered_after_it() {
     server.stop().await.unwrap();
 }
 
+/// A blocked WAIT keeps its key as a slice of the connection's read buffer; input arriving
+/// meanwhile that does not fit that buffer moves the connection to a new one, and the WAIT copies
+/// its key then. The key must come through intact: CLIENT LIST shows it, and the WAIT's end (a
+/// CLIENT UNBLOCK, then a grant to the re-sent WAIT) finds its place in that key's line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_wait_keeps_its_key_when_input_behind_it_needs_a_new_read_buffer() {
+    let server = start().await;
+    let mut ctl = Raw::connect(server.addr).await;
+    let key = "pull:sha256:4f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let token = cmd_out(&mut ctl, args!["LOCK.TRY", key, "holder"]).await.token();
+    let mut w = Raw::connect(server.addr).await;
+    w.write(&encode(&args!["CLIENT", "ID"])).await;
+    let Resp::Int(id) = w.read().await else { panic!("CLIENT ID is an integer") };
+    w.write(&encode(&args!["LOCK.WAIT", key, "w", 0])).await;
+    ctl.wait_blocked(key, 1).await;
+    let big = "x".repeat(64 * 1024);
+    let mut behind = encode(&args!["ECHO", big.as_str()]);
+    behind.extend(encode(&args!["LOCK.WAIT", key, "w", 0]));
+    w.write(&behind).await;
+    // Nothing the server answers tells when it has read input behind a blocked WAIT; a generous
+    // pause lets it (were it not read yet, the checks below would still hold, without the copy).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let list = ctl.cmd(args!["CLIENT", "LIST", "ID", id]).await.text();
+    assert!(list.trim_end().ends_with(&format!(" lock={key}")), "the blocked key is still shown whole: {list:?}");
+    assert_eq!(ctl.cmd(args!["CLIENT", "UNBLOCK", id]).await, Resp::Int(1));
+    assert!(w.read().await.is_nil(), "UNBLOCK ends the WAIT like its timeout");
+    assert_eq!(w.read().await, Resp::Bulk(big.into_bytes()));
+    ctl.wait_blocked(key, 1).await;
+    assert_eq!(ctl.cmd(args!["LOCK.UNLOCK", key, "holder", token, "FAILURE"]).await, Resp::Int(1));
+    let granted = read_out(&mut w).await.token();
+    let info = KeyInfo::from_resp(&ctl.cmd(args!["LOCK.INFO", key]).await);
+    assert_eq!((info.holder.as_deref(), info.token), (Some("w"), Some(granted)), "{info:?}");
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_pipelined_behind_a_wait_that_times_out_run_after_the_nil() {
     let server = start().await;
