@@ -154,7 +154,7 @@ pub(crate) struct Queue {
     line: RankedMap<Waiter>,
     next_place: Place,
     /// Each waiter's place, hashed by its owner, whose bytes stay in the line: 8 bytes an entry
-    /// where keying a map by the owner took 24.
+    /// where keying a map by the owner took 24. Never left to rehash itself (see `index_owner`).
     owners: HashTable<Place>,
     hasher: DefaultHashBuilder,
     /// The bytes of every owner in line.
@@ -208,10 +208,30 @@ impl Queue {
         self.owner_bytes += waiter.owner.len();
         self.indexes.add(place, &waiter);
         self.line.insert(place, waiter);
-        let Queue { line, owners, hasher, .. } = self;
-        let rehash = |place: &Place| line.get(*place).map_or(0, |waiter| hasher.hash_one(&*waiter.owner));
-        owners.insert_unique(hash, place, rehash);
+        self.index_owner(hash, place);
         place
+    }
+
+    /// Adds the owner at `place`, whose owner hashes to `hash`, to the owner index. Its entries
+    /// hold no owner, so the table rehashing itself (when it grows, or to clear the tombstones of
+    /// a churning line) would look each owner up in the line's tree: n lookups of log n steps
+    /// under the shard lock. It is rebuilt instead, when full, from one walk of the line: O(n),
+    /// as a table keyed by owners took, once every so many joins, at the size hashbrown would
+    /// grow to.
+    fn index_owner(&mut self, hash: u64, place: Place) {
+        let Queue { line, owners, hasher, .. } = self;
+        // Called only if there were no room: correct, just slow.
+        let rehash = |place: &Place| line.get(*place).map_or(0, |waiter| hasher.hash_one(&*waiter.owner));
+        if owners.len() == owners.capacity() {
+            // Full means 7/8 of a power of two buckets in use: twice that is the next power of two.
+            let mut rebuilt = HashTable::with_capacity((2 * owners.len()).max(4));
+            for (place, waiter) in line.iter() {
+                rebuilt.insert_unique(hasher.hash_one(&*waiter.owner), place, rehash);
+            }
+            *owners = rebuilt;
+        } else {
+            owners.insert_unique(hash, place, rehash);
+        }
     }
 
     /// The one way a waiter in line changes, so that the indexes follow it.
@@ -356,5 +376,58 @@ impl Queue {
     /// Whether a grant may bind to `conn`: a place it refreshed last or a WAIT blocked on it.
     pub(crate) fn bound_to_conn(&self, conn: ConnId) -> bool {
         self.places_bound_to(conn).next().is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::testing::conn;
+
+    fn waiter(owner: &str) -> Waiter {
+        Waiter {
+            owner: Arc::from(owner.as_bytes()),
+            lease_ms: 1000,
+            expires_at: 0,
+            blockers: Blockers::new(),
+            conn: conn(1),
+        }
+    }
+
+    /// The owner index is rebuilt from the line whenever it fills, by growth or by the tombstones
+    /// of owners leaving: every owner in line must still be found at its place, and none that left.
+    #[test]
+    fn owners_are_found_through_growth_and_churn() {
+        let mut queue = Queue::default();
+        let mut places: Vec<(String, Place)> = Vec::new();
+        let mut rebuilds = 0;
+        let mut join = |queue: &mut Queue, places: &mut Vec<(String, Place)>, owner: String| {
+            let full = queue.owners.len() == queue.owners.capacity();
+            let place = queue.join(waiter(&owner));
+            places.push((owner, place));
+            if full {
+                rebuilds += 1;
+                for (owner, place) in places.iter() {
+                    assert_eq!(queue.place_of(owner.as_bytes()), Some(*place), "{owner} after rebuild {rebuilds}");
+                }
+            }
+        };
+        for i in 0..5_000 {
+            join(&mut queue, &mut places, format!("o{i}"));
+        }
+        // Leave from the head and the middle while others join at the tail: the line stays long
+        // while its index fills with tombstones.
+        for round in 0..20_000 {
+            let (owner, place) = places.remove(if round % 2 == 0 { 0 } else { places.len() / 2 });
+            assert_eq!(queue.remove(place).map(|left| left.owner), Some(Arc::from(owner.as_bytes())));
+            assert_eq!(queue.place_of(owner.as_bytes()), None, "{owner} left");
+            join(&mut queue, &mut places, format!("n{round}"));
+        }
+        assert!(rebuilds >= 8, "growth and churn filled the index {rebuilds} times");
+        assert_eq!(queue.len(), places.len());
+        for (owner, place) in &places {
+            assert_eq!(queue.place_of(owner.as_bytes()), Some(*place), "{owner}");
+        }
+        assert!(queue.owners.capacity() <= 4 * places.len(), "the index is sized to the line, not to its history");
     }
 }

@@ -224,11 +224,16 @@ impl<V> RankedMap<V> {
         smaller as usize
     }
 
+    /// The entries in key order.
+    pub(crate) fn iter(&self) -> Iter<'_, V> {
+        let mut iter = Iter { path: Vec::new() };
+        iter.descend_left(&self.root);
+        iter
+    }
+
     /// The values in key order.
-    pub(crate) fn values(&self) -> Values<'_, V> {
-        let mut values = Values { path: Vec::new() };
-        values.descend_left(&self.root);
-        values
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+        self.iter().map(|(_, value)| value)
     }
 
     /// Empties the map, handing out its values in key order.
@@ -240,11 +245,11 @@ impl<V> RankedMap<V> {
 }
 
 /// In-order traversal; the path holds the nodes whose left side is done.
-pub(crate) struct Values<'a, V> {
+pub(crate) struct Iter<'a, V> {
     path: Vec<&'a Node<V>>,
 }
 
-impl<'a, V> Values<'a, V> {
+impl<'a, V> Iter<'a, V> {
     fn descend_left(&mut self, mut link: &'a Link<V>) {
         while let Some(node) = link {
             self.path.push(node);
@@ -253,13 +258,13 @@ impl<'a, V> Values<'a, V> {
     }
 }
 
-impl<'a, V> Iterator for Values<'a, V> {
-    type Item = &'a V;
+impl<'a, V> Iterator for Iter<'a, V> {
+    type Item = (u64, &'a V);
 
-    fn next(&mut self) -> Option<&'a V> {
+    fn next(&mut self) -> Option<(u64, &'a V)> {
         let node = self.path.pop()?;
         self.descend_left(&node.right);
-        Some(&node.value)
+        Some((node.key, &node.value))
     }
 }
 
