@@ -7,6 +7,12 @@
 //! so a blocker left behind by an earlier WAIT (one whose ticket was dropped without being handed
 //! back) can never answer a later one: its delivery finds the mailbox open for another number and
 //! fails, exactly as a send on a dropped oneshot did, and the core treats that owner as gone.
+//!
+//! The race between a grant and the WAIT's timeout or disconnect is settled as before: the core
+//! posts under the shard lock, and a WAIT that gives up first asks the core, under the same lock,
+//! to take its blocker out; only when that finds none does it take the letter. tokio's channels
+//! did not fit: a oneshot is spent by one answer, an mpsc channel allocates a block of 32 slots,
+//! and a watch channel cannot tell its sender whether this WAIT is still listening.
 
 use std::future::poll_fn;
 use std::task::Poll;
