@@ -94,6 +94,7 @@ impl Shared {
             blocked_clients: stats.blocked_clients.load(Ordering::Relaxed),
             ops_per_sec: self.metrics.instantaneous_ops_per_sec(),
             handoff: self.metrics.handoff_latency(),
+            journal: self.persistence.as_ref().map(Persistence::figures),
         }
     }
 }

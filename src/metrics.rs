@@ -95,7 +95,7 @@ impl Metrics {
 }
 
 /// Every figure the Prometheus endpoint exports, read at one moment.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Figures {
     pub(crate) core: CoreStats,
     pub(crate) connections_received: u64,
@@ -105,6 +105,21 @@ pub(crate) struct Figures {
     pub(crate) blocked_clients: u64,
     pub(crate) ops_per_sec: u64,
     pub(crate) handoff: HandoffLatency,
+    /// None without a journal (`--appendonly no`).
+    pub(crate) journal: Option<JournalFigures>,
+}
+
+/// What the journal has done since the server started.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct JournalFigures {
+    pub(crate) records_written: u64,
+    pub(crate) bytes_written: u64,
+    /// Rewrites of the journal as a snapshot (compactions) that completed.
+    pub(crate) rewrites: u64,
+    pub(crate) fsyncs: u64,
+    pub(crate) fsync_seconds: f64,
+    /// (upper bound in seconds, fsyncs that took at most that long), bounds ascending.
+    pub(crate) fsync_buckets: Vec<(f64, u64)>,
 }
 
 /// The Prometheus text page, recorded from the figures when it is asked for: nothing is
@@ -126,7 +141,11 @@ impl Prometheus {
     /// The page for `figures`.
     pub(crate) fn render(&self, figures: &Figures) -> String {
         self.publish(figures);
-        self.handle.render()
+        let mut page = self.handle.render();
+        if let Some(journal) = &figures.journal {
+            page.push_str(&fsync_histogram(journal));
+        }
+        page
     }
 
     /// Copies the figures into the recorder (counters as absolute values).
@@ -166,8 +185,31 @@ impl Prometheus {
                 metrics::gauge!("baton_handoff_latency_seconds", "quantile" => quantile).set(micros as f64 / 1e6);
             }
             metrics::counter!("baton_handoff_latency_samples_total").absolute(latency.count);
+            if let Some(journal) = &figures.journal {
+                let counters = [
+                    ("baton_journal_records_written_total", journal.records_written),
+                    ("baton_journal_bytes_written_total", journal.bytes_written),
+                    ("baton_journal_rewrites_total", journal.rewrites),
+                ];
+                for (name, value) in counters {
+                    metrics::counter!(name).absolute(value);
+                }
+            }
         });
     }
+}
+
+/// `baton_journal_fsync_seconds` in Prometheus's histogram format. Written out here: the page's
+/// recorder is given figures when scraped, and a histogram there could only be fed samples.
+fn fsync_histogram(journal: &JournalFigures) -> String {
+    let name = "baton_journal_fsync_seconds";
+    let mut text = format!("# HELP {name} Time each fsync of the journal took.\n# TYPE {name} histogram\n");
+    for (bound, count) in &journal.fsync_buckets {
+        text.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {count}\n"));
+    }
+    text.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {}\n", journal.fsyncs));
+    text.push_str(&format!("{name}_sum {}\n{name}_count {}\n", journal.fsync_seconds, journal.fsyncs));
+    text
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::context::Shared;
 use crate::core::{ChangeSink, Clock};
-use crate::journal::{Journal, JournalOptions, LogStatus, Lsn, Recovery, Restored};
+use crate::journal::{FSYNC_BUCKETS_US, Journal, JournalOptions, LogStatus, Lsn, Recovery, Restored};
+use crate::metrics::JournalFigures;
 
 pub(crate) struct Persistence {
     journal: Arc<Journal>,
@@ -32,6 +33,9 @@ struct RewriteState {
     requested: bool,
     last_ok: Option<bool>,
     last_took: Option<Duration>,
+    /// Rewrites completed: counted here, with `in_progress` cleared under the same lock, so that
+    /// INFO never shows a new snapshot while the rewrite still shows as running.
+    completed: u64,
 }
 
 impl Persistence {
@@ -132,6 +136,28 @@ impl Persistence {
         }
     }
 
+    /// For the Prometheus page.
+    pub(crate) fn figures(&self) -> JournalFigures {
+        let status = self.journal.log().status();
+        let mut fsyncs_so_far = 0;
+        let fsync_buckets = FSYNC_BUCKETS_US
+            .iter()
+            .zip(status.fsync_buckets)
+            .map(|(bound_us, count)| {
+                fsyncs_so_far += count;
+                (*bound_us as f64 / 1e6, fsyncs_so_far)
+            })
+            .collect();
+        JournalFigures {
+            records_written: status.records_written,
+            bytes_written: status.bytes_written,
+            rewrites: self.rewrite.lock().completed,
+            fsyncs: status.fsyncs,
+            fsync_seconds: status.fsync_total.as_secs_f64(),
+            fsync_buckets,
+        }
+    }
+
     /// `grants_paused_ms`: how long grants stay paused after an OS crash (the core knows).
     pub(crate) fn info_fields(&self, grants_paused_ms: u64) -> Vec<(&'static str, String)> {
         let status: LogStatus = self.journal.log().status();
@@ -168,7 +194,7 @@ impl Persistence {
             ("journal_fsync_avg_usec", (status.fsync_total.as_micros() / u128::from(status.fsyncs.max(1))).to_string()),
             ("journal_fsync_max_usec", status.fsync_max.as_micros().to_string()),
             ("journal_last_fsync_unix", status.last_fsync_unix_secs.unwrap_or(0).to_string()),
-            ("journal_snapshots_written", status.snapshots_written.to_string()),
+            ("journal_snapshots_written", rewrite.completed.to_string()),
             ("journal_write_error", status.write_failure.map(|f| f.error.to_string()).unwrap_or_default()),
             ("loading_loaded_records", restored.records.to_string()),
             ("loading_loaded_keys", restored.keys.to_string()),
@@ -263,6 +289,7 @@ pub(crate) async fn rewrite_when_grown(shared: Arc<Shared>) {
         }
         let mut rewrite = persistence.rewrite.lock();
         rewrite.in_progress = false;
+        rewrite.completed += u64::from(result.is_ok());
         rewrite.last_ok = Some(result.is_ok());
         rewrite.last_took = Some(took);
     }

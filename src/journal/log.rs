@@ -37,6 +37,11 @@ pub(crate) struct LogOptions {
 }
 
 /// For INFO `# Persistence` and the Prometheus endpoint.
+/// The upper bounds, in microseconds, of the buckets of fsync latency that Prometheus is shown
+/// (INFO shows the count, the average and the maximum).
+pub(crate) const FSYNC_BUCKETS_US: [u64; 12] =
+    [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000];
+
 #[derive(Debug, Clone)]
 pub(crate) struct LogStatus {
     pub(crate) policy: FsyncPolicy,
@@ -57,9 +62,10 @@ pub(crate) struct LogStatus {
     pub(crate) fsyncs: u64,
     pub(crate) fsync_total: Duration,
     pub(crate) fsync_max: Duration,
+    /// See `Counters::fsync_buckets`.
+    pub(crate) fsync_buckets: [u64; FSYNC_BUCKETS_US.len()],
     pub(crate) bytes_written: u64,
     pub(crate) records_written: u64,
-    pub(crate) snapshots_written: u64,
     pub(crate) current_segment: PathBuf,
     /// The current segment is known to be fsynced up to this byte offset: a power-loss test
     /// truncates it there.
@@ -281,7 +287,7 @@ impl Log {
             fsync_max: Duration::from_nanos(counters.fsync_nanos_max.load(Ordering::Relaxed)),
             bytes_written: counters.bytes_written.load(Ordering::Relaxed),
             records_written: counters.records_written.load(Ordering::Relaxed),
-            snapshots_written: counters.snapshots_written.load(Ordering::Relaxed),
+            fsync_buckets: counters.fsync_buckets.each_ref().map(|count| count.load(Ordering::Relaxed)),
             current_segment: files.current_path.clone(),
             current_segment_synced_bytes: files.current_synced_len,
         }

@@ -28,7 +28,7 @@ pub(crate) use durable::unix_ms;
 pub(crate) use durable::{Journal, JournalOptions, Restored};
 pub(crate) use error::LogError;
 pub(crate) use frame::{NextRecord, RecordReader, encode_record};
-pub(crate) use log::{FsyncPolicy, Log, LogOptions, LogStatus};
+pub(crate) use log::{FSYNC_BUCKETS_US, FsyncPolicy, Log, LogOptions, LogStatus};
 pub(crate) use record::{
     MAX_QUEUE_BYTES, Record, SNAPSHOT_PAYLOAD_BYTES, WallClock, encode_live_batch, encode_snapshot_batches,
 };

@@ -73,7 +73,6 @@ impl SnapshotWriter {
         let path = self.dir.snapshot_path();
         std::fs::rename(&self.temp_path, &path).map_err(|e| self.error("renaming", e))?;
         self.dir.sync().map_err(|e| LogError::io(format!("syncing {}", self.dir.path().display()), e))?;
-        self.shared.counters.snapshots_written.fetch_add(1, Ordering::Relaxed);
         self.shared.files.lock().snapshot_bytes = snapshot_bytes;
         self.remove_replaced_segments(replay_from)
     }

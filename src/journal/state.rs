@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use super::Lsn;
 use super::error::{LogError, WriteFailure};
-use super::log::FsyncPolicy;
+use super::log::{FSYNC_BUCKETS_US, FsyncPolicy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stop {
@@ -89,7 +89,9 @@ pub(crate) struct Counters {
     pub(crate) last_fsync_unix_secs: AtomicU64,
     pub(crate) bytes_written: AtomicU64,
     pub(crate) records_written: AtomicU64,
-    pub(crate) snapshots_written: AtomicU64,
+    /// Fsyncs by latency: entry i counts those that took at most `FSYNC_BUCKETS_US[i]` and more
+    /// than the bound before it (the slower ones are counted only in `fsyncs`).
+    pub(crate) fsync_buckets: [AtomicU64; FSYNC_BUCKETS_US.len()],
     /// Records taken from `pending` that the writer has not written yet (while failing).
     pub(crate) backlog_bytes: AtomicU64,
 }
@@ -255,7 +257,10 @@ impl Shared {
         counters.fsync_nanos_max.fetch_max(nanos, Ordering::Relaxed);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         counters.last_fsync_unix_secs.store(now, Ordering::Relaxed);
-        metrics::histogram!("baton_journal_fsync_seconds").record(took.as_secs_f64());
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        if let Some(bucket) = FSYNC_BUCKETS_US.iter().position(|bound| micros <= *bound) {
+            counters.fsync_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A test's stand-in for a full or failing disk: the next writes and fsyncs fail with it.

@@ -299,7 +299,6 @@ fn a_snapshot_replaces_older_segments_and_recovery_replays_after_it() {
     snapshot.finish(60).unwrap();
     append_all(&log, &payloads[100..]);
     let status = log.status();
-    assert_eq!(status.snapshots_written, 1);
     assert!(status.snapshot_bytes > 0 && status.disk_bytes > status.snapshot_bytes);
 
     let remaining = segment_files(temp.path());
