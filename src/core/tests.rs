@@ -273,6 +273,31 @@ fn dropped_receiver_is_skipped_at_hand_off() {
     assert!(matches!(c.try_answer(), Some(WaitOutcome::Acquired { .. })));
 }
 
+/// A server connection has one mailbox for all its WAITs. A WAIT whose ticket was dropped without
+/// being handed back (the server stopping) leaves its blocker in line; the connection's next WAIT
+/// reopens the mailbox. A grant meant for the old blocker must not answer the new WAIT (on another
+/// key): the old owner is skipped as gone, and the new WAIT gets only its own key's grant.
+#[test]
+fn a_blocker_left_by_an_earlier_wait_never_answers_the_connections_next_wait() {
+    let core = core();
+    let mailbox = Arc::new(Mailbox::new(conn(2)));
+    let first = acquired(core.try_lock(request("first", "h", 1, None), false, at(0)));
+    let second = acquired(core.try_lock(request("second", "h", 1, None), false, at(0)));
+    drop(blocked(core.wait(request("first", "w", 2, None), &mailbox, at(0))));
+    let mut now_waiting = blocked(core.wait(request("second", "w", 2, None), &mailbox, at(1)));
+    let mut behind = blocked(wait(&core, request("first", "x", 3, None), at(2)));
+
+    assert_eq!(core.unlock(b"first", b"h", first, failure(), at(10)), UnlockOutcome::HandedOff);
+    assert!(!now_waiting.has_answer(), "the grant of `first` went nowhere near the WAIT on `second`");
+    assert!(granted(&mut behind).is_some(), "the owner whose WAIT was dropped is skipped");
+    assert_eq!(core.info(b"first", at(10), usize::MAX).unwrap().holder.unwrap().owner.as_ref(), b"x");
+
+    assert_eq!(core.unlock(b"second", b"h", second, failure(), at(20)), UnlockOutcome::HandedOff);
+    let token = granted(&mut now_waiting).expect("the WAIT on `second` gets its own grant");
+    let holder = core.info(b"second", at(20), usize::MAX).unwrap().holder.unwrap();
+    assert_eq!((holder.owner.as_ref(), holder.token), (&b"w"[..], token));
+}
+
 #[test]
 fn cancel_leaves_the_queue() {
     let core = core();
