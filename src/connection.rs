@@ -551,7 +551,7 @@ async fn write_slowly(
 }
 
 /// How a blocked WAIT ended: its reply, with the token when it grants the lock, and when the
-/// core sent that grant (if it came through the channel: hand-off latency counts from there).
+/// core sent that grant (if it came through the mailbox: hand-off latency counts from there).
 struct WaitEnd {
     reply: Reply,
     token: Option<u64>,

@@ -623,7 +623,7 @@ impl LockCore {
         }
     }
 
-    /// Forgets every key, answering nobody: blocked waiters find their answer channel closed.
+    /// Forgets every key, answering nobody: blocked waiters are told their WAIT was withdrawn.
     /// A cluster node that stops leading does this, because its live core may hold changes that
     /// will never commit; it is rebuilt from the committed state if the node leads again.
     pub fn reset(&self, token_seed: u64) {

@@ -41,7 +41,7 @@ pub fn blocked(start: WaitStart) -> WaitTicket {
     }
 }
 
-/// The token of the grant waiting in a blocked WAIT's channel, if that is what it holds.
+/// The token of the grant waiting in a blocked WAIT's mailbox, if that is what it holds.
 pub fn granted(ticket: &mut WaitTicket) -> Option<u64> {
     match ticket.try_answer() {
         Some(WaitOutcome::Acquired { token }) => Some(token),

@@ -264,7 +264,7 @@ fn grant_sent_to_a_waiter_that_then_disconnects_passes_on() {
 }
 
 #[test]
-fn dropped_receiver_is_skipped_at_hand_off() {
+fn a_dropped_ticket_is_skipped_at_hand_off() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
     drop(blocked(wait(&core, request("k", "b", 2, None), at(0))));
@@ -635,7 +635,7 @@ fn a_closed_connection_that_read_the_grant_is_not_a_fallback() {
     assert_eq!(info.last_failure.as_deref(), Some(&b"waiter connection closed before the grant reached it"[..]));
 }
 
-/// The connection task took the grant out of its channel but the client had gone: the reply was
+/// The connection task took the grant out of its mailbox but the client had gone: the reply was
 /// never written, and the failure says so.
 #[test]
 fn a_grant_that_never_reached_its_client_passes_on() {
