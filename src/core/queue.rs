@@ -21,7 +21,7 @@ use super::outcome::Answer;
 use super::ranked::RankedMap;
 
 /// Where an owner stands in one key's line: the order in which it joined. Never reused while the
-/// line exists, so a stale one finds nobody or is told apart by its wait id.
+/// line exists, so a stale one finds nobody or is told apart by its WAIT's number.
 pub(crate) type Place = u64;
 
 /// One blocked LOCK.WAIT call: its connection's mailbox and the number the WAIT opened it under.
