@@ -167,7 +167,9 @@ impl KeyState {
     pub(crate) fn settle(&mut self, key: &StepKey<'_>, ctx: &mut ShardCtx, now: Timestamp) {
         if let Some(extra) = self.extra.as_deref_mut() {
             let record = &mut ctx.record;
-            extra.queue.drop_expired(now.ms(), |owner| record.record(|| Change::Leave { key: key.shared(), owner }));
+            extra.queue.drop_expired(now.ms(), |owner| {
+                record.record(|| Change::Leave { key: key.shared(), owner: Arc::from(owner) });
+            });
             if extra.completion.as_ref().is_some_and(|(_, until)| *until <= now.ms()) {
                 extra.completion = None;
                 record.record(|| Change::Unkeep { key: key.shared() });
@@ -293,16 +295,23 @@ impl KeyState {
         if weight + claim.owner.len() + PLACE_BYTES > claim.max_queue_bytes && self.place_of(claim.owner).is_none() {
             return None;
         }
-        let owner = ctx.owner_arc(claim.owner);
-        let place = self.join_or_renew(Arc::clone(&owner), claim.lease_ms, claim.conn, now);
-        ctx.record.record(|| Change::Join { key: key.shared(), owner, lease_ms: claim.lease_ms });
+        let place = self.join_or_renew(claim.owner, claim.lease_ms, claim.conn, now);
+        ctx.record.record(|| Change::Join {
+            key: key.shared(),
+            owner: Arc::from(claim.owner),
+            lease_ms: claim.lease_ms,
+        });
         Some(place)
     }
 
-    fn join_or_renew(&mut self, owner: Arc<[u8]>, lease_ms: u64, conn: ConnId, now: Timestamp) -> Place {
-        let place = match self.place_of(&owner) {
+    fn join_or_renew(&mut self, owner: &[u8], lease_ms: u64, conn: ConnId, now: Timestamp) -> Place {
+        let place = match self.place_of(owner) {
             Some(place) => place,
-            None => self.extra().queue.join(Waiter { owner, lease_ms, expires_at: 0, blockers: Blockers::new(), conn }),
+            None => {
+                let waiter =
+                    Waiter { owner: Box::from(owner), lease_ms, expires_at: 0, blockers: Blockers::new(), conn };
+                self.extra().queue.join(waiter)
+            }
         };
         self.extra().queue.renew(place, lease_ms, conn, now.ms());
         place
@@ -371,7 +380,7 @@ impl KeyState {
     ) -> bool {
         self.extra.as_deref_mut().is_some_and(|extra| {
             extra.queue.unblock(place, wait, leave_queue, now.ms(), |owner| {
-                ctx.record.record(|| Change::Leave { key: key.shared(), owner });
+                ctx.record.record(|| Change::Leave { key: key.shared(), owner: Arc::from(owner) });
             })
         })
     }
@@ -383,14 +392,14 @@ impl KeyState {
             return false;
         }
         while let Some(waiter) = self.extra.as_deref_mut().and_then(|extra| extra.queue.pop_front()) {
-            ctx.record.record(|| Change::Leave { key: key.shared(), owner: Arc::clone(&waiter.owner) });
+            ctx.record.record(|| Change::Leave { key: key.shared(), owner: Arc::from(&*waiter.owner) });
             if !waiter.is_blocked() {
                 if waiter.expires_at <= now.ms() {
                     continue;
                 }
                 // Not blocked right now but still holding its place: it learns ACQUIRED on its
                 // next TRY or WAIT, and the grant is bound to the connection it last used.
-                let holder = NewHolder { owner: waiter.owner, lease_ms: waiter.lease_ms, conn: waiter.conn };
+                let holder = NewHolder { owner: Arc::from(waiter.owner), lease_ms: waiter.lease_ms, conn: waiter.conn };
                 self.grant(key, holder, true, ctx, now);
                 return true;
             }
@@ -406,7 +415,7 @@ impl KeyState {
                 }
             }
             if let Some(conn) = delivered_to.pop() {
-                let holder = NewHolder { owner: waiter.owner, lease_ms: waiter.lease_ms, conn };
+                let holder = NewHolder { owner: Arc::from(waiter.owner), lease_ms: waiter.lease_ms, conn };
                 self.grant(key, holder, true, ctx, now);
                 if !delivered_to.is_empty() {
                     self.extra().grant_also_sent_to = delivered_to;
@@ -531,11 +540,11 @@ impl KeyState {
                 if waiter.expires_at > now.ms() {
                     ctx.record.record(|| Change::Owe {
                         key: key.shared(),
-                        owner: Arc::clone(&waiter.owner),
+                        owner: Arc::from(&*waiter.owner),
                         token: completion.token,
                         until: waiter.expires_at,
                     });
-                    extra.told_done.insert(waiter.owner, waiter.expires_at, Arc::clone(completion));
+                    extra.told_done.insert(Arc::from(waiter.owner), waiter.expires_at, Arc::clone(completion));
                     told += 1;
                 }
                 continue;
@@ -616,9 +625,9 @@ impl KeyState {
             return false;
         };
         if ctx.collect_all_events {
-            ctx.events.push(LockEvent::Cancelled { key: key.shared(), owner: Arc::clone(&waiter.owner) });
+            ctx.events.push(LockEvent::Cancelled { key: key.shared(), owner: Arc::from(&*waiter.owner) });
         }
-        ctx.record.record(|| Change::Leave { key: key.shared(), owner: waiter.owner });
+        ctx.record.record(|| Change::Leave { key: key.shared(), owner: Arc::from(waiter.owner) });
         true
     }
 
@@ -636,7 +645,9 @@ impl KeyState {
     pub(crate) fn connection_closed(&mut self, key: &StepKey<'_>, conn: ConnId, ctx: &mut ShardCtx, now: Timestamp) {
         if let Some(extra) = self.extra.as_deref_mut() {
             let record = &mut ctx.record;
-            extra.queue.drop_places_of(conn, |owner| record.record(|| Change::Leave { key: key.shared(), owner }));
+            extra.queue.drop_places_of(conn, |owner| {
+                record.record(|| Change::Leave { key: key.shared(), owner: Arc::from(owner) });
+            });
         }
         self.unbind(key, conn, ReleaseCause::HolderDisconnected, ctx, now);
     }
@@ -692,7 +703,7 @@ impl KeyState {
                 }
             }
             Change::Join { owner, lease_ms, .. } => {
-                self.join_or_renew(owner, lease_ms, RECOVERED, now);
+                self.join_or_renew(&owner, lease_ms, RECOVERED, now);
             }
             Change::Leave { owner, .. } => {
                 if let Some(place) = self.place_of(&owner) {
@@ -754,7 +765,7 @@ impl KeyState {
             out.push(Change::Owe { key: key.shared(), owner: Arc::clone(owner), token: completion.token, until });
         }
         for waiter in extra.queue.iter() {
-            out.push(Change::Join { key: key.shared(), owner: Arc::clone(&waiter.owner), lease_ms: waiter.lease_ms });
+            out.push(Change::Join { key: key.shared(), owner: Arc::from(&*waiter.owner), lease_ms: waiter.lease_ms });
         }
     }
 
@@ -777,7 +788,7 @@ impl KeyState {
                 token: holder.token,
                 lease_remaining_ms: holder.deadline.saturating_sub(now),
             }),
-            queue: self.queue().into_iter().flat_map(Queue::iter).take(listed).map(|w| Arc::clone(&w.owner)).collect(),
+            queue: self.queue().into_iter().flat_map(Queue::iter).take(listed).map(|w| Arc::from(&*w.owner)).collect(),
             waiters: self.queue().map_or(0, Queue::len),
             blocked: self.queue().map_or(0, Queue::blocked_count),
             completion,

@@ -15,7 +15,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
 
 use super::ConnId;
-use super::footprint::{arc_bytes, extrapolate};
+use super::footprint::extrapolate;
 use super::mailbox::{Letter, Mailbox};
 use super::outcome::Answer;
 use super::ranked::RankedMap;
@@ -77,7 +77,9 @@ pub(crate) type Blockers = SmallVec<[Blocker; 1]>;
 
 #[derive(Debug)]
 pub(crate) struct Waiter {
-    pub(crate) owner: Arc<[u8]>,
+    /// Its own copy, unshared: a short owner takes an 8-byte allocation, where a shared one took
+    /// 32 with its counts. What needs it shared (the holder it becomes, a record) copies it then.
+    pub(crate) owner: Box<[u8]>,
     /// The lease the owner asked for, used when it is granted.
     pub(crate) lease_ms: u64,
     /// When an owner with no blocked WAIT loses its place. Ignored while it is blocked.
@@ -102,7 +104,7 @@ impl Waiter {
             + size_of::<(ConnId, Place)>()
             + if self.is_blocked() { 0 } else { size_of::<(u64, Place)>() };
         let blockers = if self.blockers.spilled() { self.blockers.capacity() * size_of::<Blocker>() } else { 0 };
-        RankedMap::<Waiter>::ENTRY_BYTES + arc_bytes(&self.owner) + indexes + blockers
+        RankedMap::<Waiter>::ENTRY_BYTES + self.owner.len() + indexes + blockers
     }
 }
 
@@ -267,7 +269,7 @@ impl Queue {
         (mailbox, number): (&Mailbox, u64),
         leave_queue: bool,
         now: u64,
-        left: impl FnOnce(Arc<[u8]>),
+        left: impl FnOnce(Box<[u8]>),
     ) -> bool {
         let Some(at) = self
             .line
@@ -334,7 +336,7 @@ impl Queue {
 
     /// Drops the waiters whose place has run out (not blocked, and leased until `now` at most),
     /// telling `left` of each.
-    pub(crate) fn drop_expired(&mut self, now: u64, mut left: impl FnMut(Arc<[u8]>)) {
+    pub(crate) fn drop_expired(&mut self, now: u64, mut left: impl FnMut(Box<[u8]>)) {
         while let Some(&(expires_at, place)) = self.indexes.expiries.first()
             && expires_at <= now
         {
@@ -348,7 +350,7 @@ impl Queue {
     /// granted the lock. An owner still blocked on another connection stays, and a grant made
     /// once it is no longer blocked binds to the connection of its newest WAIT. `left` is told of
     /// each owner that leaves.
-    pub(crate) fn drop_places_of(&mut self, conn: ConnId, mut left: impl FnMut(Arc<[u8]>)) {
+    pub(crate) fn drop_places_of(&mut self, conn: ConnId, mut left: impl FnMut(Box<[u8]>)) {
         let places: Vec<Place> = self.places_bound_to(conn).collect();
         for place in places {
             let Some(waiter) = self.line.get(place) else { continue };
@@ -386,7 +388,7 @@ mod tests {
 
     fn waiter(owner: &str) -> Waiter {
         Waiter {
-            owner: Arc::from(owner.as_bytes()),
+            owner: Box::from(owner.as_bytes()),
             lease_ms: 1000,
             expires_at: 0,
             blockers: Blockers::new(),
@@ -419,7 +421,7 @@ mod tests {
         // while its index fills with tombstones.
         for round in 0..20_000 {
             let (owner, place) = places.remove(if round % 2 == 0 { 0 } else { places.len() / 2 });
-            assert_eq!(queue.remove(place).map(|left| left.owner), Some(Arc::from(owner.as_bytes())));
+            assert_eq!(queue.remove(place).map(|left| left.owner), Some(Box::from(owner.as_bytes())));
             assert_eq!(queue.place_of(owner.as_bytes()), None, "{owner} left");
             join(&mut queue, &mut places, format!("n{round}"));
         }
