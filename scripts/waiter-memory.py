@@ -7,7 +7,10 @@ growth per connection of INFO's used_memory (bytes the allocator handed out) and
 process's RSS at each step. bench.sh's W4 row "RSS growth per waiter over an idle connection"
 measures the same against Redis; this one is quicker and shows the allocator's view too.
 
-    scripts/waiter-memory.py [--waiters 10000] [--key pull:sha256:...] [--binary target/release/baton]
+    scripts/waiter-memory.py [--waiters 10000] [--key pull:sha256:...] [--owner-bytes N]
+                             [--binary target/release/baton]
+
+Owners are w0, w1, ... as in bench.sh's W4, or numbers zero-padded to --owner-bytes.
 """
 
 import argparse
@@ -44,6 +47,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--waiters", type=int, default=10000)
     parser.add_argument("--key", default="pull:sha256:4f1e2d3c4b5a69788796a5b4c3d2e1f0")
+    parser.add_argument("--owner-bytes", type=int, default=0, help="pad owners to this length (36: UUID-sized)")
     parser.add_argument("--binary", default="target/release/baton")
     options = parser.parse_args()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -90,7 +94,8 @@ def main():
         time.sleep(0.5)
         used1, rss1 = used_memory(), rss()
         for number, sock in enumerate(connections):
-            command(sock, b"LOCK.WAIT", key, b"w%d" % number, b"0")
+            owner = b"%0*d" % (options.owner_bytes, number) if options.owner_bytes else b"w%d" % number
+            command(sock, b"LOCK.WAIT", key, owner, b"0")
         want = b":%d" % options.waiters
         for _ in range(600):
             command(control, b"LOCK.INFO", key)
