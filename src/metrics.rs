@@ -110,7 +110,7 @@ pub(crate) struct Figures {
 }
 
 /// What the journal has done since the server started.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone)]
 pub(crate) struct JournalFigures {
     pub(crate) records_written: u64,
     pub(crate) bytes_written: u64,

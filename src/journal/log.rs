@@ -36,12 +36,12 @@ pub(crate) struct LogOptions {
     pub(crate) repair: bool,
 }
 
-/// For INFO `# Persistence` and the Prometheus endpoint.
 /// The upper bounds, in microseconds, of the buckets of fsync latency that Prometheus is shown
 /// (INFO shows the count, the average and the maximum).
 pub(crate) const FSYNC_BUCKETS_US: [u64; 12] =
     [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000];
 
+/// For INFO `# Persistence` and the Prometheus endpoint.
 #[derive(Debug, Clone)]
 pub(crate) struct LogStatus {
     pub(crate) policy: FsyncPolicy,
