@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 
 use crate::clients::{ClientEntry, Control};
 use crate::cmd::lock::LockLimits;
-use crate::cmd::{self, Action, Command};
+use crate::cmd::{self, Action, Command, Waiting};
 use crate::codec::{CodecError, Limits, Protocol, Request, RespCodec};
 use crate::context::Shared;
 use crate::core::{Answer, Letter, Timestamp, WaitOutcome, WaitTicket};
@@ -369,12 +369,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 };
                 self.send(reply).await
             }
-            Action::Block { mut key, ticket, timeout } => {
-                let WaitEnd { reply, token: granted, granted_at } = self.block(&mut key, ticket, timeout).await?;
+            Action::Block { mut waiting, ticket, timeout } => {
+                let WaitEnd { reply, token: granted, granted_at, done } =
+                    self.block(&mut waiting, ticket, timeout).await?;
+                let key = &waiting.key;
                 // The answer was sent under the key's shard lock, before that operation's changes
                 // went to the journal (still under the lock): passing through the lock makes sure
                 // they are there to wait for.
-                shared.core.barrier(&key);
+                shared.core.barrier(key);
                 self.depends_on_durable();
                 self.await_durable().await?;
                 // Hand-off latency: from the grant to its reply being ready to write, journal
@@ -392,9 +394,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     // The client never read its grant: the core passes the lock on (or to another
                     // connection of the owner that was sent it), saying why.
                     if let Some(token) = granted {
-                        shared.core.grant_undelivered(&key, token, self.session.id(), shared.clock.now());
+                        shared.core.grant_undelivered(key, token, self.session.id(), shared.clock.now());
                     }
                     return Err(exit);
+                }
+                if let Some(token) = done {
+                    shared.core.done_delivered(key, &waiting.owner, token, shared.clock.now());
                 }
                 Ok(())
             }
@@ -405,27 +410,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// and CLIENT KILL / UNBLOCK. Every way out that is not an answer hands the ticket back to
     /// the core, which settles any race with a grant under the shard lock.
     ///
-    /// `key` is the WAIT's, as sliced from the read buffer: the buffer the connection keeps anyway,
-    /// so a blocked WAIT costs no copy of it. Input read meanwhile may move the connection to a
-    /// new buffer, so the key is copied at the first request read, not to keep the old one alive.
-    async fn block(&mut self, key: &mut Bytes, ticket: WaitTicket, timeout: Option<Duration>) -> Result<WaitEnd, Exit> {
+    /// `waiting` holds the WAIT's key and owner as sliced from the read buffer. Input read
+    /// meanwhile may move the connection to a new buffer, so they are copied at the first request
+    /// read then, not to keep the old one alive.
+    async fn block(
+        &mut self,
+        waiting: &mut Waiting,
+        ticket: WaitTicket,
+        timeout: Option<Duration>,
+    ) -> Result<WaitEnd, Exit> {
         let shared = Arc::clone(&self.shared);
         let entry = Arc::clone(&self.session.entry);
         // Blocked as far as CLIENT UNBLOCK and CLIENT LIST can tell from now on, while the
         // replies before the WAIT are still being written (after the journal): an UNBLOCK
         // meanwhile is waiting in the control channel when the loop below starts.
         entry.clear_unblock();
-        entry.update(|state| state.blocked_on = Some(key.clone()));
+        entry.update(|state| state.blocked_on = Some(waiting.key.clone()));
         shared.stats.blocked_clients.fetch_add(1, Ordering::Relaxed);
         if let Err(exit) = self.flush().await {
             entry.update(|state| state.blocked_on = None);
             shared.stats.blocked_clients.fetch_sub(1, Ordering::Relaxed);
-            shared.core.wait_abandoned(ticket, key, shared.clock.now());
+            shared.core.wait_abandoned(ticket, &waiting.key, shared.clock.now());
             return Err(exit);
         }
         let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
         let leading_term = shared.cluster.as_ref().map(|cluster| cluster.serving_term());
-        let mut key_copied = false;
+        let mut detached = false;
 
         enum Wake {
             Letter(Letter),
@@ -456,7 +466,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         Err(exit) => Err(exit),
                     };
                     if let Err(exit) = delivered {
-                        shared.core.wait_abandoned(ticket, key, now);
+                        shared.core.wait_abandoned(ticket, &waiting.key, now);
                         break Err(exit);
                     }
                 }
@@ -467,25 +477,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     if let Some(cluster) = &shared.cluster
                         && Some(cluster.serving_term()) != leading_term =>
                 {
-                    break Ok(WaitEnd::reply(Reply::from(cluster.redirect(key))));
+                    break Ok(WaitEnd::reply(Reply::from(cluster.redirect(&waiting.key))));
                 }
                 // The owner was cancelled out of the queue (LOCK.CANCEL): it ends like a timeout.
                 Wake::Letter(Letter::Withdrawn) => break Ok(WaitEnd::reply(Reply::NilArray)),
                 Wake::TimedOut | Wake::Control(Control::Unblock { error: false }) => {
                     break Ok(shared
                         .core
-                        .wait_timed_out(ticket, key, now)
+                        .wait_timed_out(ticket, &waiting.key, now)
                         .map_or(WaitEnd::reply(Reply::NilArray), |got| answer(got, self.session.protocol())));
                 }
                 Wake::Control(Control::Unblock { error: true }) => {
                     let unblocked = WaitEnd::reply(Reply::error(errors::UNBLOCKED));
                     break Ok(shared
                         .core
-                        .wait_timed_out(ticket, key, now)
+                        .wait_timed_out(ticket, &waiting.key, now)
                         .map_or(unblocked, |got| answer(got, self.session.protocol())));
                 }
                 Wake::Control(Control::Kill) => {
-                    shared.core.wait_abandoned(ticket, key, now);
+                    shared.core.wait_abandoned(ticket, &waiting.key, now);
                     break Err(Exit::Killed);
                 }
                 // Requests pipelined behind the WAIT are not run: the connection closes. The owner
@@ -497,10 +507,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     break Err(Exit::Shutdown);
                 }
                 Wake::Input(Some(Ok(request))) => {
-                    if !key_copied {
-                        *key = Bytes::copy_from_slice(key);
-                        entry.update(|state| state.blocked_on = Some(key.clone()));
-                        key_copied = true;
+                    if !detached {
+                        waiting.detach();
+                        entry.update(|state| state.blocked_on = Some(waiting.key.clone()));
+                        detached = true;
                     }
                     // Kept for a while, so it must not pin the read buffer it was sliced from:
                     // then what is counted is what it holds.
@@ -508,7 +518,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     let size = request.detached_size() + std::mem::size_of::<(Input, usize)>();
                     self.deferred_bytes += size;
                     if self.deferred_bytes > shared.config.max_query_buffer_bytes {
-                        shared.core.wait_abandoned(ticket, key, now);
+                        shared.core.wait_abandoned(ticket, &waiting.key, now);
                         let _ =
                             self.framed.feed((Reply::error(errors::PROTO_QUERY_BUFFER), self.session.protocol())).await;
                         break Err(Exit::ProtocolError(errors::PROTO_QUERY_BUFFER.to_owned()));
@@ -518,7 +528,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // Closed, broken, or garbage: the waiter leaves the queue. Garbage is answered with
                 // the protocol error (the wait itself gets no reply) and the connection closes.
                 Wake::Input(input) => {
-                    shared.core.wait_abandoned(ticket, key, now);
+                    shared.core.wait_abandoned(ticket, &waiting.key, now);
                     match input {
                         Some(Err(CodecError::Protocol(message))) => {
                             let _ = self.framed.feed((Reply::error(message.clone()), self.session.protocol())).await;
@@ -556,11 +566,14 @@ struct WaitEnd {
     reply: Reply,
     token: Option<u64>,
     granted_at: Option<Timestamp>,
+    /// The token of the completion a DONE reports: the core owes the owner that DONE until it
+    /// is written.
+    done: Option<u64>,
 }
 
 impl WaitEnd {
     fn reply(reply: Reply) -> WaitEnd {
-        WaitEnd { reply, token: None, granted_at: None }
+        WaitEnd { reply, token: None, granted_at: None, done: None }
     }
 }
 
@@ -571,10 +584,11 @@ impl WaitEnd {
 fn answer(Answer { outcome, sent_at }: Answer, protocol: Protocol) -> WaitEnd {
     match outcome {
         WaitOutcome::Acquired { token } => {
-            WaitEnd { reply: Reply::from(outcome), token: Some(token), granted_at: Some(sent_at) }
+            WaitEnd { reply: Reply::from(outcome), token: Some(token), granted_at: Some(sent_at), done: None }
         }
         WaitOutcome::Done(completion) => {
-            WaitEnd { reply: fanout::done(completion, protocol), token: None, granted_at: None }
+            let done = Some(completion.token);
+            WaitEnd { reply: fanout::done(completion, protocol), token: None, granted_at: None, done }
         }
     }
 }

@@ -31,7 +31,9 @@
 //! - with release-on-disconnect, a closing connection also takes the queue places it last renewed
 //!   (an owner blocked on another connection keeps its place, bound to that WAIT's connection);
 //! - NOQUEUE never queues, but renews a place the owner has like any TRY (its lease, PX and
-//!   connection); CANCEL leaves a DONE already owed in place.
+//!   connection); CANCEL leaves a DONE already owed in place;
+//! - a SUCCESS owes its DONE to blocked owners too (answered at once as well), for their place's
+//!   lease from then: their next TRY or WAIT answers it again, in case the first was lost.
 //!
 //! Disagreements found are kept below the generators as plain tests.
 
@@ -200,6 +202,8 @@ type TicketId = usize;
 struct MCompletion {
     finisher: usize,
     result: Option<Vec<u8>>,
+    /// The holding that succeeded: a delivered DONE pays what is owed of this completion only.
+    grant: GrantId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,6 +231,7 @@ enum TicketState {
 #[derive(Debug, Clone)]
 struct MTicket {
     key: usize,
+    owner: usize,
     conn: ConnId,
     state: TicketState,
 }
@@ -401,8 +406,8 @@ impl Model {
         self.grants.iter().filter(|(k, _)| *k == key).filter_map(|(_, t)| *t).collect()
     }
 
-    fn completion(finisher: usize, result: Option<u8>) -> MCompletion {
-        MCompletion { finisher, result: result.map(|r| vec![b'r', b'0' + r]) }
+    fn result(result: Option<u8>) -> Option<Arc<[u8]>> {
+        result.map(|r| Arc::from(&[b'r', b'0' + r][..]))
     }
 
     /// TRY and WAIT answers that need no queue: a DONE owed or remembered, a free lock, a renewal.
@@ -474,7 +479,7 @@ impl Model {
             return Ok(outcome);
         }
         let index = self.enqueue(key, owner, lease, conn, now);
-        self.tickets.push(MTicket { key, conn, state: TicketState::Pending });
+        self.tickets.push(MTicket { key, owner, conn, state: TicketState::Pending });
         let id = self.tickets.len() - 1;
         self.keys[key].queue[index].blockers.push(id);
         Err(id)
@@ -549,28 +554,27 @@ impl Model {
     fn end_holding(&mut self, key: usize, owner: usize, verdict: &Verdict, now: u64) -> UnlockOutcome {
         match verdict {
             Verdict::Success { result, keep_ms } => {
-                let completion = MCompletion { finisher: owner, result: result.as_deref().map(<[u8]>::to_vec) };
                 let k = &mut self.keys[key];
-                k.holder = None;
+                let grant = k.holder.take().expect("only a holding succeeds").grant;
+                let completion = MCompletion { finisher: owner, result: result.as_deref().map(<[u8]>::to_vec), grant };
                 let mut told = 0;
                 for waiter in std::mem::take(&mut k.queue) {
+                    // Owed to blocked owners too (answered at once as well), as if they had
+                    // stopped waiting now: their answer may be lost with their connection.
+                    let until = if waiter.blockers.is_empty() { waiter.expires_at } else { now + waiter.lease };
+                    if until <= now {
+                        continue;
+                    }
                     if waiter.blockers.is_empty() {
-                        if waiter.expires_at > now {
-                            self.counts.done_owed += 1;
-                            k.owed.push(MOwed {
-                                owner: waiter.owner,
-                                until: waiter.expires_at,
-                                completion: completion.clone(),
-                            });
-                            told += 1;
-                        }
+                        self.counts.done_owed += 1;
                     } else {
                         self.counts.done_delivered += 1;
-                        for ticket in waiter.blockers {
-                            self.tickets[ticket].state = TicketState::Delivered(MOutcome::Done(completion.clone()));
-                        }
-                        told += 1;
                     }
+                    for ticket in waiter.blockers {
+                        self.tickets[ticket].state = TicketState::Delivered(MOutcome::Done(completion.clone()));
+                    }
+                    k.owed.push(MOwed { owner: waiter.owner, until, completion: completion.clone() });
+                    told += 1;
                 }
                 if let Some(keep_ms) = keep_ms {
                     k.completion = Some((completion, now + lease_for(Some(*keep_ms))));
@@ -610,6 +614,17 @@ impl Model {
             self.tickets[ticket].state = TicketState::Closed;
         }
         true
+    }
+
+    /// The WAIT's client read its DONE: its owner is owed that completion no more.
+    fn done_received(&mut self, ticket: TicketId) {
+        let MTicket { key, owner, state: TicketState::Delivered(MOutcome::Done(completion)), .. } =
+            &self.tickets[ticket]
+        else {
+            return;
+        };
+        let (key, owner, grant) = (*key, *owner, completion.grant);
+        self.keys[key].owed.retain(|owed| owed.owner != owner || owed.completion.grant != grant);
     }
 
     fn remove_blocker(&mut self, ticket: TicketId) -> Option<(usize, usize)> {
@@ -959,10 +974,7 @@ impl Harness {
                 }
                 let token = self.resolve_tok(key, tok);
                 let verdict = if success {
-                    Verdict::Success {
-                        result: Model::completion(owner, result).result.map(|r| Arc::from(&r[..])),
-                        keep_ms: keep,
-                    }
+                    Verdict::Success { result: Model::result(result), keep_ms: keep }
                 } else {
                     Verdict::Failure { reason: result.map(|r| Arc::from(&[b'x', r][..])) }
                 };
@@ -1018,7 +1030,11 @@ impl Harness {
                 self.log.push(format!("t={now} slot {slot} WAIT times out -> {got:?}"));
                 match (got, want) {
                     (None, None) => Ok(()),
-                    (Some(outcome), Some(expected)) => self.same_outcome(&outcome, &expected),
+                    (Some(outcome), Some(expected)) => {
+                        self.same_outcome(&outcome, &expected)?;
+                        self.delivered(waiting.key, waiting.id, &outcome);
+                        Ok(())
+                    }
                     (got, want) => Err(format!("timed-out WAIT got {got:?}, model says {want:?}")),
                 }
             }
@@ -1071,17 +1087,42 @@ impl Harness {
         match (got, state) {
             (Some(Letter::Answer(answer)), TicketState::Delivered(expected)) => {
                 let expected = expected.clone();
-                self.same_outcome(&answer.outcome, &expected)
+                self.same_outcome(&answer.outcome, &expected)?;
+                self.delivered(waiting.key, waiting.id, &answer.outcome);
+                Ok(())
             }
             (Some(Letter::Withdrawn), TicketState::Closed) => Ok(()),
             (got, want) => Err(format!("WAIT mailbox holds {got:?}, model says {want:?}")),
         }
     }
 
+    /// The WAIT's answer reached its client, as a connection reports a DONE it wrote.
+    fn delivered(&mut self, key: usize, ticket: TicketId, outcome: &WaitOutcome) {
+        let WaitOutcome::Done(completion) = outcome else {
+            return;
+        };
+        let owner = self.model.tickets[ticket].owner;
+        self.log.push(format!("t={} DONE of {} delivered to {}", self.now, completion.token, OWNERS[owner]));
+        self.core.done_delivered(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), completion.token, at(self.now));
+        self.model.done_received(ticket);
+        // Paying the last thing the key kept lets the core forget it.
+        self.model.forget();
+    }
+
     fn same_outcome(&mut self, got: &WaitOutcome, want: &MOutcome) -> Check {
         match (got, want) {
             (WaitOutcome::Acquired { token }, MOutcome::Acquired(grant)) => self.model.learn(*grant, *token),
-            (WaitOutcome::Done(c), MOutcome::Done(expected)) => same_completion(c, expected),
+            (WaitOutcome::Done(c), MOutcome::Done(expected)) => {
+                same_completion(c, expected)?;
+                ensure(self.model.token(expected.grant) == Some(c.token), || {
+                    format!(
+                        "DONE of token {}, model: of grant {} ({:?})",
+                        c.token,
+                        expected.grant,
+                        self.model.token(expected.grant)
+                    )
+                })
+            }
             _ => Err(format!("answer {got:?}, model says {want:?}")),
         }
     }

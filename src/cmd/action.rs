@@ -28,8 +28,7 @@ pub(crate) enum Action {
     Replies(Vec<Reply>),
     /// A LOCK.WAIT that has to wait; None blocks until answered.
     Block {
-        /// As the request carried it: a slice of the connection's read buffer, not a copy.
-        key: Bytes,
+        waiting: Waiting,
         ticket: WaitTicket,
         timeout: Option<Duration>,
     },
@@ -41,4 +40,21 @@ pub(crate) enum Action {
     /// The lock was just handed to a waiter whose task sits first in this worker's queue: let it
     /// write its ACQUIRED before this reply, since the hand-off is what everyone waits on.
     ReplyAfterHandoff(Reply),
+}
+
+/// A blocked LOCK.WAIT's key and owner, as the request carried them: slices of the connection's
+/// read buffer, which the connection keeps anyway, so that blocking costs no copy of them.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    pub(crate) key: Bytes,
+    pub(crate) owner: Bytes,
+}
+
+impl Waiting {
+    /// Copies them out of the read buffer, which they would otherwise keep alive once the
+    /// connection moves on to a new one.
+    pub(crate) fn detach(&mut self) {
+        self.key = Bytes::copy_from_slice(&self.key);
+        self.owner = Bytes::copy_from_slice(&self.owner);
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::action::Action;
+use super::action::{Action, Waiting};
 use super::parse::{Args, ParseResult, eq_ignore_case, parse_int};
 use super::table::CommandId;
 use crate::context::Shared;
@@ -265,7 +265,7 @@ impl LockCommand {
                     }
                     (WaitStart::Blocked(ticket), hash) => {
                         bound = Some(hash);
-                        Action::Block { key, ticket, timeout }
+                        Action::Block { waiting: Waiting { key, owner }, ticket, timeout }
                     }
                     (WaitStart::QueueFull, _) => Action::Reply(Reply::error(errors::QUEUEFULL)),
                 }

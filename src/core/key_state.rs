@@ -522,7 +522,11 @@ impl KeyState {
         }
     }
 
-    /// Empties the queue: blocked owners are answered now, the others on their next call.
+    /// Empties the queue. Every owner in it is owed the DONE on its next call, for as long as its
+    /// place would have lasted; blocked owners are also answered now. A blocked owner is owed it
+    /// too because the answer can still be lost: its connection may close before reading it, or
+    /// the server go down (or a cluster leader be deposed) before the reply is released. The
+    /// owner then asks again, and must learn DONE rather than be granted work already done.
     fn tell_done(
         &mut self,
         key: &StepKey<'_>,
@@ -536,30 +540,36 @@ impl KeyState {
         ctx.record.record(|| Change::LeaveAll { key: key.shared() });
         let mut told = 0;
         for waiter in extra.queue.take_all() {
-            if !waiter.is_blocked() {
-                if waiter.expires_at > now.ms() {
-                    ctx.record.record(|| Change::Owe {
-                        key: key.shared(),
-                        owner: Arc::from(&*waiter.owner),
-                        token: completion.token,
-                        until: waiter.expires_at,
-                    });
-                    extra.told_done.insert(Arc::from(waiter.owner), waiter.expires_at, Arc::clone(completion));
-                    told += 1;
-                }
+            // A blocked owner's place would have been leased from the moment it stopped waiting.
+            let until = if waiter.is_blocked() { now.ms().saturating_add(waiter.lease_ms) } else { waiter.expires_at };
+            if until <= now.ms() {
                 continue;
             }
-            let mut delivered = false;
+            let mut answered = false;
             for blocker in waiter.blockers {
                 let answer = Answer { outcome: WaitOutcome::Done(Arc::clone(completion)), sent_at: now };
-                delivered |= blocker.answer(answer);
+                answered |= blocker.answer(answer);
             }
-            if delivered {
+            if answered {
                 ctx.stats.done_answers += 1;
-                told += 1;
             }
+            ctx.record.record(|| Change::Owe {
+                key: key.shared(),
+                owner: Arc::from(&*waiter.owner),
+                token: completion.token,
+                until,
+            });
+            extra.told_done.insert(Arc::from(waiter.owner), until, Arc::clone(completion));
+            told += 1;
         }
         told
+    }
+
+    /// A blocked WAIT's DONE of the completion `token` reached `owner`: it is owed no more.
+    pub(crate) fn done_delivered(&mut self, key: &StepKey<'_>, owner: &[u8], token: u64, ctx: &mut ShardCtx) {
+        if let Some(owner) = self.extra.as_deref_mut().and_then(|extra| extra.told_done.take_of(owner, token)) {
+            ctx.record.record(|| Change::Paid { key: key.shared(), owner });
+        }
     }
 
     /// LOCK.EXTEND: the holder's lease restarts at `claim.lease_ms` and binds to `claim.conn`.

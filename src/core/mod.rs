@@ -331,6 +331,13 @@ impl LockCore {
         self.change_existing(key, now, |state, key, ctx, now| state.grant_undelivered(key, token, conn, ctx, now));
     }
 
+    /// The DONE of the completion `token` that a blocked WAIT of `owner` was answered was written
+    /// to its client. Until then the owner stays owed it, so that one lost with its connection
+    /// (or with the server) is told again on its next call, not granted the work done already.
+    pub fn done_delivered(&self, key: &[u8], owner: &[u8], token: u64, now: Timestamp) {
+        self.change_existing(key, now, |state, key, ctx, _| state.done_delivered(key, owner, token, ctx));
+    }
+
     pub fn unlock(&self, key: &[u8], owner: &[u8], token: u64, verdict: Verdict, now: Timestamp) -> UnlockOutcome {
         let verdict = match verdict {
             Verdict::Success { result, keep_ms } => {

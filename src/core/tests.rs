@@ -158,11 +158,64 @@ fn success_tells_every_blocked_waiter_done_with_the_result() {
             other => panic!("expected DONE, got {other:?}"),
         }
     }
-    assert_eq!(core.key_count(), 0, "nothing kept without KEEP");
     // Without KEEP a newcomer starts a fresh round.
     assert!(
         matches!(core.try_lock(request("k", "late", 99, None), false, at(6)), TryOutcome::Acquired { token: t } if t > token)
     );
+}
+
+#[test]
+fn a_blocked_waiter_answered_done_is_still_owed_it_in_case_the_answer_was_lost() {
+    let core = core();
+    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let lease_ms = 1000;
+    let mut ticket = blocked(wait(&core, request("k", "w", 2, Some(lease_ms)), at(0)));
+    core.unlock(b"k", b"a", token, success(Some("layer ok"), None), at(5));
+    assert!(matches!(ticket.try_answer(), Some(WaitOutcome::Done(_))));
+    assert_eq!(core.owed_dones(b"k"), vec![Arc::<[u8]>::from(&b"w"[..])]);
+    // The owner never read its answer (its connection or the server went) and asks again.
+    match core.try_lock(request("k", "w", 2, Some(lease_ms)), false, at(6)) {
+        TryOutcome::Done(completion) => assert_eq!(completion.result.as_deref(), Some(&b"layer ok"[..])),
+        other => panic!("expected DONE, got {other:?}"),
+    }
+    assert!(
+        matches!(core.try_lock(request("k", "w", 2, Some(lease_ms)), false, at(7)), TryOutcome::Acquired { .. }),
+        "the owed DONE is paid once"
+    );
+    // Owed for the place's lease from the SUCCESS, as if the owner had stopped waiting then.
+    let token = acquired(core.try_lock(request("k2", "a", 1, None), false, at(7)));
+    let _ticket = blocked(wait(&core, request("k2", "w", 2, Some(lease_ms)), at(7)));
+    core.unlock(b"k2", b"a", token, success(None, None), at(10));
+    core.expire(at(9 + lease_ms));
+    assert_eq!(core.owed_dones(b"k2").len(), 1);
+    core.expire(at(10 + lease_ms));
+    assert!(core.owed_dones(b"k2").is_empty());
+    assert_eq!(core.key_count(), 0, "every lease and owed DONE ran out");
+}
+
+#[test]
+fn a_done_delivered_is_owed_no_more_but_a_later_rounds_still_is() {
+    let core = core();
+    let round = |core: &LockCore, now: u64| {
+        let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(now)));
+        let mut ticket = blocked(wait(core, request("k", "w", 2, None), at(now)));
+        core.unlock(b"k", b"a", token, success(None, None), at(now));
+        match ticket.try_answer() {
+            Some(WaitOutcome::Done(completion)) => completion.token,
+            other => panic!("expected DONE, got {other:?}"),
+        }
+    };
+    let first = round(&core, 0);
+    core.done_delivered(b"k", b"w", first, at(1));
+    assert!(core.owed_dones(b"k").is_empty());
+    assert_eq!(core.key_count(), 0);
+    let second = round(&core, 2);
+    // A late report of the first DONE's delivery does not pay the second.
+    core.done_delivered(b"k", b"w", first, at(3));
+    assert_eq!(core.owed_dones(b"k").len(), 1);
+    core.done_delivered(b"k", b"w", second, at(3));
+    assert!(core.owed_dones(b"k").is_empty());
+    assert!(matches!(core.try_lock(request("k", "w", 2, None), false, at(4)), TryOutcome::Acquired { .. }));
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Owners that were queued but not blocked when the holder succeeded: each must learn DONE on its
-//! next TRY or WAIT (instead of being granted the lock afresh) until its place would have run out.
+//! Owners that were queued when the holder succeeded: each must learn DONE on its next TRY or WAIT
+//! (instead of being granted the lock afresh) until its place would have run out. That includes
+//! owners answered DONE at once in a blocked WAIT, whose answer may never have reached them.
 //!
 //! A SUCCESS over a line of millions leaves millions of these, and every change of the key looks
 //! here, so both the lookup by owner and the expiry are indexed rather than scanned.
@@ -36,6 +37,15 @@ impl ToldDone {
         let (owner, (until, completion)) = self.by_owner.remove_entry(owner)?;
         self.by_deadline.remove(&(until, Arc::clone(&owner)));
         Some((owner, completion))
+    }
+
+    /// The DONE of the completion `token` owed to `owner`, which is thereby paid. One of another
+    /// completion (a later round's) stays owed.
+    pub(crate) fn take_of(&mut self, owner: &[u8], token: u64) -> Option<Arc<[u8]>> {
+        if self.by_owner.get(owner).is_none_or(|(_, completion)| completion.token != token) {
+            return None;
+        }
+        self.take(owner).map(|(owner, _)| owner)
     }
 
     /// Forgets what is owed until `now` at most, telling `paid` of each owner.

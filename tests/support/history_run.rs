@@ -90,9 +90,12 @@ pub fn assert_no_violations(violations: &[String], context: &str, name: &str, du
     if !violations.is_empty()
         && let Ok(dir) = std::env::var("BATON_HISTORY_DUMP")
     {
+        // A dump that cannot be written must not hide the violations the assert below prints.
         let path = std::path::Path::new(&dir).join(name);
-        std::fs::write(&path, dump()).expect("writing the history dump");
-        println!("history written to {}", path.display());
+        match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, dump())) {
+            Ok(()) => println!("history written to {}", path.display()),
+            Err(error) => println!("writing the history to {}: {error}", path.display()),
+        }
     }
     assert!(violations.is_empty(), "{context}: {} violations:\n{}", violations.len(), violations.join("\n"));
 }
