@@ -35,40 +35,22 @@ for binary in "$A" "$B"; do [ -x "$binary" ] || { echo "not an executable: $bina
 
 cargo build --release -p baton-bench >&2
 BENCH=${CARGO_TARGET_DIR:-target}/release/baton-bench
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/baton-ab.XXXXXX")
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# shellcheck source=scripts/lib/bench-server.sh
+. scripts/lib/bench-server.sh
 
 # Runs the workload against a fresh server of binary $1; appends "LABEL NAME VALUE" lines to
 # $WORK/figures, the server's CPU seconds among them.
 measure() {
-    local binary=$1 label=$2 port before output
+    local binary=$1 label=$2 before output
     shift 2
-    port=$($BENCH free-port)
-    rm -rf "$WORK/data"
     # shellcheck disable=SC2086 # SERVER_ARGS is a list of arguments
-    "$binary" --bind 127.0.0.1 --port "$port" --maxclients 20000 --dir "$WORK/data" $SERVER_ARGS \
-        2>"$WORK/baton.log" &
-    SERVER_PID=$!
-    for _ in $(seq 100); do
-        if [ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ]; then break; fi
-        sleep 0.1
-    done
+    start_baton "$binary" --maxclients 20000 $SERVER_ARGS
     before=$(cpu_ticks "$SERVER_PID")
-    output=$(timeout 600 "$BENCH" "$@" --target baton --port "$port")
+    output=$(timeout 600 "$BENCH" "$@" --target baton --port "$PORT")
     awk -v label="$label" -v t=$(( $(cpu_ticks "$SERVER_PID") - before )) -v hz="$(getconf CLK_TCK)" \
         'BEGIN { printf "%s server_cpu_s %.3f\n", label, t / hz }' >>"$WORK/figures"
     awk -F'\t' -v label="$label" '$1 == "RESULT" { print label, $2, $4 }' <<<"$output" >>"$WORK/figures"
-    kill "$SERVER_PID"
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
+    stop_baton
 }
 
 command -v redis-cli >/dev/null || { echo "needs redis-cli (apt install redis-tools)" >&2; exit 1; }

@@ -39,37 +39,11 @@ cargo build --release -p baton -p baton-bench >&2
 BIN_DIR=${CARGO_TARGET_DIR:-target}/release
 BATON=$BIN_DIR/baton
 BENCH=$BIN_DIR/baton-bench
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/baton-journal-cost.XXXXXX")
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# shellcheck source=scripts/lib/bench-server.sh
+. scripts/lib/bench-server.sh
 
 start() {
-    local appendonly=$1
-    PORT=$($BENCH free-port)
-    rm -rf "$WORK/data"
-    "$BATON" --bind 127.0.0.1 --port "$PORT" --dir "$WORK/data" --appendonly "$appendonly" \
-        --appendfsync "$FSYNC" ${THREADS:+--threads "$THREADS"} 2>"$WORK/baton.log" &
-    SERVER_PID=$!
-    for _ in $(seq 100); do
-        if [ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null)" = PONG ]; then return 0; fi
-        sleep 0.1
-    done
-    echo "baton did not answer PING; its log:" >&2
-    tail -20 "$WORK/baton.log" >&2
-    exit 1
-}
-
-stop() {
-    kill "$SERVER_PID"
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
+    start_baton "$BATON" --appendonly "$1" --appendfsync "$FSYNC" ${THREADS:+--threads "$THREADS"}
 }
 
 # Prints "OPS_PER_SECOND CPU_MICROSECONDS_PER_OP" for one workload against the running server.
@@ -112,7 +86,7 @@ for workload in ${ONLY//,/ }; do
         for appendonly in "${order[@]}"; do
             start "$appendonly"
             got[$appendonly]=$(measure "$workload")
-            stop
+            stop_baton
         done
         read -r ops_yes cpu_yes <<<"${got[yes]}"
         read -r ops_no cpu_no <<<"${got[no]}"
