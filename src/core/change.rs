@@ -48,6 +48,7 @@ pub enum Change {
         key: Arc<[u8]>,
     },
     /// The holding `completion.token` ended in SUCCESS; `Keep` and `Owe` refer to it by token.
+    /// Recorded only before the first of them: a SUCCESS with neither leaves nothing to replay.
     Finish {
         key: Arc<[u8]>,
         completion: Arc<Completion>,

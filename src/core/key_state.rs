@@ -493,10 +493,14 @@ impl KeyState {
                 };
                 ctx.record.record(|| Change::Free { key: key.shared(), cause: None });
                 let completion = Arc::new(Completion { token, finisher: Arc::clone(&holder.owner), result });
-                ctx.record.record(|| Change::Finish { key: key.shared(), completion: Arc::clone(&completion) });
+                // The completion is recorded only for the owed DONEs or the KEEP that refer to it:
+                // a SUCCESS with neither (most of them) has nothing to replay it for.
                 let waiters_told = self.tell_done(key, &completion, ctx, now);
                 if let Some(keep_ms) = keep_ms {
                     let until = now.ms().saturating_add(keep_ms);
+                    if waiters_told == 0 {
+                        ctx.record.record(|| Change::Finish { key: key.shared(), completion: Arc::clone(&completion) });
+                    }
                     ctx.record.record(|| Change::Keep { key: key.shared(), token, until });
                     self.extra().completion = Some((completion, until));
                 }
@@ -527,6 +531,7 @@ impl KeyState {
     /// too because the answer can still be lost: its connection may close before reading it, or
     /// the server go down (or a cluster leader be deposed) before the reply is released. The
     /// owner then asks again, and must learn DONE rather than be granted work already done.
+    /// Returns how many are owed; the completion is recorded before the first of them.
     fn tell_done(
         &mut self,
         key: &StepKey<'_>,
@@ -552,6 +557,9 @@ impl KeyState {
             }
             if answered {
                 ctx.stats.done_answers += 1;
+            }
+            if told == 0 {
+                ctx.record.record(|| Change::Finish { key: key.shared(), completion: Arc::clone(completion) });
             }
             ctx.record.record(|| Change::Owe {
                 key: key.shared(),
