@@ -561,13 +561,14 @@ impl KeyState {
             if told == 0 {
                 ctx.record.record(|| Change::Finish { key: key.shared(), completion: Arc::clone(completion) });
             }
+            let owner: Arc<[u8]> = Arc::from(waiter.owner);
             ctx.record.record(|| Change::Owe {
                 key: key.shared(),
-                owner: Arc::from(&*waiter.owner),
+                owner: Arc::clone(&owner),
                 token: completion.token,
                 until,
             });
-            extra.told_done.insert(Arc::from(waiter.owner), until, Arc::clone(completion));
+            extra.told_done.insert(owner, until, Arc::clone(completion));
             told += 1;
         }
         told
