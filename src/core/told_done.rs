@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hashbrown::HashMap;
+use hashbrown::hash_map::EntryRef;
 
 use super::footprint::{arc_bytes, extrapolate};
 use super::outcome::Completion;
@@ -47,10 +48,10 @@ impl ToldDone {
     /// The DONE of the completion `token` owed to `owner`, which is thereby paid. One of another
     /// completion (a later round's) stays owed.
     pub(crate) fn take_of(&mut self, owner: &[u8], token: u64) -> Option<Arc<[u8]>> {
-        if self.by_owner.get(owner).is_none_or(|(_, completion)| completion.token != token) {
-            return None;
+        match self.by_owner.entry_ref(owner) {
+            EntryRef::Occupied(owed) if owed.get().1.token == token => Some(owed.remove_entry().0),
+            _ => None,
         }
-        self.take(owner).map(|(owner, _)| owner)
     }
 
     /// Forgets what is owed until `now` at most, telling `paid` of each owner.
