@@ -385,9 +385,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 if let Some(granted_at) = granted_at {
                     shared.metrics.record_handoff(shared.clock.now().duration_since(granted_at));
                 }
-                // The waiter's answer goes out at once, whatever else is buffered.
+                // The waiter's answer goes out at once, whatever else is buffered. A DONE is paid
+                // once buffered, before the client can read it (see `LockCore::pay_done`).
+                let mut paid = None;
                 let written = match self.send(reply).await {
-                    Ok(()) => self.flush().await,
+                    Ok(()) => {
+                        paid =
+                            done.and_then(|token| shared.core.pay_done(key, &waiting.owner, token, shared.clock.now()));
+                        self.flush().await
+                    }
                     Err(exit) => Err(exit),
                 };
                 if let Err(exit) = written {
@@ -396,10 +402,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     if let Some(token) = granted {
                         shared.core.grant_undelivered(key, token, self.session.id(), shared.clock.now());
                     }
+                    if let Some(unwritten) = paid {
+                        shared.core.done_unwritten(key, unwritten, shared.clock.now());
+                    }
                     return Err(exit);
-                }
-                if let Some(token) = done {
-                    shared.core.done_delivered(key, &waiting.owner, token, shared.clock.now());
                 }
                 Ok(())
             }
@@ -567,7 +573,7 @@ struct WaitEnd {
     token: Option<u64>,
     granted_at: Option<Timestamp>,
     /// The token of the completion a DONE reports: the core owes the owner that DONE until it
-    /// is written.
+    /// is about to be written.
     done: Option<u64>,
 }
 

@@ -120,8 +120,11 @@ enum Op {
         key: usize,
         owner: usize,
     },
+    /// `write_fails`: a DONE read this way was never written (the connection's write failed), and
+    /// the server owes it again.
     Receive {
         slot: usize,
+        write_fails: bool,
     },
     TimeOut {
         slot: usize,
@@ -185,7 +188,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (slot.clone(), key.clone(), who_strategy(), tok_strategy(), prop_oneof![1u64..300, Just(50_000)])
             .prop_map(|(slot, key, who, tok, lease)| Op::Extend { slot, key, who, tok, lease }),
         1 => (key.clone(), owner).prop_map(|(key, owner)| Op::Cancel { key, owner }),
-        2 => slot.clone().prop_map(|slot| Op::Receive { slot }),
+        2 => (slot.clone(), proptest::bool::weighted(0.25))
+            .prop_map(|(slot, write_fails)| Op::Receive { slot, write_fails }),
         2 => slot.clone().prop_map(|slot| Op::TimeOut { slot }),
         1 => slot.prop_map(|slot| Op::Disconnect { slot }),
         3 => prop_oneof![0u64..5, 0u64..150, Just(DEFAULT_LEASE), 100u64..1_000].prop_map(|ms| Op::Advance { ms }),
@@ -309,6 +313,8 @@ struct Counters {
     handoffs_to_unblocked_head: u64,
     done_delivered: u64,
     done_owed: u64,
+    /// Blocked WAITs' DONEs given back to the server when their write failed.
+    done_unwritten: u64,
     failures: u64,
     lease_expiries: u64,
     disconnect_releases: u64,
@@ -325,6 +331,7 @@ impl Counters {
         self.handoffs_to_unblocked_head += o.handoffs_to_unblocked_head;
         self.done_delivered += o.done_delivered;
         self.done_owed += o.done_owed;
+        self.done_unwritten += o.done_unwritten;
         self.failures += o.failures;
         self.lease_expiries += o.lease_expiries;
         self.disconnect_releases += o.disconnect_releases;
@@ -617,14 +624,29 @@ impl Model {
     }
 
     /// The WAIT's client read its DONE: its owner is owed that completion no more.
-    fn done_received(&mut self, ticket: TicketId) {
+    /// The DONE a blocked WAIT was answered is being written: paid, if still owed.
+    fn done_received(&mut self, ticket: TicketId) -> Option<MOwed> {
         let MTicket { key, owner, state: TicketState::Delivered(MOutcome::Done(completion)), .. } =
             &self.tickets[ticket]
         else {
-            return;
+            return None;
         };
         let (key, owner, grant) = (*key, *owner, completion.grant);
-        self.keys[key].owed.retain(|owed| owed.owner != owner || owed.completion.grant != grant);
+        let owed = &mut self.keys[key].owed;
+        let index = owed.iter().position(|owed| owed.owner == owner && owed.completion.grant == grant)?;
+        Some(owed.remove(index))
+    }
+
+    /// A DONE paid as its write began was not written: owed again, unless its time is up or its
+    /// owner has called since.
+    fn done_unwritten(&mut self, key: usize, unwritten: MOwed, now: u64) {
+        let k = &mut self.keys[key];
+        let called_again = k.holder.as_ref().is_some_and(|h| h.owner == unwritten.owner)
+            || k.queue.iter().any(|w| w.owner == unwritten.owner)
+            || k.owed.iter().any(|owed| owed.owner == unwritten.owner);
+        if !called_again && unwritten.until > now {
+            k.owed.push(unwritten);
+        }
     }
 
     fn remove_blocker(&mut self, ticket: TicketId) -> Option<(usize, usize)> {
@@ -1006,7 +1028,7 @@ impl Harness {
                 self.log.push(format!("t={now} CANCEL {} {} -> {got}", KEYS[key], OWNERS[owner]));
                 ensure(got == want, || format!("CANCEL answered {got}, model says {want}"))
             }
-            Op::Receive { slot } => {
+            Op::Receive { slot, write_fails } => {
                 let Some(waiting) = &self.slots[slot].waiting else {
                     return Ok(());
                 };
@@ -1016,7 +1038,7 @@ impl Harness {
                 }
                 let mut waiting = self.slots[slot].waiting.take().expect("checked above");
                 self.log.push(format!("t={now} slot {slot} reads its answer"));
-                self.receive(&mut waiting, &state)
+                self.receive(&mut waiting, &state, write_fails)
             }
             Op::TimeOut { slot } => {
                 let Some(waiting) = self.slots[slot].waiting.take() else {
@@ -1032,7 +1054,7 @@ impl Harness {
                     (None, None) => Ok(()),
                     (Some(outcome), Some(expected)) => {
                         self.same_outcome(&outcome, &expected)?;
-                        self.delivered(waiting.key, waiting.id, &outcome);
+                        self.delivered(waiting.key, waiting.id, &outcome, false);
                         Ok(())
                     }
                     (got, want) => Err(format!("timed-out WAIT got {got:?}, model says {want:?}")),
@@ -1082,13 +1104,13 @@ impl Harness {
         self.check_all()
     }
 
-    fn receive(&mut self, waiting: &mut Outstanding, state: &TicketState) -> Check {
+    fn receive(&mut self, waiting: &mut Outstanding, state: &TicketState, write_fails: bool) -> Check {
         let got = waiting.ticket.take_letter();
         match (got, state) {
             (Some(Letter::Answer(answer)), TicketState::Delivered(expected)) => {
                 let expected = expected.clone();
                 self.same_outcome(&answer.outcome, &expected)?;
-                self.delivered(waiting.key, waiting.id, &answer.outcome);
+                self.delivered(waiting.key, waiting.id, &answer.outcome, write_fails);
                 Ok(())
             }
             (Some(Letter::Withdrawn), TicketState::Closed) => Ok(()),
@@ -1096,17 +1118,30 @@ impl Harness {
         }
     }
 
-    /// The WAIT's answer reached its client, as a connection reports a DONE it wrote.
-    fn delivered(&mut self, key: usize, ticket: TicketId, outcome: &WaitOutcome) {
+    /// The WAIT's answer was written to its client, as a connection pays a DONE it writes; or
+    /// its write failed, and the connection gives the DONE back.
+    fn delivered(&mut self, key: usize, ticket: TicketId, outcome: &WaitOutcome, write_fails: bool) {
         let WaitOutcome::Done(completion) = outcome else {
             return;
         };
         let owner = self.model.tickets[ticket].owner;
-        self.log.push(format!("t={} DONE of {} delivered to {}", self.now, completion.token, OWNERS[owner]));
-        self.core.done_delivered(KEYS[key].as_bytes(), OWNERS[owner].as_bytes(), completion.token, at(self.now));
-        self.model.done_received(ticket);
+        let (key_name, owner_name) = (KEYS[key].as_bytes(), OWNERS[owner].as_bytes());
+        let paid = self.core.pay_done(key_name, owner_name, completion.token, at(self.now));
+        let owed = self.model.done_received(ticket);
         // Paying the last thing the key kept lets the core forget it.
         self.model.forget();
+        if !write_fails {
+            self.log.push(format!("t={} DONE of {} delivered to {}", self.now, completion.token, OWNERS[owner]));
+            return;
+        }
+        self.log.push(format!("t={} DONE of {} to {} not written", self.now, completion.token, OWNERS[owner]));
+        if let Some(unwritten) = paid {
+            self.core.done_unwritten(key_name, unwritten, at(self.now));
+            self.model.counts.done_unwritten += 1;
+        }
+        if let Some(owed) = owed {
+            self.model.done_unwritten(key, owed, self.now);
+        }
     }
 
     fn same_outcome(&mut self, got: &WaitOutcome, want: &MOutcome) -> Check {
@@ -1143,7 +1178,7 @@ impl Harness {
                     continue;
                 }
                 let mut waiting = self.slots[slot].waiting.take().expect("checked above");
-                self.receive(&mut waiting, &state).map_err(|e| format!("slot {slot}: {e}"))?;
+                self.receive(&mut waiting, &state, false).map_err(|e| format!("slot {slot}: {e}"))?;
             } else {
                 let delivered = matches!(state, TicketState::Delivered(_));
                 ensure(waiting.ticket.has_answer() == delivered, || {

@@ -15,7 +15,7 @@ use super::outcome::{
 };
 use super::queue::{Blocker, Blockers, PLACE_BYTES, Place, Queue, Waiter};
 use super::shard::{ShardCtx, StepKey};
-use super::told_done::ToldDone;
+use super::told_done::{OwedDone, ToldDone};
 use super::{ConnId, RECOVERED};
 
 #[derive(Debug)]
@@ -574,11 +574,48 @@ impl KeyState {
         told
     }
 
-    /// A blocked WAIT's DONE of the completion `token` reached `owner`: it is owed no more.
-    pub(crate) fn done_delivered(&mut self, key: &StepKey<'_>, owner: &[u8], token: u64, ctx: &mut ShardCtx) {
-        if let Some(owner) = self.extra.as_deref_mut().and_then(|extra| extra.told_done.take_of(owner, token)) {
-            ctx.record.record(|| Change::Paid { key: key.shared(), owner });
+    /// A blocked WAIT's DONE of the completion `token` is being written to `owner`: it is owed no
+    /// more, unless the write fails and the writer gives it back ([`KeyState::done_unwritten`]).
+    pub(crate) fn pay_done(
+        &mut self,
+        key: &StepKey<'_>,
+        owner: &[u8],
+        token: u64,
+        ctx: &mut ShardCtx,
+    ) -> Option<OwedDone> {
+        let paid = self.extra.as_deref_mut()?.told_done.take_of(owner, token)?;
+        ctx.record.record(|| Change::Paid { key: key.shared(), owner: Arc::clone(&paid.owner) });
+        Some(paid)
+    }
+
+    /// A DONE paid as its write began never left: it is owed again, unless its time is up or the
+    /// owner has called again meanwhile and was answered afresh.
+    pub(crate) fn done_unwritten(
+        &mut self,
+        key: &StepKey<'_>,
+        unwritten: OwedDone,
+        ctx: &mut ShardCtx,
+        now: Timestamp,
+    ) {
+        let OwedDone { owner, until, completion } = unwritten;
+        let called_again = self.holder.as_ref().is_some_and(|holder| holder.owner == owner)
+            || self
+                .extra
+                .as_deref()
+                .is_some_and(|extra| extra.queue.place_of(&owner).is_some() || extra.told_done.owes(&owner));
+        if called_again || until <= now.ms() {
+            return;
         }
+        // The completion may be long gone from the journal's recent past: recorded again so that
+        // a replay can owe it.
+        ctx.record.record(|| Change::Finish { key: key.shared(), completion: Arc::clone(&completion) });
+        ctx.record.record(|| Change::Owe {
+            key: key.shared(),
+            owner: Arc::clone(&owner),
+            token: completion.token,
+            until,
+        });
+        self.extra().told_done.insert(owner, until, completion);
     }
 
     /// LOCK.EXTEND: the holder's lease restarts at `claim.lease_ms` and binds to `claim.conn`.

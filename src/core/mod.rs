@@ -56,6 +56,7 @@ use key_table::{POSITION_BITS, ScanBudget};
 pub(crate) use queue::PLACE_BYTES;
 pub use shard::KeyHash;
 use shard::{Absent, SHARD_BITS, Shard};
+pub use told_done::OwedDone;
 
 /// Connections are numbered from 1 by the server; the core only compares them.
 pub type ConnId = NonZeroU64;
@@ -331,11 +332,22 @@ impl LockCore {
         self.change_existing(key, now, |state, key, ctx, now| state.grant_undelivered(key, token, conn, ctx, now));
     }
 
-    /// The DONE of the completion `token` that a blocked WAIT of `owner` was answered was written
-    /// to its client. Until then the owner stays owed it, so that one lost with its connection
-    /// (or with the server) is told again on its next call, not granted the work done already.
-    pub fn done_delivered(&self, key: &[u8], owner: &[u8], token: u64, now: Timestamp) {
-        self.change_existing(key, now, |state, key, ctx, _| state.done_delivered(key, owner, token, ctx));
+    /// The DONE of the completion `token` that a blocked WAIT of `owner` was answered is about to
+    /// be written to its client. Until then the owner stays owed it, so that one lost with its
+    /// connection (or with the server) is told again on its next call, not granted the work done
+    /// already. From then on it is paid: were it paid only once written, the client could read
+    /// it and call again on another connection before then, and be told DONE twice. A write that
+    /// fails gives the debt back with [`LockCore::done_unwritten`].
+    pub fn pay_done(&self, key: &[u8], owner: &[u8], token: u64, now: Timestamp) -> Option<OwedDone> {
+        self.change_existing(key, now, |state, key, ctx, _| state.pay_done(key, owner, token, ctx)).flatten()
+    }
+
+    /// The DONE [`LockCore::pay_done`] paid was not written: the owner is owed it again.
+    pub fn done_unwritten(&self, key: &[u8], unwritten: OwedDone, now: Timestamp) {
+        self.on_shard(key, |shard| {
+            shard
+                .change(key, Absent::Create, now, |state, key, ctx, now| state.done_unwritten(key, unwritten, ctx, now))
+        });
     }
 
     pub fn unlock(&self, key: &[u8], owner: &[u8], token: u64, verdict: Verdict, now: Timestamp) -> UnlockOutcome {

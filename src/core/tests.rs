@@ -194,7 +194,7 @@ fn a_blocked_waiter_answered_done_is_still_owed_it_in_case_the_answer_was_lost()
 }
 
 #[test]
-fn a_done_delivered_is_owed_no_more_but_a_later_rounds_still_is() {
+fn a_done_paid_is_owed_no_more_but_a_later_rounds_still_is() {
     let core = core();
     let round = |core: &LockCore, now: u64| {
         let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(now)));
@@ -206,16 +206,52 @@ fn a_done_delivered_is_owed_no_more_but_a_later_rounds_still_is() {
         }
     };
     let first = round(&core, 0);
-    core.done_delivered(b"k", b"w", first, at(1));
+    assert!(core.pay_done(b"k", b"w", first, at(1)).is_some());
     assert!(core.owed_dones(b"k").is_empty());
     assert_eq!(core.key_count(), 0);
     let second = round(&core, 2);
-    // A late report of the first DONE's delivery does not pay the second.
-    core.done_delivered(b"k", b"w", first, at(3));
+    // A late payment of the first DONE does not pay the second.
+    assert!(core.pay_done(b"k", b"w", first, at(3)).is_none());
     assert_eq!(core.owed_dones(b"k").len(), 1);
-    core.done_delivered(b"k", b"w", second, at(3));
+    assert!(core.pay_done(b"k", b"w", second, at(3)).is_some());
     assert!(core.owed_dones(b"k").is_empty());
     assert!(matches!(core.try_lock(request("k", "w", 2, None), false, at(4)), TryOutcome::Acquired { .. }));
+}
+
+#[test]
+fn a_done_whose_write_failed_is_owed_again_unless_the_owner_called_since() {
+    let core = core();
+    let lease_ms = 2;
+    let round = |core: &LockCore, waiter: &str, now: u64| {
+        let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(now)));
+        let mut ticket = blocked(wait(core, request("k", waiter, 2, Some(lease_ms)), at(now)));
+        core.unlock(b"k", b"a", token, success(None, None), at(now));
+        match ticket.try_answer() {
+            Some(WaitOutcome::Done(completion)) => completion.token,
+            other => panic!("expected DONE, got {other:?}"),
+        }
+    };
+    // The key is forgotten once paid, and made again to owe it.
+    let first = round(&core, "w", 0);
+    let unwritten = core.pay_done(b"k", b"w", first, at(0)).expect("owed");
+    assert_eq!(core.key_count(), 0);
+    core.done_unwritten(b"k", unwritten, at(1));
+    match core.try_lock(request("k", "w", 2, None), false, at(1)) {
+        TryOutcome::Done(completion) => assert_eq!(completion.token, first),
+        other => panic!("expected the DONE owed again, got {other:?}"),
+    }
+    // Not once the owner has called again and was granted the lock.
+    let second = round(&core, "x", 2);
+    let unwritten = core.pay_done(b"k", b"x", second, at(2)).expect("owed");
+    let token = acquired(core.try_lock(request("k", "x", 2, None), false, at(2)));
+    core.done_unwritten(b"k", unwritten, at(3));
+    assert!(core.owed_dones(b"k").is_empty());
+    core.unlock(b"k", b"x", token, failure(), at(3));
+    // Nor once its place would have run out.
+    let third = round(&core, "y", 4);
+    let unwritten = core.pay_done(b"k", b"y", third, at(4)).expect("owed");
+    core.done_unwritten(b"k", unwritten, at(4 + lease_ms));
+    assert_eq!(core.key_count(), 0);
 }
 
 #[test]

@@ -19,6 +19,14 @@ use hashbrown::hash_map::EntryRef;
 use super::footprint::{arc_bytes, extrapolate};
 use super::outcome::Completion;
 
+/// A DONE paid as its write began, kept by the writer to be owed again if the write fails.
+#[derive(Debug)]
+pub struct OwedDone {
+    pub(crate) owner: Arc<[u8]>,
+    pub(crate) until: u64,
+    pub(crate) completion: Arc<Completion>,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct ToldDone {
     by_owner: HashMap<Arc<[u8]>, (u64, Arc<Completion>)>,
@@ -47,11 +55,18 @@ impl ToldDone {
 
     /// The DONE of the completion `token` owed to `owner`, which is thereby paid. One of another
     /// completion (a later round's) stays owed.
-    pub(crate) fn take_of(&mut self, owner: &[u8], token: u64) -> Option<Arc<[u8]>> {
+    pub(crate) fn take_of(&mut self, owner: &[u8], token: u64) -> Option<OwedDone> {
         match self.by_owner.entry_ref(owner) {
-            EntryRef::Occupied(owed) if owed.get().1.token == token => Some(owed.remove_entry().0),
+            EntryRef::Occupied(owed) if owed.get().1.token == token => {
+                let (owner, (until, completion)) = owed.remove_entry();
+                Some(OwedDone { owner, until, completion })
+            }
             _ => None,
         }
+    }
+
+    pub(crate) fn owes(&self, owner: &[u8]) -> bool {
+        self.by_owner.contains_key(owner)
     }
 
     /// Forgets what is owed until `now` at most, telling `paid` of each owner.
@@ -117,7 +132,7 @@ mod tests {
         told.insert(owner("b"), 10, completion(1));
         told.insert(owner("c"), 10, completion(1));
         // a is paid, then owed a later round's DONE until later; b is owed a later one sooner.
-        assert!(told.take_of(b"a", 1).is_some());
+        assert_eq!(told.take_of(b"a", 1).map(|paid| paid.until), Some(10));
         told.insert(owner("a"), 30, completion(2));
         told.insert(owner("b"), 5, completion(2));
         assert!(told.take_of(b"c", 2).is_none(), "c is owed round 1's, not round 2's");

@@ -104,6 +104,28 @@ async fn success_tells_every_blocked_waiter_done_with_the_result() {
     server.stop().await.unwrap();
 }
 
+/// A blocked WAIT's DONE is owed until the server starts writing it, not until it has written it:
+/// an owner that read its DONE and at once calls again on another connection has begun a new
+/// round, and is granted the lock rather than told the old DONE twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_that_read_its_done_and_calls_again_elsewhere_begins_a_new_round() {
+    let server = start().await;
+    let mut ctl = Raw::connect(server.addr).await;
+    let mut elsewhere = Raw::connect(server.addr).await;
+    for round in 0..200 {
+        let token = cmd_out(&mut ctl, args!["LOCK.TRY", "k", "builder"]).await.token();
+        let mut waiter = start_wait(server.addr, "k", "node", 0).await;
+        ctl.wait_blocked("k", 1).await;
+        let told = ctl.cmd(args!["LOCK.UNLOCK", "k", "builder", token, "SUCCESS", "RESULT", round]).await;
+        assert_eq!(told, Resp::Int(1));
+        assert_eq!(read_out(&mut waiter).await, Out::done("builder", Some(&round.to_string())));
+        let again = cmd_out(&mut elsewhere, args!["LOCK.TRY", "k", "node"]).await;
+        let Out::Acquired(granted) = again else { panic!("round {round}: a new round answered {again:?}") };
+        assert_eq!(elsewhere.cmd(args!["LOCK.UNLOCK", "k", "node", granted, "FAILURE"]).await, Resp::Int(0));
+    }
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn success_with_keep_answers_blocked_and_later_waiters() {
     let server = start().await;
