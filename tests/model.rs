@@ -623,8 +623,8 @@ impl Model {
         true
     }
 
-    /// The WAIT's client read its DONE: its owner is owed that completion no more.
-    /// The DONE a blocked WAIT was answered is being written: paid, if still owed.
+    /// The DONE a blocked WAIT was answered is being written to its client: its owner is owed
+    /// that completion no more. Returns the debt it paid, if it was still owed.
     fn done_received(&mut self, ticket: TicketId) -> Option<MOwed> {
         let MTicket { key, owner, state: TicketState::Delivered(MOutcome::Done(completion)), .. } =
             &self.tickets[ticket]
@@ -1054,8 +1054,7 @@ impl Harness {
                     (None, None) => Ok(()),
                     (Some(outcome), Some(expected)) => {
                         self.same_outcome(&outcome, &expected)?;
-                        self.delivered(waiting.key, waiting.id, &outcome, false);
-                        Ok(())
+                        self.delivered(waiting.key, waiting.id, &outcome, false)
                     }
                     (got, want) => Err(format!("timed-out WAIT got {got:?}, model says {want:?}")),
                 }
@@ -1110,8 +1109,7 @@ impl Harness {
             (Some(Letter::Answer(answer)), TicketState::Delivered(expected)) => {
                 let expected = expected.clone();
                 self.same_outcome(&answer.outcome, &expected)?;
-                self.delivered(waiting.key, waiting.id, &answer.outcome, write_fails);
-                Ok(())
+                self.delivered(waiting.key, waiting.id, &answer.outcome, write_fails)
             }
             (Some(Letter::Withdrawn), TicketState::Closed) => Ok(()),
             (got, want) => Err(format!("WAIT mailbox holds {got:?}, model says {want:?}")),
@@ -1120,9 +1118,9 @@ impl Harness {
 
     /// The WAIT's answer was written to its client, as a connection pays a DONE it writes; or
     /// its write failed, and the connection gives the DONE back.
-    fn delivered(&mut self, key: usize, ticket: TicketId, outcome: &WaitOutcome, write_fails: bool) {
+    fn delivered(&mut self, key: usize, ticket: TicketId, outcome: &WaitOutcome, write_fails: bool) -> Check {
         let WaitOutcome::Done(completion) = outcome else {
-            return;
+            return Ok(());
         };
         let owner = self.model.tickets[ticket].owner;
         let (key_name, owner_name) = (KEYS[key].as_bytes(), OWNERS[owner].as_bytes());
@@ -1130,9 +1128,12 @@ impl Harness {
         let owed = self.model.done_received(ticket);
         // Paying the last thing the key kept lets the core forget it.
         self.model.forget();
+        ensure(paid.is_some() == owed.is_some(), || {
+            format!("paying the DONE of {} to {} found {paid:?}, model {owed:?}", completion.token, OWNERS[owner])
+        })?;
         if !write_fails {
             self.log.push(format!("t={} DONE of {} delivered to {}", self.now, completion.token, OWNERS[owner]));
-            return;
+            return Ok(());
         }
         self.log.push(format!("t={} DONE of {} to {} not written", self.now, completion.token, OWNERS[owner]));
         if let Some(unwritten) = paid {
@@ -1142,6 +1143,7 @@ impl Harness {
         if let Some(owed) = owed {
             self.model.done_unwritten(key, owed, self.now);
         }
+        Ok(())
     }
 
     fn same_outcome(&mut self, got: &WaitOutcome, want: &MOutcome) -> Check {
