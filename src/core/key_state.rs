@@ -561,14 +561,7 @@ impl KeyState {
             if told == 0 {
                 ctx.record.record(|| Change::Finish { key: key.shared(), completion: Arc::clone(completion) });
             }
-            let owner: Arc<[u8]> = Arc::from(waiter.owner);
-            ctx.record.record(|| Change::Owe {
-                key: key.shared(),
-                owner: Arc::clone(&owner),
-                token: completion.token,
-                until,
-            });
-            extra.told_done.insert(owner, until, Arc::clone(completion));
+            owe(&mut extra.told_done, key, Arc::from(waiter.owner), until, Arc::clone(completion), ctx);
             told += 1;
         }
         told
@@ -609,13 +602,7 @@ impl KeyState {
         // The completion may be long gone from the journal's recent past: recorded again so that
         // a replay can owe it.
         ctx.record.record(|| Change::Finish { key: key.shared(), completion: Arc::clone(&completion) });
-        ctx.record.record(|| Change::Owe {
-            key: key.shared(),
-            owner: Arc::clone(&owner),
-            token: completion.token,
-            until,
-        });
-        self.extra().told_done.insert(owner, until, completion);
+        owe(&mut self.extra().told_done, key, owner, until, completion, ctx);
     }
 
     /// LOCK.EXTEND: the holder's lease restarts at `claim.lease_ms` and binds to `claim.conn`.
@@ -883,4 +870,17 @@ impl From<WaitOutcome> for TryOutcome {
             WaitOutcome::Done(completion) => TryOutcome::Done(completion),
         }
     }
+}
+
+/// `owner` is owed the DONE of `completion` until `until`, recorded after its `Finish`.
+fn owe(
+    told_done: &mut ToldDone,
+    key: &StepKey<'_>,
+    owner: Arc<[u8]>,
+    until: u64,
+    completion: Arc<Completion>,
+    ctx: &mut ShardCtx,
+) {
+    ctx.record.record(|| Change::Owe { key: key.shared(), owner: Arc::clone(&owner), token: completion.token, until });
+    told_done.insert(owner, until, completion);
 }
