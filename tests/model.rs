@@ -44,8 +44,9 @@ use std::sync::{Arc, Mutex};
 
 use baton::core::testing::{acquired, at, blocked, conn, release_connection, request, wait};
 use baton::core::{
-    Change, ChangeSink, ConnId, CoreSettings, ExtendOutcome, Gauges, KeyInfo, Letter, LockCore, LockRequest,
-    LockStateName, TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart, WaitTicket,
+    Change, ChangeEncoder, ChangeSink, ConnId, CoreSettings, ExtendOutcome, Gauges, KeyInfo, Letter, LockCore,
+    LockRequest, LockStateName, TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart, WaitTicket, WallClock,
+    decode_changes,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
@@ -1324,8 +1325,17 @@ impl Journal {
 }
 
 impl ChangeSink for Journal {
-    fn record(&self, changes: &mut Vec<Change>) {
-        self.0.lock().unwrap().push(std::mem::take(changes));
+    fn wall_ms_at_zero(&self) -> u64 {
+        0
+    }
+
+    /// Keeps the batches as a recovery reads them back: decoded from the bytes the core encoded.
+    fn record(&self, changes: &mut ChangeEncoder) {
+        let clock = WallClock { wall_ms_at_zero: 0, now_ms: 0, max_ahead_ms: u64::MAX };
+        let mut batches = self.0.lock().unwrap();
+        for part in changes.parts() {
+            batches.push(decode_changes(part, clock).expect("the core's own encoding decodes"));
+        }
     }
 }
 

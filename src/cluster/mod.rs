@@ -103,7 +103,7 @@ impl Cluster {
             id: cluster_id,
             peers: members,
             default_bus_port: config.cluster_bus_port,
-            proposals: Arc::new(Proposals::new(wall_ms_at_zero, settings.max_lease_ms)),
+            proposals: Arc::new(Proposals::new(wall_ms_at_zero)),
             serving_term: AtomicU64::new(0),
         }))
     }

@@ -17,8 +17,8 @@ use std::ops::RangeInclusive;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::core::{Change, ChangeSink, Timestamp};
-use crate::journal::{WallClock, encode_live_batch, encode_record};
+use crate::core::{ChangeEncoder, ChangeSink, Timestamp};
+use crate::journal::{batch_payload, encode_record_of_parts};
 
 /// A Raft entry takes the batches queued meanwhile up to about this size (and always at least
 /// one): the log frames an entry as the journal frames a record, and a reader refuses frames
@@ -41,7 +41,6 @@ pub(crate) struct Proposals {
     /// Wakes replies waiting for their changes when some commit or are lost.
     settled: Notify,
     wall_ms_at_zero: u64,
-    max_lease_ms: u64,
 }
 
 struct State {
@@ -57,7 +56,7 @@ struct State {
 }
 
 impl Proposals {
-    pub(crate) fn new(wall_ms_at_zero: u64, max_lease_ms: u64) -> Proposals {
+    pub(crate) fn new(wall_ms_at_zero: u64) -> Proposals {
         Proposals {
             state: Mutex::new(State {
                 leading: false,
@@ -69,7 +68,6 @@ impl Proposals {
             queued: Notify::new(),
             settled: Notify::new(),
             wall_ms_at_zero,
-            max_lease_ms,
         }
     }
 
@@ -136,12 +134,6 @@ impl Proposals {
         drop(state);
         self.settled.notify_waiters();
     }
-
-    fn wall_clock(&self) -> WallClock {
-        // Deadlines in a batch are wall-clock times; reading them back is bounded by the lease
-        // ceiling from the reader's now, so `now_ms` is not needed to write them.
-        WallClock { wall_ms_at_zero: self.wall_ms_at_zero, now_ms: 0, max_ahead_ms: self.max_lease_ms }
-    }
 }
 
 impl State {
@@ -170,22 +162,21 @@ impl State {
 }
 
 impl ChangeSink for Proposals {
-    fn record(&self, changes: &mut Vec<Change>) {
-        ENCODED.with_borrow_mut(|payload| {
-            encode_live_batch(changes, self.wall_clock(), payload, |payload| self.queue(payload));
-            // A burst of large batches must not pin their buffer on every worker thread.
-            if payload.capacity() > crate::journal::SNAPSHOT_PAYLOAD_BYTES {
-                *payload = Vec::new();
-            }
-        });
-        changes.clear();
+    fn wall_ms_at_zero(&self) -> u64 {
+        self.wall_ms_at_zero
+    }
+
+    fn record(&self, changes: &mut ChangeEncoder) {
+        for part in changes.parts() {
+            self.queue(&batch_payload(part));
+        }
     }
 }
 
 impl Proposals {
     /// Numbers a batch's payload and queues it for the next entry, or loses it at once while
     /// this node does not lead.
-    fn queue(&self, payload: &[u8]) {
+    fn queue(&self, payload: &[&[u8]]) {
         let mut state = self.state.lock();
         let seq = state.next_seq;
         state.next_seq += 1;
@@ -193,12 +184,12 @@ impl Proposals {
             let first = state.queued.is_empty();
             match state.queued.back_mut() {
                 Some((entry, through)) if entry.len() < ENTRY_BYTES => {
-                    encode_record(entry, seq, payload);
+                    encode_record_of_parts(entry, seq, payload);
                     *through = seq;
                 }
                 _ => {
                     let mut entry = Vec::new();
-                    encode_record(&mut entry, seq, payload);
+                    encode_record_of_parts(&mut entry, seq, payload);
                     state.queued.push_back((entry, seq));
                 }
             }
@@ -214,10 +205,6 @@ impl Proposals {
     }
 }
 
-thread_local! {
-    static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Milliseconds since the Unix epoch at the moment `clock` read zero.
 pub(crate) fn wall_ms_at_zero(now: Timestamp) -> u64 {
     crate::journal::unix_ms().saturating_sub(now.ms())
@@ -228,15 +215,16 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::core::ChangeRef;
 
     fn recorded(proposals: &Proposals) -> u64 {
-        proposals.record(&mut Vec::new());
+        proposals.record(&mut ChangeEncoder::new(0, usize::MAX));
         proposals.position()
     }
 
     #[test]
     fn a_batch_settles_when_committed_and_not_before() {
-        let proposals = Arc::new(Proposals::new(0, 1000));
+        let proposals = Arc::new(Proposals::new(0));
         proposals.lead();
         let first = recorded(&proposals);
         let second = recorded(&proposals);
@@ -249,7 +237,7 @@ mod tests {
 
     #[test]
     fn stepping_down_loses_what_is_not_committed_and_what_comes_after() {
-        let proposals = Proposals::new(0, 1000);
+        let proposals = Proposals::new(0);
         proposals.lead();
         let committed = recorded(&proposals);
         proposals.committed(committed);
@@ -270,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_late_commit_of_a_lost_batch_changes_nothing() {
-        let proposals = Proposals::new(0, 1000);
+        let proposals = Proposals::new(0);
         proposals.lead();
         let pending = recorded(&proposals);
         proposals.step_down();
@@ -280,7 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_proposer_takes_every_queued_batch_at_once() {
-        let proposals = Proposals::new(0, 1000);
+        let proposals = Proposals::new(0);
         proposals.lead();
         for _ in 0..3 {
             recorded(&proposals);
@@ -296,12 +284,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_backlog_is_proposed_in_entries_of_bounded_size() {
-        let proposals = Proposals::new(0, 1000);
+        let proposals = Proposals::new(0);
         proposals.lead();
         let owner: Arc<[u8]> = Arc::from(vec![b'o'; 1 << 20]);
         for token in 1..=20 {
-            let hold = Change::Hold { key: Arc::from(&b"k"[..]), owner: Arc::clone(&owner), token, lease_ms: 1 };
-            proposals.record(&mut vec![hold]);
+            let mut changes = ChangeEncoder::new(0, usize::MAX);
+            changes.push(ChangeRef::Hold { key: b"k", owner: &owner, token, lease_ms: 1 });
+            proposals.record(&mut changes);
         }
         let mut through = 0;
         let mut entries = 0;
@@ -316,7 +305,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiters_wake_on_commit_and_on_loss() {
-        let proposals = Arc::new(Proposals::new(0, 1000));
+        let proposals = Arc::new(Proposals::new(0));
         proposals.lead();
         let committed = recorded(&proposals);
         let lost = recorded(&proposals);

@@ -27,8 +27,8 @@ use parking_lot::Mutex;
 
 use super::log_store::replace_file;
 use super::raft::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::core::{Clock, CoreSettings, LockCore, token_seed};
-use crate::journal::{NextRecord, Record, RecordReader, WallClock, encode_record, encode_snapshot_batches};
+use crate::core::{Clock, CoreSettings, LockCore, WallClock, token_seed};
+use crate::journal::{NextRecord, Record, RecordReader, encode_record, encode_snapshot_batches};
 
 pub(crate) type SnapshotData = Cursor<Vec<u8>>;
 

@@ -12,8 +12,8 @@ use super::membership::caught_up;
 use super::node::Node;
 use super::raft::{Member, NodeId, Record};
 use crate::config::{Config, Peers};
-use crate::core::{Change, Clock, CoreSettings};
-use crate::journal::{self, WallClock};
+use crate::core::{Change, Clock, CoreSettings, WallClock};
+use crate::journal;
 
 mod bus_security;
 

@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+use super::change_codec::{BATCH_PART_BYTES, ChangeEncoder};
 use super::events::ReleaseCause;
 use super::outcome::{Completion, UnlockOutcome};
 
@@ -100,37 +101,96 @@ impl Change {
             | Change::Unlocked { key, .. } => key,
         }
     }
+
+    pub fn as_ref(&self) -> ChangeRef<'_> {
+        match self {
+            Change::Hold { key, owner, token, lease_ms } => {
+                ChangeRef::Hold { key, owner, token: *token, lease_ms: *lease_ms }
+            }
+            Change::Free { key, cause } => ChangeRef::Free { key, cause: cause.as_ref() },
+            Change::Join { key, owner, lease_ms } => ChangeRef::Join { key, owner, lease_ms: *lease_ms },
+            Change::Leave { key, owner } => ChangeRef::Leave { key, owner },
+            Change::LeaveAll { key } => ChangeRef::LeaveAll { key },
+            Change::Finish { key, completion } => ChangeRef::Finish { key, completion },
+            Change::Keep { key, token, until } => ChangeRef::Keep { key, token: *token, until: *until },
+            Change::Unkeep { key } => ChangeRef::Unkeep { key },
+            Change::Owe { key, owner, token, until } => ChangeRef::Owe { key, owner, token: *token, until: *until },
+            Change::Paid { key, owner } => ChangeRef::Paid { key, owner },
+            Change::Unlocked { key, owner, token, outcome } => {
+                ChangeRef::Unlocked { key, owner, token: *token, outcome: *outcome }
+            }
+        }
+    }
+}
+
+/// A [`Change`] borrowing its strings: what the live core records, encoded at once (see
+/// [`ChangeEncoder`]), so that recording copies no key and counts no reference.
+#[derive(Debug, Clone, Copy)]
+pub enum ChangeRef<'a> {
+    Hold { key: &'a [u8], owner: &'a [u8], token: u64, lease_ms: u64 },
+    Free { key: &'a [u8], cause: Option<&'a ReleaseCause> },
+    Join { key: &'a [u8], owner: &'a [u8], lease_ms: u64 },
+    Leave { key: &'a [u8], owner: &'a [u8] },
+    LeaveAll { key: &'a [u8] },
+    Finish { key: &'a [u8], completion: &'a Completion },
+    Keep { key: &'a [u8], token: u64, until: u64 },
+    Unkeep { key: &'a [u8] },
+    Owe { key: &'a [u8], owner: &'a [u8], token: u64, until: u64 },
+    Paid { key: &'a [u8], owner: &'a [u8] },
+    Unlocked { key: &'a [u8], owner: &'a [u8], token: u64, outcome: UnlockOutcome },
+}
+
+impl<'a> ChangeRef<'a> {
+    pub fn key(&self) -> &'a [u8] {
+        match *self {
+            ChangeRef::Hold { key, .. }
+            | ChangeRef::Free { key, .. }
+            | ChangeRef::Join { key, .. }
+            | ChangeRef::Leave { key, .. }
+            | ChangeRef::LeaveAll { key }
+            | ChangeRef::Finish { key, .. }
+            | ChangeRef::Keep { key, .. }
+            | ChangeRef::Unkeep { key }
+            | ChangeRef::Owe { key, .. }
+            | ChangeRef::Paid { key, .. }
+            | ChangeRef::Unlocked { key, .. } => key,
+        }
+    }
 }
 
 /// Where a shard's changes go, called under the shard lock right after the operation that made
 /// them, so changes of one key reach it in the order they were made. It must not block: the
 /// journal only frames them into its in-memory buffer.
 pub trait ChangeSink: Send + Sync {
-    /// Takes every change in `changes` (leaving it empty): the changes of one operation, to be
-    /// replayed as one batch (see [`crate::core::LockCore::replay`]).
-    fn record(&self, changes: &mut Vec<Change>);
+    /// Wall-clock milliseconds (since the Unix epoch) when the server's clock read zero:
+    /// deadlines are encoded as wall-clock times (see [`crate::core::WallClock`]).
+    fn wall_ms_at_zero(&self) -> u64;
+
+    /// Takes the changes of one operation, encoded: each of `changes.parts()` is a batch to be
+    /// replayed as one (see [`crate::core::LockCore::replay`]).
+    fn record(&self, changes: &mut ChangeEncoder);
 }
 
-/// The changes one shard operation made, collected only while a sink is attached (so a server
-/// without a journal does not even build them).
+/// The changes of the shard operation under way, encoded as they are made while a sink is
+/// attached (a server without a journal does not even encode them).
 #[derive(Debug, Default)]
 pub(crate) struct Recorder {
-    enabled: bool,
-    changes: Vec<Change>,
+    encoder: Option<ChangeEncoder>,
 }
 
 impl Recorder {
-    pub(crate) fn set_enabled(&mut self, enabled: bool) {
-        self.enabled = enabled;
+    pub(crate) fn enable(&mut self, wall_ms_at_zero: Option<u64>) {
+        self.encoder = wall_ms_at_zero.map(|wall_ms_at_zero| ChangeEncoder::new(wall_ms_at_zero, BATCH_PART_BYTES));
     }
 
-    pub(crate) fn record(&mut self, change: impl FnOnce() -> Change) {
-        if self.enabled {
-            self.changes.push(change());
+    pub(crate) fn record(&mut self, change: ChangeRef<'_>) {
+        if let Some(encoder) = &mut self.encoder {
+            encoder.push(change);
         }
     }
 
-    pub(crate) fn changes(&mut self) -> &mut Vec<Change> {
-        &mut self.changes
+    /// The operation's changes, if it made any.
+    pub(crate) fn changes(&mut self) -> Option<&mut ChangeEncoder> {
+        self.encoder.as_mut().filter(|encoder| !encoder.is_empty())
     }
 }

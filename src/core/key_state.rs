@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::change::Change;
+use super::change::{Change, ChangeRef};
 use super::clock::Timestamp;
 use super::events::{LockEvent, ReleaseCause};
 use super::footprint::arc_bytes;
@@ -168,13 +168,13 @@ impl KeyState {
         if let Some(extra) = self.extra.as_deref_mut() {
             let record = &mut ctx.record;
             extra.queue.drop_expired(now.ms(), |owner| {
-                record.record(|| Change::Leave { key: key.shared(), owner: Arc::from(owner) });
+                record.record(ChangeRef::Leave { key, owner: &owner });
             });
             if extra.completion.as_ref().is_some_and(|(_, until)| *until <= now.ms()) {
                 extra.completion = None;
-                record.record(|| Change::Unkeep { key: key.shared() });
+                record.record(ChangeRef::Unkeep { key });
             }
-            extra.told_done.drop_expired(now.ms(), |owner| record.record(|| Change::Paid { key: key.shared(), owner }));
+            extra.told_done.drop_expired(now.ms(), |owner| record.record(ChangeRef::Paid { key, owner: &owner }));
         }
         if self.holder.as_ref().is_some_and(|holder| holder.deadline <= now.ms()) {
             self.fail_holder(key, ReleaseCause::LeaseExpired, ctx, now);
@@ -218,7 +218,7 @@ impl KeyState {
         if let Some(extra) = self.extra.as_deref_mut() {
             if let Some((owner, completion)) = extra.told_done.take(claim.owner) {
                 ctx.stats.done_answers += 1;
-                ctx.record.record(|| Change::Paid { key: key.shared(), owner });
+                ctx.record.record(ChangeRef::Paid { key, owner: &owner });
                 return Some(WaitOutcome::Done(completion));
             }
             if let Some((completion, _)) = &extra.completion {
@@ -238,12 +238,7 @@ impl KeyState {
             Some(holder) if *holder.owner == *claim.owner => {
                 holder.deadline = now.ms().saturating_add(claim.lease_ms);
                 let token = holder.token;
-                ctx.record.record(|| Change::Hold {
-                    key: key.shared(),
-                    owner: Arc::clone(&holder.owner),
-                    token,
-                    lease_ms: claim.lease_ms,
-                });
+                ctx.record.record(ChangeRef::Hold { key, owner: &holder.owner, token, lease_ms: claim.lease_ms });
                 self.rebind(claim.conn);
                 Some(WaitOutcome::Acquired { token })
             }
@@ -268,12 +263,7 @@ impl KeyState {
             ctx.events.push(LockEvent::Granted { key: key.shared(), owner: Arc::clone(&holder.owner), token, handoff });
         }
         self.forget_other_recipients();
-        ctx.record.record(|| Change::Hold {
-            key: key.shared(),
-            owner: Arc::clone(&holder.owner),
-            token,
-            lease_ms: holder.lease_ms,
-        });
+        ctx.record.record(ChangeRef::Hold { key, owner: &holder.owner, token, lease_ms: holder.lease_ms });
         self.holder = Some(Holder {
             owner: holder.owner,
             token,
@@ -296,11 +286,7 @@ impl KeyState {
             return None;
         }
         let place = self.join_or_renew(claim.owner, claim.lease_ms, claim.conn, now);
-        ctx.record.record(|| Change::Join {
-            key: key.shared(),
-            owner: Arc::from(claim.owner),
-            lease_ms: claim.lease_ms,
-        });
+        ctx.record.record(ChangeRef::Join { key, owner: claim.owner, lease_ms: claim.lease_ms });
         Some(place)
     }
 
@@ -333,8 +319,7 @@ impl KeyState {
             // other TRY, so an owner that polls this way keeps it.
             if let Some(place) = self.place_of(claim.owner) {
                 self.extra().queue.renew(place, claim.lease_ms, claim.conn, now.ms());
-                let owner = ctx.owner_arc(claim.owner);
-                ctx.record.record(|| Change::Join { key: key.shared(), owner, lease_ms: claim.lease_ms });
+                ctx.record.record(ChangeRef::Join { key, owner: claim.owner, lease_ms: claim.lease_ms });
             }
             let holder =
                 self.holder.as_ref().map(|holder| Arc::clone(&holder.owner)).unwrap_or_else(|| Arc::from(&[][..]));
@@ -380,7 +365,7 @@ impl KeyState {
     ) -> bool {
         self.extra.as_deref_mut().is_some_and(|extra| {
             extra.queue.unblock(place, wait, leave_queue, now.ms(), |owner| {
-                ctx.record.record(|| Change::Leave { key: key.shared(), owner: Arc::from(owner) });
+                ctx.record.record(ChangeRef::Leave { key, owner: &owner });
             })
         })
     }
@@ -392,7 +377,7 @@ impl KeyState {
             return false;
         }
         while let Some(waiter) = self.extra.as_deref_mut().and_then(|extra| extra.queue.pop_front()) {
-            ctx.record.record(|| Change::Leave { key: key.shared(), owner: Arc::from(&*waiter.owner) });
+            ctx.record.record(ChangeRef::Leave { key, owner: &waiter.owner });
             if !waiter.is_blocked() {
                 if waiter.expires_at <= now.ms() {
                     continue;
@@ -432,7 +417,7 @@ impl KeyState {
         let Some(holder) = self.holder.take() else {
             return false;
         };
-        ctx.record.record(|| Change::Free { key: key.shared(), cause: Some(cause.clone()) });
+        ctx.record.record(ChangeRef::Free { key, cause: Some(&cause) });
         match cause {
             ReleaseCause::Failure(_) => ctx.stats.failures += 1,
             ReleaseCause::LeaseExpired => ctx.stats.lease_expiries += 1,
@@ -472,7 +457,7 @@ impl KeyState {
             }
         };
         let outcome = self.end_holding(key, token, verdict, ctx, now);
-        ctx.record.record(|| Change::Unlocked { key: key.shared(), owner: Arc::clone(&holding), token, outcome });
+        ctx.record.record(ChangeRef::Unlocked { key, owner: &holding, token, outcome });
         ctx.unlock_memo.remember(token, key, &holding, outcome);
         outcome
     }
@@ -491,7 +476,7 @@ impl KeyState {
                 let Some(holder) = self.holder.take() else {
                     return UnlockOutcome::NotLocked;
                 };
-                ctx.record.record(|| Change::Free { key: key.shared(), cause: None });
+                ctx.record.record(ChangeRef::Free { key, cause: None });
                 let completion = Arc::new(Completion { token, finisher: Arc::clone(&holder.owner), result });
                 // The completion is recorded only for the owed DONEs or the KEEP that refer to it:
                 // a SUCCESS with neither (most of them) has nothing to replay it for.
@@ -499,9 +484,9 @@ impl KeyState {
                 if let Some(keep_ms) = keep_ms {
                     let until = now.ms().saturating_add(keep_ms);
                     if waiters_told == 0 {
-                        ctx.record.record(|| Change::Finish { key: key.shared(), completion: Arc::clone(&completion) });
+                        ctx.record.record(ChangeRef::Finish { key, completion: &completion });
                     }
-                    ctx.record.record(|| Change::Keep { key: key.shared(), token, until });
+                    ctx.record.record(ChangeRef::Keep { key, token, until });
                     self.extra().completion = Some((completion, until));
                 }
                 ctx.stats.successes += 1;
@@ -542,7 +527,7 @@ impl KeyState {
         let Some(extra) = self.extra.as_deref_mut().filter(|extra| !extra.queue.is_empty()) else {
             return 0;
         };
-        ctx.record.record(|| Change::LeaveAll { key: key.shared() });
+        ctx.record.record(ChangeRef::LeaveAll { key });
         let mut told = 0;
         for waiter in extra.queue.take_all() {
             // A blocked owner's place would have been leased from the moment it stopped waiting.
@@ -559,7 +544,7 @@ impl KeyState {
                 ctx.stats.done_answers += 1;
             }
             if told == 0 {
-                ctx.record.record(|| Change::Finish { key: key.shared(), completion: Arc::clone(completion) });
+                ctx.record.record(ChangeRef::Finish { key, completion });
             }
             owe(&mut extra.told_done, key, Arc::from(waiter.owner), until, Arc::clone(completion), ctx);
             told += 1;
@@ -577,7 +562,7 @@ impl KeyState {
         ctx: &mut ShardCtx,
     ) -> Option<OwedDone> {
         let paid = self.extra.as_deref_mut()?.told_done.take_of(owner, token)?;
-        ctx.record.record(|| Change::Paid { key: key.shared(), owner: Arc::clone(&paid.owner) });
+        ctx.record.record(ChangeRef::Paid { key, owner: &paid.owner });
         Some(paid)
     }
 
@@ -601,7 +586,7 @@ impl KeyState {
         }
         // The completion may be long gone from the journal's recent past: recorded again so that
         // a replay can owe it.
-        ctx.record.record(|| Change::Finish { key: key.shared(), completion: Arc::clone(&completion) });
+        ctx.record.record(ChangeRef::Finish { key, completion: &completion });
         owe(&mut self.extra().told_done, key, owner, until, completion, ctx);
     }
 
@@ -621,12 +606,7 @@ impl KeyState {
             return ExtendOutcome::NotHolder;
         }
         holder.deadline = now.ms().saturating_add(claim.lease_ms);
-        ctx.record.record(|| Change::Hold {
-            key: key.shared(),
-            owner: Arc::clone(&holder.owner),
-            token,
-            lease_ms: claim.lease_ms,
-        });
+        ctx.record.record(ChangeRef::Hold { key, owner: &holder.owner, token, lease_ms: claim.lease_ms });
         self.rebind(claim.conn);
         ExtendOutcome::Extended
     }
@@ -670,7 +650,7 @@ impl KeyState {
         if ctx.collect_all_events {
             ctx.events.push(LockEvent::Cancelled { key: key.shared(), owner: Arc::from(&*waiter.owner) });
         }
-        ctx.record.record(|| Change::Leave { key: key.shared(), owner: Arc::from(waiter.owner) });
+        ctx.record.record(ChangeRef::Leave { key, owner: &waiter.owner });
         true
     }
 
@@ -689,7 +669,7 @@ impl KeyState {
         if let Some(extra) = self.extra.as_deref_mut() {
             let record = &mut ctx.record;
             extra.queue.drop_places_of(conn, |owner| {
-                record.record(|| Change::Leave { key: key.shared(), owner: Arc::from(owner) });
+                record.record(ChangeRef::Leave { key, owner: &owner });
             });
         }
         self.unbind(key, conn, ReleaseCause::HolderDisconnected, ctx, now);
@@ -881,6 +861,6 @@ fn owe(
     completion: Arc<Completion>,
     ctx: &mut ShardCtx,
 ) {
-    ctx.record.record(|| Change::Owe { key: key.shared(), owner: Arc::clone(&owner), token: completion.token, until });
+    ctx.record.record(ChangeRef::Owe { key, owner: &owner, token: completion.token, until });
     told_done.insert(owner, until, completion);
 }

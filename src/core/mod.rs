@@ -13,6 +13,7 @@
 //! make either hold millions of entries, and every shard lock held meanwhile stalls other clients.
 
 mod change;
+mod change_codec;
 mod clock;
 mod events;
 mod footprint;
@@ -37,7 +38,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
-pub use change::{Change, ChangeSink};
+pub use change::{Change, ChangeRef, ChangeSink};
+pub use change_codec::{BATCH_PART_BYTES, ChangeEncoder, DecodeError, WallClock, decode_changes};
+pub(crate) use change_codec::{Input, put_u64};
 pub(crate) use clock::token_seed;
 pub use clock::{Clock, Timestamp};
 pub(crate) use events::{LockEvent, LockObserver};

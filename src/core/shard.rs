@@ -220,23 +220,23 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
 
     /// From now on every change is handed to `sink` (None: to nobody, and none is collected).
     pub(crate) fn set_sink(&mut self, sink: Option<Arc<dyn ChangeSink>>) {
-        self.ctx.record.set_enabled(sink.is_some());
+        self.ctx.record.enable(sink.as_ref().map(|sink| sink.wall_ms_at_zero()));
         self.sink = sink;
     }
 
     pub(crate) fn take_sink(&mut self) -> Option<Arc<dyn ChangeSink>> {
-        self.ctx.record.set_enabled(false);
+        self.ctx.record.enable(None);
         self.sink.take()
     }
 
     /// Hands the changes of the operation that just ran to the sink, still under the shard lock
     /// so that changes of a key reach it in the order they were made.
     pub(crate) fn flush_changes(&mut self) {
-        let changes = self.ctx.record.changes();
         if let Some(sink) = &self.sink
-            && !changes.is_empty()
+            && let Some(changes) = self.ctx.record.changes()
         {
             sink.record(changes);
+            changes.clear();
         }
     }
 

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::core::{Change, ChangeSink, Clock, LockCore, Timestamp};
+use crate::core::{ChangeEncoder, ChangeSink, Clock, LockCore, Timestamp, WallClock};
 
-use super::record::{self, Record, WallClock};
+use super::record::{self, Record};
 use super::{FsyncPolicy, Log, LogError, LogOptions, LogStatus, RecoveredRecord, Recovery};
 
 /// Grants one reservation covers.
@@ -262,34 +262,23 @@ impl Journal {
 }
 
 impl ChangeSink for Journal {
-    fn record(&self, changes: &mut Vec<Change>) {
-        for change in changes.iter() {
-            if let Change::Hold { token, lease_ms, .. } = change {
-                if *token >= self.tokens_below.load(Ordering::Acquire) {
-                    self.reserve_tokens(*token);
-                }
-                if *lease_ms > self.lease_ceiling_ms.load(Ordering::Acquire) {
-                    self.raise_lease_ceiling(*lease_ms);
-                }
+    fn wall_ms_at_zero(&self) -> u64 {
+        self.wall_ms_at_zero
+    }
+
+    fn record(&self, changes: &mut ChangeEncoder) {
+        if let Some((token, lease_ms)) = changes.max_hold() {
+            if token >= self.tokens_below.load(Ordering::Acquire) {
+                self.reserve_tokens(token);
+            }
+            if lease_ms > self.lease_ceiling_ms.load(Ordering::Acquire) {
+                self.raise_lease_ceiling(lease_ms);
             }
         }
-        ENCODED.with_borrow_mut(|payload| {
-            let clock = self.wall_clock(Timestamp::from_ms(0));
-            record::encode_live_batch(changes, clock, payload, |payload| {
-                self.log.append(payload);
-            });
-            // A burst of large batches must not pin their buffer on every worker thread.
-            if payload.capacity() > record::SNAPSHOT_PAYLOAD_BYTES {
-                *payload = Vec::new();
-            }
-        });
-        changes.clear();
+        for part in changes.parts() {
+            self.log.append_parts(&record::batch_payload(part));
+        }
     }
-}
-
-thread_local! {
-    /// Reused for every batch a thread records, so recording allocates nothing.
-    static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 pub(crate) fn unix_ms() -> u64 {

@@ -159,19 +159,25 @@ impl Log {
         Ok((log, recovered.recovery))
     }
 
-    /// Frames and buffers one record and returns its LSN. No I/O, no waiting on the writer: only
-    /// a short mutex around the buffer, so it may be called under the lock core's shard mutexes.
-    pub(crate) fn append(&self, payload: &[u8]) -> Lsn {
+    /// Frames and buffers one record, its payload given in pieces, and returns its LSN. No I/O,
+    /// no waiting on the writer: only a short mutex around the buffer, so it may be called under
+    /// the lock core's shard mutexes.
+    pub(crate) fn append_parts(&self, payload: &[&[u8]]) -> Lsn {
         self.append_inner(payload, false)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn append(&self, payload: &[u8]) -> Lsn {
+        self.append_parts(&[payload])
     }
 
     /// Like [`Log::append`], but the record is fsynced before it or any later LSN is released,
     /// whatever the policy (token-range reservations).
     pub(crate) fn append_synced(&self, payload: &[u8]) -> Lsn {
-        self.append_inner(payload, true)
+        self.append_inner(&[payload], true)
     }
 
-    fn append_inner(&self, payload: &[u8], synced: bool) -> Lsn {
+    fn append_inner(&self, payload: &[&[u8]], synced: bool) -> Lsn {
         let mut pending = self.shared.pending.lock();
         let lsn = pending.next_lsn;
         pending.next_lsn += 1;
@@ -180,7 +186,7 @@ impl Log {
         if first_of_batch {
             pending.buffer_first_lsn = lsn;
         }
-        frame::encode_record(&mut pending.buffer, lsn, payload);
+        frame::encode_record_of_parts(&mut pending.buffer, lsn, payload);
         if synced {
             pending.must_sync_upto = lsn;
         }

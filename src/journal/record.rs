@@ -1,18 +1,9 @@
-//! What the journal's payloads mean: batches of the core's [`Change`]s, token reservations and
-//! the marks that close a snapshot. The log under it only stores bytes; this is the one place
-//! that turns changes into bytes and back.
-//!
-//! Decoding never trusts its input beyond the CRC the log checked: every length is bounded by
-//! the bytes left and every tag is checked, so damaged or hostile bytes give an error, never a
-//! panic or a huge allocation.
-//!
-//! Completions and owed DONEs end at deadlines of the recording server's clock; they are written
-//! as wall-clock milliseconds ([`WallClock`]) and read back onto the new server's clock, capped
-//! by the longest lease, so a wall clock stepped back cannot stretch them without bound.
+//! What the journal's payloads mean: batches of the core's [`Change`]s (encoded by the core,
+//! see [`crate::core::ChangeEncoder`]), token reservations and the marks that close a snapshot.
+//! The log under it only stores bytes.
 
-use std::sync::Arc;
-
-use crate::core::{Change, Completion, ReleaseCause, UnlockOutcome};
+pub(crate) use crate::core::DecodeError;
+use crate::core::{BATCH_PART_BYTES, Change, ChangeEncoder, Input, ReleaseCause, WallClock, decode_changes, put_u64};
 
 use super::Lsn;
 
@@ -24,7 +15,7 @@ const LEASE_CEILING: u8 = 4;
 /// One payload of the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Record {
-    /// The changes one core operation made (one [`crate::core::ChangeSink::record`] call).
+    /// The changes one core operation made: one of the parts a [`crate::core::ChangeSink`] takes.
     Batch(Vec<Change>),
     /// No token below this will ever be issued again without a later reservation: the next
     /// server starts its tokens here at least. Synced before any token at or above the previous
@@ -38,40 +29,13 @@ pub(crate) enum Record {
     LeaseCeiling { ms: u64 },
 }
 
-/// The offset between the server's clock and the wall clock, so deadlines can cross a restart.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WallClock {
-    /// Wall-clock milliseconds (since the Unix epoch) when this server's clock read zero.
-    pub(crate) wall_ms_at_zero: u64,
-    /// Now, on this server's clock, in milliseconds.
-    pub(crate) now_ms: u64,
-    /// A deadline read back is at most this far ahead of now.
-    pub(crate) max_ahead_ms: u64,
-}
-
-impl WallClock {
-    fn to_wall(self, deadline_ms: u64) -> u64 {
-        self.wall_ms_at_zero.saturating_add(deadline_ms)
-    }
-
-    fn deadline_of_wall(self, wall_ms: u64) -> u64 {
-        wall_ms.saturating_sub(self.wall_ms_at_zero).min(self.now_ms.saturating_add(self.max_ahead_ms))
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DecodeError(pub(crate) &'static str);
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "undecodable journal record: {}", self.0)
-    }
-}
-
 impl Record {
     pub(crate) fn encode(&self, clock: WallClock, out: &mut Vec<u8>) {
         match self {
-            Record::Batch(changes) => encode_batch(changes, clock, out),
+            Record::Batch(changes) => {
+                out.push(BATCH);
+                encode_batch(changes, clock, out);
+            }
             Record::Reserve { tokens_below } => {
                 out.push(RESERVE);
                 put_u64(out, *tokens_below);
@@ -94,7 +58,7 @@ impl Record {
     pub(crate) fn decode(bytes: &[u8], clock: WallClock) -> Result<Record, DecodeError> {
         let mut input = Input { bytes };
         let record = match input.byte()? {
-            BATCH => Record::Batch(decode_batch(&mut input, clock)?),
+            BATCH => return decode_changes(input.bytes, clock).map(Record::Batch),
             RESERVE => Record::Reserve { tokens_below: input.u64()? },
             LEASE_CEILING => Record::LeaseCeiling { ms: input.u64()? },
             SNAPSHOT_MARKS => {
@@ -142,37 +106,8 @@ pub(crate) fn encode_snapshot_batches<E>(
     encode_batches(changes, clock, SNAPSHOT_KEY_PAYLOAD_BYTES, &mut Vec::new(), push)
 }
 
-/// A live batch this large is written as several records: see [`encode_live_batch`].
-const LIVE_PAYLOAD_BYTES: usize = 16 << 20;
-// A part is what precedes a key boundary past SNAPSHOT_PAYLOAD_BYTES, plus that key's whole step.
-const _: () = assert!(SNAPSHOT_PAYLOAD_BYTES + MAX_QUEUE_BYTES + (4 << 20) <= super::frame::MAX_PAYLOAD_BYTES);
-const _: () = assert!(LIVE_PAYLOAD_BYTES <= super::frame::MAX_PAYLOAD_BYTES);
-
-/// Encodes the changes of one core operation into `payload` and hands it to `push`: one payload
-/// as a rule. One operation can change many keys (a closed connection's locks, a slice of
-/// expiries), each of whose steps is bounded by the weight of its line, but not all of them
-/// together: past [`LIVE_PAYLOAD_BYTES`] the batch is handed over as several payloads near
-/// [`SNAPSHOT_PAYLOAD_BYTES`], never cutting a key's step. Each is a record of its own; a reply
-/// waits for the last, and a torn tail between them keeps whole steps of some keys, as if the
-/// operation had reached only those before the crash.
-pub(crate) fn encode_live_batch(
-    changes: &[Change],
-    clock: WallClock,
-    payload: &mut Vec<u8>,
-    mut push: impl FnMut(&[u8]),
-) {
-    payload.clear();
-    encode_batch(changes, clock, payload);
-    if payload.len() <= LIVE_PAYLOAD_BYTES {
-        push(payload);
-        return;
-    }
-    let whole_keys = usize::MAX;
-    let _ = encode_batches(changes, clock, whole_keys, payload, |part| {
-        push(part);
-        Ok::<(), ()>(())
-    });
-}
+// A live part is what precedes a key boundary past BATCH_PART_BYTES, plus that key's whole step.
+const _: () = assert!(BATCH_PART_BYTES + MAX_QUEUE_BYTES + (4 << 20) <= super::frame::MAX_PAYLOAD_BYTES);
 
 /// Cuts `changes` into payloads near [`SNAPSHOT_PAYLOAD_BYTES`] at key boundaries, a key's own
 /// changes only once they pass `key_cut`, and hands each to `push`.
@@ -194,6 +129,7 @@ fn encode_batches<E>(
             end += 1;
         }
         payload.clear();
+        payload.push(BATCH);
         encode_batch(&rest[..end], clock, payload);
         push(payload)?;
         rest = &rest[end..];
@@ -229,286 +165,30 @@ fn change_size_hint(change: &Change) -> usize {
     FIXED + bytes
 }
 
-/// Encodes a batch straight from the changes (the sink's path, which must not clone them).
-pub(crate) fn encode_batch(changes: &[Change], clock: WallClock, out: &mut Vec<u8>) {
-    out.push(BATCH);
-    put_u64(out, changes.len() as u64);
-    // Changes come in runs of one key (one step each): the key is written once per run.
-    let mut rest = changes;
-    while let Some(first) = rest.first() {
-        let run = rest.iter().take_while(|change| change.key() == first.key()).count();
-        put_bytes(out, first.key());
-        put_u64(out, run as u64);
-        for change in &rest[..run] {
-            encode_change(change, clock, out);
-        }
-        rest = &rest[run..];
+/// Encodes a batch of changes (a snapshot's, a test's) as the live core encodes its own.
+fn encode_batch(changes: &[Change], clock: WallClock, out: &mut Vec<u8>) {
+    let mut encoder = ChangeEncoder::new(clock.wall_ms_at_zero, usize::MAX);
+    for change in changes {
+        encoder.push(change.as_ref());
+    }
+    for part in encoder.parts() {
+        out.extend_from_slice(part);
     }
 }
 
-// Change tags.
-const HOLD: u8 = 1;
-const FREE: u8 = 2;
-const JOIN: u8 = 3;
-const LEAVE: u8 = 4;
-const LEAVE_ALL: u8 = 5;
-const FINISH: u8 = 6;
-const KEEP: u8 = 7;
-const UNKEEP: u8 = 8;
-const OWE: u8 = 9;
-const PAID: u8 = 10;
-const UNLOCKED: u8 = 11;
-
-fn encode_change(change: &Change, clock: WallClock, out: &mut Vec<u8>) {
-    match change {
-        Change::Hold { owner, token, lease_ms, .. } => {
-            out.push(HOLD);
-            put_bytes(out, owner);
-            put_u64(out, *token);
-            put_u64(out, *lease_ms);
-        }
-        Change::Free { cause, .. } => {
-            out.push(FREE);
-            encode_cause(cause.as_ref(), out);
-        }
-        Change::Join { owner, lease_ms, .. } => {
-            out.push(JOIN);
-            put_bytes(out, owner);
-            put_u64(out, *lease_ms);
-        }
-        Change::Leave { owner, .. } => {
-            out.push(LEAVE);
-            put_bytes(out, owner);
-        }
-        Change::LeaveAll { .. } => out.push(LEAVE_ALL),
-        Change::Finish { completion, .. } => {
-            out.push(FINISH);
-            put_u64(out, completion.token);
-            put_bytes(out, &completion.finisher);
-            put_optional_bytes(out, completion.result.as_deref());
-        }
-        Change::Keep { token, until, .. } => {
-            out.push(KEEP);
-            put_u64(out, *token);
-            put_u64(out, clock.to_wall(*until));
-        }
-        Change::Unkeep { .. } => out.push(UNKEEP),
-        Change::Owe { owner, token, until, .. } => {
-            out.push(OWE);
-            put_bytes(out, owner);
-            put_u64(out, *token);
-            put_u64(out, clock.to_wall(*until));
-        }
-        Change::Paid { owner, .. } => {
-            out.push(PAID);
-            put_bytes(out, owner);
-        }
-        Change::Unlocked { owner, token, outcome, .. } => {
-            out.push(UNLOCKED);
-            put_bytes(out, owner);
-            put_u64(out, *token);
-            encode_outcome(*outcome, out);
-        }
-    }
-}
-
-fn decode_batch(input: &mut Input<'_>, clock: WallClock) -> Result<Vec<Change>, DecodeError> {
-    // Every change takes at least one byte.
-    let count = input.len(1)?;
-    let mut changes = Vec::with_capacity(count);
-    while changes.len() < count {
-        let key: Arc<[u8]> = Arc::from(input.bytes()?);
-        let run = input.len(1)?;
-        if run == 0 || changes.len() + run > count {
-            return Err(DecodeError("runs do not add up to the count"));
-        }
-        for _ in 0..run {
-            changes.push(decode_change(Arc::clone(&key), input, clock)?);
-        }
-    }
-    Ok(changes)
-}
-
-fn decode_change(key: Arc<[u8]>, input: &mut Input<'_>, clock: WallClock) -> Result<Change, DecodeError> {
-    Ok(match input.byte()? {
-        HOLD => Change::Hold { key, owner: input.shared_bytes()?, token: input.u64()?, lease_ms: input.u64()? },
-        FREE => Change::Free { key, cause: decode_cause(input)? },
-        JOIN => Change::Join { key, owner: input.shared_bytes()?, lease_ms: input.u64()? },
-        LEAVE => Change::Leave { key, owner: input.shared_bytes()? },
-        LEAVE_ALL => Change::LeaveAll { key },
-        FINISH => {
-            let token = input.u64()?;
-            let finisher = input.shared_bytes()?;
-            let result = input.optional_bytes()?;
-            Change::Finish { key, completion: Arc::new(Completion { token, finisher, result }) }
-        }
-        KEEP => Change::Keep { key, token: input.u64()?, until: clock.deadline_of_wall(input.u64()?) },
-        UNKEEP => Change::Unkeep { key },
-        OWE => Change::Owe {
-            key,
-            owner: input.shared_bytes()?,
-            token: input.u64()?,
-            until: clock.deadline_of_wall(input.u64()?),
-        },
-        PAID => Change::Paid { key, owner: input.shared_bytes()? },
-        UNLOCKED => {
-            Change::Unlocked { key, owner: input.shared_bytes()?, token: input.u64()?, outcome: decode_outcome(input)? }
-        }
-        _ => return Err(DecodeError("unknown change")),
-    })
-}
-
-// Release causes: 0 = none (a SUCCESS).
-const FAILURE: u8 = 1;
-const FAILURE_WITH_REASON: u8 = 2;
-const LEASE_EXPIRED: u8 = 3;
-const HOLDER_DISCONNECTED: u8 = 4;
-const GRANT_UNDELIVERED: u8 = 5;
-
-fn encode_cause(cause: Option<&ReleaseCause>, out: &mut Vec<u8>) {
-    match cause {
-        None => out.push(0),
-        Some(ReleaseCause::Failure(None)) => out.push(FAILURE),
-        Some(ReleaseCause::Failure(Some(reason))) => {
-            out.push(FAILURE_WITH_REASON);
-            put_bytes(out, reason);
-        }
-        Some(ReleaseCause::LeaseExpired) => out.push(LEASE_EXPIRED),
-        Some(ReleaseCause::HolderDisconnected) => out.push(HOLDER_DISCONNECTED),
-        Some(ReleaseCause::GrantUndelivered) => out.push(GRANT_UNDELIVERED),
-    }
-}
-
-fn decode_cause(input: &mut Input<'_>) -> Result<Option<ReleaseCause>, DecodeError> {
-    Ok(Some(match input.byte()? {
-        0 => return Ok(None),
-        FAILURE => ReleaseCause::Failure(None),
-        FAILURE_WITH_REASON => ReleaseCause::Failure(Some(input.shared_bytes()?)),
-        LEASE_EXPIRED => ReleaseCause::LeaseExpired,
-        HOLDER_DISCONNECTED => ReleaseCause::HolderDisconnected,
-        GRANT_UNDELIVERED => ReleaseCause::GrantUndelivered,
-        _ => return Err(DecodeError("unknown release cause")),
-    }))
-}
-
-// UNLOCK answers.
-const SUCCEEDED: u8 = 1;
-const HANDED_OFF: u8 = 2;
-const RELEASED: u8 = 3;
-const NOT_LOCKED: u8 = 4;
-const NOT_HOLDER: u8 = 5;
-
-fn encode_outcome(outcome: UnlockOutcome, out: &mut Vec<u8>) {
-    match outcome {
-        UnlockOutcome::Succeeded { waiters_told } => {
-            out.push(SUCCEEDED);
-            put_u64(out, waiters_told as u64);
-        }
-        UnlockOutcome::HandedOff => out.push(HANDED_OFF),
-        UnlockOutcome::Released => out.push(RELEASED),
-        UnlockOutcome::NotLocked => out.push(NOT_LOCKED),
-        UnlockOutcome::NotHolder => out.push(NOT_HOLDER),
-    }
-}
-
-fn decode_outcome(input: &mut Input<'_>) -> Result<UnlockOutcome, DecodeError> {
-    Ok(match input.byte()? {
-        SUCCEEDED => UnlockOutcome::Succeeded {
-            waiters_told: usize::try_from(input.u64()?).map_err(|_| DecodeError("count too large"))?,
-        },
-        HANDED_OFF => UnlockOutcome::HandedOff,
-        RELEASED => UnlockOutcome::Released,
-        NOT_LOCKED => UnlockOutcome::NotLocked,
-        NOT_HOLDER => UnlockOutcome::NotHolder,
-        _ => return Err(DecodeError("unknown UNLOCK answer")),
-    })
-}
-
-/// LEB128: small numbers (lengths, leases) take a byte or two.
-fn put_u64(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    put_u64(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn put_optional_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
-    match bytes {
-        None => out.push(0),
-        Some(bytes) => {
-            out.push(1);
-            put_bytes(out, bytes);
-        }
-    }
-}
-
-struct Input<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Input<'a> {
-    fn byte(&mut self) -> Result<u8, DecodeError> {
-        let (&first, rest) = self.bytes.split_first().ok_or(DecodeError("cut short"))?;
-        self.bytes = rest;
-        Ok(first)
-    }
-
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.byte()?;
-            let bits = u64::from(byte & 0x7f);
-            if shift == 63 && bits > 1 {
-                return Err(DecodeError("number too large"));
-            }
-            value |= bits << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(DecodeError("number too long"))
-    }
-
-    /// A count of items each at least `min_item_bytes` long: never more than the bytes left allow.
-    fn len(&mut self, min_item_bytes: usize) -> Result<usize, DecodeError> {
-        let count = usize::try_from(self.u64()?).map_err(|_| DecodeError("count too large"))?;
-        if count.saturating_mul(min_item_bytes) > self.bytes.len() {
-            return Err(DecodeError("count beyond the record"));
-        }
-        Ok(count)
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
-        let len = self.len(1)?;
-        let (bytes, rest) = self.bytes.split_at(len);
-        self.bytes = rest;
-        Ok(bytes)
-    }
-
-    fn shared_bytes(&mut self) -> Result<Arc<[u8]>, DecodeError> {
-        self.bytes().map(Arc::from)
-    }
-
-    fn optional_bytes(&mut self) -> Result<Option<Arc<[u8]>>, DecodeError> {
-        match self.byte()? {
-            0 => Ok(None),
-            1 => self.shared_bytes().map(Some),
-            _ => Err(DecodeError("bad optional marker")),
-        }
-    }
+/// The payload of a batch the core encoded: one of [`ChangeEncoder::parts`] after its type.
+pub(crate) fn batch_payload(part: &[u8]) -> [&[u8]; 2] {
+    [&[BATCH], part]
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use proptest::prelude::*;
 
     use super::*;
+    use crate::core::{Completion, UnlockOutcome};
 
     const CLOCK: WallClock = WallClock { wall_ms_at_zero: 1_700_000_000_000, now_ms: 5_000, max_ahead_ms: 1 << 40 };
 
@@ -614,6 +294,26 @@ mod tests {
             prop_assert_eq!(Record::decode(&bytes, CLOCK), Ok(record));
         }
 
+        /// However small the parts, the live encoder's batches decode back to the changes, in
+        /// order, and never cut a run of one key's changes.
+        #[test]
+        fn live_batches_come_back_whole_wherever_they_are_cut(changes in batch(), part_bytes in 1usize..64) {
+            let mut encoder = ChangeEncoder::new(CLOCK.wall_ms_at_zero, part_bytes);
+            changes.iter().for_each(|change| encoder.push(change.as_ref()));
+            let mut parts: Vec<Vec<Change>> = Vec::new();
+            for part in encoder.parts() {
+                match Record::decode(&[&[BATCH], part].concat(), CLOCK) {
+                    Ok(Record::Batch(batch)) => parts.push(batch),
+                    other => panic!("{other:?}"),
+                }
+            }
+            for pair in parts.windows(2) {
+                prop_assert!(!pair[0].is_empty() && !pair[1].is_empty());
+                prop_assert_ne!(pair[0].last().unwrap().key(), pair[1][0].key());
+            }
+            prop_assert_eq!(parts.concat(), changes);
+        }
+
         /// Damaged bytes (the log's CRC should have caught them) give an error or some record,
         /// never a panic; a record cut short is always an error.
         #[test]
@@ -671,7 +371,8 @@ mod tests {
     }
 
     /// An operation that changed many keys with long lines is written as several records, each
-    /// key's step whole in one of them; an ordinary one as one record.
+    /// key's step whole in one of them; an ordinary one as one record, the same bytes as a
+    /// snapshot's batch of the same changes.
     #[test]
     fn a_live_batch_too_large_for_one_record_is_cut_between_keys() {
         let key = |k: usize| -> Arc<[u8]> { Arc::from(format!("key{k}").as_bytes()) };
@@ -679,29 +380,32 @@ mod tests {
         let mut changes = Vec::new();
         for k in 0..300 {
             changes.push(Change::Free { key: key(k), cause: None });
-            changes.extend((0..100).map(|n| Change::Leave { key: key(k), owner: owner(n) }));
+            // Runs and batches of 128 changes and more take counts of several bytes.
+            changes.extend((0..150).map(|n| Change::Leave { key: key(k), owner: owner(n) }));
         }
-        let mut payload = Vec::new();
+        let encode_live = |changes: &[Change]| {
+            let mut encoder = ChangeEncoder::new(CLOCK.wall_ms_at_zero, BATCH_PART_BYTES);
+            changes.iter().for_each(|change| encoder.push(change.as_ref()));
+            encoder.parts().map(|part| [&[BATCH], part].concat()).collect::<Vec<_>>()
+        };
         let mut parts: Vec<Vec<Change>> = Vec::new();
-        encode_live_batch(&changes, CLOCK, &mut payload, |part| {
-            assert!(part.len() <= SNAPSHOT_PAYLOAD_BYTES + (200 << 10), "a part of {} bytes", part.len());
-            match Record::decode(part, CLOCK) {
+        for part in encode_live(&changes) {
+            assert!(part.len() <= BATCH_PART_BYTES + (200 << 10), "a part of {} bytes", part.len());
+            match Record::decode(&part, CLOCK) {
                 Ok(Record::Batch(batch)) => parts.push(batch),
                 other => panic!("{other:?}"),
             }
-        });
+        }
         assert!(parts.len() > 10, "{} parts", parts.len());
         for pair in parts.windows(2) {
             assert_ne!(pair[0].last().unwrap().key(), pair[1][0].key(), "a key's step is never cut");
         }
         assert_eq!(parts.concat(), changes);
 
-        let small = &changes[..101];
+        let small = changes[..302].to_vec();
         let mut whole = Vec::new();
-        encode_batch(small, CLOCK, &mut whole);
-        let mut pushed = Vec::new();
-        encode_live_batch(small, CLOCK, &mut payload, |part| pushed.push(part.to_vec()));
-        assert_eq!(pushed, vec![whole]);
+        Record::Batch(small.clone()).encode(CLOCK, &mut whole);
+        assert_eq!(encode_live(&small), vec![whole]);
     }
 
     /// One key with a line of the greatest weight and as many owners owed DONE: cut into several

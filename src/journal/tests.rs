@@ -540,3 +540,67 @@ fn throughput() {
         );
     }
 }
+
+/// What recording costs the lock core: TRY+UNLOCK cycles on one thread, no network, with the
+/// journal attached (everysec) and without, alternating. Prints the median of each and their
+/// ratio. Run by hand:
+/// `cargo test --release --lib journal::tests::recording_cost -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, not a check"]
+fn recording_cost() {
+    use crate::core::{ChangeSink, Clock, CoreSettings, LockCore, LockRequest, TryOutcome, Verdict};
+
+    const KEYS: usize = 1_000;
+    const CYCLES: usize = 200_000;
+    const ROUNDS: usize = 15;
+    let clock = Clock::new();
+    let temp = tempfile::tempdir().unwrap();
+    let options = JournalOptions {
+        dir: temp.path().into(),
+        fsync: FsyncPolicy::Everysec,
+        repair: false,
+        boot_id: BOOT.into(),
+        segment_bytes: 1 << 30,
+        rewrite_min_bytes: u64::MAX,
+        rewrite_percentage: 0,
+        max_lease_ms: 60_000,
+        wall_offset_ms: 0,
+    };
+    let (journal, _) = Journal::open(options, &clock).unwrap();
+    let journal = Arc::new(journal);
+    let settings = CoreSettings {
+        default_lease_ms: 10_000,
+        max_lease_ms: 60_000,
+        release_on_disconnect: true,
+        shards: 8,
+        max_queue_bytes: MAX_QUEUE_BYTES,
+    };
+    let core = LockCore::new(settings, 1);
+    let keys: Vec<Vec<u8>> = (0..KEYS).map(|k| format!("key:{k:08}").into_bytes()).collect();
+    let owner = b"w17";
+    let run = || {
+        let started = Instant::now();
+        for cycle in 0..CYCLES {
+            let key = &keys[cycle % KEYS];
+            let request = LockRequest { key, owner, lease_ms: None, conn: std::num::NonZeroU64::MIN };
+            let TryOutcome::Acquired { token } = core.try_lock(request, false, clock.now()) else {
+                panic!("not acquired")
+            };
+            core.unlock(key, owner, token, Verdict::Success { result: None, keep_ms: None }, clock.now());
+        }
+        started.elapsed().as_nanos() as f64 / CYCLES as f64
+    };
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        core.attach_sink(Arc::clone(&journal) as Arc<dyn ChangeSink>);
+        with.push(run());
+        core.detach_sink();
+        without.push(run());
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let (with, without) = (median(&mut with), median(&mut without));
+    println!("ns per TRY+UNLOCK cycle: journal {with:.0}, none {without:.0}, recording adds {:.0}", with - without);
+}
