@@ -2,7 +2,8 @@
 # The journal's own cost (issue 11: everysec keeps >= 0.9x the throughput of --appendonly no).
 # The same baton binary runs with `--appendonly yes --appendfsync POLICY` and with
 # `--appendonly no`, alternating which goes first, a fresh server (and data directory) for every
-# measurement. Each pair gives the ratio journal / no journal of throughput and of server CPU per
+# measurement. `--server redis` measures Redis's own AOF the same way, for comparison (W1 as
+# SET NX PX + DEL cycles, W2 as SET NX PX). Each pair gives the ratio journal / no journal of throughput and of server CPU per
 # operation (for W1, per TRY+UNLOCK cycle); the script prints every pair and the median (lowest-highest) of the ratios. A single
 # pair means little on a noisy 2-core machine: use several.
 #
@@ -12,6 +13,7 @@
 #
 # Usage: scripts/bench-journal-cost.sh [--pairs N] [--duration S] [--fsync always|everysec|no]
 #                                      [--only w1p1,w1p16,w2p1,w2p16] [--threads N]
+#                                      [--server baton|redis]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,7 @@ DURATION=4
 FSYNC=everysec
 ONLY=w1p1,w1p16,w2p1,w2p16
 THREADS=
+SERVER=baton
 
 usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -29,6 +32,7 @@ while [ $# -gt 0 ]; do
         --fsync) FSYNC=$2; shift 2 ;;
         --only) ONLY=$2; shift 2 ;;
         --threads) THREADS=$2; shift 2 ;;
+        --server) SERVER=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -43,7 +47,27 @@ BENCH=$BIN_DIR/baton-bench
 . scripts/lib/bench-server.sh
 
 start() {
-    start_baton "$BATON" --appendonly "$1" --appendfsync "$FSYNC" ${THREADS:+--threads "$THREADS"}
+    if [ "$SERVER" = redis ]; then
+        start_redis "$1"
+    else
+        start_baton "$BATON" --appendonly "$1" --appendfsync "$FSYNC" ${THREADS:+--threads "$THREADS"}
+    fi
+}
+
+# start_redis yes|no: a fresh redis-server (and data directory) on a free port.
+start_redis() {
+    PORT=$($BENCH free-port)
+    rm -rf "$WORK/data" && mkdir -p "$WORK/data"
+    redis-server --bind 127.0.0.1 --port "$PORT" --dir "$WORK/data" --save '' --appendonly "$1" \
+        --appendfsync "$FSYNC" >"$WORK/redis.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        if [ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null)" = PONG ]; then return 0; fi
+        sleep 0.1
+    done
+    echo "redis-server did not answer PING; its log:" >&2
+    tail -20 "$WORK/redis.log" >&2
+    exit 1
 }
 
 # Prints "OPS_PER_SECOND CPU_MICROSECONDS_PER_OP" for one workload against the running server.
@@ -51,14 +75,16 @@ measure() {
     local workload=$1
     case "$workload" in
         w1p*)
-            timeout 120 "$BENCH" cycle --target baton --port "$PORT" --pipeline "${workload#w1p}" \
+            timeout 120 "$BENCH" cycle --target "$SERVER" --port "$PORT" --pipeline "${workload#w1p}" \
                 --duration "$DURATION" --pid "$SERVER_PID" |
                 awk -F'\t' '$1 == "RESULT" && $2 ~ /\.rate$/ { rate = $4 } $1 == "RESULT" && $2 ~ /\.cpu$/ { cpu = $4 }
                     END { if (rate == "" || cpu == "") exit 1; print rate, cpu }'
             ;;
         w2p*)
             local pipeline=${workload#w2p}
-            local common=(-h 127.0.0.1 -p "$PORT" -c 50 -r 1000000 -P "$pipeline" --csv LOCK.TRY 'key:__rand_int__' o)
+            local command=(LOCK.TRY 'key:__rand_int__' o)
+            [ "$SERVER" = redis ] && command=(SET 'key:__rand_int__' o NX PX 30000)
+            local common=(-h 127.0.0.1 -p "$PORT" -c 50 -r 1000000 -P "$pipeline" --csv "${command[@]}")
             # A short run sizes -n so that the measured run lasts about DURATION seconds.
             local rps n before line
             rps=$(timeout 120 redis-benchmark -n 20000 "${common[@]}" | tail -1 | tr -d '"' | cut -d, -f2)
@@ -72,7 +98,7 @@ measure() {
     esac
 }
 
-echo "baton --appendonly yes --appendfsync $FSYNC against --appendonly no${THREADS:+, --threads $THREADS}: $PAIRS pairs of ${DURATION} s"
+echo "$SERVER --appendonly yes --appendfsync $FSYNC against --appendonly no${THREADS:+, --threads $THREADS}: $PAIRS pairs of ${DURATION} s"
 echo
 echo "| Workload | pair | ops/s journal | ops/s none | ratio | CPU µs/op journal | CPU µs/op none | ratio |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -101,9 +127,10 @@ import statistics, sys
 rows = [tuple(map(float, line.split())) for line in sys.stdin if line.strip()]
 ops, cpu = [r[0] for r in rows], [r[1] for r in rows]
 status = "met" if statistics.median(ops) >= 0.9 else "MISSED"
+status = status if sys.argv[2] == "baton" else "(Redis: no target)"
 print(f"| {sys.argv[1]} | {statistics.median(ops):.2f} ({min(ops):.2f}–{max(ops):.2f}) | "
       f"{statistics.median(cpu):.2f} ({min(cpu):.2f}–{max(cpu):.2f}) | {status} |")
-' "$workload")")
+' "$workload" "$SERVER")")
 done
 echo
 echo "Median (lowest–highest) of the pairs' ratios, journal ÷ no journal:"
