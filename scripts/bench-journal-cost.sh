@@ -24,7 +24,7 @@ ONLY=w1p1,w1p16,w2p1,w2p16
 THREADS=
 SERVER=baton
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --pairs) PAIRS=$2; shift 2 ;;
