@@ -54,22 +54,6 @@ start() {
     fi
 }
 
-# start_redis yes|no: a fresh redis-server (and data directory) on a free port.
-start_redis() {
-    PORT=$($BENCH free-port)
-    rm -rf "$WORK/data" && mkdir -p "$WORK/data"
-    redis-server --bind 127.0.0.1 --port "$PORT" --dir "$WORK/data" --save '' --appendonly "$1" \
-        --appendfsync "$FSYNC" >"$WORK/redis.log" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 100); do
-        if [ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null)" = PONG ]; then return 0; fi
-        sleep 0.1
-    done
-    echo "redis-server did not answer PING; its log:" >&2
-    tail -20 "$WORK/redis.log" >&2
-    exit 1
-}
-
 # Prints "OPS_PER_SECOND CPU_MICROSECONDS_PER_OP" for one workload against the running server.
 measure() {
     local workload=$1

@@ -1,5 +1,5 @@
 # Sourced by the A/B bench scripts: a work directory removed on exit with the server running in
-# it, a baton started on a free loopback port, and a process's CPU time.
+# it, a baton (or redis-server) started on a free loopback port, and a process's CPU time.
 # Needs BENCH (the baton-bench binary) set; sets WORK, PORT and SERVER_PID.
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/baton-$(basename "$0" .sh).XXXXXX")
@@ -22,12 +22,28 @@ start_baton() {
     rm -rf "$WORK/data"
     "$binary" --bind 127.0.0.1 --port "$PORT" --dir "$WORK/data" "$@" 2>"$WORK/baton.log" &
     SERVER_PID=$!
+    await_ping baton "$WORK/baton.log"
+}
+
+# start_redis yes|no: a fresh redis-server (and data directory) on a free port, with its AOF on
+# or off (fsync policy $FSYNC), answering PING.
+start_redis() {
+    PORT=$($BENCH free-port)
+    rm -rf "$WORK/data" && mkdir -p "$WORK/data"
+    redis-server --bind 127.0.0.1 --port "$PORT" --dir "$WORK/data" --save '' --appendonly "$1" \
+        --appendfsync "$FSYNC" >"$WORK/redis.log" 2>&1 &
+    SERVER_PID=$!
+    await_ping redis-server "$WORK/redis.log"
+}
+
+# await_ping NAME LOG: waits for the server on $PORT to answer PING, or exits showing its log.
+await_ping() {
     for _ in $(seq 100); do
         if [ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null)" = PONG ]; then return 0; fi
         sleep 0.1
     done
-    echo "baton did not answer PING; its log:" >&2
-    tail -20 "$WORK/baton.log" >&2
+    echo "$1 did not answer PING; its log:" >&2
+    tail -20 "$2" >&2
     exit 1
 }
 
