@@ -39,14 +39,22 @@ pub(crate) struct Usage {
     pub(crate) peak: usize,
 }
 
-/// Reads the allocator's figures now and records them for [`over_maxmemory`].
-pub(crate) fn refresh() -> Usage {
+/// Reads the allocator's figures now and records them for [`over_maxmemory`]: the bytes in
+/// use and the peak.
+fn refresh() -> (usize, usize) {
     // Without a new epoch jemalloc answers with the figures it cached at the last one.
     let _ = epoch::advance();
     let used = stats::allocated::read().unwrap_or(0);
-    let rss = process_rss().unwrap_or_else(|| stats::resident::read().unwrap_or(0));
     USED.store(used, Ordering::Relaxed);
     let peak = PEAK.fetch_max(used, Ordering::Relaxed).max(used);
+    (used, peak)
+}
+
+/// [`refresh`], and the resident set: read only when asked for (a file read the periodic
+/// refresh of an idle server need not make ten times a second).
+fn usage() -> Usage {
+    let (used, peak) = refresh();
+    let rss = process_rss().unwrap_or_else(|| stats::resident::read().unwrap_or(0));
     Usage { used, rss, peak }
 }
 
@@ -85,7 +93,7 @@ pub(crate) fn track(shutdown: CancellationToken) -> impl Future<Output = ()> {
 
 /// INFO's `# Memory` section, with Redis's field names.
 pub(crate) fn info_fields(maxmemory: u64) -> Vec<(&'static str, String)> {
-    let Usage { used, rss, peak } = refresh();
+    let Usage { used, rss, peak } = usage();
     let as_u64 = |bytes: usize| u64::try_from(bytes).unwrap_or(u64::MAX);
     let fragmentation = if used == 0 { 0.0 } else { rss as f64 / used as f64 };
     vec![
