@@ -128,6 +128,9 @@ impl ChangeEncoder {
 
     pub fn push(&mut self, change: ChangeRef<'_>) {
         let key = change.key();
+        // Room for the key, the counts and the change's numbers and tags at once: the pushes
+        // below then never grow the buffer one step at a time.
+        self.bytes.reserve(key.len() + 64);
         if self.run_changes == 0 || self.bytes[self.run_key.clone()] != *key {
             self.close_run();
             if self.part_changes > 0 && self.bytes.len() - self.part_start >= self.part_bytes {
