@@ -161,9 +161,10 @@ impl ChangeEncoder {
         self.bytes.push(0);
     }
 
-    /// Closes the open part, unless it is closed already.
+    /// Closes the open part, unless it is closed already: an open part always has its count's
+    /// byte past the last closed end.
     fn close_part(&mut self) {
-        if self.closed_parts.last() == Some(&self.bytes.len()) && self.run_changes == 0 {
+        if self.closed_parts.last() == Some(&self.bytes.len()) {
             return;
         }
         self.close_run();
