@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
@@ -21,7 +21,7 @@ use crate::cmd::lock::LockLimits;
 use crate::cmd::{self, Action, Command, Waiting};
 use crate::codec::{CodecError, Limits, Protocol, Request, RespCodec};
 use crate::context::Shared;
-use crate::core::{Answer, Letter, Timestamp, WaitOutcome, WaitTicket};
+use crate::core::{Answer, Letter, OwedDone, Timestamp, WaitOutcome, WaitTicket};
 use crate::errors;
 use crate::fanout;
 use crate::journal::Lsn;
@@ -60,6 +60,17 @@ struct Connection<S> {
     unreleased: Lsn,
     /// Whether the read buffer has grown to [`PIPELINED_READ_BYTES`].
     pipelines: bool,
+    /// DONEs whose replies, still in the write buffer, paid what their owners were owed.
+    unwritten_dones: Vec<UnwrittenDone>,
+}
+
+/// A DONE that paid what its owner was owed, with the count of bytes written to the client by
+/// the time its reply is out: a connection that ends before that gives the debt back, and one
+/// whose reply went out (if not all that followed) does not, or the owner could be told twice.
+struct UnwrittenDone {
+    key: Bytes,
+    paid: OwedDone,
+    written_when_out: u64,
 }
 
 /// Why the connection loop ended.
@@ -121,11 +132,13 @@ where
         lock_limits: LockLimits { max_key_bytes: config.max_key_bytes, max_result_bytes: config.max_result_bytes },
         unreleased: 0,
         pipelines: false,
+        unwritten_dones: Vec::new(),
     };
     let exit = connection.run().await;
     if !matches!(exit, Exit::OutputStalled | Exit::OutputBufferLimit | Exit::Deposed) {
         let _ = connection.flush().await;
     }
+    connection.give_back_unwritten_dones();
     connection.session.stop_listening(&shared);
     connection.session.release_all(&shared).await;
     shared.clients.unregister(id);
@@ -245,18 +258,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             return self.framed.feed((reply, self.session.protocol())).await.map_err(Exit::from);
         }
         self.await_durable().await?;
+        // Past the backpressure boundary, feeding writes out the whole buffer before taking the reply.
         let feed = self.framed.feed((reply, self.session.protocol()));
-        write_slowly(&self.write_watch, &self.session.entry.outbox, feed).await
+        write_slowly(&self.write_watch, &self.session.entry.outbox, feed).await?;
+        let written = self.write_watch.written();
+        self.unwritten_dones.retain(|done| done.written_when_out > written);
+        Ok(())
+    }
+
+    /// Sends a reply that paid the DONE `paid` of `key`; the debt is given back unless it is written.
+    async fn send_paying(&mut self, reply: Reply, key: Bytes, paid: OwedDone) -> Result<(), Exit> {
+        match self.send(reply).await {
+            Ok(()) => {
+                self.keep_until_written(key, paid);
+                Ok(())
+            }
+            Err(exit) => {
+                self.shared.core.done_unwritten(&key, paid, self.shared.clock.now());
+                Err(exit)
+            }
+        }
+    }
+
+    /// The DONE that paid `paid` is the last reply buffered.
+    fn keep_until_written(&mut self, key: Bytes, paid: OwedDone) {
+        let written_when_out = self.write_watch.written() + self.framed.write_buffer().len() as u64;
+        self.unwritten_dones.push(UnwrittenDone { key, paid, written_when_out });
     }
 
     /// Writes out the buffered replies; a timer is armed only if the socket cannot take them now.
     async fn flush(&mut self) -> Result<(), Exit> {
         self.await_durable().await?;
         let mut flush = SinkExt::<(Reply, Protocol)>::flush(&mut self.framed);
-        if let Some(result) = (&mut flush).now_or_never() {
-            return result.map_err(Exit::from);
+        let flushed = match (&mut flush).now_or_never() {
+            Some(result) => result.map_err(Exit::from),
+            None => write_slowly(&self.write_watch, &self.session.entry.outbox, flush).await,
+        };
+        if flushed.is_ok() {
+            self.unwritten_dones.clear();
         }
-        write_slowly(&self.write_watch, &self.session.entry.outbox, flush).await
+        flushed
+    }
+
+    /// The connection ends with replies unwritten: the DONEs among them are owed again.
+    fn give_back_unwritten_dones(&mut self) {
+        let (now, written) = (self.shared.clock.now(), self.write_watch.written());
+        for done in self.unwritten_dones.drain(..) {
+            if done.written_when_out > written {
+                self.shared.core.done_unwritten(&done.key, done.paid, now);
+            }
+        }
     }
 
     /// Holds the buffered replies back until the changes they report are in the journal, or
@@ -347,6 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.framed.codec_mut().set_authenticated(self.session.authenticated());
         match action {
             Action::Reply(reply) => self.send(reply).await,
+            Action::PaysDone { reply, key, paid } => self.send_paying(reply, key, paid).await,
             Action::Replies(replies) => {
                 for reply in replies {
                     self.send(reply).await?;
@@ -387,27 +439,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 // The waiter's answer goes out at once, whatever else is buffered. A DONE is paid
                 // once buffered, before the client can read it (see `LockCore::pay_done`).
-                let mut paid = None;
                 let written = match self.send(reply).await {
                     Ok(()) => {
-                        paid =
-                            done.and_then(|token| shared.core.pay_done(key, &waiting.owner, token, shared.clock.now()));
+                        if let Some(paid) =
+                            done.and_then(|token| shared.core.pay_done(key, &waiting.owner, token, shared.clock.now()))
+                        {
+                            self.keep_until_written(waiting.key.clone(), paid);
+                        }
                         self.flush().await
                     }
                     Err(exit) => Err(exit),
                 };
-                if let Err(exit) = written {
-                    // The client never read its grant: the core passes the lock on (or to another
-                    // connection of the owner that was sent it), saying why.
-                    if let Some(token) = granted {
-                        shared.core.grant_undelivered(key, token, self.session.id(), shared.clock.now());
-                    }
-                    if let Some(unwritten) = paid {
-                        shared.core.done_unwritten(key, unwritten, shared.clock.now());
-                    }
-                    return Err(exit);
+                // The client never read its grant: the core passes the lock on (or to another
+                // connection of the owner that was sent it), saying why.
+                if written.is_err()
+                    && let Some(token) = granted
+                {
+                    shared.core.grant_undelivered(key, token, self.session.id(), shared.clock.now());
                 }
-                Ok(())
+                written
             }
         }
     }

@@ -35,6 +35,11 @@ impl WriteWatch {
         (Counted { inner: stream, written: Arc::clone(&written) }, WriteWatch { written, stall })
     }
 
+    /// Bytes the stream has taken so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
     /// Runs `write` to the end unless a whole stall period passes in which the stream takes no
     /// byte; the client is then cut off between one and two periods after it stopped reading.
     pub(crate) async fn run<F: Future>(&self, write: F) -> Result<F::Output, Stalled> {

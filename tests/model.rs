@@ -44,9 +44,9 @@ use std::sync::{Arc, Mutex};
 
 use baton::core::testing::{acquired, at, blocked, conn, release_connection, request, wait};
 use baton::core::{
-    Change, ChangeEncoder, ChangeSink, ConnId, CoreSettings, ExtendOutcome, Gauges, KeyInfo, Letter, LockCore,
-    LockRequest, LockStateName, TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart, WaitTicket, WallClock,
-    decode_changes,
+    Answered, Change, ChangeEncoder, ChangeSink, ConnId, CoreSettings, ExtendOutcome, Gauges, KeyInfo, Letter,
+    LockCore, LockRequest, LockStateName, OwedDone, TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart,
+    WaitTicket, WallClock, decode_changes,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
@@ -91,6 +91,8 @@ enum Op {
         owner: usize,
         lease: Option<u64>,
         noqueue: bool,
+        /// An answer that paid a DONE was never written, and the server owes it again.
+        write_fails: bool,
     },
     /// `eager`: the connection reads the answer as soon as it arrives; otherwise it is slow and the
     /// answer sits in the channel until `Receive`, `TimeOut` or `Disconnect`.
@@ -100,6 +102,8 @@ enum Op {
         owner: usize,
         lease: Option<u64>,
         eager: bool,
+        /// An answer at once that paid a DONE was never written, as for `Try`.
+        write_fails: bool,
     },
     Unlock {
         slot: usize,
@@ -159,15 +163,33 @@ fn tok_strategy() -> impl Strategy<Value = Tok> {
     ]
 }
 
+fn write_fails() -> impl Strategy<Value = bool> {
+    proptest::bool::weighted(0.25)
+}
+
 fn op_strategy() -> impl Strategy<Value = Op> {
     let slot = 0..SLOTS;
     let key = 0..KEYS.len();
     let owner = 0..OWNERS.len();
     prop_oneof![
-        4 => (slot.clone(), key.clone(), owner.clone(), lease_strategy(), prop::bool::weighted(0.2))
-            .prop_map(|(slot, key, owner, lease, noqueue)| Op::Try { slot, key, owner, lease, noqueue }),
-        4 => (slot.clone(), key.clone(), owner.clone(), lease_strategy(), prop::bool::weighted(0.6))
-            .prop_map(|(slot, key, owner, lease, eager)| Op::Wait { slot, key, owner, lease, eager }),
+        4 => (slot.clone(), key.clone(), owner.clone(), lease_strategy(), prop::bool::weighted(0.2), write_fails())
+            .prop_map(|(slot, key, owner, lease, noqueue, write_fails)| Op::Try {
+                slot,
+                key,
+                owner,
+                lease,
+                noqueue,
+                write_fails
+            }),
+        4 => (slot.clone(), key.clone(), owner.clone(), lease_strategy(), prop::bool::weighted(0.6), write_fails())
+            .prop_map(|(slot, key, owner, lease, eager, write_fails)| Op::Wait {
+                slot,
+                key,
+                owner,
+                lease,
+                eager,
+                write_fails
+            }),
         4 => (
             slot.clone(),
             key.clone(),
@@ -189,8 +211,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (slot.clone(), key.clone(), who_strategy(), tok_strategy(), prop_oneof![1u64..300, Just(50_000)])
             .prop_map(|(slot, key, who, tok, lease)| Op::Extend { slot, key, who, tok, lease }),
         1 => (key.clone(), owner).prop_map(|(key, owner)| Op::Cancel { key, owner }),
-        2 => (slot.clone(), proptest::bool::weighted(0.25))
-            .prop_map(|(slot, write_fails)| Op::Receive { slot, write_fails }),
+        2 => (slot.clone(), write_fails()).prop_map(|(slot, write_fails)| Op::Receive { slot, write_fails }),
         2 => slot.clone().prop_map(|slot| Op::TimeOut { slot }),
         1 => slot.prop_map(|slot| Op::Disconnect { slot }),
         3 => prop_oneof![0u64..5, 0u64..150, Just(DEFAULT_LEASE), 100u64..1_000].prop_map(|ms| Op::Advance { ms }),
@@ -202,6 +223,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 
 type GrantId = usize;
 type TicketId = usize;
+/// An answer at once, and the DONE it paid if it was one owed.
+type Paying<T> = (T, Option<MOwed>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MCompletion {
@@ -316,6 +339,8 @@ struct Counters {
     done_owed: u64,
     /// Blocked WAITs' DONEs given back to the server when their write failed.
     done_unwritten: u64,
+    /// DONEs owed and paid by a TRY's or WAIT's answer at once, given back when its write failed.
+    immediate_done_unwritten: u64,
     failures: u64,
     lease_expiries: u64,
     disconnect_releases: u64,
@@ -333,6 +358,7 @@ impl Counters {
         self.done_delivered += o.done_delivered;
         self.done_owed += o.done_owed;
         self.done_unwritten += o.done_unwritten;
+        self.immediate_done_unwritten += o.immediate_done_unwritten;
         self.failures += o.failures;
         self.lease_expiries += o.lease_expiries;
         self.disconnect_releases += o.disconnect_releases;
@@ -418,27 +444,29 @@ impl Model {
         result.map(|r| Arc::from(&[b'r', b'0' + r][..]))
     }
 
-    /// TRY and WAIT answers that need no queue: a DONE owed or remembered, a free lock, a renewal.
-    fn immediate(&mut self, key: usize, owner: usize, lease: u64, conn: ConnId, now: u64) -> Option<MOutcome> {
+    /// TRY and WAIT answers that need no queue: a DONE owed (paid by the answer) or remembered,
+    /// a free lock, a renewal.
+    fn immediate(&mut self, key: usize, owner: usize, lease: u64, conn: ConnId, now: u64) -> Option<Paying<MOutcome>> {
         let k = &mut self.keys[key];
         if let Some(at) = k.owed.iter().position(|owed| owed.owner == owner) {
-            return Some(MOutcome::Done(k.owed.remove(at).completion));
+            let paid = k.owed.remove(at);
+            return Some((MOutcome::Done(paid.completion.clone()), Some(paid)));
         }
         if let Some((completion, _)) = &k.completion {
-            return Some(MOutcome::Done(completion.clone()));
+            return Some((MOutcome::Done(completion.clone()), None));
         }
         if self.keys[key].holder.is_none() {
             self.counts.immediate_grants += 1;
             let grant = self.new_grant(key);
             self.keys[key].holder =
                 Some(MHolder { owner, grant, deadline: now + lease, conn: Some(conn), renewed_from: Vec::new() });
-            return Some(MOutcome::Acquired(grant));
+            return Some((MOutcome::Acquired(grant), None));
         }
         match &mut self.keys[key].holder {
             Some(holder) if holder.owner == owner => {
                 holder.deadline = now + lease;
                 holder.rebind(conn);
-                Some(MOutcome::Acquired(holder.grant))
+                Some((MOutcome::Acquired(holder.grant), None))
             }
             _ => None,
         }
@@ -466,23 +494,39 @@ impl Model {
         waiter.expires_at = now + lease;
     }
 
-    fn try_lock(&mut self, key: usize, owner: usize, lease: u64, noqueue: bool, conn: ConnId, now: u64) -> MTry {
-        if let Some(outcome) = self.immediate(key, owner, lease, conn, now) {
-            return match outcome {
+    fn try_lock(
+        &mut self,
+        key: usize,
+        owner: usize,
+        lease: u64,
+        noqueue: bool,
+        conn: ConnId,
+        now: u64,
+    ) -> Paying<MTry> {
+        if let Some((outcome, paid)) = self.immediate(key, owner, lease, conn, now) {
+            let outcome = match outcome {
                 MOutcome::Acquired(grant) => MTry::Acquired(grant),
                 MOutcome::Done(completion) => MTry::Done(completion),
             };
+            return (outcome, paid);
         }
         if noqueue {
             if let Some(index) = self.keys[key].queue.iter().position(|w| w.owner == owner) {
                 self.renew(key, index, lease, conn, now);
             }
-            return MTry::Busy(self.keys[key].holder.as_ref().map_or(usize::MAX, |h| h.owner));
+            return (MTry::Busy(self.keys[key].holder.as_ref().map_or(usize::MAX, |h| h.owner)), None);
         }
-        MTry::Queued(self.enqueue(key, owner, lease, conn, now) + 1)
+        (MTry::Queued(self.enqueue(key, owner, lease, conn, now) + 1), None)
     }
 
-    fn wait(&mut self, key: usize, owner: usize, lease: u64, conn: ConnId, now: u64) -> Result<MOutcome, TicketId> {
+    fn wait(
+        &mut self,
+        key: usize,
+        owner: usize,
+        lease: u64,
+        conn: ConnId,
+        now: u64,
+    ) -> Result<Paying<MOutcome>, TicketId> {
         if let Some(outcome) = self.immediate(key, owner, lease, conn, now) {
             return Ok(outcome);
         }
@@ -935,17 +979,18 @@ impl Harness {
     fn apply(&mut self, op: &Op) -> Check {
         let now = self.now;
         match *op {
-            Op::Try { slot, key, owner, lease, noqueue } => {
+            Op::Try { slot, key, owner, lease, noqueue, write_fails } => {
                 let Some((_, request)) = self.request_from(slot, key, owner, lease) else {
                     return Ok(());
                 };
                 let conn = request.conn;
-                let got = self.core.try_lock(request, noqueue, at(now));
-                let want = self.model.try_lock(key, owner, lease_for(lease), noqueue, conn, now);
+                let Answered { outcome: got, paid } = self.core.try_lock_answered(request, noqueue, at(now));
+                let (want, owed) = self.model.try_lock(key, owner, lease_for(lease), noqueue, conn, now);
                 self.log.push(format!(
                     "t={now} TRY {} {} conn={conn} lease={lease:?} noqueue={noqueue} -> {got:?}",
                     KEYS[key], OWNERS[owner]
                 ));
+                self.answered_at_once(key, owner, paid, owed, write_fails)?;
                 match (&got, &want) {
                     (TryOutcome::Acquired { token }, MTry::Acquired(grant)) => self.model.learn(*grant, *token),
                     (TryOutcome::Queued { position }, MTry::Queued(expected)) => {
@@ -960,7 +1005,7 @@ impl Harness {
                     _ => Err(format!("TRY answered {got:?}, model says {want:?}")),
                 }
             }
-            Op::Wait { slot, key, owner, lease, eager } => {
+            Op::Wait { slot, key, owner, lease, eager, write_fails } => {
                 let Some((slot, request)) = self.request_from(slot, key, owner, lease) else {
                     return Ok(());
                 };
@@ -972,18 +1017,23 @@ impl Harness {
                     KEYS[key],
                     OWNERS[owner],
                     match &got {
-                        WaitStart::Ready(outcome) => format!("{outcome:?}"),
+                        WaitStart::Ready(answered) => format!("{:?}", answered.outcome),
                         WaitStart::Blocked(_) => "blocked".to_owned(),
                         WaitStart::QueueFull => "queue full".to_owned(),
                     }
                 ));
                 match (got, want) {
-                    (WaitStart::Ready(outcome), Ok(expected)) => self.same_outcome(&outcome, &expected),
+                    (WaitStart::Ready(Answered { outcome, paid }), Ok((expected, owed))) => {
+                        self.answered_at_once(key, owner, paid, owed, write_fails)?;
+                        self.same_outcome(&outcome, &expected)
+                    }
                     (WaitStart::Blocked(ticket), Err(id)) => {
                         self.slots[slot].waiting = Some(Outstanding { ticket, key, id, eager });
                         Ok(())
                     }
-                    (WaitStart::Ready(outcome), Err(_)) => Err(format!("WAIT answered {outcome:?}, model blocks")),
+                    (WaitStart::Ready(answered), Err(_)) => {
+                        Err(format!("WAIT answered {:?}, model blocks", answered.outcome))
+                    }
                     (WaitStart::Blocked(_), Ok(expected)) => Err(format!("WAIT blocked, model answers {expected:?}")),
                     // A few owners of a few bytes never weigh what a queue may.
                     (WaitStart::QueueFull, _) => Err("WAIT found the queue full".to_owned()),
@@ -1115,6 +1165,32 @@ impl Harness {
             (Some(Letter::Withdrawn), TicketState::Closed) => Ok(()),
             (got, want) => Err(format!("WAIT mailbox holds {got:?}, model says {want:?}")),
         }
+    }
+
+    /// A TRY or WAIT was answered at once, paying the DONE its owner was owed if that was the
+    /// answer. If its write fails, the connection gives the DONE back.
+    fn answered_at_once(
+        &mut self,
+        key: usize,
+        owner: usize,
+        paid: Option<OwedDone>,
+        owed: Option<MOwed>,
+        write_fails: bool,
+    ) -> Check {
+        ensure(paid.is_some() == owed.is_some(), || {
+            format!("{} answered {} paying {paid:?}, model pays {owed:?}", KEYS[key], OWNERS[owner])
+        })?;
+        let (Some(paid), Some(owed)) = (paid, owed) else {
+            return Ok(());
+        };
+        self.model.forget();
+        if write_fails {
+            self.log.push(format!("t={} DONE to {} not written", self.now, OWNERS[owner]));
+            self.core.done_unwritten(KEYS[key].as_bytes(), paid, at(self.now));
+            self.model.counts.immediate_done_unwritten += 1;
+            self.model.done_unwritten(key, owed, self.now);
+        }
+        Ok(())
     }
 
     /// The WAIT's answer was written to its client, as a connection pays a DONE it writes; or

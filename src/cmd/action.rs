@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::core::WaitTicket;
+use crate::core::{Answered, OwedDone, WaitTicket};
 use crate::reply::Reply;
 
 /// A reply still to be worked out, away from any lock.
@@ -24,6 +24,13 @@ impl fmt::Debug for Deferred {
 #[derive(Debug)]
 pub(crate) enum Action {
     Reply(Reply),
+    /// A DONE that paid what the owner was owed: if it is never written, the debt is given back
+    /// (see [`crate::core::Answered`]).
+    PaysDone {
+        reply: Reply,
+        key: Bytes,
+        paid: OwedDone,
+    },
     /// One reply after the other: SUBSCRIBE confirms each channel on its own, as in Redis.
     Replies(Vec<Reply>),
     /// A LOCK.WAIT that has to wait; None blocks until answered.
@@ -56,5 +63,19 @@ impl Waiting {
     pub(crate) fn detach(&mut self) {
         self.key = Bytes::copy_from_slice(&self.key);
         self.owner = Bytes::copy_from_slice(&self.owner);
+    }
+}
+
+impl Action {
+    /// The reply to a TRY or WAIT answered at once.
+    pub(crate) fn answered<T>(answered: Answered<T>, key: Bytes) -> Action
+    where
+        Reply: From<T>,
+    {
+        let reply = Reply::from(answered.outcome);
+        match answered.paid {
+            Some(paid) => Action::PaysDone { reply, key, paid },
+            None => Action::Reply(reply),
+        }
     }
 }

@@ -246,22 +246,24 @@ impl LockCommand {
         let reply = match self {
             LockCommand::Try(TryLock { key, owner, lease_ms, noqueue }) => {
                 let request = LockRequest { key: &key, owner: &owner, lease_ms, conn };
-                let (outcome, key) = core.try_lock_hashing_key(request, noqueue, now);
+                let (answered, hash) = core.try_lock_hashing_key(request, noqueue, now);
                 // BUSY too: a NOQUEUE TRY renews a place the owner may have, binding it here.
-                if matches!(outcome, TryOutcome::Acquired { .. } | TryOutcome::Queued { .. } | TryOutcome::Busy { .. })
-                {
-                    bound = Some(key);
+                if matches!(
+                    answered.outcome,
+                    TryOutcome::Acquired { .. } | TryOutcome::Queued { .. } | TryOutcome::Busy { .. }
+                ) {
+                    bound = Some(hash);
                 }
-                Action::Reply(Reply::from(outcome))
+                Action::answered(answered, key)
             }
             LockCommand::Wait(WaitLock { key, owner, timeout, lease_ms }) => {
                 let request = LockRequest { key: &key, owner: &owner, lease_ms, conn };
                 match core.wait_hashing_key(request, session.mailbox(), now) {
-                    (WaitStart::Ready(outcome), hash) => {
-                        if matches!(outcome, WaitOutcome::Acquired { .. }) {
+                    (WaitStart::Ready(answered), hash) => {
+                        if matches!(answered.outcome, WaitOutcome::Acquired { .. }) {
                             bound = Some(hash);
                         }
-                        Action::Reply(Reply::from(outcome))
+                        Action::answered(answered, key)
                     }
                     (WaitStart::Blocked(ticket), hash) => {
                         bound = Some(hash);

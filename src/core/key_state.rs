@@ -10,8 +10,8 @@ use super::events::{LockEvent, ReleaseCause};
 use super::footprint::arc_bytes;
 use super::mailbox::Mailbox;
 use super::outcome::{
-    Answer, Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,
-    WaitOutcome,
+    Answer, Answered, Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome,
+    Verdict, WaitOutcome,
 };
 use super::queue::{Blocker, Blockers, PLACE_BYTES, Place, Queue, Waiter};
 use super::shard::{ShardCtx, StepKey};
@@ -206,24 +206,25 @@ impl KeyState {
         self.holder.is_none() && self.queue().is_some_and(|queue| !queue.is_empty())
     }
 
-    /// The answers TRY and WAIT give without queueing: a DONE the owner is owed, a remembered
-    /// completion, a free lock, or the owner's own lock renewed.
+    /// The answers TRY and WAIT give without queueing: a DONE the owner is owed (paid by the
+    /// answer), a remembered completion, a free lock, or the owner's own lock renewed.
     fn immediate(
         &mut self,
         key: &StepKey<'_>,
         claim: Claim<'_>,
         ctx: &mut ShardCtx,
         now: Timestamp,
-    ) -> Option<WaitOutcome> {
+    ) -> Option<Answered<WaitOutcome>> {
         if let Some(extra) = self.extra.as_deref_mut() {
-            if let Some((owner, completion)) = extra.told_done.take(claim.owner) {
+            if let Some(paid) = extra.told_done.take(claim.owner) {
                 ctx.stats.done_answers += 1;
-                ctx.record.record(ChangeRef::Paid { key, owner: &owner });
-                return Some(WaitOutcome::Done(completion));
+                ctx.record.record(ChangeRef::Paid { key, owner: &paid.owner });
+                let outcome = WaitOutcome::Done(Arc::clone(&paid.completion));
+                return Some(Answered { outcome, paid: Some(paid) });
             }
             if let Some((completion, _)) = &extra.completion {
                 ctx.stats.done_answers += 1;
-                return Some(WaitOutcome::Done(Arc::clone(completion)));
+                return Some(Answered::unpaid(WaitOutcome::Done(Arc::clone(completion))));
             }
         }
         match &mut self.holder {
@@ -233,14 +234,14 @@ impl KeyState {
                 let holder =
                     NewHolder { owner: ctx.owner_arc(claim.owner), lease_ms: claim.lease_ms, conn: claim.conn };
                 let token = self.grant(key, holder, false, ctx, now);
-                Some(WaitOutcome::Acquired { token })
+                Some(Answered::unpaid(WaitOutcome::Acquired { token }))
             }
             Some(holder) if *holder.owner == *claim.owner => {
                 holder.deadline = now.ms().saturating_add(claim.lease_ms);
                 let token = holder.token;
                 ctx.record.record(ChangeRef::Hold { key, owner: &holder.owner, token, lease_ms: claim.lease_ms });
                 self.rebind(claim.conn);
-                Some(WaitOutcome::Acquired { token })
+                Some(Answered::unpaid(WaitOutcome::Acquired { token }))
             }
             Some(_) => None,
         }
@@ -310,9 +311,9 @@ impl KeyState {
         noqueue: bool,
         ctx: &mut ShardCtx,
         now: Timestamp,
-    ) -> TryOutcome {
-        if let Some(outcome) = self.immediate(key, claim, ctx, now) {
-            return outcome.into();
+    ) -> Answered<TryOutcome> {
+        if let Some(Answered { outcome, paid }) = self.immediate(key, claim, ctx, now) {
+            return Answered { outcome: outcome.into(), paid };
         }
         if noqueue {
             // NOQUEUE joins no queue, but a place the owner already has is renewed like by any
@@ -323,12 +324,12 @@ impl KeyState {
             }
             let holder =
                 self.holder.as_ref().map(|holder| Arc::clone(&holder.owner)).unwrap_or_else(|| Arc::from(&[][..]));
-            return TryOutcome::Busy { holder };
+            return Answered::unpaid(TryOutcome::Busy { holder });
         }
-        match self.enqueue(key, claim, ctx, now) {
+        Answered::unpaid(match self.enqueue(key, claim, ctx, now) {
             Some(place) => TryOutcome::Queued { position: self.extra().queue.position(place) + 1 },
             None => TryOutcome::QueueFull,
-        }
+        })
     }
 
     /// Answers at once, or joins the queue (keeping an existing place) and registers a blocker.
@@ -339,9 +340,9 @@ impl KeyState {
         mailbox: &Arc<Mailbox>,
         ctx: &mut ShardCtx,
         now: Timestamp,
-    ) -> Result<WaitOutcome, NotAnswered> {
-        if let Some(outcome) = self.immediate(key, claim, ctx, now) {
-            return Ok(outcome);
+    ) -> Result<Answered<WaitOutcome>, NotAnswered> {
+        if let Some(answered) = self.immediate(key, claim, ctx, now) {
+            return Ok(answered);
         }
         let place = self.enqueue(key, claim, ctx, now).ok_or(NotAnswered::QueueFull)?;
         let blocker = Blocker::open(mailbox);
@@ -566,8 +567,8 @@ impl KeyState {
         Some(paid)
     }
 
-    /// A DONE paid as its write began never left: it is owed again, unless its time is up or the
-    /// owner has called again meanwhile and was answered afresh.
+    /// A DONE paid as its write began, or by an answer, never left: it is owed again, unless its
+    /// time is up or the owner has called again meanwhile and was answered afresh.
     pub(crate) fn done_unwritten(
         &mut self,
         key: &StepKey<'_>,

@@ -49,8 +49,8 @@ pub(crate) use keyslot::{SLOTS, key_slot};
 pub use mailbox::{Letter, Mailbox};
 pub(crate) use outcome::CoreStats;
 pub use outcome::{
-    Answer, Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome, Verdict,
-    WaitOutcome, WaitStart, WaitTicket,
+    Answer, Answered, Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome,
+    Verdict, WaitOutcome, WaitStart, WaitTicket,
 };
 
 use key_state::{Claim, NotAnswered};
@@ -251,18 +251,25 @@ impl LockCore {
         }
     }
 
+    /// LOCK.TRY, for callers to whom an answer is as good as delivered: a DONE it pays is not
+    /// handed back (a server's connection uses [`LockCore::try_lock_answered`]).
     pub fn try_lock(&self, request: LockRequest<'_>, noqueue: bool, now: Timestamp) -> TryOutcome {
+        self.try_lock_answered(request, noqueue, now).outcome
+    }
+
+    /// LOCK.TRY, with the DONE its answer paid, if any.
+    pub fn try_lock_answered(&self, request: LockRequest<'_>, noqueue: bool, now: Timestamp) -> Answered<TryOutcome> {
         self.try_lock_hashing_key(request, noqueue, now).0
     }
 
-    /// [`LockCore::try_lock`], also handing back the key's hash for callers that remember the key
-    /// (without a second lookup).
+    /// [`LockCore::try_lock_answered`], also handing back the key's hash for callers that
+    /// remember the key (without a second lookup).
     pub(crate) fn try_lock_hashing_key(
         &self,
         request: LockRequest<'_>,
         noqueue: bool,
         now: Timestamp,
-    ) -> (TryOutcome, KeyHash) {
+    ) -> (Answered<TryOutcome>, KeyHash) {
         let claim = self.claim(&request);
         self.change_key(request.key, now, |state, key, ctx, now| state.try_lock(key, claim, noqueue, ctx, now))
     }
@@ -283,7 +290,7 @@ impl LockCore {
         debug_assert_eq!(request.conn, mailbox.conn(), "a WAIT is answered on its own connection");
         let claim = self.claim(&request);
         self.change_key(request.key, now, |state, key, ctx, now| match state.wait(key, claim, mailbox, ctx, now) {
-            Ok(outcome) => WaitStart::Ready(outcome),
+            Ok(answered) => WaitStart::Ready(answered),
             Err(NotAnswered::QueueFull) => WaitStart::QueueFull,
             Err(NotAnswered::Blocked(blocked)) => WaitStart::Blocked(WaitTicket {
                 place: blocked.place,
@@ -345,7 +352,8 @@ impl LockCore {
         self.change_existing(key, now, |state, key, ctx, _| state.pay_done(key, owner, token, ctx)).flatten()
     }
 
-    /// The DONE [`LockCore::pay_done`] paid was not written: the owner is owed it again.
+    /// A DONE paid by [`LockCore::pay_done`] or by an answer (see [`Answered`]) was not written:
+    /// the owner is owed it again.
     pub fn done_unwritten(&self, key: &[u8], unwritten: OwedDone, now: Timestamp) {
         self.on_shard(key, |shard| {
             shard

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::ConnId;
 use super::clock::Timestamp;
 use super::mailbox::{Letter, Mailbox};
+use super::told_done::OwedDone;
 
 /// The record of a SUCCESS, shared by every waiter it is delivered to.
 #[derive(Debug, PartialEq, Eq)]
@@ -100,9 +101,25 @@ impl Drop for WaitTicket {
     }
 }
 
+/// A TRY's or WAIT's answer. `paid` is the DONE owed to the owner that the answer paid, if it
+/// was one: the owner is owed it no more, so a caller that fails to write the answer must give
+/// it back with [`super::LockCore::done_unwritten`], or the owner would start a new round
+/// instead of learning that the work is done.
+#[derive(Debug)]
+pub struct Answered<T> {
+    pub outcome: T,
+    pub paid: Option<OwedDone>,
+}
+
+impl<T> Answered<T> {
+    pub(crate) fn unpaid(outcome: T) -> Answered<T> {
+        Answered { outcome, paid: None }
+    }
+}
+
 #[derive(Debug)]
 pub enum WaitStart {
-    Ready(WaitOutcome),
+    Ready(Answered<WaitOutcome>),
     Blocked(WaitTicket),
     /// The owner has no place in the key's queue, and it is full.
     QueueFull,

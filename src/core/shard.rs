@@ -536,7 +536,7 @@ mod tests {
         let claim = Claim { owner: b"o", lease_ms, conn: conn(1), max_queue_bytes: usize::MAX };
         shard
             .change(key.as_bytes(), Absent::Create, at(now), |state, key, ctx, now| {
-                acquired(state.try_lock(key, claim, false, ctx, now))
+                acquired(state.try_lock(key, claim, false, ctx, now).outcome)
             })
             .expect("created")
     }

@@ -36,7 +36,7 @@ pub fn acquired(outcome: TryOutcome) -> u64 {
 pub fn blocked(start: WaitStart) -> WaitTicket {
     match start {
         WaitStart::Blocked(ticket) => ticket,
-        WaitStart::Ready(outcome) => panic!("expected to block, got {outcome:?}"),
+        WaitStart::Ready(answered) => panic!("expected to block, got {:?}", answered.outcome),
         WaitStart::QueueFull => panic!("expected to block, the queue was full"),
     }
 }

@@ -273,6 +273,38 @@ fn queued_owner_not_blocked_learns_done_instead_of_a_grant() {
 }
 
 #[test]
+fn a_done_paid_by_an_answer_at_once_is_owed_again_if_that_answer_is_not_written() {
+    let core = core();
+    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    core.try_lock(request("k", "b", 2, None), false, at(0));
+    core.try_lock(request("k", "c", 3, None), false, at(0));
+    core.unlock(b"k", b"a", token, success(None, None), at(10));
+    // The answers that pay a debt say so; one remembered for everyone (KEEP) pays nothing.
+    let Answered { outcome: TryOutcome::Done(completion), paid: Some(paid) } =
+        core.try_lock_answered(request("k", "b", 2, None), false, at(20))
+    else {
+        panic!("expected b's DONE to pay what it was owed");
+    };
+    assert_eq!(completion.token, token);
+    assert!(!core.owed_dones(b"k").iter().any(|owner| owner.as_ref() == b"b"));
+    core.done_unwritten(b"k", paid, at(21));
+    assert!(matches!(core.try_lock(request("k", "b", 4, None), false, at(22)), TryOutcome::Done(_)));
+    // WAIT's answer at once is the same.
+    let WaitStart::Ready(Answered { outcome: WaitOutcome::Done(_), paid: Some(paid) }) =
+        wait(&core, request("k", "c", 3, None), at(30))
+    else {
+        panic!("expected c's DONE to pay what it was owed");
+    };
+    core.done_unwritten(b"k", paid, at(31));
+    assert!(matches!(
+        wait(&core, request("k", "c", 5, None), at(32)),
+        WaitStart::Ready(Answered { outcome: WaitOutcome::Done(_), .. })
+    ));
+    // Paid for good, the next call starts a new round.
+    assert!(matches!(core.try_lock(request("k", "c", 5, None), false, at(33)), TryOutcome::Acquired { .. }));
+}
+
+#[test]
 fn owed_done_lapses_with_the_queue_lease() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
@@ -288,7 +320,10 @@ fn keep_remembers_the_completion_for_late_arrivals() {
     let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
     core.unlock(b"k", b"a", token, success(Some("r"), Some(500)), at(0));
     assert!(matches!(core.try_lock(request("k", "late", 2, None), false, at(100)), TryOutcome::Done(_)));
-    assert!(matches!(wait(&core, request("k", "late2", 3, None), at(200)), WaitStart::Ready(WaitOutcome::Done(_))));
+    assert!(matches!(
+        wait(&core, request("k", "late2", 3, None), at(200)),
+        WaitStart::Ready(Answered { outcome: WaitOutcome::Done(_), paid: None })
+    ));
     assert_eq!(core.info(b"k", at(200), usize::MAX).unwrap().state, LockStateName::Done);
     assert_eq!(core.unlock(b"k", b"a", token + 1, failure(), at(200)), UnlockOutcome::NotLocked);
     assert!(matches!(core.try_lock(request("k", "late", 2, None), false, at(501)), TryOutcome::Acquired { .. }));

@@ -19,7 +19,8 @@ use hashbrown::hash_map::EntryRef;
 use super::footprint::{arc_bytes, extrapolate};
 use super::outcome::Completion;
 
-/// A DONE paid as its write began, kept by the writer to be owed again if the write fails.
+/// A DONE paid by an answer, kept by whoever writes the answer to be owed again if the write
+/// fails ([`super::LockCore::done_unwritten`]).
 #[derive(Debug)]
 pub struct OwedDone {
     pub(crate) owner: Arc<[u8]>,
@@ -48,9 +49,9 @@ impl ToldDone {
     }
 
     /// The DONE owed to `owner`, which is thereby paid.
-    pub(crate) fn take(&mut self, owner: &[u8]) -> Option<(Arc<[u8]>, Arc<Completion>)> {
-        let (owner, (_, completion)) = self.by_owner.remove_entry(owner)?;
-        Some((owner, completion))
+    pub(crate) fn take(&mut self, owner: &[u8]) -> Option<OwedDone> {
+        let (owner, (until, completion)) = self.by_owner.remove_entry(owner)?;
+        Some(OwedDone { owner, until, completion })
     }
 
     /// The DONE of the completion `token` owed to `owner`, which is thereby paid. One of another
@@ -139,7 +140,7 @@ mod tests {
         assert_eq!(told.next_deadline(), Some(5));
         assert_eq!(expire(&mut told, 5), [owner("b")]);
         assert_eq!(expire(&mut told, 10), [owner("c")], "a's entry at 10 was left by its payment");
-        assert_eq!(told.take(b"a").map(|(_, completion)| completion.token), Some(2));
+        assert_eq!(told.take(b"a").map(|paid| paid.completion.token), Some(2));
         assert!(told.is_empty());
         assert_eq!(told.next_deadline(), Some(30), "a left entry only wakes the key early");
         assert_eq!(expire(&mut told, 30), Vec::<Arc<[u8]>>::new());

@@ -98,6 +98,7 @@ const STALL_MS: u64 = 1_000;
 async fn start_for_big_replies() -> baton::server::RunningServer {
     start_with(|config| {
         config.max_bulk_bytes = BIG_REPLY_BYTES;
+        config.max_result_bytes = BIG_REPLY_BYTES;
         config.max_query_buffer_bytes = 2 * BIG_REPLY_BYTES;
         config.output_stall_timeout_ms = STALL_MS;
     })
@@ -152,5 +153,63 @@ async fn a_client_that_stops_reading_is_cut_off() {
     let ended = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received)).await;
     assert!(ended.is_ok(), "the server kept the connection open");
     assert!(received.len() < big_reply_len(), "the whole reply fit in the socket buffers: the test proves nothing");
+    server.stop().await.unwrap();
+}
+
+/// `b` is queued on `key` behind `a`, who then reports success with `result`: `b` is owed DONE.
+async fn owe_done(addr: SocketAddr, key: &str, result: &[u8]) {
+    let mut raw = Raw::connect(addr).await;
+    let token = cmd_out(&mut raw, args!["LOCK.TRY", key, "a"]).await.token();
+    assert_eq!(cmd_out(&mut raw, args!["LOCK.TRY", key, "b", "PX", "60000"]).await, Out::Queued(1));
+    let unlocked = raw.cmd(args!["LOCK.UNLOCK", key, "a", token, "SUCCESS", "RESULT", result]).await;
+    assert_eq!(unlocked, Resp::Int(1), "one waiter told");
+}
+
+/// Sends `requests` pipelined on a connection with a small receive window, never reads, and
+/// waits until the server has cut it off for not reading.
+async fn pipeline_never_read(addr: SocketAddr, requests: &[Vec<Vec<u8>>]) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(32 * 1024).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let pipeline: Vec<u8> = requests.iter().flat_map(|request| encode(request)).collect();
+    stream.write_all(&pipeline).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3 * STALL_MS)).await;
+    let mut received = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received)).await;
+    assert!(ended.is_ok(), "the server kept the connection open");
+    assert!(received.len() < big_reply_len(), "the whole reply fit in the socket buffers: the test proves nothing");
+}
+
+/// b is owed a DONE on `small` (a short reply) and on `big` (8 MiB). A client of b's asks for
+/// both in one pipeline, in the order given, and stops reading.
+async fn pay_both_and_stop_reading(small_first: bool) -> (baton::server::RunningServer, Raw) {
+    let server = start_for_big_replies().await;
+    owe_done(server.addr, "small", b"r").await;
+    owe_done(server.addr, "big", &vec![b'r'; BIG_REPLY_BYTES]).await;
+    let (small, big) = (args!["LOCK.TRY", "small", "b"], args!["LOCK.TRY", "big", "b"]);
+    let pipeline = if small_first { [small, big] } else { [big, small] };
+    pipeline_never_read(server.addr, &pipeline).await;
+    let raw = Raw::connect(server.addr).await;
+    (server, raw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_done_written_before_the_client_stopped_reading_is_told_once_and_one_cut_short_again() {
+    let (server, mut raw) = pay_both_and_stop_reading(true).await;
+    // The short DONE went out whole: the client could have read it, so b starts a new round.
+    assert!(matches!(cmd_out(&mut raw, args!["LOCK.TRY", "small", "b"]).await, Out::Acquired(_)));
+    // The long one was cut short: still owed, once.
+    let told = cmd_out(&mut raw, args!["LOCK.TRY", "big", "b"]).await;
+    assert_eq!(told, Out::Done { finisher: b"a".to_vec(), result: Some(vec![b'r'; BIG_REPLY_BYTES]) });
+    assert!(matches!(cmd_out(&mut raw, args!["LOCK.TRY", "big", "b"]).await, Out::Acquired(_)));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_done_queued_behind_a_reply_never_read_is_owed_again() {
+    let (server, mut raw) = pay_both_and_stop_reading(false).await;
+    assert_eq!(cmd_out(&mut raw, args!["LOCK.TRY", "small", "b"]).await, Out::done("a", Some("r")));
+    let told = cmd_out(&mut raw, args!["LOCK.TRY", "big", "b"]).await;
+    assert!(matches!(told, Out::Done { .. }), "{told:?}");
     server.stop().await.unwrap();
 }
