@@ -7,16 +7,14 @@
 //! (the server and the integration tests do), or every figure here reads near zero.
 //!
 //! jemalloc's counters are cached per epoch, and advancing the epoch merges every arena's
-//! statistics: too dear for each request, so [`track`] refreshes them every
-//! [`REFRESH_INTERVAL`] into atomics, and the request path reads one atomic. A client can
+//! statistics: too dear for each request, so the server's cron calls [`refresh`] every
+//! [`REFRESH_INTERVAL`] to copy them into atomics, and the request path reads one atomic. A client can
 //! therefore overshoot `--maxmemory` by what it allocates in one interval.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tikv_jemalloc_ctl::{background_thread, epoch, stats};
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 pub use tikv_jemallocator::Jemalloc as Allocator;
@@ -41,7 +39,7 @@ pub(crate) struct Usage {
 
 /// Reads the allocator's figures now and records them for [`over_maxmemory`]: the bytes in
 /// use and the peak.
-fn refresh() -> (usize, usize) {
+pub(crate) fn refresh() -> (usize, usize) {
     // Without a new epoch jemalloc answers with the figures it cached at the last one.
     let _ = epoch::advance();
     let used = stats::allocated::read().unwrap_or(0);
@@ -68,27 +66,15 @@ fn exceeds(used: usize, maxmemory: u64) -> bool {
     maxmemory != 0 && u64::try_from(used).unwrap_or(u64::MAX) > maxmemory
 }
 
-/// Starts returning freed memory to the OS in the background and takes a first reading at once
-/// (so that `--maxmemory` holds from the first request), then returns the task that keeps the
-/// figures current until `shutdown`.
-pub(crate) fn track(shutdown: CancellationToken) -> impl Future<Output = ()> {
+/// Starts returning freed memory to the OS in the background and takes a first reading at once,
+/// so that `--maxmemory` holds from the first request; [`refresh`] keeps the figures current.
+pub(crate) fn start() {
     // jemalloc otherwise purges freed pages only from inside later allocations, so an idle
     // server would sit at its peak.
     if let Err(error) = background_thread::write(true) {
         warn!(%error, "cannot start jemalloc's background purging; freed memory returns to the OS more slowly");
     }
     refresh();
-    async move {
-        let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    refresh();
-                }
-                () = shutdown.cancelled() => return,
-            }
-        }
-    }
 }
 
 /// INFO's `# Memory` section, with Redis's field names.

@@ -171,10 +171,10 @@ impl Server {
             );
         }
         let tasks = TaskTracker::new();
-        tasks.spawn(sample_ops(Arc::clone(&shared)));
+        memory::start();
+        tasks.spawn(cron(Arc::clone(&shared)));
         tasks.spawn(persistence::rewrite_when_grown(Arc::clone(&shared)));
         tasks.spawn(leadership::serve_while_leading(Arc::clone(&shared)));
-        tasks.spawn(memory::track(shared.shutdown.clone()));
         if let Some(metrics) = metrics {
             tasks.spawn(serve_prometheus(Arc::clone(&shared), metrics));
         }
@@ -400,12 +400,16 @@ async fn reap_leases(shared: Arc<Shared>) {
     }
 }
 
-/// Samples the command rate for INFO's instantaneous_ops_per_sec until shutdown.
-async fn sample_ops(shared: Arc<Shared>) {
+/// Like Redis's serverCron at its default hz of 10, until shutdown: refreshes the memory
+/// figures the `--maxmemory` check reads and samples the command rate for INFO's
+/// instantaneous_ops_per_sec. One timer for both, so an idle server wakes once a tick.
+async fn cron(shared: Arc<Shared>) {
+    const _: () = assert!(OPS_SAMPLE_INTERVAL.as_nanos() == memory::REFRESH_INTERVAL.as_nanos());
     let mut ticker = tokio::time::interval(OPS_SAMPLE_INTERVAL);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
+                memory::refresh();
                 let total = shared.stats.total_commands_processed.load(Ordering::Relaxed);
                 shared.metrics.sample_ops(total, Instant::now());
             }
