@@ -294,8 +294,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Some(result) => result.map_err(Exit::from),
             None => write_slowly(&self.write_watch, &self.session.entry.outbox, flush).await,
         };
-        if flushed.is_ok() {
-            self.unwritten_dones.clear();
+        if flushed.is_ok() && !self.unwritten_dones.is_empty() {
+            // Not kept for the next one: an owner is told DONE once a round, and the connection
+            // may idle (or block in a WAIT) for long.
+            self.unwritten_dones = Vec::new();
         }
         flushed
     }
