@@ -345,9 +345,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Ok(spec) => spec,
             Err(reply) => return self.send(reply).await,
         };
+        let recent = shared.clients.recent_instant();
         self.session.entry.update(|state| {
             state.last_command = Some(spec.command_name());
-            state.last_active = std::time::Instant::now();
+            state.last_active = recent;
         });
         if let Err(reply) = cmd::authorize(spec, &request.args, &self.session, &shared) {
             return self.send(reply).await;

@@ -401,8 +401,9 @@ async fn reap_leases(shared: Arc<Shared>) {
 }
 
 /// Like Redis's serverCron at its default hz of 10, until shutdown: refreshes the memory
-/// figures the `--maxmemory` check reads and samples the command rate for INFO's
-/// instantaneous_ops_per_sec. One timer for both, so an idle server wakes once a tick.
+/// figures the `--maxmemory` check reads, the clock clients' last activity is read from, and
+/// samples the command rate for INFO's instantaneous_ops_per_sec. One timer for all, so an idle
+/// server wakes once a tick.
 async fn cron(shared: Arc<Shared>) {
     const _: () = assert!(OPS_SAMPLE_INTERVAL.as_nanos() == memory::REFRESH_INTERVAL.as_nanos());
     let mut ticker = tokio::time::interval(OPS_SAMPLE_INTERVAL);
@@ -410,6 +411,7 @@ async fn cron(shared: Arc<Shared>) {
         tokio::select! {
             _ = ticker.tick() => {
                 memory::refresh();
+                shared.clients.tick_clock();
                 let total = shared.stats.total_commands_processed.load(Ordering::Relaxed);
                 shared.metrics.sample_ops(total, Instant::now());
             }
