@@ -84,10 +84,13 @@ pub(crate) fn parse_int(bytes: &[u8]) -> Option<i64> {
         [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
         _ => false,
     };
-    if !canonical || bytes.len() > 20 {
+    if !canonical {
         return None;
     }
-    std::str::from_utf8(bytes).ok()?.parse().ok()
+    // The digits are checked already: no second pass through UTF-8 validation and `str::parse`.
+    let magnitude =
+        digits.iter().try_fold(0u64, |value, digit| value.checked_mul(10)?.checked_add(u64::from(digit - b'0')))?;
+    if digits.len() == bytes.len() { i64::try_from(magnitude).ok() } else { 0i64.checked_sub_unsigned(magnitude) }
 }
 
 pub(crate) fn eq_ignore_case(arg: &[u8], word: &str) -> bool {
@@ -116,11 +119,24 @@ mod tests {
             b"-01",
             b"00",
             b"9223372036854775808",
+            b"-9223372036854775809",
+            b"18446744073709551616",
+            b"99999999999999999999999",
             b"1.5",
             b"1e3",
             b"0x10",
         ] {
             assert_eq!(parse_int(rejected), None, "{}", String::from_utf8_lossy(rejected));
+        }
+    }
+
+    proptest::proptest! {
+        /// Canonical means the number prints back as the same bytes.
+        #[test]
+        fn integers_are_what_print_back_the_same(text in "-?[0-9]{0,21}|[-+ 0-9a]{0,4}") {
+            let bytes = text.as_bytes();
+            let round_trip = text.parse::<i64>().ok().filter(|value| value.to_string() == text);
+            proptest::prop_assert_eq!(parse_int(bytes), round_trip);
         }
     }
 
