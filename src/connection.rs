@@ -280,7 +280,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// The DONE that paid `paid` is the last reply buffered.
+    /// Keeps `paid` until the reply just buffered, which paid it, is out.
     fn keep_until_written(&mut self, key: Bytes, paid: OwedDone) {
         let written_when_out = self.write_watch.written() + self.framed.write_buffer().len() as u64;
         self.unwritten_dones.push(UnwrittenDone { key, paid, written_when_out });
