@@ -47,10 +47,12 @@ const INITIAL_BUFFER_BYTES: usize = 1024;
 /// that much at a time (two reads for redis-benchmark's -P 16 batches instead of one).
 const PIPELINED_READ_BYTES: usize = 16 * 1024;
 
-struct Connection<S> {
+struct Connection<'a, S> {
     framed: Framed<Counted<S>, RespCodec>,
     session: Session,
-    shared: Arc<Shared>,
+    /// Borrowed from [`serve`]'s own handle: a command's copy of it is then a plain reference,
+    /// where cloning the `Arc` (and dropping it) wrote a cache line both event loops share.
+    shared: &'a Shared,
     /// Requests read while a LOCK.WAIT blocked, to run once it is answered, with their sizes.
     deferred: VecDeque<(Input, usize)>,
     deferred_bytes: usize,
@@ -125,7 +127,7 @@ where
             framed
         },
         session,
-        shared: Arc::clone(&shared),
+        shared: &shared,
         deferred: VecDeque::new(),
         deferred_bytes: 0,
         write_watch,
@@ -167,7 +169,7 @@ where
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     async fn run(&mut self) -> Exit {
         loop {
             let input = match self.deferred.pop_front() {
@@ -339,7 +341,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     async fn handle(&mut self, request: Request) -> Result<(), Exit> {
-        let shared = Arc::clone(&self.shared);
+        let shared = self.shared;
         shared.stats.total_commands_processed.fetch_add(1, Ordering::Relaxed);
         let spec = match cmd::resolve(&request.args) {
             Ok(spec) => spec,
@@ -350,7 +352,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             state.last_command = Some(spec.command_name());
             state.last_active = recent;
         });
-        if let Err(reply) = cmd::authorize(spec, &request.args, &self.session, &shared) {
+        if let Err(reply) = cmd::authorize(spec, &request.args, &self.session, shared) {
             return self.send(reply).await;
         }
         if self.session.in_subscribed_context() && !cmd::allowed_while_subscribed(spec) {
@@ -385,7 +387,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             None
         };
         let action = Command::parse(spec, request.args, self.lock_limits)
-            .map(|command| command.execute(&mut self.session, &shared));
+            .map(|command| command.execute(&mut self.session, shared));
         // After the command ran, as Redis feeds its monitors: a RESET from a monitor is not its own.
         if let Some(line) = monitor_line {
             shared.monitors.feed(line);
@@ -478,7 +480,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         ticket: WaitTicket,
         timeout: Option<Duration>,
     ) -> Result<WaitEnd, Exit> {
-        let shared = Arc::clone(&self.shared);
+        let shared = self.shared;
         let entry = Arc::clone(&self.session.entry);
         // Blocked as far as CLIENT UNBLOCK and CLIENT LIST can tell from now on, while the
         // replies before the WAIT are still being written (after the journal): an UNBLOCK
