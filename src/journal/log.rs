@@ -221,7 +221,17 @@ impl Log {
     /// else's) unless another task is at it, whose write then releases them: one write(2) on the
     /// reply path instead of two thread hops.
     pub(crate) async fn released(&self, lsn: Lsn) -> Result<(), LogError> {
-        let mut yielded = false;
+        let writes_itself = self.shared.policy != FsyncPolicy::Always;
+        if writes_itself && !self.is_released(lsn) && self.shared.failure().is_none() {
+            // Like Redis writing its AOF buffer once per turn of its event loop: the other tasks
+            // ready on this thread run first, so one write covers their records too. Nothing is
+            // registered with `released_changed` yet: most waits end with this write, and the
+            // registration takes a mutex that both event loops' threads contend for.
+            tokio::task::yield_now().await;
+            if self.write_pending_until(lsn) {
+                return Ok(());
+            }
+        }
         loop {
             let notified = self.shared.released_changed.notified();
             tokio::pin!(notified);
@@ -233,24 +243,23 @@ impl Log {
             if let Some(failure) = self.shared.failure() {
                 return Err(LogError::WriteFailing(failure));
             }
-            if self.shared.policy != FsyncPolicy::Always {
-                if !yielded {
-                    // Like Redis writing its AOF buffer once per turn of its event loop: the other
-                    // tasks ready on this thread run first, so one write covers their records too.
-                    yielded = true;
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-                if let Some(mut writer) = self.writer_state.try_lock() {
-                    writer.write_pending();
-                    drop(writer);
-                    if self.is_released(lsn) {
-                        return Ok(());
-                    }
-                }
+            if writes_itself && self.write_pending_until(lsn) {
+                return Ok(());
             }
             notified.await;
         }
+    }
+
+    /// Unless `lsn` is released already, writes what is buffered (if no other task is writing
+    /// already); whether `lsn` is released then.
+    fn write_pending_until(&self, lsn: Lsn) -> bool {
+        if self.is_released(lsn) {
+            return true;
+        }
+        if let Some(mut writer) = self.writer_state.try_lock() {
+            writer.write_pending();
+        }
+        self.is_released(lsn)
     }
 
     /// The last write or fsync failure, while it lasts (it clears once one succeeds again).

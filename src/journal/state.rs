@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::Notify;
 
@@ -96,25 +97,28 @@ pub(crate) struct Counters {
     pub(crate) backlog_bytes: AtomicU64,
 }
 
+/// Both event loops' threads append, wait and write here at once: what one of them writes on
+/// every record or batch sits on a cache line of its own (`CachePadded`), so that it does not
+/// take away the lines others only read (the policy, `failing`, checked by every state change).
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) policy: FsyncPolicy,
-    pub(crate) pending: Mutex<Pending>,
+    failing: AtomicBool,
+    pub(crate) pending: CachePadded<Mutex<Pending>>,
     pub(crate) writer_wake: Condvar,
     /// Wakes blocking waiters (snapshot, close) after a sync or a failure; used with `pending`.
     pub(crate) progress: Condvar,
-    pub(crate) released_lsn: AtomicU64,
-    pub(crate) synced_lsn: AtomicU64,
+    pub(crate) released_lsn: CachePadded<AtomicU64>,
+    pub(crate) synced_lsn: CachePadded<AtomicU64>,
     /// The last LSN appended, kept beside `pending` so that every reply can read the position it
     /// waits for without taking the appenders' mutex.
-    pub(crate) last_appended_lsn: AtomicU64,
+    pub(crate) last_appended_lsn: CachePadded<AtomicU64>,
     /// Wakes async waiters after `released_lsn` moves or a failure appears; they re-check.
-    pub(crate) released_changed: Notify,
-    pub(crate) files: Mutex<Files>,
-    failing: AtomicBool,
+    pub(crate) released_changed: CachePadded<Notify>,
+    pub(crate) files: CachePadded<Mutex<Files>>,
     write_failure: Mutex<Option<WriteFailure>>,
     sync_failure: Mutex<Option<WriteFailure>>,
-    pub(crate) counters: Counters,
+    pub(crate) counters: CachePadded<Counters>,
     pub(crate) snapshot_running: AtomicBool,
     pub(crate) syncer: Mutex<SyncerControl>,
     /// Wakes the syncer thread for an early sync or to stop; also its everysec timer.
@@ -137,7 +141,8 @@ impl Shared {
         let last = next_lsn - 1;
         Shared {
             policy,
-            pending: Mutex::new(Pending {
+            failing: AtomicBool::new(false),
+            pending: CachePadded::new(Mutex::new(Pending {
                 buffer: Vec::new(),
                 buffer_first_lsn: next_lsn,
                 next_lsn,
@@ -146,18 +151,17 @@ impl Shared {
                 blocking_waiters: 0,
                 writer_idle: false,
                 stop: Stop::Run,
-            }),
+            })),
             writer_wake: Condvar::new(),
             progress: Condvar::new(),
-            released_lsn: AtomicU64::new(last),
-            synced_lsn: AtomicU64::new(last),
-            last_appended_lsn: AtomicU64::new(last),
-            released_changed: Notify::new(),
-            files: Mutex::new(files),
-            failing: AtomicBool::new(false),
+            released_lsn: CachePadded::new(AtomicU64::new(last)),
+            synced_lsn: CachePadded::new(AtomicU64::new(last)),
+            last_appended_lsn: CachePadded::new(AtomicU64::new(last)),
+            released_changed: CachePadded::new(Notify::new()),
+            files: CachePadded::new(Mutex::new(files)),
             write_failure: Mutex::new(None),
             sync_failure: Mutex::new(None),
-            counters: Counters::default(),
+            counters: CachePadded::default(),
             snapshot_running: AtomicBool::new(false),
             syncer: Mutex::new(SyncerControl::default()),
             syncer_wake: Condvar::new(),
