@@ -92,6 +92,7 @@ impl Persistence {
     }
 
     /// Why state changes are refused now (`-MISCONF`): the journal cannot be written.
+    #[inline]
     pub(crate) fn write_failure(&self) -> Option<String> {
         self.journal
             .log()

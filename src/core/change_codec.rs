@@ -394,11 +394,17 @@ fn decode_outcome(input: &mut Input<'_>) -> Result<UnlockOutcome, DecodeError> {
 
 /// LEB128: small numbers (lengths, leases) take a byte or two.
 pub(crate) fn put_u64(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
+    // Gathered first and appended at once: a push per byte checks the capacity and stores the
+    // length each time, and this runs several times per change, under a shard lock.
+    let mut encoded = [0u8; 10];
+    let mut len = 0;
+    while value >= 0x80 && len < 9 {
+        encoded[len] = (value as u8) | 0x80;
         value >>= 7;
+        len += 1;
     }
-    out.push(value as u8);
+    encoded[len] = value as u8;
+    out.extend_from_slice(&encoded[..=len]);
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {

@@ -263,6 +263,7 @@ impl Log {
     }
 
     /// The last write or fsync failure, while it lasts (it clears once one succeeds again).
+    #[inline]
     pub(crate) fn write_failing(&self) -> Option<WriteFailure> {
         self.shared.failure()
     }

@@ -181,10 +181,17 @@ impl Shared {
         self.failing.load(Ordering::Acquire)
     }
 
+    /// Checked before every state change: inline, one load while the journal works.
+    #[inline]
     pub(crate) fn failure(&self) -> Option<WriteFailure> {
         if !self.is_failing() {
             return None;
         }
+        self.current_failure()
+    }
+
+    #[cold]
+    fn current_failure(&self) -> Option<WriteFailure> {
         self.write_failure.lock().clone().or_else(|| self.sync_failure.lock().clone())
     }
 
