@@ -1127,7 +1127,8 @@ async fn hold_many(addr: SocketAddr, prefix: &str, count: usize, owner: &str) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_middle_segment_refuses_to_start_until_repaired() {
     let dir = ScratchDir::new("durability-corrupt");
-    let flags = ["--journal-segment-size", "64kb"];
+    // Small enough that 6,000 holds (about 36 bytes of journal each) fill three segments or more.
+    let flags = ["--journal-segment-size", "32kb"];
     let mut server = start(&dir, &flags);
     let (conn, tokens) = hold_many(server.addr, "c:", 6_000, "holder").await;
     server.proc.signal("TERM");
@@ -1141,7 +1142,7 @@ async fn corrupt_middle_segment_refuses_to_start_until_repaired() {
     bytes[flipped] ^= 0x5A;
     std::fs::write(first, &bytes).expect("write segment");
 
-    let (code, log) = run_to_exit(&["--dir", dir.arg(), "--journal-segment-size", "64kb"]);
+    let (code, log) = run_to_exit(&["--dir", dir.arg(), "--journal-segment-size", "32kb"]);
     assert_eq!(code, Some(1), "a corrupt middle segment stops the server:\n{log}");
     let name = first.display().to_string();
     let line = log.lines().find(|line| line.contains(&name)).unwrap_or_else(|| panic!("the log names {name}:\n{log}"));

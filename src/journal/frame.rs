@@ -4,10 +4,19 @@
 //!
 //! A record is `[len u32][crc u32][lsn u64][payload]`. The CRC covers `len`, `lsn` and the
 //! payload: a flipped length must not make the reader skip or swallow a neighbour unnoticed.
+//!
+//! In a segment (format 2) a record's payload is a run of *entries*, `[len LEB128][bytes]`, one
+//! per LSN: the record's LSN is its first entry's and each next entry takes the next LSN. A
+//! record is what one write of the journal's buffer carried (up to [`RECORD_TARGET_BYTES`]), so
+//! the header and the CRC are paid once per write, not once per change: the CRC of a record of
+//! one small entry cost as much as encoding the entry. Format 1 held one entry per record,
+//! without its length; it is still read. Snapshots and the cluster's files keep one payload per
+//! record.
 
 use std::io::{self, Read};
 
 use super::Lsn;
+use crate::core::{Input, put_u64};
 
 pub(crate) const RECORD_HEADER_BYTES: usize = 16;
 
@@ -17,7 +26,15 @@ pub(crate) const RECORD_HEADER_BYTES: usize = 16;
 /// gigabytes.
 pub(crate) const MAX_PAYLOAD_BYTES: usize = 64 << 20;
 
-pub(crate) const FORMAT_VERSION: u16 = 1;
+/// The segment format written (see the module's documentation) and the oldest still read.
+pub(crate) const SEGMENT_VERSION: u16 = 2;
+const OLDEST_SEGMENT_VERSION: u16 = 1;
+const SNAPSHOT_VERSION: u16 = 1;
+
+/// A segment record gets no more entries once it holds this many bytes, unless it holds none
+/// yet: recovery reads a record whole, and a burst (a mass release while a write is slow) must
+/// not make one of many megabytes.
+pub(crate) const RECORD_TARGET_BYTES: usize = 1 << 20;
 const SEGMENT_MAGIC: [u8; 8] = *b"BATONJNL";
 const SNAPSHOT_MAGIC: [u8; 8] = *b"BATONSNP";
 const SNAPSHOT_FOOTER_MAGIC: [u8; 8] = *b"SNAPDONE";
@@ -58,6 +75,83 @@ pub(crate) fn encode_record_of_parts(out: &mut Vec<u8>, lsn: Lsn, payload: &[&[u
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Starts a segment record at the end of `out` whose first entry gets `first_lsn`; the entries
+/// follow ([`push_entry`]) and [`seal_entries`] fills in the length and the CRC.
+pub(crate) fn begin_entries(out: &mut Vec<u8>, first_lsn: Lsn) {
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&first_lsn.to_le_bytes());
+}
+
+/// Appends an entry, its bytes given in pieces, to the record begun last in `out`.
+pub(crate) fn push_entry(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|part| part.len()).sum();
+    put_u64(out, len as u64);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+}
+
+/// Fills in the length and the CRC of `record`, the bytes from [`begin_entries`] on.
+pub(crate) fn seal_entries(record: &mut [u8]) {
+    let payload_len = record.len() - RECORD_HEADER_BYTES;
+    debug_assert!(payload_len <= MAX_PAYLOAD_BYTES, "journal record of {payload_len} bytes");
+    let len = u32::try_from(payload_len).unwrap_or(u32::MAX).to_le_bytes();
+    // As in `encode_record_of_parts`: the CRC's place holds the length while the sum is taken.
+    record[..4].copy_from_slice(&len);
+    record[4..8].copy_from_slice(&len);
+    let crc = crc32c::crc32c(&record[4..]);
+    record[4..8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The entries of a segment record's payload, in LSN order, for a segment of `version`.
+pub(crate) fn entries(version: u16, payload: &[u8]) -> Entries<'_> {
+    Entries { input: Input { bytes: payload }, whole: version == OLDEST_SEGMENT_VERSION }
+}
+
+/// How many entries a segment record holds; an error if its payload is not a run of whole
+/// entries (a CRC-valid record can only be so if a bug wrote it).
+pub(crate) fn count_entries(version: u16, payload: &[u8]) -> Result<u64, BadRecord> {
+    let mut count = 0;
+    for entry in entries(version, payload) {
+        entry?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(BadRecord::BadEntries);
+    }
+    Ok(count)
+}
+
+pub(crate) struct Entries<'a> {
+    input: Input<'a>,
+    /// Format 1: the payload is one entry, without a length.
+    whole: bool,
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = Result<&'a [u8], BadRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.whole {
+            self.whole = false;
+            return Some(Ok(std::mem::take(&mut self.input.bytes)));
+        }
+        if self.input.bytes.is_empty() {
+            return None;
+        }
+        let entry = self.input.u64().ok().and_then(|len| {
+            let len = usize::try_from(len).ok().filter(|&len| len <= self.input.bytes.len())?;
+            let (entry, rest) = self.input.bytes.split_at(len);
+            self.input.bytes = rest;
+            Some(entry)
+        });
+        if entry.is_none() {
+            self.input.bytes = &[];
+        }
+        Some(entry.ok_or(BadRecord::BadEntries))
+    }
+}
+
 /// Why the bytes at some offset are not a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BadRecord {
@@ -66,6 +160,8 @@ pub(crate) enum BadRecord {
     /// The length field exceeds [`MAX_PAYLOAD_BYTES`].
     ImpossibleLength(u32),
     ChecksumMismatch,
+    /// A segment record whose CRC holds but whose payload is not a run of whole entries.
+    BadEntries,
     /// A valid record, but not the LSN that must come next.
     UnexpectedLsn {
         expected: Lsn,
@@ -79,6 +175,7 @@ impl std::fmt::Display for BadRecord {
             BadRecord::Truncated => write!(f, "the record is cut short"),
             BadRecord::ImpossibleLength(len) => write!(f, "impossible record length {len}"),
             BadRecord::ChecksumMismatch => write!(f, "checksum mismatch"),
+            BadRecord::BadEntries => write!(f, "the record's entries do not fill it"),
             BadRecord::UnexpectedLsn { expected, found } => {
                 write!(f, "expected LSN {expected}, found LSN {found}")
             }
@@ -152,9 +249,10 @@ fn split_record_header(header: &[u8; RECORD_HEADER_BYTES]) -> (u32, u32, Lsn) {
 /// Looks for any valid record in `bytes` with an LSN of at least `min_lsn`, at any byte offset.
 /// Recovery uses it after a bad record to tell a torn tail (nothing valid follows) from damage in
 /// the middle (acknowledged records follow and would be lost by truncating). The LSN window keeps
-/// CRC checks rare: a record can only carry an LSN that the bytes left could have reached.
+/// CRC checks rare: a record can only carry an LSN that the bytes left could have reached (an
+/// entry takes at least one byte).
 pub(crate) fn find_valid_record(bytes: &[u8], min_lsn: Lsn) -> Option<(usize, Lsn)> {
-    let max_lsn = min_lsn.saturating_add((bytes.len() / RECORD_HEADER_BYTES) as u64);
+    let max_lsn = min_lsn.saturating_add(bytes.len() as u64);
     for start in 0..bytes.len().saturating_sub(RECORD_HEADER_BYTES - 1) {
         let Some(header) = bytes.get(start..start + RECORD_HEADER_BYTES) else { break };
         let Ok(header) = <&[u8; RECORD_HEADER_BYTES]>::try_from(header) else { break };
@@ -177,6 +275,8 @@ pub(crate) fn find_valid_record(bytes: &[u8], min_lsn: Lsn) -> Option<(usize, Ls
 pub(crate) struct SegmentHeader {
     pub(crate) first_lsn: Lsn,
     pub(crate) boot_id: String,
+    /// The format of its records (see the module's documentation).
+    pub(crate) version: u16,
 }
 
 /// `[magic 8][version u16][boot id length u16][first lsn u64][boot id][crc u32]`
@@ -184,7 +284,7 @@ pub(crate) fn encode_segment_header(header: &SegmentHeader) -> Vec<u8> {
     let boot_id = truncated_boot_id(&header.boot_id);
     let mut out = Vec::with_capacity(24 + boot_id.len());
     out.extend_from_slice(&SEGMENT_MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&header.version.to_le_bytes());
     out.extend_from_slice(&(boot_id.len() as u16).to_le_bytes());
     out.extend_from_slice(&header.first_lsn.to_le_bytes());
     out.extend_from_slice(boot_id);
@@ -207,7 +307,7 @@ pub(crate) fn same_boot(recorded: &str, current: &str) -> bool {
 pub(crate) enum BadHeader {
     Truncated,
     NotAJournal,
-    UnsupportedVersion(u16),
+    UnsupportedVersion { found: u16, read: &'static str },
     ChecksumMismatch,
 }
 
@@ -216,8 +316,8 @@ impl std::fmt::Display for BadHeader {
         match self {
             BadHeader::Truncated => write!(f, "the header is cut short"),
             BadHeader::NotAJournal => write!(f, "not a baton journal file (bad magic)"),
-            BadHeader::UnsupportedVersion(v) => {
-                write!(f, "format version {v}, this build reads version {FORMAT_VERSION}")
+            BadHeader::UnsupportedVersion { found, read } => {
+                write!(f, "format version {found}, this build reads {read}")
             }
             BadHeader::ChecksumMismatch => write!(f, "header checksum mismatch"),
         }
@@ -234,8 +334,8 @@ pub(crate) fn read_segment_header(input: &mut impl Read) -> io::Result<Result<(S
         return Ok(Err(BadHeader::NotAJournal));
     }
     let version = u16::from_le_bytes([fixed[8], fixed[9]]);
-    if version != FORMAT_VERSION {
-        return Ok(Err(BadHeader::UnsupportedVersion(version)));
+    if !(OLDEST_SEGMENT_VERSION..=SEGMENT_VERSION).contains(&version) {
+        return Ok(Err(BadHeader::UnsupportedVersion { found: version, read: "versions 1 and 2" }));
     }
     let boot_len = usize::from(u16::from_le_bytes([fixed[10], fixed[11]]));
     if boot_len > MAX_BOOT_ID_BYTES {
@@ -255,6 +355,7 @@ pub(crate) fn read_segment_header(input: &mut impl Read) -> io::Result<Result<(S
     let header = SegmentHeader {
         first_lsn: u64::from_le_bytes(first_lsn),
         boot_id: String::from_utf8_lossy(boot_id).into_owned(),
+        version,
     };
     Ok(Ok((header, (20 + boot_len + 4) as u64)))
 }
@@ -275,7 +376,7 @@ pub(crate) const SNAPSHOT_HEADER_BYTES: u64 = 16;
 pub(crate) fn snapshot_header() -> [u8; SNAPSHOT_HEADER_BYTES as usize] {
     let mut header = [0u8; SNAPSHOT_HEADER_BYTES as usize];
     header[..8].copy_from_slice(&SNAPSHOT_MAGIC);
-    header[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[8..10].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
     header
 }
 
@@ -284,8 +385,8 @@ pub(crate) fn check_snapshot_header(header: &[u8; SNAPSHOT_HEADER_BYTES as usize
         return Err(BadHeader::NotAJournal);
     }
     let version = u16::from_le_bytes([header[8], header[9]]);
-    if version != FORMAT_VERSION {
-        return Err(BadHeader::UnsupportedVersion(version));
+    if version != SNAPSHOT_VERSION {
+        return Err(BadHeader::UnsupportedVersion { found: version, read: "version 1" });
     }
     Ok(())
 }
@@ -392,8 +493,49 @@ mod tests {
     }
 
     #[test]
+    fn entries_round_trip_and_records_not_made_of_whole_entries_are_refused() {
+        let mut bytes = Vec::new();
+        begin_entries(&mut bytes, 7);
+        push_entry(&mut bytes, &[b"ab", b"c"]);
+        push_entry(&mut bytes, &[]);
+        push_entry(&mut bytes, &[&[0xCD; 200]]);
+        seal_entries(&mut bytes);
+        let (records, bad) = read_all(&bytes);
+        assert_eq!(bad, None);
+        let [(lsn, payload)] = &records[..] else { panic!("{records:?}") };
+        assert_eq!(*lsn, 7);
+        let read: Vec<&[u8]> = entries(SEGMENT_VERSION, payload).collect::<Result<_, _>>().unwrap();
+        assert_eq!(read, [&b"abc"[..], &[], &[0xCD; 200]]);
+        assert_eq!(count_entries(SEGMENT_VERSION, payload), Ok(3));
+        // Sealed as any other record is framed.
+        let mut framed = Vec::new();
+        encode_record(&mut framed, 7, payload);
+        assert_eq!(framed, bytes);
+        // Format 1: the payload is one entry, whatever it holds.
+        assert_eq!(count_entries(OLDEST_SEGMENT_VERSION, payload), Ok(1));
+        assert_eq!(entries(OLDEST_SEGMENT_VERSION, payload).next(), Some(Ok(&payload[..])));
+
+        let cut_entry = &payload[..payload.len() - 1];
+        for bad in [cut_entry, &[0x05, 1, 2], &[0x80], &[0xFF; 11], &[]] {
+            assert_eq!(count_entries(SEGMENT_VERSION, bad), Err(BadRecord::BadEntries), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn segment_headers_of_both_formats_are_read_and_others_refused() {
+        for version in [OLDEST_SEGMENT_VERSION, SEGMENT_VERSION] {
+            let header = SegmentHeader { first_lsn: 3, boot_id: "b".into(), version };
+            let bytes = encode_segment_header(&header);
+            assert_eq!(read_segment_header(&mut bytes.as_slice()).unwrap().unwrap().0, header);
+        }
+        let unknown = SegmentHeader { first_lsn: 3, boot_id: "b".into(), version: SEGMENT_VERSION + 1 };
+        let refused = read_segment_header(&mut encode_segment_header(&unknown).as_slice()).unwrap();
+        assert!(matches!(refused, Err(BadHeader::UnsupportedVersion { found: 3, .. })), "{refused:?}");
+    }
+
+    #[test]
     fn headers_footers_and_marks_round_trip_and_reject_damage() {
-        let header = SegmentHeader { first_lsn: 42, boot_id: "b1".into() };
+        let header = SegmentHeader { first_lsn: 42, boot_id: "b1".into(), version: SEGMENT_VERSION };
         let mut bytes = encode_segment_header(&header);
         let (read, len) = read_segment_header(&mut bytes.as_slice()).unwrap().unwrap();
         assert_eq!((read, len), (header, bytes.len() as u64));

@@ -159,7 +159,7 @@ impl Log {
         Ok((log, recovered.recovery))
     }
 
-    /// Frames and buffers one record, its payload given in pieces, and returns its LSN. No I/O,
+    /// Buffers one record, its payload given in pieces, and returns its LSN. No I/O,
     /// no waiting on the writer: only a short mutex around the buffer, so it may be called under
     /// the lock core's shard mutexes.
     pub(crate) fn append_parts(&self, payload: &[&[u8]]) -> Lsn {
@@ -186,7 +186,14 @@ impl Log {
         if first_of_batch {
             pending.buffer_first_lsn = lsn;
         }
-        frame::encode_record_of_parts(&mut pending.buffer, lsn, payload);
+        let open_record_bytes = pending.buffer.len() - pending.record_starts.last().map_or(0, |&start| start);
+        let entry_bytes: usize = payload.iter().map(|part| part.len()).sum();
+        if first_of_batch || open_record_bytes + entry_bytes > frame::RECORD_TARGET_BYTES {
+            let start = pending.buffer.len();
+            pending.record_starts.push(start);
+            frame::begin_entries(&mut pending.buffer, lsn);
+        }
+        frame::push_entry(&mut pending.buffer, payload);
         if synced {
             pending.must_sync_upto = lsn;
         }

@@ -69,7 +69,8 @@ struct Source {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SourceKind {
     Snapshot,
-    Segment,
+    /// Of this format version.
+    Segment(u16),
 }
 
 impl Recovery {
@@ -87,21 +88,22 @@ impl Recovery {
             let mut reader = RecordReader::new(input, source.start, source.end);
             loop {
                 let offset = reader.offset();
-                match reader.next_record().map_err(read_error)? {
-                    NextRecord::Record { payload, .. } if source.kind == SourceKind::Snapshot => {
+                // Validated at open and held open since: only outside interference makes it bad.
+                let changed = |bad| io::Error::other(format!("{bad} at byte {offset}, changed since it was checked"));
+                match (reader.next_record().map_err(read_error)?, source.kind) {
+                    (NextRecord::Record { payload, .. }, SourceKind::Snapshot) => {
                         f(RecoveredRecord::Snapshot(payload))?;
                     }
-                    NextRecord::Record { lsn, payload } => {
-                        if lsn >= replay_from {
-                            f(RecoveredRecord::Logged { lsn, payload })?;
+                    (NextRecord::Record { lsn: first_lsn, payload }, SourceKind::Segment(version)) => {
+                        for (lsn, entry) in (first_lsn..).zip(frame::entries(version, payload)) {
+                            let entry = entry.map_err(|bad| read_error(changed(bad)))?;
+                            if lsn >= replay_from {
+                                f(RecoveredRecord::Logged { lsn, payload: entry })?;
+                            }
                         }
                     }
-                    NextRecord::End => break,
-                    NextRecord::Bad(bad) => {
-                        // Validated at open and held open since: only outside interference gets here.
-                        let changed = io::Error::other(format!("{bad} at byte {offset}, changed since it was checked"));
-                        return Err(read_error(changed).into());
-                    }
+                    (NextRecord::End, _) => break,
+                    (NextRecord::Bad(bad), _) => return Err(read_error(changed(bad)).into()),
                 }
             }
         }
@@ -322,7 +324,7 @@ impl SegmentScan<'_> {
             self.doomed.push(path.clone());
             return Ok(Scanned::Whole);
         }
-        let (SegmentHeader { first_lsn, boot_id }, header_len) = match header {
+        let (SegmentHeader { first_lsn, boot_id, version }, header_len) = match header {
             Ok(header) => header,
             Err(reason) => {
                 let first_lost_lsn = self.last_lsn + 1;
@@ -347,9 +349,14 @@ impl SegmentScan<'_> {
         let end = loop {
             let offset = reader.offset();
             let bad = match reader.next_record().map_err(read_error)? {
-                NextRecord::Record { lsn, .. } if lsn == next_lsn => {
-                    next_lsn += 1;
-                    continue;
+                NextRecord::Record { lsn, payload } if lsn == next_lsn => {
+                    match frame::count_entries(version, payload) {
+                        Ok(entries) => {
+                            next_lsn += entries;
+                            continue;
+                        }
+                        Err(bad) => bad,
+                    }
                 }
                 NextRecord::Record { lsn, .. } => frame::BadRecord::UnexpectedLsn { expected: next_lsn, found: lsn },
                 NextRecord::End => break len,
@@ -371,7 +378,13 @@ impl SegmentScan<'_> {
         if next_lsn == first_lsn && (is_last || self.repaired.is_some()) {
             self.empty_last_segment = Some(path.clone());
         }
-        self.sources.push(Source { kind: SourceKind::Segment, path: path.clone(), file, start: header_len, end });
+        self.sources.push(Source {
+            kind: SourceKind::Segment(version),
+            path: path.clone(),
+            file,
+            start: header_len,
+            end,
+        });
         Ok(if self.repaired.is_some() { Scanned::CutHere } else { Scanned::Whole })
     }
 

@@ -30,8 +30,11 @@ pub(crate) enum Stop {
 
 #[derive(Debug)]
 pub(crate) struct Pending {
-    /// Framed records not yet taken by the writer, in LSN order.
+    /// Records not yet taken by the writer, in LSN order, each a run of entries; the last is
+    /// still open. Their lengths and CRCs are filled in by the writer.
     pub(crate) buffer: Vec<u8>,
+    /// Where each record in `buffer` starts.
+    pub(crate) record_starts: Vec<usize>,
     pub(crate) buffer_first_lsn: Lsn,
     pub(crate) next_lsn: Lsn,
     /// The highest LSN appended with `append_synced`: its batch is fsynced before release.
@@ -144,6 +147,7 @@ impl Shared {
             failing: AtomicBool::new(false),
             pending: CachePadded::new(Mutex::new(Pending {
                 buffer: Vec::new(),
+                record_starts: Vec::new(),
                 buffer_first_lsn: next_lsn,
                 next_lsn,
                 must_sync_upto: 0,

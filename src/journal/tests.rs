@@ -83,6 +83,18 @@ fn record_starts(segment: &Path) -> Vec<u64> {
     starts
 }
 
+/// How many entries each record of a segment holds, in order.
+fn entries_per_record(segment: &Path) -> Vec<u64> {
+    let bytes = fs::read(segment).unwrap();
+    let (header, header_len) = frame::read_segment_header(&mut bytes.as_slice()).unwrap().unwrap();
+    let mut reader = RecordReader::new(&bytes[header_len as usize..], header_len, bytes.len() as u64);
+    let mut counts = Vec::new();
+    while let NextRecord::Record { payload, .. } = reader.next_record().unwrap() {
+        counts.push(frame::count_entries(header.version, payload).unwrap());
+    }
+    counts
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     for entry in fs::read_dir(from).unwrap() {
         let path = entry.unwrap().path();
@@ -411,6 +423,33 @@ fn payloads_strategy() -> impl Strategy<Value = Vec<Vec<u8>>> {
     prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..30)
 }
 
+#[test]
+fn a_segment_of_format_1_is_read_and_appends_go_on_in_format_2() {
+    let temp = tempfile::tempdir().unwrap();
+    let payloads: Vec<Vec<u8>> = (0..5).map(payload).collect();
+    let header = frame::SegmentHeader { first_lsn: 1, boot_id: BOOT.into(), version: 1 };
+    let mut bytes = frame::encode_segment_header(&header);
+    for (lsn, payload) in (1..).zip(&payloads) {
+        frame::encode_record(&mut bytes, lsn, payload);
+    }
+    fs::write(temp.path().join(format!("journal-{:020}.seg", 1)), bytes).unwrap();
+
+    let (log, recovery) = Log::open(temp.path(), options(FsyncPolicy::No)).unwrap();
+    assert_eq!(contents(recovery), logged(1, &payloads));
+    let next = log.append(b"after");
+    assert_eq!(next, 6);
+    block_on(log.released(next)).unwrap();
+    log.close().unwrap();
+    drop(log);
+    let newest = segment_files(temp.path()).pop().unwrap();
+    let (header, _) = frame::read_segment_header(&mut fs::read(&newest).unwrap().as_slice()).unwrap().unwrap();
+    assert_eq!(header.version, frame::SEGMENT_VERSION);
+    let (_log, recovery) = Log::open(temp.path(), options(FsyncPolicy::No)).unwrap();
+    let mut expected = logged(1, &payloads);
+    expected.push((Some(6), b"after".to_vec()));
+    assert_eq!(contents(recovery), expected);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
@@ -440,6 +479,39 @@ proptest! {
             expected.push((Some(next), b"after".to_vec()));
             prop_assert_eq!(contents(recovery), expected);
         }
+    }
+
+    /// Records appended together are written together, in one record of several entries: a tear
+    /// anywhere in it loses all of them (none was released, since the write did not finish) and
+    /// nothing before it.
+    #[test]
+    fn a_torn_tail_loses_every_entry_of_the_last_record_and_only_those(
+        groups in prop::collection::vec(payloads_strategy(), 1..5),
+        cut_pick in any::<prop::sample::Index>(),
+    ) {
+        let journal = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open(journal.path(), LogOptions { segment_bytes: 1 << 20, ..options(FsyncPolicy::No) }).unwrap();
+        for group in &groups {
+            let last = group.iter().map(|payload| log.append(payload)).last().unwrap();
+            block_on(log.released(last)).unwrap();
+        }
+        drop(log);
+        let all = groups.concat();
+        let segment = segment_files(journal.path()).pop().unwrap();
+        let starts = record_starts(&segment);
+        let entries = entries_per_record(&segment);
+        prop_assert_eq!(entries.iter().sum::<u64>(), all.len() as u64);
+        let (last_start, end) = (starts[starts.len() - 2], starts[starts.len() - 1]);
+        let cut = last_start + cut_pick.index((end - last_start) as usize) as u64;
+        let mut bytes = fs::read(&segment).unwrap();
+        bytes.truncate(cut as usize);
+        fs::write(&segment, bytes).unwrap();
+
+        let (_log, recovery) = Log::open(journal.path(), options(FsyncPolicy::No)).unwrap();
+        let kept = all.len() - *entries.last().unwrap() as usize;
+        let torn = recovery.truncated_tail.clone();
+        prop_assert_eq!(torn.map(|t| t.offset), (cut > last_start).then_some(last_start));
+        prop_assert_eq!(contents(recovery), logged(1, &all[..kept]));
     }
 
     #[test]

@@ -41,7 +41,11 @@ const SPARE_BYTES: usize = 1 << 20;
 
 /// Creates (or empties) a segment file and writes its header. The caller makes it durable.
 pub(crate) fn create_segment(path: &std::path::Path, first_lsn: Lsn, boot_id: &str) -> io::Result<(File, u64)> {
-    let header = frame::encode_segment_header(&SegmentHeader { first_lsn, boot_id: boot_id.to_owned() });
+    let header = frame::encode_segment_header(&SegmentHeader {
+        first_lsn,
+        boot_id: boot_id.to_owned(),
+        version: frame::SEGMENT_VERSION,
+    });
     let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
     file.write_all(&header)?;
     Ok((file, header.len() as u64))
@@ -60,9 +64,25 @@ pub(crate) struct OpenSegment {
 #[derive(Debug)]
 struct Batch {
     bytes: Vec<u8>,
+    /// Where each record in `bytes` starts; emptied once the records are sealed.
+    record_starts: Vec<usize>,
     first_lsn: Lsn,
     last_lsn: Lsn,
     must_sync: bool,
+}
+
+impl Batch {
+    /// Fills in its records' lengths and CRCs. Here, not as the records are appended: one CRC
+    /// over each record of the batch, off the appenders' mutex (they append under the lock
+    /// core's shard locks).
+    fn seal(&mut self) {
+        let mut ends = self.record_starts.iter().skip(1).copied().chain([self.bytes.len()]);
+        for &start in &self.record_starts {
+            let end = ends.next().unwrap_or(self.bytes.len());
+            frame::seal_entries(&mut self.bytes[start..end]);
+        }
+        self.record_starts.clear();
+    }
 }
 
 #[derive(Debug)]
@@ -74,6 +94,7 @@ pub(crate) struct Writer {
     pub(crate) boot_id: String,
     backlog: VecDeque<Batch>,
     spare: Vec<u8>,
+    spare_starts: Vec<usize>,
     /// Whether the syncer was asked to fsync the current segment before it fills up.
     early_sync_asked: bool,
 }
@@ -94,6 +115,7 @@ impl Writer {
             boot_id,
             backlog: VecDeque::new(),
             spare: Vec::new(),
+            spare_starts: Vec::new(),
             early_sync_asked: false,
         }
     }
@@ -105,11 +127,12 @@ impl Writer {
         }
         let must_sync = self.shared.policy == FsyncPolicy::Always || pending.holds_synced_record();
         let bytes = std::mem::replace(&mut pending.buffer, std::mem::take(&mut self.spare));
+        let record_starts = std::mem::replace(&mut pending.record_starts, std::mem::take(&mut self.spare_starts));
         let first_lsn = pending.buffer_first_lsn;
         let last_lsn = pending.next_lsn - 1;
         pending.buffer_first_lsn = pending.next_lsn;
         self.shared.counters.backlog_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        self.backlog.push_back(Batch { bytes, first_lsn, last_lsn, must_sync });
+        self.backlog.push_back(Batch { bytes, record_starts, first_lsn, last_lsn, must_sync });
     }
 
     /// Writes the buffered records on the caller's thread (a task about to reply), unless that is
@@ -164,7 +187,7 @@ impl Writer {
             self.shared.publish_released(last_lsn);
             if let Some(batch) = self.backlog.pop_front() {
                 self.shared.counters.backlog_bytes.fetch_sub(batch.bytes.len() as u64, Ordering::Relaxed);
-                self.recycle(batch.bytes);
+                self.recycle(batch.bytes, batch.record_starts);
             }
         }
         if sync_wanted > self.shared.synced_lsn.load(Ordering::Acquire) {
@@ -174,6 +197,8 @@ impl Writer {
     }
 
     fn write_at(&mut self, start: u64, first_lsn: Lsn, last_lsn: Lsn) -> Result<(), (FailureKind, WriteFailure)> {
+        let Some(batch) = self.backlog.front_mut() else { return Ok(()) };
+        batch.seal();
         let Some(batch) = self.backlog.front() else { return Ok(()) };
         let written = match self.shared.injected() {
             Some(error) => Err(error),
@@ -202,10 +227,13 @@ impl Writer {
     /// Keeps the largest buffer's capacity for the next batch, so steady appends allocate nothing;
     /// but not one that a burst (a mass release or expiry) grew past [`SPARE_BYTES`], which would
     /// stay allocated for good.
-    fn recycle(&mut self, mut bytes: Vec<u8>) {
+    fn recycle(&mut self, mut bytes: Vec<u8>, record_starts: Vec<usize>) {
         if bytes.capacity() > self.spare.capacity() && bytes.capacity() <= SPARE_BYTES {
             bytes.clear();
             self.spare = bytes;
+        }
+        if record_starts.capacity() > self.spare_starts.capacity() {
+            self.spare_starts = record_starts;
         }
     }
 
