@@ -227,12 +227,13 @@ impl Writer {
     /// Keeps the largest buffer's capacity for the next batch, so steady appends allocate nothing;
     /// but not one that a burst (a mass release or expiry) grew past [`SPARE_BYTES`], which would
     /// stay allocated for good.
-    fn recycle(&mut self, mut bytes: Vec<u8>, record_starts: Vec<usize>) {
+    fn recycle(&mut self, mut bytes: Vec<u8>, mut record_starts: Vec<usize>) {
         if bytes.capacity() > self.spare.capacity() && bytes.capacity() <= SPARE_BYTES {
             bytes.clear();
             self.spare = bytes;
         }
         if record_starts.capacity() > self.spare_starts.capacity() {
+            record_starts.clear();
             self.spare_starts = record_starts;
         }
     }
