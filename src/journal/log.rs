@@ -159,9 +159,10 @@ impl Log {
         Ok((log, recovered.recovery))
     }
 
-    /// Buffers one record, its payload given in pieces, and returns its LSN. No I/O,
-    /// no waiting on the writer: only a short mutex around the buffer, so it may be called under
-    /// the lock core's shard mutexes.
+    /// Buffers one payload, given in pieces, as the entry of the next LSN (see `frame`: entries
+    /// buffered together share a framed record) and returns that LSN. No I/O, no waiting on the
+    /// writer: only a short mutex around the buffer, so it may be called under the lock core's
+    /// shard mutexes.
     pub(crate) fn append_parts(&self, payload: &[&[u8]]) -> Lsn {
         self.append_inner(payload, false)
     }
