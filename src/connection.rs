@@ -217,6 +217,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     /// Nothing more is buffered: send what we have, then wait for input or an order.
     async fn next_input_after_flush(&mut self) -> Result<Input, Exit> {
         self.flush().await?;
+        self.reclaim_read_room();
         // A shutdown order may have been consumed by a blocked WAIT this connection just ended.
         if self.shared.shutdown.is_cancelled() {
             return Err(Exit::Shutdown);
@@ -236,6 +237,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     self.flush().await?;
                 }
             }
+        }
+    }
+
+    /// Every request read so far is consumed: the buffer's free tail is moved back to its front
+    /// (no copy, no allocation while no argument of an earlier request is still alive). The
+    /// buffer would otherwise be refilled only once full, so a tail shorter than the next
+    /// request split it over two reads: with 48-byte requests and a 1 KiB buffer, one request in
+    /// 21 cost an extra recvfrom(2) and a partial parse.
+    fn reclaim_read_room(&mut self) {
+        let buffer = self.framed.read_buffer_mut();
+        let room = if self.pipelines { PIPELINED_READ_BYTES } else { INITIAL_BUFFER_BYTES };
+        if buffer.is_empty() && buffer.capacity() < room / 2 {
+            buffer.reserve(room);
         }
     }
 
