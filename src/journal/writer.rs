@@ -325,13 +325,17 @@ pub(crate) fn run(shared: Arc<Shared>, state: Arc<Mutex<Writer>>) {
 }
 
 /// Waits until there is something for the writer thread to do; false when abandoned. Under
-/// everysec and no, buffered records are its to write only once it has slept on them for a poll
-/// interval (the replies' tasks write them meanwhile), unless they must be fsynced.
+/// everysec and no, buffered records are its to write only once a batch has sat unwritten
+/// through a whole poll interval (the replies' tasks write the rest), unless they must be
+/// fsynced. Taking whatever happened to be buffered when it woke raced the tasks about to
+/// write it (one batch in 400 under redis-benchmark -P 1), and a task that lost the race waited
+/// for a wake-up from this thread.
 fn wait_for_work(shared: &Shared, failing: bool) -> bool {
     let mut pending = shared.pending.lock();
     let retry_at = failing.then(|| Instant::now() + RETRY_INTERVAL);
     let polls = shared.policy != FsyncPolicy::Always;
-    let mut waited = false;
+    // The first LSN of the batch that was buffered when this thread last went to sleep.
+    let mut batch_seen: Option<Lsn> = None;
     let mut idle_polls = 0;
     loop {
         match pending.stop {
@@ -352,9 +356,11 @@ fn wait_for_work(shared: &Shared, failing: bool) -> bool {
             None => {
                 let sync_owed = pending.sync_wanted > shared.synced_lsn.load(Ordering::Acquire);
                 let buffered = !pending.buffer.is_empty();
-                if sync_owed || pending.holds_synced_record() || (buffered && (!polls || waited)) {
+                let unclaimed = buffered && (!polls || batch_seen == Some(pending.buffer_first_lsn));
+                if sync_owed || pending.holds_synced_record() || unclaimed {
                     return true;
                 }
+                batch_seen = buffered.then_some(pending.buffer_first_lsn);
                 if !polls || pending.writer_idle {
                     shared.writer_wake.wait(&mut pending);
                 } else if shared.writer_wake.wait_for(&mut pending, POLL_INTERVAL).timed_out()
@@ -363,7 +369,6 @@ fn wait_for_work(shared: &Shared, failing: bool) -> bool {
                     idle_polls += 1;
                     pending.writer_idle = idle_polls >= IDLE_POLLS;
                 }
-                waited = true;
             }
         }
     }
