@@ -21,7 +21,7 @@ use crate::cmd::lock::LockLimits;
 use crate::cmd::{self, Action, Command, Waiting};
 use crate::codec::{CodecError, Limits, Protocol, Request, RespCodec};
 use crate::context::Shared;
-use crate::core::{Answer, Letter, OwedDone, Timestamp, WaitOutcome, WaitTicket};
+use crate::core::{Answer, Letter, OwedDone, RecordedAt, Timestamp, WaitOutcome, WaitTicket};
 use crate::errors;
 use crate::fanout;
 use crate::journal::Lsn;
@@ -344,6 +344,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         Ok(())
     }
 
+    /// A blocked WAIT's answer reports the changes of the step that sent it: where the journal
+    /// says where they are, the reply waits for them alone (see [`RecordedAt`]).
+    fn depends_on_answer(&mut self, recorded_at: Option<RecordedAt>) {
+        match recorded_at.and_then(|recorded_at| recorded_at.position()) {
+            Some(position) if self.shared.cluster.is_none() => self.unreleased = self.unreleased.max(position),
+            _ => self.depends_on_durable(),
+        }
+    }
+
     /// A reply about to be buffered reports the changes made so far (its own among them).
     fn depends_on_durable(&mut self) {
         if let Some(persistence) = &self.shared.persistence {
@@ -410,8 +419,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             Ok(action) => action,
             Err(reply) => return self.send(reply).await,
         };
-        // A cluster leader's reads wait too: what they saw may not be committed yet.
-        if changes_locks || (keyed && shared.cluster.is_some()) {
+        // A cluster leader's reads wait too: what they saw may not be committed yet. A WAIT that
+        // blocks has no reply yet: the replies before it need not wait for its place in line,
+        // and its answer waits for the step that sends it, which comes later.
+        let blocks = matches!(action, Action::Block { .. });
+        if (changes_locks && !blocks) || (keyed && shared.cluster.is_some()) {
             self.depends_on_durable();
         }
         self.framed.codec_mut().set_authenticated(self.session.authenticated());
@@ -441,14 +453,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 self.send(reply).await
             }
             Action::Block { mut waiting, ticket, timeout } => {
-                let WaitEnd { reply, token: granted, granted_at, done } =
+                let WaitEnd { reply, token: granted, granted_at, done, recorded_at } =
                     self.block(&mut waiting, ticket, timeout).await?;
                 let key = &waiting.key;
                 // The answer was sent under the key's shard lock, before that operation's changes
                 // went to the journal (still under the lock): passing through the lock makes sure
-                // they are there to wait for.
+                // they are there to wait for, and says where.
                 shared.core.barrier(key);
-                self.depends_on_durable();
+                self.depends_on_answer(recorded_at);
                 self.await_durable().await?;
                 // Hand-off latency: from the grant to its reply being ready to write, journal
                 // included. Taken before the write, so that a client that has read its grant
@@ -644,11 +656,13 @@ struct WaitEnd {
     /// The token of the completion a DONE reports: the core owes the owner that DONE until it
     /// is about to be written.
     done: Option<u64>,
+    /// Where the changes of the step that sent the answer were recorded.
+    recorded_at: Option<RecordedAt>,
 }
 
 impl WaitEnd {
     fn reply(reply: Reply) -> WaitEnd {
-        WaitEnd { reply, token: None, granted_at: None, done: None }
+        WaitEnd { reply, token: None, granted_at: None, done: None, recorded_at: None }
     }
 }
 
@@ -656,14 +670,19 @@ impl WaitEnd {
 /// raced it: either way a grant's hand-off latency counts from when the core sent it. `protocol`
 /// is the one the reply will be sent in: a DONE is rendered for it here, once for every waiter
 /// this thread tells (see [`crate::fanout`]).
-fn answer(Answer { outcome, sent_at }: Answer, protocol: Protocol) -> WaitEnd {
+fn answer(Answer { outcome, sent_at, recorded_at }: Answer, protocol: Protocol) -> WaitEnd {
+    let recorded_at = Some(recorded_at);
     match outcome {
-        WaitOutcome::Acquired { token } => {
-            WaitEnd { reply: Reply::from(outcome), token: Some(token), granted_at: Some(sent_at), done: None }
-        }
+        WaitOutcome::Acquired { token } => WaitEnd {
+            reply: Reply::from(outcome),
+            token: Some(token),
+            granted_at: Some(sent_at),
+            done: None,
+            recorded_at,
+        },
         WaitOutcome::Done(completion) => {
             let done = Some(completion.token);
-            WaitEnd { reply: fanout::done(completion, protocol), token: None, granted_at: None, done }
+            WaitEnd { reply: fanout::done(completion, protocol), token: None, granted_at: None, done, recorded_at }
         }
     }
 }
@@ -684,12 +703,18 @@ mod tests {
     #[test]
     fn a_grant_keeps_when_it_was_sent_and_a_done_has_no_hand_off() {
         let sent_at = Timestamp::from_ms(42);
-        let granted = answer(Answer { outcome: WaitOutcome::Acquired { token: 9 }, sent_at }, Protocol::Resp2);
+        let granted = answer(
+            Answer { outcome: WaitOutcome::Acquired { token: 9 }, sent_at, recorded_at: Default::default() },
+            Protocol::Resp2,
+        );
         assert_eq!((granted.token, granted.granted_at), (Some(9), Some(sent_at)));
         assert_eq!(granted.reply, Reply::from(WaitOutcome::Acquired { token: 9 }));
 
         let completion = Arc::new(crate::core::Completion { token: 9, finisher: Arc::from(&b"a"[..]), result: None });
-        let told = answer(Answer { outcome: WaitOutcome::Done(completion), sent_at }, Protocol::Resp2);
+        let told = answer(
+            Answer { outcome: WaitOutcome::Done(completion), sent_at, recorded_at: Default::default() },
+            Protocol::Resp2,
+        );
         assert_eq!((told.token, told.granted_at), (None, None));
         assert!(matches!(told.reply, Reply::Rendered(_)));
     }

@@ -1406,12 +1406,16 @@ impl ChangeSink for Journal {
     }
 
     /// Keeps the batches as a recovery reads them back: decoded from the bytes the core encoded.
-    fn record(&self, changes: &mut ChangeEncoder) {
+    /// Positioned by their count, as the journal positions its records.
+    fn record(&self, changes: &mut ChangeEncoder) -> Option<u64> {
         let clock = WallClock { wall_ms_at_zero: 0, now_ms: 0, max_ahead_ms: u64::MAX };
         let mut batches = self.0.lock().unwrap();
+        let mut position = None;
         for part in changes.parts() {
             batches.push(decode_changes(part, clock).expect("the core's own encoding decodes"));
+            position = Some(batches.len() as u64);
         }
+        position
     }
 }
 

@@ -166,10 +166,12 @@ impl ChangeSink for Proposals {
         self.wall_ms_at_zero
     }
 
-    fn record(&self, changes: &mut ChangeEncoder) {
+    /// A connection waits for the cluster's commit index instead (see `Cluster::position`).
+    fn record(&self, changes: &mut ChangeEncoder) -> Option<u64> {
         for part in changes.parts() {
             self.queue(&batch_payload(part));
         }
+        None
     }
 }
 

@@ -167,8 +167,10 @@ pub trait ChangeSink: Send + Sync {
     fn wall_ms_at_zero(&self) -> u64;
 
     /// Takes the changes of one operation, encoded: each of `changes.parts()` is a batch to be
-    /// replayed as one (see [`crate::core::LockCore::replay`]).
-    fn record(&self, changes: &mut ChangeEncoder);
+    /// replayed as one (see [`crate::core::LockCore::replay`]). Returns the position a reply
+    /// reporting them waits for, where the sink has positions a connection waits on (the
+    /// journal's last LSN for them).
+    fn record(&self, changes: &mut ChangeEncoder) -> Option<u64>;
 }
 
 /// The changes of the shard operation under way, encoded as they are made while a sink is
@@ -181,6 +183,10 @@ pub(crate) struct Recorder {
 impl Recorder {
     pub(crate) fn enable(&mut self, wall_ms_at_zero: Option<u64>) {
         self.encoder = wall_ms_at_zero.map(|wall_ms_at_zero| ChangeEncoder::new(wall_ms_at_zero, BATCH_PART_BYTES));
+    }
+
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.encoder.is_some()
     }
 
     pub(crate) fn record(&mut self, change: ChangeRef<'_>) {

@@ -396,7 +396,11 @@ impl KeyState {
             let mut delivered_to = Vec::new();
             for blocker in waiter.blockers {
                 let conn = blocker.conn();
-                if blocker.answer(Answer { outcome: WaitOutcome::Acquired { token }, sent_at: now }) {
+                if blocker.answer(Answer {
+                    outcome: WaitOutcome::Acquired { token },
+                    sent_at: now,
+                    recorded_at: ctx.answers_recorded_at(),
+                }) {
                     delivered_to.push(conn);
                 }
             }
@@ -538,7 +542,11 @@ impl KeyState {
             }
             let mut answered = false;
             for blocker in waiter.blockers {
-                let answer = Answer { outcome: WaitOutcome::Done(Arc::clone(completion)), sent_at: now };
+                let answer = Answer {
+                    outcome: WaitOutcome::Done(Arc::clone(completion)),
+                    sent_at: now,
+                    recorded_at: ctx.answers_recorded_at(),
+                };
                 answered |= blocker.answer(answer);
             }
             if answered {

@@ -123,7 +123,11 @@ mod tests {
     use crate::core::testing::{at, conn};
 
     fn grant(token: u64) -> Letter {
-        Letter::Answer(Answer { outcome: WaitOutcome::Acquired { token }, sent_at: at(0) })
+        Letter::Answer(Answer {
+            outcome: WaitOutcome::Acquired { token },
+            sent_at: at(0),
+            recorded_at: Default::default(),
+        })
     }
 
     #[test]

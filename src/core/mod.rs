@@ -49,8 +49,8 @@ pub(crate) use keyslot::{SLOTS, key_slot};
 pub use mailbox::{Letter, Mailbox};
 pub(crate) use outcome::CoreStats;
 pub use outcome::{
-    Answer, Answered, Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome,
-    Verdict, WaitOutcome, WaitStart, WaitTicket,
+    Answer, Answered, Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, RecordedAt, TryOutcome,
+    UnlockOutcome, Verdict, WaitOutcome, WaitStart, WaitTicket,
 };
 
 use key_state::{Claim, NotAnswered};

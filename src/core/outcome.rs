@@ -1,6 +1,7 @@
 //! What the core answers. The network layer turns these into replies in one place (`reply.rs`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::ConnId;
 use super::clock::Timestamp;
@@ -41,11 +42,50 @@ pub enum WaitOutcome {
 }
 
 /// What a blocked LOCK.WAIT is sent.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Answer {
     pub outcome: WaitOutcome,
     /// When the core sent it: a grant's hand-off latency is measured from there.
     pub sent_at: Timestamp,
+    pub recorded_at: RecordedAt,
+}
+
+/// Two answers are alike whatever became of their steps' changes.
+impl PartialEq for Answer {
+    fn eq(&self, other: &Answer) -> bool {
+        self.outcome == other.outcome && self.sent_at == other.sent_at
+    }
+}
+
+impl Eq for Answer {}
+
+/// Where the changes of the step that sent an answer were recorded: known once the step hands
+/// them to the journal, still under the shard lock, so a connection that has passed through that
+/// lock after its answer came can read it. Its reply then waits for that position alone. Waiting
+/// for the journal's last position instead made each of the 10,000 waiters of a fan-out wait
+/// for the records every waiter answered before it had appended since (one journal write per
+/// two waiters). Shared by every answer of one step; nothing (no allocation) while no changes
+/// are recorded.
+#[derive(Debug, Clone, Default)]
+pub struct RecordedAt(Option<Arc<AtomicU64>>);
+
+impl RecordedAt {
+    pub(crate) fn pending() -> RecordedAt {
+        RecordedAt(Some(Arc::default()))
+    }
+
+    /// None until the step's changes are recorded, and for good where no journal positions them
+    /// (no journal, a cluster, a step that changed nothing).
+    pub fn position(&self) -> Option<u64> {
+        let position = self.0.as_ref()?.load(Ordering::Acquire);
+        (position > 0).then_some(position)
+    }
+
+    pub(crate) fn set(&self, position: u64) {
+        if let Some(cell) = &self.0 {
+            cell.store(position, Ordering::Release);
+        }
+    }
 }
 
 /// A blocked LOCK.WAIT. The connection awaits its [`WaitTicket::letter`]; if it stops waiting

@@ -14,7 +14,7 @@ use super::clock::Timestamp;
 use super::events::LockEvent;
 use super::key_state::KeyState;
 use super::key_table::{Entry, KeyTable, ScanBudget};
-use super::outcome::{Completion, CoreStats, Gauges};
+use super::outcome::{Completion, CoreStats, Gauges, RecordedAt};
 use super::timers::{PurgeCursor, Timer, Timers};
 use super::unlock_memo::UnlockMemo;
 
@@ -41,9 +41,19 @@ pub(crate) struct ShardCtx {
     pub(crate) grants_resume_at: Option<u64>,
     /// The latest moment an operation on this shard ran at (see [`Shard::change`]).
     latest: Timestamp,
+    /// Shared by the answers the operation under way sent, set when its changes are recorded.
+    answers_recorded_at: Option<RecordedAt>,
 }
 
 impl ShardCtx {
+    /// Where the changes of the operation under way will be recorded, for an answer it sends.
+    pub(crate) fn answers_recorded_at(&mut self) -> RecordedAt {
+        if !self.record.is_enabled() {
+            return RecordedAt::default();
+        }
+        self.answers_recorded_at.get_or_insert_with(RecordedAt::pending).clone()
+    }
+
     fn new(token_seed: u64, shards: usize) -> ShardCtx {
         ShardCtx {
             next_token: token_seed.max(1),
@@ -57,6 +67,7 @@ impl ShardCtx {
             replayed_completion: None,
             grants_resume_at: None,
             latest: Timestamp::from_ms(0),
+            answers_recorded_at: None,
         }
     }
 
@@ -232,11 +243,15 @@ impl<S: BuildHasher + Default + Clone> Shard<S> {
     /// Hands the changes of the operation that just ran to the sink, still under the shard lock
     /// so that changes of a key reach it in the order they were made.
     pub(crate) fn flush_changes(&mut self) {
+        let answers_recorded_at = self.ctx.answers_recorded_at.take();
         if let Some(sink) = &self.sink
             && let Some(changes) = self.ctx.record.changes()
         {
-            sink.record(changes);
+            let position = sink.record(changes);
             changes.clear();
+            if let (Some(answers), Some(position)) = (answers_recorded_at, position) {
+                answers.set(position);
+            }
         }
     }
 

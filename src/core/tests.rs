@@ -164,6 +164,59 @@ fn success_tells_every_blocked_waiter_done_with_the_result() {
     );
 }
 
+/// Numbers the batches of changes it is handed, as the journal numbers its records.
+#[derive(Default)]
+struct NumberingSink(std::sync::atomic::AtomicU64);
+
+impl ChangeSink for NumberingSink {
+    fn wall_ms_at_zero(&self) -> u64 {
+        0
+    }
+
+    fn record(&self, changes: &mut change_codec::ChangeEncoder) -> Option<u64> {
+        changes.parts().map(|_| self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1).last()
+    }
+}
+
+#[test]
+fn answers_carry_where_the_step_that_sent_them_was_recorded_and_no_later_position() {
+    let core = core();
+    let sink = Arc::new(NumberingSink::default());
+    core.attach_sink(Arc::clone(&sink) as Arc<dyn ChangeSink>);
+    let recorded = || sink.0.load(std::sync::atomic::Ordering::SeqCst);
+    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let mut tickets: Vec<_> =
+        (0..3).map(|i| blocked(wait(&core, request("k", &format!("w{i}"), 10 + i, None), at(0)))).collect();
+    let before_unlock = recorded();
+    core.unlock(b"k", b"a", token, success(None, None), at(5));
+    let unlock_recorded_at = recorded();
+    assert!(unlock_recorded_at > before_unlock, "the SUCCESS was recorded");
+    for (i, ticket) in tickets.iter_mut().enumerate() {
+        let Some(Letter::Answer(answer)) = ticket.take_letter() else { panic!("w{i} was not answered") };
+        assert!(matches!(answer.outcome, WaitOutcome::Done(_)));
+        assert_eq!(answer.recorded_at.position(), Some(unlock_recorded_at), "w{i}");
+        // Each payment is recorded after the SUCCESS: later waiters' answers do not wait for it.
+        assert!(core.pay_done(b"k", format!("w{i}").as_bytes(), token, at(6)).is_some());
+        assert!(recorded() > unlock_recorded_at);
+    }
+
+    // A hand-off's grant likewise.
+    let holder = acquired(core.try_lock(request("h", "a", 1, None), false, at(10)));
+    let mut next = blocked(wait(&core, request("h", "b", 2, None), at(10)));
+    core.unlock(b"h", b"a", holder, failure(), at(11));
+    let Some(Letter::Answer(grant)) = next.take_letter() else { panic!("b was not granted") };
+    assert!(matches!(grant.outcome, WaitOutcome::Acquired { .. }));
+    assert_eq!(grant.recorded_at.position(), Some(recorded()));
+
+    // Without a journal nothing is recorded, and an answer says so.
+    let unjournaled = core_with(true);
+    let holder = acquired(unjournaled.try_lock(request("h", "a", 1, None), false, at(0)));
+    let mut next = blocked(wait(&unjournaled, request("h", "b", 2, None), at(0)));
+    unjournaled.unlock(b"h", b"a", holder, failure(), at(1));
+    let Some(Letter::Answer(grant)) = next.take_letter() else { panic!("b was not granted") };
+    assert_eq!(grant.recorded_at.position(), None);
+}
+
 #[test]
 fn a_blocked_waiter_answered_done_is_still_owed_it_in_case_the_answer_was_lost() {
     let core = core();

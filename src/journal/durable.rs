@@ -266,7 +266,7 @@ impl ChangeSink for Journal {
         self.wall_ms_at_zero
     }
 
-    fn record(&self, changes: &mut ChangeEncoder) {
+    fn record(&self, changes: &mut ChangeEncoder) -> Option<u64> {
         if let Some((token, lease_ms)) = changes.max_hold() {
             if token >= self.tokens_below.load(Ordering::Acquire) {
                 self.reserve_tokens(token);
@@ -275,9 +275,8 @@ impl ChangeSink for Journal {
                 self.raise_lease_ceiling(lease_ms);
             }
         }
-        for part in changes.parts() {
-            self.log.append_parts(&record::batch_payload(part));
-        }
+        // A token reservation appended above is fsynced before any later LSN is released.
+        changes.parts().map(|part| self.log.append_parts(&record::batch_payload(part))).last()
     }
 }
 
