@@ -276,7 +276,11 @@ impl ChangeSink for Journal {
             }
         }
         // A token reservation appended above is fsynced before any later LSN is released.
-        changes.parts().map(|part| self.log.append_parts(&record::batch_payload(part))).last()
+        let mut last_lsn = None;
+        for part in changes.parts() {
+            last_lsn = Some(self.log.append_parts(&record::batch_payload(part)));
+        }
+        last_lsn
     }
 }
 

@@ -199,13 +199,12 @@ impl Writer {
     fn write_at(&mut self, start: u64, first_lsn: Lsn, last_lsn: Lsn) -> Result<(), (FailureKind, WriteFailure)> {
         let Some(batch) = self.backlog.front_mut() else { return Ok(()) };
         batch.seal();
-        let Some(batch) = self.backlog.front() else { return Ok(()) };
         let written = match self.shared.injected() {
             Some(error) => Err(error),
             None => self.segment.file.write_all_at(&batch.bytes, start),
         };
-        written.map_err(|error| (FailureKind::Write, self.failure("write", error)))?;
         let len = batch.bytes.len() as u64;
+        written.map_err(|error| (FailureKind::Write, self.failure("write", error)))?;
         self.segment.len = start + len;
         self.segment.has_records = true;
         let counters = &self.shared.counters;
