@@ -24,7 +24,7 @@ use crate::context::Shared;
 use crate::core::{Answer, Letter, OwedDone, RecordedAt, Timestamp, WaitOutcome, WaitTicket};
 use crate::errors;
 use crate::fanout;
-use crate::journal::Lsn;
+use crate::journal::{Gather, Lsn};
 use crate::outbox::Outbox;
 use crate::reply::Reply;
 use crate::session::Session;
@@ -273,7 +273,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         if self.framed.write_buffer().len() < WRITE_BATCH_BYTES {
             return self.framed.feed((reply, self.session.protocol())).await.map_err(Exit::from);
         }
-        self.await_durable().await?;
+        self.await_durable(Gather::WithOthers).await?;
         // Past the backpressure boundary, feeding writes out the whole buffer before taking the reply.
         let feed = self.framed.feed((reply, self.session.protocol()));
         write_slowly(&self.write_watch, &self.session.entry.outbox, feed).await?;
@@ -304,7 +304,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
 
     /// Writes out the buffered replies; a timer is armed only if the socket cannot take them now.
     async fn flush(&mut self) -> Result<(), Exit> {
-        self.await_durable().await?;
+        self.await_durable(Gather::WithOthers).await?;
         let mut flush = SinkExt::<(Reply, Protocol)>::flush(&mut self.framed);
         let flushed = match (&mut flush).now_or_never() {
             Some(result) => result.map_err(Exit::from),
@@ -330,11 +330,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
 
     /// Holds the buffered replies back until the changes they report are in the journal, or
     /// committed by the cluster.
-    async fn await_durable(&mut self) -> Result<(), Exit> {
+    async fn await_durable(&mut self, gather: Gather) -> Result<(), Exit> {
         if let Some(persistence) = &self.shared.persistence
             && !persistence.is_released(self.unreleased)
         {
-            persistence.released(self.unreleased).await;
+            persistence.released(self.unreleased, gather).await;
         }
         if let Some(cluster) = &self.shared.cluster
             && !cluster.is_committed(self.unreleased)
@@ -461,7 +461,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 // they are there to wait for, and says where.
                 shared.core.barrier(key);
                 self.depends_on_answer(recorded_at);
-                self.await_durable().await?;
+                self.await_durable(Gather::No).await?;
                 // Hand-off latency: from the grant to its reply being ready to write, journal
                 // included. Taken before the write, so that a client that has read its grant
                 // finds it counted in INFO.

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::context::Shared;
 use crate::core::{ChangeSink, Clock};
-use crate::journal::{FSYNC_BUCKETS_US, Journal, JournalOptions, LogStatus, Lsn, Recovery, Restored};
+use crate::journal::{FSYNC_BUCKETS_US, Gather, Journal, JournalOptions, LogStatus, Lsn, Recovery, Restored};
 use crate::metrics::JournalFigures;
 
 pub(crate) struct Persistence {
@@ -112,8 +112,8 @@ impl Persistence {
     /// Waits until the changes up to `position` are written (or synced, with `always`). While
     /// the disk refuses them this keeps waiting: the change was made and its reply must not go
     /// out before it is durable; the journal keeps retrying.
-    pub(crate) async fn released(&self, position: Lsn) {
-        while self.journal.log().released(position).await.is_err() {
+    pub(crate) async fn released(&self, position: Lsn, gather: Gather) {
+        while self.journal.log().released(position, gather).await.is_err() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -25,6 +25,16 @@ use super::writer::{self, OpenSegment, Writer};
 /// `append_synced`, snapshots and close.
 pub(crate) use crate::config::AppendFsync as FsyncPolicy;
 
+/// Whether a task waiting for its records to be written lets the other tasks ready on its event
+/// loop run first, so that one write covers their records too (see [`Log::released`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gather {
+    WithOthers,
+    /// A blocked WAIT's answer: its client has waited already, and the change it reports is
+    /// complete, so its write goes out at once.
+    No,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct LogOptions {
     pub(crate) fsync: FsyncPolicy,
@@ -228,9 +238,9 @@ impl Log {
     /// Under everysec and no the caller writes the buffered records itself (its own and everyone
     /// else's) unless another task is at it, whose write then releases them: one write(2) on the
     /// reply path instead of two thread hops.
-    pub(crate) async fn released(&self, lsn: Lsn) -> Result<(), LogError> {
+    pub(crate) async fn released(&self, lsn: Lsn, gather: Gather) -> Result<(), LogError> {
         let writes_itself = self.shared.policy != FsyncPolicy::Always;
-        if writes_itself && !self.is_released(lsn) && self.shared.failure().is_none() {
+        if gather == Gather::WithOthers && writes_itself && !self.is_released(lsn) && self.shared.failure().is_none() {
             // Like Redis writing its AOF buffer once per turn of its event loop: the other tasks
             // ready on this thread run first, so one write covers their records too. Nothing is
             // registered with `released_changed` yet: most waits end with this write, and the

@@ -52,7 +52,7 @@ fn append_all(log: &Log, payloads: &[Vec<u8>]) -> Lsn {
     let mut last = 0;
     for payload in payloads {
         last = log.append(payload);
-        runtime.block_on(log.released(last)).unwrap();
+        runtime.block_on(log.released(last, Gather::WithOthers)).unwrap();
     }
     last
 }
@@ -119,7 +119,7 @@ fn records_round_trip_across_segments_and_lsns_continue_after_reopen() {
     assert!(recovery.clean_shutdown && !recovery.boot_id_changed);
     assert_eq!(contents(recovery), logged(1, &payloads));
     assert_eq!(log.append(b"next"), 501);
-    block_on(log.released(501)).unwrap();
+    block_on(log.released(501, Gather::WithOthers)).unwrap();
     drop(log);
 
     let (_log, recovery) = Log::open(temp.path(), options(FsyncPolicy::Everysec)).unwrap();
@@ -188,7 +188,7 @@ fn always_releases_only_after_an_fsync() {
     let (log, _) = Log::open(temp.path(), options(FsyncPolicy::Always)).unwrap();
     for i in 0..20 {
         let lsn = log.append(&payload(i));
-        block_on(log.released(lsn)).unwrap();
+        block_on(log.released(lsn, Gather::WithOthers)).unwrap();
         let status = log.status();
         assert!(status.synced_lsn >= lsn && status.fsyncs >= 1, "{status:?}");
         assert_eq!(status.current_segment_synced_bytes, fs::metadata(&status.current_segment).unwrap().len());
@@ -196,7 +196,7 @@ fn always_releases_only_after_an_fsync() {
     // Failing fsyncs hold releases back.
     log.inject_failure(Some(std::io::ErrorKind::Other));
     let lsn = log.append(b"held");
-    assert!(block_on(log.released(lsn)).is_err());
+    assert!(block_on(log.released(lsn, Gather::WithOthers)).is_err());
     assert!(!log.is_released(lsn));
     assert!(log.status().synced_lsn < lsn);
 }
@@ -209,7 +209,7 @@ fn no_policy_never_fsyncs_but_append_synced_does() {
     assert_eq!(log.status().fsyncs, 0);
     log.append(b"c");
     let reserved = log.append_synced(b"reserve");
-    block_on(log.released(reserved)).unwrap();
+    block_on(log.released(reserved, Gather::WithOthers)).unwrap();
     let status = log.status();
     assert!(status.fsyncs >= 1 && status.synced_lsn >= reserved, "{status:?}");
 }
@@ -260,14 +260,14 @@ fn a_failing_disk_holds_records_and_resumes_without_losing_any() {
     for payload in &during {
         last = log.append(payload);
     }
-    let error = block_on(log.released(last)).unwrap_err();
+    let error = block_on(log.released(last, Gather::WithOthers)).unwrap_err();
     assert!(matches!(error, LogError::WriteFailing(_)), "{error}");
     assert!(log.write_failing().is_some());
     assert!(log.status().unwritten_bytes > 0);
 
     log.inject_failure(None);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while block_on(log.released(last)).is_err() {
+    while block_on(log.released(last, Gather::WithOthers)).is_err() {
         assert!(Instant::now() < deadline, "the writer did not resume");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -438,7 +438,7 @@ fn a_segment_of_format_1_is_read_and_appends_go_on_in_format_2() {
     assert_eq!(contents(recovery), logged(1, &payloads));
     let next = log.append(b"after");
     assert_eq!(next, 6);
-    block_on(log.released(next)).unwrap();
+    block_on(log.released(next, Gather::WithOthers)).unwrap();
     log.close().unwrap();
     drop(log);
     let newest = segment_files(temp.path()).pop().unwrap();
@@ -471,7 +471,7 @@ proptest! {
             prop_assert_eq!(contents(recovery), logged(1, kept));
             let next = log.append(b"after");
             prop_assert_eq!(next, payloads.len() as Lsn);
-            block_on(log.released(next)).unwrap();
+            block_on(log.released(next, Gather::WithOthers)).unwrap();
             log.close().unwrap();
             drop(log);
             let (_log, recovery) = Log::open(temp.path(), options(FsyncPolicy::No)).unwrap();
@@ -493,7 +493,7 @@ proptest! {
         let (log, _) = Log::open(journal.path(), LogOptions { segment_bytes: 1 << 20, ..options(FsyncPolicy::No) }).unwrap();
         for group in &groups {
             let last = group.iter().map(|payload| log.append(payload)).last().unwrap();
-            block_on(log.released(last)).unwrap();
+            block_on(log.released(last, Gather::WithOthers)).unwrap();
         }
         drop(log);
         let all = groups.concat();
@@ -550,7 +550,7 @@ proptest! {
         prop_assert_eq!(recovery.repaired.clone(), Some(corruption.clone()));
         prop_assert_eq!(contents(recovery), logged(1, &payloads[..kept]));
         prop_assert_eq!(log.append(b"after"), kept as Lsn + 1);
-        block_on(log.released(kept as Lsn + 1)).unwrap();
+        block_on(log.released(kept as Lsn + 1, Gather::WithOthers)).unwrap();
         log.close().unwrap();
         drop(log);
         let (_log, recovery) = Log::open(journal.path(), options(FsyncPolicy::No)).unwrap();
@@ -587,7 +587,7 @@ fn throughput() {
                         let mut count = 0;
                         while started.elapsed() < RUN {
                             let lsn = log.append(&payload);
-                            log.released(lsn).await.unwrap();
+                            log.released(lsn, Gather::WithOthers).await.unwrap();
                             count += 1;
                         }
                         count
