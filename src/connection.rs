@@ -19,9 +19,10 @@ use tracing::{debug, warn};
 use crate::clients::{ClientEntry, Control};
 use crate::cmd::lock::LockLimits;
 use crate::cmd::{self, Action, Command, Waiting};
-use crate::codec::{CodecError, Limits, Protocol, Request, RespCodec};
+use crate::codec::{CodecError, Limits, Protocol, Request, RespCodec, render};
 use crate::context::Shared;
-use crate::core::{Answer, Letter, OwedDone, RecordedAt, Timestamp, WaitOutcome, WaitTicket};
+use crate::core::{Answer, AnswerWriter, Letter, OwedDone, RecordedAt, Timestamp, WaitOutcome, WaitTicket, Written};
+use crate::direct::GrantWriter;
 use crate::errors;
 use crate::fanout;
 use crate::journal::{Gather, Lsn};
@@ -64,6 +65,9 @@ struct Connection<'a, S> {
     pipelines: bool,
     /// DONEs whose replies, still in the write buffer, paid what their owners were owed.
     unwritten_dones: Vec<UnwrittenDone>,
+    /// Lent to this connection's blocked WAITs, for whoever grants them the lock to write the
+    /// grant (plain TCP only; see [`crate::direct`]).
+    grant_writer: Option<Arc<GrantWriter>>,
 }
 
 /// A DONE that paid what its owner was owed, with the count of bytes written to the client by
@@ -101,8 +105,12 @@ impl From<CodecError> for Exit {
     }
 }
 
-pub(crate) async fn serve<S>(socket: S, shared: Arc<Shared>, entry: Arc<ClientEntry>)
-where
+pub(crate) async fn serve<S>(
+    socket: S,
+    shared: Arc<Shared>,
+    entry: Arc<ClientEntry>,
+    grant_writer: Option<Arc<GrantWriter>>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let config = &shared.config;
@@ -135,6 +143,9 @@ where
         unreleased: 0,
         pipelines: false,
         unwritten_dones: Vec::new(),
+        // A cluster node's replies wait for their commit, which the unlocking connection does
+        // not wait for.
+        grant_writer: grant_writer.filter(|_| shared.cluster.is_none()),
     };
     let exit = connection.run().await;
     if !matches!(exit, Exit::OutputStalled | Exit::OutputBufferLimit | Exit::Deposed) {
@@ -436,8 +447,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 }
                 Ok(())
             }
-            Action::ReplyAfterHandoff(reply) => {
-                tokio::task::yield_now().await;
+            Action::ReplyAfterHandoff { reply, handed_to } => {
+                // The grants report this UNLOCK's change: written once it is.
+                self.await_durable(Gather::No).await?;
+                if !handed_to.write_directly() {
+                    tokio::task::yield_now().await;
+                }
                 self.send(reply).await
             }
             Action::Close(reply) => {
@@ -453,7 +468,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 self.send(reply).await
             }
             Action::Block { mut waiting, ticket, timeout } => {
-                let WaitEnd { reply, token: granted, granted_at, done, recorded_at } =
+                let WaitEnd { reply, token: granted, granted_at, done, recorded_at, written: written_for_us } =
                     self.block(&mut waiting, ticket, timeout).await?;
                 let key = &waiting.key;
                 // The answer was sent under the key's shard lock, before that operation's changes
@@ -468,9 +483,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 if let Some(granted_at) = granted_at {
                     shared.metrics.record_handoff(shared.clock.now().duration_since(granted_at));
                 }
-                // The waiter's answer goes out at once, whatever else is buffered. A DONE is paid
-                // once buffered, before the client can read it (see `LockCore::pay_done`).
-                let written = match self.send(reply).await {
+                // The waiter's answer goes out at once, whatever else is buffered, unless the
+                // connection that handed the lock over wrote it. A DONE is paid once buffered,
+                // before the client can read it (see `LockCore::pay_done`).
+                let unwritten = match written_for_us {
+                    Written::Nothing => Ok(Some(reply)),
+                    Written::Part(bytes) => render(&reply, self.session.protocol())
+                        .map(|rendered| Some(Reply::Rendered(rendered.slice(bytes..))))
+                        .map_err(Exit::from),
+                    Written::Whole => Ok(None),
+                };
+                let written = match unwritten {
+                    Ok(Some(reply)) => self.send(reply).await,
+                    Ok(None) => Ok(()),
+                    Err(exit) => Err(exit),
+                };
+                let written = match written {
                     Ok(()) => {
                         if let Some(paid) =
                             done.and_then(|token| shared.core.pay_done(key, &waiting.owner, token, shared.clock.now()))
@@ -484,6 +512,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 // The client never read its grant: the core passes the lock on (or to another
                 // connection of the owner that was sent it), saying why.
                 if written.is_err()
+                    && written_for_us != Written::Whole
                     && let Some(token) = granted
                 {
                     shared.core.grant_undelivered(key, token, self.session.id(), shared.clock.now());
@@ -519,6 +548,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             shared.stats.blocked_clients.fetch_sub(1, Ordering::Relaxed);
             shared.core.wait_abandoned(ticket, &waiting.key, shared.clock.now());
             return Err(exit);
+        }
+        // Everything before the WAIT is written, and nothing is while it waits, unless pushes.
+        if let Some(writer) = &self.grant_writer
+            && !self.session.receives_pushes()
+        {
+            ticket.allow_direct(Arc::clone(writer) as Arc<dyn AnswerWriter>);
         }
         let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
         let leading_term = shared.cluster.as_ref().map(|cluster| cluster.serving_term());
@@ -658,11 +693,13 @@ struct WaitEnd {
     done: Option<u64>,
     /// Where the changes of the step that sent the answer were recorded.
     recorded_at: Option<RecordedAt>,
+    /// How much of the reply the connection that handed the lock over wrote (see [`crate::direct`]).
+    written: Written,
 }
 
 impl WaitEnd {
     fn reply(reply: Reply) -> WaitEnd {
-        WaitEnd { reply, token: None, granted_at: None, done: None, recorded_at: None }
+        WaitEnd { reply, token: None, granted_at: None, done: None, recorded_at: None, written: Written::Nothing }
     }
 }
 
@@ -670,7 +707,7 @@ impl WaitEnd {
 /// raced it: either way a grant's hand-off latency counts from when the core sent it. `protocol`
 /// is the one the reply will be sent in: a DONE is rendered for it here, once for every waiter
 /// this thread tells (see [`crate::fanout`]).
-fn answer(Answer { outcome, sent_at, recorded_at }: Answer, protocol: Protocol) -> WaitEnd {
+fn answer(Answer { outcome, sent_at, recorded_at, written }: Answer, protocol: Protocol) -> WaitEnd {
     let recorded_at = Some(recorded_at);
     match outcome {
         WaitOutcome::Acquired { token } => WaitEnd {
@@ -679,10 +716,13 @@ fn answer(Answer { outcome, sent_at, recorded_at }: Answer, protocol: Protocol) 
             granted_at: Some(sent_at),
             done: None,
             recorded_at,
+            written,
         },
         WaitOutcome::Done(completion) => {
             let done = Some(completion.token);
-            WaitEnd { reply: fanout::done(completion, protocol), token: None, granted_at: None, done, recorded_at }
+            // A DONE is never written by another connection.
+            let reply = fanout::done(completion, protocol);
+            WaitEnd { reply, token: None, granted_at: None, done, recorded_at, written: Written::Nothing }
         }
     }
 }
@@ -703,18 +743,13 @@ mod tests {
     #[test]
     fn a_grant_keeps_when_it_was_sent_and_a_done_has_no_hand_off() {
         let sent_at = Timestamp::from_ms(42);
-        let granted = answer(
-            Answer { outcome: WaitOutcome::Acquired { token: 9 }, sent_at, recorded_at: Default::default() },
-            Protocol::Resp2,
-        );
+        let granted =
+            answer(Answer::new(WaitOutcome::Acquired { token: 9 }, sent_at, Default::default()), Protocol::Resp2);
         assert_eq!((granted.token, granted.granted_at), (Some(9), Some(sent_at)));
         assert_eq!(granted.reply, Reply::from(WaitOutcome::Acquired { token: 9 }));
 
         let completion = Arc::new(crate::core::Completion { token: 9, finisher: Arc::from(&b"a"[..]), result: None });
-        let told = answer(
-            Answer { outcome: WaitOutcome::Done(completion), sent_at, recorded_at: Default::default() },
-            Protocol::Resp2,
-        );
+        let told = answer(Answer::new(WaitOutcome::Done(completion), sent_at, Default::default()), Protocol::Resp2);
         assert_eq!((told.token, told.granted_at), (None, None));
         assert!(matches!(told.reply, Reply::Rendered(_)));
     }

@@ -30,6 +30,7 @@ pub mod config;
 mod connection;
 mod context;
 pub mod core;
+mod direct;
 mod errors;
 mod event_loops;
 mod fanout;

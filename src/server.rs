@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::connection;
 use crate::context::{ServerStats, Shared};
 use crate::core::{ChangeSink, Clock, CoreSettings, LockCore, LockObserver, token_seed};
+use crate::direct::SharedTcp;
 use crate::errors;
 use crate::event_loops::EventLoops;
 use crate::fd_limit::{self, RESERVED_FDS};
@@ -351,13 +352,17 @@ fn admit(
             }
         };
         match tls {
-            None => connection::serve(socket, shared, entry).await,
+            None => {
+                let socket = SharedTcp::new(socket);
+                let grants = socket.grant_writer(&entry);
+                connection::serve(socket, shared, entry, Some(grants)).await
+            }
             // Boxed: inline, the handshake and the TLS connection's larger state would size every
             // plaintext connection's task too (6 KiB instead of 2.2).
             Some(acceptor) => {
                 Box::pin(async move {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-                        Ok(Ok(stream)) => connection::serve(stream, shared, entry).await,
+                        Ok(Ok(stream)) => connection::serve(stream, shared, entry, None).await,
                         Ok(Err(error)) => {
                             debug!(%addr, %error, "TLS handshake failed");
                             shared.clients.unregister(entry.id);

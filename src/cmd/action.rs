@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::core::{Answered, OwedDone, WaitTicket};
+use crate::core::{Answered, HandedTo, OwedDone, WaitTicket};
 use crate::reply::Reply;
 
 /// A reply still to be worked out, away from any lock.
@@ -44,9 +44,14 @@ pub(crate) enum Action {
     /// A reply that takes a while, such as a membership change waiting for its commit; the
     /// connection sends it when it is ready, after the replies before it.
     Later(Deferred),
-    /// The lock was just handed to a waiter whose task sits first in this worker's queue: let it
-    /// write its ACQUIRED before this reply, since the hand-off is what everyone waits on.
-    ReplyAfterHandoff(Reply),
+    /// The lock was just handed to blocked WAITs: their ACQUIRED goes out before this reply,
+    /// since the hand-off is what everyone waits on. The connection writes them itself where it
+    /// can (see [`crate::direct`]); otherwise a waiter's task on this event loop sits first in its
+    /// queue, and is let run first.
+    ReplyAfterHandoff {
+        reply: Reply,
+        handed_to: HandedTo,
+    },
 }
 
 /// A blocked LOCK.WAIT's key and owner, as the request carried them: slices of the connection's

@@ -273,9 +273,9 @@ impl LockCommand {
                 }
             }
             LockCommand::Unlock(Unlock { key, owner, token, verdict }) => {
-                let outcome = core.unlock(&key, &owner, token, verdict, now);
+                let (outcome, handed_to) = core.unlock_handing_off(&key, &owner, token, verdict, now);
                 if outcome == UnlockOutcome::HandedOff {
-                    Action::ReplyAfterHandoff(Reply::from(outcome))
+                    Action::ReplyAfterHandoff { reply: Reply::from(outcome), handed_to }
                 } else {
                     Action::Reply(Reply::from(outcome))
                 }

@@ -396,12 +396,13 @@ impl KeyState {
             let mut delivered_to = Vec::new();
             for blocker in waiter.blockers {
                 let conn = blocker.conn();
-                if blocker.answer(Answer {
-                    outcome: WaitOutcome::Acquired { token },
-                    sent_at: now,
-                    recorded_at: ctx.answers_recorded_at(),
-                }) {
+                let handed_to = ctx.handed_to.is_some().then(|| blocker.handed_to());
+                let answer = Answer::new(WaitOutcome::Acquired { token }, now, ctx.answers_recorded_at());
+                if blocker.answer(answer) {
                     delivered_to.push(conn);
+                    if let (Some(all), Some(this)) = (ctx.handed_to.as_mut(), handed_to) {
+                        all.add(this);
+                    }
                 }
             }
             if let Some(conn) = delivered_to.pop() {
@@ -542,11 +543,7 @@ impl KeyState {
             }
             let mut answered = false;
             for blocker in waiter.blockers {
-                let answer = Answer {
-                    outcome: WaitOutcome::Done(Arc::clone(completion)),
-                    sent_at: now,
-                    recorded_at: ctx.answers_recorded_at(),
-                };
+                let answer = Answer::new(WaitOutcome::Done(Arc::clone(completion)), now, ctx.answers_recorded_at());
                 answered |= blocker.answer(answer);
             }
             if answered {

@@ -14,14 +14,16 @@
 //! did not fit: a oneshot is spent by one answer, an mpsc channel allocates a block of 32 slots,
 //! and a watch channel cannot tell its sender whether this WAIT is still listening.
 
+use std::fmt::Debug;
 use std::future::poll_fn;
+use std::sync::Arc;
 use std::task::Poll;
 
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
 use super::ConnId;
-use super::outcome::Answer;
+use super::outcome::{Answer, WaitOutcome, Written};
 
 /// What a WAIT finds in its mailbox.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,6 +32,14 @@ pub enum Letter {
     /// The core let the WAIT go unanswered: its owner was cancelled out of the line (LOCK.CANCEL),
     /// or the node stopped leading and forgot its locks.
     Withdrawn,
+}
+
+/// Writes a grant's reply straight to a blocked WAIT's client, from the task of the connection
+/// that handed it the lock (see [`Mailbox::write_directly`]). Made by the connection layer for a
+/// socket that any thread may write to; the core only keeps it while the WAIT allows it.
+pub trait AnswerWriter: Send + Sync + Debug {
+    /// Writes what the socket takes at once, never waiting, and says how much that was.
+    fn write_now(&self, outcome: &WaitOutcome) -> Written;
 }
 
 #[derive(Debug)]
@@ -45,6 +55,9 @@ struct Slot {
     open_for: u64,
     last_opened: u64,
     letter: Option<Letter>,
+    /// Set while the open WAIT has nothing else to write and lets the connection that grants it
+    /// the lock write the grant itself.
+    direct: Option<Arc<dyn AnswerWriter>>,
 }
 
 impl Mailbox {
@@ -62,7 +75,42 @@ impl Mailbox {
         slot.last_opened += 1;
         slot.open_for = slot.last_opened;
         slot.letter = None;
+        slot.direct = None;
         slot.open_for
+    }
+
+    /// WAIT `number` has written out everything before it and writes nothing while it waits:
+    /// until it takes its letter (or stops waiting), `writer` may write a grant's reply for it.
+    pub(crate) fn allow_direct(&self, number: u64, writer: Arc<dyn AnswerWriter>) {
+        let mut slot = self.slot.lock();
+        if slot.open_for == number {
+            slot.direct = Some(writer);
+        }
+    }
+
+    /// Writes the grant posted to WAIT `number` to its client, if the WAIT allowed it and has not
+    /// taken its letter yet. The connection that handed the lock over calls this once the
+    /// grant's record is written, so that the client need not wait for the event loop of the
+    /// waiter's connection to wake up, often behind others on a busy core. Under the slot's
+    /// mutex, which the waiter's task takes its letter under too: the task finds the reply
+    /// written (whole, in part, or not at all), never being written. Says how much was.
+    pub(crate) fn write_directly(&self, number: u64) -> Written {
+        let mut slot = self.slot.lock();
+        if slot.open_for != number {
+            return Written::Nothing;
+        }
+        let Some(writer) = slot.direct.take() else {
+            return Written::Nothing;
+        };
+        match &mut slot.letter {
+            Some(Letter::Answer(answer))
+                if matches!(answer.outcome, WaitOutcome::Acquired { .. }) && answer.written == Written::Nothing =>
+            {
+                answer.written = writer.write_now(&answer.outcome);
+                answer.written
+            }
+            _ => Written::Nothing,
+        }
     }
 
     /// Leaves `letter` for WAIT `number`. False when that WAIT is no longer listening (or was
@@ -86,6 +134,7 @@ impl Mailbox {
         }
         let letter = slot.letter.take()?;
         slot.open_for = 0;
+        slot.direct = None;
         Some(letter)
     }
 
@@ -100,6 +149,7 @@ impl Mailbox {
         if slot.open_for == number {
             slot.open_for = 0;
             slot.letter = None;
+            slot.direct = None;
         }
     }
 
@@ -119,15 +169,10 @@ mod tests {
     use std::task::{Context, Waker};
 
     use super::*;
-    use crate::core::outcome::WaitOutcome;
     use crate::core::testing::{at, conn};
 
     fn grant(token: u64) -> Letter {
-        Letter::Answer(Answer {
-            outcome: WaitOutcome::Acquired { token },
-            sent_at: at(0),
-            recorded_at: Default::default(),
-        })
+        Letter::Answer(Answer::new(WaitOutcome::Acquired { token }, at(0), Default::default()))
     }
 
     #[test]
@@ -168,6 +213,87 @@ mod tests {
         assert!(mailbox.post(number, grant(7)));
         assert_eq!(wakes.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(letter.as_mut().poll(&mut cx), Poll::Ready(grant(7)));
+    }
+
+    /// Writes nothing anywhere: says it wrote `writes`, and counts its calls.
+    #[derive(Debug)]
+    struct FakeWriter {
+        writes: Written,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl AnswerWriter for FakeWriter {
+        fn write_now(&self, _outcome: &WaitOutcome) -> Written {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.writes
+        }
+    }
+
+    fn writer(writes: Written) -> Arc<FakeWriter> {
+        Arc::new(FakeWriter { writes, calls: Default::default() })
+    }
+
+    fn written(letter: Option<Letter>) -> Written {
+        match letter {
+            Some(Letter::Answer(answer)) => answer.written,
+            other => panic!("no answer: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_grant_is_written_directly_once_and_only_where_the_wait_allowed_it() {
+        let mailbox = Mailbox::new(conn(1));
+        let number = mailbox.open();
+        assert!(mailbox.post(number, grant(1)));
+        assert_eq!(mailbox.write_directly(number), Written::Nothing, "not allowed");
+        assert_eq!(written(mailbox.take(number)), Written::Nothing);
+
+        let number = mailbox.open();
+        let whole = writer(Written::Whole);
+        mailbox.allow_direct(number, whole.clone());
+        assert_eq!(mailbox.write_directly(number), Written::Nothing, "nothing posted yet");
+        assert!(mailbox.post(number, grant(2)));
+        assert_eq!(mailbox.write_directly(number), Written::Nothing, "the first try used the permission up");
+        assert_eq!(whole.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+        let number = mailbox.open();
+        mailbox.allow_direct(number, whole.clone());
+        assert!(mailbox.post(number, grant(3)));
+        assert_eq!(mailbox.write_directly(number), Written::Whole);
+        assert_eq!(mailbox.write_directly(number), Written::Nothing, "written once");
+        assert_eq!(written(mailbox.take(number)), Written::Whole, "the WAIT's task finds it written");
+        assert_eq!(whole.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        let number = mailbox.open();
+        let part = writer(Written::Part(5));
+        mailbox.allow_direct(number, part);
+        assert!(mailbox.post(number, grant(4)));
+        assert_eq!(mailbox.write_directly(number), Written::Part(5));
+        assert_eq!(written(mailbox.take(number)), Written::Part(5), "the task writes the rest");
+    }
+
+    #[test]
+    fn a_taken_letter_a_closed_wait_or_a_done_is_not_written_directly() {
+        let mailbox = Mailbox::new(conn(1));
+        let whole = writer(Written::Whole);
+        let number = mailbox.open();
+        mailbox.allow_direct(number, whole.clone());
+        assert!(mailbox.post(number, grant(1)));
+        assert_eq!(written(mailbox.take(number)), Written::Nothing);
+        assert_eq!(mailbox.write_directly(number), Written::Nothing, "the task took it first and writes it");
+
+        let number = mailbox.open();
+        mailbox.allow_direct(number, whole.clone());
+        mailbox.close(number);
+        assert!(mailbox.slot.lock().direct.is_none(), "a closed WAIT keeps no writer (nor its socket)");
+
+        let number = mailbox.open();
+        mailbox.allow_direct(number, whole.clone());
+        let completion = Arc::new(crate::core::Completion { token: 1, finisher: Arc::from(&b"f"[..]), result: None });
+        let done = Letter::Answer(Answer::new(WaitOutcome::Done(completion), at(0), Default::default()));
+        assert!(mailbox.post(number, done));
+        assert_eq!(mailbox.write_directly(number), Written::Nothing, "a DONE goes out with its waiter's task");
+        assert_eq!(whole.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     fn counting_waker() -> (Arc<std::sync::atomic::AtomicUsize>, Waker) {

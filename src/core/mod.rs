@@ -46,11 +46,11 @@ pub use clock::{Clock, Timestamp};
 pub(crate) use events::{LockEvent, LockObserver};
 pub use events::{Notification, ReleaseCause};
 pub(crate) use keyslot::{SLOTS, key_slot};
-pub use mailbox::{Letter, Mailbox};
+pub use mailbox::{AnswerWriter, Letter, Mailbox};
 pub(crate) use outcome::CoreStats;
 pub use outcome::{
-    Answer, Answered, Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, RecordedAt, TryOutcome,
-    UnlockOutcome, Verdict, WaitOutcome, WaitStart, WaitTicket,
+    Answer, Answered, Completion, ExtendOutcome, Gauges, HandedTo, HolderInfo, KeyInfo, LockStateName, RecordedAt,
+    TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart, WaitTicket, Written,
 };
 
 use key_state::{Claim, NotAnswered};
@@ -327,7 +327,12 @@ impl LockCore {
             if state.unblock(key, ticket.place, ticket.wait(), true, ctx, now) {
                 return;
             }
-            if let Some(WaitOutcome::Acquired { token }) = ticket.try_answer() {
+            // A grant written whole to the client by the connection that handed it over was
+            // delivered: the lock is this connection's, released with it like any other.
+            if let Some(Letter::Answer(Answer { outcome: WaitOutcome::Acquired { token }, written, .. })) =
+                ticket.take_letter()
+                && written != Written::Whole
+            {
                 state.grant_undelivered(key, token, ticket.conn(), ctx, now);
             }
         });
@@ -362,6 +367,19 @@ impl LockCore {
     }
 
     pub fn unlock(&self, key: &[u8], owner: &[u8], token: u64, verdict: Verdict, now: Timestamp) -> UnlockOutcome {
+        self.unlock_handing_off(key, owner, token, verdict, now).0
+    }
+
+    /// [`LockCore::unlock`], also saying which blocked WAITs a FAILURE handed the lock to, for the
+    /// caller to write their grants itself ([`HandedTo::write_directly`]).
+    pub fn unlock_handing_off(
+        &self,
+        key: &[u8],
+        owner: &[u8],
+        token: u64,
+        verdict: Verdict,
+        now: Timestamp,
+    ) -> (UnlockOutcome, HandedTo) {
         let verdict = match verdict {
             Verdict::Success { result, keep_ms } => {
                 Verdict::Success { result, keep_ms: keep_ms.map(|keep_ms| self.lease_for(Some(keep_ms))) }
@@ -369,12 +387,14 @@ impl LockCore {
             failure => failure,
         };
         self.on_shard(key, |shard| {
-            shard
+            shard.ctx.handed_to = Some(HandedTo::default());
+            let outcome = shard
                 .change(key, Absent::Skip, now, |state, key, ctx, now| {
                     state.unlock(key, owner, token, verdict, ctx, now)
                 })
                 // A retry of an UNLOCK that was carried out gets the same answer.
-                .unwrap_or_else(|| shard.ctx.unlock_memo.answer(key, owner, token).unwrap_or(UnlockOutcome::NotLocked))
+                .unwrap_or_else(|| shard.ctx.unlock_memo.answer(key, owner, token).unwrap_or(UnlockOutcome::NotLocked));
+            (outcome, shard.ctx.handed_to.take().unwrap_or_default())
         })
     }
 

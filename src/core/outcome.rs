@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::ConnId;
 use super::clock::Timestamp;
-use super::mailbox::{Letter, Mailbox};
+use super::mailbox::{AnswerWriter, Letter, Mailbox};
 use super::told_done::OwedDone;
 
 /// The record of a SUCCESS, shared by every waiter it is delivered to.
@@ -48,9 +48,58 @@ pub struct Answer {
     /// When the core sent it: a grant's hand-off latency is measured from there.
     pub sent_at: Timestamp,
     pub recorded_at: RecordedAt,
+    /// How much of its reply the connection whose request made it wrote to the waiter's socket
+    /// (see [`Mailbox::write_directly`]).
+    pub written: Written,
 }
 
-/// Two answers are alike whatever became of their steps' changes.
+impl Answer {
+    pub(crate) fn new(outcome: WaitOutcome, sent_at: Timestamp, recorded_at: RecordedAt) -> Answer {
+        Answer { outcome, sent_at, recorded_at, written: Written::Nothing }
+    }
+}
+
+/// The blocked WAITs a LOCK.UNLOCK FAILURE handed the lock to (one, or none; more only for an
+/// owner blocked on several connections). Its connection writes their replies itself once the
+/// hand-off is recorded ([`HandedTo::write_directly`]).
+#[derive(Debug, Default)]
+pub struct HandedTo(smallvec::SmallVec<[(Arc<Mailbox>, u64); 1]>);
+
+impl HandedTo {
+    pub(crate) fn one(mailbox: Arc<Mailbox>, number: u64) -> HandedTo {
+        HandedTo(smallvec::smallvec![(mailbox, number)])
+    }
+
+    pub(crate) fn add(&mut self, other: HandedTo) {
+        self.0.extend(other.0);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Writes each grant to its client where the WAIT allows it (see [`Mailbox::write_directly`]);
+    /// whether every one was written whole.
+    pub fn write_directly(&self) -> bool {
+        let mut all_whole = true;
+        for (mailbox, number) in &self.0 {
+            all_whole &= mailbox.write_directly(*number) == Written::Whole;
+        }
+        all_whole
+    }
+}
+
+/// How much of a grant's reply was written to the waiter's socket by the connection that handed
+/// the lock over. The waiter's own task writes the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Nothing,
+    /// This many bytes of it: the socket took no more at once.
+    Part(usize),
+    Whole,
+}
+
+/// Two answers are alike whatever became of their steps' changes and however they were written.
 impl PartialEq for Answer {
     fn eq(&self, other: &Answer) -> bool {
         self.outcome == other.outcome && self.sent_at == other.sent_at
@@ -109,6 +158,12 @@ impl WaitTicket {
     /// This WAIT's blocker in the queue, as the queue tells it apart.
     pub(crate) fn wait(&self) -> (&Mailbox, u64) {
         (&self.mailbox, self.number)
+    }
+
+    /// The connection has nothing else to write while this WAIT blocks: `writer` may write its
+    /// grant (see [`Mailbox::write_directly`]).
+    pub fn allow_direct(&self, writer: Arc<dyn AnswerWriter>) {
+        self.mailbox.allow_direct(self.number, writer);
     }
 
     /// Waits for the core's answer, or for word that none will come.

@@ -14,7 +14,7 @@ use super::clock::Timestamp;
 use super::events::LockEvent;
 use super::key_state::KeyState;
 use super::key_table::{Entry, KeyTable, ScanBudget};
-use super::outcome::{Completion, CoreStats, Gauges, RecordedAt};
+use super::outcome::{Completion, CoreStats, Gauges, HandedTo, RecordedAt};
 use super::timers::{PurgeCursor, Timer, Timers};
 use super::unlock_memo::UnlockMemo;
 
@@ -43,6 +43,8 @@ pub(crate) struct ShardCtx {
     latest: Timestamp,
     /// Shared by the answers the operation under way sent, set when its changes are recorded.
     answers_recorded_at: Option<RecordedAt>,
+    /// Set by an UNLOCK that is to write the grants it hands over itself: which WAITs got them.
+    pub(crate) handed_to: Option<HandedTo>,
 }
 
 impl ShardCtx {
@@ -68,6 +70,7 @@ impl ShardCtx {
             grants_resume_at: None,
             latest: Timestamp::from_ms(0),
             answers_recorded_at: None,
+            handed_to: None,
         }
     }
 

@@ -440,6 +440,59 @@ fn grant_sent_to_a_waiter_that_then_disconnects_passes_on() {
     assert_eq!(core.info(b"k", at(11), usize::MAX).unwrap().holder.unwrap().owner.as_ref(), b"c");
 }
 
+/// Says it wrote every grant whole, as a socket with room would take it.
+#[derive(Debug)]
+struct TakesAll;
+
+impl AnswerWriter for TakesAll {
+    fn write_now(&self, _outcome: &WaitOutcome) -> Written {
+        Written::Whole
+    }
+}
+
+#[test]
+fn a_failure_reports_the_wait_it_handed_the_lock_to_and_nothing_else_does() {
+    let core = core();
+    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let mut b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
+    let mut c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
+    b.allow_direct(Arc::new(TakesAll));
+    let (outcome, handed_to) = core.unlock_handing_off(b"k", b"a", token, failure(), at(10));
+    assert_eq!(outcome, UnlockOutcome::HandedOff);
+    assert!(handed_to.write_directly(), "b's grant written whole");
+    let Some(Letter::Answer(answer)) = b.take_letter() else { panic!("b was answered") };
+    assert_eq!(answer.written, Written::Whole, "b's task finds its reply written");
+    let b_token = granted_token(&answer.outcome);
+
+    c.allow_direct(Arc::new(TakesAll));
+    let (outcome, handed_to) = core.unlock_handing_off(b"k", b"b", b_token, success(None, None), at(20));
+    assert_eq!(outcome, UnlockOutcome::Succeeded { waiters_told: 1 });
+    assert!(handed_to.is_empty(), "a DONE is no hand-off");
+    assert!(matches!(c.take_letter(), Some(Letter::Answer(Answer { written: Written::Nothing, .. }))));
+}
+
+fn granted_token(outcome: &WaitOutcome) -> u64 {
+    match outcome {
+        WaitOutcome::Acquired { token } => *token,
+        other => panic!("not a grant: {other:?}"),
+    }
+}
+
+/// The client has the grant's reply in full: its connection closing is a holder leaving, not an
+/// undelivered grant, and the lock stays with it (release-on-disconnect off here).
+#[test]
+fn a_grant_written_whole_for_a_waiter_that_then_goes_stays_its_lock() {
+    let core = core_with(false);
+    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
+    let _c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
+    b.allow_direct(Arc::new(TakesAll));
+    let (_, handed_to) = core.unlock_handing_off(b"k", b"a", token, failure(), at(10));
+    assert!(handed_to.write_directly());
+    core.wait_abandoned(b, b"k", at(11));
+    assert_eq!(core.info(b"k", at(11), usize::MAX).unwrap().holder.unwrap().owner.as_ref(), b"b");
+}
+
 #[test]
 fn a_dropped_ticket_is_skipped_at_hand_off() {
     let core = core();

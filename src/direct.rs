@@ -1,0 +1,102 @@
+//! A grant written to the waiter's socket by the connection that handed the lock over.
+//!
+//! Each connection is served by one event loop. When a LOCK.UNLOCK FAILURE hands the lock to a
+//! WAIT blocked on another loop, that loop's thread usually sleeps in `epoll_wait`: woken through
+//! an eventfd, on two cores shared with busy clients it often waits behind the unlocking loop and
+//! the clients for a core before it can write the ACQUIRED. W3 with one loop, where no hand-off
+//! crosses loops, had a p50 of 45 µs against 75 µs with two, and a p99 of 141 µs against 855 µs
+//! (docs/benchmarks.md, *The hand-off's critical path, traced*). So the unlocking connection
+//! writes the grant itself, on the waiter's socket, once the hand-off's record is written: a
+//! plain TCP socket takes a non-blocking `send(2)` from any thread.
+//!
+//! Only while the waiter's connection has nothing else to write: it has written out every reply
+//! before its WAIT, it is not subscribed or monitoring (no pushes while it waits), and it is not
+//! a cluster node's (its replies wait for commits). The waiter's task still takes the answer from
+//! its mailbox and does the rest (INFO's hand-off latency, the lock's binding to the connection,
+//! the requests pipelined behind the WAIT); it writes whatever part of the reply the socket did
+//! not take at once.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::clients::ClientEntry;
+use crate::codec::render;
+use crate::core::{AnswerWriter, WaitOutcome, Written};
+use crate::reply::Reply;
+
+/// A plain TCP connection whose writing side other tasks can reach: the connection reads and
+/// writes it as any stream, and lends [`SharedTcp::grant_writer`] to its blocked WAITs.
+pub(crate) struct SharedTcp {
+    read: OwnedReadHalf,
+    write: Arc<OwnedWriteHalf>,
+}
+
+impl SharedTcp {
+    pub(crate) fn new(stream: TcpStream) -> SharedTcp {
+        let (read, write) = stream.into_split();
+        SharedTcp { read, write: Arc::new(write) }
+    }
+
+    /// What writes this connection's grants from other tasks, rendered in `entry`'s protocol.
+    pub(crate) fn grant_writer(&self, entry: &Arc<ClientEntry>) -> Arc<GrantWriter> {
+        Arc::new(GrantWriter { socket: Arc::clone(&self.write), entry: Arc::clone(entry) })
+    }
+}
+
+impl AsyncRead for SharedTcp {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+/// Writes through the shared half: readiness as tokio's own stream tracks it, and `send(2)`.
+impl AsyncWrite for SharedTcp {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let socket: &TcpStream = self.write.as_ref().as_ref();
+        loop {
+            ready!(socket.poll_write_ready(cx))?;
+            match socket.try_write(buf) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// The write side is shut down when the last holder of the half drops it, as tokio's does.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Writes a grant to a blocked WAIT's client from another connection's task (see the module).
+#[derive(Debug)]
+pub(crate) struct GrantWriter {
+    socket: Arc<OwnedWriteHalf>,
+    /// Whose protocol the reply is rendered in (a WAIT blocks its connection, so no HELLO can
+    /// change it meanwhile).
+    entry: Arc<ClientEntry>,
+}
+
+impl AnswerWriter for GrantWriter {
+    fn write_now(&self, outcome: &WaitOutcome) -> Written {
+        let Ok(reply) = render(&Reply::from(outcome.clone()), self.entry.protocol()) else {
+            return Written::Nothing;
+        };
+        let socket: &TcpStream = self.socket.as_ref().as_ref();
+        match socket.try_write(&reply) {
+            Ok(written) if written == reply.len() => Written::Whole,
+            Ok(0) | Err(_) => Written::Nothing,
+            Ok(written) => Written::Part(written),
+        }
+    }
+}
