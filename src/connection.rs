@@ -447,10 +447,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 }
                 Ok(())
             }
-            Action::ReplyAfterHandoff { reply, handed_to } => {
+            Action::ReplyAfterHandoff { reply, handed_to, handed_at } => {
                 // The grants report this UNLOCK's change: written once it is.
                 self.await_durable(Gather::No).await?;
-                if !handed_to.write_directly() {
+                // Hand-off latency as the waiter's task measures it: until the reply is ready.
+                let latency = shared.clock.now().duration_since(handed_at);
+                let written_whole = handed_to.write_directly();
+                (0..written_whole).for_each(|_| shared.metrics.record_handoff(latency));
+                if written_whole < handed_to.count() {
                     tokio::task::yield_now().await;
                 }
                 self.send(reply).await
@@ -479,8 +483,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 self.await_durable(Gather::No).await?;
                 // Hand-off latency: from the grant to its reply being ready to write, journal
                 // included. Taken before the write, so that a client that has read its grant
-                // finds it counted in INFO.
-                if let Some(granted_at) = granted_at {
+                // finds it counted in INFO; by the unlocking connection for a grant it wrote.
+                if let Some(granted_at) = granted_at
+                    && written_for_us != Written::Whole
+                {
                     shared.metrics.record_handoff(shared.clock.now().duration_since(granted_at));
                 }
                 // The waiter's answer goes out at once, whatever else is buffered, unless the

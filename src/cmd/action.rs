@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::core::{Answered, HandedTo, OwedDone, WaitTicket};
+use crate::core::{Answered, HandedTo, OwedDone, Timestamp, WaitTicket};
 use crate::reply::Reply;
 
 /// A reply still to be worked out, away from any lock.
@@ -51,6 +51,8 @@ pub(crate) enum Action {
     ReplyAfterHandoff {
         reply: Reply,
         handed_to: HandedTo,
+        /// When the core handed the lock over: the hand-off latency of the grants written here.
+        handed_at: Timestamp,
     },
 }
 

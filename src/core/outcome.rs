@@ -74,18 +74,14 @@ impl HandedTo {
         self.0.extend(other.0);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// Writes each grant to its client where the WAIT allows it (see [`Mailbox::write_directly`]);
+    /// how many were written whole.
+    pub fn write_directly(&self) -> usize {
+        self.0.iter().filter(|(mailbox, number)| mailbox.write_directly(*number) == Written::Whole).count()
     }
 
-    /// Writes each grant to its client where the WAIT allows it (see [`Mailbox::write_directly`]);
-    /// whether every one was written whole.
-    pub fn write_directly(&self) -> bool {
-        let mut all_whole = true;
-        for (mailbox, number) in &self.0 {
-            all_whole &= mailbox.write_directly(*number) == Written::Whole;
-        }
-        all_whole
+    pub fn count(&self) -> usize {
+        self.0.len()
     }
 }
 

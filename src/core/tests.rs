@@ -459,7 +459,7 @@ fn a_failure_reports_the_wait_it_handed_the_lock_to_and_nothing_else_does() {
     b.allow_direct(Arc::new(TakesAll));
     let (outcome, handed_to) = core.unlock_handing_off(b"k", b"a", token, failure(), at(10));
     assert_eq!(outcome, UnlockOutcome::HandedOff);
-    assert!(handed_to.write_directly(), "b's grant written whole");
+    assert_eq!(handed_to.write_directly(), 1, "b's grant written whole");
     let Some(Letter::Answer(answer)) = b.take_letter() else { panic!("b was answered") };
     assert_eq!(answer.written, Written::Whole, "b's task finds its reply written");
     let b_token = granted_token(&answer.outcome);
@@ -467,7 +467,7 @@ fn a_failure_reports_the_wait_it_handed_the_lock_to_and_nothing_else_does() {
     c.allow_direct(Arc::new(TakesAll));
     let (outcome, handed_to) = core.unlock_handing_off(b"k", b"b", b_token, success(None, None), at(20));
     assert_eq!(outcome, UnlockOutcome::Succeeded { waiters_told: 1 });
-    assert!(handed_to.is_empty(), "a DONE is no hand-off");
+    assert_eq!(handed_to.count(), 0, "a DONE is no hand-off");
     assert!(matches!(c.take_letter(), Some(Letter::Answer(Answer { written: Written::Nothing, .. }))));
 }
 
@@ -488,7 +488,7 @@ fn a_grant_written_whole_for_a_waiter_that_then_goes_stays_its_lock() {
     let _c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
     b.allow_direct(Arc::new(TakesAll));
     let (_, handed_to) = core.unlock_handing_off(b"k", b"a", token, failure(), at(10));
-    assert!(handed_to.write_directly());
+    assert_eq!(handed_to.write_directly(), 1);
     core.wait_abandoned(b, b"k", at(11));
     assert_eq!(core.info(b"k", at(11), usize::MAX).unwrap().holder.unwrap().owner.as_ref(), b"b");
 }
