@@ -13,6 +13,11 @@
 //! to take its blocker out; only when that finds none does it take the letter. tokio's channels
 //! did not fit: a oneshot is spent by one answer, an mpsc channel allocates a block of 32 slots,
 //! and a watch channel cannot tell its sender whether this WAIT is still listening.
+//!
+//! A grant may also be written to the client by the connection whose UNLOCK handed the lock over,
+//! when the WAIT lent its mailbox a writer ([`Mailbox::allow_direct`], `crate::direct`). That
+//! write happens under the slot's mutex, like taking the letter, so the WAIT's task finds it done
+//! (whole or in part, recorded in the answer) or not begun; the core itself never calls it.
 
 use std::fmt::Debug;
 use std::future::poll_fn;
