@@ -40,7 +40,7 @@ pub enum Letter {
 }
 
 /// Writes a grant's reply straight to a blocked WAIT's client, from the task of the connection
-/// that handed it the lock (see [`Mailbox::write_directly`]). Made by the connection layer for a
+/// that handed it the lock (see `Mailbox::write_directly`). Made by the connection layer for a
 /// socket that any thread may write to; the core only keeps it while the WAIT allows it.
 pub trait AnswerWriter: Send + Sync + Debug {
     /// Writes what the socket takes at once, never waiting, and says how much that was.

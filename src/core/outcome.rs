@@ -49,7 +49,7 @@ pub struct Answer {
     pub sent_at: Timestamp,
     pub recorded_at: RecordedAt,
     /// How much of its reply the connection whose request made it wrote to the waiter's socket
-    /// (see [`Mailbox::write_directly`]).
+    /// (see `Mailbox::write_directly`).
     pub written: Written,
 }
 
@@ -74,7 +74,7 @@ impl HandedTo {
         self.0.extend(other.0);
     }
 
-    /// Writes each grant to its client where the WAIT allows it (see [`Mailbox::write_directly`]);
+    /// Writes each grant to its client where the WAIT allows it (see `Mailbox::write_directly`);
     /// how many were written whole.
     pub fn write_directly(&self) -> usize {
         self.0.iter().filter(|(mailbox, number)| mailbox.write_directly(*number) == Written::Whole).count()
@@ -157,7 +157,7 @@ impl WaitTicket {
     }
 
     /// The connection has nothing else to write while this WAIT blocks: `writer` may write its
-    /// grant (see [`Mailbox::write_directly`]).
+    /// grant (see `Mailbox::write_directly`).
     pub fn allow_direct(&self, writer: Arc<dyn AnswerWriter>) {
         self.mailbox.allow_direct(self.number, writer);
     }
