@@ -454,6 +454,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 let latency = shared.clock.now().duration_since(handed_at);
                 let written_whole = handed_to.write_directly();
                 (0..written_whole).for_each(|_| shared.metrics.record_handoff(latency));
+                shared.stats.handoffs_written_by_unlocker.fetch_add(written_whole as u64, Ordering::Relaxed);
                 if written_whole < handed_to.count() {
                     tokio::task::yield_now().await;
                 }

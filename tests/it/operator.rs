@@ -8,7 +8,7 @@ use baton::server::RunningServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{LockInfo, Raw, args, cmd_out, encode, read_out, start_wait};
+use crate::common::{LockInfo, Raw, Resp, args, cmd_out, encode, read_out, start_wait};
 
 fn field(info: &str, name: &str) -> u64 {
     info.lines()
@@ -43,6 +43,39 @@ async fn hand_off(holder: &mut Raw, addr: std::net::SocketAddr, key: &str) -> Ra
     assert_eq!(holder.cmd(args!["LOCK.UNLOCK", key, "holder", token, "FAILURE"]).await.int(), 1);
     assert!(read_out(&mut waiter).await.token() > token);
     waiter
+}
+
+/// A FAILURE's grant is written to the waiter's socket by the unlocking connection when it can
+/// (src/direct.rs), and INFO counts those. Whoever writes it, the waiter reads its ACQUIRED whole
+/// and then the reply of the PING it pipelined behind its WAIT, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_written_by_the_unlocking_connection_arrive_whole_and_in_order() {
+    const ROUNDS: usize = 20;
+    let server = RunningServer::start(Config::default_for_tests()).await.unwrap();
+    let mut ctl = Raw::connect(server.addr).await;
+    let mut token = cmd_out(&mut ctl, args!["LOCK.TRY", "k", "h0"]).await.token();
+    // Kept open: a holder whose connection closes releases its lock.
+    let mut holders = vec![ctl];
+    for round in 1..=ROUNDS {
+        let mut waiter = start_wait(server.addr, "k", &format!("h{round}"), 0).await;
+        waiter.send(args!["PING"]).await;
+        let previous = holders.last_mut().unwrap();
+        previous.wait_blocked("k", 1).await;
+        let unlock = args!["LOCK.UNLOCK", "k", format!("h{}", round - 1), token, "FAILURE"];
+        assert_eq!(previous.cmd(unlock).await.int(), 1, "round {round}: handed off");
+        let granted = read_out(&mut waiter).await.token();
+        assert!(granted > token, "round {round}: token {granted} after {token}");
+        assert_eq!(waiter.read().await, Resp::Simple("PONG".into()), "round {round}");
+        token = granted;
+        holders.push(waiter);
+    }
+    let info = holders[0].cmd(args!["INFO", "locks"]).await.text();
+    assert_eq!(field(&info, "lock_handoffs"), ROUNDS as u64);
+    let written = field(&info, "lock_handoffs_written_by_unlocker");
+    // The waiter's own task takes the grant first now and then (its event loop woke first).
+    assert!((1..=ROUNDS as u64).contains(&written), "{written} of {ROUNDS} written by the unlocker: {info}");
+    assert_eq!(field(&info, "lock_handoff_latency_samples"), ROUNDS as u64, "each hand-off measured once");
+    server.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
