@@ -15,6 +15,11 @@
 //! its mailbox and does the rest (INFO's hand-off latency, the lock's binding to the connection,
 //! the requests pipelined behind the WAIT); it writes whatever part of the reply the socket did
 //! not take at once.
+//!
+//! The socket takes part of a 40-byte reply only when the client has left a send buffer's worth
+//! of replies unread. If that connection then ends with an error of its own (a protocol error,
+//! the server stopping), the error follows the partial grant on the wire; the connection closes
+//! right after, so the client loses nothing it could have parsed.
 
 use std::io;
 use std::pin::Pin;
