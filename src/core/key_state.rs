@@ -396,12 +396,12 @@ impl KeyState {
             let mut delivered_to = Vec::new();
             for blocker in waiter.blockers {
                 let conn = blocker.conn();
-                let handed_to = ctx.handed_to.is_some().then(|| blocker.handed_to());
+                let address = ctx.handed_to.is_some().then(|| blocker.address());
                 let answer = Answer::new(WaitOutcome::Acquired { token }, now, ctx.answers_recorded_at());
                 if blocker.answer(answer) {
                     delivered_to.push(conn);
-                    if let (Some(all), Some(this)) = (ctx.handed_to.as_mut(), handed_to) {
-                        all.add(this);
+                    if let (Some(handed_to), Some(address)) = (ctx.handed_to.as_mut(), address) {
+                        handed_to.push(address);
                     }
                 }
             }

@@ -66,12 +66,9 @@ impl Answer {
 pub struct HandedTo(smallvec::SmallVec<[(Arc<Mailbox>, u64); 1]>);
 
 impl HandedTo {
-    pub(crate) fn one(mailbox: Arc<Mailbox>, number: u64) -> HandedTo {
-        HandedTo(smallvec::smallvec![(mailbox, number)])
-    }
-
-    pub(crate) fn add(&mut self, other: HandedTo) {
-        self.0.extend(other.0);
+    /// WAIT `number` of `mailbox` was handed the lock.
+    pub(crate) fn push(&mut self, (mailbox, number): (Arc<Mailbox>, u64)) {
+        self.0.push((mailbox, number));
     }
 
     /// Writes each grant to its client where the WAIT allows it (see `Mailbox::write_directly`);

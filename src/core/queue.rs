@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 use super::ConnId;
 use super::footprint::extrapolate;
 use super::mailbox::{Letter, Mailbox};
-use super::outcome::{Answer, HandedTo};
+use super::outcome::Answer;
 use super::ranked::RankedMap;
 
 /// Where an owner stands in one key's line: the order in which it joined. Never reused while the
@@ -46,9 +46,10 @@ impl Blocker {
         self.mailbox.conn()
     }
 
-    /// Where its answer goes, for the connection that sends it to write it there itself.
-    pub(crate) fn handed_to(&self) -> HandedTo {
-        HandedTo::one(Arc::clone(&self.mailbox), self.number)
+    /// Where its answer goes (mailbox and WAIT number), for the connection that sends it to
+    /// write it there itself.
+    pub(crate) fn address(&self) -> (Arc<Mailbox>, u64) {
+        (Arc::clone(&self.mailbox), self.number)
     }
 
     fn is(&self, mailbox: &Mailbox, number: u64) -> bool {
