@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -18,10 +19,13 @@ use tracing::{debug, warn};
 
 use crate::clients::{ClientEntry, Control};
 use crate::cmd::lock::LockLimits;
-use crate::cmd::{self, Action, Command, Waiting};
+use crate::cmd::table::CommandSpec;
+use crate::cmd::{self, Action, Command, Deferred, Waiting};
 use crate::codec::{CodecError, Limits, Protocol, Request, RespCodec, render};
 use crate::context::Shared;
-use crate::core::{Answer, AnswerWriter, Letter, OwedDone, RecordedAt, Timestamp, WaitOutcome, WaitTicket, Written};
+use crate::core::{
+    Answer, AnswerWriter, HandedTo, Letter, OwedDone, RecordedAt, Timestamp, WaitOutcome, WaitTicket, Written,
+};
 use crate::direct::GrantWriter;
 use crate::errors;
 use crate::fanout;
@@ -113,40 +117,9 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let config = &shared.config;
-    let limits = Limits {
-        max_args: config.max_args,
-        max_bulk_bytes: config.max_bulk_bytes,
-        max_inline_bytes: config.max_inline_bytes,
-        max_buffer_bytes: config.max_query_buffer_bytes,
-    };
-    let addr = entry.addr;
-    let id = entry.id;
+    let (addr, id) = (entry.addr, entry.id);
     debug!(id, %addr, "client connected");
-    let (socket, write_watch) = WriteWatch::new(socket, Duration::from_millis(shared.config.output_stall_timeout_ms));
-    let session = Session::new(entry, &shared);
-    let mut codec = RespCodec::new(limits);
-    codec.set_authenticated(session.authenticated());
-    let mut connection = Connection {
-        framed: {
-            let mut framed = Framed::with_capacity(socket, codec, INITIAL_BUFFER_BYTES);
-            *framed.write_buffer_mut() = BytesMut::with_capacity(INITIAL_BUFFER_BYTES);
-            framed.set_backpressure_boundary(WRITE_BATCH_BYTES);
-            framed
-        },
-        session,
-        shared: &shared,
-        deferred: VecDeque::new(),
-        deferred_bytes: 0,
-        write_watch,
-        lock_limits: LockLimits { max_key_bytes: config.max_key_bytes, max_result_bytes: config.max_result_bytes },
-        unreleased: 0,
-        pipelines: false,
-        unwritten_dones: Vec::new(),
-        // A cluster node's replies wait for their commit, which the unlocking connection does
-        // not wait for.
-        grant_writer: grant_writer.filter(|_| shared.cluster.is_none()),
-    };
+    let mut connection = Connection::new(socket, &shared, entry, grant_writer);
     let exit = connection.run().await;
     if !matches!(exit, Exit::OutputStalled | Exit::OutputBufferLimit | Exit::Deposed) {
         let _ = connection.flush().await;
@@ -180,7 +153,46 @@ pub(crate) async fn serve<S>(
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
+impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
+    /// Not in [`serve`]: the parts a connection is built from, borrowed there while it is built,
+    /// would keep their room in its future (that of every connection's task) after they moved.
+    fn new(
+        socket: S,
+        shared: &'a Shared,
+        entry: Arc<ClientEntry>,
+        grant_writer: Option<Arc<GrantWriter>>,
+    ) -> Connection<'a, S> {
+        let config = &shared.config;
+        let limits = Limits {
+            max_args: config.max_args,
+            max_bulk_bytes: config.max_bulk_bytes,
+            max_inline_bytes: config.max_inline_bytes,
+            max_buffer_bytes: config.max_query_buffer_bytes,
+        };
+        let (socket, write_watch) = WriteWatch::new(socket, Duration::from_millis(config.output_stall_timeout_ms));
+        let session = Session::new(entry, shared);
+        let mut codec = RespCodec::new(limits);
+        codec.set_authenticated(session.authenticated());
+        let mut framed = Framed::with_capacity(socket, codec, INITIAL_BUFFER_BYTES);
+        *framed.write_buffer_mut() = BytesMut::with_capacity(INITIAL_BUFFER_BYTES);
+        framed.set_backpressure_boundary(WRITE_BATCH_BYTES);
+        Connection {
+            framed,
+            session,
+            shared,
+            deferred: VecDeque::new(),
+            deferred_bytes: 0,
+            write_watch,
+            lock_limits: LockLimits { max_key_bytes: config.max_key_bytes, max_result_bytes: config.max_result_bytes },
+            unreleased: 0,
+            pipelines: false,
+            unwritten_dones: Vec::new(),
+            // A cluster node's replies wait for their commit, which the unlocking connection does
+            // not wait for.
+            grant_writer: grant_writer.filter(|_| shared.cluster.is_none()),
+        }
+    }
+
     async fn run(&mut self) -> Exit {
         loop {
             let input = match self.deferred.pop_front() {
@@ -265,16 +277,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     }
 
     /// Writes what was queued for this subscriber or monitor (see [`crate::outbox`]).
-    async fn deliver_pushes(&mut self) -> Result<(), Exit> {
-        loop {
-            let pushes = self.session.entry.outbox.take(WRITE_BATCH_BYTES).map_err(|_| Exit::OutputBufferLimit)?;
-            if pushes.is_empty() {
-                return Ok(());
+    ///
+    /// Boxed, as only subscribers and monitors come here: inline, the loop and its write would
+    /// be part of the future of every connection's task.
+    fn deliver_pushes(&mut self) -> Pin<Box<impl Future<Output = Result<(), Exit>> + '_>> {
+        Box::pin(async move {
+            loop {
+                let pushes = self.session.entry.outbox.take(WRITE_BATCH_BYTES).map_err(|_| Exit::OutputBufferLimit)?;
+                if pushes.is_empty() {
+                    return Ok(());
+                }
+                for push in pushes {
+                    self.send(push).await?;
+                }
             }
-            for push in pushes {
-                self.send(push).await?;
-            }
-        }
+        })
     }
 
     /// Queues a reply. Below [`WRITE_BATCH_BYTES`] buffered this completes without I/O; beyond it
@@ -374,47 +391,76 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         }
     }
 
+    /// Runs one request. The checks and the command itself are plain functions, and each way
+    /// of answering its own async fn: a local that lives across two awaits of one future is
+    /// kept beside every other such local for the whole life of the connection's task, and
+    /// this future is part of every connection's task.
     async fn handle(&mut self, request: Request) -> Result<(), Exit> {
+        let action = match self.admit(&request.args) {
+            Ok(spec) => {
+                // Messages published before this command ran go out before its reply, as in Redis.
+                if self.session.receives_pushes() {
+                    self.deliver_pushes().await?;
+                }
+                self.execute(spec, request)
+            }
+            Err(reply) => Err(reply),
+        };
+        match action {
+            Ok(Action::Reply(reply)) | Err(reply) => self.send(reply).await,
+            Ok(Action::PaysDone { reply, key, paid }) => self.send_paying(reply, key, paid).await,
+            Ok(Action::Replies(replies)) => self.send_each(replies).await,
+            Ok(Action::ReplyAfterHandoff { reply, handed_to, handed_at }) => {
+                self.reply_after_handoff(reply, handed_to, handed_at).await
+            }
+            Ok(Action::Close(reply)) => {
+                self.send(reply).await?;
+                Err(Exit::Quit)
+            }
+            Ok(Action::Later(reply)) => self.send_when_ready(reply).await,
+            Ok(Action::Block { waiting, ticket, timeout }) => self.wait_and_answer(waiting, ticket, timeout).await,
+        }
+    }
+
+    /// Whether the command may run here and now: the reply that refuses it if not.
+    fn admit(&mut self, args: &[Bytes]) -> Result<&'static CommandSpec, Reply> {
         let shared = self.shared;
         shared.stats.total_commands_processed.fetch_add(1, Ordering::Relaxed);
-        let spec = match cmd::resolve(&request.args) {
-            Ok(spec) => spec,
-            Err(reply) => return self.send(reply).await,
-        };
+        let spec = cmd::resolve(args)?;
         let recent = shared.clients.recent_instant();
         self.session.entry.update(|state| {
             state.last_command = Some(spec.command_name());
             state.last_active = recent;
         });
-        if let Err(reply) = cmd::authorize(spec, &request.args, &self.session, shared) {
-            return self.send(reply).await;
-        }
+        cmd::authorize(spec, args, &self.session, shared)?;
         if self.session.in_subscribed_context() && !cmd::allowed_while_subscribed(spec) {
-            return self.send(Reply::error(errors::subscribed_context(&spec.full_name()))).await;
+            return Err(Reply::error(errors::subscribed_context(&spec.full_name())));
         }
-        let changes_locks = spec.is_write();
         if let Some(persistence) = &shared.persistence {
             if persistence.loading() && !spec.flags.contains(&"loading") {
-                return self.send(Reply::error(errors::LOADING)).await;
+                return Err(Reply::error(errors::LOADING));
             }
-            if changes_locks && let Some(failure) = persistence.write_failure() {
-                return self.send(Reply::error(errors::misconf(&failure))).await;
+            if spec.is_write()
+                && let Some(failure) = persistence.write_failure()
+            {
+                return Err(Reply::error(errors::misconf(&failure)));
             }
         }
         // In a cluster only the leader has the locks; the others send clients to it, as a Redis
         // replica sends them to its master. Reads too: a replica's state lags.
-        let keyed = spec.first_key > 0;
         if let Some(cluster) = &shared.cluster
-            && keyed
+            && spec.first_key > 0
             && cluster.serving_term() == 0
         {
-            let key = request.args.get(spec.first_key as usize).map_or(&[][..], |key| &key[..]);
-            return self.send(Reply::from(cluster.redirect(key))).await;
+            let key = args.get(spec.first_key as usize).map_or(&[][..], |key| &key[..]);
+            return Err(Reply::from(cluster.redirect(key)));
         }
-        // Messages published before this command ran go out before its reply, as in Redis.
-        if self.session.receives_pushes() {
-            self.deliver_pushes().await?;
-        }
+        Ok(spec)
+    }
+
+    /// Parses the command and applies it; what to answer.
+    fn execute(&mut self, spec: &'static CommandSpec, request: Request) -> Result<Action, Reply> {
+        let shared = self.shared;
         let monitor_line = if shared.monitors.active() {
             cmd::pubsub::monitor_line(spec, &request.args, self.session.entry.addr)
         } else {
@@ -426,106 +472,131 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         if let Some(line) = monitor_line {
             shared.monitors.feed(line);
         }
-        let action = match action {
-            Ok(action) => action,
-            Err(reply) => return self.send(reply).await,
-        };
+        let action = action?;
         // A cluster leader's reads wait too: what they saw may not be committed yet. A WAIT that
         // blocks has no reply yet: the replies before it need not wait for its place in line,
         // and its answer waits for the step that sends it, which comes later.
         let blocks = matches!(action, Action::Block { .. });
-        if (changes_locks && !blocks) || (keyed && shared.cluster.is_some()) {
+        if (spec.is_write() && !blocks) || (spec.first_key > 0 && shared.cluster.is_some()) {
             self.depends_on_durable();
         }
         self.framed.codec_mut().set_authenticated(self.session.authenticated());
-        match action {
-            Action::Reply(reply) => self.send(reply).await,
-            Action::PaysDone { reply, key, paid } => self.send_paying(reply, key, paid).await,
-            Action::Replies(replies) => {
-                for reply in replies {
-                    self.send(reply).await?;
-                }
-                Ok(())
+        Ok(action)
+    }
+
+    /// SUBSCRIBE confirms each channel with a reply of its own.
+    async fn send_each(&mut self, replies: Vec<Reply>) -> Result<(), Exit> {
+        for reply in replies {
+            self.send(reply).await?;
+        }
+        Ok(())
+    }
+
+    /// A reply that takes a while (a membership change waiting for its commit).
+    async fn send_when_ready(&mut self, reply: Deferred) -> Result<(), Exit> {
+        let reply = tokio::select! {
+            reply = reply.0 => reply,
+            // A membership change goes on without its reply; the server does not wait.
+            () = self.shared.shutdown.cancelled() => return Err(Exit::Shutdown),
+        };
+        self.send(reply).await
+    }
+
+    /// An UNLOCK that handed the lock to blocked WAITs: their grants go out first.
+    async fn reply_after_handoff(
+        &mut self,
+        reply: Reply,
+        handed_to: HandedTo,
+        handed_at: Timestamp,
+    ) -> Result<(), Exit> {
+        let shared = self.shared;
+        // The grants report this UNLOCK's change: written once it is.
+        self.await_durable(Gather::No).await?;
+        // Hand-off latency as the waiter's task measures it: until the reply is ready.
+        let latency = shared.clock.now().duration_since(handed_at);
+        let written_whole = handed_to.write_directly();
+        (0..written_whole).for_each(|_| shared.metrics.record_handoff(latency));
+        shared.stats.handoffs_written_by_unlocker.fetch_add(written_whole as u64, Ordering::Relaxed);
+        if written_whole < handed_to.count() {
+            tokio::task::yield_now().await;
+        }
+        self.send(reply).await
+    }
+
+    /// A LOCK.WAIT that blocked: waits for its answer, then writes it.
+    ///
+    /// Not an `async fn`: one moves its arguments into its body, and its future then holds
+    /// each twice (rust-lang/rust#62958); this future is part of every connection's task.
+    #[expect(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+    fn wait_and_answer(
+        &mut self,
+        mut waiting: Waiting,
+        ticket: WaitTicket,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<(), Exit>> + '_ {
+        async move {
+            let end = self.block(&mut waiting, ticket, timeout).await?;
+            self.write_answer(&waiting, end).await
+        }
+    }
+
+    /// Writes a blocked WAIT's answer, unless the connection that handed it the lock did. Not an
+    /// `async fn`, for the reason [`Self::wait_and_answer`] gives; `end`'s fields are used in
+    /// place for the same reason.
+    #[expect(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+    fn write_answer<'w>(
+        &'w mut self,
+        waiting: &'w Waiting,
+        end: WaitEnd,
+    ) -> impl Future<Output = Result<(), Exit>> + 'w {
+        async move {
+            let shared = self.shared;
+            let key = &waiting.key;
+            // The answer was sent under the key's shard lock, before that operation's changes
+            // went to the journal (still under the lock): passing through the lock makes sure
+            // they are there to wait for, and says where.
+            shared.core.barrier(key);
+            self.depends_on_answer(end.recorded_at);
+            self.await_durable(Gather::No).await?;
+            // Hand-off latency: from the grant to its reply being ready to write, journal
+            // included. Taken before the write, so that a client that has read its grant
+            // finds it counted in INFO; by the unlocking connection for a grant it wrote.
+            if let Some(granted_at) = end.granted_at
+                && end.written != Written::Whole
+            {
+                shared.metrics.record_handoff(shared.clock.now().duration_since(granted_at));
             }
-            Action::ReplyAfterHandoff { reply, handed_to, handed_at } => {
-                // The grants report this UNLOCK's change: written once it is.
-                self.await_durable(Gather::No).await?;
-                // Hand-off latency as the waiter's task measures it: until the reply is ready.
-                let latency = shared.clock.now().duration_since(handed_at);
-                let written_whole = handed_to.write_directly();
-                (0..written_whole).for_each(|_| shared.metrics.record_handoff(latency));
-                shared.stats.handoffs_written_by_unlocker.fetch_add(written_whole as u64, Ordering::Relaxed);
-                if written_whole < handed_to.count() {
-                    tokio::task::yield_now().await;
-                }
-                self.send(reply).await
-            }
-            Action::Close(reply) => {
-                self.send(reply).await?;
-                Err(Exit::Quit)
-            }
-            Action::Later(reply) => {
-                let reply = tokio::select! {
-                    reply = reply.0 => reply,
-                    // A membership change goes on without its reply; the server does not wait.
-                    () = shared.shutdown.cancelled() => return Err(Exit::Shutdown),
-                };
-                self.send(reply).await
-            }
-            Action::Block { mut waiting, ticket, timeout } => {
-                let WaitEnd { reply, token: granted, granted_at, done, recorded_at, written: written_for_us } =
-                    self.block(&mut waiting, ticket, timeout).await?;
-                let key = &waiting.key;
-                // The answer was sent under the key's shard lock, before that operation's changes
-                // went to the journal (still under the lock): passing through the lock makes sure
-                // they are there to wait for, and says where.
-                shared.core.barrier(key);
-                self.depends_on_answer(recorded_at);
-                self.await_durable(Gather::No).await?;
-                // Hand-off latency: from the grant to its reply being ready to write, journal
-                // included. Taken before the write, so that a client that has read its grant
-                // finds it counted in INFO; by the unlocking connection for a grant it wrote.
-                if let Some(granted_at) = granted_at
-                    && written_for_us != Written::Whole
-                {
-                    shared.metrics.record_handoff(shared.clock.now().duration_since(granted_at));
-                }
-                // The waiter's answer goes out at once, whatever else is buffered, unless the
-                // connection that handed the lock over wrote it. A DONE is paid once buffered,
-                // before the client can read it (see `LockCore::pay_done`).
-                let unwritten = match written_for_us {
-                    Written::Nothing => Ok(Some(reply)),
-                    Written::Part(bytes) => render(&reply, self.session.protocol())
-                        .map(|rendered| Some(Reply::Rendered(rendered.slice(bytes..))))
-                        .map_err(Exit::from),
-                    Written::Whole => Ok(None),
-                };
-                let written = match unwritten {
-                    Ok(Some(reply)) => self.send(reply).await,
-                    Ok(None) => Ok(()),
-                    Err(exit) => Err(exit),
-                };
-                let written = match written {
-                    Ok(()) => {
-                        if let Some(paid) =
-                            done.and_then(|token| shared.core.pay_done(key, &waiting.owner, token, shared.clock.now()))
-                        {
-                            self.keep_until_written(waiting.key.clone(), paid);
-                        }
-                        self.flush().await
+            // The waiter's answer goes out at once, whatever else is buffered, unless the
+            // connection that handed the lock over wrote it. A DONE is paid once buffered,
+            // before the client can read it (see `LockCore::pay_done`).
+            let written = match end.written {
+                Written::Nothing => self.send(end.reply).await,
+                Written::Part(bytes) => match render(&end.reply, self.session.protocol()) {
+                    Ok(rendered) => self.send(Reply::Rendered(rendered.slice(bytes..))).await,
+                    Err(error) => Err(Exit::from(error)),
+                },
+                Written::Whole => Ok(()),
+            };
+            let written = match written {
+                Ok(()) => {
+                    if let Some(paid) =
+                        end.done.and_then(|token| shared.core.pay_done(key, &waiting.owner, token, shared.clock.now()))
+                    {
+                        self.keep_until_written(waiting.key.clone(), paid);
                     }
-                    Err(exit) => Err(exit),
-                };
-                // The client never read its grant: the core passes the lock on (or to another
-                // connection of the owner that was sent it), saying why.
-                if written.is_err()
-                    && written_for_us != Written::Whole
-                    && let Some(token) = granted
-                {
-                    shared.core.grant_undelivered(key, token, self.session.id(), shared.clock.now());
+                    self.flush().await
                 }
-                written
+                Err(exit) => Err(exit),
+            };
+            // The client never read its grant: the core passes the lock on (or to another
+            // connection of the owner that was sent it), saying why.
+            if written.is_err()
+                && end.written != Written::Whole
+                && let Some(token) = end.token
+            {
+                shared.core.grant_undelivered(key, token, self.session.id(), shared.clock.now());
             }
+            written
         }
     }
 
@@ -678,15 +749,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
 /// A write the socket could not take at once: the client is cut off if it stops reading for the
 /// stall timeout, or as soon as what is queued for it (a subscriber, a monitor) passes its
 /// output-buffer limit meanwhile.
-async fn write_slowly(
-    watch: &WriteWatch,
-    outbox: &Outbox,
-    write: impl Future<Output = Result<(), CodecError>>,
-) -> Result<(), Exit> {
-    tokio::select! {
-        written = watch.run(write) => written.map_err(|_| Exit::OutputStalled)?.map_err(Exit::from),
-        () = outbox.overflowed() => Err(Exit::OutputBufferLimit),
-    }
+///
+/// Boxed, as it is rare: inline, its timer and watches (300 bytes) were part of every future
+/// that writes (sending, flushing, a blocked WAIT's), and so of every connection's task.
+fn write_slowly<'a>(
+    watch: &'a WriteWatch,
+    outbox: &'a Outbox,
+    write: impl Future<Output = Result<(), CodecError>> + 'a,
+) -> Pin<Box<impl Future<Output = Result<(), Exit>> + 'a>> {
+    Box::pin(async move {
+        tokio::select! {
+            written = watch.run(write) => written.map_err(|_| Exit::OutputStalled)?.map_err(Exit::from),
+            () = outbox.overflowed() => Err(Exit::OutputBufferLimit),
+        }
+    })
 }
 
 /// How a blocked WAIT ended: its reply, with the token when it grants the lock, and when the

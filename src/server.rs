@@ -514,6 +514,30 @@ mod tests {
         assert_eq!(socket.tcp_keepalive_interval().unwrap(), Duration::from_secs(1), "at least a second apart");
     }
 
+    /// A connection's task is allocated whole, in the allocator's size class above it: its
+    /// future, tokio's header and trailer beside it. Under 2 KiB, an idle connection (or one
+    /// blocked in LOCK.WAIT) costs 2 KiB here; at 2.5 KiB (as before 2026-12-01) it cost 3 KiB.
+    #[tokio::test]
+    #[cfg_attr(debug_assertions, ignore = "future sizes mean something only as optimized")]
+    async fn a_plaintext_connections_task_fits_under_2_kib() {
+        let mut config = Config::default_for_tests();
+        config.appendonly = crate::config::YesNo::No;
+        let server = Server::bind(config).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (accepted, addr) = listener.accept().await.unwrap();
+        let shared = Arc::clone(&server.shared);
+        let entry = shared.clients.register(addr, shared.local_addr);
+        let socket = SharedTcp::new(accepted);
+        let grants = socket.grant_writer(&entry);
+        let task = connection::serve(socket, shared, entry, Some(grants));
+        let bytes = std::mem::size_of_val(&task);
+        // Room for tokio's header and trailer, and some for the code to grow.
+        assert!(bytes <= 1664, "a connection's future takes {bytes} bytes");
+        drop(task);
+        server.run(std::future::ready(())).await.unwrap();
+    }
+
     #[tokio::test]
     async fn port_0_without_tls_is_refused_at_start() {
         let mut config = Config::default_for_tests();

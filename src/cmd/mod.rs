@@ -16,7 +16,7 @@ pub(crate) mod table;
 use bytes::Bytes;
 
 use self::acl::AclCommand;
-pub(crate) use self::action::{Action, Waiting};
+pub(crate) use self::action::{Action, Deferred, Waiting};
 use self::cluster::{ClusterCommand, MembershipChange};
 use self::connection::{ClientCommand, ConnectionCommand};
 use self::keyspace::KeyspaceCommand;
