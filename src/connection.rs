@@ -517,7 +517,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         let written_whole = handed_to.write_directly();
         (0..written_whole).for_each(|_| shared.metrics.record_handoff(latency));
         shared.stats.handoffs_written_by_unlocker.fetch_add(written_whole as u64, Ordering::Relaxed);
-        if written_whole < handed_to.count() {
+        // Woken only now (see `Mailbox::post_for_direct_write`), the waiters' tasks find their
+        // grants written, or write them.
+        let handed = handed_to.count();
+        drop(handed_to);
+        if written_whole < handed {
             tokio::task::yield_now().await;
         }
         self.send(reply).await

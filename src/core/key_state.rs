@@ -396,13 +396,13 @@ impl KeyState {
             let mut delivered_to = Vec::new();
             for blocker in waiter.blockers {
                 let conn = blocker.conn();
-                let address = ctx.handed_to.is_some().then(|| blocker.address());
                 let answer = Answer::new(WaitOutcome::Acquired { token }, now, ctx.answers_recorded_at());
-                if blocker.answer(answer) {
+                let delivered = match ctx.handed_to.as_mut() {
+                    Some(handed_to) => blocker.hand_over(answer, handed_to),
+                    None => blocker.answer(answer),
+                };
+                if delivered {
                     delivered_to.push(conn);
-                    if let (Some(handed_to), Some(address)) = (ctx.handed_to.as_mut(), address) {
-                        handed_to.push(address);
-                    }
                 }
             }
             if let Some(conn) = delivered_to.pop() {

@@ -47,6 +47,12 @@ pub trait AnswerWriter: Send + Sync + Debug {
     fn write_now(&self, outcome: &WaitOutcome) -> Written;
 }
 
+enum WakeNow {
+    Yes,
+    /// The connection that posted will, once it has tried to write the grant itself.
+    Later,
+}
+
 #[derive(Debug)]
 pub struct Mailbox {
     conn: ConnId,
@@ -121,14 +127,40 @@ impl Mailbox {
     /// Leaves `letter` for WAIT `number`. False when that WAIT is no longer listening (or was
     /// answered already): nobody will read it.
     pub(crate) fn post(&self, number: u64, letter: Letter) -> bool {
+        let posted = self.leave(number, letter).is_some();
+        if posted {
+            self.wake();
+        }
+        posted
+    }
+
+    /// Leaves a grant for WAIT `number` that the connection handing the lock over will write
+    /// itself if the WAIT allows it ([`Self::write_directly`]); the WAIT's task is then woken by
+    /// that connection once it has tried ([`Self::wake`]), not now. Woken now, the task would race
+    /// it for the letter, and the wake-up of its event loop, often on the other core, would
+    /// compete for a core with the client that is about to read the grant. A WAIT that does not
+    /// allow it is woken at once. False as for [`Self::post`].
+    pub(crate) fn post_for_direct_write(&self, number: u64, letter: Letter) -> bool {
+        match self.leave(number, letter) {
+            Some(WakeNow::Yes) => self.wake(),
+            Some(WakeNow::Later) => {}
+            None => return false,
+        }
+        true
+    }
+
+    fn leave(&self, number: u64, letter: Letter) -> Option<WakeNow> {
         let mut slot = self.slot.lock();
         if slot.open_for != number || slot.letter.is_some() {
-            return false;
+            return None;
         }
         slot.letter = Some(letter);
-        drop(slot);
+        Some(if slot.direct.is_some() { WakeNow::Later } else { WakeNow::Yes })
+    }
+
+    /// Wakes the task of the WAIT blocked here, if any, to take its letter.
+    pub(crate) fn wake(&self) {
         self.posted.wake();
-        true
     }
 
     /// The letter for WAIT `number`, if one was posted; taking it closes the mailbox.
@@ -171,10 +203,10 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::task::{Context, Waker};
+    use std::task::Context;
 
     use super::*;
-    use crate::core::testing::{at, conn};
+    use crate::core::testing::{at, conn, counting_waker};
 
     fn grant(token: u64) -> Letter {
         Letter::Answer(Answer::new(WaitOutcome::Acquired { token }, at(0), Default::default()))
@@ -218,6 +250,35 @@ mod tests {
         assert!(mailbox.post(number, grant(7)));
         assert_eq!(wakes.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(letter.as_mut().poll(&mut cx), Poll::Ready(grant(7)));
+    }
+
+    #[test]
+    fn a_grant_left_for_the_direct_write_wakes_the_task_only_when_told() {
+        let mailbox = Arc::new(Mailbox::new(conn(1)));
+        let (wakes, waker) = counting_waker();
+        let woken = || wakes.load(std::sync::atomic::Ordering::SeqCst);
+        let mut cx = Context::from_waker(&waker);
+
+        let number = mailbox.open();
+        mailbox.allow_direct(number, writer(Written::Whole));
+        let mut letter = Box::pin(mailbox.letter(number));
+        assert!(letter.as_mut().poll(&mut cx).is_pending());
+        assert!(mailbox.post_for_direct_write(number, grant(1)));
+        assert_eq!(woken(), 0, "the task sleeps while the grant is written for it");
+        assert_eq!(mailbox.write_directly(number), Written::Whole);
+        mailbox.wake();
+        assert_eq!(woken(), 1);
+        assert!(matches!(
+            letter.as_mut().poll(&mut cx),
+            Poll::Ready(Letter::Answer(Answer { written: Written::Whole, .. }))
+        ));
+
+        let number = mailbox.open();
+        let mut letter = Box::pin(mailbox.letter(number));
+        assert!(letter.as_mut().poll(&mut cx).is_pending());
+        assert!(mailbox.post_for_direct_write(number, grant(2)));
+        assert_eq!(woken(), 2, "a WAIT that allows no direct write is woken at once");
+        assert!(!mailbox.post_for_direct_write(number, grant(3)), "answered once");
     }
 
     /// Writes nothing anywhere: says it wrote `writes`, and counts its calls.
@@ -299,16 +360,5 @@ mod tests {
         assert!(mailbox.post(number, done));
         assert_eq!(mailbox.write_directly(number), Written::Nothing, "a DONE goes out with its waiter's task");
         assert_eq!(whole.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
-    }
-
-    fn counting_waker() -> (Arc<std::sync::atomic::AtomicUsize>, Waker) {
-        struct Count(Arc<std::sync::atomic::AtomicUsize>);
-        impl std::task::Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
-        let wakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        (Arc::clone(&wakes), Waker::from(Arc::new(Count(wakes))))
     }
 }

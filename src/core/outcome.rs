@@ -82,6 +82,14 @@ impl HandedTo {
     }
 }
 
+/// The WAITs' tasks were left asleep for the direct write (`Mailbox::post_for_direct_write`):
+/// whether it was tried or not, they learn of their grants now.
+impl Drop for HandedTo {
+    fn drop(&mut self) {
+        self.0.iter().for_each(|(mailbox, _)| mailbox.wake());
+    }
+}
+
 /// How much of a grant's reply was written to the waiter's socket by the connection that handed
 /// the lock over. The waiter's own task writes the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 use super::ConnId;
 use super::footprint::extrapolate;
 use super::mailbox::{Letter, Mailbox};
-use super::outcome::Answer;
+use super::outcome::{Answer, HandedTo};
 use super::ranked::RankedMap;
 
 /// Where an owner stands in one key's line: the order in which it joined. Never reused while the
@@ -46,12 +46,6 @@ impl Blocker {
         self.mailbox.conn()
     }
 
-    /// Where its answer goes (mailbox and WAIT number), for the connection that sends it to
-    /// write it there itself.
-    pub(crate) fn address(&self) -> (Arc<Mailbox>, u64) {
-        (Arc::clone(&self.mailbox), self.number)
-    }
-
     fn is(&self, mailbox: &Mailbox, number: u64) -> bool {
         std::ptr::eq(&*self.mailbox, mailbox) && self.number == number
     }
@@ -61,6 +55,18 @@ impl Blocker {
     pub(crate) fn answer(mut self, answer: Answer) -> bool {
         let number = std::mem::take(&mut self.number);
         self.mailbox.post(number, Letter::Answer(answer))
+    }
+
+    /// Answers the WAIT with a grant that the connection whose request made it writes to the
+    /// client itself where it can, then wakes the WAIT (see `Mailbox::post_for_direct_write`);
+    /// `handed_to` learns where. False as for [`Self::answer`].
+    pub(crate) fn hand_over(mut self, answer: Answer, handed_to: &mut HandedTo) -> bool {
+        let number = std::mem::take(&mut self.number);
+        let posted = self.mailbox.post_for_direct_write(number, Letter::Answer(answer));
+        if posted {
+            handed_to.push((Arc::clone(&self.mailbox), number));
+        }
+        posted
     }
 
     /// The WAIT gave up and was taken out of the line: nothing is to be posted to it.

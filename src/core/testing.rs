@@ -2,6 +2,8 @@
 //! (which sees only the public API). Not part of the server's interface.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Wake, Waker};
 
 use super::{ConnId, LockCore, LockRequest, Mailbox, Timestamp, TryOutcome, WaitOutcome, WaitStart, WaitTicket};
 
@@ -54,4 +56,16 @@ pub fn granted(ticket: &mut WaitTicket) -> Option<u64> {
 pub fn release_connection<'k>(core: &LockCore, conn: ConnId, keys: impl IntoIterator<Item = &'k [u8]>, now: Timestamp) {
     let mut release = core.release_connection(conn, keys.into_iter().map(|key| core.key_hash(key)));
     while core.release_slice(&mut release, now) {}
+}
+
+/// A waker that counts its wakes.
+pub fn counting_waker() -> (Arc<AtomicUsize>, Waker) {
+    struct Count(Arc<AtomicUsize>);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let wakes = Arc::new(AtomicUsize::new(0));
+    (Arc::clone(&wakes), Waker::from(Arc::new(Count(wakes))))
 }

@@ -1,4 +1,4 @@
-use super::testing::{acquired, at, blocked, conn, granted, release_connection, request, wait};
+use super::testing::{acquired, at, blocked, conn, counting_waker, granted, release_connection, request, wait};
 use super::*;
 
 fn core() -> LockCore {
@@ -469,6 +469,45 @@ fn a_failure_reports_the_wait_it_handed_the_lock_to_and_nothing_else_does() {
     assert_eq!(outcome, UnlockOutcome::Succeeded { waiters_told: 1 });
     assert_eq!(handed_to.count(), 0, "a DONE is no hand-off");
     assert!(matches!(c.take_letter(), Some(Letter::Answer(Answer { written: Written::Nothing, .. }))));
+}
+
+/// The WAIT's task is left asleep while the unlocking connection writes its grant, and woken
+/// once that connection is done with the hand-off, whether it wrote the grant or not.
+#[test]
+fn a_waiter_handed_the_lock_is_woken_when_the_hand_off_is_dropped() {
+    let core = core();
+    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
+    b.allow_direct(Arc::new(TakesAll));
+    let (wakes, waker) = counting_waker();
+    let woken = || wakes.load(std::sync::atomic::Ordering::SeqCst);
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut letter = Box::pin(b.letter());
+    assert!(letter.as_mut().poll(&mut cx).is_pending());
+    let (_, handed_to) = core.unlock_handing_off(b"k", b"a", token, failure(), at(10));
+    assert_eq!(woken(), 0, "asleep while its grant is written for it");
+    assert_eq!(handed_to.write_directly(), 1);
+    assert_eq!(woken(), 0);
+    drop(handed_to);
+    assert_eq!(woken(), 1);
+    let std::task::Poll::Ready(Letter::Answer(answer)) = letter.as_mut().poll(&mut cx) else {
+        panic!("b was answered")
+    };
+    drop(letter);
+
+    // Never written (its record failed, say): woken all the same.
+    let c = blocked(wait(&core, request("k", "c", 3, None), at(11)));
+    c.allow_direct(Arc::new(TakesAll));
+    let mut letter = Box::pin(c.letter());
+    assert!(letter.as_mut().poll(&mut cx).is_pending());
+    let (_, handed_to) = core.unlock_handing_off(b"k", b"b", granted_token(&answer.outcome), failure(), at(12));
+    assert_eq!(woken(), 1);
+    drop(handed_to);
+    assert_eq!(woken(), 2);
+    assert!(matches!(
+        letter.as_mut().poll(&mut cx),
+        std::task::Poll::Ready(Letter::Answer(Answer { written: Written::Nothing, .. }))
+    ));
 }
 
 fn granted_token(outcome: &WaitOutcome) -> u64 {
