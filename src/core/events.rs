@@ -205,12 +205,11 @@ pub(crate) fn emit(events: Vec<LockEvent>) {
     }
 }
 
+/// What `run` logs at `level` or above on this thread, as text (or JSON) lines.
 #[cfg(test)]
-mod tests {
+pub(crate) fn captured_logs(json: bool, level: tracing::Level, run: impl FnOnce()) -> String {
     use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
-    use super::*;
+    use std::sync::Mutex;
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -226,16 +225,25 @@ mod tests {
         }
     }
 
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let logs = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).with_max_level(level);
+    if json {
+        tracing::subscriber::with_default(logs.json().finish(), run);
+    } else {
+        tracing::subscriber::with_default(logs.finish(), run);
+    }
+    String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
     fn logged(json: bool, level: tracing::Level, events: Vec<LockEvent>) -> String {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let logs = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).with_max_level(level);
-        if json {
-            tracing::subscriber::with_default(logs.json().finish(), || emit(events));
-        } else {
-            tracing::subscriber::with_default(logs.finish(), || emit(events));
-        }
-        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+        captured_logs(json, level, || emit(events))
     }
 
     /// A failure whose key forges a line break, whose owner is long and whose REASON is the

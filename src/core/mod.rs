@@ -181,6 +181,15 @@ impl LockCore {
 
     /// [`LockCore::on_shard`] by the shard's index.
     fn on_shard_at<R>(&self, index: usize, op: impl FnOnce(&mut Shard) -> R) -> R {
+        let (result, events) = self.on_shard_logging_later(index, op);
+        if !events.is_empty() {
+            events::emit(events);
+        }
+        result
+    }
+
+    /// [`LockCore::on_shard_at`], handing back the events for the caller to log.
+    fn on_shard_logging_later<R>(&self, index: usize, op: impl FnOnce(&mut Shard) -> R) -> (R, Vec<LockEvent>) {
         let observer = self.listening_observer();
         let (result, events, new_deadline, turn) = {
             let mut shard = self.shards[index].lock();
@@ -200,10 +209,7 @@ impl LockCore {
         if let (Some(observer), Some(_turn)) = (observer, turn) {
             observer.observe(&events);
         }
-        if !events.is_empty() {
-            events::emit(events);
-        }
-        result
+        (result, events)
     }
 
     /// Runs `op` on the key's state through [`Shard::change`], creating the key when it has none;
@@ -386,7 +392,7 @@ impl LockCore {
             }
             failure => failure,
         };
-        self.on_shard(key, |shard| {
+        let ((outcome, mut handed_to), events) = self.on_shard_logging_later(self.shard_of(key), |shard| {
             shard.ctx.handed_to = Some(HandedTo::default());
             let outcome = shard
                 .change(key, Absent::Skip, now, |state, key, ctx, now| {
@@ -395,7 +401,10 @@ impl LockCore {
                 // A retry of an UNLOCK that was carried out gets the same answer.
                 .unwrap_or_else(|| shard.ctx.unlock_memo.answer(key, owner, token).unwrap_or(UnlockOutcome::NotLocked));
             (outcome, shard.ctx.handed_to.take().unwrap_or_default())
-        })
+        });
+        // Logged once the caller has written the grants.
+        handed_to.log_later(events);
+        (outcome, handed_to)
     }
 
     pub fn extend(

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::ConnId;
 use super::clock::Timestamp;
+use super::events::{self, LockEvent};
 use super::mailbox::{AnswerWriter, Letter, Mailbox};
 use super::told_done::OwedDone;
 
@@ -63,30 +64,42 @@ impl Answer {
 /// owner blocked on several connections). Its connection writes their replies itself once the
 /// hand-off is recorded ([`HandedTo::write_directly`]).
 #[derive(Debug, Default)]
-pub struct HandedTo(smallvec::SmallVec<[(Arc<Mailbox>, u64); 1]>);
+pub struct HandedTo {
+    waits: smallvec::SmallVec<[(Arc<Mailbox>, u64); 1]>,
+    /// The UNLOCK's log lines (a failed release is logged at INFO), written once it is dropped:
+    /// formatting one took about 5 µs of a hand-off that is otherwise 6 µs of server time.
+    unlogged: Vec<LockEvent>,
+}
 
 impl HandedTo {
     /// WAIT `number` of `mailbox` was handed the lock.
     pub(crate) fn push(&mut self, (mailbox, number): (Arc<Mailbox>, u64)) {
-        self.0.push((mailbox, number));
+        self.waits.push((mailbox, number));
+    }
+
+    pub(crate) fn log_later(&mut self, events: Vec<LockEvent>) {
+        self.unlogged = events;
     }
 
     /// Writes each grant to its client where the WAIT allows it (see `Mailbox::write_directly`);
     /// how many were written whole.
     pub fn write_directly(&self) -> usize {
-        self.0.iter().filter(|(mailbox, number)| mailbox.write_directly(*number) == Written::Whole).count()
+        self.waits.iter().filter(|(mailbox, number)| mailbox.write_directly(*number) == Written::Whole).count()
     }
 
     pub fn count(&self) -> usize {
-        self.0.len()
+        self.waits.len()
     }
 }
 
 /// The WAITs' tasks were left asleep for the direct write (`Mailbox::post_for_direct_write`):
-/// whether it was tried or not, they learn of their grants now.
+/// whether it was tried or not, they learn of their grants now, and then the log of the UNLOCK.
 impl Drop for HandedTo {
     fn drop(&mut self) {
-        self.0.iter().for_each(|(mailbox, _)| mailbox.wake());
+        self.waits.iter().for_each(|(mailbox, _)| mailbox.wake());
+        if !self.unlogged.is_empty() {
+            events::emit(std::mem::take(&mut self.unlogged));
+        }
     }
 }
 

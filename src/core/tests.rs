@@ -510,6 +510,28 @@ fn a_waiter_handed_the_lock_is_woken_when_the_hand_off_is_dropped() {
     ));
 }
 
+/// A failed release is logged once the unlocking connection is done with the hand-off (it writes
+/// the grant first), and is logged all the same by a plain UNLOCK.
+#[test]
+fn a_failure_is_logged_when_its_hand_off_is_dropped() {
+    let core = core();
+    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let _b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
+    let logs = events::captured_logs(false, tracing::Level::INFO, || {
+        let (outcome, handed_to) = core.unlock_handing_off(b"k", b"a", token, failure(), at(10));
+        assert_eq!(outcome, UnlockOutcome::HandedOff);
+        let before_drop = events::captured_logs(false, tracing::Level::INFO, || drop(handed_to));
+        assert!(before_drop.contains("lock released as failed key=k owner=a"), "{before_drop}");
+    });
+    assert!(logs.is_empty(), "nothing logged before the hand-off was dropped: {logs}");
+
+    let token = acquired(core.try_lock(request("j", "a", 1, None), false, at(20)));
+    let logs = events::captured_logs(false, tracing::Level::INFO, || {
+        assert_eq!(core.unlock(b"j", b"a", token, failure(), at(21)), UnlockOutcome::Released);
+    });
+    assert!(logs.contains("lock released as failed key=j owner=a"), "{logs}");
+}
+
 fn granted_token(outcome: &WaitOutcome) -> u64 {
     match outcome {
         WaitOutcome::Acquired { token } => *token,
