@@ -32,6 +32,7 @@ use crate::fanout;
 use crate::journal::{Gather, Lsn};
 use crate::outbox::Outbox;
 use crate::reply::Reply;
+use crate::run_queue::yield_to_queued;
 use crate::session::Session;
 use crate::text::Escaped;
 use crate::write_progress::{Counted, WriteWatch};
@@ -518,11 +519,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         (0..written_whole).for_each(|_| shared.metrics.record_handoff(latency));
         shared.stats.handoffs_written_by_unlocker.fetch_add(written_whole as u64, Ordering::Relaxed);
         // Woken only now (see `Mailbox::post_for_direct_write`), the waiters' tasks find their
-        // grants written, or write them.
+        // grants written, or write them: those on this loop before this reply, once it yields.
         let handed = handed_to.count();
         drop(handed_to);
         if written_whole < handed {
-            tokio::task::yield_now().await;
+            yield_to_queued().await;
         }
         self.send(reply).await
     }

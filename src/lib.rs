@@ -46,6 +46,7 @@ mod owner;
 mod persistence;
 mod pubsub;
 mod reply;
+mod run_queue;
 pub mod server;
 mod session;
 mod text;

@@ -3,12 +3,9 @@
 //! The work is done by the writer (`writer`: its thread, or under everysec and no the task that
 //! waits for a record), recovery (`recovery`) and `snapshot`.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -22,6 +19,7 @@ use super::recovery::{self, Recovery};
 use super::snapshot::SnapshotWriter;
 use super::state::{Files, Shared, Stop};
 use super::writer::{self, OpenSegment, Writer};
+use crate::run_queue::yield_to_queued;
 
 /// When a record counts as released, and how often the journal is fsynced: Redis's
 /// `appendfsync`, as the flag spells it. `No` still fsyncs around closing a segment, for
@@ -248,7 +246,7 @@ impl Log {
             // ready on this thread run first, so one write covers their records too. Nothing is
             // registered with `released_changed` yet: most waits end with this write, and the
             // registration takes a mutex that both event loops' threads contend for.
-            YieldToQueued::default().await;
+            yield_to_queued().await;
             if self.write_pending_until(lsn) {
                 return Ok(());
             }
@@ -398,57 +396,4 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<
 fn sync_file(path: &Path) -> Result<(), LogError> {
     let error = |e| LogError::io(format!("syncing {}", path.display()), e);
     std::fs::File::open(path).map_err(error)?.sync_data().map_err(error)
-}
-
-/// Lets the tasks queued on this thread run before the caller goes on, as a turn of Redis's
-/// event loop serves every ready client before it writes its AOF buffer. Not tokio's
-/// `yield_now`: on a current-thread runtime that puts the task aside until the loop has polled
-/// its I/O driver again, one more epoll_wait(2) per batch that most often found nothing.
-#[derive(Default)]
-struct YieldToQueued {
-    yielded: bool,
-}
-
-impl Future for YieldToQueued {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
-        if self.yielded {
-            return Poll::Ready(());
-        }
-        self.yielded = true;
-        // Woken while it runs, a task goes to the back of its runtime's queue.
-        context.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What group commit relies on: the tasks queued on the loop run before the one that
-    /// yielded goes on, so that its write carries their records too.
-    #[test]
-    fn a_yield_lets_the_tasks_queued_behind_it_run_first() {
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let order = Arc::new(Mutex::new(Vec::new()));
-        runtime.block_on(async {
-            let first = tokio::spawn({
-                let order = Arc::clone(&order);
-                async move {
-                    order.lock().push("first appends");
-                    YieldToQueued::default().await;
-                    order.lock().push("first writes");
-                }
-            });
-            let second = tokio::spawn({
-                let order = Arc::clone(&order);
-                async move { order.lock().push("second appends") }
-            });
-            first.await.unwrap();
-            second.await.unwrap();
-        });
-        assert_eq!(*order.lock(), ["first appends", "second appends", "first writes"]);
-    }
 }

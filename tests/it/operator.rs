@@ -8,7 +8,7 @@ use baton::server::RunningServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{LockInfo, Raw, Resp, args, cmd_out, encode, read_out, start_wait};
+use crate::common::{LockInfo, POLL_DEADLINE, Raw, Resp, args, cmd_out, encode, read_out, start_wait};
 
 fn field(info: &str, name: &str) -> u64 {
     info.lines()
@@ -72,9 +72,16 @@ async fn grants_written_by_the_unlocking_connection_arrive_whole_and_in_order() 
     let info = holders[0].cmd(args!["INFO", "locks"]).await.text();
     assert_eq!(field(&info, "lock_handoffs"), ROUNDS as u64);
     let written = field(&info, "lock_handoffs_written_by_unlocker");
-    // The waiter's own task takes the grant first now and then (its event loop woke first).
+    // The waiter's own task writes the grant when the unlock came before its WAIT had lent its
+    // mailbox the writer (it lends it once the replies before the WAIT are written).
     assert!((1..=ROUNDS as u64).contains(&written), "{written} of {ROUNDS} written by the unlocker: {info}");
     assert_eq!(field(&info, "lock_handoff_latency_samples"), ROUNDS as u64, "each hand-off measured once");
+    // The waiters' tasks, left asleep while their grants were written for them, were woken after.
+    let deadline = Instant::now() + POLL_DEADLINE;
+    while field(&holders[0].cmd(args!["INFO", "clients"]).await.text(), "blocked_clients") != 0 {
+        assert!(Instant::now() < deadline, "a waiter whose grant was written still counts as blocked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     server.stop().await.unwrap();
 }
 
