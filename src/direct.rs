@@ -11,10 +11,12 @@
 //!
 //! Only while the waiter's connection has nothing else to write: it has written out every reply
 //! before its WAIT, it is not subscribed or monitoring (no pushes while it waits), and it is not
-//! a cluster node's (its replies wait for commits). The waiter's task still takes the answer from
-//! its mailbox and does the rest (INFO's hand-off latency, the lock's binding to the connection,
-//! the requests pipelined behind the WAIT); it writes whatever part of the reply the socket did
-//! not take at once.
+//! a cluster node's (its replies wait for commits). The waiter's task is left asleep meanwhile
+//! (woken, it would race this write for the answer, and its loop's wake-up would compete for a
+//! core with the client reading the grant); woken once the write was tried, it takes the answer
+//! from its mailbox and does the rest (INFO's hand-off latency, the lock's binding to the
+//! connection, the requests pipelined behind the WAIT), writing whatever part of the reply the
+//! socket did not take at once.
 //!
 //! The socket takes part of a 40-byte reply only when the client has left a send buffer's worth
 //! of replies unread. If that connection then ends with an error of its own (a protocol error,

@@ -47,7 +47,9 @@ pub trait AnswerWriter: Send + Sync + Debug {
     fn write_now(&self, outcome: &WaitOutcome) -> Written;
 }
 
+/// Who wakes a WAIT's task for a letter just left.
 enum WakeNow {
+    /// The poster, at once.
     Yes,
     /// The connection that posted will, once it has tried to write the grant itself.
     Later,
