@@ -58,6 +58,18 @@ impl EventLoops {
         self.handles[index].spawn(task);
     }
 
+    /// Runs on every loop the task `make` gives for it, if it gives one.
+    pub(crate) fn spawn_on_each<F>(&self, mut make: impl FnMut() -> Option<F>)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        for handle in &self.handles {
+            if let Some(task) = make() {
+                handle.spawn(task);
+            }
+        }
+    }
+
     /// Stops every loop: tasks still running on them are dropped (the server waits for its
     /// connections to close before this).
     pub(crate) async fn stop(self) {

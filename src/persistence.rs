@@ -109,6 +109,11 @@ impl Persistence {
         self.journal.log().is_released(position)
     }
 
+    /// What each event loop runs for the journal, if anything (see `Log::release_relay`).
+    pub(crate) fn release_relay(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        self.journal.log().release_relay()
+    }
+
     /// Waits until the changes up to `position` are written (or synced, with `always`). While
     /// the disk refuses them this keeps waiting: the change was made and its reply must not go
     /// out before it is durable; the journal keeps retrying.

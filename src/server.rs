@@ -125,6 +125,9 @@ impl Server {
             cluster,
         });
         let loops = EventLoops::start(shared.config.event_loop_count())?;
+        if let Some(persistence) = &shared.persistence {
+            loops.spawn_on_each(|| persistence.release_relay());
+        }
         Ok(Server { listener, tls, metrics, shared, recovery, loops })
     }
 

@@ -201,6 +201,40 @@ fn always_releases_only_after_an_fsync() {
     assert!(log.status().synced_lsn < lsn);
 }
 
+/// Under `always` the waiters of an event loop wait on its relay's notify, not on the journal's:
+/// the relay must wake them for every release and every failure, or they wait forever.
+#[test]
+fn under_always_a_loops_relay_wakes_its_waiters_for_releases_and_failures() {
+    let temp = tempfile::tempdir().unwrap();
+    let (everysec, _) = Log::open(temp.path(), options(FsyncPolicy::Everysec)).unwrap();
+    assert!(everysec.release_relay().is_none(), "only `always` waits on another thread");
+    drop(everysec);
+    let (log, _) = Log::open(temp.path(), options(FsyncPolicy::Always)).unwrap();
+    let log = Arc::new(log);
+    block_on(async {
+        let relay = tokio::spawn(log.release_relay().expect("`always` relays"));
+        tokio::task::yield_now().await;
+        let waiters: Vec<_> = (0..64)
+            .map(|i| {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let lsn = log.append(&payload(i));
+                    log.released(lsn, Gather::WithOthers).await.map(|()| lsn)
+                })
+            })
+            .collect();
+        for waiter in waiters {
+            let lsn = tokio::time::timeout(Duration::from_secs(30), waiter).await.expect("woken").unwrap().unwrap();
+            assert!(log.status().synced_lsn >= lsn);
+        }
+        log.inject_failure(Some(std::io::ErrorKind::Other));
+        let lsn = log.append(b"held");
+        let held = tokio::time::timeout(Duration::from_secs(30), log.released(lsn, Gather::WithOthers)).await;
+        assert!(held.expect("woken by the failure").is_err());
+        relay.abort();
+    });
+}
+
 #[test]
 fn no_policy_never_fsyncs_but_append_synced_does() {
     let temp = tempfile::tempdir().unwrap();
