@@ -33,7 +33,7 @@ impl EventLoops {
         let mut handles = Vec::new();
         let mut threads = Vec::new();
         for index in 0..count.max(1) {
-            let runtime = Builder::new_current_thread().enable_all().on_thread_park(yield_before_sleeping).build()?;
+            let runtime = Builder::new_current_thread().enable_all().on_thread_park(before_sleeping).build()?;
             handles.push(runtime.handle().clone());
             let stopped = stop.clone();
             let thread = std::thread::Builder::new()
@@ -85,14 +85,16 @@ impl EventLoops {
     }
 }
 
-/// Runs each time a loop has nothing left to do, before it sleeps in `epoll_wait`: it gives its
-/// core away once. Where clients share the server's cores, the client whose next request this
+/// Runs each time a loop has nothing left to do, before it sleeps in `epoll_wait`. First, under
+/// `appendfsync always`, it asks the journal's writer for the records this turn appended that
+/// no reply asked for yet (see `journal::flush_owed_records`). Then it gives its core away once. Where clients share the server's cores, the client whose next request this
 /// loop would serve is often runnable on this very core, waiting for it: yielding lets it run
 /// and send, and `epoll_wait` then returns at once instead of sleeping until a wake-up (a context
 /// switch each way). With nothing else runnable the yield is one short syscall, and an idle loop
 /// still sleeps: it yields once per sleep, never spins. W1 unpipelined (two loops, 2-core VM):
 /// 1.22× the cycles/s of not yielding; three yields did no better than one (docs/benchmarks.md).
-fn yield_before_sleeping() {
+fn before_sleeping() {
+    crate::journal::flush_owed_records();
     std::thread::yield_now();
 }
 

@@ -3,7 +3,7 @@
 //! The work is done by the writer (`writer`: its thread, or under everysec and no the task that
 //! waits for a record), recovery (`recovery`) and `snapshot`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -212,11 +212,19 @@ impl Log {
         if synced {
             pending.must_sync_upto = lsn;
         }
-        // Under `always` the writer thread writes every batch: woken once per batch (a non-empty
-        // buffer means it was woken already, or is busy and looks again before sleeping). Under
-        // everysec and no the replies' tasks write, and the thread is woken only for a record
-        // that must be fsynced, or when it sleeps for want of work.
-        let wake = synced || (first_of_batch && (self.shared.policy == FsyncPolicy::Always || pending.writer_idle));
+        if self.shared.policy == FsyncPolicy::Always {
+            // The writer thread writes every batch under `always`. A record appended on an event
+            // loop waits for the end of the loop's turn, so that one fsync covers every request
+            // the turn served (Redis fsyncs once per turn of its loop); one appended anywhere
+            // else, or that must be synced, is asked for at once.
+            if synced || !owe_flush_here(&self.shared) {
+                self.shared.note_asked(&mut pending, lsn);
+            }
+            return lsn;
+        }
+        // Under everysec and no the replies' tasks write, and the thread is woken only for a
+        // record that must be fsynced, or when it sleeps for want of work.
+        let wake = synced || (first_of_batch && pending.writer_idle);
         if wake {
             pending.writer_idle = false;
         }
@@ -241,18 +249,22 @@ impl Log {
     ///
     /// Under everysec and no the caller writes the buffered records itself (its own and everyone
     /// else's) unless another task is at it, whose write then releases them: one write(2) on the
-    /// reply path instead of two thread hops.
+    /// reply path instead of two thread hops. Under `always` it asks the writer thread for them.
     pub(crate) async fn released(&self, lsn: Lsn, gather: Gather) -> Result<(), LogError> {
         let writes_itself = self.shared.policy != FsyncPolicy::Always;
-        if gather == Gather::WithOthers && writes_itself && !self.is_released(lsn) && self.shared.failure().is_none() {
+        if gather == Gather::WithOthers && !self.is_released(lsn) && self.shared.failure().is_none() {
             // Like Redis writing its AOF buffer once per turn of its event loop: the other tasks
-            // ready on this thread run first, so one write covers their records too. Nothing is
-            // registered with `released_changed` yet: most waits end with this write, and the
-            // registration takes a mutex that both event loops' threads contend for.
+            // ready on this thread run first, so one write (or fsync) covers their records too.
+            // Nothing is registered with `released_changed` yet: most waits end with this write,
+            // and the registration takes a mutex that both event loops' threads contend for.
             yield_to_queued().await;
-            if self.write_pending_until(lsn) {
+            if writes_itself && self.write_pending_until(lsn) {
                 return Ok(());
             }
+        }
+        if !writes_itself {
+            // Everything this loop's turn appended, not only this waiter's record.
+            self.shared.ask_flush(self.last_lsn().max(lsn));
         }
         let relayed = relayed_here(&self.shared);
         let released_changed = relayed.as_deref().unwrap_or(&self.shared.released_changed);
@@ -410,9 +422,42 @@ fn sync_file(path: &Path) -> Result<(), LogError> {
 }
 
 thread_local! {
-    /// The relay running on this thread, if any: the journal it relays for and the notify its
-    /// waiters wait on instead of the journal's own.
-    static RELAY: RefCell<Option<(Arc<Shared>, Arc<Notify>)>> = const { RefCell::new(None) };
+    /// The relay running on this thread, if any.
+    static RELAY: RefCell<Option<LoopRelay>> = const { RefCell::new(None) };
+}
+
+struct LoopRelay {
+    /// The journal it relays for.
+    shared: Arc<Shared>,
+    /// What this loop's waiters wait on instead of the journal's own notify.
+    waiters: Arc<Notify>,
+    /// Records were appended on this loop since it last asked the writer for them.
+    flush_owed: Cell<bool>,
+}
+
+/// Under `always`, whether a record appended now on this thread may wait for the end of its
+/// event loop's turn: true on a loop that relays for `shared`, which asks for the record at the
+/// latest when it goes to sleep ([`flush_owed_records`]).
+fn owe_flush_here(shared: &Arc<Shared>) -> bool {
+    RELAY.with_borrow(|relay| match relay {
+        Some(relay) if Arc::ptr_eq(&relay.shared, shared) => {
+            relay.flush_owed.set(true);
+            true
+        }
+        _ => false,
+    })
+}
+
+/// For an event loop about to sleep: asks the writer thread for the records its turn appended
+/// under `always`, including those no reply waits for (a lease that ran out, say).
+pub(crate) fn flush_owed_records() {
+    RELAY.with_borrow(|relay| {
+        if let Some(relay) = relay
+            && relay.flush_owed.replace(false)
+        {
+            relay.shared.ask_flush(relay.shared.last_appended_lsn.load(Ordering::Acquire));
+        }
+    });
 }
 
 /// Under `always` every reply waits for the writer thread's fsync. Woken one by one from that
@@ -437,7 +482,7 @@ async fn relay_releases(shared: Arc<Shared>) {
 /// The relay's notify, if a relay for `shared` runs on this thread.
 fn relayed_here(shared: &Arc<Shared>) -> Option<Arc<Notify>> {
     RELAY.with_borrow(|relay| match relay {
-        Some((relayed, local)) if Arc::ptr_eq(relayed, shared) => Some(Arc::clone(local)),
+        Some(relay) if Arc::ptr_eq(&relay.shared, shared) => Some(Arc::clone(&relay.waiters)),
         _ => None,
     })
 }
@@ -448,7 +493,13 @@ struct RelayInstalled;
 
 impl RelayInstalled {
     fn install(shared: &Arc<Shared>, local: &Arc<Notify>) -> RelayInstalled {
-        RELAY.with_borrow_mut(|relay| *relay = Some((Arc::clone(shared), Arc::clone(local))));
+        RELAY.with_borrow_mut(|relay| {
+            *relay = Some(LoopRelay {
+                shared: Arc::clone(shared),
+                waiters: Arc::clone(local),
+                flush_owed: Cell::new(false),
+            });
+        });
         RelayInstalled
     }
 }

@@ -44,6 +44,10 @@ pub(crate) struct Pending {
     /// Threads blocked on `Shared::progress`, so the writer locks `pending` to wake them only
     /// when someone waits.
     pub(crate) blocking_waiters: usize,
+    /// Under `always`, the highest LSN the writer thread is asked to write and fsync. A record
+    /// appended on an event loop is asked for only at the end of the loop's turn (see
+    /// [`crate::journal::log::Log::released`]); the thread then takes the whole buffer.
+    pub(crate) flush_asked: Lsn,
     /// Under everysec and no the writer thread polls for records nobody wrote (the replies'
     /// tasks write the rest, see [`crate::journal::log::Log::released`]); after a while with
     /// nothing to do it sleeps until an appender wakes it, which this tells appenders to do.
@@ -55,6 +59,19 @@ impl Pending {
     /// Whether the buffer holds a record appended with `append_synced`.
     pub(crate) fn holds_synced_record(&self) -> bool {
         !self.buffer.is_empty() && self.must_sync_upto >= self.buffer_first_lsn
+    }
+
+    /// Whether the buffer holds a record the writer was asked for under `always`.
+    pub(crate) fn holds_asked_record(&self) -> bool {
+        !self.buffer.is_empty() && self.flush_asked >= self.buffer_first_lsn
+    }
+
+    /// Asks the writer for the records up to `lsn` under `always`; whether it must be woken for
+    /// them (it was not asked for any record of this buffer yet).
+    pub(crate) fn ask_flush(&mut self, lsn: Lsn) -> bool {
+        let woken_already = self.holds_asked_record();
+        self.flush_asked = self.flush_asked.max(lsn);
+        !woken_already && self.holds_asked_record()
     }
 }
 
@@ -116,6 +133,9 @@ pub(crate) struct Shared {
     /// The last LSN appended, kept beside `pending` so that every reply can read the position it
     /// waits for without taking the appenders' mutex.
     pub(crate) last_appended_lsn: CachePadded<AtomicU64>,
+    /// `Pending::flush_asked`, for the waiters that find their record asked for already and
+    /// need not take the appenders' mutex.
+    flush_asked: CachePadded<AtomicU64>,
     /// Wakes async waiters after `released_lsn` moves or a failure appears; they re-check.
     pub(crate) released_changed: CachePadded<Notify>,
     pub(crate) files: CachePadded<Mutex<Files>>,
@@ -152,6 +172,7 @@ impl Shared {
                 next_lsn,
                 must_sync_upto: 0,
                 sync_wanted: 0,
+                flush_asked: 0,
                 blocking_waiters: 0,
                 writer_idle: false,
                 stop: Stop::Run,
@@ -161,6 +182,7 @@ impl Shared {
             released_lsn: CachePadded::new(AtomicU64::new(last)),
             synced_lsn: CachePadded::new(AtomicU64::new(last)),
             last_appended_lsn: CachePadded::new(AtomicU64::new(last)),
+            flush_asked: CachePadded::new(AtomicU64::new(0)),
             released_changed: CachePadded::new(Notify::new()),
             files: CachePadded::new(Mutex::new(files)),
             write_failure: Mutex::new(None),
@@ -239,6 +261,24 @@ impl Shared {
     pub(crate) fn publish_released(&self, lsn: Lsn) {
         self.released_lsn.fetch_max(lsn, Ordering::Release);
         self.released_changed.notify_waiters();
+    }
+
+    /// Under `always`: asks the writer thread to write and fsync every record up to `lsn`.
+    pub(crate) fn ask_flush(&self, lsn: Lsn) {
+        if self.flush_asked.load(Ordering::Acquire) >= lsn {
+            return;
+        }
+        let mut pending = self.pending.lock();
+        self.note_asked(&mut pending, lsn);
+    }
+
+    /// [`Shared::ask_flush`] for a caller that holds `pending` already.
+    pub(crate) fn note_asked(&self, pending: &mut Pending, lsn: Lsn) {
+        let wake = pending.ask_flush(lsn);
+        self.flush_asked.store(pending.flush_asked, Ordering::Release);
+        if wake {
+            self.writer_wake.notify_one();
+        }
     }
 
     /// Blocks until every record up to `lsn` is fsynced (asking the writer to do it), or fails.

@@ -201,6 +201,26 @@ fn always_releases_only_after_an_fsync() {
     assert!(log.status().synced_lsn < lsn);
 }
 
+/// Spawns `count` tasks on the current runtime that each append a record and wait for its
+/// release, as connections do; the last LSN once every one is released.
+async fn append_on_tasks_and_wait(log: &Arc<Log>, count: usize) -> Lsn {
+    let waiters: Vec<_> = (0..count)
+        .map(|i| {
+            let log = Arc::clone(log);
+            tokio::spawn(async move {
+                let lsn = log.append(&payload(i));
+                log.released(lsn, Gather::WithOthers).await.map(|()| lsn)
+            })
+        })
+        .collect();
+    let mut last = 0;
+    for waiter in waiters {
+        let lsn = tokio::time::timeout(Duration::from_secs(30), waiter).await.expect("woken").unwrap().unwrap();
+        last = last.max(lsn);
+    }
+    last
+}
+
 /// Under `always` the waiters of an event loop wait on its relay's notify, not on the journal's:
 /// the relay must wake them for every release and every failure, or they wait forever.
 #[test]
@@ -214,23 +234,58 @@ fn under_always_a_loops_relay_wakes_its_waiters_for_releases_and_failures() {
     block_on(async {
         let relay = tokio::spawn(log.release_relay().expect("`always` relays"));
         tokio::task::yield_now().await;
-        let waiters: Vec<_> = (0..64)
-            .map(|i| {
-                let log = Arc::clone(&log);
-                tokio::spawn(async move {
-                    let lsn = log.append(&payload(i));
-                    log.released(lsn, Gather::WithOthers).await.map(|()| lsn)
-                })
-            })
-            .collect();
-        for waiter in waiters {
-            let lsn = tokio::time::timeout(Duration::from_secs(30), waiter).await.expect("woken").unwrap().unwrap();
-            assert!(log.status().synced_lsn >= lsn);
-        }
+        let last = append_on_tasks_and_wait(&log, 64).await;
+        assert!(log.status().synced_lsn >= last);
         log.inject_failure(Some(std::io::ErrorKind::Other));
         let lsn = log.append(b"held");
         let held = tokio::time::timeout(Duration::from_secs(30), log.released(lsn, Gather::WithOthers)).await;
         assert!(held.expect("woken by the failure").is_err());
+        relay.abort();
+    });
+}
+
+/// Group commit under `always` as Redis does it, one fsync per turn of an event loop: the
+/// records of every request the turn served go in one batch, not the first record alone.
+#[test]
+fn under_always_one_fsync_covers_every_record_a_loops_turn_appended() {
+    let temp = tempfile::tempdir().unwrap();
+    let (log, _) =
+        Log::open(temp.path(), LogOptions { segment_bytes: 1 << 20, ..options(FsyncPolicy::Always) }).unwrap();
+    let log = Arc::new(log);
+    block_on(async {
+        let relay = tokio::spawn(log.release_relay().expect("`always` relays"));
+        tokio::task::yield_now().await;
+        append_on_tasks_and_wait(&log, 200).await;
+        relay.abort();
+    });
+    let status = log.status();
+    assert_eq!((status.fsyncs, status.synced_lsn), (1, 200), "{status:?}");
+}
+
+/// A record appended on an event loop waits for the end of the loop's turn under `always`; one
+/// that no reply waits for (a lease ran out) must still be written, when the loop goes to sleep.
+#[test]
+fn under_always_a_record_no_reply_waits_for_is_written_when_its_loop_sleeps() {
+    let temp = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(temp.path(), options(FsyncPolicy::Always)).unwrap();
+    let log = Arc::new(log);
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(flush_owed_records).build().unwrap();
+    runtime.block_on(async {
+        let relay = tokio::spawn(log.release_relay().expect("`always` relays"));
+        tokio::task::yield_now().await;
+        let lsn = tokio::spawn({
+            let log = Arc::clone(&log);
+            async move { log.append(b"lease ran out") }
+        })
+        .await
+        .unwrap();
+        let written = tokio::time::timeout(Duration::from_secs(30), async {
+            while log.status().synced_lsn < lsn {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        written.await.expect("written once the loop slept");
         relay.abort();
     });
 }
