@@ -87,7 +87,8 @@ impl EventLoops {
 
 /// Runs each time a loop has nothing left to do, before it sleeps in `epoll_wait`. First, under
 /// `appendfsync always`, it asks the journal's writer for the records this turn appended that
-/// no reply asked for yet (see `journal::flush_owed_records`). Then it gives its core away once. Where clients share the server's cores, the client whose next request this
+/// no reply asked for yet (see `journal::flush_owed_records`). Then it gives its core away
+/// once. Where clients share the server's cores, the client whose next request this
 /// loop would serve is often runnable on this very core, waiting for it: yielding lets it run
 /// and send, and `epoll_wait` then returns at once instead of sleeping until a wake-up (a context
 /// switch each way). With nothing else runnable the yield is one short syscall, and an idle loop

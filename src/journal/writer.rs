@@ -2,11 +2,12 @@
 //! pwrite, fsyncs when the policy or an `append_synced` record asks, and publishes the released
 //! LSN; appenders meanwhile fill the next buffer. Under `always` the writer thread does it all,
 //! woken once per batch however many threads append, and asked for records appended on an event
-//! loop only once the loop's turn has served every ready request (`Log::released`). Under everysec and no a reply waits only
-//! for the write, so the task waiting for it writes the buffer itself ([`Writer::write_pending`]):
-//! a hop to the writer thread and back would cost more than the write. The thread then only polls
-//! for records nobody waited for, and does what may block for long: retries after a failure, the
-//! fsync that closes a full segment, and records that must be synced.
+//! loop only once the loop's turn has served every ready request (`Log::released`). Under
+//! everysec and no a reply waits only for the write, so the task waiting for it writes the
+//! buffer itself ([`Writer::write_pending`]): a hop to the writer thread and back would cost more
+//! than the write. The thread then only polls for records nobody waited for, and does what may
+//! block for long: retries after a failure, the fsync that closes a full segment, and records
+//! that must be synced.
 //!
 //! On a failed write or fsync the batch stays queued (with later ones behind it) and is retried
 //! every [`RETRY_INTERVAL`] at the same offset: nothing is dropped and records land in order.
