@@ -148,7 +148,14 @@ def test_client_list_while_a_key_with_separators_is_waited_on(py, server):
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(waiter.execute_command, "LOCK.WAIT", key, "waiter", 0)
         wait_until(lambda: server.lock_info(key)["blocked"] == 1, message="the WAIT to block")
-        clients = holder.client_list()
+
+        # The core counts the waiter first; its connection marks itself blocked a moment later,
+        # on its own event loop (a flake on a loaded CI machine when read in between).
+        def listed_blocked():
+            clients = holder.client_list()
+            return clients if any(client.get("flags") == "b" for client in clients) else None
+
+        clients = wait_until(listed_blocked, message="CLIENT LIST to show the WAIT blocked")
         assert all(client["id"] != "999" for client in clients), clients
         blocked = [client for client in clients if client.get("flags") == "b"]
         assert [client["lock"] for client in blocked] == [r"py:a\x20b\x0aid=999\x20addr=6.6.6.6:1"], clients
