@@ -620,11 +620,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
     ) -> Result<WaitEnd, Exit> {
         let shared = self.shared;
         let entry = Arc::clone(&self.session.entry);
-        // Blocked as far as CLIENT UNBLOCK and CLIENT LIST can tell from now on, while the
-        // replies before the WAIT are still being written (after the journal): an UNBLOCK
-        // meanwhile is waiting in the control channel when the loop below starts.
-        entry.clear_unblock();
-        entry.update(|state| state.blocked_on = Some(waiting.key.clone()));
+        // Blocked as far as CLIENT UNBLOCK and CLIENT LIST can tell since the WAIT ran (see
+        // `LockCommand::execute`), while the replies before it are still being written (after
+        // the journal): an UNBLOCK meanwhile is waiting in the control channel when the loop
+        // below starts.
         shared.stats.blocked_clients.fetch_add(1, Ordering::Relaxed);
         if let Err(exit) = self.flush().await {
             entry.update(|state| state.blocked_on = None);

@@ -258,7 +258,17 @@ impl LockCommand {
             }
             LockCommand::Wait(WaitLock { key, owner, timeout, lease_ms }) => {
                 let request = LockRequest { key: &key, owner: &owner, lease_ms, conn };
-                match core.wait_hashing_key(request, session.mailbox(), now) {
+                // Marked blocked before the core can count the waiter: whoever sees it in LOCK.INFO
+                // (on another event loop) finds it in CLIENT LIST and reaches it with CLIENT
+                // UNBLOCK. An unblock left from an earlier wait is forgotten first.
+                let entry = &session.entry;
+                entry.clear_unblock();
+                entry.update(|state| state.blocked_on = Some(key.clone()));
+                let started = core.wait_hashing_key(request, session.mailbox(), now);
+                if !matches!(started.0, WaitStart::Blocked(_)) {
+                    entry.update(|state| state.blocked_on = None);
+                }
+                match started {
                     (WaitStart::Ready(answered), hash) => {
                         if matches!(answered.outcome, WaitOutcome::Acquired { .. }) {
                             bound = Some(hash);
