@@ -264,7 +264,7 @@ impl Log {
         }
         if !writes_itself {
             // Everything this loop's turn appended, not only this waiter's record.
-            self.shared.ask_flush(self.last_lsn().max(lsn));
+            self.shared.ask_flush(self.last_lsn());
         }
         let relayed = relayed_here(&self.shared);
         let released_changed = relayed.as_deref().unwrap_or(&self.shared.released_changed);
@@ -439,12 +439,14 @@ struct LoopRelay {
 /// event loop's turn: true on a loop that relays for `shared`, which asks for the record at the
 /// latest when it goes to sleep ([`flush_owed_records`]).
 fn owe_flush_here(shared: &Arc<Shared>) -> bool {
+    with_relay_for(shared, |relay| relay.flush_owed.set(true)).is_some()
+}
+
+/// `act` on the relay running on this thread, if it relays for `shared`.
+fn with_relay_for<R>(shared: &Arc<Shared>, act: impl FnOnce(&LoopRelay) -> R) -> Option<R> {
     RELAY.with_borrow(|relay| match relay {
-        Some(relay) if Arc::ptr_eq(&relay.shared, shared) => {
-            relay.flush_owed.set(true);
-            true
-        }
-        _ => false,
+        Some(relay) if Arc::ptr_eq(&relay.shared, shared) => Some(act(relay)),
+        _ => None,
     })
 }
 
@@ -481,10 +483,7 @@ async fn relay_releases(shared: Arc<Shared>) {
 
 /// The relay's notify, if a relay for `shared` runs on this thread.
 fn relayed_here(shared: &Arc<Shared>) -> Option<Arc<Notify>> {
-    RELAY.with_borrow(|relay| match relay {
-        Some(relay) if Arc::ptr_eq(&relay.shared, shared) => Some(Arc::clone(&relay.waiters)),
-        _ => None,
-    })
+    with_relay_for(shared, |relay| Arc::clone(&relay.waiters))
 }
 
 /// Marks the relay as running on this thread until it is dropped, so that no waiter waits on a
