@@ -32,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[path = "support/baton.rs"]
 mod baton_process;
 
+use baton::core::IfHeld;
 use baton_process::start_baton;
 use baton_testkit::Resp;
 use baton_testkit::args;
@@ -300,9 +301,9 @@ impl Client {
         args
     }
 
-    async fn try_lock(&mut self, conn: &mut Connection, key: &str, noqueue: bool) -> std::io::Result<Answer> {
+    async fn try_lock(&mut self, conn: &mut Connection, key: &str, if_held: IfHeld) -> std::io::Result<Answer> {
         let mut extra = vec!["PX".to_owned(), LEASE_MS.to_string()];
-        if noqueue {
+        if if_held == IfHeld::NoQueue {
             extra.push("NOQUEUE".to_owned());
         }
         let args = self.lock_call("LOCK.TRY", key, &extra);
@@ -348,7 +349,7 @@ impl Client {
         let key = contended_key(self.rng.below(KEYS as u64) as usize);
         match self.rng.below(100) {
             0..10 => self.keep_episode(conn).await,
-            10..55 => match self.try_lock(conn, &key, false).await? {
+            10..55 => match self.try_lock(conn, &key, IfHeld::Queue).await? {
                 Answer::Acquired(token) => self.hold(conn, &key, token).await,
                 Answer::Queued(_) => self.poll(conn, &key).await,
                 Answer::Done(..) => Ok(()),
@@ -373,7 +374,7 @@ impl Client {
     async fn poll(&mut self, conn: &mut Connection, key: &str) -> std::io::Result<()> {
         for _ in 0..20 {
             self.sleep_ms(6).await;
-            match self.try_lock(conn, key, false).await? {
+            match self.try_lock(conn, key, IfHeld::Queue).await? {
                 Answer::Acquired(token) => return self.hold(conn, key, token).await,
                 Answer::Done(..) => return Ok(()),
                 Answer::Queued(_) => {}
@@ -388,7 +389,7 @@ impl Client {
         let args = self.lock_call("LOCK.CANCEL", key, &[]);
         match self.call(conn, Kind::Cancel, key, 0, args).await? {
             Answer::Int(1) => Ok(()),
-            Answer::Int(0) => match self.try_lock(conn, key, true).await? {
+            Answer::Int(0) => match self.try_lock(conn, key, IfHeld::NoQueue).await? {
                 Answer::Acquired(token) => self.hold(conn, key, token).await,
                 Answer::Done(..) | Answer::Busy(_) => Ok(()),
                 other => panic!("{}: LOCK.TRY {key} NOQUEUE answered {other:?}", self.owner),
@@ -420,7 +421,7 @@ impl Client {
     async fn keep_episode(&mut self, conn: &mut Connection) -> std::io::Result<()> {
         self.keep_episodes += 1;
         let key = format!("keep:{}:{}", self.index, self.keep_episodes);
-        let token = match self.try_lock(conn, &key, false).await? {
+        let token = match self.try_lock(conn, &key, IfHeld::Queue).await? {
             Answer::Acquired(token) => token,
             other => panic!("{}: LOCK.TRY {key} answered {other:?}", self.owner),
         };
@@ -461,10 +462,10 @@ impl Controller {
         answer
     }
 
-    async fn try_lock(&mut self, owner: &str, key: &str, noqueue: bool) -> Answer {
+    async fn try_lock(&mut self, owner: &str, key: &str, if_held: IfHeld) -> Answer {
         let mut args =
             vec!["LOCK.TRY".to_owned(), key.to_owned(), owner.to_owned(), "PX".into(), CHECK_LEASE_MS.to_string()];
-        if noqueue {
+        if if_held == IfHeld::NoQueue {
             args.push("NOQUEUE".into());
         }
         self.call(owner, key, Kind::Try, CHECK_LEASE_MS, args).await
@@ -478,7 +479,7 @@ impl Controller {
     /// Leaves `owner` neither holding nor queued on `key` (whatever indeterminate calls did).
     async fn clean(&mut self, owner: &str, key: &str) {
         for _ in 0..4 {
-            match self.try_lock(owner, key, true).await {
+            match self.try_lock(owner, key, IfHeld::NoQueue).await {
                 Answer::Acquired(token) => {
                     let reply = self.unlock_failure(owner, key, token).await;
                     assert!(matches!(reply, Answer::Int(0 | 1)), "cleanup UNLOCK {key} {owner} {token}: {reply:?}");
@@ -587,7 +588,7 @@ async fn check_after_restart(
             if started + Duration::from_millis(LEASE_MS) < kill_at + Duration::from_millis(500) {
                 continue;
             }
-            let reply = ctl.try_lock(&client.owner, key, false).await;
+            let reply = ctl.try_lock(&client.owner, key, IfHeld::Queue).await;
             assert_eq!(
                 reply,
                 Answer::Acquired(*token),
@@ -609,7 +610,7 @@ async fn check_after_restart(
             .collect();
         let mut replies = Vec::new();
         for (client, sent, received) in &queued {
-            let reply = ctl.try_lock(&client.owner, &key, false).await;
+            let reply = ctl.try_lock(&client.owner, &key, IfHeld::Queue).await;
             replies.push((client.owner.clone(), *sent, *received, reply));
         }
         for a in &replies {
@@ -650,7 +651,7 @@ async fn check_after_restart(
     // (iv) Kept results.
     for client in clients {
         for (key, result) in &client.standing.keeps {
-            let reply = ctl.try_lock("keep-checker", key, true).await;
+            let reply = ctl.try_lock("keep-checker", key, IfHeld::NoQueue).await;
             assert_eq!(
                 reply,
                 Answer::Done(client.owner.clone(), Some(result.clone())),

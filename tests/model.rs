@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex};
 
 use baton::core::testing::{acquired, at, blocked, conn, release_connection, request, wait};
 use baton::core::{
-    Answered, Change, ChangeEncoder, ChangeSink, ConnId, CoreSettings, ExtendOutcome, Gauges, KeyInfo, Letter,
+    Answered, Change, ChangeEncoder, ChangeSink, ConnId, CoreSettings, ExtendOutcome, Gauges, IfHeld, KeyInfo, Letter,
     LockCore, LockRequest, LockStateName, OwedDone, TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart,
     WaitTicket, WallClock, decode_changes,
 };
@@ -499,7 +499,7 @@ impl Model {
         key: usize,
         owner: usize,
         lease: u64,
-        noqueue: bool,
+        if_held: IfHeld,
         conn: ConnId,
         now: u64,
     ) -> Paying<MTry> {
@@ -510,7 +510,7 @@ impl Model {
             };
             return (outcome, paid);
         }
-        if noqueue {
+        if if_held == IfHeld::NoQueue {
             if let Some(index) = self.keys[key].queue.iter().position(|w| w.owner == owner) {
                 self.renew(key, index, lease, conn, now);
             }
@@ -984,8 +984,9 @@ impl Harness {
                     return Ok(());
                 };
                 let conn = request.conn;
-                let Answered { outcome: got, paid } = self.core.try_lock_answered(request, noqueue, at(now));
-                let (want, owed) = self.model.try_lock(key, owner, lease_for(lease), noqueue, conn, now);
+                let if_held = if noqueue { IfHeld::NoQueue } else { IfHeld::Queue };
+                let Answered { outcome: got, paid } = self.core.try_lock_answered(request, if_held, at(now));
+                let (want, owed) = self.model.try_lock(key, owner, lease_for(lease), if_held, conn, now);
                 self.log.push(format!(
                     "t={now} TRY {} {} conn={conn} lease={lease:?} noqueue={noqueue} -> {got:?}",
                     KEYS[key], OWNERS[owner]
@@ -1584,10 +1585,10 @@ fn holder_of(core: &LockCore, key: &str, now: u64) -> Option<(String, u64)> {
 #[test]
 fn abandoned_wait_does_not_release_a_lock_its_owner_was_told_of_elsewhere() {
     let core = core_with(1, false);
-    acquired(core.try_lock(request("k", "b", 1, None), false, at(0)));
+    acquired(core.try_lock(request("k", "b", 1, None), IfHeld::Queue, at(0)));
     let stale = blocked(wait(&core, request("k", "a", 1, Some(51)), at(0)));
     core.expire(at(100)); // b's lease ends: the grant goes into a's unread WAIT on connection 1.
-    let token = acquired(core.try_lock(request("k", "a", 2, None), false, at(100)));
+    let token = acquired(core.try_lock(request("k", "a", 2, None), IfHeld::Queue, at(100)));
     core.wait_abandoned(stale, b"k", at(100));
     assert_eq!(holder_of(&core, "k", 100), Some(("a".to_owned(), token)), "a was told ACQUIRED {token}");
 }
@@ -1599,7 +1600,7 @@ fn abandoned_wait_does_not_release_a_lock_its_owner_was_told_of_elsewhere() {
 #[test]
 fn abandoning_one_of_two_answered_waits_of_an_owner_keeps_the_lock() {
     let core = core_with(1, false);
-    let first = acquired(core.try_lock(request("k", "c", 1, None), false, at(0)));
+    let first = acquired(core.try_lock(request("k", "c", 1, None), IfHeld::Queue, at(0)));
     let old = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     let mut new = blocked(wait(&core, request("k", "b", 3, None), at(0)));
     assert_eq!(core.unlock(b"k", b"c", first, Verdict::Failure { reason: None }, at(0)), UnlockOutcome::HandedOff);
@@ -1618,7 +1619,7 @@ fn abandoning_one_of_two_answered_waits_of_an_owner_keeps_the_lock() {
 #[test]
 fn a_grant_to_two_waits_of_one_owner_belongs_to_the_later_connection() {
     let core = core_with(1, true);
-    let first = acquired(core.try_lock(request("k", "b", 1, None), false, at(0)));
+    let first = acquired(core.try_lock(request("k", "b", 1, None), IfHeld::Queue, at(0)));
     let mut old = blocked(wait(&core, request("k", "a", 2, None), at(0)));
     let mut new = blocked(wait(&core, request("k", "a", 3, None), at(5)));
     assert_eq!(core.unlock(b"k", b"b", first, Verdict::Failure { reason: None }, at(10)), UnlockOutcome::HandedOff);
@@ -1637,8 +1638,11 @@ fn a_grant_to_two_waits_of_one_owner_belongs_to_the_later_connection() {
 #[test]
 fn a_late_expiry_hands_off_when_it_is_processed() {
     let core = core_with(1, true);
-    acquired(core.try_lock(request("k", "a", 1, Some(100)), false, at(0)));
-    assert_eq!(core.try_lock(request("k", "b", 2, Some(150)), false, at(0)), TryOutcome::Queued { position: 1 });
+    acquired(core.try_lock(request("k", "a", 1, Some(100)), IfHeld::Queue, at(0)));
+    assert_eq!(
+        core.try_lock(request("k", "b", 2, Some(150)), IfHeld::Queue, at(0)),
+        TryOutcome::Queued { position: 1 }
+    );
     core.expire(at(200));
     assert_eq!(holder_of(&core, "k", 200), None, "b's place ran out at t=150, before the hand-off");
 }

@@ -9,7 +9,9 @@ use super::action::{Action, Waiting};
 use super::parse::{Args, ParseResult, eq_ignore_case, parse_int};
 use super::table::CommandId;
 use crate::context::Shared;
-use crate::core::{ExtendOutcome, KeyInfo, LockRequest, TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart};
+use crate::core::{
+    ExtendOutcome, IfHeld, KeyInfo, LockRequest, TryOutcome, UnlockOutcome, Verdict, WaitOutcome, WaitStart,
+};
 use crate::errors;
 use crate::owner;
 use crate::reply::{self, Reply};
@@ -32,7 +34,7 @@ pub(crate) struct TryLock {
     pub(crate) key: Bytes,
     pub(crate) owner: Bytes,
     pub(crate) lease_ms: Option<u64>,
-    pub(crate) noqueue: bool,
+    pub(crate) if_held: IfHeld,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,17 +142,17 @@ pub(crate) fn parse_try(mut args: Args, limits: LockLimits) -> ParseResult<LockC
     let name = "lock.try";
     let (key, owner) = key_and_owner(&mut args, limits)?;
     let mut lease_ms = None;
-    let mut noqueue = false;
+    let mut if_held = IfHeld::Queue;
     while let Some(option) = args.next_optional() {
         if eq_ignore_case(&option, "PX") {
             parse_px(name, &mut args, &mut lease_ms)?;
-        } else if eq_ignore_case(&option, "NOQUEUE") && !noqueue {
-            noqueue = true;
+        } else if eq_ignore_case(&option, "NOQUEUE") && if_held == IfHeld::Queue {
+            if_held = IfHeld::NoQueue;
         } else {
             return Err(Reply::error(errors::SYNTAX));
         }
     }
-    Ok(LockCommand::Try(TryLock { key, owner, lease_ms, noqueue }))
+    Ok(LockCommand::Try(TryLock { key, owner, lease_ms, if_held }))
 }
 
 pub(crate) fn parse_wait(mut args: Args, limits: LockLimits) -> ParseResult<LockCommand> {
@@ -244,9 +246,9 @@ impl LockCommand {
         // A key this connection may now hold or be queued for: its close may have to release it.
         let mut bound = None;
         let reply = match self {
-            LockCommand::Try(TryLock { key, owner, lease_ms, noqueue }) => {
+            LockCommand::Try(TryLock { key, owner, lease_ms, if_held }) => {
                 let request = LockRequest { key: &key, owner: &owner, lease_ms, conn };
-                let (answered, hash) = core.try_lock_hashing_key(request, noqueue, now);
+                let (answered, hash) = core.try_lock_hashing_key(request, if_held, now);
                 // BUSY too: a NOQUEUE TRY renews a place the owner may have, binding it here.
                 if matches!(
                     answered.outcome,
@@ -368,7 +370,7 @@ mod tests {
             key: Bytes::from_static(b"k"),
             owner: Bytes::from_static(b"o"),
             lease_ms: Some(500),
-            noqueue: true,
+            if_held: IfHeld::NoQueue,
         });
         assert_eq!(parse("LOCK.TRY k o PX 500 NOQUEUE"), Ok(expected.clone()));
         assert_eq!(parse("lock.try k o noqueue px 500"), Ok(expected));

@@ -13,10 +13,10 @@ use super::outcome::{
     Answer, Answered, Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome,
     Verdict, WaitOutcome,
 };
-use super::queue::{Blocker, Blockers, PLACE_BYTES, Place, Queue, Waiter};
+use super::queue::{Blocker, Blockers, PLACE_BYTES, Place, Queue, WaitEnds, Waiter};
 use super::shard::{ShardCtx, StepKey};
 use super::told_done::{OwedDone, ToldDone};
-use super::{ConnId, RECOVERED};
+use super::{ConnId, IfHeld, RECOVERED};
 
 #[derive(Debug)]
 struct Holder {
@@ -26,6 +26,14 @@ struct Holder {
     /// The connection that last acquired, waited or extended; its close releases the lock when
     /// release-on-disconnect is on.
     conn: ConnId,
+}
+
+/// Whether a grant answers the TRY or WAIT that asked for a free lock, or passes the lock to
+/// the head of its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GrantKind {
+    ToClaimer,
+    HandOff,
 }
 
 /// Who a grant goes to, and on what terms.
@@ -233,7 +241,7 @@ impl KeyState {
             None => {
                 let holder =
                     NewHolder { owner: ctx.owner_arc(claim.owner), lease_ms: claim.lease_ms, conn: claim.conn };
-                let token = self.grant(key, holder, false, ctx, now);
+                let token = self.grant(key, holder, GrantKind::ToClaimer, ctx, now);
                 Some(Answered::unpaid(WaitOutcome::Acquired { token }))
             }
             Some(holder) if *holder.owner == *claim.owner => {
@@ -251,17 +259,22 @@ impl KeyState {
         &mut self,
         key: &StepKey<'_>,
         holder: NewHolder,
-        handoff: bool,
+        kind: GrantKind,
         ctx: &mut ShardCtx,
         now: Timestamp,
     ) -> u64 {
         let token = ctx.take_token();
         ctx.stats.grants += 1;
-        if handoff {
+        if kind == GrantKind::HandOff {
             ctx.stats.handoffs += 1;
         }
         if ctx.collect_all_events {
-            ctx.events.push(LockEvent::Granted { key: key.shared(), owner: Arc::clone(&holder.owner), token, handoff });
+            ctx.events.push(LockEvent::Granted {
+                key: key.shared(),
+                owner: Arc::clone(&holder.owner),
+                token,
+                handoff: kind == GrantKind::HandOff,
+            });
         }
         self.forget_other_recipients();
         ctx.record.record(ChangeRef::Hold { key, owner: &holder.owner, token, lease_ms: holder.lease_ms });
@@ -308,14 +321,14 @@ impl KeyState {
         &mut self,
         key: &StepKey<'_>,
         claim: Claim<'_>,
-        noqueue: bool,
+        if_held: IfHeld,
         ctx: &mut ShardCtx,
         now: Timestamp,
     ) -> Answered<TryOutcome> {
         if let Some(Answered { outcome, paid }) = self.immediate(key, claim, ctx, now) {
             return Answered { outcome: outcome.into(), paid };
         }
-        if noqueue {
+        if if_held == IfHeld::NoQueue {
             // NOQUEUE joins no queue, but a place the owner already has is renewed like by any
             // other TRY, so an owner that polls this way keeps it.
             if let Some(place) = self.place_of(claim.owner) {
@@ -360,12 +373,12 @@ impl KeyState {
         key: &StepKey<'_>,
         place: Place,
         wait: (&Mailbox, u64),
-        leave_queue: bool,
+        why: WaitEnds,
         ctx: &mut ShardCtx,
         now: Timestamp,
     ) -> bool {
         self.extra.as_deref_mut().is_some_and(|extra| {
-            extra.queue.unblock(place, wait, leave_queue, now.ms(), |owner| {
+            extra.queue.unblock(place, wait, why, now.ms(), |owner| {
                 ctx.record.record(ChangeRef::Leave { key, owner: &owner });
             })
         })
@@ -386,7 +399,7 @@ impl KeyState {
                 // Not blocked right now but still holding its place: it learns ACQUIRED on its
                 // next TRY or WAIT, and the grant is bound to the connection it last used.
                 let holder = NewHolder { owner: Arc::from(waiter.owner), lease_ms: waiter.lease_ms, conn: waiter.conn };
-                self.grant(key, holder, true, ctx, now);
+                self.grant(key, holder, GrantKind::HandOff, ctx, now);
                 return true;
             }
             // The token grant() will take; sent first so we learn whether anyone is listening.
@@ -407,7 +420,7 @@ impl KeyState {
             }
             if let Some(conn) = delivered_to.pop() {
                 let holder = NewHolder { owner: Arc::from(waiter.owner), lease_ms: waiter.lease_ms, conn };
-                self.grant(key, holder, true, ctx, now);
+                self.grant(key, holder, GrantKind::HandOff, ctx, now);
                 if !delivered_to.is_empty() {
                     self.extra().grant_also_sent_to = delivered_to;
                 }

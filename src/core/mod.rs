@@ -57,6 +57,7 @@ use key_state::{Claim, NotAnswered};
 use key_table::{POSITION_BITS, ScanBudget};
 #[cfg(test)]
 pub(crate) use queue::PLACE_BYTES;
+use queue::WaitEnds;
 pub use shard::KeyHash;
 use shard::{Absent, SHARD_BITS, Shard};
 pub use told_done::OwedDone;
@@ -100,6 +101,15 @@ pub struct LockRequest<'a> {
     /// PX; None means the server's default lease.
     pub lease_ms: Option<u64>,
     pub conn: ConnId,
+}
+
+/// What a LOCK.TRY does when another owner holds the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfHeld {
+    /// Take a place in the line (or renew the one the owner has): the default.
+    Queue,
+    /// NOQUEUE: answer BUSY with the holder, joining nothing (a place the owner has is renewed).
+    NoQueue,
 }
 
 pub struct LockCore {
@@ -259,13 +269,13 @@ impl LockCore {
 
     /// LOCK.TRY, for callers to whom an answer is as good as delivered: a DONE it pays is not
     /// handed back (a server's connection uses [`LockCore::try_lock_answered`]).
-    pub fn try_lock(&self, request: LockRequest<'_>, noqueue: bool, now: Timestamp) -> TryOutcome {
-        self.try_lock_answered(request, noqueue, now).outcome
+    pub fn try_lock(&self, request: LockRequest<'_>, if_held: IfHeld, now: Timestamp) -> TryOutcome {
+        self.try_lock_answered(request, if_held, now).outcome
     }
 
     /// LOCK.TRY, with the DONE its answer paid, if any.
-    pub fn try_lock_answered(&self, request: LockRequest<'_>, noqueue: bool, now: Timestamp) -> Answered<TryOutcome> {
-        self.try_lock_hashing_key(request, noqueue, now).0
+    pub fn try_lock_answered(&self, request: LockRequest<'_>, if_held: IfHeld, now: Timestamp) -> Answered<TryOutcome> {
+        self.try_lock_hashing_key(request, if_held, now).0
     }
 
     /// [`LockCore::try_lock_answered`], also handing back the key's hash for callers that
@@ -273,11 +283,11 @@ impl LockCore {
     pub(crate) fn try_lock_hashing_key(
         &self,
         request: LockRequest<'_>,
-        noqueue: bool,
+        if_held: IfHeld,
         now: Timestamp,
     ) -> (Answered<TryOutcome>, KeyHash) {
         let claim = self.claim(&request);
-        self.change_key(request.key, now, |state, key, ctx, now| state.try_lock(key, claim, noqueue, ctx, now))
+        self.change_key(request.key, now, |state, key, ctx, now| state.try_lock(key, claim, if_held, ctx, now))
     }
 
     /// LOCK.WAIT on the connection whose mailbox is `mailbox` (`request.conn`'s). If it blocks,
@@ -313,7 +323,7 @@ impl LockCore {
     /// The ticket does not keep the key: the connection has it already, in the request it read.
     pub fn wait_timed_out(&self, mut ticket: WaitTicket, key: &[u8], now: Timestamp) -> Option<Answer> {
         let unblocked = self.change_existing(key, now, |state, key, ctx, now| {
-            state.unblock(key, ticket.place, ticket.wait(), false, ctx, now)
+            state.unblock(key, ticket.place, ticket.wait(), WaitEnds::TimedOut, ctx, now)
         });
         // Not blocked any more: the answer was posted under the shard lock, so it is in the mailbox.
         if unblocked == Some(true) {
@@ -330,7 +340,7 @@ impl LockCore {
     /// in the same step.
     pub fn wait_abandoned(&self, mut ticket: WaitTicket, key: &[u8], now: Timestamp) {
         self.change_existing(key, now, |state, key, ctx, now| {
-            if state.unblock(key, ticket.place, ticket.wait(), true, ctx, now) {
+            if state.unblock(key, ticket.place, ticket.wait(), WaitEnds::Abandoned, ctx, now) {
                 return;
             }
             // A grant written whole to the client by the connection that handed it over was

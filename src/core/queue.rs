@@ -20,6 +20,15 @@ use super::mailbox::{Letter, Mailbox};
 use super::outcome::{Answer, HandedTo};
 use super::ranked::RankedMap;
 
+/// Why a blocked WAIT stops waiting without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitEnds {
+    /// Its timeout (or CLIENT UNBLOCK): the owner keeps its place for its queue lease.
+    TimedOut,
+    /// Its connection went: the owner leaves the line.
+    Abandoned,
+}
+
 /// Where an owner stands in one key's line: the order in which it joined. Never reused while the
 /// line exists, so a stale one finds nobody or is told apart by its WAIT's number.
 pub(crate) type Place = u64;
@@ -279,7 +288,7 @@ impl Queue {
         &mut self,
         place: Place,
         (mailbox, number): (&Mailbox, u64),
-        leave_queue: bool,
+        why: WaitEnds,
         now: u64,
         left: impl FnOnce(Box<[u8]>),
     ) -> bool {
@@ -302,7 +311,7 @@ impl Queue {
             // A WAIT whose connection went leaves the line, unless the owner has renewed its
             // place since on another connection (a later TRY or WAIT there): that connection
             // now answers for the place, and its own close would take it.
-            leave_queue && waiter.conn == blocked_on
+            why == WaitEnds::Abandoned && waiter.conn == blocked_on
         });
         if leaves == Some(true)
             && let Some(waiter) = self.remove(place)

@@ -527,6 +527,7 @@ mod tests {
     use std::hash::{BuildHasherDefault, Hasher};
 
     use super::*;
+    use crate::core::IfHeld;
     use crate::core::key_state::Claim;
     use crate::core::testing::{acquired, at, conn};
     use crate::core::{UnlockOutcome, Verdict};
@@ -554,7 +555,7 @@ mod tests {
         let claim = Claim { owner: b"o", lease_ms, conn: conn(1), max_queue_bytes: usize::MAX };
         shard
             .change(key.as_bytes(), Absent::Create, at(now), |state, key, ctx, now| {
-                acquired(state.try_lock(key, claim, false, ctx, now).outcome)
+                acquired(state.try_lock(key, claim, IfHeld::Queue, ctx, now).outcome)
             })
             .expect("created")
     }
@@ -630,7 +631,9 @@ mod tests {
         let mut shard = shard();
         hold(&mut shard, "k", 100, 0);
         let place = Claim { owner: b"w", lease_ms: 5_000, conn: conn(2), max_queue_bytes: usize::MAX };
-        shard.change(b"k", Absent::Create, at(10), |state, key, ctx, now| state.try_lock(key, place, false, ctx, now));
+        shard.change(b"k", Absent::Create, at(10), |state, key, ctx, now| {
+            state.try_lock(key, place, IfHeld::Queue, ctx, now)
+        });
         hold(&mut shard, "k", 1_000, 50);
         assert_eq!(shard.timer_count(), 1);
         assert_eq!(expire(&mut shard, 100, 10), (Some(1_050), 1));

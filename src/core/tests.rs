@@ -35,8 +35,8 @@ fn failure() -> Verdict {
 #[test]
 fn free_lock_is_granted_and_retry_by_holder_is_idempotent() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    assert_eq!(core.try_lock(request("k", "a", 1, None), false, at(500)), TryOutcome::Acquired { token });
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
+    assert_eq!(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(500)), TryOutcome::Acquired { token });
     // The retry renewed the lease: 1000 ms from t=500, so still held at t=1200.
     assert_eq!(core.info(b"k", at(1_200), usize::MAX).unwrap().holder.unwrap().owner.as_ref(), b"a");
 }
@@ -44,10 +44,10 @@ fn free_lock_is_granted_and_retry_by_holder_is_idempotent() {
 #[test]
 fn others_queue_in_order_and_a_repeat_keeps_its_place() {
     let core = core();
-    acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    assert_eq!(core.try_lock(request("k", "b", 2, None), false, at(0)), TryOutcome::Queued { position: 1 });
-    assert_eq!(core.try_lock(request("k", "c", 3, None), false, at(0)), TryOutcome::Queued { position: 2 });
-    assert_eq!(core.try_lock(request("k", "b", 2, None), false, at(0)), TryOutcome::Queued { position: 1 });
+    acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
+    assert_eq!(core.try_lock(request("k", "b", 2, None), IfHeld::Queue, at(0)), TryOutcome::Queued { position: 1 });
+    assert_eq!(core.try_lock(request("k", "c", 3, None), IfHeld::Queue, at(0)), TryOutcome::Queued { position: 2 });
+    assert_eq!(core.try_lock(request("k", "b", 2, None), IfHeld::Queue, at(0)), TryOutcome::Queued { position: 1 });
     let info = core.info(b"k", at(0), usize::MAX).unwrap();
     assert_eq!(info.queue, vec![Arc::from(&b"b"[..]), Arc::from(&b"c"[..])]);
     assert_eq!(info.state, LockStateName::Held);
@@ -57,19 +57,19 @@ fn others_queue_in_order_and_a_repeat_keeps_its_place() {
 fn a_full_queue_turns_newcomers_away_and_keeps_its_members() {
     // Room for two places of one-byte owners.
     let core = core_queueing(true, 4, 2 * (1 + queue::PLACE_BYTES));
-    acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    assert_eq!(core.try_lock(request("k", "b", 2, None), false, at(0)), TryOutcome::Queued { position: 1 });
+    acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
+    assert_eq!(core.try_lock(request("k", "b", 2, None), IfHeld::Queue, at(0)), TryOutcome::Queued { position: 1 });
     assert!(matches!(wait(&core, request("k", "c", 3, None), at(0)), WaitStart::Blocked(_)));
-    assert_eq!(core.try_lock(request("k", "d", 4, None), false, at(0)), TryOutcome::QueueFull);
+    assert_eq!(core.try_lock(request("k", "d", 4, None), IfHeld::Queue, at(0)), TryOutcome::QueueFull);
     assert!(matches!(wait(&core, request("k", "d", 4, None), at(0)), WaitStart::QueueFull));
     // Who has a place keeps it, renewing it by TRY or WAIT; other keys have queues of their own.
-    assert_eq!(core.try_lock(request("k", "b", 2, None), false, at(10)), TryOutcome::Queued { position: 1 });
+    assert_eq!(core.try_lock(request("k", "b", 2, None), IfHeld::Queue, at(10)), TryOutcome::Queued { position: 1 });
     assert!(matches!(wait(&core, request("k", "b", 2, None), at(10)), WaitStart::Blocked(_)));
-    acquired(core.try_lock(request("other", "x", 5, None), false, at(0)));
-    assert_eq!(core.try_lock(request("other", "d", 4, None), false, at(0)), TryOutcome::Queued { position: 1 });
+    acquired(core.try_lock(request("other", "x", 5, None), IfHeld::Queue, at(0)));
+    assert_eq!(core.try_lock(request("other", "d", 4, None), IfHeld::Queue, at(0)), TryOutcome::Queued { position: 1 });
     // A place given up makes room.
     assert!(core.cancel(b"k", b"b", at(20)));
-    assert_eq!(core.try_lock(request("k", "d", 4, None), false, at(20)), TryOutcome::Queued { position: 2 });
+    assert_eq!(core.try_lock(request("k", "d", 4, None), IfHeld::Queue, at(20)), TryOutcome::Queued { position: 2 });
     let info = core.info(b"k", at(20), usize::MAX).unwrap();
     assert_eq!(info.queue, vec![Arc::from(&b"c"[..]), Arc::from(&b"d"[..])]);
 }
@@ -77,9 +77,9 @@ fn a_full_queue_turns_newcomers_away_and_keeps_its_members() {
 #[test]
 fn noqueue_reports_the_holder_and_queues_nothing() {
     let core = core();
-    acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     assert_eq!(
-        core.try_lock(request("k", "b", 2, None), true, at(0)),
+        core.try_lock(request("k", "b", 2, None), IfHeld::NoQueue, at(0)),
         TryOutcome::Busy { holder: Arc::from(&b"a"[..]) }
     );
     assert!(core.info(b"k", at(0), usize::MAX).unwrap().queue.is_empty());
@@ -88,7 +88,7 @@ fn noqueue_reports_the_holder_and_queues_nothing() {
 #[test]
 fn failure_hands_off_to_the_head_only_with_a_larger_token() {
     let core = core();
-    let first = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let first = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let mut b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     let mut c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
     assert_eq!(core.unlock(b"k", b"a", first, failure(), at(10)), UnlockOutcome::HandedOff);
@@ -108,7 +108,7 @@ fn failure_hands_off_to_the_head_only_with_a_larger_token() {
 #[test]
 fn failure_with_nobody_waiting_frees_the_key() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(0)), UnlockOutcome::Released);
     assert_eq!(core.key_count(), 0);
     // A retry (its reply was lost) gets the same answer; another owner's guess does not.
@@ -119,13 +119,13 @@ fn failure_with_nobody_waiting_frees_the_key() {
 #[test]
 fn a_retried_unlock_is_answered_as_the_first_was_while_it_is_among_the_latest() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    core.try_lock(request("k", "b", 2, None), false, at(0));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
+    core.try_lock(request("k", "b", 2, None), IfHeld::Queue, at(0));
     assert_eq!(
         core.unlock(b"k", b"a", token, success(None, None), at(1)),
         UnlockOutcome::Succeeded { waiters_told: 1 }
     );
-    let next = acquired(core.try_lock(request("k", "c", 3, None), false, at(2)));
+    let next = acquired(core.try_lock(request("k", "c", 3, None), IfHeld::Queue, at(2)));
     assert_eq!(
         core.unlock(b"k", b"a", token, success(None, None), at(3)),
         UnlockOutcome::Succeeded { waiters_told: 1 }
@@ -133,7 +133,7 @@ fn a_retried_unlock_is_answered_as_the_first_was_while_it_is_among_the_latest() 
     assert_eq!(core.unlock(b"k", b"a", next, success(None, None), at(3)), UnlockOutcome::NotHolder);
     for i in 0..unlock_memo::REMEMBERED_UNLOCKS * 4 {
         let key = format!("other{i}");
-        let token = acquired(core.try_lock(request(&key, "x", 4, None), false, at(4)));
+        let token = acquired(core.try_lock(request(&key, "x", 4, None), IfHeld::Queue, at(4)));
         core.unlock(key.as_bytes(), b"x", token, failure(), at(4));
     }
     assert_eq!(core.unlock(b"k", b"a", token, success(None, None), at(5)), UnlockOutcome::NotHolder);
@@ -142,7 +142,7 @@ fn a_retried_unlock_is_answered_as_the_first_was_while_it_is_among_the_latest() 
 #[test]
 fn success_tells_every_blocked_waiter_done_with_the_result() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let mut tickets: Vec<_> =
         (0..5).map(|i| blocked(wait(&core, request("k", &format!("w{i}"), 10 + i, None), at(0)))).collect();
     assert_eq!(
@@ -160,7 +160,7 @@ fn success_tells_every_blocked_waiter_done_with_the_result() {
     }
     // Without KEEP a newcomer starts a fresh round.
     assert!(
-        matches!(core.try_lock(request("k", "late", 99, None), false, at(6)), TryOutcome::Acquired { token: t } if t > token)
+        matches!(core.try_lock(request("k", "late", 99, None), IfHeld::Queue, at(6)), TryOutcome::Acquired { token: t } if t > token)
     );
 }
 
@@ -184,7 +184,7 @@ fn answers_carry_where_the_step_that_sent_them_was_recorded_and_no_later_positio
     let sink = Arc::new(NumberingSink::default());
     core.attach_sink(Arc::clone(&sink) as Arc<dyn ChangeSink>);
     let recorded = || sink.0.load(std::sync::atomic::Ordering::SeqCst);
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let mut tickets: Vec<_> =
         (0..3).map(|i| blocked(wait(&core, request("k", &format!("w{i}"), 10 + i, None), at(0)))).collect();
     let before_unlock = recorded();
@@ -201,7 +201,7 @@ fn answers_carry_where_the_step_that_sent_them_was_recorded_and_no_later_positio
     }
 
     // A hand-off's grant likewise.
-    let holder = acquired(core.try_lock(request("h", "a", 1, None), false, at(10)));
+    let holder = acquired(core.try_lock(request("h", "a", 1, None), IfHeld::Queue, at(10)));
     let mut next = blocked(wait(&core, request("h", "b", 2, None), at(10)));
     core.unlock(b"h", b"a", holder, failure(), at(11));
     let Some(Letter::Answer(grant)) = next.take_letter() else { panic!("b was not granted") };
@@ -210,7 +210,7 @@ fn answers_carry_where_the_step_that_sent_them_was_recorded_and_no_later_positio
 
     // Without a journal nothing is recorded, and an answer says so.
     let unjournaled = core_with(true);
-    let holder = acquired(unjournaled.try_lock(request("h", "a", 1, None), false, at(0)));
+    let holder = acquired(unjournaled.try_lock(request("h", "a", 1, None), IfHeld::Queue, at(0)));
     let mut next = blocked(wait(&unjournaled, request("h", "b", 2, None), at(0)));
     unjournaled.unlock(b"h", b"a", holder, failure(), at(1));
     let Some(Letter::Answer(grant)) = next.take_letter() else { panic!("b was not granted") };
@@ -220,23 +220,26 @@ fn answers_carry_where_the_step_that_sent_them_was_recorded_and_no_later_positio
 #[test]
 fn a_blocked_waiter_answered_done_is_still_owed_it_in_case_the_answer_was_lost() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let lease_ms = 1000;
     let mut ticket = blocked(wait(&core, request("k", "w", 2, Some(lease_ms)), at(0)));
     core.unlock(b"k", b"a", token, success(Some("layer ok"), None), at(5));
     assert!(matches!(ticket.try_answer(), Some(WaitOutcome::Done(_))));
     assert_eq!(core.owed_dones(b"k"), vec![Arc::<[u8]>::from(&b"w"[..])]);
     // The owner never read its answer (its connection or the server went) and asks again.
-    match core.try_lock(request("k", "w", 2, Some(lease_ms)), false, at(6)) {
+    match core.try_lock(request("k", "w", 2, Some(lease_ms)), IfHeld::Queue, at(6)) {
         TryOutcome::Done(completion) => assert_eq!(completion.result.as_deref(), Some(&b"layer ok"[..])),
         other => panic!("expected DONE, got {other:?}"),
     }
     assert!(
-        matches!(core.try_lock(request("k", "w", 2, Some(lease_ms)), false, at(7)), TryOutcome::Acquired { .. }),
+        matches!(
+            core.try_lock(request("k", "w", 2, Some(lease_ms)), IfHeld::Queue, at(7)),
+            TryOutcome::Acquired { .. }
+        ),
         "the owed DONE is paid once"
     );
     // Owed for the place's lease from the SUCCESS, as if the owner had stopped waiting then.
-    let token = acquired(core.try_lock(request("k2", "a", 1, None), false, at(7)));
+    let token = acquired(core.try_lock(request("k2", "a", 1, None), IfHeld::Queue, at(7)));
     let _ticket = blocked(wait(&core, request("k2", "w", 2, Some(lease_ms)), at(7)));
     core.unlock(b"k2", b"a", token, success(None, None), at(10));
     core.expire(at(9 + lease_ms));
@@ -250,7 +253,7 @@ fn a_blocked_waiter_answered_done_is_still_owed_it_in_case_the_answer_was_lost()
 fn a_done_paid_is_owed_no_more_but_a_later_rounds_still_is() {
     let core = core();
     let round = |core: &LockCore, now: u64| {
-        let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(now)));
+        let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(now)));
         let mut ticket = blocked(wait(core, request("k", "w", 2, None), at(now)));
         core.unlock(b"k", b"a", token, success(None, None), at(now));
         match ticket.try_answer() {
@@ -268,7 +271,7 @@ fn a_done_paid_is_owed_no_more_but_a_later_rounds_still_is() {
     assert_eq!(core.owed_dones(b"k").len(), 1);
     assert!(core.pay_done(b"k", b"w", second, at(3)).is_some());
     assert!(core.owed_dones(b"k").is_empty());
-    assert!(matches!(core.try_lock(request("k", "w", 2, None), false, at(4)), TryOutcome::Acquired { .. }));
+    assert!(matches!(core.try_lock(request("k", "w", 2, None), IfHeld::Queue, at(4)), TryOutcome::Acquired { .. }));
 }
 
 #[test]
@@ -276,7 +279,7 @@ fn a_done_whose_write_failed_is_owed_again_unless_the_owner_called_since() {
     let core = core();
     let lease_ms = 2;
     let round = |core: &LockCore, waiter: &str, now: u64| {
-        let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(now)));
+        let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(now)));
         let mut ticket = blocked(wait(core, request("k", waiter, 2, Some(lease_ms)), at(now)));
         core.unlock(b"k", b"a", token, success(None, None), at(now));
         match ticket.try_answer() {
@@ -289,14 +292,14 @@ fn a_done_whose_write_failed_is_owed_again_unless_the_owner_called_since() {
     let unwritten = core.pay_done(b"k", b"w", first, at(0)).expect("owed");
     assert_eq!(core.key_count(), 0);
     core.done_unwritten(b"k", unwritten, at(1));
-    match core.try_lock(request("k", "w", 2, None), false, at(1)) {
+    match core.try_lock(request("k", "w", 2, None), IfHeld::Queue, at(1)) {
         TryOutcome::Done(completion) => assert_eq!(completion.token, first),
         other => panic!("expected the DONE owed again, got {other:?}"),
     }
     // Not once the owner has called again and was granted the lock.
     let second = round(&core, "x", 2);
     let unwritten = core.pay_done(b"k", b"x", second, at(2)).expect("owed");
-    let token = acquired(core.try_lock(request("k", "x", 2, None), false, at(2)));
+    let token = acquired(core.try_lock(request("k", "x", 2, None), IfHeld::Queue, at(2)));
     core.done_unwritten(b"k", unwritten, at(3));
     assert!(core.owed_dones(b"k").is_empty());
     core.unlock(b"k", b"x", token, failure(), at(3));
@@ -310,38 +313,38 @@ fn a_done_whose_write_failed_is_owed_again_unless_the_owner_called_since() {
 #[test]
 fn queued_owner_not_blocked_learns_done_instead_of_a_grant() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    assert_eq!(core.try_lock(request("k", "b", 2, None), false, at(0)), TryOutcome::Queued { position: 1 });
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
+    assert_eq!(core.try_lock(request("k", "b", 2, None), IfHeld::Queue, at(0)), TryOutcome::Queued { position: 1 });
     assert_eq!(
         core.unlock(b"k", b"a", token, success(None, None), at(10)),
         UnlockOutcome::Succeeded { waiters_told: 1 }
     );
     // Someone else grabs the free lock before b comes back...
-    acquired(core.try_lock(request("k", "c", 3, None), false, at(20)));
+    acquired(core.try_lock(request("k", "c", 3, None), IfHeld::Queue, at(20)));
     // ...b still learns DONE, once.
     assert!(
-        matches!(core.try_lock(request("k", "b", 2, None), false, at(30)), TryOutcome::Done(c) if c.finisher.as_ref() == b"a")
+        matches!(core.try_lock(request("k", "b", 2, None), IfHeld::Queue, at(30)), TryOutcome::Done(c) if c.finisher.as_ref() == b"a")
     );
-    assert_eq!(core.try_lock(request("k", "b", 2, None), false, at(31)), TryOutcome::Queued { position: 1 });
+    assert_eq!(core.try_lock(request("k", "b", 2, None), IfHeld::Queue, at(31)), TryOutcome::Queued { position: 1 });
 }
 
 #[test]
 fn a_done_paid_by_an_answer_at_once_is_owed_again_if_that_answer_is_not_written() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    core.try_lock(request("k", "b", 2, None), false, at(0));
-    core.try_lock(request("k", "c", 3, None), false, at(0));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
+    core.try_lock(request("k", "b", 2, None), IfHeld::Queue, at(0));
+    core.try_lock(request("k", "c", 3, None), IfHeld::Queue, at(0));
     core.unlock(b"k", b"a", token, success(None, None), at(10));
     // The answers that pay a debt say so; one remembered for everyone (KEEP) pays nothing.
     let Answered { outcome: TryOutcome::Done(completion), paid: Some(paid) } =
-        core.try_lock_answered(request("k", "b", 2, None), false, at(20))
+        core.try_lock_answered(request("k", "b", 2, None), IfHeld::Queue, at(20))
     else {
         panic!("expected b's DONE to pay what it was owed");
     };
     assert_eq!(completion.token, token);
     assert!(!core.owed_dones(b"k").iter().any(|owner| owner.as_ref() == b"b"));
     core.done_unwritten(b"k", paid, at(21));
-    assert!(matches!(core.try_lock(request("k", "b", 4, None), false, at(22)), TryOutcome::Done(_)));
+    assert!(matches!(core.try_lock(request("k", "b", 4, None), IfHeld::Queue, at(22)), TryOutcome::Done(_)));
     // WAIT's answer at once is the same.
     let WaitStart::Ready(Answered { outcome: WaitOutcome::Done(_), paid: Some(paid) }) =
         wait(&core, request("k", "c", 3, None), at(30))
@@ -354,38 +357,41 @@ fn a_done_paid_by_an_answer_at_once_is_owed_again_if_that_answer_is_not_written(
         WaitStart::Ready(Answered { outcome: WaitOutcome::Done(_), .. })
     ));
     // Paid for good, the next call starts a new round.
-    assert!(matches!(core.try_lock(request("k", "c", 5, None), false, at(33)), TryOutcome::Acquired { .. }));
+    assert!(matches!(core.try_lock(request("k", "c", 5, None), IfHeld::Queue, at(33)), TryOutcome::Acquired { .. }));
 }
 
 #[test]
 fn owed_done_lapses_with_the_queue_lease() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    core.try_lock(request("k", "b", 2, None), false, at(0));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
+    core.try_lock(request("k", "b", 2, None), IfHeld::Queue, at(0));
     core.unlock(b"k", b"a", token, success(None, None), at(10));
     // b's place was leased until t=1000.
-    assert!(matches!(core.try_lock(request("k", "b", 2, None), false, at(1_001)), TryOutcome::Acquired { .. }));
+    assert!(matches!(core.try_lock(request("k", "b", 2, None), IfHeld::Queue, at(1_001)), TryOutcome::Acquired { .. }));
 }
 
 #[test]
 fn keep_remembers_the_completion_for_late_arrivals() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     core.unlock(b"k", b"a", token, success(Some("r"), Some(500)), at(0));
-    assert!(matches!(core.try_lock(request("k", "late", 2, None), false, at(100)), TryOutcome::Done(_)));
+    assert!(matches!(core.try_lock(request("k", "late", 2, None), IfHeld::Queue, at(100)), TryOutcome::Done(_)));
     assert!(matches!(
         wait(&core, request("k", "late2", 3, None), at(200)),
         WaitStart::Ready(Answered { outcome: WaitOutcome::Done(_), paid: None })
     ));
     assert_eq!(core.info(b"k", at(200), usize::MAX).unwrap().state, LockStateName::Done);
     assert_eq!(core.unlock(b"k", b"a", token + 1, failure(), at(200)), UnlockOutcome::NotLocked);
-    assert!(matches!(core.try_lock(request("k", "late", 2, None), false, at(501)), TryOutcome::Acquired { .. }));
+    assert!(matches!(
+        core.try_lock(request("k", "late", 2, None), IfHeld::Queue, at(501)),
+        TryOutcome::Acquired { .. }
+    ));
 }
 
 #[test]
 fn timed_out_wait_keeps_its_place_and_can_wait_again() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     blocked(wait(&core, request("k", "c", 3, None), at(0)));
     assert_eq!(core.wait_timed_out(b, b"k", at(100)), None);
@@ -398,18 +404,18 @@ fn timed_out_wait_keeps_its_place_and_can_wait_again() {
 #[test]
 fn head_that_is_not_blocked_is_granted_and_told_on_its_next_call() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    assert_eq!(core.try_lock(request("k", "b", 2, None), false, at(0)), TryOutcome::Queued { position: 1 });
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
+    assert_eq!(core.try_lock(request("k", "b", 2, None), IfHeld::Queue, at(0)), TryOutcome::Queued { position: 1 });
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(10)), UnlockOutcome::HandedOff);
     assert!(
-        matches!(core.try_lock(request("k", "b", 2, None), false, at(20)), TryOutcome::Acquired { token: t } if t > token)
+        matches!(core.try_lock(request("k", "b", 2, None), IfHeld::Queue, at(20)), TryOutcome::Acquired { token: t } if t > token)
     );
 }
 
 #[test]
 fn timeout_racing_a_grant_returns_the_grant() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     core.unlock(b"k", b"a", token, failure(), at(10));
     // The grant was sent before the timeout was processed: the timeout must yield it.
@@ -420,7 +426,7 @@ fn timeout_racing_a_grant_returns_the_grant() {
 #[test]
 fn abandoned_waiter_is_never_granted() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     let mut c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
     core.wait_abandoned(b, b"k", at(5));
@@ -431,7 +437,7 @@ fn abandoned_waiter_is_never_granted() {
 #[test]
 fn grant_sent_to_a_waiter_that_then_disconnects_passes_on() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     let mut c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
     core.unlock(b"k", b"a", token, failure(), at(10));
@@ -453,7 +459,7 @@ impl AnswerWriter for TakesAll {
 #[test]
 fn a_failure_reports_the_wait_it_handed_the_lock_to_and_nothing_else_does() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let mut b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     let mut c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
     b.allow_direct(Arc::new(TakesAll));
@@ -476,7 +482,7 @@ fn a_failure_reports_the_wait_it_handed_the_lock_to_and_nothing_else_does() {
 #[test]
 fn a_waiter_handed_the_lock_is_woken_when_the_hand_off_is_dropped() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     b.allow_direct(Arc::new(TakesAll));
     let (wakes, waker) = counting_waker();
@@ -515,7 +521,7 @@ fn a_waiter_handed_the_lock_is_woken_when_the_hand_off_is_dropped() {
 #[test]
 fn a_failure_is_logged_when_its_hand_off_is_dropped() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let _b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     let logs = events::captured_logs(false, tracing::Level::INFO, || {
         let (outcome, handed_to) = core.unlock_handing_off(b"k", b"a", token, failure(), at(10));
@@ -525,7 +531,7 @@ fn a_failure_is_logged_when_its_hand_off_is_dropped() {
     });
     assert!(logs.is_empty(), "nothing logged before the hand-off was dropped: {logs}");
 
-    let token = acquired(core.try_lock(request("j", "a", 1, None), false, at(20)));
+    let token = acquired(core.try_lock(request("j", "a", 1, None), IfHeld::Queue, at(20)));
     let logs = events::captured_logs(false, tracing::Level::INFO, || {
         assert_eq!(core.unlock(b"j", b"a", token, failure(), at(21)), UnlockOutcome::Released);
     });
@@ -544,7 +550,7 @@ fn granted_token(outcome: &WaitOutcome) -> u64 {
 #[test]
 fn a_grant_written_whole_for_a_waiter_that_then_goes_stays_its_lock() {
     let core = core_with(false);
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     let _c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
     b.allow_direct(Arc::new(TakesAll));
@@ -557,7 +563,7 @@ fn a_grant_written_whole_for_a_waiter_that_then_goes_stays_its_lock() {
 #[test]
 fn a_dropped_ticket_is_skipped_at_hand_off() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     drop(blocked(wait(&core, request("k", "b", 2, None), at(0))));
     let mut c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(10)), UnlockOutcome::HandedOff);
@@ -572,8 +578,8 @@ fn a_dropped_ticket_is_skipped_at_hand_off() {
 fn a_blocker_left_by_an_earlier_wait_never_answers_the_connections_next_wait() {
     let core = core();
     let mailbox = Arc::new(Mailbox::new(conn(2)));
-    let first = acquired(core.try_lock(request("first", "h", 1, None), false, at(0)));
-    let second = acquired(core.try_lock(request("second", "h", 1, None), false, at(0)));
+    let first = acquired(core.try_lock(request("first", "h", 1, None), IfHeld::Queue, at(0)));
+    let second = acquired(core.try_lock(request("second", "h", 1, None), IfHeld::Queue, at(0)));
     drop(blocked(core.wait(request("first", "w", 2, None), &mailbox, at(0))));
     let mut now_waiting = blocked(core.wait(request("second", "w", 2, None), &mailbox, at(1)));
     let mut behind = blocked(wait(&core, request("first", "x", 3, None), at(2)));
@@ -592,8 +598,8 @@ fn a_blocker_left_by_an_earlier_wait_never_answers_the_connections_next_wait() {
 #[test]
 fn cancel_leaves_the_queue() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
-    core.try_lock(request("k", "b", 2, None), false, at(0));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
+    core.try_lock(request("k", "b", 2, None), IfHeld::Queue, at(0));
     assert!(core.cancel(b"k", b"b", at(0)));
     assert!(!core.cancel(b"k", b"b", at(0)));
     assert!(!core.cancel(b"k", b"a", at(0)), "the holder is not queued");
@@ -603,7 +609,7 @@ fn cancel_leaves_the_queue() {
 #[test]
 fn lease_expiry_hands_off_and_fences_the_stale_holder() {
     let core = core();
-    let stale = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let stale = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let mut b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     assert_eq!(core.expire(at(999)), Some(1_000));
     assert!(b.try_answer().is_none());
@@ -622,7 +628,7 @@ fn lease_expiry_hands_off_and_fences_the_stale_holder() {
 #[test]
 fn extend_renews_the_lease() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     assert_eq!(core.extend(b"k", b"a", token, 5_000, conn(1), at(900)), ExtendOutcome::Extended);
     core.expire(at(2_000));
     assert_eq!(core.info(b"k", at(2_000), usize::MAX).unwrap().holder.unwrap().lease_remaining_ms, 3_900);
@@ -633,7 +639,7 @@ fn extend_renews_the_lease() {
 #[test]
 fn leases_are_capped_by_the_maximum() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, Some(u64::MAX)), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, Some(u64::MAX)), IfHeld::Queue, at(0)));
     assert_eq!(core.info(b"k", at(0), usize::MAX).unwrap().holder.unwrap().lease_remaining_ms, 60_000);
     core.extend(b"k", b"a", token, u64::MAX, conn(1), at(0));
     assert_eq!(core.info(b"k", at(0), usize::MAX).unwrap().holder.unwrap().lease_remaining_ms, 60_000);
@@ -644,7 +650,7 @@ fn tokens_keep_growing_after_a_key_is_forgotten() {
     let core = core();
     let mut last = 0;
     for round in 0..5 {
-        let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(round)));
+        let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(round)));
         assert!(token > last);
         last = token;
         core.unlock(b"k", b"a", token, success(None, None), at(round));
@@ -655,7 +661,7 @@ fn tokens_keep_growing_after_a_key_is_forgotten() {
 #[test]
 fn holder_connection_close_releases_to_the_next_waiter() {
     let core = core();
-    acquired(core.try_lock(request("k", "a", 7, None), false, at(0)));
+    acquired(core.try_lock(request("k", "a", 7, None), IfHeld::Queue, at(0)));
     let mut b = blocked(wait(&core, request("k", "b", 8, None), at(0)));
     release_connection(&core, conn(8), [&b"k"[..]], at(1));
     assert!(b.try_answer().is_none(), "another connection's close changes nothing");
@@ -667,7 +673,7 @@ fn holder_connection_close_releases_to_the_next_waiter() {
 #[test]
 fn release_on_disconnect_off_keeps_the_lease() {
     let core = core_with(false);
-    acquired(core.try_lock(request("k", "a", 7, None), false, at(0)));
+    acquired(core.try_lock(request("k", "a", 7, None), IfHeld::Queue, at(0)));
     release_connection(&core, conn(7), [&b"k"[..]], at(1));
     assert_eq!(core.info(b"k", at(1), usize::MAX).unwrap().state, LockStateName::Held);
 }
@@ -675,8 +681,8 @@ fn release_on_disconnect_off_keeps_the_lease() {
 #[test]
 fn unqueued_owner_place_expires() {
     let core = core();
-    acquired(core.try_lock(request("k", "a", 1, Some(10_000)), false, at(0)));
-    core.try_lock(request("k", "b", 2, None), false, at(0));
+    acquired(core.try_lock(request("k", "a", 1, Some(10_000)), IfHeld::Queue, at(0)));
+    core.try_lock(request("k", "b", 2, None), IfHeld::Queue, at(0));
     core.expire(at(1_000));
     assert!(core.info(b"k", at(1_000), usize::MAX).unwrap().queue.is_empty());
 }
@@ -684,9 +690,9 @@ fn unqueued_owner_place_expires() {
 #[test]
 fn stats_count_gauges() {
     let core = core();
-    acquired(core.try_lock(request("k1", "a", 1, None), false, at(0)));
-    acquired(core.try_lock(request("k2", "a", 1, None), false, at(0)));
-    core.try_lock(request("k1", "b", 2, None), false, at(0));
+    acquired(core.try_lock(request("k1", "a", 1, None), IfHeld::Queue, at(0)));
+    acquired(core.try_lock(request("k2", "a", 1, None), IfHeld::Queue, at(0)));
+    core.try_lock(request("k1", "b", 2, None), IfHeld::Queue, at(0));
     let _ticket = blocked(wait(&core, request("k1", "c", 3, None), at(0)));
     let stats = core.stats();
     assert_eq!((stats.keys, stats.held_keys, stats.waiters, stats.blocked_waiters), (2, 2, 2, 1));
@@ -698,7 +704,7 @@ fn churn_does_not_grow_the_timers_without_bound() {
     let core = core();
     for i in 0..20_000u64 {
         let key = format!("k{i}");
-        let token = acquired(core.try_lock(request(&key, "a", 1, None), false, at(0)));
+        let token = acquired(core.try_lock(request(&key, "a", 1, None), IfHeld::Queue, at(0)));
         core.unlock(key.as_bytes(), b"a", token, success(None, None), at(0));
     }
     let timers: usize = core.shards.iter().map(|shard| shard.lock().timer_count()).sum();
@@ -708,7 +714,7 @@ fn churn_does_not_grow_the_timers_without_bound() {
 #[test]
 fn head_granted_after_its_wait_timed_out_is_bound_to_the_connection_it_waited_on() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let b = blocked(wait(&core, request("k", "b", 5, None), at(0)));
     assert_eq!(core.wait_timed_out(b, b"k", at(10)), None);
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(20)), UnlockOutcome::HandedOff);
@@ -735,7 +741,7 @@ fn owner_waiting_on_two_connections_is_bound_to_the_newest() {
 #[test]
 fn late_expiry_wakes_only_the_head_with_a_lease_from_the_hand_off() {
     let core = core();
-    acquired(core.try_lock(request("k", "h", 1, Some(100)), false, at(0)));
+    acquired(core.try_lock(request("k", "h", 1, Some(100)), IfHeld::Queue, at(0)));
     let mut a = blocked(wait(&core, request("k", "a", 2, Some(100)), at(0)));
     let mut b = blocked(wait(&core, request("k", "b", 3, Some(100)), at(0)));
     let mut c = blocked(wait(&core, request("k", "c", 4, Some(100)), at(0)));
@@ -757,7 +763,7 @@ fn late_expiry_wakes_only_the_head_with_a_lease_from_the_hand_off() {
 #[test]
 fn a_late_unlock_with_an_older_clock_reading_grants_a_full_lease() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "h", 1, Some(1_000)), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "h", 1, Some(1_000)), IfHeld::Queue, at(0)));
     let mut w = blocked(wait(&core, request("k", "w", 2, Some(600)), at(20)));
     core.unlock(b"k", b"h", token, failure(), at(10));
     let granted_token = granted(&mut w).expect("the waiter is granted");
@@ -774,8 +780,11 @@ fn a_late_unlock_with_an_older_clock_reading_grants_a_full_lease() {
 #[test]
 fn late_expiry_skips_places_that_ran_out_meanwhile_but_not_blocked_waiters() {
     let core = core();
-    acquired(core.try_lock(request("k", "h", 1, Some(100)), false, at(0)));
-    assert_eq!(core.try_lock(request("k", "q", 2, Some(150)), false, at(0)), TryOutcome::Queued { position: 1 });
+    acquired(core.try_lock(request("k", "h", 1, Some(100)), IfHeld::Queue, at(0)));
+    assert_eq!(
+        core.try_lock(request("k", "q", 2, Some(150)), IfHeld::Queue, at(0)),
+        TryOutcome::Queued { position: 1 }
+    );
     let mut w = blocked(wait(&core, request("k", "w", 3, Some(100)), at(0)));
     core.expire(at(200));
     assert!(granted(&mut w).is_some(), "the blocked waiter is granted");
@@ -790,9 +799,9 @@ fn late_expiry_skips_places_that_ran_out_meanwhile_but_not_blocked_waiters() {
 #[test]
 fn noqueue_poll_renews_the_place() {
     let core = core();
-    acquired(core.try_lock(request("k", "a", 1, Some(10_000)), false, at(0)));
-    assert_eq!(core.try_lock(request("k", "b", 2, None), false, at(0)), TryOutcome::Queued { position: 1 });
-    let busy = core.try_lock(request("k", "b", 3, None), true, at(900));
+    acquired(core.try_lock(request("k", "a", 1, Some(10_000)), IfHeld::Queue, at(0)));
+    assert_eq!(core.try_lock(request("k", "b", 2, None), IfHeld::Queue, at(0)), TryOutcome::Queued { position: 1 });
+    let busy = core.try_lock(request("k", "b", 3, None), IfHeld::NoQueue, at(900));
     assert_eq!(busy, TryOutcome::Busy { holder: Arc::from(&b"a"[..]) });
     assert!(core.bound_to_conn(core.key_hash(b"k"), conn(3)), "a grant would bind to the polling connection");
     core.expire(at(1_500));
@@ -811,7 +820,7 @@ fn noqueue_poll_renews_the_place() {
 #[test]
 fn a_departed_waiter_is_never_granted() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "h", 1, None), IfHeld::Queue, at(0)));
     let departed = blocked(wait(&core, request("k", "d", 2, None), at(0)));
     let mut next = blocked(wait(&core, request("k", "n", 3, None), at(0)));
     assert_eq!(core.wait_timed_out(departed, b"k", at(10)), None);
@@ -824,9 +833,9 @@ fn a_departed_waiter_is_never_granted() {
 #[test]
 fn a_closed_connection_keeps_the_place_of_an_owner_blocked_elsewhere() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "h", 1, None), IfHeld::Queue, at(0)));
     let waiting = blocked(wait(&core, request("k", "o", 3, None), at(0)));
-    assert_eq!(core.try_lock(request("k", "o", 2, None), false, at(5)), TryOutcome::Queued { position: 1 });
+    assert_eq!(core.try_lock(request("k", "o", 2, None), IfHeld::Queue, at(5)), TryOutcome::Queued { position: 1 });
     release_connection(&core, conn(2), [&b"k"[..]], at(10));
     assert_eq!(core.info(b"k", at(10), usize::MAX).unwrap().queue, vec![Arc::from(&b"o"[..])]);
     assert_eq!(core.wait_timed_out(waiting, b"k", at(20)), None);
@@ -841,9 +850,9 @@ fn a_closed_connection_keeps_the_place_of_an_owner_blocked_elsewhere() {
 #[test]
 fn an_abandoned_wait_leaves_a_place_renewed_elsewhere() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "h", 1, None), IfHeld::Queue, at(0)));
     let waiting = blocked(wait(&core, request("k", "o", 3, None), at(0)));
-    assert_eq!(core.try_lock(request("k", "o", 2, None), false, at(5)), TryOutcome::Queued { position: 1 });
+    assert_eq!(core.try_lock(request("k", "o", 2, None), IfHeld::Queue, at(5)), TryOutcome::Queued { position: 1 });
     core.wait_abandoned(waiting, b"k", at(10));
     release_connection(&core, conn(3), [&b"k"[..]], at(10));
     assert_eq!(core.info(b"k", at(10), usize::MAX).unwrap().queue, vec![Arc::from(&b"o"[..])]);
@@ -857,8 +866,8 @@ fn an_abandoned_wait_leaves_a_place_renewed_elsewhere() {
 #[test]
 fn release_on_disconnect_off_keeps_the_places_of_a_closed_connection() {
     let core = core_with(false);
-    acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
-    assert_eq!(core.try_lock(request("k", "q", 2, None), false, at(0)), TryOutcome::Queued { position: 1 });
+    acquired(core.try_lock(request("k", "h", 1, None), IfHeld::Queue, at(0)));
+    assert_eq!(core.try_lock(request("k", "q", 2, None), IfHeld::Queue, at(0)), TryOutcome::Queued { position: 1 });
     release_connection(&core, conn(2), [&b"k"[..]], at(10));
     assert_eq!(core.info(b"k", at(10), usize::MAX).unwrap().queue, vec![Arc::from(&b"q"[..])]);
 }
@@ -866,7 +875,7 @@ fn release_on_disconnect_off_keeps_the_places_of_a_closed_connection() {
 /// Owner `o` blocked on two connections, 2 (older) and 3 (newer), and `n` behind it; the holder
 /// fails. One grant answers both WAITs and binds to connection 3.
 fn grant_to_an_owner_on_two_connections(core: &LockCore) -> (u64, WaitTicket, WaitTicket, WaitTicket) {
-    let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "h", 1, None), IfHeld::Queue, at(0)));
     let mut older = blocked(wait(core, request("k", "o", 2, None), at(0)));
     let newer = blocked(wait(core, request("k", "o", 3, None), at(1)));
     let next = blocked(wait(core, request("k", "n", 4, None), at(2)));
@@ -899,9 +908,9 @@ fn closing_the_bound_connection_moves_the_grant_to_another_that_was_sent_it() {
 #[test]
 fn a_late_renewal_on_a_connection_that_then_closes_leaves_the_lock_with_the_other() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "o", 2, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "o", 2, None), IfHeld::Queue, at(0)));
     let mut next = blocked(wait(&core, request("k", "n", 4, None), at(1)));
-    assert_eq!(acquired(core.try_lock(request("k", "o", 3, None), false, at(2))), token);
+    assert_eq!(acquired(core.try_lock(request("k", "o", 3, None), IfHeld::Queue, at(2))), token);
     release_connection(&core, conn(3), [&b"k"[..]], at(3));
     assert_eq!(granted(&mut next), None, "n is not a second holder");
     assert!(core.bound_to_conn(core.key_hash(b"k"), conn(2)));
@@ -931,7 +940,7 @@ fn a_closed_connection_that_read_the_grant_is_not_a_fallback() {
 #[test]
 fn a_grant_that_never_reached_its_client_passes_on() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "h", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "h", 1, None), IfHeld::Queue, at(0)));
     let mut waiter = blocked(wait(&core, request("k", "w", 2, None), at(0)));
     let mut next = blocked(wait(&core, request("k", "n", 3, None), at(0)));
     core.unlock(b"k", b"h", token, failure(), at(1));
@@ -964,9 +973,9 @@ fn an_extend_elsewhere_keeps_the_connections_told_of_the_grant() {
 #[test]
 fn gauges_follow_every_change_and_match_a_recount() {
     let core = core();
-    let a = acquired(core.try_lock(request("k1", "a", 1, Some(100)), false, at(0)));
-    acquired(core.try_lock(request("k2", "a", 1, None), false, at(0)));
-    core.try_lock(request("k1", "b", 2, Some(50)), false, at(0));
+    let a = acquired(core.try_lock(request("k1", "a", 1, Some(100)), IfHeld::Queue, at(0)));
+    acquired(core.try_lock(request("k2", "a", 1, None), IfHeld::Queue, at(0)));
+    core.try_lock(request("k1", "b", 2, Some(50)), IfHeld::Queue, at(0));
     let c = blocked(wait(&core, request("k1", "c", 3, None), at(0)));
     let gauges = |keys, held_keys, waiters, blocked_waiters| Gauges { keys, held_keys, waiters, blocked_waiters };
     assert_eq!(core.gauges(), gauges(2, 2, 2, 1));
@@ -992,10 +1001,10 @@ fn gauges_follow_every_change_and_match_a_recount() {
 #[test]
 fn a_long_line_keeps_positions_when_owners_leave_from_the_middle() {
     let core = core();
-    acquired(core.try_lock(request("k", "holder", 1, Some(60_000)), false, at(0)));
+    acquired(core.try_lock(request("k", "holder", 1, Some(60_000)), IfHeld::Queue, at(0)));
     let owners: Vec<String> = (0..10_000).map(|i| format!("w{i}")).collect();
     for (i, owner) in owners.iter().enumerate() {
-        let outcome = core.try_lock(request("k", owner, 2, Some(60_000)), false, at(0));
+        let outcome = core.try_lock(request("k", owner, 2, Some(60_000)), IfHeld::Queue, at(0));
         assert_eq!(outcome, TryOutcome::Queued { position: i + 1 });
     }
     for owner in owners.iter().skip(1).step_by(2) {
@@ -1004,10 +1013,10 @@ fn a_long_line_keeps_positions_when_owners_leave_from_the_middle() {
     assert!(!core.cancel(b"k", b"w1", at(1)), "already gone");
     // w0 w2 w4 ... remain: w(2i) stands at i + 1.
     for i in [0, 1, 777, 4_999] {
-        let outcome = core.try_lock(request("k", &owners[2 * i], 2, Some(60_000)), false, at(2));
+        let outcome = core.try_lock(request("k", &owners[2 * i], 2, Some(60_000)), IfHeld::Queue, at(2));
         assert_eq!(outcome, TryOutcome::Queued { position: i + 1 }, "w{}", 2 * i);
     }
-    let rejoined = core.try_lock(request("k", "w1", 2, Some(60_000)), false, at(3));
+    let rejoined = core.try_lock(request("k", "w1", 2, Some(60_000)), IfHeld::Queue, at(3));
     assert_eq!(rejoined, TryOutcome::Queued { position: 5_001 }, "a returning owner joins at the end");
     let info = core.info(b"k", at(3), 3).unwrap();
     assert_eq!(info.queue, vec![Arc::from(&b"w0"[..]), Arc::from(&b"w2"[..]), Arc::from(&b"w4"[..])]);
@@ -1020,20 +1029,26 @@ fn a_long_line_keeps_positions_when_owners_leave_from_the_middle() {
 #[test]
 fn unblocking_in_the_middle_of_a_long_line() {
     let core = core();
-    acquired(core.try_lock(request("k", "holder", 1, Some(60_000)), false, at(0)));
+    acquired(core.try_lock(request("k", "holder", 1, Some(60_000)), IfHeld::Queue, at(0)));
     for i in 0..1_000 {
-        core.try_lock(request("k", &format!("w{i}"), 2, Some(60_000)), false, at(0));
+        core.try_lock(request("k", &format!("w{i}"), 2, Some(60_000)), IfHeld::Queue, at(0));
     }
     let waiting = blocked(wait(&core, request("k", "w500", 3, Some(60_000)), at(0)));
     assert_eq!(core.info(b"k", at(0), 0).unwrap().blocked, 1);
     assert_eq!(core.wait_timed_out(waiting, b"k", at(10)), None);
     let info = core.info(b"k", at(10), 0).unwrap();
     assert_eq!((info.waiters, info.blocked), (1_000, 0));
-    assert_eq!(core.try_lock(request("k", "w500", 3, None), false, at(10)), TryOutcome::Queued { position: 501 });
+    assert_eq!(
+        core.try_lock(request("k", "w500", 3, None), IfHeld::Queue, at(10)),
+        TryOutcome::Queued { position: 501 }
+    );
     let mut again = blocked(wait(&core, request("k", "w500", 3, None), at(11)));
     core.wait_abandoned(blocked(wait(&core, request("k", "w999", 4, None), at(11))), b"k", at(12));
     assert_eq!(core.info(b"k", at(12), 0).unwrap().waiters, 999, "an abandoned WAIT takes its owner out");
-    assert_eq!(core.try_lock(request("k", "w998", 2, None), false, at(12)), TryOutcome::Queued { position: 999 });
+    assert_eq!(
+        core.try_lock(request("k", "w998", 2, None), IfHeld::Queue, at(12)),
+        TryOutcome::Queued { position: 999 }
+    );
     assert!(again.try_answer().is_none());
     assert_eq!(core.gauges(), core.recount_gauges());
 }
@@ -1046,7 +1061,7 @@ fn a_closing_connection_releases_in_slices_of_one_shard_lock_each() {
     let count = 2 * SLICE + 7;
     let keys: Vec<Arc<[u8]>> = (0..count).map(|i| Arc::from(format!("k{i}").as_bytes())).collect();
     for key in &keys {
-        acquired(core.try_lock(LockRequest { key, owner: b"a", lease_ms: None, conn: conn(1) }, false, at(0)));
+        acquired(core.try_lock(LockRequest { key, owner: b"a", lease_ms: None, conn: conn(1) }, IfHeld::Queue, at(0)));
     }
     let mut release = core.release_connection(conn(1), keys.iter().map(|key| core.key_hash(key)));
     let mut held_after_each_slice = Vec::new();
@@ -1069,9 +1084,9 @@ fn leases_that_end_together_expire_a_slice_at_a_time() {
     let core = one_shard_core();
     let count = 2 * SLICE + 7;
     for i in 0..count {
-        acquired(core.try_lock(request(&format!("k{i}"), "a", 1, Some(100)), false, at(0)));
+        acquired(core.try_lock(request(&format!("k{i}"), "a", 1, Some(100)), IfHeld::Queue, at(0)));
     }
-    acquired(core.try_lock(request("later", "a", 1, Some(500)), false, at(0)));
+    acquired(core.try_lock(request("later", "a", 1, Some(500)), IfHeld::Queue, at(0)));
     let mut held_after_each_call = Vec::new();
     loop {
         let next = core.expire(at(100));
@@ -1093,13 +1108,13 @@ fn retain_bound_keeps_each_key_still_bound_to_the_connection_once() {
     let core = core();
     let keys: Vec<String> = (0..3 * SLICE).map(|i| format!("k{i}")).collect();
     for (i, key) in keys.iter().enumerate() {
-        let token = acquired(core.try_lock(request(key, "a", 1, None), false, at(0)));
+        let token = acquired(core.try_lock(request(key, "a", 1, None), IfHeld::Queue, at(0)));
         if i % 3 == 0 {
             assert_eq!(core.unlock(key.as_bytes(), b"a", token, failure(), at(1)), UnlockOutcome::Released);
         }
     }
     let conn_of_other_keys = conn(2);
-    acquired(core.try_lock(request("elsewhere", "b", 2, None), false, at(0)));
+    acquired(core.try_lock(request("elsewhere", "b", 2, None), IfHeld::Queue, at(0)));
     let mut hashes: Vec<KeyHash> =
         keys.iter().chain(&keys).chain([&"elsewhere".to_owned()]).map(|key| core.key_hash(key.as_bytes())).collect();
     let expected: Vec<KeyHash> = keys
@@ -1130,7 +1145,7 @@ fn release_slices_never_span_two_shards() {
     let keys: Vec<Arc<[u8]>> = (0..1_000).map(|i| Arc::from(format!("k{i}").as_bytes())).collect();
     let mut per_shard = vec![0usize; core.shard_count()];
     for key in &keys {
-        acquired(core.try_lock(LockRequest { key, owner: b"a", lease_ms: None, conn: conn(1) }, false, at(0)));
+        acquired(core.try_lock(LockRequest { key, owner: b"a", lease_ms: None, conn: conn(1) }, IfHeld::Queue, at(0)));
         per_shard[core.shard_of(key)] += 1;
         assert_eq!(core.key_hash(key).shard(), core.shard_of(key), "a key's hash names its shard");
     }
@@ -1147,31 +1162,37 @@ fn release_slices_never_span_two_shards() {
 #[test]
 fn owed_dones_of_a_long_line_are_paid_once_and_expire() {
     let core = core();
-    let token = acquired(core.try_lock(request("k", "holder", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "holder", 1, None), IfHeld::Queue, at(0)));
     for i in 0..1_000 {
-        core.try_lock(request("k", &format!("w{i}"), 2, Some(100 + i)), false, at(0));
+        core.try_lock(request("k", &format!("w{i}"), 2, Some(100 + i)), IfHeld::Queue, at(0));
     }
     let told = core.unlock(b"k", b"holder", token, success(Some("r"), None), at(10));
     assert_eq!(told, UnlockOutcome::Succeeded { waiters_told: 1_000 });
-    assert!(matches!(core.try_lock(request("k", "w7", 2, None), false, at(20)), TryOutcome::Done(_)));
-    assert!(matches!(core.try_lock(request("k", "w7", 2, None), false, at(20)), TryOutcome::Acquired { .. }));
+    assert!(matches!(core.try_lock(request("k", "w7", 2, None), IfHeld::Queue, at(20)), TryOutcome::Done(_)));
+    assert!(matches!(core.try_lock(request("k", "w7", 2, None), IfHeld::Queue, at(20)), TryOutcome::Acquired { .. }));
     // w500's place would have run out at t=600 (w499's at t=599): what it was owed goes with it.
     core.unlock(b"k", b"w7", core.info(b"k", at(20), 0).unwrap().holder.unwrap().token, success(None, None), at(30));
-    assert!(matches!(core.try_lock(request("k", "w499", 2, None), false, at(598)), TryOutcome::Done(_)));
-    assert!(matches!(core.try_lock(request("k", "w500", 2, None), false, at(600)), TryOutcome::Acquired { .. }));
+    assert!(matches!(core.try_lock(request("k", "w499", 2, None), IfHeld::Queue, at(598)), TryOutcome::Done(_)));
+    assert!(matches!(
+        core.try_lock(request("k", "w500", 2, None), IfHeld::Queue, at(600)),
+        TryOutcome::Acquired { .. }
+    ));
 }
 
 #[test]
 fn while_grants_are_paused_nobody_new_gets_a_lock_and_the_line_is_served_when_they_resume() {
     let core = core();
-    let held = acquired(core.try_lock(request("held", "h", 1, Some(10_000)), false, at(0)));
+    let held = acquired(core.try_lock(request("held", "h", 1, Some(10_000)), IfHeld::Queue, at(0)));
     core.pause_grants_until(1_000);
     assert_eq!(core.grants_paused_ms(at(400)), 600);
     // A free lock is not granted: TRY queues, WAIT blocks.
-    assert_eq!(core.try_lock(request("free", "a", 2, Some(5_000)), false, at(100)), TryOutcome::Queued { position: 1 });
+    assert_eq!(
+        core.try_lock(request("free", "a", 2, Some(5_000)), IfHeld::Queue, at(100)),
+        TryOutcome::Queued { position: 1 }
+    );
     let mut b = blocked(wait(&core, request("free", "b", 3, Some(5_000)), at(100)));
     // The holder keeps its lock; its FAILURE leaves the lock free with its line.
-    assert_eq!(acquired(core.try_lock(request("held", "h", 1, Some(10_000)), false, at(200))), held);
+    assert_eq!(acquired(core.try_lock(request("held", "h", 1, Some(10_000)), IfHeld::Queue, at(200))), held);
     let mut c = blocked(wait(&core, request("held", "c", 4, None), at(200)));
     assert_eq!(core.unlock(b"held", b"h", held, failure(), at(300)), UnlockOutcome::Released);
     let info = core.info(b"held", at(300), 10).unwrap();
@@ -1181,7 +1202,10 @@ fn while_grants_are_paused_nobody_new_gets_a_lock_and_the_line_is_served_when_th
     assert_eq!(core.expire(at(999)), Some(1_000));
     core.expire(at(1_000));
     assert!(granted(&mut c).is_some_and(|token| token > held));
-    assert!(matches!(core.try_lock(request("free", "a", 2, None), false, at(1_001)), TryOutcome::Acquired { .. }));
+    assert!(matches!(
+        core.try_lock(request("free", "a", 2, None), IfHeld::Queue, at(1_001)),
+        TryOutcome::Acquired { .. }
+    ));
     assert_eq!(granted(&mut b), None);
     assert_eq!(core.info(b"free", at(1_001), 10).unwrap().queue, vec![Arc::<[u8]>::from(&b"b"[..])]);
 }
@@ -1191,7 +1215,7 @@ fn the_tables_shrink_back_after_a_mass_release() {
     let core = core_with(true);
     let keys: Vec<String> = (0..50_000).map(|i| format!("k{i}")).collect();
     for key in &keys {
-        acquired(core.try_lock(request(key, "a", 1, Some(1_000)), false, at(0)));
+        acquired(core.try_lock(request(key, "a", 1, Some(1_000)), IfHeld::Queue, at(0)));
     }
     let full = core.table_capacity();
     release_connection(&core, conn(1), keys.iter().map(|key| key.as_bytes()), at(1));
@@ -1250,10 +1274,10 @@ fn told(events: &[(&str, &'static str)]) -> Vec<(String, &'static str)> {
 #[test]
 fn observers_hear_grants_releases_and_hand_offs_in_order() {
     let (core, seen) = observed_core(4);
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     assert_eq!(seen.take(), told(&[("k", "granted")]));
     let mut b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
-    acquired(core.try_lock(request("k", "a", 1, None), false, at(1)));
+    acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(1)));
     assert_eq!(seen.take(), [], "queueing and renewing are not events");
     assert_eq!(core.unlock(b"k", b"a", token, failure(), at(2)), UnlockOutcome::HandedOff);
     assert_eq!(seen.take(), told(&[("k", "released"), ("k", "handoff")]), "the release comes before its hand-off");
@@ -1265,10 +1289,10 @@ fn observers_hear_grants_releases_and_hand_offs_in_order() {
 #[test]
 fn observers_hear_expiries_disconnects_and_cancels() {
     let (core, seen) = observed_core(1);
-    acquired(core.try_lock(request("k", "a", 1, Some(100)), false, at(0)));
+    acquired(core.try_lock(request("k", "a", 1, Some(100)), IfHeld::Queue, at(0)));
     let _b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
-    core.try_lock(request("k", "c", 3, None), false, at(0));
-    acquired(core.try_lock(request("other", "d", 4, None), false, at(0)));
+    core.try_lock(request("k", "c", 3, None), IfHeld::Queue, at(0));
+    acquired(core.try_lock(request("other", "d", 4, None), IfHeld::Queue, at(0)));
     seen.take();
     core.expire(at(100));
     assert_eq!(seen.take(), told(&[("k", "expired"), ("k", "handoff")]));
@@ -1283,10 +1307,10 @@ fn observers_hear_expiries_disconnects_and_cancels() {
 fn nothing_is_collected_for_an_observer_that_does_not_listen() {
     let (core, seen) = observed_core(1);
     seen.listening.store(false, Ordering::Relaxed);
-    let token = acquired(core.try_lock(request("k", "a", 1, None), false, at(0)));
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     core.unlock(b"k", b"a", token, failure(), at(1));
     assert_eq!(seen.take(), []);
     seen.listening.store(true, Ordering::Relaxed);
-    acquired(core.try_lock(request("k", "a", 1, None), false, at(2)));
+    acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(2)));
     assert_eq!(seen.take(), told(&[("k", "granted")]));
 }

@@ -412,7 +412,7 @@ mod tests {
     /// payloads, each within the framing's bound, and replayed it is the key it was.
     #[test]
     fn a_key_too_heavy_for_one_payload_is_cut_and_comes_back_whole() {
-        use crate::core::{Completion, CoreSettings, LockCore, LockRequest, Timestamp, TryOutcome};
+        use crate::core::{Completion, CoreSettings, IfHeld, LockCore, LockRequest, Timestamp, TryOutcome};
 
         let key: Arc<[u8]> = Arc::from(&b"pull:huge"[..]);
         let owner = |prefix: &str, n: usize| -> Arc<[u8]> { Arc::from(format!("{prefix}{n:01020}").as_bytes()) };
@@ -470,7 +470,10 @@ mod tests {
         for n in [0, places - 1] {
             let owed = owner("d", n);
             let request = LockRequest { key: &key, owner: &owed, lease_ms: None, conn: std::num::NonZeroU64::MIN };
-            assert!(matches!(core.try_lock(request, false, now), TryOutcome::Done(_)), "owner {n} is owed DONE");
+            assert!(
+                matches!(core.try_lock(request, IfHeld::Queue, now), TryOutcome::Done(_)),
+                "owner {n} is owed DONE"
+            );
         }
     }
 }

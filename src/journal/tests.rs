@@ -709,7 +709,7 @@ fn throughput() {
 #[test]
 #[ignore = "a measurement, not a check"]
 fn recording_cost() {
-    use crate::core::{ChangeSink, Clock, CoreSettings, LockCore, LockRequest, TryOutcome, Verdict};
+    use crate::core::{ChangeSink, Clock, CoreSettings, IfHeld, LockCore, LockRequest, TryOutcome, Verdict};
 
     const KEYS: usize = 1_000;
     const CYCLES: usize = 200_000;
@@ -744,7 +744,7 @@ fn recording_cost() {
         for cycle in 0..CYCLES {
             let key = &keys[cycle % KEYS];
             let request = LockRequest { key, owner, lease_ms: None, conn: std::num::NonZeroU64::MIN };
-            let TryOutcome::Acquired { token } = core.try_lock(request, false, clock.now()) else {
+            let TryOutcome::Acquired { token } = core.try_lock(request, IfHeld::Queue, clock.now()) else {
                 panic!("not acquired")
             };
             core.unlock(key, owner, token, Verdict::Success { result: None, keep_ms: None }, clock.now());
