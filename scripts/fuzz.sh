@@ -14,7 +14,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(decode command)
+    targets=(decode command changes)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -30,9 +30,12 @@ for target in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$target" "fuzz/artifacts/$target"
     dict="fuzz/dict/${target}.dict"
     [ "$target" = decode ] && dict=fuzz/dict/resp.dict
+    dict_arg=()
+    [ -f "$dict" ] && dict_arg=(-dict="$dict")
+    mkdir -p "fuzz/seeds/$target"
     echo "== fuzzing $target for ${seconds}s"
     if ! cargo fuzz run --target-dir "$target_dir" "$target" "fuzz/corpus/$target" fuzz/seeds/"$target" -- \
-        -max_total_time="$seconds" -dict="$dict" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+        -max_total_time="$seconds" "${dict_arg[@]}" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 2>&1 | tee "fuzz/artifacts/$target/last-run.log" | grep -E '^(#[0-9]+ +DONE|stat::|==|SUMMARY|artifact_prefix|Test unit written)' ; then
         :
     fi
