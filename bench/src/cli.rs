@@ -153,6 +153,13 @@ pub enum Command {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// W4's floor: serves Redis's pub/sub (PING, SUBSCRIBE, PUBSUB NUMSUB, PUBLISH) with one send(2)
+    /// per subscriber and nothing else, for `fanout --target redis` to measure; runs until killed.
+    FanoutFloor {
+        /// Port on 127.0.0.1.
+        #[arg(long)]
+        port: u16,
+    },
     /// W5: contended mix, clients over few keys, 20% FAILURE; ops/s, max wait, FIFO check.
     Contended {
         #[command(flatten)]

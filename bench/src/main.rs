@@ -15,7 +15,7 @@
 //!
 //! Layout: `cli` (flags), `client` (the RESP client as the workloads use it), `fill` (connections
 //! that build up held locks or places in line), one module per workload (`cycle` W1, `handoff`
-//! W3, `fanout` W4, `contended` W5 with its FIFO check in `fifo`, `memory` W6 and the S3 scale
+//! W3, `fanout` W4 and `floor` the least a server can do for it, `contended` W5 with its FIFO check in `fifo`, `memory` W6 and the S3 scale
 //! curve, `scale` the S1 and S2 scale curves), `stats` (time, histograms), `report` (RESULT lines
 //! and the table), `results` (reading the lines back), `charts` (SVG charts of them). W2 is
 //! redis-benchmark, run by scripts/bench.sh.
@@ -37,6 +37,7 @@ mod failover;
 mod fanout;
 mod fifo;
 mod fill;
+mod floor;
 mod handoff;
 mod locker;
 mod memory;
@@ -73,7 +74,7 @@ pub fn main() -> std::process::ExitCode {
         Command::ClusterCycle { cluster, .. }
         | Command::ClusterHandoff { cluster, .. }
         | Command::ClusterFailover { cluster, .. } => cluster.threads,
-        Command::Table { .. } | Command::Charts { .. } | Command::FreePort => 1,
+        Command::Table { .. } | Command::Charts { .. } | Command::FreePort | Command::FanoutFloor { .. } => 1,
     };
     let mut builder = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -120,6 +121,7 @@ pub async fn run(command: Command) -> Res<()> {
             }
             Ok(())
         }
+        Command::FanoutFloor { port } => floor::serve(port).await,
         Command::Contended { common, clients, keys, duration, warmup, wait_timeout_ms, failure_pct } => {
             let settings = contended::ContendedSettings {
                 clients,
