@@ -12,14 +12,19 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use tokio::runtime::{Builder, Handle};
 use tokio_util::sync::CancellationToken;
 
+use crate::loop_wakes::{LoopWakes, routed};
+
 pub(crate) struct EventLoops {
     handles: Vec<Handle>,
+    /// Each loop's tasks woken from other threads (see [`crate::loop_wakes`]).
+    wakes: Vec<Arc<LoopWakes>>,
     /// Round-robin: connections are alike, so counting them is as good as weighing them.
     next: AtomicUsize,
     stop: CancellationToken,
@@ -31,17 +36,22 @@ impl EventLoops {
     pub(crate) fn start(count: usize) -> io::Result<EventLoops> {
         let stop = CancellationToken::new();
         let mut handles = Vec::new();
+        let mut wakes = Vec::new();
         let mut threads = Vec::new();
         for index in 0..count.max(1) {
             let runtime = Builder::new_current_thread().enable_all().on_thread_park(before_sleeping).build()?;
             handles.push(runtime.handle().clone());
+            let loop_wakes = Arc::new(LoopWakes::default());
+            runtime.spawn(Arc::clone(&loop_wakes).relay());
+            wakes.push(Arc::clone(&loop_wakes));
             let stopped = stop.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("baton-loop-{index}"))
-                .spawn(move || runtime.block_on(stopped.cancelled()))?;
+            let thread = std::thread::Builder::new().name(format!("baton-loop-{index}")).spawn(move || {
+                loop_wakes.serve_on_this_thread();
+                runtime.block_on(stopped.cancelled())
+            })?;
             threads.push(thread);
         }
-        Ok(EventLoops { handles, next: AtomicUsize::new(0), stop, threads })
+        Ok(EventLoops { handles, wakes, next: AtomicUsize::new(0), stop, threads })
     }
 
     pub(crate) fn count(&self) -> usize {
@@ -49,13 +59,14 @@ impl EventLoops {
     }
 
     /// Runs `task` on the next loop. It starts there, so anything it registers with a reactor
-    /// (a socket converted with `TcpStream::from_std`, a timer) belongs to that loop.
+    /// (a socket converted with `TcpStream::from_std`, a timer) belongs to that loop; woken from
+    /// other threads, it is woken through that loop's relay.
     pub(crate) fn spawn<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        self.handles[index].spawn(task);
+        self.handles[index].spawn(routed(Arc::clone(&self.wakes[index]), task));
     }
 
     /// Runs on every loop the task `make` gives for it, if it gives one.

@@ -38,6 +38,7 @@ mod fd_limit;
 mod http;
 mod journal;
 pub mod logging;
+mod loop_wakes;
 pub mod memory;
 mod metrics;
 mod monitor;
