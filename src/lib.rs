@@ -12,8 +12,9 @@
 //! 4. `session`: one connection's state;
 //! 5. `cmd`: requests parsed into typed commands and executed;
 //! 6. `connection`: one task per client;
-//! 7. [`server`]: listeners (with `fd_limit` and `http` for the metrics endpoint), background
-//!    tasks and shutdown; the binary's `main` on top.
+//! 7. [`server`]: listeners (with `fd_limit` and `http` for the metrics endpoint), the event
+//!    loops that serve connections (`event_loops`, with `loop_wakes`), background tasks and
+//!    shutdown; the binary's `main` on top.
 //!
 //! The public surface is what the binary, the integration tests and the fuzz targets need.
 
