@@ -27,8 +27,8 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
-BATON=target/release/baton
-BENCH=target/release/baton-bench
+BATON=${CARGO_TARGET_DIR:-target}/release/baton
+BENCH=${CARGO_TARGET_DIR:-target}/release/baton-bench
 for binary in "$BATON" "$BENCH"; do
     [ -x "$binary" ] || { echo "$binary is missing: cargo build --release --workspace" >&2; exit 1; }
 done
