@@ -22,28 +22,30 @@ use tokio_util::sync::CancellationToken;
 use crate::loop_wakes::{LoopWakes, routed};
 
 pub(crate) struct EventLoops {
-    handles: Vec<Handle>,
-    /// Each loop's tasks woken from other threads (see [`crate::loop_wakes`]).
-    wakes: Vec<Arc<LoopWakes>>,
+    loops: Vec<Loop>,
     /// Round-robin: connections are alike, so counting them is as good as weighing them.
     next: AtomicUsize,
     stop: CancellationToken,
     threads: Vec<JoinHandle<()>>,
 }
 
+struct Loop {
+    handle: Handle,
+    /// Its tasks woken from other threads (see [`crate::loop_wakes`]).
+    wakes: Arc<LoopWakes>,
+}
+
 impl EventLoops {
     /// Starts `count` loops (at least one), each on a thread of its own.
     pub(crate) fn start(count: usize) -> io::Result<EventLoops> {
         let stop = CancellationToken::new();
-        let mut handles = Vec::new();
-        let mut wakes = Vec::new();
+        let mut loops = Vec::new();
         let mut threads = Vec::new();
         for index in 0..count.max(1) {
             let runtime = Builder::new_current_thread().enable_all().on_thread_park(before_sleeping).build()?;
-            handles.push(runtime.handle().clone());
             let loop_wakes = Arc::new(LoopWakes::default());
             runtime.spawn(Arc::clone(&loop_wakes).relay());
-            wakes.push(Arc::clone(&loop_wakes));
+            loops.push(Loop { handle: runtime.handle().clone(), wakes: Arc::clone(&loop_wakes) });
             let stopped = stop.clone();
             let thread = std::thread::Builder::new().name(format!("baton-loop-{index}")).spawn(move || {
                 loop_wakes.serve_on_this_thread();
@@ -51,11 +53,11 @@ impl EventLoops {
             })?;
             threads.push(thread);
         }
-        Ok(EventLoops { handles, wakes, next: AtomicUsize::new(0), stop, threads })
+        Ok(EventLoops { loops, next: AtomicUsize::new(0), stop, threads })
     }
 
     pub(crate) fn count(&self) -> usize {
-        self.handles.len()
+        self.loops.len()
     }
 
     /// Runs `task` on the next loop. It starts there, so anything it registers with a reactor
@@ -65,8 +67,8 @@ impl EventLoops {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        self.handles[index].spawn(routed(Arc::clone(&self.wakes[index]), task));
+        let Loop { handle, wakes } = &self.loops[self.next.fetch_add(1, Ordering::Relaxed) % self.loops.len()];
+        handle.spawn(routed(Arc::clone(wakes), task));
     }
 
     /// Runs on every loop the task `make` gives for it, if it gives one.
@@ -74,7 +76,7 @@ impl EventLoops {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        for handle in &self.handles {
+        for Loop { handle, .. } in &self.loops {
             if let Some(task) = make() {
                 handle.spawn(task);
             }

@@ -15,10 +15,10 @@
 //!
 //! Layout: `cli` (flags), `client` (the RESP client as the workloads use it), `fill` (connections
 //! that build up held locks or places in line), one module per workload (`cycle` W1, `handoff`
-//! W3, `fanout` W4 and `floor` the least a server can do for it, `contended` W5 with its FIFO check in `fifo`, `memory` W6 and the S3 scale
-//! curve, `scale` the S1 and S2 scale curves), `stats` (time, histograms), `report` (RESULT lines
-//! and the table), `results` (reading the lines back), `charts` (SVG charts of them). W2 is
-//! redis-benchmark, run by scripts/bench.sh.
+//! W3, `fanout` W4 and `floor` the least a server can do for it, `contended` W5 with its FIFO
+//! check in `fifo`, `memory` W6 and the S3 scale curve, `scale` the S1 and S2 scale curves),
+//! `stats` (time, histograms), `report` (RESULT lines and the table), `results` (reading the lines
+//! back), `charts` (SVG charts of them). W2 is redis-benchmark, run by scripts/bench.sh.
 //!
 //! The cluster workloads (issue 12) run against baton's cluster and against etcd's: `locker` is
 //! one client of either (`baton_cluster` through a Redis Cluster client, `etcd` through etcd's
