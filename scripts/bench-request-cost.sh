@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Where an unpipelined request's server time goes, baton against Redis: W2 -P 1 (redis-benchmark,
+# 50 clients, LOCK.TRY against SET NX PX 30000), both journaling everysec. For each run, a fresh
+# server of each in turn (which goes first alternates) and per request: the server's user and
+# kernel CPU (from /proc), its context switches and its system calls by kind (perf stat's
+# syscall tracepoints), and requests/s. Then medians (lowest-highest) per server.
+#
+# Usage: scripts/bench-request-cost.sh [--runs N] [--requests N] [--baton-args "ARGS"]
+#   e.g. --baton-args "--threads 1" to compare one event loop with Redis's one thread.
+# Needs perf (linux-perf) with access to tracepoints (root, or perf_event_paranoid <= -1).
+# Builds nothing: run `cargo build --release --workspace` first. Loopback only; bounded in time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+RUNS=3
+REQUESTS=300000
+BATON_ARGS=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --runs) RUNS=$2; shift 2 ;;
+        --requests) REQUESTS=$2; shift 2 ;;
+        --baton-args) BATON_ARGS=$2; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+BATON=${CARGO_TARGET_DIR:-target}/release/baton
+BENCH=${CARGO_TARGET_DIR:-target}/release/baton-bench
+for binary in "$BATON" "$BENCH"; do
+    [ -x "$binary" ] || { echo "$binary is missing: cargo build --release --workspace" >&2; exit 1; }
+done
+for tool in redis-server redis-benchmark redis-cli perf; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d /tmp/baton-request-cost.XXXXXX)
+PID=
+STAT_PID=
+cleanup() {
+    [ -n "$STAT_PID" ] && kill "$STAT_PID" 2>/dev/null
+    [ -n "$PID" ] && kill "$PID" 2>/dev/null
+    wait 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+EVENTS=task-clock,context-switches
+SYSCALLS=(recvfrom sendto read write pwrite64 epoll_wait sched_yield futex)
+for call in "${SYSCALLS[@]}"; do EVENTS+=",syscalls:sys_enter_$call"; done
+
+# start SYSTEM PORT: starts one server in the background, its PID in $PID.
+start() {
+    local system=$1 port=$2
+    rm -rf "$WORK/data" && mkdir -p "$WORK/data"
+    case "$system" in
+        # shellcheck disable=SC2086 # BATON_ARGS is a list of flags
+        baton) "$BATON" --port "$port" --dir "$WORK/data" --appendonly yes --appendfsync everysec \
+                   $BATON_ARGS 2>"$WORK/log" & ;;
+        redis) redis-server --port "$port" --save '' --appendonly yes --appendfsync everysec \
+                   --dir "$WORK/data" --logfile "$WORK/log" & ;;
+    esac
+    PID=$!
+    for _ in $(seq 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && return 0; sleep 0.1; done
+    echo "$system did not start: $(cat "$WORK/log")" >&2; exit 1
+}
+
+# User and system CPU ticks process $1 has used.
+cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12, $13 }' "/proc/$1/stat"; }
+
+columns="rps user_us sys_us switches ${SYSCALLS[*]}"
+printf '%-4s %-6s' run server; for column in $columns; do printf ' %9s' "$column"; done; echo
+for run in $(seq "$RUNS"); do
+    if [ $((run % 2)) = 1 ]; then order=(baton redis); else order=(redis baton); fi
+    for system in "${order[@]}"; do
+        port=$($BENCH free-port)
+        start "$system" "$port"
+        if [ "$system" = baton ]; then command=(LOCK.TRY 'key:__rand_int__' o)
+        else command=(SET 'key:__rand_int__' o NX PX 30000); fi
+        perf stat -x, -e "$EVENTS" -p "$PID" -o "$WORK/stat" &
+        STAT_PID=$!
+        sleep 0.3
+        read -r user_before sys_before < <(cpu_ticks "$PID")
+        rps=$(timeout 300 redis-benchmark -h 127.0.0.1 -p "$port" -c 50 -P 1 -r 1000000 -n "$REQUESTS" --csv \
+            "${command[@]}" | tail -1 | tr -d '"' | cut -d, -f2)
+        read -r user_after sys_after < <(cpu_ticks "$PID")
+        kill -INT "$STAT_PID"; wait "$STAT_PID" 2>/dev/null || true; STAT_PID=
+        kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+        awk -F, -v run="$run" -v server="$system" -v rps="$rps" -v n="$REQUESTS" -v hz="$(getconf CLK_TCK)" \
+            -v user=$((user_after - user_before)) -v sys=$((sys_after - sys_before)) -v calls="${SYSCALLS[*]}" '
+            $1 ~ /^[0-9.]+$/ { count[$3] = $1 }
+            END {
+                printf "%-4s %-6s %9.0f %9.2f %9.2f %9.3f", run, server, rps, user / hz * 1e6 / n, sys / hz * 1e6 / n,
+                    count["context-switches"] / n
+                split(calls, call, " ")
+                for (i = 1; i in call; i++) printf " %9.3f", count["syscalls:sys_enter_" call[i]] / n
+                print ""
+            }' "$WORK/stat" | tee -a "$WORK/table"
+    done
+done
+echo
+echo "Medians (lowest-highest) of $RUNS runs, per request except rps; CPU in µs."
+awk -v columns="$columns" '
+    function median(values, n,   i, j, t) {
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (values[j] < values[i]) { t = values[i]; values[i] = values[j]; values[j] = t }
+        return n % 2 ? values[(n + 1) / 2] : (values[n / 2] + values[n / 2 + 1]) / 2
+    }
+    { rows[$2]++; for (c = 3; c <= NF; c++) value[$2, c, rows[$2]] = $c }
+    END {
+        split(columns, name, " ")
+        for (server in rows) {
+            printf "%-6s", server
+            for (c = 3; c - 2 in name; c++) {
+                n = rows[server]; low = ""; high = ""
+                for (r = 1; r <= n; r++) { v[r] = value[server, c, r]; if (low == "" || v[r] < low) low = v[r]; if (high == "" || v[r] > high) high = v[r] }
+                printf "  %s %s (%s-%s)", name[c - 2], median(v, n), low, high
+            }
+            print ""
+        }
+    }' "$WORK/table"
