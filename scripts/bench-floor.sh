@@ -27,11 +27,8 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
-BATON=${CARGO_TARGET_DIR:-target}/release/baton
-BENCH=${CARGO_TARGET_DIR:-target}/release/baton-bench
-for binary in "$BATON" "$BENCH"; do
-    [ -x "$binary" ] || { echo "$binary is missing: cargo build --release --workspace" >&2; exit 1; }
-done
+# shellcheck source=scripts/lib/release-binaries.sh
+. scripts/lib/release-binaries.sh
 command -v redis-server >/dev/null || { echo "redis-server is missing (scripts/install-test-deps.sh)" >&2; exit 1; }
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 

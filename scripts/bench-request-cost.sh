@@ -25,11 +25,8 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
-BATON=${CARGO_TARGET_DIR:-target}/release/baton
-BENCH=${CARGO_TARGET_DIR:-target}/release/baton-bench
-for binary in "$BATON" "$BENCH"; do
-    [ -x "$binary" ] || { echo "$binary is missing: cargo build --release --workspace" >&2; exit 1; }
-done
+# shellcheck source=scripts/lib/release-binaries.sh
+. scripts/lib/release-binaries.sh
 for tool in redis-server redis-benchmark redis-cli perf; do
     command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 1; }
 done
