@@ -31,58 +31,41 @@ for tool in redis-server redis-benchmark redis-cli perf; do
     command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 1; }
 done
 
-WORK=$(mktemp -d /tmp/baton-request-cost.XXXXXX)
-PID=
+# shellcheck source=scripts/lib/bench-server.sh
+. scripts/lib/bench-server.sh
+FSYNC=everysec
 STAT_PID=
-cleanup() {
-    [ -n "$STAT_PID" ] && kill "$STAT_PID" 2>/dev/null
-    [ -n "$PID" ] && kill "$PID" 2>/dev/null
-    wait 2>/dev/null
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap '[ -n "$STAT_PID" ] && kill "$STAT_PID" 2>/dev/null; cleanup' EXIT
 
 EVENTS=task-clock,context-switches
 SYSCALLS=(recvfrom sendto read write pwrite64 epoll_wait sched_yield futex)
 for call in "${SYSCALLS[@]}"; do EVENTS+=",syscalls:sys_enter_$call"; done
 
-# start SYSTEM PORT: starts one server in the background, its PID in $PID.
-start() {
-    local system=$1 port=$2
-    rm -rf "$WORK/data" && mkdir -p "$WORK/data"
-    case "$system" in
-        # shellcheck disable=SC2086 # BATON_ARGS is a list of flags
-        baton) "$BATON" --port "$port" --dir "$WORK/data" --appendonly yes --appendfsync everysec \
-                   $BATON_ARGS 2>"$WORK/log" & ;;
-        redis) redis-server --port "$port" --save '' --appendonly yes --appendfsync everysec \
-                   --dir "$WORK/data" --logfile "$WORK/log" & ;;
-    esac
-    PID=$!
-    for _ in $(seq 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && return 0; sleep 0.1; done
-    echo "$system did not start: $(cat "$WORK/log")" >&2; exit 1
-}
-
 # User and system CPU ticks process $1 has used.
-cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12, $13 }' "/proc/$1/stat"; }
+user_and_system_ticks() { awk '{ sub(/.*\) /, ""); print $12, $13 }' "/proc/$1/stat"; }
 
 columns="rps user_us sys_us switches ${SYSCALLS[*]}"
 printf '%-4s %-6s' run server; for column in $columns; do printf ' %9s' "$column"; done; echo
 for run in $(seq "$RUNS"); do
     if [ $((run % 2)) = 1 ]; then order=(baton redis); else order=(redis baton); fi
     for system in "${order[@]}"; do
-        port=$($BENCH free-port)
-        start "$system" "$port"
-        if [ "$system" = baton ]; then command=(LOCK.TRY 'key:__rand_int__' o)
-        else command=(SET 'key:__rand_int__' o NX PX 30000); fi
-        perf stat -x, -e "$EVENTS" -p "$PID" -o "$WORK/stat" &
+        if [ "$system" = baton ]; then
+            # shellcheck disable=SC2086 # BATON_ARGS is a list of flags
+            start_baton "$BATON" --appendonly yes --appendfsync everysec $BATON_ARGS
+            command=(LOCK.TRY 'key:__rand_int__' o)
+        else
+            start_redis yes
+            command=(SET 'key:__rand_int__' o NX PX 30000)
+        fi
+        perf stat -x, -e "$EVENTS" -p "$SERVER_PID" -o "$WORK/stat" &
         STAT_PID=$!
         sleep 0.3
-        read -r user_before sys_before < <(cpu_ticks "$PID")
-        rps=$(timeout 300 redis-benchmark -h 127.0.0.1 -p "$port" -c 50 -P 1 -r 1000000 -n "$REQUESTS" --csv \
+        read -r user_before sys_before < <(user_and_system_ticks "$SERVER_PID")
+        rps=$(timeout 300 redis-benchmark -h 127.0.0.1 -p "$PORT" -c 50 -P 1 -r 1000000 -n "$REQUESTS" --csv \
             "${command[@]}" | tail -1 | tr -d '"' | cut -d, -f2)
-        read -r user_after sys_after < <(cpu_ticks "$PID")
+        read -r user_after sys_after < <(user_and_system_ticks "$SERVER_PID")
         kill -INT "$STAT_PID"; wait "$STAT_PID" 2>/dev/null || true; STAT_PID=
-        kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+        stop_baton
         awk -F, -v run="$run" -v server="$system" -v rps="$rps" -v n="$REQUESTS" -v hz="$(getconf CLK_TCK)" \
             -v user=$((user_after - user_before)) -v sys=$((sys_after - sys_before)) -v calls="${SYSCALLS[*]}" '
             $1 ~ /^[0-9.]+$/ { count[$3] = $1 }
