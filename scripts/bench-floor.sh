@@ -32,24 +32,18 @@ done
 command -v redis-server >/dev/null || { echo "redis-server is missing (scripts/install-test-deps.sh)" >&2; exit 1; }
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-WORK=$(mktemp -d /tmp/baton-floor.XXXXXX)
-PID=
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
+# shellcheck source=scripts/lib/bench-server.sh
+. scripts/lib/bench-server.sh
+# shellcheck source=scripts/lib/median.sh
+. scripts/lib/median.sh
+FSYNC=everysec
 
-# start SYSTEM PORT: starts one server in the background, its PID in $PID.
-start() {
-    local system=$1 port=$2
-    rm -rf "$WORK/data" && mkdir -p "$WORK/data"
-    case "$system" in
-        baton) "$BATON" --port "$port" --maxclients 20000 --dir "$WORK/data" --appendonly "$JOURNAL" 2>"$WORK/log" & ;;
-        redis) redis-server --port "$port" --maxclients 20000 --save '' --appendonly "$JOURNAL" --dir "$WORK/data" \
-                   --logfile "$WORK/log" & ;;
-        floor) "$BENCH" fanout-floor --port "$port" 2>"$WORK/log" & ;;
-    esac
-    PID=$!
-    for _ in $(seq 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && return 0; sleep 0.1; done
-    echo "$system did not start: $(cat "$WORK/log")" >&2; exit 1
+# start_floor: the floor server on a free port, answering PING.
+start_floor() {
+    PORT=$($BENCH free-port)
+    "$BENCH" fanout-floor --port "$PORT" 2>"$WORK/floor.log" &
+    SERVER_PID=$!
+    await_ping floor "$WORK/floor.log"
 }
 
 systems=(floor redis baton)
@@ -57,13 +51,16 @@ printf '%-5s %-6s %10s %14s %14s\n' run server "last (ms)" "server µs/w" "clien
 for run in $(seq "$RUNS"); do
     for index in 0 1 2; do
         system=${systems[$(( (index + run) % 3 ))]}
-        port=$($BENCH free-port)
-        start "$system" "$port"
+        case "$system" in
+            baton) start_baton "$BATON" --maxclients 20000 --appendonly "$JOURNAL" ;;
+            redis) start_redis "$JOURNAL" --maxclients 20000 ;;
+            floor) start_floor ;;
+        esac
         # The floor speaks Redis's pub/sub: the Redis recipe measures it.
         target=$system; [ "$system" = floor ] && target=redis
-        timeout 600 "$BENCH" fanout --target "$target" --port "$port" --waiters "$WAITERS" --rounds "$ROUNDS" \
-            --pid "$PID" 2>/dev/null >"$WORK/out"
-        kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+        timeout 600 "$BENCH" fanout --target "$target" --port "$PORT" --waiters "$WAITERS" --rounds "$ROUNDS" \
+            --pid "$SERVER_PID" 2>/dev/null >"$WORK/out"
+        stop_baton
         value() { awk -F'\t' -v id="w4.n$WAITERS.$1" '$1 == "RESULT" && $2 == id { print $4 }' "$WORK/out"; }
         printf '%-5s %-6s %10.1f %14.2f %14.2f\n' "$run" "$system" "$(value last)" "$(value cpu)" "$(value client_cpu)" \
             | tee -a "$WORK/table"
@@ -71,12 +68,8 @@ for run in $(seq "$RUNS"); do
 done
 echo
 echo "Medians (lowest-highest) of $RUNS runs; ratios are each run's value ÷ that run's Redis value."
-awk '
+awk "$MEDIAN_AWK"'
     { last[$2, $1] = $3; cpu[$2, $1] = $4; client[$2, $1] = $5; runs[$1] = 1 }
-    function median(values, n,   i, j, t) {
-        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (values[j] < values[i]) { t = values[i]; values[i] = values[j]; values[j] = t }
-        return n % 2 ? values[(n + 1) / 2] : (values[n / 2] + values[n / 2 + 1]) / 2
-    }
     function summary(table, who, ratio,   n, run, values, low, high, m) {
         n = 0
         for (run in runs) { values[++n] = ratio ? table[who, run] / table["redis", run] : table[who, run] }

@@ -33,6 +33,8 @@ done
 
 # shellcheck source=scripts/lib/bench-server.sh
 . scripts/lib/bench-server.sh
+# shellcheck source=scripts/lib/median.sh
+. scripts/lib/median.sh
 FSYNC=everysec
 STAT_PID=
 trap '[ -n "$STAT_PID" ] && kill "$STAT_PID" 2>/dev/null; cleanup' EXIT
@@ -80,20 +82,17 @@ for run in $(seq "$RUNS"); do
 done
 echo
 echo "Medians (lowest-highest) of $RUNS runs, per request except rps; CPU in µs."
-awk -v columns="$columns" '
-    function median(values, n,   i, j, t) {
-        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (values[j] < values[i]) { t = values[i]; values[i] = values[j]; values[j] = t }
-        return n % 2 ? values[(n + 1) / 2] : (values[n / 2] + values[n / 2 + 1]) / 2
-    }
+awk -v columns="$columns" "$MEDIAN_AWK"'
     { rows[$2]++; for (c = 3; c <= NF; c++) value[$2, c, rows[$2]] = $c }
     END {
         split(columns, name, " ")
         for (server in rows) {
             printf "%-6s", server
             for (c = 3; c - 2 in name; c++) {
-                n = rows[server]; low = ""; high = ""
-                for (r = 1; r <= n; r++) { v[r] = value[server, c, r]; if (low == "" || v[r] < low) low = v[r]; if (high == "" || v[r] > high) high = v[r] }
-                printf "  %s %s (%s-%s)", name[c - 2], median(v, n), low, high
+                n = rows[server]
+                for (r = 1; r <= n; r++) v[r] = value[server, c, r]
+                m = median(v, n)
+                printf "  %s %s (%s-%s)", name[c - 2], m, v[1], v[n]
             }
             print ""
         }

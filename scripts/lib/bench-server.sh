@@ -25,13 +25,15 @@ start_baton() {
     await_ping baton "$WORK/baton.log"
 }
 
-# start_redis yes|no: a fresh redis-server (and data directory) on a free port, with its AOF on
-# or off (fsync policy $FSYNC), answering PING.
+# start_redis yes|no [ARGS...]: a fresh redis-server (and data directory) on a free port, with its
+# AOF on or off (fsync policy $FSYNC), answering PING.
 start_redis() {
+    local appendonly=$1
+    shift
     PORT=$($BENCH free-port)
     rm -rf "$WORK/data" && mkdir -p "$WORK/data"
-    redis-server --bind 127.0.0.1 --port "$PORT" --dir "$WORK/data" --save '' --appendonly "$1" \
-        --appendfsync "$FSYNC" >"$WORK/redis.log" 2>&1 &
+    redis-server --bind 127.0.0.1 --port "$PORT" --dir "$WORK/data" --save '' --appendonly "$appendonly" \
+        --appendfsync "$FSYNC" "$@" >"$WORK/redis.log" 2>&1 &
     SERVER_PID=$!
     await_ping redis-server "$WORK/redis.log"
 }
