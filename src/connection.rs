@@ -26,7 +26,7 @@ use crate::context::Shared;
 use crate::core::{
     Answer, AnswerWriter, HandedTo, Letter, OwedDone, RecordedAt, Timestamp, WaitOutcome, WaitTicket, Written,
 };
-use crate::direct::GrantWriter;
+use crate::direct::DirectWriter;
 use crate::errors;
 use crate::fanout;
 use crate::journal::{Gather, Lsn};
@@ -72,7 +72,7 @@ struct Connection<'a, S> {
     unwritten_dones: Vec<UnwrittenDone>,
     /// Lent to this connection's blocked WAITs, for whoever grants them the lock to write the
     /// grant (plain TCP only; see [`crate::direct`]).
-    grant_writer: Option<Arc<GrantWriter>>,
+    direct_writer: Option<Arc<DirectWriter>>,
 }
 
 /// A DONE that paid what its owner was owed, with the count of bytes written to the client by
@@ -114,13 +114,13 @@ pub(crate) async fn serve<S>(
     socket: S,
     shared: Arc<Shared>,
     entry: Arc<ClientEntry>,
-    grant_writer: Option<Arc<GrantWriter>>,
+    direct_writer: Option<Arc<DirectWriter>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (addr, id) = (entry.addr, entry.id);
     debug!(id, %addr, "client connected");
-    let mut connection = Connection::new(socket, &shared, entry, grant_writer);
+    let mut connection = Connection::new(socket, &shared, entry, direct_writer);
     let exit = connection.run().await;
     if !matches!(exit, Exit::OutputStalled | Exit::OutputBufferLimit | Exit::Deposed) {
         let _ = connection.flush().await;
@@ -161,7 +161,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         socket: S,
         shared: &'a Shared,
         entry: Arc<ClientEntry>,
-        grant_writer: Option<Arc<GrantWriter>>,
+        direct_writer: Option<Arc<DirectWriter>>,
     ) -> Connection<'a, S> {
         let config = &shared.config;
         let limits = Limits {
@@ -190,7 +190,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             unwritten_dones: Vec::new(),
             // A cluster node's replies wait for their commit, which the unlocking connection does
             // not wait for.
-            grant_writer: grant_writer.filter(|_| shared.cluster.is_none()),
+            direct_writer: direct_writer.filter(|_| shared.cluster.is_none()),
         }
     }
 
@@ -503,7 +503,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         self.send(reply).await
     }
 
-    /// An UNLOCK that handed the lock to blocked WAITs: their grants go out first.
+    /// An UNLOCK that handed the lock to blocked WAITs, or told them DONE: their replies go out
+    /// first.
     async fn reply_after_handoff(
         &mut self,
         reply: Reply,
@@ -518,6 +519,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         let written_whole = handed_to.write_directly();
         (0..written_whole).for_each(|_| shared.metrics.record_handoff(latency));
         shared.stats.handoffs_written_by_unlocker.fetch_add(written_whole as u64, Ordering::Relaxed);
+        let dones_written = shared.core.write_dones_directly(&handed_to, shared.clock.now());
+        shared.stats.dones_written_by_unlocker.fetch_add(dones_written as u64, Ordering::Relaxed);
         // Woken only now (see `Mailbox::post_for_direct_write`), the waiters' tasks find their
         // grants written, or write them: those on this loop before this reply, once it yields.
         let handed = handed_to.count();
@@ -572,8 +575,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 shared.metrics.record_handoff(shared.clock.now().duration_since(granted_at));
             }
             // The waiter's answer goes out at once, whatever else is buffered, unless the
-            // connection that handed the lock over wrote it. A DONE is paid once buffered,
-            // before the client can read it (see `LockCore::pay_done`).
+            // connection that handed the lock over (or told the DONE) wrote it. A DONE is paid
+            // once buffered, before the client can read it (see `LockCore::pay_done`), unless
+            // that connection paid it to write it.
             let written = match end.written {
                 Written::Nothing => self.send(end.reply).await,
                 Written::Part(bytes) => match render(&end.reply, self.session.protocol()) {
@@ -584,14 +588,24 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             };
             let written = match written {
                 Ok(()) => {
-                    if let Some(paid) =
-                        end.done.and_then(|token| shared.core.pay_done(key, &waiting.owner, token, shared.clock.now()))
-                    {
+                    let paid = match end.paid {
+                        Some(paid) => Some(paid),
+                        None if end.written == Written::Whole => None,
+                        None => end
+                            .done
+                            .and_then(|token| shared.core.pay_done(key, &waiting.owner, token, shared.clock.now())),
+                    };
+                    if let Some(paid) = paid {
                         self.keep_until_written(waiting.key.clone(), paid);
                     }
                     self.flush().await
                 }
-                Err(exit) => Err(exit),
+                Err(exit) => {
+                    if let Some(paid) = end.paid {
+                        shared.core.done_unwritten(key, paid, shared.clock.now());
+                    }
+                    Err(exit)
+                }
             };
             // The client never read its grant: the core passes the lock on (or to another
             // connection of the owner that was sent it), saying why.
@@ -632,7 +646,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             return Err(exit);
         }
         // Everything before the WAIT is written, and nothing is while it waits, unless pushes.
-        if let Some(writer) = &self.grant_writer
+        if let Some(writer) = &self.direct_writer
             && !self.session.receives_pushes()
         {
             ticket.allow_direct(Arc::clone(writer) as Arc<dyn AnswerWriter>);
@@ -706,7 +720,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 // keeps its place: the server is going away, not the client (a journal keeps it
                 // for the next start).
                 Wake::Control(Control::Shutdown) => {
-                    drop(ticket);
+                    shared.core.wait_stopped_by_shutdown(ticket, &waiting.key, now);
                     let _ = self.framed.feed((Reply::error(errors::SHUTTING_DOWN), self.session.protocol())).await;
                     break Err(Exit::Shutdown);
                 }
@@ -782,11 +796,21 @@ struct WaitEnd {
     recorded_at: Option<RecordedAt>,
     /// How much of the reply the connection that handed the lock over wrote (see [`crate::direct`]).
     written: Written,
+    /// The DONE that connection paid but did not write whole: kept until the rest is written.
+    paid: Option<OwedDone>,
 }
 
 impl WaitEnd {
     fn reply(reply: Reply) -> WaitEnd {
-        WaitEnd { reply, token: None, granted_at: None, done: None, recorded_at: None, written: Written::Nothing }
+        WaitEnd {
+            reply,
+            token: None,
+            granted_at: None,
+            done: None,
+            recorded_at: None,
+            written: Written::Nothing,
+            paid: None,
+        }
     }
 }
 
@@ -794,7 +818,7 @@ impl WaitEnd {
 /// raced it: either way a grant's hand-off latency counts from when the core sent it. `protocol`
 /// is the one the reply will be sent in: a DONE is rendered for it here, once for every waiter
 /// this thread tells (see [`crate::fanout`]).
-fn answer(Answer { outcome, sent_at, recorded_at, written }: Answer, protocol: Protocol) -> WaitEnd {
+fn answer(Answer { outcome, sent_at, recorded_at, written, paid }: Answer, protocol: Protocol) -> WaitEnd {
     let recorded_at = Some(recorded_at);
     match outcome {
         WaitOutcome::Acquired { token } => WaitEnd {
@@ -804,12 +828,12 @@ fn answer(Answer { outcome, sent_at, recorded_at, written }: Answer, protocol: P
             done: None,
             recorded_at,
             written,
+            paid,
         },
         WaitOutcome::Done(completion) => {
             let done = Some(completion.token);
-            // A DONE is never written by another connection.
             let reply = fanout::done(completion, protocol);
-            WaitEnd { reply, token: None, granted_at: None, done, recorded_at, written: Written::Nothing }
+            WaitEnd { reply, token: None, granted_at: None, done, recorded_at, written, paid }
         }
     }
 }

@@ -28,6 +28,8 @@ pub(crate) struct ServerStats {
     pub(crate) blocked_clients: AtomicU64,
     /// Hand-offs whose grant the unlocking connection wrote to the waiter (see [`crate::direct`]).
     pub(crate) handoffs_written_by_unlocker: AtomicU64,
+    /// DONEs the unlocking connection wrote to the waiter (see [`crate::direct`]).
+    pub(crate) dones_written_by_unlocker: AtomicU64,
     /// Subscribers and monitors cut off for passing `--pubsub-output-buffer-limit`.
     pub(crate) output_buffer_limit_disconnections: AtomicU64,
 }
@@ -61,6 +63,7 @@ impl Shared {
             &self.stats.rejected_connections,
             &self.stats.output_buffer_limit_disconnections,
             &self.stats.handoffs_written_by_unlocker,
+            &self.stats.dones_written_by_unlocker,
         ] {
             counter.store(0, Ordering::Relaxed);
         }
@@ -96,6 +99,7 @@ impl Shared {
             connected_clients: self.clients.len() as u64,
             blocked_clients: stats.blocked_clients.load(Ordering::Relaxed),
             handoffs_written_by_unlocker: stats.handoffs_written_by_unlocker.load(Ordering::Relaxed),
+            dones_written_by_unlocker: stats.dones_written_by_unlocker.load(Ordering::Relaxed),
             ops_per_sec: self.metrics.instantaneous_ops_per_sec(),
             handoff: self.metrics.handoff_latency(),
             journal: self.persistence.as_ref().map(Persistence::figures),

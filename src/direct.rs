@@ -1,4 +1,5 @@
-//! A grant written to the waiter's socket by the connection that handed the lock over.
+//! A grant (or a DONE) written to the waiter's socket by the connection that handed the lock
+//! over (or told the DONE).
 //!
 //! Each connection is served by one event loop. When a LOCK.UNLOCK FAILURE hands the lock to a
 //! WAIT blocked on another loop, that loop's thread usually sleeps in `epoll_wait`: woken through
@@ -8,6 +9,12 @@
 //! (docs/benchmarks.md, *The hand-off's critical path, traced*). So the unlocking connection
 //! writes the grant itself, on the waiter's socket, once the hand-off's record is written: a
 //! plain TCP socket takes a non-blocking `send(2)` from any thread.
+//!
+//! A SUCCESS's DONEs are written the same way, but only to the waiters the unlocking connection's
+//! event loop serves: that loop would otherwise poll each waiter's task in turn, which pays and
+//! writes its DONE, so the last of 10,000 waiters heard it after all of that for the others
+//! (see `LockCore::write_dones_directly`). The DONEs of waiters on other loops are written by
+//! their own loops meanwhile, side by side, as before.
 //!
 //! Only while the waiter's connection has nothing else to write: it has written out every reply
 //! before its WAIT, it is not subscribed or monitoring (no pushes while it waits), and it is not
@@ -27,6 +34,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::thread::ThreadId;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -35,10 +43,11 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use crate::clients::ClientEntry;
 use crate::codec::render;
 use crate::core::{AnswerWriter, WaitOutcome, Written};
+use crate::fanout;
 use crate::reply::Reply;
 
 /// A plain TCP connection whose writing side other tasks can reach: the connection reads and
-/// writes it as any stream, and lends [`SharedTcp::grant_writer`] to its blocked WAITs.
+/// writes it as any stream, and lends [`SharedTcp::direct_writer`] to its blocked WAITs.
 pub(crate) struct SharedTcp {
     read: OwnedReadHalf,
     write: Arc<OwnedWriteHalf>,
@@ -51,8 +60,12 @@ impl SharedTcp {
     }
 
     /// What writes this connection's grants from other tasks, rendered in `entry`'s protocol.
-    pub(crate) fn grant_writer(&self, entry: &Arc<ClientEntry>) -> Arc<GrantWriter> {
-        Arc::new(GrantWriter { socket: Arc::clone(&self.write), entry: Arc::clone(entry) })
+    pub(crate) fn direct_writer(&self, entry: &Arc<ClientEntry>) -> Arc<DirectWriter> {
+        Arc::new(DirectWriter {
+            socket: Arc::clone(&self.write),
+            entry: Arc::clone(entry),
+            served_by: std::thread::current().id(),
+        })
     }
 }
 
@@ -85,18 +98,30 @@ impl AsyncWrite for SharedTcp {
     }
 }
 
-/// Writes a grant to a blocked WAIT's client from another connection's task (see the module).
+/// Writes a grant or a DONE to a blocked WAIT's client from another connection's task (see the
+/// module).
 #[derive(Debug)]
-pub(crate) struct GrantWriter {
+pub(crate) struct DirectWriter {
     socket: Arc<OwnedWriteHalf>,
     /// Whose protocol the reply is rendered in (a WAIT blocks its connection, so no HELLO can
     /// change it meanwhile).
     entry: Arc<ClientEntry>,
+    /// The event loop's thread the connection was made on, which serves it from accept to close.
+    served_by: ThreadId,
 }
 
-impl AnswerWriter for GrantWriter {
+impl AnswerWriter for DirectWriter {
     fn write_now(&self, outcome: &WaitOutcome) -> Written {
-        let Ok(reply) = render(&Reply::from(outcome.clone()), self.entry.protocol()) else {
+        let protocol = self.entry.protocol();
+        let reply = match outcome {
+            // Rendered once for every waiter this thread tells, as the waiters' tasks do.
+            WaitOutcome::Done(completion) => match fanout::done(Arc::clone(completion), protocol) {
+                Reply::Rendered(bytes) => Ok(bytes),
+                reply => render(&reply, protocol),
+            },
+            WaitOutcome::Acquired { .. } => render(&Reply::from(outcome.clone()), protocol),
+        };
+        let Ok(reply) = reply else {
             return Written::Nothing;
         };
         let socket: &TcpStream = self.socket.as_ref().as_ref();
@@ -105,5 +130,9 @@ impl AnswerWriter for GrantWriter {
             Ok(0) | Err(_) => Written::Nothing,
             Ok(written) => Written::Part(written),
         }
+    }
+
+    fn serves_calling_thread(&self) -> bool {
+        std::thread::current().id() == self.served_by
     }
 }

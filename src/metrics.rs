@@ -104,6 +104,7 @@ pub(crate) struct Figures {
     pub(crate) connected_clients: u64,
     pub(crate) blocked_clients: u64,
     pub(crate) handoffs_written_by_unlocker: u64,
+    pub(crate) dones_written_by_unlocker: u64,
     pub(crate) ops_per_sec: u64,
     pub(crate) handoff: HandoffLatency,
     /// None without a journal (`--appendonly no`).
@@ -158,6 +159,7 @@ impl Prometheus {
                 ("baton_lock_grants_total", core.grants),
                 ("baton_lock_handoffs_total", core.handoffs),
                 ("baton_lock_handoffs_written_by_unlocker_total", figures.handoffs_written_by_unlocker),
+                ("baton_lock_dones_written_by_unlocker_total", figures.dones_written_by_unlocker),
                 ("baton_lock_successes_total", core.successes),
                 ("baton_lock_failures_total", core.failures),
                 ("baton_lock_lease_expiries_total", core.lease_expiries),

@@ -357,7 +357,7 @@ fn admit(
         match tls {
             None => {
                 let socket = SharedTcp::new(socket);
-                let grants = socket.grant_writer(&entry);
+                let grants = socket.direct_writer(&entry);
                 connection::serve(socket, shared, entry, Some(grants)).await
             }
             // Boxed: inline, the handshake and the TLS connection's larger state would size every
@@ -532,7 +532,7 @@ mod tests {
         let shared = Arc::clone(&server.shared);
         let entry = shared.clients.register(addr, shared.local_addr);
         let socket = SharedTcp::new(accepted);
-        let grants = socket.grant_writer(&entry);
+        let grants = socket.direct_writer(&entry);
         let task = connection::serve(socket, shared, entry, Some(grants));
         let bytes = std::mem::size_of_val(&task);
         // Room for tokio's header and trailer, and some for the code to grow.

@@ -286,7 +286,7 @@ impl LockCommand {
             }
             LockCommand::Unlock(Unlock { key, owner, token, verdict }) => {
                 let (outcome, handed_to) = core.unlock_handing_off(&key, &owner, token, verdict, now);
-                if outcome == UnlockOutcome::HandedOff {
+                if outcome == UnlockOutcome::HandedOff || handed_to.has_dones() {
                     Action::ReplyAfterHandoff { reply: Reply::from(outcome), handed_to, handed_at: now }
                 } else {
                     Action::Reply(Reply::from(outcome))

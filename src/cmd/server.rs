@@ -311,6 +311,7 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
             ("lock_grants", core.grants.to_string()),
             ("lock_handoffs", core.handoffs.to_string()),
             ("lock_handoffs_written_by_unlocker", figures.handoffs_written_by_unlocker.to_string()),
+            ("lock_dones_written_by_unlocker", figures.dones_written_by_unlocker.to_string()),
             ("lock_successes", core.successes.to_string()),
             ("lock_failures", core.failures.to_string()),
             ("lock_lease_expiries", core.lease_expiries.to_string()),

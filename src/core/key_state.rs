@@ -10,8 +10,8 @@ use super::events::{LockEvent, ReleaseCause};
 use super::footprint::arc_bytes;
 use super::mailbox::Mailbox;
 use super::outcome::{
-    Answer, Answered, Completion, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome, UnlockOutcome,
-    Verdict, WaitOutcome,
+    Answer, Answered, Completion, DonesToWrite, ExtendOutcome, Gauges, HolderInfo, KeyInfo, LockStateName, TryOutcome,
+    UnlockOutcome, Verdict, WaitOutcome,
 };
 use super::queue::{Blocker, Blockers, PLACE_BYTES, Place, Queue, WaitEnds, Waiter};
 use super::shard::{ShardCtx, StepKey};
@@ -548,16 +548,21 @@ impl KeyState {
         };
         ctx.record.record(ChangeRef::LeaveAll { key });
         let mut told = 0;
+        let mut to_write = Vec::new();
         for waiter in extra.queue.take_all() {
             // A blocked owner's place would have been leased from the moment it stopped waiting.
             let until = if waiter.is_blocked() { now.ms().saturating_add(waiter.lease_ms) } else { waiter.expires_at };
             if until <= now.ms() {
                 continue;
             }
+            let owner: Arc<[u8]> = Arc::from(waiter.owner);
             let mut answered = false;
             for blocker in waiter.blockers {
                 let answer = Answer::new(WaitOutcome::Done(Arc::clone(completion)), now, ctx.answers_recorded_at());
-                answered |= blocker.answer(answer);
+                answered |= match ctx.handed_to {
+                    Some(_) => blocker.tell_done(answer, &owner, &mut to_write),
+                    None => blocker.answer(answer),
+                };
             }
             if answered {
                 ctx.stats.done_answers += 1;
@@ -565,8 +570,13 @@ impl KeyState {
             if told == 0 {
                 ctx.record.record(ChangeRef::Finish { key, completion });
             }
-            owe(&mut extra.told_done, key, Arc::from(waiter.owner), until, Arc::clone(completion), ctx);
+            owe(&mut extra.told_done, key, owner, until, Arc::clone(completion), ctx);
             told += 1;
+        }
+        if let Some(handed_to) = ctx.handed_to.as_mut()
+            && !to_write.is_empty()
+        {
+            handed_to.dones = Some(DonesToWrite { key: key.shared(), token: completion.token, waits: to_write });
         }
         told
     }

@@ -15,7 +15,8 @@
 //! and a watch channel cannot tell its sender whether this WAIT is still listening.
 //!
 //! A grant may also be written to the client by the connection whose UNLOCK handed the lock over,
-//! when the WAIT lent its mailbox a writer ([`Mailbox::allow_direct`], `crate::direct`). That
+//! when the WAIT lent its mailbox a writer ([`Mailbox::allow_direct`], `crate::direct`), and so
+//! may a DONE by the connection whose SUCCESS told it, where the same thread serves both. That
 //! write happens under the slot's mutex, like taking the letter, so the WAIT's task finds it done
 //! (whole or in part, recorded in the answer) or not begun; the core itself never calls it.
 
@@ -29,6 +30,7 @@ use parking_lot::Mutex;
 
 use super::ConnId;
 use super::outcome::{Answer, WaitOutcome, Written};
+use super::told_done::OwedDone;
 
 /// What a WAIT finds in its mailbox.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,10 +47,16 @@ pub enum Letter {
 pub trait AnswerWriter: Send + Sync + Debug {
     /// Writes what the socket takes at once, never waiting, and says how much that was.
     fn write_now(&self, outcome: &WaitOutcome) -> Written;
+
+    /// Whether the thread calling this serves the waiter's connection. A DONE is written
+    /// directly only from there: the DONEs of a fan-out to connections of several threads are
+    /// best written by each thread for its own, side by side.
+    fn serves_calling_thread(&self) -> bool;
 }
 
 /// Who wakes a WAIT's task for a letter just left.
-enum WakeNow {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WakeNow {
     /// The poster, at once.
     Yes,
     /// The connection that posted will, once it has tried to write the grant itself.
@@ -101,12 +109,15 @@ impl Mailbox {
         }
     }
 
-    /// Writes the grant posted to WAIT `number` to its client, if the WAIT allowed it and has not
-    /// taken its letter yet. The connection that handed the lock over calls this once the
-    /// grant's record is written, so that the client need not wait for the event loop of the
-    /// waiter's connection to wake up, often behind others on a busy core. Under the slot's
-    /// mutex, which the waiter's task takes its letter under too: the task finds the reply
-    /// written (whole, in part, or not at all), never being written. Says how much was.
+    /// Writes the answer posted to WAIT `number` to its client, if the WAIT allowed it and has not
+    /// taken its letter yet: a grant, or a DONE already paid ([`Self::pay_for_direct_write`]).
+    /// The connection that handed the lock over (or told the DONE) calls this once the UNLOCK's
+    /// record is written, so that the client need not wait for the waiter's task: for a grant,
+    /// its event loop's wake-up, often behind others on a busy core; for a DONE, the tasks of
+    /// every waiter told before it. Under the slot's mutex, which the waiter's task takes its
+    /// letter under too: the task finds the reply written (whole, in part, or not at all), never
+    /// being written. A DONE written whole is paid for good; otherwise its payment stays in the
+    /// letter for the task. Says how much was written.
     pub(crate) fn write_directly(&self, number: u64) -> Written {
         let mut slot = self.slot.lock();
         if slot.open_for != number {
@@ -117,12 +128,37 @@ impl Mailbox {
         };
         match &mut slot.letter {
             Some(Letter::Answer(answer))
-                if matches!(answer.outcome, WaitOutcome::Acquired { .. }) && answer.written == Written::Nothing =>
+                if answer.written == Written::Nothing
+                    && match answer.outcome {
+                        WaitOutcome::Acquired { .. } => true,
+                        WaitOutcome::Done(_) => answer.paid.is_some(),
+                    } =>
             {
                 answer.written = writer.write_now(&answer.outcome);
+                if answer.written == Written::Whole {
+                    answer.paid = None;
+                }
                 answer.written
             }
             _ => Written::Nothing,
+        }
+    }
+
+    /// Before its DONE is written directly to WAIT `number`'s client: `pay` pays the owner's debt
+    /// (see `LockCore::pay_done`) and the payment goes into the letter, where whoever ends up
+    /// writing the reply finds it. Nothing is paid once the task has taken its letter (it pays
+    /// as it writes) or if the WAIT allows no direct write. Whether a payment was made.
+    pub(crate) fn pay_for_direct_write(&self, number: u64, pay: impl FnOnce() -> Option<OwedDone>) -> bool {
+        let mut slot = self.slot.lock();
+        if slot.open_for != number || slot.direct.is_none() {
+            return false;
+        }
+        match &mut slot.letter {
+            Some(Letter::Answer(answer)) if matches!(answer.outcome, WaitOutcome::Done(_)) && answer.paid.is_none() => {
+                answer.paid = pay();
+                answer.paid.is_some()
+            }
+            _ => false,
         }
     }
 
@@ -136,19 +172,19 @@ impl Mailbox {
         posted
     }
 
-    /// Leaves a grant for WAIT `number` that the connection handing the lock over will write
+    /// Leaves a grant (or a DONE) for WAIT `number` that the connection handing the lock over will write
     /// itself if the WAIT allows it ([`Self::write_directly`]); the WAIT's task is then woken by
     /// that connection once it has tried ([`Self::wake`]), not now. Woken now, the task would race
     /// it for the letter, and the wake-up of its event loop, often on the other core, would
     /// compete for a core with the client that is about to read the grant. A WAIT that does not
-    /// allow it is woken at once. False as for [`Self::post`].
-    pub(crate) fn post_for_direct_write(&self, number: u64, letter: Letter) -> bool {
-        match self.leave(number, letter) {
-            Some(WakeNow::Yes) => self.wake(),
-            Some(WakeNow::Later) => {}
-            None => return false,
+    /// allow it is woken at once, and so is one told DONE on a connection another thread serves
+    /// (see [`AnswerWriter::serves_calling_thread`]). None where [`Self::post`] is false.
+    pub(crate) fn post_for_direct_write(&self, number: u64, letter: Letter) -> Option<WakeNow> {
+        let wake = self.leave(number, letter)?;
+        if wake == WakeNow::Yes {
+            self.wake();
         }
-        true
+        Some(wake)
     }
 
     fn leave(&self, number: u64, letter: Letter) -> Option<WakeNow> {
@@ -156,8 +192,10 @@ impl Mailbox {
         if slot.open_for != number || slot.letter.is_some() {
             return None;
         }
+        let done = matches!(&letter, Letter::Answer(answer) if matches!(answer.outcome, WaitOutcome::Done(_)));
+        let direct = slot.direct.as_ref().is_some_and(|writer| !done || writer.serves_calling_thread());
         slot.letter = Some(letter);
-        Some(if slot.direct.is_some() { WakeNow::Later } else { WakeNow::Yes })
+        Some(if direct { WakeNow::Later } else { WakeNow::Yes })
     }
 
     /// Wakes the task of the WAIT blocked here, if any, to take its letter.
@@ -265,7 +303,7 @@ mod tests {
         mailbox.allow_direct(number, writer(Written::Whole));
         let mut letter = Box::pin(mailbox.letter(number));
         assert!(letter.as_mut().poll(&mut cx).is_pending());
-        assert!(mailbox.post_for_direct_write(number, grant(1)));
+        assert_eq!(mailbox.post_for_direct_write(number, grant(1)), Some(WakeNow::Later));
         assert_eq!(woken(), 0, "the task sleeps while the grant is written for it");
         assert_eq!(mailbox.write_directly(number), Written::Whole);
         mailbox.wake();
@@ -278,9 +316,9 @@ mod tests {
         let number = mailbox.open();
         let mut letter = Box::pin(mailbox.letter(number));
         assert!(letter.as_mut().poll(&mut cx).is_pending());
-        assert!(mailbox.post_for_direct_write(number, grant(2)));
+        assert_eq!(mailbox.post_for_direct_write(number, grant(2)), Some(WakeNow::Yes));
         assert_eq!(woken(), 2, "a WAIT that allows no direct write is woken at once");
-        assert!(!mailbox.post_for_direct_write(number, grant(3)), "answered once");
+        assert_eq!(mailbox.post_for_direct_write(number, grant(3)), None, "answered once");
     }
 
     /// Writes nothing anywhere: says it wrote `writes`, and counts its calls.
@@ -294,6 +332,10 @@ mod tests {
         fn write_now(&self, _outcome: &WaitOutcome) -> Written {
             self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.writes
+        }
+
+        fn serves_calling_thread(&self) -> bool {
+            true
         }
     }
 

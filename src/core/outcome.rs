@@ -52,20 +52,26 @@ pub struct Answer {
     /// How much of its reply the connection whose request made it wrote to the waiter's socket
     /// (see `Mailbox::write_directly`).
     pub written: Written,
+    /// A DONE that connection paid to write it but did not write whole: whoever writes the rest
+    /// keeps it, and gives it back if that write fails (see [`Answered`]).
+    pub paid: Option<OwedDone>,
 }
 
 impl Answer {
     pub(crate) fn new(outcome: WaitOutcome, sent_at: Timestamp, recorded_at: RecordedAt) -> Answer {
-        Answer { outcome, sent_at, recorded_at, written: Written::Nothing }
+        Answer { outcome, sent_at, recorded_at, written: Written::Nothing, paid: None }
     }
 }
 
 /// The blocked WAITs a LOCK.UNLOCK FAILURE handed the lock to (one, or none; more only for an
-/// owner blocked on several connections). Its connection writes their replies itself once the
-/// hand-off is recorded ([`HandedTo::write_directly`]).
+/// owner blocked on several connections), or those a SUCCESS told DONE whose connections the
+/// unlocking connection's thread serves. Its connection writes their replies itself once the
+/// UNLOCK is recorded ([`HandedTo::write_directly`], [`super::LockCore::write_dones_directly`]).
 #[derive(Debug, Default)]
 pub struct HandedTo {
     waits: smallvec::SmallVec<[(Arc<Mailbox>, u64); 1]>,
+    /// The key, the completion's token, and each WAIT told DONE with its owner (who pays).
+    pub(crate) dones: Option<DonesToWrite>,
     /// The UNLOCK's log lines (a failed release is logged at INFO), written once it is dropped:
     /// formatting one took about 5 µs of a hand-off that is otherwise 6 µs of server time.
     unlogged: Vec<LockEvent>,
@@ -90,13 +96,35 @@ impl HandedTo {
     pub fn count(&self) -> usize {
         self.waits.len()
     }
+
+    /// Whether a SUCCESS left DONEs for the caller to write.
+    pub fn has_dones(&self) -> bool {
+        self.dones.is_some()
+    }
 }
 
+/// The DONEs of one SUCCESS left for the unlocking connection to write (see [`HandedTo`]).
+#[derive(Debug)]
+pub(crate) struct DonesToWrite {
+    pub(crate) key: Arc<[u8]>,
+    /// The completion's.
+    pub(crate) token: u64,
+    pub(crate) waits: Vec<DoneToWrite>,
+}
+
+/// A WAIT told DONE, as the mailbox and number it was posted to, and the owner whose debt its
+/// write pays.
+pub(crate) type DoneToWrite = (Arc<Mailbox>, u64, Arc<[u8]>);
+
 /// The WAITs' tasks were left asleep for the direct write (`Mailbox::post_for_direct_write`):
-/// whether it was tried or not, they learn of their grants now, and then the log of the UNLOCK.
+/// whether it was tried or not, they learn of their grants and DONEs now, then the log of the
+/// UNLOCK.
 impl Drop for HandedTo {
     fn drop(&mut self) {
         self.waits.iter().for_each(|(mailbox, _)| mailbox.wake());
+        if let Some(dones) = &self.dones {
+            dones.waits.iter().for_each(|(mailbox, _, _)| mailbox.wake());
+        }
         if !self.unlogged.is_empty() {
             events::emit(std::mem::take(&mut self.unlogged));
         }

@@ -16,8 +16,8 @@ use smallvec::SmallVec;
 
 use super::ConnId;
 use super::footprint::extrapolate;
-use super::mailbox::{Letter, Mailbox};
-use super::outcome::{Answer, HandedTo};
+use super::mailbox::{Letter, Mailbox, WakeNow};
+use super::outcome::{Answer, DoneToWrite, HandedTo};
 use super::ranked::RankedMap;
 
 /// Why a blocked WAIT stops waiting without an answer.
@@ -71,11 +71,24 @@ impl Blocker {
     /// `handed_to` learns where. False as for [`Self::answer`].
     pub(crate) fn hand_over(mut self, answer: Answer, handed_to: &mut HandedTo) -> bool {
         let number = std::mem::take(&mut self.number);
-        let posted = self.mailbox.post_for_direct_write(number, Letter::Answer(answer));
+        let posted = self.mailbox.post_for_direct_write(number, Letter::Answer(answer)).is_some();
         if posted {
             handed_to.push((Arc::clone(&self.mailbox), number));
         }
         posted
+    }
+
+    /// Answers the WAIT with a DONE of `owner`'s that the connection whose SUCCESS made it writes
+    /// to the client itself, where it can and its thread serves the WAIT's connection; `dones`
+    /// learns which (see `LockCore::write_dones_directly`). False as for [`Self::answer`].
+    pub(crate) fn tell_done(mut self, answer: Answer, owner: &Arc<[u8]>, dones: &mut Vec<DoneToWrite>) -> bool {
+        let number = std::mem::take(&mut self.number);
+        match self.mailbox.post_for_direct_write(number, Letter::Answer(answer)) {
+            Some(WakeNow::Later) => dones.push((Arc::clone(&self.mailbox), number, Arc::clone(owner))),
+            Some(WakeNow::Yes) => {}
+            None => return false,
+        }
+        true
     }
 
     /// The WAIT gave up and was taken out of the line: nothing is to be posted to it.

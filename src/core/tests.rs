@@ -446,14 +446,38 @@ fn grant_sent_to_a_waiter_that_then_disconnects_passes_on() {
     assert_eq!(core.info(b"k", at(11), usize::MAX).unwrap().holder.unwrap().owner.as_ref(), b"c");
 }
 
-/// Says it wrote every grant whole, as a socket with room would take it.
-#[derive(Debug)]
-struct TakesAll;
+/// Which thread serves a fake writer's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServedBy {
+    CallingThread,
+    AnotherThread,
+}
 
-impl AnswerWriter for TakesAll {
+/// Says it wrote `writes` of each answer, as a socket with room (or a full one) would, for a
+/// connection `served_by` serves.
+#[derive(Debug)]
+struct FakeWriter {
+    writes: Written,
+    served_by: ServedBy,
+}
+
+impl AnswerWriter for FakeWriter {
     fn write_now(&self, _outcome: &WaitOutcome) -> Written {
-        Written::Whole
+        self.writes
     }
+
+    fn serves_calling_thread(&self) -> bool {
+        self.served_by == ServedBy::CallingThread
+    }
+}
+
+fn writer(writes: Written, served_by: ServedBy) -> Arc<FakeWriter> {
+    Arc::new(FakeWriter { writes, served_by })
+}
+
+/// A socket with room, on this thread's connection.
+fn takes_all() -> Arc<FakeWriter> {
+    writer(Written::Whole, ServedBy::CallingThread)
 }
 
 #[test]
@@ -462,7 +486,7 @@ fn a_failure_reports_the_wait_it_handed_the_lock_to_and_nothing_else_does() {
     let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let mut b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     let mut c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
-    b.allow_direct(Arc::new(TakesAll));
+    b.allow_direct(takes_all());
     let (outcome, handed_to) = core.unlock_handing_off(b"k", b"a", token, failure(), at(10));
     assert_eq!(outcome, UnlockOutcome::HandedOff);
     assert_eq!(handed_to.write_directly(), 1, "b's grant written whole");
@@ -470,7 +494,7 @@ fn a_failure_reports_the_wait_it_handed_the_lock_to_and_nothing_else_does() {
     assert_eq!(answer.written, Written::Whole, "b's task finds its reply written");
     let b_token = granted_token(&answer.outcome);
 
-    c.allow_direct(Arc::new(TakesAll));
+    c.allow_direct(takes_all());
     let (outcome, handed_to) = core.unlock_handing_off(b"k", b"b", b_token, success(None, None), at(20));
     assert_eq!(outcome, UnlockOutcome::Succeeded { waiters_told: 1 });
     assert_eq!(handed_to.count(), 0, "a DONE is no hand-off");
@@ -484,7 +508,7 @@ fn a_waiter_handed_the_lock_is_woken_when_the_hand_off_is_dropped() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
-    b.allow_direct(Arc::new(TakesAll));
+    b.allow_direct(takes_all());
     let (wakes, waker) = counting_waker();
     let woken = || wakes.load(std::sync::atomic::Ordering::SeqCst);
     let mut cx = std::task::Context::from_waker(&waker);
@@ -503,7 +527,7 @@ fn a_waiter_handed_the_lock_is_woken_when_the_hand_off_is_dropped() {
 
     // Never written (its record failed, say): woken all the same.
     let c = blocked(wait(&core, request("k", "c", 3, None), at(11)));
-    c.allow_direct(Arc::new(TakesAll));
+    c.allow_direct(takes_all());
     let mut letter = Box::pin(c.letter());
     assert!(letter.as_mut().poll(&mut cx).is_pending());
     let (_, handed_to) = core.unlock_handing_off(b"k", b"b", granted_token(&answer.outcome), failure(), at(12));
@@ -538,6 +562,88 @@ fn a_failure_is_logged_when_its_hand_off_is_dropped() {
     assert!(logs.contains("lock released as failed key=j owner=a"), "{logs}");
 }
 
+/// A SUCCESS's DONEs for waiters this thread serves are left to its connection to write: each is
+/// paid as it is written, the waiters' tasks stay asleep until then and find their replies
+/// written. A waiter another thread serves is woken at once to write its own.
+#[test]
+fn a_success_leaves_the_dones_of_its_own_threads_waiters_to_be_written_directly() {
+    let core = core();
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
+    let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
+    let mut c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
+    let mut d = blocked(wait(&core, request("k", "d", 4, None), at(0)));
+    b.allow_direct(takes_all());
+    c.allow_direct(takes_all());
+    d.allow_direct(writer(Written::Whole, ServedBy::AnotherThread));
+    let (wakes, waker) = counting_waker();
+    let woken = || wakes.load(std::sync::atomic::Ordering::SeqCst);
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut b_letter = Box::pin(b.letter());
+    assert!(b_letter.as_mut().poll(&mut cx).is_pending());
+
+    let (outcome, handed_to) = core.unlock_handing_off(b"k", b"a", token, success(Some("ok"), None), at(10));
+    assert_eq!(outcome, UnlockOutcome::Succeeded { waiters_told: 3 });
+    assert!(handed_to.has_dones());
+    assert_eq!(woken(), 0, "b sleeps while its DONE is written for it");
+    assert_eq!(core.owed_dones(b"k").len(), 3, "owed until written");
+    assert!(
+        matches!(d.take_letter(), Some(Letter::Answer(Answer { written: Written::Nothing, paid: None, .. }))),
+        "d's own loop writes d's DONE"
+    );
+
+    assert_eq!(core.write_dones_directly(&handed_to, at(11)), 2);
+    assert_eq!(core.owed_dones(b"k"), vec![Arc::<[u8]>::from(&b"d"[..])], "b and c paid as written");
+    drop(handed_to);
+    assert_eq!(woken(), 1);
+    assert!(matches!(
+        b_letter.as_mut().poll(&mut cx),
+        std::task::Poll::Ready(Letter::Answer(Answer { written: Written::Whole, paid: None, .. }))
+    ));
+    assert!(matches!(c.take_letter(), Some(Letter::Answer(Answer { written: Written::Whole, paid: None, .. }))));
+    assert!(
+        matches!(core.try_lock(request("k", "c", 3, None), IfHeld::Queue, at(12)), TryOutcome::Acquired { .. }),
+        "c was told DONE once, not again"
+    );
+}
+
+/// A DONE paid to be written directly but not written travels with the letter: the waiter's task
+/// keeps it while it writes the DONE itself, and a WAIT that ends without taking it (its
+/// connection went, the server stops) makes the owner owed it again.
+#[test]
+fn a_done_paid_but_not_written_directly_is_owed_again_if_the_wait_ends_without_it() {
+    let core = core();
+    let wait_for = |now| blocked(wait(&core, request("k", "w", 2, None), at(now)));
+    let owed_again = |now: u64, end: &dyn Fn(WaitTicket, Timestamp)| {
+        let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(now)));
+        let ticket = wait_for(now);
+        ticket.allow_direct(writer(Written::Nothing, ServedBy::CallingThread));
+        let (_, handed_to) = core.unlock_handing_off(b"k", b"a", token, success(None, None), at(now + 1));
+        assert_eq!(core.write_dones_directly(&handed_to, at(now + 1)), 0, "the socket took nothing");
+        assert!(core.owed_dones(b"k").is_empty(), "paid, the payment in the letter");
+        end(ticket, at(now + 2));
+        assert_eq!(core.owed_dones(b"k"), vec![Arc::<[u8]>::from(&b"w"[..])]);
+        match core.try_lock(request("k", "w", 2, None), IfHeld::Queue, at(now + 3)) {
+            TryOutcome::Done(_) => {}
+            other => panic!("expected the DONE owed again, got {other:?}"),
+        }
+    };
+    owed_again(0, &|ticket, now| core.wait_abandoned(ticket, b"k", now));
+    owed_again(10, &|ticket, now| core.wait_stopped_by_shutdown(ticket, b"k", now));
+
+    // The task that takes the letter takes the payment, to keep until its write is out.
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(20)));
+    let mut ticket = wait_for(20);
+    ticket.allow_direct(writer(Written::Nothing, ServedBy::CallingThread));
+    let (_, handed_to) = core.unlock_handing_off(b"k", b"a", token, success(None, None), at(21));
+    core.write_dones_directly(&handed_to, at(21));
+    let Some(Letter::Answer(Answer { paid: Some(paid), written: Written::Nothing, .. })) = ticket.take_letter() else {
+        panic!("the letter carries the payment")
+    };
+    assert!(core.owed_dones(b"k").is_empty());
+    core.done_unwritten(b"k", paid, at(22));
+    assert_eq!(core.owed_dones(b"k").len(), 1, "given back when the task's write fails");
+}
+
 fn granted_token(outcome: &WaitOutcome) -> u64 {
     match outcome {
         WaitOutcome::Acquired { token } => *token,
@@ -553,7 +659,7 @@ fn a_grant_written_whole_for_a_waiter_that_then_goes_stays_its_lock() {
     let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
     let b = blocked(wait(&core, request("k", "b", 2, None), at(0)));
     let _c = blocked(wait(&core, request("k", "c", 3, None), at(0)));
-    b.allow_direct(Arc::new(TakesAll));
+    b.allow_direct(takes_all());
     let (_, handed_to) = core.unlock_handing_off(b"k", b"a", token, failure(), at(10));
     assert_eq!(handed_to.write_directly(), 1);
     core.wait_abandoned(b, b"k", at(11));

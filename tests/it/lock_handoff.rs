@@ -487,3 +487,49 @@ async fn client_unblock_racing_a_hand_off_never_loses_the_grant() {
     }
     server.stop().await.unwrap();
 }
+
+/// A SUCCESS on a one-loop server: the unlocking connection writes every waiter's DONE itself
+/// (src/direct.rs), each in its waiter's protocol, before the replies to requests pipelined
+/// behind the WAITs; INFO counts them; each owner is told DONE once and is then free to take
+/// the lock afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dones_written_by_the_unlocking_connection_arrive_whole_once_and_in_order() {
+    const WAITERS: usize = 12;
+    let server = start_with(|config| config.threads = Some(1)).await;
+    let mut ctl = Raw::connect(server.addr).await;
+    let token = cmd_out(&mut ctl, args!["LOCK.TRY", "k", "holder"]).await.token();
+    let mut waiters = Vec::with_capacity(WAITERS);
+    for i in 1..=WAITERS {
+        let mut waiter = Raw::connect(server.addr).await;
+        // Half in RESP3, whose DONE spells the missing result differently.
+        if i % 2 == 0 {
+            waiter.cmd(args!["HELLO", 3]).await;
+        }
+        waiter.send(args!["LOCK.WAIT", "k", format!("w{i}"), 0]).await;
+        waiter.send(args!["PING"]).await;
+        ctl.wait_blocked("k", i as i64).await;
+        waiters.push(waiter);
+    }
+    assert_eq!(ctl.cmd(args!["LOCK.UNLOCK", "k", "holder", token, "SUCCESS"]).await.int(), WAITERS as i64);
+    for (i, waiter) in waiters.iter_mut().enumerate() {
+        assert_eq!(read_out(waiter).await, Out::done("holder", None), "w{}", i + 1);
+        assert_eq!(waiter.read().await, Resp::Simple("PONG".into()), "w{}", i + 1);
+    }
+    let info = ctl.cmd(args!["INFO", "locks"]).await.text();
+    let field = |name: &str| -> i64 {
+        let value = info.lines().find_map(|line| line.strip_prefix(&format!("{name}:"))).expect(name);
+        value.trim().parse().unwrap()
+    };
+    assert_eq!(field("lock_done_answers"), WAITERS as i64);
+    let written = field("lock_dones_written_by_unlocker");
+    // A waiter's own task writes its DONE when the unlock came before its WAIT had lent its
+    // mailbox the writer (it lends it once the replies before the WAIT are written).
+    assert!((1..=WAITERS as i64).contains(&written), "{written} of {WAITERS} written by the unlocker");
+    // Told DONE once: the first to call again takes the lock, the others queue behind it.
+    for (i, waiter) in waiters.iter_mut().enumerate() {
+        let again = cmd_out(waiter, args!["LOCK.TRY", "k", format!("w{}", i + 1)]).await;
+        let expected = if i == 0 { matches!(again, Out::Acquired(_)) } else { again == Out::Queued(i as i64) };
+        assert!(expected, "w{}: {again:?}", i + 1);
+    }
+    server.stop().await.unwrap();
+}
