@@ -70,8 +70,8 @@ struct Connection<'a, S> {
     pipelines: bool,
     /// DONEs whose replies, still in the write buffer, paid what their owners were owed.
     unwritten_dones: Vec<UnwrittenDone>,
-    /// Lent to this connection's blocked WAITs, for whoever grants them the lock to write the
-    /// grant (plain TCP only; see [`crate::direct`]).
+    /// Lent to this connection's blocked WAITs, for whoever grants them the lock (or tells them
+    /// DONE) to write that reply (plain TCP only; see [`crate::direct`]).
     direct_writer: Option<Arc<DirectWriter>>,
 }
 

@@ -59,7 +59,8 @@ impl SharedTcp {
         SharedTcp { read, write: Arc::new(write) }
     }
 
-    /// What writes this connection's grants from other tasks, rendered in `entry`'s protocol.
+    /// What writes this connection's grants and DONEs from other tasks, rendered in `entry`'s
+    /// protocol.
     pub(crate) fn direct_writer(&self, entry: &Arc<ClientEntry>) -> Arc<DirectWriter> {
         Arc::new(DirectWriter {
             socket: Arc::clone(&self.write),

@@ -357,8 +357,8 @@ fn admit(
         match tls {
             None => {
                 let socket = SharedTcp::new(socket);
-                let grants = socket.direct_writer(&entry);
-                connection::serve(socket, shared, entry, Some(grants)).await
+                let direct_writer = socket.direct_writer(&entry);
+                connection::serve(socket, shared, entry, Some(direct_writer)).await
             }
             // Boxed: inline, the handshake and the TLS connection's larger state would size every
             // plaintext connection's task too (6 KiB instead of 2.2).
@@ -532,8 +532,8 @@ mod tests {
         let shared = Arc::clone(&server.shared);
         let entry = shared.clients.register(addr, shared.local_addr);
         let socket = SharedTcp::new(accepted);
-        let grants = socket.direct_writer(&entry);
-        let task = connection::serve(socket, shared, entry, Some(grants));
+        let direct_writer = socket.direct_writer(&entry);
+        let task = connection::serve(socket, shared, entry, Some(direct_writer));
         let bytes = std::mem::size_of_val(&task);
         // Room for tokio's header and trailer, and some for the code to grow.
         assert!(bytes <= 1664, "a connection's future takes {bytes} bytes");
