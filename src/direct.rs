@@ -6,7 +6,7 @@
 //! an eventfd, on two cores shared with busy clients it often waits behind the unlocking loop and
 //! the clients for a core before it can write the ACQUIRED. W3 with one loop, where no hand-off
 //! crosses loops, had a p50 of 45 µs against 75 µs with two, and a p99 of 141 µs against 855 µs
-//! (docs/benchmarks.md, *The hand-off's critical path, traced*). So the unlocking connection
+//! (docs/benchmarks-history.md, *The hand-off's critical path, traced*). So the unlocking connection
 //! writes the grant itself, on the waiter's socket, once the hand-off's record is written: a
 //! plain TCP socket takes a non-blocking `send(2)` from any thread.
 //!

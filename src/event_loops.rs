@@ -106,7 +106,7 @@ impl EventLoops {
 /// and send, and `epoll_wait` then returns at once instead of sleeping until a wake-up (a context
 /// switch each way). With nothing else runnable the yield is one short syscall, and an idle loop
 /// still sleeps: it yields once per sleep, never spins. W1 unpipelined (two loops, 2-core VM):
-/// 1.22× the cycles/s of not yielding; three yields did no better than one (docs/benchmarks.md).
+/// 1.22× the cycles/s of not yielding; three yields did no better than one (docs/benchmarks-history.md).
 fn before_sleeping() {
     crate::journal::flush_owed_records();
     std::thread::yield_now();

@@ -53,7 +53,7 @@ pub async fn fanout(common: &Common, count: usize, rounds: usize, pid: Option<u3
     // 10,000 sockets too, on the same cores, so the time to the last answer is partly its own.
     let mut server_cpu_ns = 0;
     // The load generator's own CPU over the same windows: reading the answers is work no server
-    // can take off it, so it bounds how soon the last one can be read (see docs/benchmarks.md).
+    // can take off it, so it bounds how soon the last one can be read (docs/benchmarks-history.md, *W4's floor*).
     let mut client_cpu_ns = 0;
     for round in 1..=rounds {
         let token = match target {

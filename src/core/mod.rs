@@ -398,7 +398,7 @@ impl LockCore {
     /// written: each is paid under its key's shard lock, as [`LockCore::pay_done`] pays the one a
     /// waiter's task writes, then written outside it (see `Mailbox::write_directly`). One event
     /// loop telling 10,000 waiters sent the last DONE 0.66x as soon, with 0.88x the CPU, as when
-    /// each waiter's task was polled to pay and write its own (docs/benchmarks.md). Returns how
+    /// each waiter's task was polled to pay and write its own (docs/benchmarks-history.md). Returns how
     /// many were written whole.
     pub fn write_dones_directly(&self, handed_to: &HandedTo, now: Timestamp) -> usize {
         let Some(dones) = &handed_to.dones else {
