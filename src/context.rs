@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) monitors: Monitors,
     /// This node's cluster; None unless started with `--cluster-node-id`.
     pub(crate) cluster: ClusterHandle,
+    /// The event loops leave a CPU core unused (see `Config::leaves_a_core_spare`).
+    pub(crate) spare_core: bool,
 }
 
 impl Shared {

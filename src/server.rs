@@ -108,6 +108,7 @@ impl Server {
         let pubsub = Arc::new(PubSub::new(config.notify_lock_events.enabled(), config.pubsub_output_buffer_limit));
         core.set_observer(Arc::clone(&pubsub) as Arc<dyn LockObserver>);
         let monitors = Monitors::new(config.pubsub_output_buffer_limit);
+        let spare_core = config.leaves_a_core_spare();
         let shared = Arc::new(Shared {
             config,
             core,
@@ -123,6 +124,7 @@ impl Server {
             pubsub,
             monitors,
             cluster,
+            spare_core,
         });
         let loops = EventLoops::start(shared.config.event_loop_count())?;
         if let Some(persistence) = &shared.persistence {

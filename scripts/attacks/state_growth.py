@@ -237,7 +237,7 @@ def main():
     parser.add_argument("--keys", type=int, default=None)
     parser.add_argument("--waiters", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--threads", type=int, default=None, help="baton's --threads (default: one per core)")
+    parser.add_argument("--threads", type=int, default=None, help="baton's --threads (default: one fewer than the cores, at least one)")
     args = parser.parse_args()
     if args.keys is None:
         args.keys = {"info": 2_000_000, "rewrite": 1_000_000}.get(args.attack, 300_000)

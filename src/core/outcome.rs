@@ -101,6 +101,24 @@ impl HandedTo {
     pub fn has_dones(&self) -> bool {
         self.dones.is_some()
     }
+
+    /// How many DONEs a SUCCESS left for the caller to write.
+    pub fn dones_to_write(&self) -> usize {
+        self.dones.as_ref().map_or(0, |dones| dones.waits.len())
+    }
+
+    /// Moves the second half of the DONEs to write into a `HandedTo` of their own, for another
+    /// thread to write (dropped, it wakes their WAITs' tasks as this one does).
+    pub fn split_off_dones(&mut self) -> HandedTo {
+        let dones = self.dones.as_mut().map(|dones| DonesToWrite {
+            key: Arc::clone(&dones.key),
+            token: dones.token,
+            waits: dones.waits.split_off(dones.waits.len() / 2),
+        });
+        let mut other_half = HandedTo::default();
+        other_half.dones = dones;
+        other_half
+    }
 }
 
 /// The DONEs of one SUCCESS left for the unlocking connection to write (see [`HandedTo`]).

@@ -606,6 +606,54 @@ fn a_success_leaves_the_dones_of_its_own_threads_waiters_to_be_written_directly(
     );
 }
 
+/// A long line's DONEs split in two (`HandedTo::split_off_dones`), each half written on a thread
+/// of its own: every DONE is paid and written once, and each half's WAITs sleep until their own
+/// half is dropped.
+#[test]
+fn dones_split_between_two_threads_are_each_paid_written_and_woken_once() {
+    let core = core();
+    let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
+    let owners = ["b", "c", "d", "e"];
+    let tickets: Vec<WaitTicket> = owners
+        .iter()
+        .zip(2..)
+        .map(|(owner, conn)| blocked(wait(&core, request("k", owner, conn, None), at(0))))
+        .collect();
+    tickets.iter().for_each(|ticket| ticket.allow_direct(takes_all()));
+    let (wakes, waker) = counting_waker();
+    let woken = || wakes.load(std::sync::atomic::Ordering::SeqCst);
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut letters: Vec<_> = tickets.iter().map(|ticket| Box::pin(ticket.letter())).collect();
+    letters.iter_mut().for_each(|letter| assert!(letter.as_mut().poll(&mut cx).is_pending()));
+
+    let (outcome, mut first_half) = core.unlock_handing_off(b"k", b"a", token, success(None, None), at(10));
+    assert_eq!(outcome, UnlockOutcome::Succeeded { waiters_told: 4 });
+    let second_half = first_half.split_off_dones();
+    assert_eq!((first_half.dones_to_write(), second_half.dones_to_write()), (2, 2));
+    let written = std::thread::scope(|scope| {
+        let other = scope.spawn(|| core.write_dones_directly(&second_half, at(11)));
+        core.write_dones_directly(&first_half, at(11)) + other.join().unwrap()
+    });
+    assert_eq!(written, 4);
+    assert!(core.owed_dones(b"k").is_empty(), "all four paid as written");
+    assert_eq!(woken(), 0, "the WAITs sleep while their DONEs are written");
+    drop(second_half);
+    assert_eq!(woken(), 2, "the second half's WAITs, d and e");
+    drop(first_half);
+    assert_eq!(woken(), 4);
+    for letter in &mut letters {
+        assert!(matches!(
+            letter.as_mut().poll(&mut cx),
+            std::task::Poll::Ready(Letter::Answer(Answer { written: Written::Whole, paid: None, .. }))
+        ));
+    }
+    drop(letters);
+    for (owner, conn) in owners.iter().zip(2..) {
+        let again = core.try_lock(request("k", owner, conn, None), IfHeld::Queue, at(12));
+        assert!(!matches!(again, TryOutcome::Done(_)), "{owner} was told DONE once, not again: {again:?}");
+    }
+}
+
 /// A DONE paid to be written directly but not written travels with the letter: the waiter's task
 /// keeps it while it writes the DONE itself, and a WAIT that ends without taking it (its
 /// connection went, the server stops) makes the owner owed it again.

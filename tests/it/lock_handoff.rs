@@ -494,12 +494,22 @@ async fn client_unblock_racing_a_hand_off_never_loses_the_grant() {
 /// the lock afresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dones_written_by_the_unlocking_connection_arrive_whole_once_and_in_order() {
-    const WAITERS: usize = 12;
+    dones_written_by_the_unlocking_connection(12).await;
+}
+
+/// The same with a line long enough that, on a machine with a core no event loop uses, the
+/// unlocking connection hands half of the DONEs to a thread there (`Connection::write_dones`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dones_shared_with_a_thread_on_the_spare_core_arrive_whole_once_and_in_order() {
+    dones_written_by_the_unlocking_connection(300).await;
+}
+
+async fn dones_written_by_the_unlocking_connection(waiter_count: usize) {
     let server = start_with(|config| config.threads = Some(1)).await;
     let mut ctl = Raw::connect(server.addr).await;
     let token = cmd_out(&mut ctl, args!["LOCK.TRY", "k", "holder"]).await.token();
-    let mut waiters = Vec::with_capacity(WAITERS);
-    for i in 1..=WAITERS {
+    let mut waiters = Vec::with_capacity(waiter_count);
+    for i in 1..=waiter_count {
         let mut waiter = Raw::connect(server.addr).await;
         // Half in RESP3, whose DONE spells the missing result differently.
         if i % 2 == 0 {
@@ -510,7 +520,7 @@ async fn dones_written_by_the_unlocking_connection_arrive_whole_once_and_in_orde
         ctl.wait_blocked("k", i as i64).await;
         waiters.push(waiter);
     }
-    assert_eq!(ctl.cmd(args!["LOCK.UNLOCK", "k", "holder", token, "SUCCESS"]).await.int(), WAITERS as i64);
+    assert_eq!(ctl.cmd(args!["LOCK.UNLOCK", "k", "holder", token, "SUCCESS"]).await.int(), waiter_count as i64);
     for (i, waiter) in waiters.iter_mut().enumerate() {
         assert_eq!(read_out(waiter).await, Out::done("holder", None), "w{}", i + 1);
         assert_eq!(waiter.read().await, Resp::Simple("PONG".into()), "w{}", i + 1);
@@ -520,11 +530,16 @@ async fn dones_written_by_the_unlocking_connection_arrive_whole_once_and_in_orde
         let value = info.lines().find_map(|line| line.strip_prefix(&format!("{name}:"))).expect(name);
         value.trim().parse().unwrap()
     };
-    assert_eq!(field("lock_done_answers"), WAITERS as i64);
+    assert_eq!(field("lock_done_answers"), waiter_count as i64);
     let written = field("lock_dones_written_by_unlocker");
     // A waiter's own task writes its DONE when the unlock came before its WAIT had lent its
     // mailbox the writer (it lends it once the replies before the WAIT are written).
-    assert!((1..=WAITERS as i64).contains(&written), "{written} of {WAITERS} written by the unlocker");
+    assert!((1..=waiter_count as i64).contains(&written), "{written} of {waiter_count} written by the unlocker");
+    if waiter_count >= 256 {
+        // Both halves of a line this long (`SHARED_FANOUT_MIN`, src/connection.rs) are written
+        // directly, whichever thread writes the second.
+        assert!(written > waiter_count as i64 / 2, "{written} of {waiter_count} written by the unlocker");
+    }
     // Told DONE once: the first to call again takes the lock, the others queue behind it.
     for (i, waiter) in waiters.iter_mut().enumerate() {
         let again = cmd_out(waiter, args!["LOCK.TRY", "k", format!("w{}", i + 1)]).await;
