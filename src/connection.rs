@@ -29,7 +29,7 @@ use crate::core::{
 use crate::direct::DirectWriter;
 use crate::errors;
 use crate::fanout;
-use crate::journal::{Gather, Lsn};
+use crate::journal::{self, Gather, Lsn};
 use crate::outbox::Outbox;
 use crate::reply::Reply;
 use crate::run_queue::yield_to_queued;
@@ -553,17 +553,19 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             return core.write_dones_directly(handed_to, now);
         }
         let second_half = handed_to.split_off_dones();
-        std::thread::scope(|scope| {
-            let helper = std::thread::Builder::new()
-                .name("baton-fanout".to_owned())
-                .spawn_scoped(scope, || core.write_dones_directly(&second_half, now));
+        let written = std::thread::scope(|scope| {
+            let helper = std::thread::Builder::new().name("baton-fanout".to_owned()).spawn_scoped(scope, || {
+                journal::appending_for_a_waiting_loop(|| core.write_dones_directly(&second_half, now))
+            });
             let first = core.write_dones_directly(handed_to, now);
             first
                 + match helper {
                     Ok(helper) => helper.join().unwrap_or(0),
                     Err(_) => core.write_dones_directly(&second_half, now),
                 }
-        })
+        });
+        journal::owe_flush_on_this_loop();
+        written
     }
 
     /// A LOCK.WAIT that blocked: waits for its answer, then writes it.

@@ -424,6 +424,8 @@ fn sync_file(path: &Path) -> Result<(), LogError> {
 thread_local! {
     /// The relay running on this thread, if any.
     static RELAY: RefCell<Option<LoopRelay>> = const { RefCell::new(None) };
+    /// See [`appending_for_a_waiting_loop`].
+    static APPENDING_FOR_A_WAITING_LOOP: Cell<bool> = const { Cell::new(false) };
 }
 
 struct LoopRelay {
@@ -437,9 +439,32 @@ struct LoopRelay {
 
 /// Under `always`, whether a record appended now on this thread may wait for the end of its
 /// event loop's turn: true on a loop that relays for `shared`, which asks for the record at the
-/// latest when it goes to sleep ([`flush_owed_records`]).
+/// latest when it goes to sleep ([`flush_owed_records`]), and on a thread appending for a loop
+/// that waits for it ([`appending_for_a_waiting_loop`]).
 fn owe_flush_here(shared: &Arc<Shared>) -> bool {
-    with_relay_for(shared, |relay| relay.flush_owed.set(true)).is_some()
+    APPENDING_FOR_A_WAITING_LOOP.get() || with_relay_for(shared, |relay| relay.flush_owed.set(true)).is_some()
+}
+
+/// Runs `append` on a thread that works for an event loop while the loop waits for it (a long
+/// line's DONEs written on the spare core), leaving the records it appends under `always` to that
+/// loop's turn, as the loop's own are. Asked for one by one, the payments of a 3,000-waiter
+/// fan-out kept the writer thread fsyncing through it (10 to 29 fsyncs, against 2), and 10,000
+/// waiters were told in 1.14x the time. The loop then calls [`owe_flush_on_this_loop`].
+pub(crate) fn appending_for_a_waiting_loop<R>(append: impl FnOnce() -> R) -> R {
+    APPENDING_FOR_A_WAITING_LOOP.set(true);
+    let appended = append();
+    APPENDING_FOR_A_WAITING_LOOP.set(false);
+    appended
+}
+
+/// On an event loop: its turn asks for every record appended so far (see
+/// [`appending_for_a_waiting_loop`]).
+pub(crate) fn owe_flush_on_this_loop() {
+    RELAY.with_borrow(|relay| {
+        if let Some(relay) = relay {
+            relay.flush_owed.set(true);
+        }
+    });
 }
 
 /// `act` on the relay running on this thread, if it relays for `shared`.

@@ -28,7 +28,10 @@ pub(crate) use durable::unix_ms;
 pub(crate) use durable::{Journal, JournalOptions, Restored};
 pub(crate) use error::LogError;
 pub(crate) use frame::{NextRecord, RecordReader, encode_record, encode_record_of_parts};
-pub(crate) use log::{FSYNC_BUCKETS_US, FsyncPolicy, Gather, Log, LogOptions, LogStatus, flush_owed_records};
+pub(crate) use log::{
+    FSYNC_BUCKETS_US, FsyncPolicy, Gather, Log, LogOptions, LogStatus, appending_for_a_waiting_loop,
+    flush_owed_records, owe_flush_on_this_loop,
+};
 #[cfg(test)]
 pub(crate) use record::SNAPSHOT_PAYLOAD_BYTES;
 pub(crate) use record::{MAX_QUEUE_BYTES, Record, batch_payload, encode_snapshot_batches};

@@ -290,6 +290,45 @@ fn under_always_a_record_no_reply_waits_for_is_written_when_its_loop_sleeps() {
     });
 }
 
+/// Under `always`, records appended by a thread working for an event loop that waits for it (a
+/// long line's DONEs on the spare core) are left to that loop's turn, as its own are: nothing is
+/// synced while the loop waits, and one fsync covers them all once it goes to sleep.
+#[test]
+fn under_always_records_appended_for_a_waiting_loop_wait_for_its_turn() {
+    let temp = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(temp.path(), options(FsyncPolicy::Always)).unwrap();
+    let log = Arc::new(log);
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(flush_owed_records).build().unwrap();
+    runtime.block_on(async {
+        let relay = tokio::spawn(log.release_relay().expect("`always` relays"));
+        tokio::task::yield_now().await;
+        let last = tokio::spawn({
+            let log = Arc::clone(&log);
+            async move {
+                let append_all = || (0..100).fold(None, |_, _| Some(log.append(b"paid"))).unwrap();
+                let last = std::thread::scope(|scope| {
+                    scope.spawn(|| appending_for_a_waiting_loop(append_all)).join().unwrap()
+                });
+                std::thread::sleep(Duration::from_millis(50));
+                assert_eq!(log.status().fsyncs, 0, "nothing asked for while the loop waits");
+                owe_flush_on_this_loop();
+                last
+            }
+        })
+        .await
+        .unwrap();
+        let synced = tokio::time::timeout(Duration::from_secs(30), async {
+            while log.status().synced_lsn < last {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        synced.await.expect("synced once the loop slept");
+        relay.abort();
+    });
+    assert_eq!(log.status().fsyncs, 1, "{:?}", log.status());
+}
+
 #[test]
 fn no_policy_never_fsyncs_but_append_synced_does() {
     let temp = tempfile::tempdir().unwrap();
