@@ -309,6 +309,23 @@ handoffs=$(cli INFO locks | tr -d '\r' | sed -n 's/^lock_handoffs://p')
 check_true "INFO lock_handoffs counts the hand-offs (>= 3)" "lock_handoffs '$handoffs'" \
     int_between "$handoffs" 3 1000000
 
+# --- SHUTDOWN (last: it stops the server) ----------------------------------------------------------
+check "SHUTDOWN ABORT with no shutdown under way" "ERR No shutdown in progress." \
+    "$(cli SHUTDOWN ABORT | head -n 1)"
+check "SHUTDOWN gets no reply: the connection closing is the answer" "" "$(cli SHUTDOWN NOSAVE)"
+for _ in $(seq 200); do
+    kill -0 "$server" 2>/dev/null || break
+    sleep 0.05
+done
+if kill -0 "$server" 2>/dev/null; then
+    check "SHUTDOWN stops the server within 10 s" "stopped" "still running"
+else
+    server_status=0
+    wait "$server" || server_status=$?
+    server=
+    check "SHUTDOWN stops the server with exit status 0" "0" "$server_status"
+fi
+
 finished=yes
 echo "smoke: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::clients::{ClientEntry, Control};
 use crate::cmd::lock::LockLimits;
@@ -422,6 +422,14 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             Ok(Action::Close(reply)) => {
                 self.send(reply).await?;
                 Err(Exit::Quit)
+            }
+            Ok(Action::Shutdown) => {
+                // The replies before it go out; the shutdown then closes this connection too.
+                self.flush().await?;
+                let entry = &self.session.entry;
+                info!(id = entry.id, addr = %entry.addr, "SHUTDOWN received: stopping the server");
+                self.shared.shutdown.cancel();
+                Err(Exit::Shutdown)
             }
             Ok(Action::Later(reply)) => self.send_when_ready(reply).await,
             Ok(Action::Block { waiting, ticket, timeout }) => self.wait_and_answer(waiting, ticket, timeout).await,

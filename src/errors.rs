@@ -19,6 +19,8 @@ pub(crate) const DB_OUT_OF_RANGE: &str = "ERR DB index is out of range";
 pub(crate) const MAX_CLIENTS: &str = "ERR max number of clients reached";
 pub(crate) const DENIED_PROTECTED_MODE: &str = "DENIED baton is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers to baton you may adopt one of the following solutions: 1) Restart the server with the '--requirepass <password>' option to set up an authentication password for the default user. 2) If you started the server manually just for testing, restart it with the '--protected-mode no' option, and MAKE SURE it is not publicly accessible from the internet. NOTE: You only need to do one of the above things in order for the server to start accepting connections from the outside.";
 pub(crate) const SHUTTING_DOWN: &str = "ERR server is shutting down";
+/// SHUTDOWN ABORT: a shutdown, once begun, runs to its end.
+pub(crate) const NO_SHUTDOWN_IN_PROGRESS: &str = "ERR No shutdown in progress.";
 pub(crate) const CLIENT_NAME_SPACES: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
 pub(crate) const NO_SUCH_CLIENT: &str = "ERR No such client";
 pub(crate) const HELLO_PROTOVER_NOT_INTEGER: &str = "ERR Protocol version is not an integer or out of range";

@@ -41,6 +41,9 @@ pub(crate) enum Action {
     },
     /// Send the reply, then close (QUIT).
     Close(Reply),
+    /// Stop the server as a shutdown signal does (SHUTDOWN). No reply: Redis sends none, and its
+    /// clients take the connection closing for success (redis-py raises if a reply comes).
+    Shutdown,
     /// A reply that takes a while, such as a membership change waiting for its commit; the
     /// connection sends it when it is ready, after the replies before it.
     Later(Deferred),

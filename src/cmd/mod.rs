@@ -43,6 +43,7 @@ pub(crate) enum Command {
     PubSub(PubSubCommand),
     Cluster(ClusterCommand),
     Membership(MembershipChange),
+    Shutdown,
 }
 
 /// The table entry for a request, with its subcommand resolved and arity checked.
@@ -182,6 +183,10 @@ impl Command {
             Id::MemoryUsage => Command::Keyspace(keyspace::parse_memory_usage(args)?),
             Id::MemoryHelp => Command::Keyspace(KeyspaceCommand::MemoryHelp),
             Id::BgRewriteAof => Command::Server(ServerCommand::BgRewriteAof),
+            Id::Shutdown => {
+                server::parse_shutdown(args)?;
+                Command::Shutdown
+            }
             Id::Command => Command::Server(ServerCommand::CommandAll),
             Id::CommandCount => Command::Server(ServerCommand::CommandCount),
             Id::CommandInfo => Command::Server(ServerCommand::CommandInfo(args.rest())),
@@ -256,6 +261,7 @@ impl Command {
             Command::PubSub(command) => command.execute(session, shared),
             Command::Cluster(command) => Action::Reply(command.execute(shared)),
             Command::Membership(change) => change.execute(shared),
+            Command::Shutdown => Action::Shutdown,
         }
     }
 }
@@ -300,6 +306,7 @@ mod tests {
         "MEMORY USAGE k SAMPLES 2",
         "MEMORY HELP",
         "BGREWRITEAOF",
+        "SHUTDOWN NOSAVE NOW",
         "COMMAND",
         "COMMAND COUNT",
         "COMMAND DOCS ping",

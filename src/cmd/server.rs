@@ -50,6 +50,35 @@ pub(crate) fn parse_config_set(args: Args) -> ParseResult<ServerCommand> {
     Ok(ServerCommand::ConfigSet(pairs))
 }
 
+/// SHUTDOWN [NOSAVE | SAVE] [NOW] [FORCE] [ABORT]. The journal records every change as it is
+/// made, so there is nothing to save or not to save, nor replicas to wait for: the modifiers are
+/// accepted for the clients and tools that send them. A shutdown, once begun, cannot be aborted.
+pub(crate) fn parse_shutdown(args: Args) -> ParseResult<()> {
+    let words = args.rest();
+    let is = |word: &Bytes, name: &str| word.eq_ignore_ascii_case(name.as_bytes());
+    if let [abort] = words.as_slice()
+        && is(abort, "ABORT")
+    {
+        return Err(Reply::error(errors::NO_SHUTDOWN_IN_PROGRESS));
+    }
+    let (mut save_selector, mut now, mut force) = (false, false, false);
+    for word in &words {
+        let seen = if is(word, "NOSAVE") || is(word, "SAVE") {
+            &mut save_selector
+        } else if is(word, "NOW") {
+            &mut now
+        } else if is(word, "FORCE") {
+            &mut force
+        } else {
+            return Err(Reply::error(errors::SYNTAX));
+        };
+        if std::mem::replace(seen, true) {
+            return Err(Reply::error(errors::SYNTAX));
+        }
+    }
+    Ok(())
+}
+
 /// COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN pattern]
 pub(crate) fn parse_command_list(args: Args) -> ParseResult<ServerCommand> {
     let filter = match args.rest().as_slice() {

@@ -38,6 +38,7 @@ pub(crate) enum CommandId {
     MemoryUsage,
     MemoryHelp,
     BgRewriteAof,
+    Shutdown,
     Command,
     CommandCount,
     CommandDocs,
@@ -564,6 +565,24 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         group: "server",
         since: "1.0.0",
         summary: "Asynchronously rewrite the append-only file",
+        ..BASE
+    },
+    CommandSpec {
+        id: CommandId::Shutdown,
+        name: "shutdown",
+        arity: -1,
+        flags: &["admin", "noscript", "loading", "stale", "no_multi", "allow_busy"],
+        acl_categories: &["@admin", "@slow", "@dangerous"],
+        group: "server",
+        since: "1.0.0",
+        summary: "Stop the server as SIGTERM does: blocked waiters answered, connections closed, the journal marked clean",
+        complexity: "O(N) where N is the number of connections",
+        args: &[
+            oneof("save-selector", &[pure("nosave", "NOSAVE"), pure("save", "SAVE")]).opt(),
+            pure("now", "NOW").opt(),
+            pure("force", "FORCE").opt(),
+            pure("abort", "ABORT").opt(),
+        ],
         ..BASE
     },
     CommandSpec {

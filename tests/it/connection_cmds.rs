@@ -396,6 +396,41 @@ async fn shutdown_answers_blocked_waiters_with_an_error_and_closes() {
         .expect("stop() is Ok");
 }
 
+/// SHUTDOWN stops the server as a signal does (blocked waiters answered, connections closed),
+/// with no reply of its own, as in Redis, whose clients take the connection closing for success;
+/// the replies before it go out first. Its modifiers are accepted; ABORT finds no shutdown to
+/// abort; anything else is a syntax error, and the connection stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_command_stops_the_server_as_a_signal_does() {
+    let server = start().await;
+    let mut ctl = Raw::connect(server.addr).await;
+    assert_eq!(ctl.cmd(args!["SHUTDOWN", "ABORT"]).await.err(), "ERR No shutdown in progress.");
+    for bad in [
+        args!["SHUTDOWN", "NOSAVE", "SAVE"],
+        args!["SHUTDOWN", "NOW", "now"],
+        args!["SHUTDOWN", "LATER"],
+        args!["SHUTDOWN", "NOW", "ABORT"],
+    ] {
+        assert_eq!(ctl.cmd(bad).await.err(), "ERR syntax error");
+    }
+    cmd_out(&mut ctl, args!["LOCK.TRY", "k", "holder"]).await.token();
+    let mut waiter = start_wait(server.addr, "k", "w1", 0).await;
+    ctl.wait_blocked("k", 1).await;
+
+    ctl.send(args!["PING"]).await;
+    ctl.send(args!["shutdown", "nosave", "now", "force"]).await;
+    assert_eq!(ctl.read().await, Resp::Simple("PONG".into()));
+    assert_eq!(ctl.read_until_closed().await, b"", "no reply to SHUTDOWN itself");
+    let reply = waiter.read().await;
+    assert!(reply.err().starts_with("ERR server is shutting down"), "{reply:?}");
+    waiter.read_until_closed().await;
+    assert!(tokio::net::TcpStream::connect(server.addr).await.is_err(), "no longer listening");
+    tokio::time::timeout(Duration::from_secs(8), server.stop())
+        .await
+        .expect("the server's task ends")
+        .expect("it stopped cleanly");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_subcommands_and_help() {
     let server = start().await;
