@@ -267,27 +267,7 @@ fn under_always_one_fsync_covers_every_record_a_loops_turn_appended() {
 #[test]
 fn under_always_a_record_no_reply_waits_for_is_written_when_its_loop_sleeps() {
     let temp = tempfile::tempdir().unwrap();
-    let (log, _) = Log::open(temp.path(), options(FsyncPolicy::Always)).unwrap();
-    let log = Arc::new(log);
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(flush_owed_records).build().unwrap();
-    runtime.block_on(async {
-        let relay = tokio::spawn(log.release_relay().expect("`always` relays"));
-        tokio::task::yield_now().await;
-        let lsn = tokio::spawn({
-            let log = Arc::clone(&log);
-            async move { log.append(b"lease ran out") }
-        })
-        .await
-        .unwrap();
-        let written = tokio::time::timeout(Duration::from_secs(30), async {
-            while log.status().synced_lsn < lsn {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        });
-        written.await.expect("written once the loop slept");
-        relay.abort();
-    });
+    synced_after_a_task_of_an_always_loop(temp.path(), |log| log.append(b"lease ran out"));
 }
 
 /// Under `always`, records appended by a thread working for an event loop that waits for it (a
@@ -296,37 +276,43 @@ fn under_always_a_record_no_reply_waits_for_is_written_when_its_loop_sleeps() {
 #[test]
 fn under_always_records_appended_for_a_waiting_loop_wait_for_its_turn() {
     let temp = tempfile::tempdir().unwrap();
-    let (log, _) = Log::open(temp.path(), options(FsyncPolicy::Always)).unwrap();
+    let log = synced_after_a_task_of_an_always_loop(temp.path(), |log| {
+        let append_all = || (0..100).fold(None, |_, _| Some(log.append(b"paid"))).unwrap();
+        let last = std::thread::scope(|scope| scope.spawn(|| appending_for_a_waiting_loop(append_all)).join().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(log.status().fsyncs, 0, "nothing asked for while the loop waits");
+        owe_flush_on_this_loop();
+        last
+    });
+    assert_eq!(log.status().fsyncs, 1, "{:?}", log.status());
+}
+
+/// Runs `task` on an event loop of its own over a journal in `dir` under `always` (its relay
+/// running, and asking for its turn's records as it goes to sleep, as the server's loops do),
+/// then waits until the record whose position `task` returns is synced.
+fn synced_after_a_task_of_an_always_loop(dir: &Path, task: impl FnOnce(&Log) -> Lsn + Send + 'static) -> Arc<Log> {
+    let (log, _) = Log::open(dir, options(FsyncPolicy::Always)).unwrap();
     let log = Arc::new(log);
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(flush_owed_records).build().unwrap();
     runtime.block_on(async {
         let relay = tokio::spawn(log.release_relay().expect("`always` relays"));
         tokio::task::yield_now().await;
-        let last = tokio::spawn({
+        let lsn = tokio::spawn({
             let log = Arc::clone(&log);
-            async move {
-                let append_all = || (0..100).fold(None, |_, _| Some(log.append(b"paid"))).unwrap();
-                let last = std::thread::scope(|scope| {
-                    scope.spawn(|| appending_for_a_waiting_loop(append_all)).join().unwrap()
-                });
-                std::thread::sleep(Duration::from_millis(50));
-                assert_eq!(log.status().fsyncs, 0, "nothing asked for while the loop waits");
-                owe_flush_on_this_loop();
-                last
-            }
+            async move { task(&log) }
         })
         .await
         .unwrap();
         let synced = tokio::time::timeout(Duration::from_secs(30), async {
-            while log.status().synced_lsn < last {
+            while log.status().synced_lsn < lsn {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         });
         synced.await.expect("synced once the loop slept");
         relay.abort();
     });
-    assert_eq!(log.status().fsyncs, 1, "{:?}", log.status());
+    log
 }
 
 #[test]
