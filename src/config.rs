@@ -118,7 +118,7 @@ pub struct Config {
 
     /// Threads serving connections, each an event loop of its own that serves every connection
     /// it is given from accept to close. Default: one fewer than the CPU cores, at least one. The
-    /// spare core writes half of the DONEs when a SUCCESS tells a long line, and leaves the
+    /// spare core helps write the DONEs when a SUCCESS tells a long line, and leaves the
     /// loops room beside the journal's writer and busy clients on the same machine: on two cores
     /// one loop answers unpipelined requests with Redis's p99 where two had twice it, and tells
     /// 10,000 waiters DONE sooner than two did (see docs/benchmarks.md).

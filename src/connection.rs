@@ -521,7 +521,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
     async fn reply_after_handoff(
         &mut self,
         reply: Reply,
-        mut handed_to: HandedTo,
+        handed_to: HandedTo,
         handed_at: Timestamp,
     ) -> Result<(), Exit> {
         let shared = self.shared;
@@ -532,7 +532,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         let written_whole = handed_to.write_directly();
         (0..written_whole).for_each(|_| shared.metrics.record_handoff(latency));
         shared.stats.handoffs_written_by_unlocker.fetch_add(written_whole as u64, Ordering::Relaxed);
-        let dones_written = self.write_dones(&mut handed_to);
+        let dones_written = self.write_dones(&handed_to);
         shared.stats.dones_written_by_unlocker.fetch_add(dones_written as u64, Ordering::Relaxed);
         // Woken only now (see `Mailbox::post_for_direct_write`), the waiters' tasks find their
         // grants written, or write them: those on this loop before this reply, once it yields.
@@ -548,29 +548,22 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
     ///
     /// Each is a payment under the key's shard lock and a `send(2)` on its waiter's socket, so
     /// telling 10,000 waiters kept one loop busy for about 100 ms while a core no loop uses stood
-    /// idle: with a long line and a spare core, a thread there writes the second half meanwhile.
-    /// One loop so told 10,000 waiters DONE in 0.69x the time two loops took, and 0.70x the time
-    /// it took alone (docs/benchmarks-history.md, *A spare core for the fan-out*). The thread is
-    /// scoped:
-    /// this loop waits for it, as it would have been writing that half itself, and wakes the
-    /// second half's WAITs from its own thread once both halves are out. Without a thread (none
-    /// could be started), this loop writes both halves.
-    fn write_dones(&self, handed_to: &mut HandedTo) -> usize {
+    /// idle: with a long line and a spare core, a thread there writes them too, the two taking a
+    /// few at a time until none is left (see `LockCore::write_dones_directly`). Split in fixed
+    /// halves, the loop, which the scheduler favoured, finished its half well before the thread
+    /// did, and a core then idled (docs/benchmarks-history.md, *A spare core for the fan-out*).
+    /// The thread is scoped: this loop waits for it, and wakes the WAITs from its own thread once
+    /// every DONE is out. Without a thread (none could be started), this loop writes them all.
+    fn write_dones(&self, handed_to: &HandedTo) -> usize {
         let (core, now) = (&self.shared.core, self.shared.clock.now());
         if handed_to.dones_to_write() < SHARED_FANOUT_MIN || !self.shared.spare_core {
             return core.write_dones_directly(handed_to, now);
         }
-        let second_half = handed_to.split_off_dones();
         let written = std::thread::scope(|scope| {
             let helper = std::thread::Builder::new().name("baton-fanout".to_owned()).spawn_scoped(scope, || {
-                journal::appending_for_a_waiting_loop(|| core.write_dones_directly(&second_half, now))
+                journal::appending_for_a_waiting_loop(|| core.write_dones_directly(handed_to, now))
             });
-            let first = core.write_dones_directly(handed_to, now);
-            first
-                + match helper {
-                    Ok(helper) => helper.join().unwrap_or(0),
-                    Err(_) => core.write_dones_directly(&second_half, now),
-                }
+            core.write_dones_directly(handed_to, now) + helper.map_or(0, |helper| helper.join().unwrap_or(0))
         });
         journal::owe_flush_on_this_loop();
         written

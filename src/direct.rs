@@ -15,7 +15,7 @@
 //! writes its DONE, so the last of 10,000 waiters heard it after all of that for the others
 //! (see `LockCore::write_dones_directly`). The DONEs of waiters on other loops are written by
 //! their own loops meanwhile, side by side, as before. With a CPU core no loop uses and a long
-//! line, a thread there writes half of the unlocking loop's DONEs (`Connection::write_dones`).
+//! line, a thread there writes the unlocking loop's DONEs with it (`Connection::write_dones`).
 //!
 //! Only while the waiter's connection has nothing else to write: it has written out every reply
 //! before its WAIT, it is not subscribed or monitoring (no pushes while it waits), and it is not

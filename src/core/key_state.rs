@@ -576,7 +576,7 @@ impl KeyState {
         if let Some(handed_to) = ctx.handed_to.as_mut()
             && !to_write.is_empty()
         {
-            handed_to.dones = Some(DonesToWrite { key: key.shared(), token: completion.token, waits: to_write });
+            handed_to.dones = Some(DonesToWrite::new(key.shared(), completion.token, to_write));
         }
         told
     }

@@ -606,14 +606,15 @@ fn a_success_leaves_the_dones_of_its_own_threads_waiters_to_be_written_directly(
     );
 }
 
-/// A long line's DONEs split in two (`HandedTo::split_off_dones`), each half written on a thread
-/// of its own: every DONE is paid and written once, and each half's WAITs sleep until their own
-/// half is dropped.
+/// Two threads writing one long line's DONEs (as the unlocking loop and the spare core's thread
+/// do) share them: together they pay and write each once, and the WAITs sleep until the
+/// `HandedTo` is dropped.
 #[test]
-fn dones_split_between_two_threads_are_each_paid_written_and_woken_once() {
+fn dones_shared_by_two_threads_are_each_paid_written_and_woken_once() {
     let core = core();
     let token = acquired(core.try_lock(request("k", "a", 1, None), IfHeld::Queue, at(0)));
-    let owners = ["b", "c", "d", "e"];
+    // More than two takes' worth, so that both threads can find some left.
+    let owners: Vec<String> = (0..3 * outcome::DONES_TAKEN_AT_ONCE + 5).map(|index| format!("w{index}")).collect();
     let tickets: Vec<WaitTicket> = owners
         .iter()
         .zip(2..)
@@ -626,21 +627,19 @@ fn dones_split_between_two_threads_are_each_paid_written_and_woken_once() {
     let mut letters: Vec<_> = tickets.iter().map(|ticket| Box::pin(ticket.letter())).collect();
     letters.iter_mut().for_each(|letter| assert!(letter.as_mut().poll(&mut cx).is_pending()));
 
-    let (outcome, mut first_half) = core.unlock_handing_off(b"k", b"a", token, success(None, None), at(10));
-    assert_eq!(outcome, UnlockOutcome::Succeeded { waiters_told: 4 });
-    let second_half = first_half.split_off_dones();
-    assert_eq!((first_half.dones_to_write(), second_half.dones_to_write()), (2, 2));
+    let (outcome, handed_to) = core.unlock_handing_off(b"k", b"a", token, success(None, None), at(10));
+    assert_eq!(outcome, UnlockOutcome::Succeeded { waiters_told: owners.len() });
+    assert_eq!(handed_to.dones_to_write(), owners.len());
     let written = std::thread::scope(|scope| {
-        let other = scope.spawn(|| core.write_dones_directly(&second_half, at(11)));
-        core.write_dones_directly(&first_half, at(11)) + other.join().unwrap()
+        let other = scope.spawn(|| core.write_dones_directly(&handed_to, at(11)));
+        core.write_dones_directly(&handed_to, at(11)) + other.join().unwrap()
     });
-    assert_eq!(written, 4);
-    assert!(core.owed_dones(b"k").is_empty(), "all four paid as written");
+    assert_eq!(written, owners.len());
+    assert_eq!(core.write_dones_directly(&handed_to, at(11)), 0, "none is left to take");
+    assert!(core.owed_dones(b"k").is_empty(), "every one paid as written");
     assert_eq!(woken(), 0, "the WAITs sleep while their DONEs are written");
-    drop(second_half);
-    assert_eq!(woken(), 2, "the second half's WAITs, d and e");
-    drop(first_half);
-    assert_eq!(woken(), 4);
+    drop(handed_to);
+    assert_eq!(woken(), owners.len());
     for letter in &mut letters {
         assert!(matches!(
             letter.as_mut().poll(&mut cx),

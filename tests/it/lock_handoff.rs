@@ -498,7 +498,7 @@ async fn dones_written_by_the_unlocking_connection_arrive_whole_once_and_in_orde
 }
 
 /// The same with a line long enough that, on a machine with a core no event loop uses, the
-/// unlocking connection hands half of the DONEs to a thread there (`Connection::write_dones`).
+/// unlocking connection shares the DONEs with a thread there (`Connection::write_dones`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dones_shared_with_a_thread_on_the_spare_core_arrive_whole_once_and_in_order() {
     dones_written_by_the_unlocking_connection(300).await;
@@ -536,8 +536,8 @@ async fn dones_written_by_the_unlocking_connection(waiter_count: usize) {
     // mailbox the writer (it lends it once the replies before the WAIT are written).
     assert!((1..=waiter_count as i64).contains(&written), "{written} of {waiter_count} written by the unlocker");
     if waiter_count >= 256 {
-        // Both halves of a line this long (`SHARED_FANOUT_MIN`, src/connection.rs) are written
-        // directly, whichever thread writes the second.
+        // A line this long (`SHARED_FANOUT_MIN`, src/connection.rs) is written directly, by the
+        // unlocking loop and the spare core's thread together (or the loop alone).
         assert!(written > waiter_count as i64 / 2, "{written} of {waiter_count} written by the unlocker");
     }
     // Told DONE once: the first to call again takes the lock, the others queue behind it.
