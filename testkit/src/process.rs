@@ -104,33 +104,20 @@ pub fn rss_kb(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no VmRSS in /proc/{pid}/status")))
 }
 
-/// CPU time (user + system, all threads) process `pid` has used, in seconds, from /proc. Linux
-/// reports it in ticks of 1/100 s to user space (USER_HZ) on every architecture it runs on.
+/// CPU time (user + system) process `pid` has used, in seconds: [`cpu_nanos`].
 pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let invalid = || io::Error::new(io::ErrorKind::InvalidData, format!("cannot parse /proc/{pid}/stat"));
-    // The command name (field 2) may hold spaces and parentheses: fields are counted after its
-    // last ')'. utime and stime are fields 14 and 15.
-    let after_name = &stat[stat.rfind(')').ok_or_else(invalid)? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<u64>().ok()).ok_or_else(invalid);
-    Ok((ticks(11)? + ticks(12)?) as f64 / 100.0)
+    Ok(cpu_nanos(pid)? as f64 / 1e9)
 }
 
-/// CPU time process `pid`'s live threads have run, in nanoseconds: the sum of each thread's
-/// /proc schedstat. Finer than [`cpu_seconds`]' ticks of 10 ms, for windows of tens of
-/// milliseconds (a fan-out); the time of threads that have exited is not counted.
+/// CPU time process `pid` has used, in nanoseconds: its POSIX CPU-time clock, which counts every
+/// thread it ran, those that have exited too (a fan-out's scoped thread), to the nanosecond.
+/// The sum of the live threads' /proc schedstat, used before, missed exited threads, and
+/// /proc/PID/stat counts in ticks of 10 ms, too coarse for a window of tens of milliseconds.
 pub fn cpu_nanos(pid: u32) -> io::Result<u64> {
-    let mut total = 0;
-    for thread in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let path = thread?.path().join("schedstat");
-        // A thread that exits between the listing and the read is simply not counted.
-        let Ok(schedstat) = std::fs::read_to_string(&path) else { continue };
-        let on_cpu = schedstat.split_whitespace().next().and_then(|field| field.parse::<u64>().ok());
-        total += on_cpu
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("cannot parse {}", path.display())))?;
-    }
-    Ok(total)
+    let pid = i32::try_from(pid).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("no pid {pid}")))?;
+    let clock = nix::time::clock_getcpuclockid(nix::unistd::Pid::from_raw(pid))?;
+    let spent = nix::time::clock_gettime(clock)?;
+    Ok(u64::try_from(spent.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(spent.tv_nsec()).unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -145,22 +132,21 @@ mod tests {
 
     #[test]
     fn reads_the_cpu_time_it_spends() {
-        let before = cpu_seconds(std::process::id()).expect("stat");
+        let before = cpu_seconds(std::process::id()).expect("cpu clock");
         let spin = std::time::Instant::now();
         let mut x = 0u64;
         while spin.elapsed() < std::time::Duration::from_millis(200) {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
         }
-        let spent = cpu_seconds(std::process::id()).expect("stat") - before;
+        let spent = cpu_seconds(std::process::id()).expect("cpu clock") - before;
         assert!(spent > 0.05, "200 ms of spinning counted as {spent} s");
         assert!(cpu_seconds(u32::MAX).is_err());
     }
 
     #[test]
-    fn reads_the_cpu_time_of_its_threads_in_nanoseconds() {
-        let before = cpu_nanos(std::process::id()).expect("schedstat");
-        let (spun, read) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
-        let spinner = std::thread::spawn(move || {
+    fn counts_the_cpu_time_of_threads_that_have_exited() {
+        let before = cpu_nanos(std::process::id()).expect("cpu clock");
+        std::thread::spawn(|| {
             let own = || std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
             let own_ns = || own().split_whitespace().next().unwrap().parse::<u64>().unwrap();
             let start = own_ns();
@@ -168,15 +154,11 @@ mod tests {
             while own_ns() - start < 50_000_000 {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
             }
-            spun.0.send(()).unwrap();
-            // Alive until read: an exited thread is no longer counted.
-            read.1.recv().unwrap();
-        });
-        spun.1.recv().unwrap();
-        let spent = cpu_nanos(std::process::id()).expect("schedstat") - before;
-        read.0.send(()).unwrap();
-        spinner.join().unwrap();
-        assert!(spent >= 50_000_000, "a thread's 50 ms on the CPU counted as {spent} ns");
+        })
+        .join()
+        .unwrap();
+        let spent = cpu_nanos(std::process::id()).expect("cpu clock") - before;
+        assert!(spent >= 50_000_000, "an exited thread's 50 ms on the CPU counted as {spent} ns");
         assert!(cpu_nanos(u32::MAX).is_err());
     }
 
