@@ -31,6 +31,7 @@ pub mod config;
 mod connection;
 mod context;
 pub mod core;
+mod cpu;
 mod direct;
 mod errors;
 mod event_loops;

@@ -8,7 +8,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 use parking_lot::Mutex;
 
 use crate::core::CoreStats;
-use crate::logging;
+use crate::{cpu, logging};
 
 const OPS_SAMPLES: usize = 16;
 pub(crate) const OPS_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
@@ -144,6 +144,7 @@ impl Prometheus {
     pub(crate) fn render(&self, figures: &Figures) -> String {
         self.publish(figures);
         let mut page = self.handle.render();
+        page.push_str(&process_cpu_counter());
         if let Some(journal) = &figures.journal {
             page.push_str(&fsync_histogram(journal));
         }
@@ -205,6 +206,16 @@ impl Prometheus {
 
 /// `baton_journal_fsync_seconds` in Prometheus's histogram format. Written out here: the page's
 /// recorder is given figures when scraped, and a histogram there could only be fed samples.
+/// Written here rather than through the recorder, whose counters hold whole numbers: the
+/// standard name every Prometheus client library exports, in seconds.
+fn process_cpu_counter() -> String {
+    let name = "process_cpu_seconds_total";
+    format!(
+        "# HELP {name} Total user and system CPU time spent in seconds.\n# TYPE {name} counter\n{name} {:.6}\n",
+        cpu::process_seconds()
+    )
+}
+
 fn fsync_histogram(journal: &JournalFigures) -> String {
     let name = "baton_journal_fsync_seconds";
     let mut text = format!("# HELP {name} Time each fsync of the journal took.\n# TYPE {name} histogram\n");

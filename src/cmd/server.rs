@@ -12,8 +12,8 @@ use super::table;
 use crate::config::REDIS_COMPAT_VERSION;
 use crate::context::Shared;
 use crate::errors;
-use crate::memory;
 use crate::reply::Reply;
+use crate::{cpu, memory};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ServerCommand {
@@ -331,6 +331,7 @@ fn info_text(shared: &Shared, sections: &[Bytes]) -> String {
         "Replication",
         replication.iter().map(|(field, value)| (field.as_str(), value.clone())).collect(),
     );
+    section("cpu", "CPU", cpu::info_fields());
     let core = figures.core;
     let latency = figures.handoff;
     section(

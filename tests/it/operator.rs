@@ -126,6 +126,43 @@ async fn info_and_prometheus_report_the_same_traffic() {
     server.stop().await.unwrap();
 }
 
+/// INFO `# CPU` in Redis's names and format, and `process_cpu_seconds_total`: the server runs in
+/// this test's process, so what they report lies between this process's CPU time read before
+/// and after (its CPU-time clock, which counts the same threads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_cpu_and_prometheus_report_the_process_cpu_time() {
+    let metrics_port = free_port();
+    let mut config = Config::default_for_tests();
+    config.metrics_addr = Some(format!("127.0.0.1:{metrics_port}").parse().unwrap());
+    let server = RunningServer::start(config).await.unwrap();
+    let mut client = Raw::connect(server.addr).await;
+    let own_cpu = || baton_testkit::process::cpu_seconds(std::process::id()).unwrap();
+    let seconds = |text: &str, name: &str| -> f64 {
+        let value = text.lines().find_map(|line| line.strip_prefix(&format!("{name}:"))).expect(name);
+        let (whole, micros) = value.split_once('.').expect("seconds with a fraction");
+        assert_eq!(micros.len(), 6, "{name}:{value} has six decimals, as in Redis");
+        format!("{whole}.{micros}").parse().unwrap()
+    };
+
+    let before = own_cpu();
+    let info = client.cmd(args!["INFO", "cpu"]).await.text();
+    let after = own_cpu();
+    assert!(info.starts_with("# CPU\r\n"), "{info}");
+    assert!(!info.contains("# Server"), "only the section asked for: {info}");
+    let used = seconds(&info, "used_cpu_sys") + seconds(&info, "used_cpu_user");
+    assert!(before - 1e-5 <= used && used <= after + 1e-5, "{before} <= {used} <= {after}");
+    assert_eq!(seconds(&info, "used_cpu_sys_children") + seconds(&info, "used_cpu_user_children"), 0.0);
+    assert!(client.cmd(args!["INFO"]).await.text().contains("\r\n# CPU\r\nused_cpu_sys:"), "in the default INFO");
+
+    let before = own_cpu();
+    let text = scrape(metrics_port).await;
+    let after = own_cpu();
+    let used = metric(&text, "process_cpu_seconds_total").expect("process_cpu_seconds_total");
+    assert!(before - 1e-5 <= used && used <= after + 1e-5, "{before} <= {used} <= {after}");
+    assert!(text.contains("# TYPE process_cpu_seconds_total counter"), "{text}");
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instantaneous_ops_per_sec_follows_load() {
     let server = RunningServer::start(Config::default_for_tests()).await.unwrap();
