@@ -169,6 +169,7 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
         ("max-lease-ms", config.max_lease_ms.to_string()),
         ("release-on-disconnect", yes_no(config.release_on_disconnect.enabled()).to_owned()),
         ("shards", shared.core.shard_count().to_string()),
+        ("threads", config.event_loop_count().to_string()),
         ("max-key-bytes", config.max_key_bytes.to_string()),
         ("max-result-bytes", config.max_result_bytes.to_string()),
         ("tcp-keepalive", config.tcp_keepalive.to_string()),

@@ -27,6 +27,20 @@ async fn config_get_reports_tcp_keepalive() {
     }
 }
 
+/// The event loops in use: the flag's, or the default's count for this machine's cores.
+#[tokio::test]
+async fn config_get_reports_the_event_loop_count() {
+    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    for (flag, expected) in [(Some(3), 3), (None, cores.saturating_sub(1).max(1))] {
+        let server = start_with(|config| config.threads = flag).await;
+        let mut raw = Raw::connect(server.addr).await;
+        let reply = raw.cmd(args!["CONFIG", "GET", "threads"]).await;
+        let expected = Resp::Array(vec![Resp::Bulk(b"threads".to_vec()), Resp::Bulk(expected.to_string().into())]);
+        assert_eq!(reply, expected, "{flag:?}");
+        server.stop().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn info_stats_reports_dropped_log_lines() {
     let server = start().await;
