@@ -119,6 +119,9 @@ check "PING" "PONG" "$(cli PING)"
 check "ECHO" "hello baton" "$(cli ECHO "hello baton")"
 check "HELLO 3 (RESP3) reports baton_version" '"0.1.0"' \
     "$(timeout 5 redis-cli -3 --no-raw -p "$port" HELLO 3 | sed -n 's/^ *[0-9]*# "baton_version" => //p')"
+check "TIME: the server's Unix seconds, within a minute of this machine's" "yes" \
+    "$(cli TIME | head -1 | awk -v now="$(date +%s)" '{ d = $1 - now; print (d < 60 && d > -60) ? "yes" : "no: " $1 }')"
+check "ROLE on a single node: master" "master" "$(cli ROLE | head -1)"
 
 # --- the holder: one redis-cli kept open as a coprocess ------------------------------------------
 # With the default --release-on-disconnect yes, a lock is released when the connection that took it

@@ -155,36 +155,87 @@ pub(crate) fn role(topology: Option<&Topology>) -> &'static str {
     }
 }
 
+/// A node's replication role as INFO and ROLE report it: a single node is a master without
+/// replicas; in a cluster the leader is the master, with the followers it hears from as replicas.
+enum ReplicationRole {
+    Master {
+        replicas: Vec<SocketAddr>,
+    },
+    /// A follower, with the leader's client address when it knows one.
+    Slave {
+        leader: Option<SocketAddr>,
+    },
+}
+
+fn replication_role(topology: Option<&Topology>) -> ReplicationRole {
+    let Some(topology) = topology else {
+        return ReplicationRole::Master { replicas: Vec::new() };
+    };
+    let master = topology.master();
+    if master != topology.myself {
+        return ReplicationRole::Slave { leader: topology.peer(master).map(|peer| peer.client_addr) };
+    }
+    let replicas = topology
+        .peers
+        .iter()
+        .filter(|peer| peer.id != master && topology.is_reachable(peer.id))
+        .map(|peer| peer.client_addr)
+        .collect();
+    ReplicationRole::Master { replicas }
+}
+
 /// INFO's Replication section, as a Redis Cluster member shows it: the leader as a master with
 /// the followers it hears from as its replicas, a follower as a replica of the leader. There is
 /// no replication offset to show: `offset` and `lag` are 0.
 pub(crate) fn replication_fields(topology: Option<&Topology>) -> Vec<(String, String)> {
     let field = |name: &str, value: String| (name.to_owned(), value);
-    let Some(topology) = topology else {
-        return vec![field("role", "master".to_owned()), field("connected_slaves", "0".to_owned())];
-    };
-    let master = topology.master();
-    if master != topology.myself {
-        let leader = topology.peer(master).map(|peer| peer.client_addr);
-        return vec![
+    match replication_role(topology) {
+        ReplicationRole::Slave { leader } => vec![
             field("role", "slave".to_owned()),
             field("master_host", leader.map(|addr| addr.ip().to_string()).unwrap_or_default()),
             field("master_port", leader.map(|addr| addr.port().to_string()).unwrap_or_default()),
             field("master_link_status", "up".to_owned()),
             field("connected_slaves", "0".to_owned()),
-        ];
+        ],
+        ReplicationRole::Master { replicas } => {
+            let mut fields =
+                vec![field("role", "master".to_owned()), field("connected_slaves", replicas.len().to_string())];
+            for (index, addr) in replicas.into_iter().enumerate() {
+                fields.push((
+                    format!("slave{index}"),
+                    format!("ip={},port={},state=online,offset=0,lag=0", addr.ip(), addr.port()),
+                ));
+            }
+            fields
+        }
     }
-    let replicas: Vec<&Peer> =
-        topology.peers.iter().filter(|peer| peer.id != master && topology.is_reachable(peer.id)).collect();
-    let mut fields = vec![field("role", "master".to_owned()), field("connected_slaves", replicas.len().to_string())];
-    for (index, replica) in replicas.into_iter().enumerate() {
-        let addr = replica.client_addr;
-        fields.push((
-            format!("slave{index}"),
-            format!("ip={},port={},state=online,offset=0,lag=0", addr.ip(), addr.port()),
-        ));
+}
+
+/// ROLE, in Redis's shapes, offsets 0 (the log index is not a replication offset); a follower
+/// that knows of no leader is still in state "connect".
+pub(crate) fn role_reply(topology: Option<&Topology>) -> Reply {
+    match replication_role(topology) {
+        ReplicationRole::Slave { leader } => Reply::Array(vec![
+            Reply::bulk_static("slave"),
+            Reply::bulk(leader.map(|addr| addr.ip().to_string()).unwrap_or_default()),
+            Reply::Int(leader.map_or(0, |addr| addr.port().into())),
+            Reply::bulk_static(if leader.is_some() { "connected" } else { "connect" }),
+            Reply::Int(0),
+        ]),
+        ReplicationRole::Master { replicas } => {
+            let replicas = replicas
+                .into_iter()
+                .map(|addr| {
+                    Reply::Array(vec![
+                        Reply::bulk(addr.ip().to_string()),
+                        Reply::bulk(addr.port().to_string()),
+                        Reply::bulk_static("0"),
+                    ])
+                })
+                .collect();
+            Reply::Array(vec![Reply::bulk_static("master"), Reply::Int(0), Reply::Array(replicas)])
+        }
     }
-    fields
 }
 
 /// The master first, then the replicas in id order: the order of CLUSTER SLOTS and SHARDS.
@@ -344,6 +395,29 @@ mod tests {
             ["role:slave", "master_host:127.0.0.1", "master_port:7002", "master_link_status:up", "connected_slaves:0"]
         );
         assert_eq!(role(Some(&follower)), "replica");
+    }
+
+    #[test]
+    fn role_is_redis_shaped_for_a_single_node_the_leader_and_a_follower() {
+        let resp2 =
+            |topology: Option<&Topology>| String::from_utf8(encode(Protocol::Resp2, role_reply(topology))).unwrap();
+        assert_eq!(resp2(None), "*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
+
+        let mut leader = three_nodes(2, Some(2));
+        leader.reachable = vec![2, 3];
+        assert_eq!(
+            resp2(Some(&leader)),
+            "*3\r\n$6\r\nmaster\r\n:0\r\n*1\r\n*3\r\n$9\r\n127.0.0.1\r\n$4\r\n7003\r\n$1\r\n0\r\n"
+        );
+        assert_eq!(
+            resp2(Some(&three_nodes(1, Some(2)))),
+            "*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:7002\r\n$9\r\nconnected\r\n:0\r\n"
+        );
+        // A leader this node has no address for.
+        assert_eq!(
+            resp2(Some(&three_nodes(1, Some(9)))),
+            "*5\r\n$5\r\nslave\r\n$0\r\n\r\n:0\r\n$7\r\nconnect\r\n:0\r\n"
+        );
     }
 
     #[test]

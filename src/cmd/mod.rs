@@ -183,6 +183,8 @@ impl Command {
             Id::MemoryUsage => Command::Keyspace(keyspace::parse_memory_usage(args)?),
             Id::MemoryHelp => Command::Keyspace(KeyspaceCommand::MemoryHelp),
             Id::BgRewriteAof => Command::Server(ServerCommand::BgRewriteAof),
+            Id::Time => Command::Server(ServerCommand::Time),
+            Id::Role => Command::Server(ServerCommand::Role),
             Id::Shutdown => {
                 server::parse_shutdown(args)?;
                 Command::Shutdown
@@ -307,6 +309,8 @@ mod tests {
         "MEMORY HELP",
         "BGREWRITEAOF",
         "SHUTDOWN NOSAVE NOW",
+        "TIME",
+        "ROLE",
         "COMMAND",
         "COMMAND COUNT",
         "COMMAND DOCS ping",

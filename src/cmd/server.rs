@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -20,6 +21,8 @@ pub(crate) enum ServerCommand {
     Info(Vec<Bytes>),
     DbSize,
     BgRewriteAof,
+    Time,
+    Role,
     CommandAll,
     CommandCount,
     CommandInfo(Vec<Bytes>),
@@ -105,6 +108,8 @@ impl ServerCommand {
         match self {
             ServerCommand::Info(sections) => Reply::bulk(info_text(shared, &sections)),
             ServerCommand::DbSize => Reply::Int(i64::try_from(shared.held().keys).unwrap_or(i64::MAX)),
+            ServerCommand::Time => time_reply(shared.config.wall_clock_offset_ms),
+            ServerCommand::Role => cluster::role_reply(cluster::topology(shared).as_ref()),
             ServerCommand::BgRewriteAof => match &shared.persistence {
                 None => Reply::error(errors::JOURNAL_OFF),
                 Some(persistence) if persistence.request_rewrite() => Reply::Status(errors::REWRITE_STARTED.into()),
@@ -147,6 +152,15 @@ impl ServerCommand {
             }
         }
     }
+}
+
+/// TIME: the wall clock as the journal reads it (`--wall-clock-offset-ms` included), as Unix
+/// seconds and microseconds, each a bulk string as in Redis.
+fn time_reply(offset_ms: i64) -> Reply {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let offset = Duration::from_millis(offset_ms.unsigned_abs());
+    let now = if offset_ms < 0 { since_epoch.saturating_sub(offset) } else { since_epoch + offset };
+    Reply::Array(vec![Reply::bulk(now.as_secs().to_string()), Reply::bulk(now.subsec_micros().to_string())])
 }
 
 /// The parameters tools commonly ask for, answered from the running configuration.

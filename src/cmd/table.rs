@@ -39,6 +39,8 @@ pub(crate) enum CommandId {
     MemoryHelp,
     BgRewriteAof,
     Shutdown,
+    Time,
+    Role,
     Command,
     CommandCount,
     CommandDocs,
@@ -565,6 +567,29 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         group: "server",
         since: "1.0.0",
         summary: "Asynchronously rewrite the append-only file",
+        ..BASE
+    },
+    CommandSpec {
+        id: CommandId::Time,
+        name: "time",
+        arity: 1,
+        flags: &["loading", "stale", "fast"],
+        acl_categories: &["@fast"],
+        tips: &["nondeterministic_output"],
+        group: "server",
+        since: "2.6.0",
+        summary: "Return the server's wall-clock time: Unix seconds and microseconds",
+        ..BASE
+    },
+    CommandSpec {
+        id: CommandId::Role,
+        name: "role",
+        arity: 1,
+        flags: &["noscript", "loading", "stale", "fast"],
+        acl_categories: &["@admin", "@fast", "@dangerous"],
+        group: "server",
+        since: "2.8.12",
+        summary: "Return this node's role: master on a single node or a cluster's leader, slave on a follower",
         ..BASE
     },
     CommandSpec {

@@ -311,6 +311,36 @@ async fn info_has_the_fields_tools_look_for() {
     server.stop().await.unwrap();
 }
 
+/// TIME is the wall clock the journal reads (offset as `--wall-clock-offset-ms` says), as the
+/// redis crate parses Redis's; ROLE on a single node is Redis's master without replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_and_role_answer_as_redis_does() {
+    let unix_micros = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros();
+    for offset_ms in [0_i64, -3_600_000] {
+        let server = start_with(|config| config.wall_clock_offset_ms = offset_ms).await;
+        let mut rc = redis_conn(server.addr).await;
+        let before = unix_micros() as i128 + i128::from(offset_ms) * 1000;
+        let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut rc).await.unwrap();
+        let after = unix_micros() as i128 + i128::from(offset_ms) * 1000;
+        assert!(micros < 1_000_000, "{micros}");
+        let time = i128::from(seconds) * 1_000_000 + i128::from(micros);
+        assert!(before <= time && time <= after, "offset {offset_ms} ms: {before} <= {time} <= {after}");
+
+        let role: redis::Value = redis::cmd("ROLE").query_async(&mut rc).await.unwrap();
+        assert_eq!(
+            role,
+            redis::Value::Array(vec![
+                redis::Value::BulkString(b"master".to_vec()),
+                redis::Value::Int(0),
+                redis::Value::Array(vec![])
+            ])
+        );
+        let mut con = Raw::connect(server.addr).await;
+        assert!(con.cmd(args!["TIME", "now"]).await.err().contains("wrong number of arguments"));
+        server.stop().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_count_docs_and_info() {
     let server = start().await;
