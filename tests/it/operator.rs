@@ -19,8 +19,14 @@ fn field(info: &str, name: &str) -> u64 {
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A server serving Prometheus metrics, and the port of its metrics endpoint.
+async fn start_with_metrics() -> (RunningServer, u16) {
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = crate::common::start_with(|config| {
+        config.metrics_addr = Some(format!("127.0.0.1:{metrics_port}").parse().unwrap());
+    })
+    .await;
+    (server, metrics_port)
 }
 
 async fn scrape(port: u16) -> String {
@@ -87,10 +93,7 @@ async fn grants_written_by_the_unlocking_connection_arrive_whole_and_in_order() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_and_prometheus_report_the_same_traffic() {
-    let metrics_port = free_port();
-    let mut config = Config::default_for_tests();
-    config.metrics_addr = Some(format!("127.0.0.1:{metrics_port}").parse().unwrap());
-    let server = RunningServer::start(config).await.unwrap();
+    let (server, metrics_port) = start_with_metrics().await;
     let mut holder = Raw::connect(server.addr).await;
     let mut waiters = Vec::new();
     for round in 0..3 {
@@ -131,10 +134,7 @@ async fn info_and_prometheus_report_the_same_traffic() {
 /// and after (its CPU-time clock, which counts the same threads).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_cpu_and_prometheus_report_the_process_cpu_time() {
-    let metrics_port = free_port();
-    let mut config = Config::default_for_tests();
-    config.metrics_addr = Some(format!("127.0.0.1:{metrics_port}").parse().unwrap());
-    let server = RunningServer::start(config).await.unwrap();
+    let (server, metrics_port) = start_with_metrics().await;
     let mut client = Raw::connect(server.addr).await;
     let own_cpu = || baton_testkit::process::cpu_seconds(std::process::id()).unwrap();
     let seconds = |text: &str, name: &str| -> f64 {
@@ -232,11 +232,7 @@ async fn client_that_never_reads_is_disconnected_and_others_are_served() {
 /// it is an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bgrewriteaof_writes_a_snapshot_of_the_journal() {
-    let metrics_port = free_port();
-    let server = crate::common::start_with(|config| {
-        config.metrics_addr = Some(format!("127.0.0.1:{metrics_port}").parse().unwrap());
-    })
-    .await;
+    let (server, metrics_port) = start_with_metrics().await;
     let mut con = Raw::connect(server.addr).await;
     cmd_out(&mut con, args!["LOCK.TRY", "kept", "a"]).await.token();
     let started = con.cmd(args!["BGREWRITEAOF"]).await;
